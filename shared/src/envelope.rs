@@ -1,0 +1,161 @@
+//! The versioned envelope every message travels in, and the decoding of its payload.
+//!
+//! On a Redis stream an entry has two fields: `type` (for people and tools reading the stream)
+//! and `envelope` (the JSON of [`Envelope`]). Readers accept every version they have ever
+//! written; anything else is a [`DecodeError`], which sends the entry to the dead-letter stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{MessageId, NodeId, OrganizationId};
+
+/// Who caused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    Operator,
+    Organization(OrganizationId),
+    Node(NodeId),
+    Orchestrator,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: MessageId,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub version: u16,
+    pub occurred_at: DateTime<Utc>,
+    /// The id of the request (or first message) that started this chain of work.
+    pub correlation_id: Uuid,
+    /// The id of the message that directly caused this one.
+    pub causation_id: Option<Uuid>,
+    pub organization_id: Option<OrganizationId>,
+    pub actor: Actor,
+    pub payload: serde_json::Value,
+}
+
+/// Where a message comes from, for the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub organization_id: Option<OrganizationId>,
+    pub actor: Actor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the entry has no `envelope` field")]
+    MissingEnvelope,
+    #[error("the envelope is not valid JSON of the envelope shape: {0}")]
+    Envelope(String),
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("unsupported version {version} of {message_type}")]
+    UnsupportedVersion { message_type: String, version: u16 },
+    #[error("the payload of {message_type} does not parse: {detail}")]
+    Payload { message_type: String, detail: String },
+}
+
+/// A family of messages (commands, reports, events, node messages) with a type string per variant.
+pub trait Message: Sized {
+    fn message_type(&self) -> &'static str;
+    fn version(&self) -> u16;
+    fn to_payload(&self) -> serde_json::Value;
+    fn from_parts(message_type: &str, version: u16, payload: serde_json::Value) -> Result<Self, DecodeError>;
+}
+
+impl Envelope {
+    pub fn wrap(message: &impl Message, origin: Origin) -> Self {
+        Self::wrap_with_id(MessageId::new(), message, origin)
+    }
+
+    pub fn wrap_with_id(id: MessageId, message: &impl Message, origin: Origin) -> Self {
+        Self {
+            id,
+            message_type: message.message_type().to_owned(),
+            version: message.version(),
+            occurred_at: Utc::now(),
+            correlation_id: origin.correlation_id,
+            causation_id: origin.causation_id,
+            organization_id: origin.organization_id,
+            actor: origin.actor,
+            payload: message.to_payload(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(text).map_err(|error| DecodeError::Envelope(error.to_string()))
+    }
+
+    pub fn decode<M: Message>(&self) -> Result<M, DecodeError> {
+        M::from_parts(&self.message_type, self.version, self.payload.clone())
+    }
+
+    /// The origin of a message caused by this one.
+    pub fn follow_up(&self, actor: Actor) -> Origin {
+        Origin {
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.id.as_uuid()),
+            organization_id: self.organization_id,
+            actor,
+        }
+    }
+}
+
+/// Declares a message family: each variant's type string and the versions it reads.
+/// Only version 1 exists so far; a version 2 adds an arm that upgrades the old payload.
+#[macro_export]
+macro_rules! message_family {
+    ($(#[$meta:meta])* $family:ident { $($(#[$vmeta:meta])* $variant:ident($payload:ty) = $type_name:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $family {
+            $($(#[$vmeta])* $variant($payload),)+
+        }
+
+        impl $family {
+            /// Every type string of the family.
+            pub const TYPES: &'static [&'static str] = &[$($type_name),+];
+        }
+
+        impl $crate::envelope::Message for $family {
+            fn message_type(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $type_name,)+ }
+            }
+
+            fn version(&self) -> u16 {
+                1
+            }
+
+            fn to_payload(&self) -> serde_json::Value {
+                match self {
+                    $(Self::$variant(payload) => serde_json::to_value(payload).expect("payloads always serialise"),)+
+                }
+            }
+
+            fn from_parts(message_type: &str, version: u16, payload: serde_json::Value)
+                -> Result<Self, $crate::envelope::DecodeError> {
+                match message_type {
+                    $($type_name => {
+                        if version != 1 {
+                            return Err($crate::envelope::DecodeError::UnsupportedVersion {
+                                message_type: message_type.to_owned(), version });
+                        }
+                        serde_json::from_value::<$payload>(payload).map(Self::$variant).map_err(|error| {
+                            $crate::envelope::DecodeError::Payload {
+                                message_type: message_type.to_owned(), detail: error.to_string() }
+                        })
+                    })+
+                    other => Err($crate::envelope::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+    };
+}

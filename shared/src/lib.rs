@@ -1,0 +1,21 @@
+//! The vocabulary of KoproGo Grid, shared by the gateway, the orchestrator and the worker.
+//! No I/O happens here.
+//!
+//! - [`ids`]: typed identifiers.
+//! - [`domain`]: validated domain values (node spec, priority, task kinds, task status machine).
+//! - [`envelope`]: the versioned envelope every message travels in.
+//! - [`messages`]: commands, reports and node messages; [`events`]: domain events.
+//! - [`carbon`]: carbon credits in exact integers; [`proof`]: the green-proof chain.
+//! - [`keys`]: Redis key and stream names under a namespace; [`live`]: heartbeat state, eco score.
+//! - [`settings`]: settings read by several services, parsed from environment-like lookups.
+
+pub mod carbon;
+pub mod domain;
+pub mod envelope;
+pub mod events;
+pub mod ids;
+pub mod keys;
+pub mod live;
+pub mod messages;
+pub mod proof;
+pub mod settings;

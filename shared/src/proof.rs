@@ -1,0 +1,293 @@
+//! The green-proof chain: one link per credited task, each hashing the one before.
+//!
+//! Canonical encoding (version `kgp1`), the UTF-8 bytes of the fields joined by `|`:
+//!
+//! ```text
+//! kgp1|seq|task_id|node_id|energy_uwh|solar_uwh|carbon_ng|value_peur|created_at|difficulty|prev_hash|nonce
+//! ```
+//!
+//! - integers in base 10 without leading zeros or sign (all are non-negative);
+//! - ids as lowercase hyphenated UUIDs;
+//! - `created_at` in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (exactly six fractional digits);
+//! - `prev_hash` as 64 lowercase hex digits; the first link's is 64 zeros.
+//!
+//! `hash` is the lowercase hex SHA-256 of that encoding, and must start with `difficulty` zero
+//! bits (a light proof of work: the orchestrator increments `nonce` from 0 until it does).
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use crate::ids::{NodeId, TaskId};
+
+pub const ENCODING_VERSION: &str = "kgp1";
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Above this a link would take seconds to mine on a Pi-class verifier.
+pub const MAX_DIFFICULTY: u8 = 24;
+
+/// What a link records, before it is mined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofDraft {
+    pub seq: i64,
+    pub task_id: TaskId,
+    pub node_id: NodeId,
+    pub energy: MicroWattHours,
+    pub solar: MicroWattHours,
+    pub carbon: Nanograms,
+    pub value: PicoEuros,
+    pub created_at: DateTime<Utc>,
+    pub difficulty: u8,
+    pub prev_hash: String,
+}
+
+/// A mined link, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofLink {
+    #[serde(flatten)]
+    pub draft: ProofDraft,
+    pub nonce: i64,
+    pub hash: String,
+}
+
+/// Formats a timestamp the canonical way (microseconds, UTC, `Z`).
+pub fn canonical_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Truncates a timestamp to what PostgreSQL keeps (microseconds), so a stored link re-encodes
+/// to the same bytes.
+pub fn storable_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+pub fn canonical_encoding(draft: &ProofDraft, nonce: i64) -> String {
+    format!(
+        "{ENCODING_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        draft.seq,
+        draft.task_id,
+        draft.node_id,
+        draft.energy.0,
+        draft.solar.0,
+        draft.carbon.0,
+        draft.value.0,
+        canonical_time(draft.created_at),
+        draft.difficulty,
+        draft.prev_hash,
+        nonce
+    )
+}
+
+fn digest(draft: &ProofDraft, nonce: i64) -> [u8; 32] {
+    Sha256::digest(canonical_encoding(draft, nonce).as_bytes()).into()
+}
+
+pub fn leading_zero_bits(bytes: &[u8]) -> u32 {
+    let mut bits = 0;
+    for byte in bytes {
+        if *byte == 0 {
+            bits += 8;
+        } else {
+            return bits + byte.leading_zeros();
+        }
+    }
+    bits
+}
+
+/// Finds the first nonce whose hash meets the draft's difficulty.
+pub fn mine(draft: ProofDraft) -> ProofLink {
+    debug_assert!(draft.difficulty <= MAX_DIFFICULTY);
+    let mut nonce = 0_i64;
+    loop {
+        let hash = digest(&draft, nonce);
+        if leading_zero_bits(&hash) >= u32::from(draft.difficulty) {
+            return ProofLink { draft, nonce, hash: hex::encode(hash) };
+        }
+        nonce += 1;
+    }
+}
+
+/// The outcome of checking a chain from its first link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainVerdict {
+    pub valid: bool,
+    pub length: u64,
+    pub head_hash: String,
+    pub first_invalid_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// Walks the chain in order and stops at the first link that does not hold. `min_difficulty`
+/// refuses links mined more cheaply than the deployment requires.
+pub struct ChainVerifier {
+    min_difficulty: u8,
+    expected_seq: i64,
+    prev_hash: String,
+    broken: Option<(i64, String)>,
+}
+
+impl ChainVerifier {
+    pub fn new(min_difficulty: u8) -> Self {
+        Self { min_difficulty, expected_seq: 1, prev_hash: GENESIS_HASH.to_owned(), broken: None }
+    }
+
+    /// Checks the next link; returns false once the chain is broken (later links are not read).
+    pub fn push(&mut self, link: &ProofLink) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let seq = link.draft.seq;
+        let problem = if seq != self.expected_seq {
+            Some(format!("expected seq {} here, found seq {seq}", self.expected_seq))
+        } else if link.draft.prev_hash != self.prev_hash {
+            Some("prev_hash does not match the previous link's hash".to_owned())
+        } else if link.draft.difficulty < self.min_difficulty {
+            Some(format!("difficulty {} is below the required {}", link.draft.difficulty, self.min_difficulty))
+        } else {
+            let recomputed = digest(&link.draft, link.nonce);
+            if hex::encode(recomputed) != link.hash {
+                Some("hash does not match the link's contents".to_owned())
+            } else if leading_zero_bits(&recomputed) < u32::from(link.draft.difficulty) {
+                Some("hash does not meet the difficulty".to_owned())
+            } else {
+                None
+            }
+        };
+        match problem {
+            Some(reason) => {
+                // A missing link shows up as the next link's wrong seq; report the seq that was due.
+                let at = if seq > self.expected_seq { self.expected_seq } else { seq };
+                self.broken = Some((at, reason));
+                false
+            }
+            None => {
+                self.expected_seq += 1;
+                self.prev_hash = link.hash.clone();
+                true
+            }
+        }
+    }
+
+    pub fn finish(self) -> ChainVerdict {
+        let length = (self.expected_seq - 1) as u64;
+        match self.broken {
+            None => ChainVerdict { valid: true, length, head_hash: self.prev_hash, first_invalid_seq: None, reason: None },
+            Some((seq, reason)) => ChainVerdict {
+                valid: false,
+                length,
+                head_hash: self.prev_hash,
+                first_invalid_seq: Some(seq),
+                reason: Some(reason),
+            },
+        }
+    }
+}
+
+/// Verifies a whole chain held in memory.
+pub fn verify_chain<'a>(links: impl IntoIterator<Item = &'a ProofLink>, min_difficulty: u8) -> ChainVerdict {
+    let mut verifier = ChainVerifier::new(min_difficulty);
+    for link in links {
+        if !verifier.push(link) {
+            break;
+        }
+    }
+    verifier.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(length: i64, difficulty: u8) -> Vec<ProofLink> {
+        let mut links: Vec<ProofLink> = Vec::new();
+        for seq in 1..=length {
+            let prev_hash = links.last().map_or(GENESIS_HASH.to_owned(), |link| link.hash.clone());
+            links.push(mine(ProofDraft {
+                seq,
+                task_id: TaskId::new(),
+                node_id: NodeId::new(),
+                energy: MicroWattHours(100_000_000),
+                solar: MicroWattHours(60_000_000),
+                carbon: Nanograms(10_800_000_000),
+                value: PicoEuros(270_000_000),
+                created_at: storable_time(Utc::now()),
+                difficulty,
+                prev_hash,
+            }));
+        }
+        links
+    }
+
+    #[test]
+    fn mined_links_meet_their_difficulty() {
+        for link in chain(5, 10) {
+            assert!(link.hash.starts_with("00"), "{}", link.hash);
+            assert_eq!(hex::decode(&link.hash).map(|bytes| leading_zero_bits(&bytes) >= 10), Ok(true));
+        }
+    }
+
+    #[test]
+    fn the_encoding_is_the_documented_one() {
+        let draft = ProofDraft {
+            seq: 1,
+            task_id: TaskId(uuid::Uuid::nil()),
+            node_id: NodeId(uuid::Uuid::nil()),
+            energy: MicroWattHours(5),
+            solar: MicroWattHours(3),
+            carbon: Nanograms(540),
+            value: PicoEuros(13),
+            created_at: "2026-01-02T03:04:05.123456Z".parse().unwrap(),
+            difficulty: 0,
+            prev_hash: GENESIS_HASH.to_owned(),
+        };
+        let nil = "00000000-0000-0000-0000-000000000000";
+        assert_eq!(
+            canonical_encoding(&draft, 7),
+            format!("kgp1|1|{nil}|{nil}|5|3|540|13|2026-01-02T03:04:05.123456Z|0|{GENESIS_HASH}|7")
+        );
+        // Difficulty 0: the first nonce is taken, and the hash is plain SHA-256 of the line.
+        let link = mine(draft.clone());
+        assert_eq!(link.nonce, 0);
+        assert_eq!(link.hash, hex::encode(Sha256::digest(canonical_encoding(&draft, 0).as_bytes())));
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let links = chain(4, 4);
+        let verdict = verify_chain(&links, 4);
+        assert!(verdict.valid);
+        assert_eq!(verdict.length, 4);
+        assert_eq!(verdict.head_hash, links[3].hash);
+        assert_eq!(verify_chain(&[], 4).head_hash, GENESIS_HASH);
+    }
+
+    #[test]
+    fn tampering_is_found_at_the_edited_link() {
+        let mut links = chain(5, 4);
+        links[2].draft.solar = MicroWattHours(61_000_000);
+        let verdict = verify_chain(&links, 4);
+        assert_eq!((verdict.valid, verdict.first_invalid_seq), (false, Some(3)));
+        assert_eq!(verdict.length, 2);
+    }
+
+    #[test]
+    fn a_deleted_link_is_found_where_it_was() {
+        let mut links = chain(5, 4);
+        links.remove(1);
+        assert_eq!(verify_chain(&links, 4).first_invalid_seq, Some(2));
+    }
+
+    #[test]
+    fn swapped_links_are_found() {
+        let mut links = chain(5, 4);
+        links.swap(1, 3);
+        assert_eq!(verify_chain(&links, 4).first_invalid_seq, Some(2));
+    }
+
+    #[test]
+    fn a_cheaper_difficulty_than_required_is_refused() {
+        let links = chain(2, 2);
+        let verdict = verify_chain(&links, 4);
+        assert_eq!(verdict.first_invalid_seq, Some(1));
+    }
+}

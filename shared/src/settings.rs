@@ -1,0 +1,104 @@
+//! Settings read by more than one service. Parsed from a lookup function (the environment in
+//! the binaries, a map in tests) so that this crate does no I/O; each error names the variable.
+
+use crate::carbon::{CarbonPolicy, parse_scaled_decimal};
+use crate::keys::Keys;
+use crate::live::DEFAULT_MAX_MILLIWATTS_PER_CORE;
+use crate::proof::MAX_DIFFICULTY;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+/// What the gateway and the orchestrator must agree on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridSettings {
+    pub keys: Keys,
+    /// How long a node's live state lives after its last heartbeat (`GRID_NODE_TTL_MS`).
+    pub node_ttl_ms: u64,
+    pub carbon: CarbonPolicy,
+    pub proof_difficulty: u8,
+    pub max_milliwatts_per_core: i64,
+}
+
+impl Default for GridSettings {
+    fn default() -> Self {
+        Self::from_lookup(|_| None).expect("the defaults are valid")
+    }
+}
+
+/// Reads one variable, or its default, and parses it.
+pub fn read<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, SettingsError> {
+    let raw = lookup(variable).unwrap_or_else(|| default.to_owned());
+    parse(raw.trim()).map_err(|reason| SettingsError { variable, reason })
+}
+
+/// Parses an integer in `min..=max`.
+pub fn integer_in<T: TryFrom<i64>>(min: i64, max: i64) -> impl FnOnce(&str) -> Result<T, String> {
+    move |text| {
+        let value: i64 = text.parse().map_err(|_| format!("{text:?} is not an integer"))?;
+        if !(min..=max).contains(&value) {
+            return Err(format!("{value} is not between {min} and {max}"));
+        }
+        T::try_from(value).map_err(|_| format!("{value} is out of range"))
+    }
+}
+
+impl GridSettings {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let keys = read(&lookup, "GRID_NAMESPACE", "grid", Keys::new)?;
+        let node_ttl_ms = read(&lookup, "GRID_NODE_TTL_MS", "15000", integer_in(1_000, 3_600_000))?;
+        let grid_intensity_mg_per_kwh =
+            read(&lookup, "GRID_INTENSITY_KG_PER_KWH", "0.18", |text| parse_scaled_decimal(text, 6))?;
+        let price_pico_eur_per_kg =
+            read(&lookup, "GRID_CREDIT_PRICE_EUR_PER_KG", "0.025", |text| parse_scaled_decimal(text, 12))?;
+        let node_share_percent = read(&lookup, "GRID_NODE_SHARE_PERCENT", "70", integer_in(0, 100))?;
+        let proof_difficulty =
+            read(&lookup, "GRID_PROOF_DIFFICULTY", "8", integer_in(0, i64::from(MAX_DIFFICULTY)))?;
+        let default_watts = format!("{}", DEFAULT_MAX_MILLIWATTS_PER_CORE as f64 / 1000.0);
+        let max_milliwatts_per_core = read(&lookup, "GRID_MAX_WATTS_PER_CORE", &default_watts, |text| {
+            let milliwatts = parse_scaled_decimal(text, 3)?;
+            if milliwatts == 0 { Err("must be above 0".to_owned()) } else { Ok(milliwatts) }
+        })?;
+        Ok(Self {
+            keys,
+            node_ttl_ms,
+            carbon: CarbonPolicy { grid_intensity_mg_per_kwh, price_pico_eur_per_kg, node_share_percent },
+            proof_difficulty,
+            max_milliwatts_per_core,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_are_the_readme_figures() {
+        let settings = GridSettings::default();
+        assert_eq!(settings.keys.namespace(), "grid");
+        assert_eq!(settings.carbon, CarbonPolicy::default());
+        assert_eq!(settings.max_milliwatts_per_core, 2_000);
+        assert_eq!(settings.proof_difficulty, 8);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let map: HashMap<&str, &str> = [("GRID_INTENSITY_KG_PER_KWH", "lots")].into();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
+        assert_eq!(error.variable, "GRID_INTENSITY_KG_PER_KWH");
+        let map: HashMap<&str, &str> = [("GRID_PROOF_DIFFICULTY", "99")].into();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
+        assert_eq!(error.variable, "GRID_PROOF_DIFFICULTY");
+    }
+}
