@@ -1,1 +1,85 @@
-fn main() {}
+//! `orchestrator [run]`, `orchestrator migrate`, `orchestrator verify-proofs`.
+
+use clap::{Parser, Subcommand};
+use grid_orchestrator::app::{MIGRATOR, run};
+use grid_orchestrator::config::OrchestratorConfig;
+use grid_orchestrator::ledger::verify_stored_chain;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "orchestrator",
+    about = "KoproGo Grid orchestrator: applies commands and reports, schedules tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Action>,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Apply commands and reports, schedule tasks and relay events (the default).
+    Run,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Verify the green-proof chain; exits 1 at the first broken link.
+    VerifyProofs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = OrchestratorConfig::from_env()
+        .map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&config.database_url)
+        .await?;
+    match cli.command.unwrap_or(Action::Run) {
+        Action::Run => {
+            let shutdown = CancellationToken::new();
+            let trigger = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                trigger.cancel();
+            });
+            run(config, pool, shutdown).await
+        }
+        Action::Migrate => {
+            MIGRATOR.run(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Action::VerifyProofs => {
+            let verdict = verify_stored_chain(&pool, config.grid.proof_difficulty).await?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            if !verdict.valid {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

@@ -17,7 +17,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -27,17 +30,26 @@ fn bounded_text(field: &str, raw: &str, max_chars: usize) -> Result<String, Fiel
         return Err(FieldError::new(field, "must not be empty"));
     }
     if trimmed.chars().count() > max_chars {
-        return Err(FieldError::new(field, format!("must be at most {max_chars} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(trimmed.to_owned())
 }
 
 fn finite_in(field: &str, value: f64, min: f64, max: f64) -> Result<f64, FieldError> {
     if !value.is_finite() || value < min || value > max {
-        return Err(FieldError::new(field, format!("must be a number between {min} and {max}")));
+        return Err(FieldError::new(
+            field,
+            format!("must be a number between {min} and {max}"),
+        ));
     }
     Ok(value)
 }
@@ -81,13 +93,26 @@ pub struct NodeSpec {
 impl NodeSpec {
     pub const MAX_CORES: u16 = 256;
 
-    pub fn parse(name: &str, cpu_cores: i64, has_solar: bool, location: &str) -> Result<Self, FieldError> {
+    pub fn parse(
+        name: &str,
+        cpu_cores: i64,
+        has_solar: bool,
+        location: &str,
+    ) -> Result<Self, FieldError> {
         let name = bounded_text("name", name, 100)?;
         if !(1..=i64::from(Self::MAX_CORES)).contains(&cpu_cores) {
-            return Err(FieldError::new("cpu_cores", format!("must be between 1 and {}", Self::MAX_CORES)));
+            return Err(FieldError::new(
+                "cpu_cores",
+                format!("must be between 1 and {}", Self::MAX_CORES),
+            ));
         }
         let location = bounded_text("location", location, 100)?;
-        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location })
+        Ok(Self {
+            name,
+            cpu_cores: cpu_cores as u16,
+            has_solar,
+            location,
+        })
     }
     pub fn name(&self) -> &str {
         &self.name
@@ -114,7 +139,10 @@ impl Priority {
 
     pub fn parse(raw: i64) -> Result<Self, FieldError> {
         if !(0..=i64::from(Self::MAX)).contains(&raw) {
-            return Err(FieldError::new("priority", "must be an integer between 0 and 10"));
+            return Err(FieldError::new(
+                "priority",
+                "must be an integer between 0 and 10",
+            ));
         }
         Ok(Self(raw as u8))
     }
@@ -143,12 +171,18 @@ impl From<Priority> for i64 {
 }
 
 /// A task's deadline: in the future when submitted, and at most a year ahead.
-pub fn parse_deadline(deadline: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+pub fn parse_deadline(
+    deadline: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, FieldError> {
     if deadline <= now {
         return Err(FieldError::new("deadline", "must be in the future"));
     }
     if deadline > now + chrono::Duration::days(366) {
-        return Err(FieldError::new("deadline", "must be at most one year ahead"));
+        return Err(FieldError::new(
+            "deadline",
+            "must be at most one year ahead",
+        ));
     }
     Ok(deadline)
 }
@@ -196,7 +230,10 @@ impl TaskStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Rejected)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Rejected
+        )
     }
 
     /// Whether the state machine allows `self → next`.
@@ -215,7 +252,14 @@ impl TaskStatus {
 
     /// `Ok(next)` when the transition is legal, else an error naming both ends.
     pub fn transition(self, next: TaskStatus) -> Result<TaskStatus, IllegalTransition> {
-        if self.can_become(next) { Ok(next) } else { Err(IllegalTransition { from: self, to: next }) }
+        if self.can_become(next) {
+            Ok(next)
+        } else {
+            Err(IllegalTransition {
+                from: self,
+                to: next,
+            })
+        }
     }
 }
 
@@ -294,21 +338,29 @@ impl TaskKind {
     /// What a node receives: the same computation with the owners removed.
     pub fn anonymised(&self) -> TaskInput {
         match self {
-            Self::BuildingThermalSimulation { building_id, insulation_score, surface_m2, heating_degree_days } => {
-                TaskInput::BuildingThermalSimulation {
-                    building_id: *building_id,
-                    insulation_score: *insulation_score,
-                    surface_m2: *surface_m2,
-                    heating_degree_days: *heating_degree_days,
-                }
-            }
-            Self::EnergyGroupOptimisation { building_id, simulation_months, participants } => {
-                TaskInput::EnergyGroupOptimisation {
-                    building_id: *building_id,
-                    simulation_months: *simulation_months,
-                    anonymised_readings: participants.iter().map(|p| p.readings_kwh.clone()).collect(),
-                }
-            }
+            Self::BuildingThermalSimulation {
+                building_id,
+                insulation_score,
+                surface_m2,
+                heating_degree_days,
+            } => TaskInput::BuildingThermalSimulation {
+                building_id: *building_id,
+                insulation_score: *insulation_score,
+                surface_m2: *surface_m2,
+                heating_degree_days: *heating_degree_days,
+            },
+            Self::EnergyGroupOptimisation {
+                building_id,
+                simulation_months,
+                participants,
+            } => TaskInput::EnergyGroupOptimisation {
+                building_id: *building_id,
+                simulation_months: *simulation_months,
+                anonymised_readings: participants
+                    .iter()
+                    .map(|p| p.readings_kwh.clone())
+                    .collect(),
+            },
         }
     }
 }
@@ -318,34 +370,61 @@ impl TryFrom<TaskKindInput> for TaskKind {
 
     fn try_from(input: TaskKindInput) -> Result<Self, Self::Error> {
         match input {
-            TaskKindInput::BuildingThermalSimulation { building_id, insulation_score, surface_m2, heating_degree_days } => {
-                Ok(Self::BuildingThermalSimulation {
-                    building_id,
-                    insulation_score: finite_in("kind.insulation_score", insulation_score, 0.0, 1.0)?,
-                    surface_m2: positive_up_to("kind.surface_m2", surface_m2, 1_000_000.0)?,
-                    heating_degree_days: finite_in("kind.heating_degree_days", heating_degree_days, 0.0, 10_000.0)?,
-                })
-            }
-            TaskKindInput::EnergyGroupOptimisation { building_id, simulation_months, participants } => {
+            TaskKindInput::BuildingThermalSimulation {
+                building_id,
+                insulation_score,
+                surface_m2,
+                heating_degree_days,
+            } => Ok(Self::BuildingThermalSimulation {
+                building_id,
+                insulation_score: finite_in("kind.insulation_score", insulation_score, 0.0, 1.0)?,
+                surface_m2: positive_up_to("kind.surface_m2", surface_m2, 1_000_000.0)?,
+                heating_degree_days: finite_in(
+                    "kind.heating_degree_days",
+                    heating_degree_days,
+                    0.0,
+                    10_000.0,
+                )?,
+            }),
+            TaskKindInput::EnergyGroupOptimisation {
+                building_id,
+                simulation_months,
+                participants,
+            } => {
                 if !(1..=120).contains(&simulation_months) {
-                    return Err(FieldError::new("kind.simulation_months", "must be an integer between 1 and 120"));
+                    return Err(FieldError::new(
+                        "kind.simulation_months",
+                        "must be an integer between 1 and 120",
+                    ));
                 }
                 if participants.is_empty() || participants.len() > Self::MAX_PARTICIPANTS {
                     return Err(FieldError::new(
                         "kind.participants",
-                        format!("must hold between 1 and {} participants", Self::MAX_PARTICIPANTS),
+                        format!(
+                            "must hold between 1 and {} participants",
+                            Self::MAX_PARTICIPANTS
+                        ),
                     ));
                 }
                 for (index, participant) in participants.iter().enumerate() {
                     let field = format!("kind.participants[{index}].readings_kwh");
-                    if participant.readings_kwh.is_empty() || participant.readings_kwh.len() > Self::MAX_READINGS {
-                        return Err(FieldError::new(field, format!("must hold between 1 and {} readings", Self::MAX_READINGS)));
+                    if participant.readings_kwh.is_empty()
+                        || participant.readings_kwh.len() > Self::MAX_READINGS
+                    {
+                        return Err(FieldError::new(
+                            field,
+                            format!("must hold between 1 and {} readings", Self::MAX_READINGS),
+                        ));
                     }
                     for reading in &participant.readings_kwh {
                         finite_in(&field, *reading, 0.0, 1_000_000.0)?;
                     }
                 }
-                Ok(Self::EnergyGroupOptimisation { building_id, simulation_months: simulation_months as u32, participants })
+                Ok(Self::EnergyGroupOptimisation {
+                    building_id,
+                    simulation_months: simulation_months as u32,
+                    participants,
+                })
             }
         }
     }
@@ -353,7 +432,10 @@ impl TryFrom<TaskKindInput> for TaskKind {
 
 fn positive_up_to(field: &str, value: f64, max: f64) -> Result<f64, FieldError> {
     if !value.is_finite() || value <= 0.0 || value > max {
-        return Err(FieldError::new(field, format!("must be a number above 0 and at most {max}")));
+        return Err(FieldError::new(
+            field,
+            format!("must be a number above 0 and at most {max}"),
+        ));
     }
     Ok(value)
 }
@@ -416,10 +498,26 @@ mod tests {
     #[test]
     fn node_spec_names_the_bad_field() {
         assert!(NodeSpec::parse("pi-1", 4, true, "Brussels").is_ok());
-        assert_eq!(NodeSpec::parse("  ", 4, true, "Brussels").unwrap_err().field, "name");
-        assert_eq!(NodeSpec::parse("pi", 0, true, "Brussels").unwrap_err().field, "cpu_cores");
-        assert_eq!(NodeSpec::parse("pi", 4, true, "").unwrap_err().field, "location");
-        assert_eq!(NodeSpec::parse("pi\u{7}", 4, true, "x").unwrap_err().field, "name");
+        assert_eq!(
+            NodeSpec::parse("  ", 4, true, "Brussels")
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        assert_eq!(
+            NodeSpec::parse("pi", 0, true, "Brussels")
+                .unwrap_err()
+                .field,
+            "cpu_cores"
+        );
+        assert_eq!(
+            NodeSpec::parse("pi", 4, true, "").unwrap_err().field,
+            "location"
+        );
+        assert_eq!(
+            NodeSpec::parse("pi\u{7}", 4, true, "x").unwrap_err().field,
+            "name"
+        );
     }
 
     #[test]
@@ -436,12 +534,21 @@ mod tests {
         }
         for final_status in [Completed, Failed, Cancelled, Rejected] {
             for next in TaskStatus::ALL {
-                assert!(!final_status.can_become(next), "{final_status:?} -> {next:?}");
+                assert!(
+                    !final_status.can_become(next),
+                    "{final_status:?} -> {next:?}"
+                );
             }
         }
         assert!(!Queued.can_become(Running));
         assert!(!Queued.can_become(Completed));
-        assert_eq!(Completed.transition(Running).unwrap_err(), IllegalTransition { from: Completed, to: Running });
+        assert_eq!(
+            Completed.transition(Running).unwrap_err(),
+            IllegalTransition {
+                from: Completed,
+                to: Running
+            }
+        );
     }
 
     #[test]
@@ -460,23 +567,39 @@ mod tests {
         assert!(serde_json::from_value::<TaskKind>(ok).is_ok());
         let bad = serde_json::json!({"type": "building_thermal_simulation", "building_id": uuid::Uuid::nil(),
             "insulation_score": 1.5, "surface_m2": 120.0, "heating_degree_days": 2500.0});
-        let error = serde_json::from_value::<TaskKind>(bad).unwrap_err().to_string();
+        let error = serde_json::from_value::<TaskKind>(bad)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("kind.insulation_score"), "{error}");
     }
 
     #[test]
     fn group_kind_checks_months_and_readings() {
-        let participant = |n: f64| Participant { owner_id: OwnerId::new(), readings_kwh: vec![n; 12] };
-        let input = |months: i64, participants: Vec<Participant>| TaskKindInput::EnergyGroupOptimisation {
-            building_id: BuildingId::new(),
-            simulation_months: months,
-            participants,
+        let participant = |n: f64| Participant {
+            owner_id: OwnerId::new(),
+            readings_kwh: vec![n; 12],
         };
+        let input =
+            |months: i64, participants: Vec<Participant>| TaskKindInput::EnergyGroupOptimisation {
+                building_id: BuildingId::new(),
+                simulation_months: months,
+                participants,
+            };
         assert!(TaskKind::try_from(input(12, vec![participant(100.0)])).is_ok());
-        assert_eq!(TaskKind::try_from(input(0, vec![participant(1.0)])).unwrap_err().field, "kind.simulation_months");
-        assert_eq!(TaskKind::try_from(input(12, vec![])).unwrap_err().field, "kind.participants");
         assert_eq!(
-            TaskKind::try_from(input(12, vec![participant(1.0), participant(-3.0)])).unwrap_err().field,
+            TaskKind::try_from(input(0, vec![participant(1.0)]))
+                .unwrap_err()
+                .field,
+            "kind.simulation_months"
+        );
+        assert_eq!(
+            TaskKind::try_from(input(12, vec![])).unwrap_err().field,
+            "kind.participants"
+        );
+        assert_eq!(
+            TaskKind::try_from(input(12, vec![participant(1.0), participant(-3.0)]))
+                .unwrap_err()
+                .field,
             "kind.participants[1].readings_kwh"
         );
     }
@@ -488,9 +611,18 @@ mod tests {
             building_id: BuildingId::new(),
             simulation_months: 12,
             participants: vec![
-                Participant { owner_id: owner, readings_kwh: vec![1.0] },
-                Participant { owner_id: owner, readings_kwh: vec![2.0] },
-                Participant { owner_id: OwnerId::new(), readings_kwh: vec![3.0] },
+                Participant {
+                    owner_id: owner,
+                    readings_kwh: vec![1.0],
+                },
+                Participant {
+                    owner_id: owner,
+                    readings_kwh: vec![2.0],
+                },
+                Participant {
+                    owner_id: OwnerId::new(),
+                    readings_kwh: vec![3.0],
+                },
             ],
         };
         assert_eq!(kind.distinct_participants(), 2);

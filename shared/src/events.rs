@@ -185,13 +185,23 @@ mod tests {
     use crate::envelope::{Actor, Envelope, Origin};
 
     fn inputs() -> ScoreInputs {
-        ScoreInputs { node_id: NodeId::new(), solar_watts: 420.0, cpu_usage: 12.5, running: 1, cpu_cores: 4, eco_score: 0.8 }
+        ScoreInputs {
+            node_id: NodeId::new(),
+            solar_watts: 420.0,
+            cpu_usage: 12.5,
+            running: 1,
+            cpu_cores: 4,
+            eco_score: 0.8,
+        }
     }
 
     fn every_event() -> Vec<Event> {
         let (task_id, node_id, owner_id) = (TaskId::new(), NodeId::new(), OwnerId::new());
         vec![
-            Event::OrganizationCreated(OrganizationCreated { organization_id: OrganizationId::new(), name: "A".into() }),
+            Event::OrganizationCreated(OrganizationCreated {
+                organization_id: OrganizationId::new(),
+                name: "A".into(),
+            }),
             Event::NodeRegistered(NodeRegistered {
                 node_id,
                 organization_id: OrganizationId::new(),
@@ -200,7 +210,10 @@ mod tests {
                 has_solar: true,
                 location: "Namur".into(),
             }),
-            Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: vec![task_id] }),
+            Event::NodeWentOffline(NodeWentOffline {
+                node_id,
+                requeued_tasks: vec![task_id],
+            }),
             Event::TaskAccepted(TaskAccepted {
                 task_id,
                 copropriete_id: CoproprieteId::new(),
@@ -209,7 +222,10 @@ mod tests {
                 deadline: Utc::now(),
                 participant_count: 0,
             }),
-            Event::TaskRejected(TaskRejected { task_id, reason: RejectionReason::KAnonymityViolated { min: 5, got: 2 } }),
+            Event::TaskRejected(TaskRejected {
+                task_id,
+                reason: RejectionReason::KAnonymityViolated { min: 5, got: 2 },
+            }),
             Event::TaskAssigned(TaskAssigned {
                 task_id,
                 node_id,
@@ -218,8 +234,17 @@ mod tests {
                 chosen: inputs(),
                 runner_up: Some(inputs()),
             }),
-            Event::TaskStarted(TaskStarted { task_id, node_id, attempt: 1 }),
-            Event::TaskRequeued(TaskRequeued { task_id, node_id, attempt: 1, reason: "node offline".into() }),
+            Event::TaskStarted(TaskStarted {
+                task_id,
+                node_id,
+                attempt: 1,
+            }),
+            Event::TaskRequeued(TaskRequeued {
+                task_id,
+                node_id,
+                attempt: 1,
+                reason: "node offline".into(),
+            }),
             Event::TaskCompleted(TaskCompleted {
                 task_id,
                 node_id,
@@ -235,8 +260,18 @@ mod tests {
                     refusal: None,
                 },
             }),
-            Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt: 0, reason: "deadline_exceeded".into() }),
-            Event::TaskCancelled(TaskCancelled { task_id, node_id: Some(node_id), attempt: 1, reason: "by request".into() }),
+            Event::TaskFailed(TaskFailed {
+                task_id,
+                node_id: None,
+                attempt: 0,
+                reason: "deadline_exceeded".into(),
+            }),
+            Event::TaskCancelled(TaskCancelled {
+                task_id,
+                node_id: Some(node_id),
+                attempt: 1,
+                reason: "by request".into(),
+            }),
             Event::CreditsDistributed(CreditsDistributed {
                 task_id,
                 node_id,
@@ -244,10 +279,21 @@ mod tests {
                 policy: CarbonPolicy::default(),
                 split: CarbonPolicy::default().credit(MicroWattHours(60)),
             }),
-            Event::GreenProofAppended(GreenProofAppended { seq: 1, task_id, prev_hash: "0".repeat(64), hash: "1".repeat(64) }),
-            Event::ConsentGranted(ConsentGranted { owner_id, consent_version: "2026-01".into() }),
+            Event::GreenProofAppended(GreenProofAppended {
+                seq: 1,
+                task_id,
+                prev_hash: "0".repeat(64),
+                hash: "1".repeat(64),
+            }),
+            Event::ConsentGranted(ConsentGranted {
+                owner_id,
+                consent_version: "2026-01".into(),
+            }),
             Event::ConsentRevoked(ConsentRevoked { owner_id }),
-            Event::ParticipantDataPurged(ParticipantDataPurged { owner_id, task_ids: vec![task_id] }),
+            Event::ParticipantDataPurged(ParticipantDataPurged {
+                owner_id,
+                task_ids: vec![task_id],
+            }),
         ]
     }
 
@@ -256,7 +302,12 @@ mod tests {
         let events = every_event();
         assert_eq!(events.len(), Event::TYPES.len());
         for event in events {
-            let origin = Origin { correlation_id: uuid::Uuid::new_v4(), causation_id: None, organization_id: None, actor: Actor::Orchestrator };
+            let origin = Origin {
+                correlation_id: uuid::Uuid::new_v4(),
+                causation_id: None,
+                organization_id: None,
+                actor: Actor::Orchestrator,
+            };
             let envelope = Envelope::wrap(&event, origin);
             let back = Envelope::from_json(&envelope.to_json()).unwrap();
             assert_eq!(back.decode::<Event>().unwrap(), event);

@@ -13,11 +13,17 @@ impl Keys {
     pub fn new(namespace: &str) -> Result<Self, String> {
         let valid = !namespace.is_empty()
             && namespace.len() <= 48
-            && namespace.bytes().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+            && namespace
+                .bytes()
+                .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
         if !valid {
-            return Err(format!("namespace {namespace:?} must be 1 to 48 characters of a-z, 0-9, _ and -"));
+            return Err(format!(
+                "namespace {namespace:?} must be 1 to 48 characters of a-z, 0-9, _ and -"
+            ));
         }
-        Ok(Self { namespace: namespace.to_owned() })
+        Ok(Self {
+            namespace: namespace.to_owned(),
+        })
     }
 
     pub fn namespace(&self) -> &str {
@@ -52,6 +58,12 @@ impl Keys {
     /// `{ns}:node:<id>:tasks`: the node's task channel.
     pub fn node_tasks(&self, node_id: NodeId) -> String {
         format!("{}:node:{node_id}:tasks", self.namespace)
+    }
+
+    /// `{ns}:node:<id>:claims`: the tasks holding a core of the node (a set; its size is the
+    /// node's `running` count as the scheduler sees it).
+    pub fn node_claims(&self, node_id: NodeId) -> String {
+        format!("{}:node:{node_id}:claims", self.namespace)
     }
 
     /// `{ns}:node:<id>:cursor`: how far `/grid/task` polling has read the task channel.

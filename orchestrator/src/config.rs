@@ -1,0 +1,68 @@
+//! The orchestrator's settings, from environment variables, checked at start.
+
+use grid_shared::settings::{GridSettings, SettingsError, integer_in, read};
+
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub grid: GridSettings,
+    /// This replica's name in the consumer group; unique per replica (`GRID_CONSUMER_NAME`).
+    pub consumer_name: String,
+    /// Entries read per XREADGROUP (`GRID_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// How long an entry may stay pending with a silent consumer before another claims it.
+    pub claim_idle_ms: u64,
+    /// Deliveries after which an entry that keeps failing goes to the dead-letter stream.
+    pub max_deliveries: usize,
+    /// Attempts after which a task that keeps failing on nodes is failed for good.
+    pub max_attempts: i32,
+    /// Fewest distinct participants a group task may have (k-anonymity); never below 5.
+    pub k_anonymity_min: usize,
+    /// How often the scheduler and the housekeeping run when nothing wakes them.
+    pub tick_ms: u64,
+}
+
+impl OrchestratorConfig {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let grid = GridSettings::from_lookup(&lookup)?;
+        let required = |variable: &'static str| {
+            lookup(variable)
+                .filter(|value| !value.trim().is_empty())
+                .ok_or(SettingsError {
+                    variable,
+                    reason: "is required".to_owned(),
+                })
+        };
+        let default_consumer = format!("orchestrator-{}", uuid::Uuid::new_v4().simple());
+        Ok(Self {
+            database_url: required("DATABASE_URL")?,
+            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| {
+                Ok(text.to_owned())
+            })?,
+            consumer_name: read(&lookup, "GRID_CONSUMER_NAME", &default_consumer, |text| {
+                if text.is_empty() || text.len() > 100 {
+                    Err("must be 1 to 100 characters".to_owned())
+                } else {
+                    Ok(text.to_owned())
+                }
+            })?,
+            batch_size: read(&lookup, "GRID_BATCH_SIZE", "64", integer_in(1, 10_000))?,
+            claim_idle_ms: read(
+                &lookup,
+                "GRID_CLAIM_IDLE_MS",
+                "30000",
+                integer_in(100, 86_400_000),
+            )?,
+            max_deliveries: read(&lookup, "GRID_MAX_DELIVERIES", "5", integer_in(1, 1_000))?,
+            max_attempts: read(&lookup, "GRID_MAX_ATTEMPTS", "3", integer_in(1, 100))?,
+            k_anonymity_min: read(&lookup, "GRID_K_ANONYMITY_MIN", "5", integer_in(5, 10_000))?,
+            tick_ms: read(&lookup, "GRID_TICK_MS", "200", integer_in(10, 60_000))?,
+            grid,
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The credit ledger and the green-proof chain, written in the transaction that completes a
+//! task. Two entries per credited task (node, cooperative) so that a balance is a sum, and one
+//! proof link; both are unique per task in the schema, so a task is never credited twice.
+
+mod proofs;
+
+pub use proofs::{load_chain_page, verify_stored_chain};
+
+use chrono::{DateTime, Utc};
+use grid_shared::carbon::{CarbonPolicy, CreditSplit, MicroWattHours};
+use grid_shared::ids::{NodeId, TaskId};
+use grid_shared::proof::{GENESIS_HASH, ProofDraft, ProofLink, mine, storable_time};
+use sqlx::PgConnection;
+
+/// Serialises appends to the chain across orchestrator replicas (taken before the outbox lock).
+pub const PROOF_CHAIN_LOCK: i64 = 0x4B47_0002;
+
+pub struct CreditInput {
+    pub task_id: TaskId,
+    pub node_id: NodeId,
+    pub energy: MicroWattHours,
+    pub solar: MicroWattHours,
+}
+
+pub async fn credit_task(
+    conn: &mut PgConnection,
+    input: &CreditInput,
+    policy: CarbonPolicy,
+    difficulty: u8,
+    now: DateTime<Utc>,
+) -> Result<(CreditSplit, ProofLink), sqlx::Error> {
+    let split = policy.credit(input.solar);
+    // The carbon is the node's contribution; the fund's entry carries money only.
+    sqlx::query(
+        "insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
+         values ($1, 'node', $2, $3, $4), ($1, 'cooperative', null, 0, $5)",
+    )
+    .bind(input.task_id.as_uuid())
+    .bind(input.node_id.as_uuid())
+    .bind(split.carbon_saved.0)
+    .bind(split.node_share.0)
+    .bind(split.cooperative_share.0)
+    .execute(&mut *conn)
+    .await?;
+    let link = append_proof(conn, input, split, difficulty, now).await?;
+    Ok((split, link))
+}
+
+async fn append_proof(
+    conn: &mut PgConnection,
+    input: &CreditInput,
+    split: CreditSplit,
+    difficulty: u8,
+    now: DateTime<Utc>,
+) -> Result<ProofLink, sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(PROOF_CHAIN_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let head: Option<(i64, String)> =
+        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (head_seq, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let link = mine(ProofDraft {
+        seq: head_seq + 1,
+        task_id: input.task_id,
+        node_id: input.node_id,
+        energy: input.energy,
+        solar: input.solar,
+        carbon: split.carbon_saved,
+        value: split.total,
+        created_at: storable_time(now),
+        difficulty,
+        prev_hash,
+    });
+    let draft = &link.draft;
+    sqlx::query(
+        "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
+             difficulty, prev_hash, nonce, hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(draft.seq)
+    .bind(draft.task_id.as_uuid())
+    .bind(draft.node_id.as_uuid())
+    .bind(draft.energy.0)
+    .bind(draft.solar.0)
+    .bind(draft.carbon.0)
+    .bind(draft.value.0)
+    .bind(draft.created_at)
+    .bind(i16::from(draft.difficulty))
+    .bind(&draft.prev_hash)
+    .bind(link.nonce)
+    .bind(&link.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(link)
+}
