@@ -1,1 +1,20 @@
-//! placeholder
+//! The gateway: authenticates, validates, publishes commands (202 with the command id) and
+//! answers queries from PostgreSQL. It never writes PostgreSQL; heartbeats are the one write it
+//! makes directly, to the live-state hash in Redis.
+//!
+//! - [`app`]: router and server; [`state`], [`config`].
+//! - [`auth`]: bearer keys and tokens; [`error`]: problem+json; [`extract`]: JSON/query/path
+//!   extractors that answer problems.
+//! - [`routes`]: one module per resource; [`read_model`]: SELECTs; [`publish`]: XADD of commands.
+//! - [`openapi`]: the generated document.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod publish;
+pub mod read_model;
+pub mod routes;
+pub mod state;

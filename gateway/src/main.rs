@@ -1,1 +1,26 @@
-fn main() {}
+//! `gateway` serves the API; `gateway openapi` prints the OpenAPI document.
+
+use grid_gateway::app::{build_state, run};
+use grid_gateway::config::GatewayConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        print!("{}", grid_gateway::openapi::spec_json());
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config =
+        GatewayConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let state = build_state(config)?;
+    run(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The gateway's settings, from environment variables, checked at start. Secrets are never
+//! printed: `Debug` hides the operator key.
+
+use std::net::SocketAddr;
+
+use grid_shared::settings::{GridSettings, SettingsError, integer_in, read};
+
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub database_url: String,
+    pub redis_url: String,
+    pub grid: GridSettings,
+    /// The operator's bearer key (`GRID_OPERATOR_KEY`), at least 32 characters.
+    pub operator_key: String,
+    /// Where to listen (`GATEWAY_LISTEN`, default `127.0.0.1:8081`).
+    pub listen: SocketAddr,
+    /// Largest request body accepted (`GATEWAY_MAX_BODY_BYTES`, default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Time allowed to answer a request, streams aside (`GATEWAY_REQUEST_TIMEOUT_MS`).
+    pub request_timeout_ms: u64,
+    /// PostgreSQL connections for the read model (`GATEWAY_DB_POOL_SIZE`).
+    pub db_pool_size: u32,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("grid", &self.grid)
+            .field("listen", &self.listen)
+            .field("operator_key", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let required = |variable: &'static str| {
+            lookup(variable)
+                .filter(|value| !value.trim().is_empty())
+                .ok_or(SettingsError {
+                    variable,
+                    reason: "is required".to_owned(),
+                })
+        };
+        let operator_key = required("GRID_OPERATOR_KEY")?;
+        if operator_key.len() < 32 {
+            return Err(SettingsError {
+                variable: "GRID_OPERATOR_KEY",
+                reason: "must be at least 32 characters".to_owned(),
+            });
+        }
+        Ok(Self {
+            database_url: required("DATABASE_URL")?,
+            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| {
+                Ok(text.to_owned())
+            })?,
+            grid: GridSettings::from_lookup(&lookup)?,
+            operator_key,
+            listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {
+                text.parse()
+                    .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))
+            })?,
+            max_body_bytes: read(
+                &lookup,
+                "GATEWAY_MAX_BODY_BYTES",
+                "1048576",
+                integer_in(1024, 64 * 1024 * 1024),
+            )?,
+            request_timeout_ms: read(
+                &lookup,
+                "GATEWAY_REQUEST_TIMEOUT_MS",
+                "10000",
+                integer_in(100, 600_000),
+            )?,
+            db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
+        })
+    }
+}

@@ -1,0 +1,59 @@
+//! The fate of a command: applied or rejected (from PostgreSQL), else pending while Redis still
+//! remembers its issuer.
+
+use grid_shared::ids::MessageId;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommandView {
+    pub command_id: uuid::Uuid,
+    /// `pending`, `applied` or `rejected`.
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+pub async fn find_command(
+    state: &AppState,
+    caller: &Caller,
+    command_id: MessageId,
+) -> Result<Option<CommandView>, ApiError> {
+    let organization = match caller {
+        Caller::Operator => None,
+        Caller::Organization(organization_id) => Some(organization_id.as_uuid()),
+        Caller::Node(node) => Some(node.organization_id.as_uuid()),
+    };
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "select outcome, reason from processed_message
+         where message_id = $1 and ($2::uuid is null or organization_id = $2)",
+    )
+    .bind(command_id.as_uuid())
+    .bind(organization)
+    .fetch_optional(&state.pool)
+    .await?;
+    if let Some((outcome, reason)) = row {
+        return Ok(Some(CommandView {
+            command_id: command_id.as_uuid(),
+            status: outcome,
+            reason,
+        }));
+    }
+    let mut conn = state.redis.get().await?;
+    let issuer: Option<String> = redis::cmd("GET")
+        .arg(state.keys().command_issuer(command_id))
+        .query_async(&mut *conn)
+        .await?;
+    let visible = match issuer {
+        Some(issuer) => matches!(caller, Caller::Operator) || issuer == caller.issuer_tag(),
+        None => false,
+    };
+    Ok(visible.then(|| CommandView {
+        command_id: command_id.as_uuid(),
+        status: "pending".to_owned(),
+        reason: None,
+    }))
+}

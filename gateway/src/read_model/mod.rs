@@ -1,0 +1,13 @@
+//! The read model: SELECTs only (the gateway never writes PostgreSQL), and Redis reads of live
+//! state. Every query takes the caller's scope: `Some(organisation)` or `None` for the operator.
+
+pub mod commands;
+pub mod nodes;
+pub mod proofs;
+pub mod stats;
+pub mod tasks;
+
+/// Exact amounts, with the display figure beside them.
+pub fn eur(peur: i64) -> f64 {
+    grid_shared::carbon::PicoEuros(peur).as_eur()
+}

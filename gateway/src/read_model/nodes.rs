@@ -1,0 +1,133 @@
+//! Nodes with their live state (from Redis) and totals (from the ledger).
+
+use std::collections::HashMap;
+
+use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use grid_shared::ids::{NodeId, OrganizationId};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LiveState {
+    pub cpu_usage: f64,
+    pub solar_watts: f64,
+    pub eco_score: f64,
+    /// Tasks the node says it runs.
+    pub running: u32,
+    /// Cores claimed by assigned tasks.
+    pub claimed: u32,
+    pub last_heartbeat: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeTotals {
+    pub tasks_completed: i64,
+    pub energy_used_wh: f64,
+    pub solar_contribution_wh: f64,
+    pub carbon_saved_kg: f64,
+    /// The node owner's share, in euros (display) and pico-euros (exact).
+    pub credits_eur: f64,
+    pub credits_peur: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub node_id: uuid::Uuid,
+    pub organization_id: uuid::Uuid,
+    pub name: String,
+    pub cpu_cores: i32,
+    pub has_solar: bool,
+    pub location: String,
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// Whether a heartbeat arrived within the node TTL.
+    pub online: bool,
+    pub live: Option<LiveState>,
+    pub totals: NodeTotals,
+}
+
+pub async fn list_nodes(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    only: Option<NodeId>,
+) -> Result<Vec<NodeView>, ApiError> {
+    let rows = sqlx::query(
+        "select n.node_id, n.organization_id, n.name, n.cpu_cores, n.has_solar, n.location, n.registered_at,
+                coalesce(t.completed, 0)::bigint as completed, coalesce(t.energy, 0)::bigint as energy,
+                coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
+                coalesce(c.amount, 0)::bigint as amount
+         from node n
+         left join (select node_id, count(*) as completed, sum(energy_uwh) as energy, sum(solar_uwh) as solar
+                    from task where status = 'completed' group by node_id) t using (node_id)
+         left join (select node_id, sum(carbon_ng) as carbon, sum(amount_peur) as amount
+                    from credit_entry where account = 'node' group by node_id) c using (node_id)
+         where ($1::uuid is null or n.organization_id = $1) and ($2::uuid is null or n.node_id = $2)
+         order by n.registered_at, n.node_id
+         limit 1000",
+    )
+    .bind(scope.map(|id| id.as_uuid()))
+    .bind(only.map(|id| id.as_uuid()))
+    .fetch_all(&state.pool)
+    .await?;
+    let mut conn = state.redis.get().await?;
+    let mut pipe = redis::pipe();
+    for row in &rows {
+        let node_id = NodeId(row.try_get("node_id")?);
+        pipe.cmd("HGETALL").arg(state.keys().node_state(node_id));
+        pipe.cmd("SCARD").arg(state.keys().node_claims(node_id));
+    }
+    let replies: Vec<redis::Value> = if rows.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut *conn).await?
+    };
+    let mut views = Vec::with_capacity(rows.len());
+    for (row, live) in rows.iter().zip(replies.chunks(2)) {
+        let fields: HashMap<String, String> =
+            redis::from_redis_value(live[0].clone()).unwrap_or_default();
+        let claimed: u32 = redis::from_redis_value(live[1].clone()).unwrap_or(0);
+        let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok());
+        let live = match (
+            number("cpu_usage"),
+            number("solar_watts"),
+            number("eco_score"),
+        ) {
+            (Some(cpu_usage), Some(solar_watts), Some(eco_score)) => Some(LiveState {
+                cpu_usage,
+                solar_watts,
+                eco_score,
+                running: fields
+                    .get("running")
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0),
+                claimed,
+                last_heartbeat: fields.get("last_heartbeat").cloned().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let amount: i64 = row.try_get("amount")?;
+        views.push(NodeView {
+            node_id: row.try_get("node_id")?,
+            organization_id: row.try_get("organization_id")?,
+            name: row.try_get("name")?,
+            cpu_cores: row.try_get("cpu_cores")?,
+            has_solar: row.try_get("has_solar")?,
+            location: row.try_get("location")?,
+            registered_at: row.try_get("registered_at")?,
+            online: live.is_some(),
+            live,
+            totals: NodeTotals {
+                tasks_completed: row.try_get("completed")?,
+                energy_used_wh: MicroWattHours(row.try_get("energy")?).as_wh(),
+                solar_contribution_wh: MicroWattHours(row.try_get("solar")?).as_wh(),
+                carbon_saved_kg: Nanograms(row.try_get("carbon")?).as_kg(),
+                credits_eur: PicoEuros(amount).as_eur(),
+                credits_peur: amount,
+            },
+        });
+    }
+    Ok(views)
+}

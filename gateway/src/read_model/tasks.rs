@@ -1,0 +1,152 @@
+//! Tasks as their organisation sees them, with the credits they earned.
+
+use chrono::{DateTime, Utc};
+use grid_shared::carbon::Nanograms;
+use grid_shared::domain::TaskStatus;
+use grid_shared::ids::{OrganizationId, TaskId};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use utoipa::ToSchema;
+
+use super::eur;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    pub task_id: uuid::Uuid,
+    /// `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled` or `rejected`.
+    pub status: String,
+    pub priority: i16,
+    pub deadline: DateTime<Utc>,
+    pub node_id: Option<uuid::Uuid>,
+    pub attempts: i32,
+    pub result_json: Option<serde_json::Value>,
+    pub result_hash: Option<String>,
+    pub carbon_saved_kg: Option<f64>,
+    pub node_share_eur: Option<f64>,
+    pub cooperative_share_eur: Option<f64>,
+    /// Exact figures: ng of CO₂ and pico-euros.
+    pub carbon_saved_ng: Option<i64>,
+    pub node_share_peur: Option<i64>,
+    pub cooperative_share_peur: Option<i64>,
+    pub kind: String,
+    /// Why the task was rejected, failed, cancelled or not credited (a rejection is an object
+    /// with a `code`).
+    pub reason: Option<serde_json::Value>,
+    pub energy_used_wh: Option<f64>,
+    pub solar_contribution_wh: Option<f64>,
+    pub submitted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+const SELECT: &str =
+    "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
+        t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh,
+        c.carbon_ng, c.node_peur, c.cooperative_peur
+    from task t
+    left join lateral (
+        select max(carbon_ng) filter (where account = 'node') as carbon_ng,
+               max(amount_peur) filter (where account = 'node') as node_peur,
+               max(amount_peur) filter (where account = 'cooperative') as cooperative_peur
+        from credit_entry e where e.task_id = t.task_id) c on true";
+
+fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
+    let carbon: Option<i64> = row.try_get("carbon_ng")?;
+    let node_share: Option<i64> = row.try_get("node_peur")?;
+    let cooperative_share: Option<i64> = row.try_get("cooperative_peur")?;
+    let reason: Option<String> = row.try_get("reason")?;
+    let energy: Option<i64> = row.try_get("energy_uwh")?;
+    let solar: Option<i64> = row.try_get("solar_uwh")?;
+    Ok(TaskView {
+        task_id: row.try_get("task_id")?,
+        status: row.try_get("status")?,
+        priority: row.try_get("priority")?,
+        deadline: row.try_get("deadline")?,
+        node_id: row.try_get("node_id")?,
+        attempts: row.try_get("attempts")?,
+        result_json: row.try_get("result_json")?,
+        result_hash: row.try_get("result_hash")?,
+        carbon_saved_kg: carbon.map(|ng| Nanograms(ng).as_kg()),
+        node_share_eur: node_share.map(eur),
+        cooperative_share_eur: cooperative_share.map(eur),
+        carbon_saved_ng: carbon,
+        node_share_peur: node_share,
+        cooperative_share_peur: cooperative_share,
+        kind: row.try_get("kind_type")?,
+        reason: reason
+            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
+        solar_contribution_wh: solar.map(|uwh| uwh as f64 / 1e6),
+        submitted_at: row.try_get("submitted_at")?,
+    })
+}
+
+pub async fn find_task(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    task_id: TaskId,
+) -> Result<Option<TaskView>, ApiError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"
+    ));
+    let row = sqlx::query(sql)
+        .bind(task_id.as_uuid())
+        .bind(scope.map(|id| id.as_uuid()))
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok(row.as_ref().map(view).transpose()?)
+}
+
+/// Where a page ends: the last task's submission time (µs) and id.
+pub fn encode_cursor(task: &TaskView) -> String {
+    format!("{}.{}", task.submitted_at.timestamp_micros(), task.task_id)
+}
+
+pub fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ApiError> {
+    let invalid = || ApiError::field("cursor", "is not a cursor this API gave");
+    let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+    let at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    Ok((at, uuid::Uuid::parse_str(id).map_err(|_| invalid())?))
+}
+
+pub async fn list_tasks(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    status: Option<TaskStatus>,
+    after: Option<(DateTime<Utc>, uuid::Uuid)>,
+    limit: i64,
+) -> Result<TaskPage, ApiError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "{SELECT} where ($1::uuid is null or t.organization_id = $1) and ($2::text is null or t.status = $2)
+           and ($3::timestamptz is null or (t.submitted_at, t.task_id) < ($3, $4))
+         order by t.submitted_at desc, t.task_id desc limit $5"
+    ));
+    let rows = sqlx::query(sql)
+        .bind(scope.map(|id| id.as_uuid()))
+        .bind(status.map(TaskStatus::as_str))
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id))
+        .bind(limit + 1)
+        .fetch_all(&state.pool)
+        .await?;
+    let mut tasks = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if tasks.len() as i64 > limit {
+        tasks.truncate(limit as usize);
+        tasks.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next_cursor })
+}

@@ -1,0 +1,150 @@
+//! `PUT`, `GET`, `DELETE /v1/owners/{owner_id}/consent`: an owner's GDPR consent within the
+//! calling organisation. The address recorded with a grant is the peer's (GDPR Art. 30).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::put;
+use axum::{Extension, Json, Router};
+use grid_shared::ids::OwnerId;
+use grid_shared::messages::{Command, GrantConsent, RevokeConsent};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath};
+use crate::publish::{Stream, correlation_id, origin_of, publish};
+use crate::routes::nodes::CommandAccepted;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/owners/{owner_id}/consent",
+        put(grant).get(read).delete(revoke),
+    )
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConsentRequest {
+    /// The version of the consent clause the owner accepted (1 to 64 characters).
+    pub consent_version: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsentView {
+    pub owner_id: uuid::Uuid,
+    pub granted: bool,
+    pub granted_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub consent_version: String,
+}
+
+#[utoipa::path(put, path = "/v1/owners/{owner_id}/consent", tag = "consent", request_body = GrantConsentRequest,
+    params(("owner_id" = uuid::Uuid, Path, description = "The data owner")), security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Grant accepted", body = CommandAccepted),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ApiPath(owner_id): ApiPath<uuid::Uuid>,
+    ApiJson(request): ApiJson<GrantConsentRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    caller.organization()?;
+    let version = request.consent_version.trim();
+    if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            "consent_version",
+            "must be 1 to 64 printable characters",
+        ));
+    }
+    let command = Command::GrantConsent(GrantConsent {
+        owner_id: OwnerId(owner_id),
+        consent_version: version.to_owned(),
+        consent_ip: peer.map(|Extension(ConnectInfo(address))| address.ip().to_string()),
+    });
+    let command_id = publish(
+        &state,
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommandAccepted {
+            command_id: command_id.as_uuid(),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/owners/{owner_id}/consent", tag = "consent",
+    params(("owner_id" = uuid::Uuid, Path, description = "The data owner")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The owner's consent", body = ConsentView),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No consent recorded", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(owner_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<ConsentView>, ApiError> {
+    let organization_id = caller.organization()?;
+    let row: Option<(bool, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, String)> = sqlx::query_as(
+        "select granted, granted_at, revoked_at, consent_version from consent where owner_id = $1 and organization_id = $2",
+    )
+    .bind(owner_id)
+    .bind(organization_id.as_uuid())
+    .fetch_optional(&state.pool)
+    .await?;
+    let (granted, granted_at, revoked_at, consent_version) =
+        row.ok_or(ApiError::NotFound("consent"))?;
+    Ok(Json(ConsentView {
+        owner_id,
+        granted,
+        granted_at,
+        revoked_at,
+        consent_version,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/owners/{owner_id}/consent", tag = "consent",
+    params(("owner_id" = uuid::Uuid, Path, description = "The data owner")), security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Revocation accepted", body = CommandAccepted),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(owner_id): ApiPath<uuid::Uuid>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    caller.organization()?;
+    let command = Command::RevokeConsent(RevokeConsent {
+        owner_id: OwnerId(owner_id),
+    });
+    let command_id = publish(
+        &state,
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommandAccepted {
+            command_id: command_id.as_uuid(),
+        }),
+    ))
+}

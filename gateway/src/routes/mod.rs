@@ -1,0 +1,10 @@
+//! The HTTP routes, one module per resource, each with its own `router()`.
+
+pub mod commands;
+pub mod consent;
+pub mod grid_compat;
+pub mod health;
+pub mod ledger;
+pub mod nodes;
+pub mod organizations;
+pub mod tasks;

@@ -1,0 +1,485 @@
+//! Nodes: registration (organisation), heartbeats, the task channel and reports (the node
+//! itself), and the read model of nodes with their live state and totals.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use grid_shared::carbon::MicroWattHours;
+use grid_shared::domain::NodeSpec;
+use grid_shared::envelope::Envelope;
+use grid_shared::ids::{NodeId, TaskId};
+use grid_shared::live::{Heartbeat, eco_score};
+use grid_shared::messages::{
+    Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport,
+    TaskStartedReport,
+};
+use redis::streams::StreamReadReply;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Caller, NODE_TOKEN_PREFIX, NodeCaller, new_secret};
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath};
+use crate::publish::{Stream as Target, correlation_id, origin_of, publish};
+use crate::read_model::nodes::{NodeView, list_nodes};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/nodes", post(register_node).get(get_nodes))
+        .route("/v1/nodes/{node_id}", get(get_node))
+        .route("/v1/nodes/{node_id}/heartbeat", post(heartbeat))
+        .route("/v1/nodes/{node_id}/reports", post(report))
+}
+
+/// The task channel is a stream: it is kept out of the request timeout.
+pub fn streaming_router() -> Router<AppState> {
+    Router::new().route("/v1/nodes/{node_id}/tasks", get(task_channel))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNodeRequest {
+    pub name: String,
+    /// 1 to 256.
+    pub cpu_cores: i64,
+    pub has_solar: bool,
+    pub location: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterNodeResponse {
+    pub node_id: uuid::Uuid,
+    /// Shown once: only its SHA-256 is kept. Usable once the command is applied.
+    pub token: String,
+    pub command_id: uuid::Uuid,
+}
+
+/// Publishes `CMD:REGISTER_NODE` for the calling organisation; answers the id and the token.
+pub async fn register(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request: &RegisterNodeRequest,
+) -> Result<RegisterNodeResponse, ApiError> {
+    caller.organization()?;
+    let spec = NodeSpec::parse(
+        &request.name,
+        request.cpu_cores,
+        request.has_solar,
+        &request.location,
+    )?;
+    let node_id = NodeId::new();
+    let token = new_secret(NODE_TOKEN_PREFIX);
+    let command = Command::RegisterNode(RegisterNode {
+        node_id,
+        spec,
+        token_hash: Sha256Hex::of_secret(&token),
+    });
+    let command_id = publish(
+        state,
+        Target::Commands,
+        caller,
+        origin_of(caller, correlation_id(headers)),
+        &command,
+    )
+    .await?;
+    Ok(RegisterNodeResponse {
+        node_id: node_id.as_uuid(),
+        token,
+        command_id: command_id.as_uuid(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/nodes", tag = "nodes", request_body = RegisterNodeRequest, security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Registration accepted", body = RegisterNodeResponse),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organisation key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register_node(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RegisterNodeRequest>,
+) -> Result<(StatusCode, Json<RegisterNodeResponse>), ApiError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(register(&state, &caller, &headers, &request).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// CPU usage in percent, 0 to 100.
+    pub cpu_usage: f64,
+    /// Current solar production in watts, 0 to 100000.
+    pub solar_watts: f64,
+    /// Tasks the node is running, as it counts them.
+    #[serde(default)]
+    pub running: Option<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    pub node_id: uuid::Uuid,
+    /// See the README for the formula.
+    pub eco_score: f64,
+}
+
+/// Writes the node's live state (hash, TTL, index) in one MULTI; answers the eco score.
+pub async fn record_heartbeat(
+    state: &AppState,
+    node: &NodeCaller,
+    heartbeat: Heartbeat,
+    running: u32,
+) -> Result<f64, ApiError> {
+    let grid = &state.config.grid;
+    let keys = state.keys();
+    let score = eco_score(
+        heartbeat.solar_watts(),
+        heartbeat.cpu_usage(),
+        node.cpu_cores,
+        grid.max_milliwatts_per_core,
+    );
+    let now = chrono::Utc::now();
+    let ttl = grid.node_ttl_ms;
+    let mut conn = state.redis.get().await?;
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(keys.node_state(node.node_id))
+        .arg("cpu_cores")
+        .arg(node.cpu_cores)
+        .arg("has_solar")
+        .arg(u8::from(node.has_solar))
+        .arg("cpu_usage")
+        .arg(heartbeat.cpu_usage())
+        .arg("solar_watts")
+        .arg(heartbeat.solar_watts())
+        .arg("eco_score")
+        .arg(score)
+        .arg("running")
+        .arg(running)
+        .arg("last_heartbeat")
+        .arg(now.to_rfc3339())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.node_state(node.node_id))
+        .arg(ttl)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(keys.node_claims(node.node_id))
+        .arg(ttl)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.nodes_alive())
+        .arg(now.timestamp_millis() + ttl as i64)
+        .arg(node.node_id.to_string())
+        .ignore()
+        .query_async::<()>(&mut *conn)
+        .await?;
+    Ok(score)
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{node_id}/heartbeat", tag = "nodes", request_body = HeartbeatRequest,
+    params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Live state recorded", body = HeartbeatResponse),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not this token's node", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<uuid::Uuid>,
+    ApiJson(request): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let node = caller.node(NodeId(node_id))?;
+    let heartbeat = Heartbeat::parse(request.cpu_usage, request.solar_watts)?;
+    let eco_score =
+        record_heartbeat(&state, &node, heartbeat, request.running.unwrap_or(0)).await?;
+    Ok(Json(HeartbeatResponse { node_id, eco_score }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Started,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub task_id: uuid::Uuid,
+    /// The attempt number received with `TASK:ASSIGNED`.
+    pub attempt: i32,
+    pub status: ReportStatus,
+    /// Completed: the result, whose compact JSON (keys sorted) hashes to `result_hash`.
+    #[serde(default)]
+    pub result_json: Option<serde_json::Value>,
+    /// Completed: SHA-256 of the result, 64 lowercase hex digits.
+    #[serde(default)]
+    pub result_hash: Option<String>,
+    /// Completed: energy the task used, in Wh.
+    #[serde(default)]
+    pub energy_used_wh: Option<f64>,
+    /// Completed: the part of it drawn from solar, in Wh.
+    #[serde(default)]
+    pub solar_contribution_wh: Option<f64>,
+    /// Failed: what went wrong (at most 1000 characters).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CommandAccepted {
+    pub command_id: uuid::Uuid,
+}
+
+/// Checks a report and turns it into the message the orchestrator reads.
+pub fn parse_report(node_id: NodeId, request: ReportRequest) -> Result<Report, ApiError> {
+    if request.attempt < 1 {
+        return Err(ApiError::field("attempt", "must be 1 or more"));
+    }
+    let task_id = TaskId(request.task_id);
+    let attempt = request.attempt;
+    Ok(match request.status {
+        ReportStatus::Started => Report::TaskStarted(TaskStartedReport {
+            node_id,
+            task_id,
+            attempt,
+        }),
+        ReportStatus::Failed => {
+            let error = request.error.unwrap_or_default();
+            if error.trim().is_empty() || error.chars().count() > 1000 {
+                return Err(ApiError::field(
+                    "error",
+                    "a failed report needs an error of 1 to 1000 characters",
+                ));
+            }
+            Report::TaskFailed(TaskFailedReport {
+                node_id,
+                task_id,
+                attempt,
+                error,
+            })
+        }
+        ReportStatus::Completed => {
+            let result_hash = request
+                .result_hash
+                .ok_or_else(|| ApiError::field("result_hash", "is required"))?;
+            Sha256Hex::parse(&result_hash)
+                .map_err(|reason| ApiError::field("result_hash", &reason))?;
+            if let Some(result) = &request.result_json
+                && Sha256Hex::of_secret(&result.to_string()).as_str() != result_hash
+            {
+                return Err(ApiError::field(
+                    "result_hash",
+                    "is not the SHA-256 of result_json",
+                ));
+            }
+            let energy = request
+                .energy_used_wh
+                .ok_or_else(|| ApiError::field("energy_used_wh", "is required"))?;
+            let energy_used = MicroWattHours::from_wh("energy_used_wh", energy)?;
+            let solar_contribution = MicroWattHours::from_wh(
+                "solar_contribution_wh",
+                request.solar_contribution_wh.unwrap_or(0.0),
+            )?;
+            Report::TaskCompleted(TaskCompletedReport {
+                node_id,
+                task_id,
+                attempt,
+                result_json: request.result_json,
+                result_hash,
+                energy_used,
+                solar_contribution,
+            })
+        }
+    })
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{node_id}/reports", tag = "nodes", request_body = ReportRequest,
+    params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Report accepted", body = CommandAccepted),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not this token's node", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(node_id): ApiPath<uuid::Uuid>,
+    ApiJson(request): ApiJson<ReportRequest>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let node = caller.node(NodeId(node_id))?;
+    let report = parse_report(node.node_id, request)?;
+    let command_id = publish(
+        &state,
+        Target::Reports,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &report,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommandAccepted {
+            command_id: command_id.as_uuid(),
+        }),
+    ))
+}
+
+/// `Last-Event-ID` must be a stream id (`<ms>-<seq>`); anything else starts from the beginning.
+fn resume_point(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok("0".to_owned());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
+    let valid = text.split_once('-').is_some_and(|(millis, seq)| {
+        !millis.is_empty()
+            && !seq.is_empty()
+            && millis
+                .bytes()
+                .chain(seq.bytes())
+                .all(|byte| byte.is_ascii_digit())
+    });
+    if !valid {
+        return Err(ApiError::field(
+            "Last-Event-ID",
+            "must be a stream id like 12-0",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
+    let text: String = entry.get("envelope")?;
+    let envelope = match Envelope::from_json(&text) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(entry_id = entry.id, %error, "skipping an unreadable task-channel entry");
+            return None;
+        }
+    };
+    let mut data = envelope.payload;
+    if let Some(object) = data.as_object_mut() {
+        object.insert(
+            "correlation_id".to_owned(),
+            serde_json::Value::String(envelope.correlation_id.to_string()),
+        );
+    }
+    Some(
+        SseEvent::default()
+            .id(entry.id.clone())
+            .event(envelope.message_type)
+            .data(data.to_string()),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{node_id}/tasks", tag = "nodes",
+    params(("node_id" = uuid::Uuid, Path, description = "The node"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this stream id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Server-sent events: `TASK:ASSIGNED` with data `{task_id, attempt, deadline, kind}`, `TASK:CANCELLED`", content_type = "text/event-stream", body = String),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not this token's node", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn task_channel(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(node_id): ApiPath<uuid::Uuid>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let node = caller.node(NodeId(node_id))?;
+    let start = resume_point(&headers)?;
+    let conn = state.blocking_connection().await?;
+    let key = state.keys().node_tasks(node.node_id);
+    let stream = futures_util::stream::unfold(
+        (conn, start, VecDeque::new()),
+        move |(mut conn, mut last, mut buffer)| {
+            let key = key.clone();
+            async move {
+                loop {
+                    if let Some(event) = buffer.pop_front() {
+                        return Some((Ok(event), (conn, last, buffer)));
+                    }
+                    let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(100)
+                        .arg("BLOCK")
+                        .arg(10_000)
+                        .arg("STREAMS")
+                        .arg(&key)
+                        .arg(&last)
+                        .query_async(&mut conn)
+                        .await;
+                    let reply = match read {
+                        Ok(reply) => reply,
+                        Err(error) => {
+                            // The client reconnects with Last-Event-ID and loses nothing.
+                            tracing::warn!(%error, "task channel read failed; closing the stream");
+                            return None;
+                        }
+                    };
+                    for entry in reply
+                        .into_iter()
+                        .flat_map(|reply| reply.keys)
+                        .flat_map(|stream| stream.ids)
+                    {
+                        last = entry.id.clone();
+                        buffer.extend(sse_event(&entry));
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's nodes (all for the operator), live state and totals", body = Vec<NodeView>),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A node token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_nodes(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<NodeView>>, ApiError> {
+    Ok(Json(list_nodes(&state, caller.read_scope()?, None).await?))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{node_id}", tag = "nodes",
+    params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The node, its live state and totals", body = NodeView),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node for this caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_node(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(node_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<NodeView>, ApiError> {
+    let mut nodes = list_nodes(&state, caller.read_scope()?, Some(NodeId(node_id))).await?;
+    nodes.pop().map(Json).ok_or(ApiError::NotFound("node"))
+}

@@ -1,0 +1,325 @@
+//! Tasks of the calling organisation: submit (honouring `Idempotency-Key`), list, read, cancel.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use grid_shared::domain::{
+    Participant, Priority, TaskKind, TaskKindInput, TaskStatus, parse_deadline,
+};
+use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
+use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::publish::{Stream, correlation_id, origin_of, publish, publish_with_id};
+use crate::read_model::tasks::{TaskPage, TaskView, decode_cursor, find_task, list_tasks};
+use crate::routes::nodes::CommandAccepted;
+use crate::state::AppState;
+
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tasks", post(submit_task).get(get_tasks))
+        .route("/v1/tasks/{task_id}", get(get_task).delete(cancel_task))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ParticipantBody {
+    pub owner_id: uuid::Uuid,
+    /// Monthly consumption, in kWh.
+    pub readings_kwh: Vec<f64>,
+}
+
+/// The computation to run.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskKindBody {
+    BuildingThermalSimulation {
+        building_id: uuid::Uuid,
+        /// 0 (none) to 1 (passive house).
+        insulation_score: f64,
+        /// Above 0.
+        surface_m2: f64,
+        /// 0 or more.
+        heating_degree_days: f64,
+    },
+    EnergyGroupOptimisation {
+        building_id: uuid::Uuid,
+        /// 1 to 120.
+        simulation_months: i64,
+        /// At least 5 distinct consenting owners (k-anonymity).
+        participants: Vec<ParticipantBody>,
+    },
+}
+
+impl From<TaskKindBody> for TaskKindInput {
+    fn from(body: TaskKindBody) -> Self {
+        match body {
+            TaskKindBody::BuildingThermalSimulation {
+                building_id,
+                insulation_score,
+                surface_m2,
+                heating_degree_days,
+            } => Self::BuildingThermalSimulation {
+                building_id: BuildingId(building_id),
+                insulation_score,
+                surface_m2,
+                heating_degree_days,
+            },
+            TaskKindBody::EnergyGroupOptimisation {
+                building_id,
+                simulation_months,
+                participants,
+            } => Self::EnergyGroupOptimisation {
+                building_id: BuildingId(building_id),
+                simulation_months,
+                participants: participants
+                    .into_iter()
+                    .map(|participant| Participant {
+                        owner_id: OwnerId(participant.owner_id),
+                        readings_kwh: participant.readings_kwh,
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskRequest {
+    pub copropriete_id: uuid::Uuid,
+    /// 0 to 10; 5 when absent.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// In the future, at most a year ahead.
+    pub deadline: DateTime<Utc>,
+    pub kind: TaskKindBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitTaskResponse {
+    pub task_id: uuid::Uuid,
+    pub command_id: uuid::Uuid,
+}
+
+/// What an `Idempotency-Key` remembers: the answer, and the request it answered.
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    response: SubmitTaskResponse,
+    request_sha256: String,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().ok().filter(|text| {
+        (1..=200).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_graphic())
+    });
+    text.map(|text| Some(text.to_owned())).ok_or_else(|| {
+        ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 200 visible ASCII characters",
+        )
+    })
+}
+
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = SubmitTaskRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely for 24 h")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Submission accepted; admission is decided by the orchestrator", body = SubmitTaskResponse),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organisation key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SubmitTaskRequest>,
+) -> Result<(StatusCode, Json<SubmitTaskResponse>), ApiError> {
+    let organization_id = caller.organization()?;
+    let idempotency = idempotency_key(&headers)?;
+    let request_sha256 =
+        Sha256Hex::of_secret(&serde_json::to_string(&request).expect("requests serialise"))
+            .as_str()
+            .to_owned();
+    let priority = request
+        .priority
+        .map(Priority::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let deadline = parse_deadline(request.deadline, Utc::now())?;
+    let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
+    let task_id = TaskId::new();
+    let command_id = MessageId::new();
+    let response = SubmitTaskResponse {
+        task_id: task_id.as_uuid(),
+        command_id: command_id.as_uuid(),
+    };
+    let remembered_key = idempotency.map(|key| state.keys().idempotency(organization_id, &key));
+    if let Some(key) = &remembered_key {
+        let remembered = serde_json::to_string(&Remembered {
+            response: response.clone(),
+            request_sha256: request_sha256.clone(),
+        })
+        .expect("serialisable");
+        let mut conn = state.redis.get().await?;
+        let stored: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(&remembered)
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECONDS)
+            .query_async(&mut *conn)
+            .await?;
+        if stored.is_none() {
+            let previous: Option<String> =
+                redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
+            let previous: Remembered = previous
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .ok_or_else(|| {
+                ApiError::Conflict(
+                    "this Idempotency-Key is being used by a concurrent request".to_owned(),
+                )
+            })?;
+            if previous.request_sha256 != request_sha256 {
+                return Err(ApiError::Conflict(
+                    "this Idempotency-Key was used for a different request".to_owned(),
+                ));
+            }
+            return Ok((StatusCode::ACCEPTED, Json(previous.response)));
+        }
+    }
+    let command = Command::SubmitTask(SubmitTask {
+        task_id,
+        copropriete_id: CoproprieteId(request.copropriete_id),
+        priority,
+        deadline,
+        kind,
+    });
+    let origin = origin_of(&caller, correlation_id(&headers));
+    if let Err(error) = publish_with_id(
+        &state,
+        Stream::Commands,
+        &caller,
+        origin,
+        command_id,
+        &command,
+    )
+    .await
+    {
+        if let Some(key) = &remembered_key
+            && let Ok(mut conn) = state.redis.get().await
+        {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(key).query_async(&mut *conn).await;
+        }
+        return Err(error);
+    }
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFilter {
+    /// Only tasks in this status.
+    pub status: Option<String>,
+    /// 1 to 500; 100 when absent.
+    pub limit: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskFilter), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organisation's tasks, newest first", body = TaskPage),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(filter): ApiQuery<TaskFilter>,
+) -> Result<Json<TaskPage>, ApiError> {
+    let scope = caller.read_scope()?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(|text| {
+            TaskStatus::parse(text).ok_or_else(|| ApiError::field("status", "is not a task status"))
+        })
+        .transpose()?;
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let after = filter.cursor.as_deref().map(decode_cursor).transpose()?;
+    Ok(Json(list_tasks(&state, scope, status, after, limit).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = uuid::Uuid, Path, description = "The task")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task, with its credits once completed", body = TaskView),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(task_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<TaskView>, ApiError> {
+    find_task(&state, caller.read_scope()?, TaskId(task_id))
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("task"))
+}
+
+#[utoipa::path(delete, path = "/v1/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = uuid::Uuid, Path, description = "The task")), security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancellation accepted", body = CommandAccepted),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(task_id): ApiPath<uuid::Uuid>,
+) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
+    let organization_id = caller.organization()?;
+    let task_id = TaskId(task_id);
+    if find_task(&state, Some(organization_id), task_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("task"));
+    }
+    let command = Command::CancelTask(CancelTask { task_id });
+    let command_id = publish(
+        &state,
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommandAccepted {
+            command_id: command_id.as_uuid(),
+        }),
+    ))
+}
