@@ -59,7 +59,7 @@ pub fn build_state(config: GatewayConfig) -> anyhow::Result<AppState> {
         .max_connections(config.db_pool_size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(&config.database_url)?;
-    Ok(build_state_with_pool(config, pool)?)
+    build_state_with_pool(config, pool)
 }
 
 pub fn build_state_with_pool(

@@ -1,1 +1,140 @@
-fn main() {}
+//! `worker register`, `worker run`, `worker simulate`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use grid_shared::ids::NodeId;
+use grid_worker::agent::{AgentConfig, run_agent};
+use grid_worker::client::{GatewayClient, NodeDeclaration};
+use grid_worker::power::PowerModel;
+use grid_worker::simulate::{FleetConfig, launch};
+use grid_worker::solar::SolarSource;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "worker", about = "KoproGo Grid worker: runs tasks on a node")]
+struct Cli {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "GRID_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    gateway: String,
+    #[command(subcommand)]
+    command: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Register this node with an organisation API key; prints the node id and token (once).
+    Register {
+        #[arg(long, env = "GRID_API_KEY")]
+        api_key: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 4)]
+        cores: u16,
+        #[arg(long)]
+        solar: bool,
+        #[arg(long, default_value = "Bruxelles")]
+        location: String,
+    },
+    /// Run this node: heartbeats, task channel, computations, reports.
+    Run {
+        #[arg(long, env = "GRID_NODE_ID")]
+        node_id: NodeId,
+        #[arg(long, env = "GRID_NODE_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, default_value_t = 4)]
+        cores: u16,
+        /// Constant solar production in watts; omit to simulate a daily curve.
+        #[arg(long)]
+        solar_watts: Option<f64>,
+        /// The simulated curve's peak, when `--solar-watts` is not given.
+        #[arg(long, default_value_t = 0.0)]
+        peak_watts: f64,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
+    /// Run a fleet of simulated nodes in this process.
+    Simulate {
+        #[arg(long, env = "GRID_API_KEY")]
+        api_key: String,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 4)]
+        cores: u16,
+        #[arg(long, default_value_t = 0.6)]
+        solar_fraction: f64,
+        #[arg(long, default_value_t = 500.0)]
+        peak_watts: f64,
+        /// Length of a simulated day in seconds (0 follows the wall clock).
+        #[arg(long, default_value_t = 600.0)]
+        day_seconds: f64,
+        #[arg(long, default_value_t = 2000)]
+        heartbeat_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    // One thread: a Pi's cores are for the computations (run on the blocking pool).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(true);
+        });
+        match cli.command {
+            Action::Register { api_key, name, cores, solar, location } => {
+                let client = GatewayClient::new(&cli.gateway)?;
+                let registration = client.register(&api_key, &NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location }).await?;
+                println!("{}", serde_json::to_string_pretty(&registration)?);
+                eprintln!("keep the token: it is shown once. Run with: worker run --node-id {} --token <token>", registration.node_id);
+            }
+            Action::Run { node_id, token, cores, solar_watts, peak_watts, interval } => {
+                let solar = match solar_watts {
+                    Some(watts) => SolarSource::Constant(watts),
+                    None => SolarSource::Curve { peak_watts, day_seconds: None, phase_hours: 0.0 },
+                };
+                let config = AgentConfig {
+                    client: GatewayClient::new(&cli.gateway)?,
+                    node_id,
+                    token,
+                    cpu_cores: cores,
+                    heartbeat_every: Duration::from_secs(interval.max(1)),
+                    solar,
+                    power: PowerModel::default(),
+                    measure_cpu: true,
+                };
+                run_agent(config, shutdown).await;
+            }
+            Action::Simulate { api_key, nodes, cores, solar_fraction, peak_watts, day_seconds, heartbeat_ms } => {
+                let config = FleetConfig {
+                    gateway: cli.gateway,
+                    api_key,
+                    nodes,
+                    cpu_cores: cores,
+                    solar_fraction,
+                    peak_watts,
+                    day_seconds: (day_seconds > 0.0).then_some(day_seconds),
+                    constant_solar_watts: None,
+                    heartbeat_every: Duration::from_millis(heartbeat_ms.max(100)),
+                };
+                launch(config, shutdown).await?.join().await;
+            }
+        }
+        Ok(())
+    })
+}

@@ -99,7 +99,8 @@ pub async fn read(
     ApiPath(owner_id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<ConsentView>, ApiError> {
     let organization_id = caller.organization()?;
-    let row: Option<(bool, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, String)> = sqlx::query_as(
+    type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
+    let row: Option<(bool, Timestamp, Timestamp, String)> = sqlx::query_as(
         "select granted, granted_at, revoked_at, consent_version from consent where owner_id = $1 and organization_id = $2",
     )
     .bind(owner_id)

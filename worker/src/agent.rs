@@ -1,0 +1,305 @@
+//! One node's agent: heartbeats with its live state, follows its task channel (resuming after a
+//! disconnect with `Last-Event-ID`), runs each assigned task off the async thread, and reports.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use grid_shared::ids::{NodeId, TaskId};
+use grid_shared::messages::{TaskAssignment, TaskCancellation};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::client::{ClientError, GatewayClient, ReportBody};
+use crate::cpu::CpuMeter;
+use crate::power::PowerModel;
+use crate::solar::SolarSource;
+use crate::sse::SseEvent;
+use crate::tasks::{self, TaskError};
+
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub client: GatewayClient,
+    pub node_id: NodeId,
+    pub token: String,
+    pub cpu_cores: u16,
+    pub heartbeat_every: Duration,
+    pub solar: SolarSource,
+    pub power: PowerModel,
+    /// Report the machine's real CPU usage (a simulated fleet shares one machine: it reports
+    /// its own load instead).
+    pub measure_cpu: bool,
+}
+
+/// Assignments already taken, so that a replayed channel does not run a task twice.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<(TaskId, i32)>,
+    order: VecDeque<(TaskId, i32)>,
+}
+
+impl Seen {
+    const CAPACITY: usize = 10_000;
+
+    fn first_time(&mut self, key: (TaskId, i32)) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        true
+    }
+}
+
+struct Shared {
+    config: AgentConfig,
+    running: AtomicU32,
+    cancels: Mutex<HashMap<TaskId, Arc<AtomicBool>>>,
+    seen: Mutex<Seen>,
+}
+
+/// Runs the agent until `shutdown` turns true.
+pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
+    let shared = Arc::new(Shared {
+        config,
+        running: AtomicU32::new(0),
+        cancels: Mutex::default(),
+        seen: Mutex::default(),
+    });
+    let node_id = shared.config.node_id;
+    if !wait_until_registered(&shared, &mut shutdown).await {
+        return;
+    }
+    info!(%node_id, "node registered; following its task channel");
+    let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone()));
+    let mut last_event_id: Option<String> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !*shutdown.borrow() {
+        let followed = {
+            let shared = shared.clone();
+            let resume_from = last_event_id.clone();
+            let last = &mut last_event_id;
+            let follow = shared.config.client.follow_tasks(
+                node_id,
+                &shared.config.token,
+                resume_from.as_deref(),
+                |event| {
+                    if let Some(id) = &event.id {
+                        *last = Some(id.clone());
+                    }
+                    handle_event(&shared, event);
+                },
+            );
+            tokio::select! {
+                result = follow => Some(result),
+                _ = shutdown.changed() => None,
+            }
+        };
+        match followed {
+            None => break,
+            Some(Ok(())) => {
+                debug!(%node_id, "task channel closed; reconnecting");
+                backoff = Duration::from_millis(100);
+            }
+            Some(Err(error)) => warn!(%node_id, %error, "task channel failed; reconnecting"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    heartbeats.abort();
+}
+
+fn solar_now(shared: &Shared) -> f64 {
+    shared.config.solar.watts_now()
+}
+
+/// Heartbeats until the gateway knows the token (registration is applied asynchronously).
+async fn wait_until_registered(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let config = &shared.config;
+    let mut attempts = 0_u32;
+    loop {
+        match config
+            .client
+            .heartbeat(config.node_id, &config.token, 0.0, solar_now(shared), 0)
+            .await
+        {
+            Ok(_) => return true,
+            Err(ClientError::Unauthorized(_)) => {
+                attempts += 1;
+                if attempts % 50 == 0 {
+                    info!(node_id = %config.node_id, "still waiting for the registration to be applied");
+                }
+            }
+            Err(error) => warn!(node_id = %config.node_id, %error, "heartbeat failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => return false,
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut meter = CpuMeter::default();
+    loop {
+        let config = &shared.config;
+        let running = shared.running.load(Ordering::Relaxed);
+        let cpu_usage = if config.measure_cpu {
+            meter.sample()
+        } else {
+            100.0 * f64::from(running) / f64::from(config.cpu_cores.max(1))
+        };
+        if let Err(error) = config
+            .client
+            .heartbeat(
+                config.node_id,
+                &config.token,
+                cpu_usage.min(100.0),
+                solar_now(&shared),
+                running,
+            )
+            .await
+        {
+            warn!(node_id = %config.node_id, %error, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.heartbeat_every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
+    match event.event.as_deref() {
+        Some("TASK:ASSIGNED") => match serde_json::from_str::<TaskAssignment>(&event.data) {
+            Ok(assignment) => {
+                let first = shared
+                    .seen
+                    .lock()
+                    .expect("not poisoned")
+                    .first_time((assignment.task_id, assignment.attempt));
+                if first {
+                    tokio::spawn(execute(shared.clone(), assignment));
+                }
+            }
+            Err(error) => warn!(%error, "unreadable TASK:ASSIGNED"),
+        },
+        Some("TASK:CANCELLED") => match serde_json::from_str::<TaskCancellation>(&event.data) {
+            Ok(cancellation) => {
+                if let Some(flag) = shared
+                    .cancels
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&cancellation.task_id)
+                {
+                    info!(task_id = %cancellation.task_id, reason = cancellation.reason, "stopping a cancelled task");
+                    flag.store(true, Ordering::Relaxed);
+                }
+                // A cancellation that arrives before its assignment runs is remembered too.
+                shared
+                    .seen
+                    .lock()
+                    .expect("not poisoned")
+                    .first_time((cancellation.task_id, cancellation.attempt));
+            }
+            Err(error) => warn!(%error, "unreadable TASK:CANCELLED"),
+        },
+        other => debug!(event = ?other, "ignoring an event"),
+    }
+}
+
+async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
+    let config = &shared.config;
+    let task_id = assignment.task_id;
+    let flag = Arc::new(AtomicBool::new(false));
+    shared
+        .cancels
+        .lock()
+        .expect("not poisoned")
+        .insert(task_id, flag.clone());
+    let started = ReportBody {
+        task_id: task_id.as_uuid(),
+        attempt: assignment.attempt,
+        status: "started",
+        result_json: None,
+        result_hash: None,
+        energy_used_wh: None,
+        solar_contribution_wh: None,
+        error: None,
+    };
+    send_report(&shared, &started).await;
+    let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
+    let clock = Instant::now();
+    let input = assignment.kind.clone();
+    let cancelled = flag.clone();
+    let outcome = tokio::task::spawn_blocking(move || tasks::run(&input, &cancelled)).await;
+    let seconds = clock.elapsed().as_secs_f64();
+    shared.running.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .cancels
+        .lock()
+        .expect("not poisoned")
+        .remove(&task_id);
+    let report = match outcome {
+        Ok(Ok(result)) => {
+            let estimate = config.power.estimate(seconds, running, solar_now(&shared));
+            info!(%task_id, attempt = assignment.attempt, seconds, energy_wh = estimate.energy_wh, "task completed");
+            ReportBody {
+                status: "completed",
+                result_json: Some(result.result_json),
+                result_hash: Some(result.result_hash),
+                energy_used_wh: Some(estimate.energy_wh),
+                solar_contribution_wh: Some(estimate.solar_wh),
+                ..started
+            }
+        }
+        Ok(Err(TaskError::Cancelled)) => {
+            info!(%task_id, "task stopped: cancelled");
+            return;
+        }
+        Ok(Err(TaskError::Invalid(reason))) => ReportBody {
+            status: "failed",
+            error: Some(reason),
+            ..started
+        },
+        Err(join_error) => ReportBody {
+            status: "failed",
+            error: Some(format!("the computation panicked: {join_error}")),
+            ..started
+        },
+    };
+    send_report(&shared, &report).await;
+}
+
+/// Sends a report, retrying transient failures; a refusal (4xx) is final.
+async fn send_report(shared: &Shared, report: &ReportBody) {
+    let config = &shared.config;
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match config
+            .client
+            .report(config.node_id, &config.token, report)
+            .await
+        {
+            Ok(()) => return,
+            Err(ClientError::Refused { status, detail }) if status < 500 => {
+                warn!(task_id = %report.task_id, status, detail, "report refused");
+                return;
+            }
+            Err(error) => {
+                warn!(task_id = %report.task_id, %error, "report failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    warn!(task_id = %report.task_id, "report given up after retries; the lease will requeue the task");
+}
