@@ -1,0 +1,193 @@
+//! `spawn_system()`: the real gateway (on port 0) and a real orchestrator over the test's own
+//! PostgreSQL database and its own Redis namespace, plus helpers to drive them over HTTP.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use grid_gateway::config::GatewayConfig;
+use grid_orchestrator::config::OrchestratorConfig;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abcdef0123456789";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub struct System {
+    pub base: String,
+    pub namespace: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub shutdown: CancellationToken,
+    orchestrator: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut map: HashMap<String, String> = [
+        ("DATABASE_URL", "postgres://unused"),
+        ("GRID_NAMESPACE", namespace),
+        ("GRID_OPERATOR_KEY", OPERATOR_KEY),
+        ("GRID_NODE_TTL_MS", "3000"),
+        ("GRID_TICK_MS", "50"),
+        ("GRID_CONSUMER_NAME", "orchestrator-test"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    map.insert("REDIS_URL".to_owned(), redis_url());
+    for (key, value) in overrides {
+        map.insert((*key).to_owned(), (*value).to_owned());
+    }
+    map
+}
+
+/// Starts a gateway and an orchestrator sharing `pool`, under a fresh namespace.
+pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
+    let namespace = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let map = settings(&namespace, overrides);
+    let orchestrator_config = OrchestratorConfig::from_lookup(|name| map.get(name).cloned())
+        .expect("valid orchestrator settings");
+    let gateway_config =
+        GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
+    let shutdown = CancellationToken::new();
+    let orchestrator = tokio::spawn(grid_orchestrator::app::run(
+        orchestrator_config,
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let base = format!("http://{}", listener.local_addr().expect("bound"));
+    let state = grid_gateway::app::build_state_with_pool(gateway_config, pool.clone())
+        .expect("gateway state");
+    let stop = shutdown.clone();
+    tokio::spawn(grid_gateway::app::run(listener, state, async move {
+        stop.cancelled().await
+    }));
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis answers");
+    System {
+        base,
+        namespace,
+        http: reqwest::Client::new(),
+        pool,
+        redis,
+        shutdown,
+        orchestrator,
+    }
+}
+
+/// Polls `probe` every 20 ms until it gives `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl System {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// Waits until a command is applied or rejected; returns its view.
+    pub async fn settled(&self, command_id: &str, key: &str) -> Value {
+        eventually(Duration::from_secs(20), "the command to settle", || async {
+            let view: Value = self
+                .get(&format!("/v1/commands/{command_id}"), key)
+                .await
+                .json()
+                .await
+                .ok()?;
+            (view["status"] != "pending").then_some(view)
+        })
+        .await
+    }
+
+    /// Creates an organisation and waits until its key works; returns (id, key).
+    pub async fn organization(&self, name: &str) -> (String, String) {
+        let response = self
+            .post("/v1/organizations", OPERATOR_KEY, json!({"name": name}))
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        let view = self
+            .settled(body["command_id"].as_str().unwrap(), OPERATOR_KEY)
+            .await;
+        assert_eq!(view["status"], "applied", "{view}");
+        (
+            body["organization_id"].as_str().unwrap().to_owned(),
+            body["api_key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn xlen(&mut self, stream: &str) -> i64 {
+        redis::cmd("XLEN")
+            .arg(format!("{}:{stream}", self.namespace))
+            .query_async(&mut self.redis)
+            .await
+            .unwrap()
+    }
+
+    /// Stops both services and removes the namespace's keys.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), self.orchestrator).await;
+        assert!(
+            matches!(stopped, Ok(Ok(Ok(())))),
+            "the orchestrator stops cleanly: {stopped:?}"
+        );
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.namespace))
+            .query_async(&mut self.redis)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut self.redis)
+                .await
+                .unwrap();
+        }
+    }
+}
