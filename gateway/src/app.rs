@@ -29,10 +29,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ledger::router())
         .merge(grid_compat::router())
         .merge(health::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_deadline,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline));
     Router::new()
         .merge(bounded)
         .merge(nodes::streaming_router())
@@ -62,23 +59,13 @@ pub fn build_state(config: GatewayConfig) -> anyhow::Result<AppState> {
     build_state_with_pool(config, pool)
 }
 
-pub fn build_state_with_pool(
-    config: GatewayConfig,
-    pool: sqlx::PgPool,
-) -> anyhow::Result<AppState> {
+pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyhow::Result<AppState> {
     let redis_config = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_connection_timeout(Some(Duration::from_secs(5)));
-    let manager =
-        deadpool_redis::Manager::new_with_config(config.redis_url.as_str(), redis_config)?;
-    let redis = deadpool_redis::Pool::builder(manager)
-        .max_size(16)
-        .build()?;
-    Ok(AppState {
-        pool,
-        redis,
-        config: Arc::new(config),
-    })
+    let manager = deadpool_redis::Manager::new_with_config(config.redis_url.as_str(), redis_config)?;
+    let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
+    Ok(AppState { pool, redis, config: Arc::new(config) })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
@@ -88,10 +75,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, namespace = state.keys().namespace(), "gateway listening");
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

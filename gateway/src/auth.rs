@@ -34,9 +34,7 @@ impl Caller {
     pub fn organization(&self) -> Result<OrganizationId, ApiError> {
         match self {
             Self::Organization(organization_id) => Ok(*organization_id),
-            _ => Err(ApiError::Forbidden(
-                "this route takes an organisation API key",
-            )),
+            _ => Err(ApiError::Forbidden("this route takes an organisation API key")),
         }
     }
 
@@ -61,9 +59,7 @@ impl Caller {
         match self {
             Self::Operator => Ok(None),
             Self::Organization(organization_id) => Ok(Some(*organization_id)),
-            Self::Node(_) => Err(ApiError::Forbidden(
-                "this route takes an organisation API key or the operator key",
-            )),
+            Self::Node(_) => Err(ApiError::Forbidden("this route takes an organisation API key or the operator key")),
         }
     }
 
@@ -82,10 +78,7 @@ pub fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }
-    left.iter()
-        .zip(right)
-        .fold(0_u8, |difference, (a, b)| difference | (a ^ b))
-        == 0
+    left.iter().zip(right).fold(0_u8, |difference, (a, b)| difference | (a ^ b)) == 0
 }
 
 /// A fresh 256-bit secret with its prefix, as hex.
@@ -98,15 +91,9 @@ pub fn new_secret(prefix: &str) -> String {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header =
+            parts.headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()).ok_or(ApiError::Unauthorized)?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
@@ -117,22 +104,20 @@ impl FromRequestParts<AppState> for Caller {
         }
         let hash = Sha256Hex::of_secret(token);
         if token.starts_with(API_KEY_PREFIX) {
-            let organization: Option<uuid::Uuid> = sqlx::query_scalar(
-                "select organization_id from api_key where key_hash = $1 and revoked_at is null",
-            )
-            .bind(hash.as_str())
-            .fetch_optional(&state.pool)
-            .await?;
-            return organization
-                .map(|id| Self::Organization(OrganizationId(id)))
-                .ok_or(ApiError::Unauthorized);
+            let organization: Option<uuid::Uuid> =
+                sqlx::query_scalar("select organization_id from api_key where key_hash = $1 and revoked_at is null")
+                    .bind(hash.as_str())
+                    .fetch_optional(&state.pool)
+                    .await?;
+            return organization.map(|id| Self::Organization(OrganizationId(id))).ok_or(ApiError::Unauthorized);
         }
         if token.starts_with(NODE_TOKEN_PREFIX) {
-            let row = sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
-                .bind(hash.as_str())
-                .fetch_optional(&state.pool)
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
+            let row =
+                sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
+                    .bind(hash.as_str())
+                    .fetch_optional(&state.pool)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
             let cpu_cores: i32 = row.try_get("cpu_cores")?;
             return Ok(Self::Node(NodeCaller {
                 node_id: NodeId(row.try_get("node_id")?),

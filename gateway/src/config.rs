@@ -41,10 +41,7 @@ impl GatewayConfig {
         let required = |variable: &'static str| {
             lookup(variable)
                 .filter(|value| !value.trim().is_empty())
-                .ok_or(SettingsError {
-                    variable,
-                    reason: "is required".to_owned(),
-                })
+                .ok_or(SettingsError { variable, reason: "is required".to_owned() })
         };
         let operator_key = required("GRID_OPERATOR_KEY")?;
         if operator_key.len() < 32 {
@@ -55,27 +52,14 @@ impl GatewayConfig {
         }
         Ok(Self {
             database_url: required("DATABASE_URL")?,
-            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| {
-                Ok(text.to_owned())
-            })?,
+            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
             grid: GridSettings::from_lookup(&lookup)?,
             operator_key,
             listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {
-                text.parse()
-                    .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))
+                text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))
             })?,
-            max_body_bytes: read(
-                &lookup,
-                "GATEWAY_MAX_BODY_BYTES",
-                "1048576",
-                integer_in(1024, 64 * 1024 * 1024),
-            )?,
-            request_timeout_ms: read(
-                &lookup,
-                "GATEWAY_REQUEST_TIMEOUT_MS",
-                "10000",
-                integer_in(100, 600_000),
-            )?,
+            max_body_bytes: read(&lookup, "GATEWAY_MAX_BODY_BYTES", "1048576", integer_in(1024, 64 * 1024 * 1024))?,
+            request_timeout_ms: read(&lookup, "GATEWAY_REQUEST_TIMEOUT_MS", "10000", integer_in(100, 600_000))?,
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
         })
     }

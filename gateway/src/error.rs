@@ -70,56 +70,24 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::MalformedBody(_) => (
-                StatusCode::BAD_REQUEST,
-                "malformed-body",
-                "Malformed request body",
-            ),
-            Self::InvalidBody(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "Request body has the wrong shape",
-            ),
-            Self::InvalidQuery(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-query",
-                "Invalid query string",
-            ),
-            Self::Validation(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation-failed",
-                "Validation failed",
-            ),
+            Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed-body", "Malformed request body"),
+            Self::InvalidBody(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", "Request body has the wrong shape")
+            }
+            Self::InvalidQuery(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-query", "Invalid query string"),
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Self::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            ),
-            Self::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-            ),
-            Self::Timeout => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "Request timed out",
-            ),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no-route", "No such route"),
-            Self::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service unavailable",
-            ),
-            Self::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal server error",
-            ),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
 
@@ -138,19 +106,12 @@ impl ApiError {
         let errors = match self {
             Self::Validation(fields) => fields
                 .iter()
-                .map(|error| ProblemField {
-                    field: error.field.clone(),
-                    reason: error.reason.clone(),
-                })
+                .map(|error| ProblemField { field: error.field.clone(), reason: error.reason.clone() })
                 .collect(),
             _ => Vec::new(),
         };
         let detail = match self {
-            Self::Validation(fields) => fields
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
+            Self::Validation(fields) => fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
             _ => detail,
         };
         Problem {
@@ -175,10 +136,7 @@ impl IntoResponse for ApiError {
         let (status, _, _) = self.parts();
         let mut response = (status, Json(self.problem())).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -17,18 +17,10 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::JsonDataError(error)) => {
-                Err(ApiError::InvalidBody(error.body_text()))
-            }
-            Err(JsonRejection::JsonSyntaxError(error)) => {
-                Err(ApiError::MalformedBody(error.body_text()))
-            }
-            Err(JsonRejection::MissingJsonContentType(error)) => {
-                Err(ApiError::UnsupportedMediaType(error.body_text()))
-            }
-            Err(other) if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge)
-            }
+            Err(JsonRejection::JsonDataError(error)) => Err(ApiError::InvalidBody(error.body_text())),
+            Err(JsonRejection::JsonSyntaxError(error)) => Err(ApiError::MalformedBody(error.body_text())),
+            Err(JsonRejection::MissingJsonContentType(error)) => Err(ApiError::UnsupportedMediaType(error.body_text())),
+            Err(other) if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
             Err(other) => Err(ApiError::MalformedBody(other.body_text())),
         }
     }
@@ -44,10 +36,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Self(value))
@@ -65,10 +54,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Self(value))

@@ -10,12 +10,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config =
-        GatewayConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
+    let config = GatewayConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let state = build_state(config)?;
     run(listener, state, async {

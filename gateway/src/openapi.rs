@@ -39,9 +39,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "The operator key, an organisation API key (gk_…) or a node token (gn_…)",
-                    ))
+                    .description(Some("The operator key, an organisation API key (gk_…) or a node token (gn_…)"))
                     .build(),
             ),
         );
@@ -54,9 +52,7 @@ pub fn spec() -> utoipa::openapi::OpenApi {
 
 /// The document as committed in `openapi/openapi.json`.
 pub fn spec_json() -> String {
-    let mut text = spec()
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises");
+    let mut text = spec().to_pretty_json().expect("the OpenAPI document serialises");
     text.push('\n');
     text
 }

@@ -17,18 +17,10 @@ const ISSUER_TTL_SECONDS: u64 = 7 * 24 * 3600;
 pub fn origin_of(caller: &Caller, correlation_id: Uuid) -> Origin {
     let (organization_id, actor) = match caller {
         Caller::Operator => (None, Actor::Operator),
-        Caller::Organization(organization_id) => (
-            Some(*organization_id),
-            Actor::Organization(*organization_id),
-        ),
+        Caller::Organization(organization_id) => (Some(*organization_id), Actor::Organization(*organization_id)),
         Caller::Node(node) => (Some(node.organization_id), Actor::Node(node.node_id)),
     };
-    Origin {
-        correlation_id,
-        causation_id: None,
-        organization_id,
-        actor,
-    }
+    Origin { correlation_id, causation_id: None, organization_id, actor }
 }
 
 pub enum Stream {

@@ -20,13 +20,9 @@ impl AppState {
     }
 
     /// A connection of its own, for blocking reads that must not stall the pool (SSE).
-    pub async fn blocking_connection(
-        &self,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    pub async fn blocking_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let client = redis::Client::open(self.config.redis_url.as_str())?;
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        client.get_multiplexed_async_connection_with_config(&config).await
     }
 }

@@ -23,44 +23,23 @@ const BLOCK_MS: u64 = 500;
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs the orchestrator until `shutdown` is cancelled.
-pub async fn run(
-    config: OrchestratorConfig,
-    pool: PgPool,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
     MIGRATOR.run(&pool).await?;
     let config = Arc::new(config);
     let redis = crate::store::redis::pool(&config.redis_url, 8).map_err(anyhow::Error::msg)?;
     let wakeups = Arc::new(Wakeups::default());
-    let mut consumer =
-        Consumer::new(pool.clone(), redis.clone(), config.clone(), wakeups.clone()).await?;
-    info!(
-        consumer = config.consumer_name,
-        namespace = config.grid.keys.namespace(),
-        "orchestrator started"
-    );
+    let mut consumer = Consumer::new(pool.clone(), redis.clone(), config.clone(), wakeups.clone()).await?;
+    info!(consumer = config.consumer_name, namespace = config.grid.keys.namespace(), "orchestrator started");
 
     let mut tasks = JoinSet::new();
     let tick = Duration::from_millis(config.tick_ms);
 
-    let (relay_pool, relay_redis, relay_config, relay_wakeups, relay_stop) = (
-        pool.clone(),
-        redis.clone(),
-        config.clone(),
-        wakeups.clone(),
-        shutdown.clone(),
-    );
+    let (relay_pool, relay_redis, relay_config, relay_wakeups, relay_stop) =
+        (pool.clone(), redis.clone(), config.clone(), wakeups.clone(), shutdown.clone());
     tasks.spawn(async move {
         loop {
             let stopping = relay_stop.is_cancelled();
-            match outbox::relay_once(
-                &relay_pool,
-                &relay_redis,
-                &relay_config.grid.keys,
-                RELAY_BATCH,
-            )
-            .await
-            {
+            match outbox::relay_once(&relay_pool, &relay_redis, &relay_config.grid.keys, RELAY_BATCH).await {
                 Ok(relayed) if relayed as i64 == RELAY_BATCH => continue,
                 Ok(_) if stopping => break,
                 Ok(_) => {}
@@ -80,18 +59,11 @@ pub async fn run(
         }
     });
 
-    let (sched_pool, sched_redis, sched_config, sched_wakeups, sched_stop) = (
-        pool.clone(),
-        redis.clone(),
-        config.clone(),
-        wakeups.clone(),
-        shutdown.clone(),
-    );
+    let (sched_pool, sched_redis, sched_config, sched_wakeups, sched_stop) =
+        (pool.clone(), redis.clone(), config.clone(), wakeups.clone(), shutdown.clone());
     tasks.spawn(async move {
         while !sched_stop.is_cancelled() {
-            match dispatch::assign_queued(&sched_pool, &sched_redis, &sched_config, SCHEDULE_BATCH)
-                .await
-            {
+            match dispatch::assign_queued(&sched_pool, &sched_redis, &sched_config, SCHEDULE_BATCH).await {
                 Ok(assigned) if assigned > 0 => {
                     sched_wakeups.relay.notify_one();
                     if assigned as i64 == SCHEDULE_BATCH {
@@ -109,18 +81,11 @@ pub async fn run(
         }
     });
 
-    let (house_pool, house_redis, house_config, house_wakeups, house_stop) = (
-        pool.clone(),
-        redis.clone(),
-        config.clone(),
-        wakeups.clone(),
-        shutdown.clone(),
-    );
+    let (house_pool, house_redis, house_config, house_wakeups, house_stop) =
+        (pool.clone(), redis.clone(), config.clone(), wakeups.clone(), shutdown.clone());
     tasks.spawn(async move {
         while !house_stop.is_cancelled() {
-            let requeued =
-                dispatch::requeue_from_offline_nodes(&house_pool, &house_redis, &house_config)
-                    .await;
+            let requeued = dispatch::requeue_from_offline_nodes(&house_pool, &house_redis, &house_config).await;
             let failed = dispatch::fail_overdue(&house_pool).await;
             match (requeued, failed) {
                 (Ok(requeued), Ok(failed)) if requeued + failed > 0 => {

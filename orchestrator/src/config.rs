@@ -33,17 +33,12 @@ impl OrchestratorConfig {
         let required = |variable: &'static str| {
             lookup(variable)
                 .filter(|value| !value.trim().is_empty())
-                .ok_or(SettingsError {
-                    variable,
-                    reason: "is required".to_owned(),
-                })
+                .ok_or(SettingsError { variable, reason: "is required".to_owned() })
         };
         let default_consumer = format!("orchestrator-{}", uuid::Uuid::new_v4().simple());
         Ok(Self {
             database_url: required("DATABASE_URL")?,
-            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| {
-                Ok(text.to_owned())
-            })?,
+            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
             consumer_name: read(&lookup, "GRID_CONSUMER_NAME", &default_consumer, |text| {
                 if text.is_empty() || text.len() > 100 {
                     Err("must be 1 to 100 characters".to_owned())
@@ -52,12 +47,7 @@ impl OrchestratorConfig {
                 }
             })?,
             batch_size: read(&lookup, "GRID_BATCH_SIZE", "64", integer_in(1, 10_000))?,
-            claim_idle_ms: read(
-                &lookup,
-                "GRID_CLAIM_IDLE_MS",
-                "30000",
-                integer_in(100, 86_400_000),
-            )?,
+            claim_idle_ms: read(&lookup, "GRID_CLAIM_IDLE_MS", "30000", integer_in(100, 86_400_000))?,
             max_deliveries: read(&lookup, "GRID_MAX_DELIVERIES", "5", integer_in(1, 1_000))?,
             max_attempts: read(&lookup, "GRID_MAX_ATTEMPTS", "3", integer_in(1, 100))?,
             k_anonymity_min: read(&lookup, "GRID_K_ANONYMITY_MIN", "5", integer_in(5, 10_000))?,

@@ -74,23 +74,13 @@ impl Consumer {
         wakeups: Arc<Wakeups>,
     ) -> Result<Self, ConsumerError> {
         let reader = crate::store::redis::blocking_connection(&config.redis_url).await?;
-        let consumer = Self {
-            pool,
-            redis,
-            reader,
-            config,
-            wakeups,
-            revisit_pending: true,
-        };
+        let consumer = Self { pool, redis, reader, config, wakeups, revisit_pending: true };
         consumer.ensure_groups().await?;
         Ok(consumer)
     }
 
     fn streams(&self) -> [String; 2] {
-        [
-            self.config.grid.keys.commands(),
-            self.config.grid.keys.reports(),
-        ]
+        [self.config.grid.keys.commands(), self.config.grid.keys.reports()]
     }
 
     async fn ensure_groups(&self) -> Result<(), ConsumerError> {
@@ -126,35 +116,20 @@ impl Consumer {
         if !revisiting {
             read.arg("BLOCK").arg(block_ms);
         }
-        read.arg("STREAMS")
-            .arg(&self.streams())
-            .arg(start_id)
-            .arg(start_id);
+        read.arg("STREAMS").arg(&self.streams()).arg(start_id).arg(start_id);
         let reply: Option<StreamReadReply> = read.query_async(&mut self.reader).await?;
         let mut outcome = StepOutcome::default();
         let mut entries = Vec::new();
         for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-            let source = if stream.key == self.config.grid.keys.commands() {
-                Source::Commands
-            } else {
-                Source::Reports
-            };
-            entries.extend(
-                stream
-                    .ids
-                    .into_iter()
-                    .map(|entry| (source, stream.key.clone(), entry)),
-            );
+            let source =
+                if stream.key == self.config.grid.keys.commands() { Source::Commands } else { Source::Reports };
+            entries.extend(stream.ids.into_iter().map(|entry| (source, stream.key.clone(), entry)));
         }
         if revisiting && entries.is_empty() {
             self.revisit_pending = false;
         }
         for (source, stream, entry) in entries {
-            let deliveries = if revisiting {
-                self.deliveries(&stream, &entry.id).await?
-            } else {
-                1
-            };
+            let deliveries = if revisiting { self.deliveries(&stream, &entry.id).await? } else { 1 };
             match self.handle_entry(source, &stream, &entry, deliveries).await {
                 Ok(Handled::Applied) => outcome.applied += 1,
                 Ok(Handled::Duplicate) => outcome.duplicates += 1,
@@ -177,11 +152,7 @@ impl Consumer {
     pub async fn claim_abandoned(&mut self) -> Result<StepOutcome, ConsumerError> {
         let mut outcome = StepOutcome::default();
         for stream in self.streams() {
-            let source = if stream == self.config.grid.keys.commands() {
-                Source::Commands
-            } else {
-                Source::Reports
-            };
+            let source = if stream == self.config.grid.keys.commands() { Source::Commands } else { Source::Reports };
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
                 .arg(ORCHESTRATOR_GROUP)
@@ -193,16 +164,9 @@ impl Consumer {
                 .query_async(&mut self.reader)
                 .await?;
             for entry in reply.claimed {
-                warn!(
-                    stream,
-                    entry_id = entry.id,
-                    "claimed an entry abandoned by another consumer"
-                );
+                warn!(stream, entry_id = entry.id, "claimed an entry abandoned by another consumer");
                 let deliveries = self.deliveries(&stream, &entry.id).await?;
-                match self
-                    .handle_entry(source, &stream, &entry, deliveries)
-                    .await?
-                {
+                match self.handle_entry(source, &stream, &entry, deliveries).await? {
                     Handled::Applied => outcome.applied += 1,
                     Handled::Duplicate => outcome.duplicates += 1,
                     Handled::DeadLettered => outcome.dead_lettered += 1,
@@ -238,8 +202,7 @@ impl Consumer {
         let envelope = match decode(source, entry) {
             Ok(decoded) => decoded,
             Err(error) => {
-                self.dead_letter(stream, entry, &error.to_string(), deliveries)
-                    .await?;
+                self.dead_letter(stream, entry, &error.to_string(), deliveries).await?;
                 return Ok(Handled::DeadLettered);
             }
         };
@@ -261,25 +224,12 @@ impl Consumer {
                 }
             }
         }
-        redis::cmd("XACK")
-            .arg(stream)
-            .arg(ORCHESTRATOR_GROUP)
-            .arg(&entry.id)
-            .query_async::<()>(&mut *conn)
-            .await?;
-        Ok(if applied.is_some() {
-            Handled::Applied
-        } else {
-            Handled::Duplicate
-        })
+        redis::cmd("XACK").arg(stream).arg(ORCHESTRATOR_GROUP).arg(&entry.id).query_async::<()>(&mut *conn).await?;
+        Ok(if applied.is_some() { Handled::Applied } else { Handled::Duplicate })
     }
 
     /// Applies one message in one transaction; `None` when it had already been applied.
-    async fn apply(
-        &self,
-        envelope: &Envelope,
-        message: Decoded,
-    ) -> Result<Option<Decision>, ConsumerError> {
+    async fn apply(&self, envelope: &Envelope, message: Decoded) -> Result<Option<Decision>, ConsumerError> {
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
             "insert into processed_message (message_id, message_type, organization_id, outcome)
@@ -296,15 +246,9 @@ impl Consumer {
             debug!("already applied: acknowledging the redelivery");
             return Ok(None);
         }
-        let context = Context {
-            config: &self.config,
-            envelope,
-            now: Utc::now(),
-        };
+        let context = Context { config: &self.config, envelope, now: Utc::now() };
         let decision = match message {
-            Decoded::Command(command) => {
-                handlers::apply_command(&mut tx, &context, command).await?
-            }
+            Decoded::Command(command) => handlers::apply_command(&mut tx, &context, command).await?,
             Decoded::Report(report) => handlers::apply_report(&mut tx, &context, report).await?,
         };
         if let Some(reason) = &decision.rejection {
@@ -315,12 +259,7 @@ impl Consumer {
                 .await?;
             info!(reason, "message rejected");
         }
-        outbox::append(
-            &mut tx,
-            envelope.follow_up(Actor::Orchestrator),
-            &decision.events,
-        )
-        .await?;
+        outbox::append(&mut tx, envelope.follow_up(Actor::Orchestrator), &decision.events).await?;
         tx.commit().await?;
         Ok(Some(decision))
     }
@@ -332,13 +271,7 @@ impl Consumer {
         reason: &str,
         deliveries: usize,
     ) -> Result<(), ConsumerError> {
-        warn!(
-            stream,
-            entry_id = entry.id,
-            reason,
-            deliveries,
-            "entry sent to the dead-letter stream"
-        );
+        warn!(stream, entry_id = entry.id, reason, deliveries, "entry sent to the dead-letter stream");
         let original: String = entry.get("envelope").unwrap_or_default();
         let message_type: String = entry.get("type").unwrap_or_default();
         let mut conn = self.redis.get().await?;

@@ -4,13 +4,11 @@ use clap::{Parser, Subcommand};
 use grid_orchestrator::app::{MIGRATOR, run};
 use grid_orchestrator::config::OrchestratorConfig;
 use grid_orchestrator::ledger::verify_stored_chain;
+use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "orchestrator",
-    about = "KoproGo Grid orchestrator: applies commands and reports, schedules tasks"
-)]
+#[command(name = "orchestrator", about = "KoproGo Grid orchestrator: applies commands and reports, schedules tasks")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Action>,
@@ -29,18 +27,18 @@ enum Action {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
-    let config = OrchestratorConfig::from_env()
-        .map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&config.database_url)
-        .await?;
-    match cli.command.unwrap_or(Action::Run) {
+    let config = OrchestratorConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
+    let action = cli.command.unwrap_or(Action::Run);
+    if matches!(action, Action::Run | Action::Migrate) && !sqlx::Postgres::database_exists(&config.database_url).await?
+    {
+        sqlx::Postgres::create_database(&config.database_url).await?;
+        tracing::info!("database created");
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&config.database_url).await?;
+    match action {
         Action::Run => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
@@ -70,9 +68,7 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut signal) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             signal.recv().await;
         }
     };

@@ -24,23 +24,13 @@ const RELAY_LOCK: i64 = 0x4B47_0003;
 const NODE_CHANNEL_MAXLEN: usize = 1_000;
 
 /// Appends events to the outbox inside the caller's transaction.
-pub async fn append(
-    conn: &mut PgConnection,
-    origin: Origin,
-    events: &[PendingEvent],
-) -> Result<(), sqlx::Error> {
+pub async fn append(conn: &mut PgConnection, origin: Origin, events: &[PendingEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(OUTBOX_LOCK)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *conn).await?;
     for pending in events {
-        let origin = Origin {
-            organization_id: pending.organization_id,
-            ..origin
-        };
+        let origin = Origin { organization_id: pending.organization_id, ..origin };
         let envelope = Envelope::wrap(&pending.event, origin);
         sqlx::query(
             "insert into event (event_id, event_type, organization_id, node_id, occurred_at, envelope)
@@ -77,10 +67,8 @@ pub async fn relay_once(
     batch: i64,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK).fetch_one(&mut *tx).await?;
     if !locked {
         return Ok(0);
     }
@@ -138,27 +126,15 @@ pub async fn relay_once(
         }
     }
     pipe.query_async::<()>(&mut *conn).await?;
-    sqlx::query("update event set relayed_at = now() where seq = any($1)")
-        .bind(&seqs)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("update event set relayed_at = now() where seq = any($1)").bind(&seqs).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(seqs.len())
 }
 
 /// The seq of the newest entry on a stream whose ids are `<seq>-0` (0 when empty).
-async fn last_stream_seq(
-    conn: &mut deadpool_redis::Connection,
-    stream: &str,
-) -> redis::RedisResult<i64> {
-    let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut **conn)
-        .await?;
+async fn last_stream_seq(conn: &mut deadpool_redis::Connection, stream: &str) -> redis::RedisResult<i64> {
+    let newest: redis::streams::StreamRangeReply =
+        redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut **conn).await?;
     Ok(newest
         .ids
         .first()
@@ -190,9 +166,5 @@ fn node_message(envelope_text: &str, kind: Option<serde_json::Value>) -> Option<
         _ => return None,
     };
     // The node message's id derives from the event's, so a re-relay would carry the same id.
-    Some(Envelope::wrap_with_id(
-        MessageId(envelope.id.as_uuid()),
-        &message,
-        origin,
-    ))
+    Some(Envelope::wrap_with_id(MessageId(envelope.id.as_uuid()), &message, origin))
 }

@@ -55,12 +55,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
             .unwrap();
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.unwrap();
-        assert_eq!(
-            system
-                .settled(body["command_id"].as_str().unwrap(), &api_key)
-                .await["status"],
-            "applied"
-        );
+        assert_eq!(system.settled(body["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
     }
 
     let (stop_fleet, fleet_shutdown) = tokio::sync::watch::channel(false);
@@ -83,37 +78,24 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
 
     let mut task_ids = Vec::new();
     for index in 0..100 {
-        let body = if index % 4 == 0 {
-            group(&owners)
-        } else {
-            thermal(index)
-        };
+        let body = if index % 4 == 0 { group(&owners) } else { thermal(index) };
         let response = system.post("/v1/tasks", &api_key, body).await;
         assert_eq!(response.status(), 202);
         let accepted: Value = response.json().await.unwrap();
         task_ids.push(accepted["task_id"].as_str().unwrap().to_owned());
     }
 
-    let tasks: Vec<Value> = eventually(
-        Duration::from_secs(90),
-        "every task to complete",
-        || async {
-            let mut views = Vec::new();
-            for task_id in &task_ids {
-                let view: Value = system
-                    .get(&format!("/v1/tasks/{task_id}"), &api_key)
-                    .await
-                    .json()
-                    .await
-                    .ok()?;
-                if view["status"] != "completed" {
-                    return None;
-                }
-                views.push(view);
+    let tasks: Vec<Value> = eventually(Duration::from_secs(90), "every task to complete", || async {
+        let mut views = Vec::new();
+        for task_id in &task_ids {
+            let view: Value = system.get(&format!("/v1/tasks/{task_id}"), &api_key).await.json().await.ok()?;
+            if view["status"] != "completed" {
+                return None;
             }
-            Some(views)
-        },
-    )
+            views.push(view);
+        }
+        Some(views)
+    })
     .await;
 
     // Exactly once: one completion event, one pair of ledger entries and one proof per task.
@@ -125,107 +107,52 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     .unwrap();
     assert_eq!(completions.len(), 100);
     assert!(completions.iter().all(|(_, count)| *count == 1));
-    let proofs: i64 = sqlx::query_scalar("select count(distinct task_id) from green_proof")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let proofs: i64 =
+        sqlx::query_scalar("select count(distinct task_id) from green_proof").fetch_one(&pool).await.unwrap();
+    let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
     assert_eq!((proofs, entries), (100, 200));
 
     // Credits follow the formula, and the shares add up exactly.
     let policy = CarbonPolicy::default();
     for task in &tasks {
-        let solar =
-            MicroWattHours((task["solar_contribution_wh"].as_f64().unwrap() * 1e6).round() as i64);
+        let solar = MicroWattHours((task["solar_contribution_wh"].as_f64().unwrap() * 1e6).round() as i64);
         let split = policy.credit(solar);
-        assert_eq!(
-            task["carbon_saved_ng"].as_i64(),
-            Some(split.carbon_saved.0),
-            "{task}"
-        );
+        assert_eq!(task["carbon_saved_ng"].as_i64(), Some(split.carbon_saved.0), "{task}");
         assert_eq!(task["node_share_peur"].as_i64(), Some(split.node_share.0));
-        assert_eq!(
-            task["cooperative_share_peur"].as_i64(),
-            Some(split.cooperative_share.0)
-        );
-        assert_eq!(
-            split.node_share.0 + split.cooperative_share.0,
-            split.total.0
-        );
-        assert!(
-            task["result_hash"]
-                .as_str()
-                .is_some_and(|hash| hash.len() == 64)
-        );
+        assert_eq!(task["cooperative_share_peur"].as_i64(), Some(split.cooperative_share.0));
+        assert_eq!(split.node_share.0 + split.cooperative_share.0, split.total.0);
+        assert!(task["result_hash"].as_str().is_some_and(|hash| hash.len() == 64));
     }
-    let nodes_used: HashSet<&str> = tasks
-        .iter()
-        .filter_map(|task| task["node_id"].as_str())
-        .collect();
-    assert!(
-        nodes_used.len() >= 2,
-        "work spread over the fleet: {nodes_used:?}"
-    );
+    let nodes_used: HashSet<&str> = tasks.iter().filter_map(|task| task["node_id"].as_str()).collect();
+    assert!(nodes_used.len() >= 2, "work spread over the fleet: {nodes_used:?}");
 
     // The stats agree with the ledger.
-    let stats: Value = system
-        .get("/v1/stats", &api_key)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let fund: i64 = sqlx::query_scalar("select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let stats: Value = system.get("/v1/stats", &api_key).await.json().await.unwrap();
+    let fund: i64 = sqlx::query_scalar(
+        "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(stats["cooperative_fund_peur"].as_i64(), Some(fund));
     assert_eq!(stats["tasks"]["completed_tasks"], 100);
     assert_eq!(stats["nodes"]["total_nodes"], 3);
     assert_eq!(stats["nodes"]["active_nodes"], 3);
-    let compat: Value = system
-        .get("/grid/stats", &api_key)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        compat["cooperative_fund_peur"],
-        stats["cooperative_fund_peur"]
-    );
+    let compat: Value = system.get("/grid/stats", &api_key).await.json().await.unwrap();
+    assert_eq!(compat["cooperative_fund_peur"], stats["cooperative_fund_peur"]);
 
     // The chain verifies, and an edited row breaks it at that row.
-    let verdict: Value = system
-        .get("/v1/proofs/verify", &api_key)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let verdict: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
     assert_eq!(verdict["valid"], true, "{verdict}");
     assert_eq!(verdict["length"], 100);
-    sqlx::query("update green_proof set solar_uwh = solar_uwh + 1 where seq = 42")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let verdict: Value = system
-        .get("/v1/proofs/verify", OPERATOR_KEY)
-        .await
-        .json()
-        .await
-        .unwrap();
+    sqlx::query("update green_proof set solar_uwh = solar_uwh + 1 where seq = 42").execute(&pool).await.unwrap();
+    let verdict: Value = system.get("/v1/proofs/verify", OPERATOR_KEY).await.json().await.unwrap();
     assert_eq!(
-        (
-            verdict["valid"].clone(),
-            verdict["first_invalid_seq"].clone()
-        ),
+        (verdict["valid"].clone(), verdict["first_invalid_seq"].clone()),
         (json!(false), json!(42)),
         "{verdict}"
     );
-    let offline = grid_orchestrator::ledger::verify_stored_chain(&pool, 8)
-        .await
-        .unwrap();
+    let offline = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
     assert_eq!(offline.first_invalid_seq, Some(42));
 
     stop_fleet.send(true).unwrap();
@@ -240,28 +167,16 @@ async fn the_same_command_added_twice_changes_nothing(pool: PgPool) {
     let response = system.post("/v1/tasks", &api_key, thermal(1)).await;
     let accepted: Value = response.json().await.unwrap();
     let command_id = accepted["command_id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        system.settled(&command_id, &api_key).await["status"],
-        "applied"
-    );
+    assert_eq!(system.settled(&command_id, &api_key).await["status"], "applied");
 
     // Replay the very entry the gateway wrote, as a redelivery would.
     let stream = format!("{}:commands", system.namespace);
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut system.redis)
-        .await
-        .unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut system.redis).await.unwrap();
     let original = entries
         .ids
         .iter()
-        .find(|entry| {
-            entry
-                .get::<String>("envelope")
-                .is_some_and(|text| text.contains(&command_id))
-        })
+        .find(|entry| entry.get::<String>("envelope").is_some_and(|text| text.contains(&command_id)))
         .unwrap();
     let envelope: String = original.get("envelope").unwrap();
     let duplicate_id: String = redis::cmd("XADD")
@@ -275,30 +190,18 @@ async fn the_same_command_added_twice_changes_nothing(pool: PgPool) {
         .await
         .unwrap();
 
-    eventually(
-        Duration::from_secs(10),
-        "the duplicate to be read and acknowledged",
-        || async {
-            let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut system.redis.clone())
-                .await
-                .ok()?;
-            let group = groups.groups.first()?;
-            (group.pending == 0 && group.last_delivered_id == duplicate_id).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(10), "the duplicate to be read and acknowledged", || async {
+        let groups: redis::streams::StreamInfoGroupsReply =
+            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut system.redis.clone()).await.ok()?;
+        let group = groups.groups.first()?;
+        (group.pending == 0 && group.last_delivered_id == duplicate_id).then_some(())
+    })
     .await;
-    let tasks: i64 = sqlx::query_scalar("select count(*) from task")
+    let tasks: i64 = sqlx::query_scalar("select count(*) from task").fetch_one(&pool).await.unwrap();
+    let accepted_events: i64 = sqlx::query_scalar("select count(*) from event where event_type = 'TaskAccepted'")
         .fetch_one(&pool)
         .await
         .unwrap();
-    let accepted_events: i64 =
-        sqlx::query_scalar("select count(*) from event where event_type = 'TaskAccepted'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
     assert_eq!((tasks, accepted_events), (1, 1));
     system.stop().await;
 }
@@ -313,21 +216,10 @@ async fn an_invalid_body_gets_a_problem_and_publishes_nothing(pool: PgPool) {
     bad["kind"]["insulation_score"] = json!(3.5);
     let response = system.post("/v1/tasks", &api_key, bad).await;
     assert_eq!(response.status(), 422);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.unwrap();
-    assert_eq!(
-        problem["errors"][0]["field"], "kind.insulation_score",
-        "{problem}"
-    );
-    assert!(
-        problem["type"]
-            .as_str()
-            .unwrap()
-            .ends_with("/validation-failed")
-    );
+    assert_eq!(problem["errors"][0]["field"], "kind.insulation_score", "{problem}");
+    assert!(problem["type"].as_str().unwrap().ends_with("/validation-failed"));
 
     let response = system
         .http
@@ -339,17 +231,10 @@ async fn an_invalid_body_gets_a_problem_and_publishes_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
 
     let response = system
-        .post(
-            "/v1/nodes",
-            &api_key,
-            json!({"name": "pi", "cpu_cores": 0, "has_solar": true, "location": "Mons"}),
-        )
+        .post("/v1/nodes", &api_key, json!({"name": "pi", "cpu_cores": 0, "has_solar": true, "location": "Mons"}))
         .await;
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
@@ -357,16 +242,10 @@ async fn an_invalid_body_gets_a_problem_and_publishes_nothing(pool: PgPool) {
 
     let response = system.post("/v1/tasks", "gk_not-a-key", thermal(2)).await;
     assert_eq!(response.status(), 401);
-    let response = system
-        .post("/v1/organizations", &api_key, json!({"name": "sneaky"}))
-        .await;
+    let response = system.post("/v1/organizations", &api_key, json!({"name": "sneaky"})).await;
     assert_eq!(response.status(), 403);
 
-    assert_eq!(
-        system.xlen("commands").await,
-        before,
-        "nothing was published"
-    );
+    assert_eq!(system.xlen("commands").await, before, "nothing was published");
     system.stop().await;
 }
 
@@ -386,22 +265,14 @@ async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason(pool: 
         .unwrap();
     let dlq = format!("{}:dlq", system.namespace);
     let entry = eventually(Duration::from_secs(10), "a dead letter", || async {
-        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&dlq)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut system.redis.clone())
-            .await
-            .ok()?;
+        let entries: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
         entries.ids.into_iter().next()
     })
     .await;
     let reason: String = entry.get("reason").unwrap();
     assert!(reason.contains("envelope"), "{reason}");
-    assert_eq!(
-        entry.get::<String>("envelope").as_deref(),
-        Some("{\"broken\": true}")
-    );
+    assert_eq!(entry.get::<String>("envelope").as_deref(), Some("{\"broken\": true}"));
     system.stop().await;
 }
 
@@ -410,34 +281,18 @@ async fn a_group_task_below_k_anonymity_is_rejected_with_the_reason(pool: PgPool
     let system = spawn_system(pool, &[]).await;
     let (_, api_key) = system.organization("Small group").await;
     let owners: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
-    let accepted: Value = system
-        .post("/v1/tasks", &api_key, group(&owners))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let view = system
-        .settled(accepted["command_id"].as_str().unwrap(), &api_key)
-        .await;
+    let accepted: Value = system.post("/v1/tasks", &api_key, group(&owners)).await.json().await.unwrap();
+    let view = system.settled(accepted["command_id"].as_str().unwrap(), &api_key).await;
     assert_eq!(view["status"], "rejected");
-    assert!(
-        view["reason"].as_str().unwrap().contains("at least 5"),
-        "{view}"
-    );
+    assert!(view["reason"].as_str().unwrap().contains("at least 5"), "{view}");
     let task: Value = system
-        .get(
-            &format!("/v1/tasks/{}", accepted["task_id"].as_str().unwrap()),
-            &api_key,
-        )
+        .get(&format!("/v1/tasks/{}", accepted["task_id"].as_str().unwrap()), &api_key)
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(task["status"], "rejected");
     assert_eq!(task["reason"]["code"], "k_anonymity_violated");
-    assert_eq!(
-        (task["reason"]["min"].clone(), task["reason"]["got"].clone()),
-        (json!(5), json!(3))
-    );
+    assert_eq!((task["reason"]["min"].clone(), task["reason"]["got"].clone()), (json!(5), json!(3)));
     system.stop().await;
 }

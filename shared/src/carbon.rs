@@ -15,23 +15,17 @@
 use serde::{Deserialize, Serialize};
 
 /// Energy in micro-watt-hours.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MicroWattHours(pub i64);
 
 /// Mass of CO₂ in nanograms.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Nanograms(pub i64);
 
 /// Money in pico-euros (10⁻¹² €).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PicoEuros(pub i64);
 
@@ -73,11 +67,7 @@ impl PicoEuros {
     pub fn to_eur_string(self) -> String {
         let sign = if self.0 < 0 { "-" } else { "" };
         let magnitude = self.0.unsigned_abs();
-        format!(
-            "{sign}{}.{:012}",
-            magnitude / 1_000_000_000_000,
-            magnitude % 1_000_000_000_000
-        )
+        format!("{sign}{}.{:012}", magnitude / 1_000_000_000_000, magnitude % 1_000_000_000_000)
     }
 }
 
@@ -95,11 +85,7 @@ pub struct CarbonPolicy {
 impl Default for CarbonPolicy {
     /// The KoproGo README's Belgian figures: 0.18 kg/kWh, €0.025/kg, 70 % to the node.
     fn default() -> Self {
-        Self {
-            grid_intensity_mg_per_kwh: 180_000,
-            price_pico_eur_per_kg: 25_000_000_000,
-            node_share_percent: 70,
-        }
+        Self { grid_intensity_mg_per_kwh: 180_000, price_pico_eur_per_kg: 25_000_000_000, node_share_percent: 70 }
     }
 }
 
@@ -125,10 +111,7 @@ impl CarbonPolicy {
             node_share: PicoEuros(saturate(node)),
             cooperative_share: PicoEuros(saturate(total - node)),
         };
-        debug_assert_eq!(
-            split.node_share.0 + split.cooperative_share.0,
-            split.total.0
-        );
+        debug_assert_eq!(split.node_share.0 + split.cooperative_share.0, split.total.0);
         split
     }
 }
@@ -150,16 +133,9 @@ pub fn parse_scaled_decimal(text: &str, scale: u32) -> Result<i64, String> {
         return Err(format!("{text:?} has more than {scale} decimal places"));
     }
     let padded = format!("{fraction:0<width$}", width = scale as usize);
-    let whole: i64 = whole
-        .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
-    let fraction: i64 = if padded.is_empty() {
-        0
-    } else {
-        padded
-            .parse()
-            .map_err(|_| format!("{text:?} is too large"))?
-    };
+    let whole: i64 = whole.parse().map_err(|_| format!("{text:?} is too large"))?;
+    let fraction: i64 =
+        if padded.is_empty() { 0 } else { padded.parse().map_err(|_| format!("{text:?} is too large"))? };
     whole
         .checked_mul(10_i64.pow(scale))
         .and_then(|scaled| scaled.checked_add(fraction))
@@ -195,10 +171,7 @@ mod tests {
 
     #[test]
     fn reported_watt_hours_are_checked() {
-        assert_eq!(
-            MicroWattHours::from_wh("x", 12.5).unwrap(),
-            MicroWattHours(12_500_000)
-        );
+        assert_eq!(MicroWattHours::from_wh("x", 12.5).unwrap(), MicroWattHours(12_500_000));
         assert!(MicroWattHours::from_wh("x", -1.0).is_err());
         assert!(MicroWattHours::from_wh("x", f64::NAN).is_err());
         assert!(MicroWattHours::from_wh("x", 2e6).is_err());

@@ -17,10 +17,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -30,26 +27,17 @@ fn bounded_text(field: &str, raw: &str, max_chars: usize) -> Result<String, Fiel
         return Err(FieldError::new(field, "must not be empty"));
     }
     if trimmed.chars().count() > max_chars {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
+        return Err(FieldError::new(field, format!("must be at most {max_chars} characters")));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
+        return Err(FieldError::new(field, "must not contain control characters"));
     }
     Ok(trimmed.to_owned())
 }
 
 fn finite_in(field: &str, value: f64, min: f64, max: f64) -> Result<f64, FieldError> {
     if !value.is_finite() || value < min || value > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be a number between {min} and {max}"),
-        ));
+        return Err(FieldError::new(field, format!("must be a number between {min} and {max}")));
     }
     Ok(value)
 }
@@ -93,26 +81,13 @@ pub struct NodeSpec {
 impl NodeSpec {
     pub const MAX_CORES: u16 = 256;
 
-    pub fn parse(
-        name: &str,
-        cpu_cores: i64,
-        has_solar: bool,
-        location: &str,
-    ) -> Result<Self, FieldError> {
+    pub fn parse(name: &str, cpu_cores: i64, has_solar: bool, location: &str) -> Result<Self, FieldError> {
         let name = bounded_text("name", name, 100)?;
         if !(1..=i64::from(Self::MAX_CORES)).contains(&cpu_cores) {
-            return Err(FieldError::new(
-                "cpu_cores",
-                format!("must be between 1 and {}", Self::MAX_CORES),
-            ));
+            return Err(FieldError::new("cpu_cores", format!("must be between 1 and {}", Self::MAX_CORES)));
         }
         let location = bounded_text("location", location, 100)?;
-        Ok(Self {
-            name,
-            cpu_cores: cpu_cores as u16,
-            has_solar,
-            location,
-        })
+        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location })
     }
     pub fn name(&self) -> &str {
         &self.name
@@ -139,10 +114,7 @@ impl Priority {
 
     pub fn parse(raw: i64) -> Result<Self, FieldError> {
         if !(0..=i64::from(Self::MAX)).contains(&raw) {
-            return Err(FieldError::new(
-                "priority",
-                "must be an integer between 0 and 10",
-            ));
+            return Err(FieldError::new("priority", "must be an integer between 0 and 10"));
         }
         Ok(Self(raw as u8))
     }
@@ -171,18 +143,12 @@ impl From<Priority> for i64 {
 }
 
 /// A task's deadline: in the future when submitted, and at most a year ahead.
-pub fn parse_deadline(
-    deadline: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, FieldError> {
+pub fn parse_deadline(deadline: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
     if deadline <= now {
         return Err(FieldError::new("deadline", "must be in the future"));
     }
     if deadline > now + chrono::Duration::days(366) {
-        return Err(FieldError::new(
-            "deadline",
-            "must be at most one year ahead",
-        ));
+        return Err(FieldError::new("deadline", "must be at most one year ahead"));
     }
     Ok(deadline)
 }
@@ -203,15 +169,8 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
-        Self::Queued,
-        Self::Assigned,
-        Self::Running,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-        Self::Rejected,
-    ];
+    pub const ALL: [TaskStatus; 7] =
+        [Self::Queued, Self::Assigned, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::Rejected];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -230,10 +189,7 @@ impl TaskStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Failed | Self::Cancelled | Self::Rejected
-        )
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Rejected)
     }
 
     /// Whether the state machine allows `self → next`.
@@ -252,14 +208,7 @@ impl TaskStatus {
 
     /// `Ok(next)` when the transition is legal, else an error naming both ends.
     pub fn transition(self, next: TaskStatus) -> Result<TaskStatus, IllegalTransition> {
-        if self.can_become(next) {
-            Ok(next)
-        } else {
-            Err(IllegalTransition {
-                from: self,
-                to: next,
-            })
-        }
+        if self.can_become(next) { Ok(next) } else { Err(IllegalTransition { from: self, to: next }) }
     }
 }
 
@@ -338,29 +287,21 @@ impl TaskKind {
     /// What a node receives: the same computation with the owners removed.
     pub fn anonymised(&self) -> TaskInput {
         match self {
-            Self::BuildingThermalSimulation {
-                building_id,
-                insulation_score,
-                surface_m2,
-                heating_degree_days,
-            } => TaskInput::BuildingThermalSimulation {
-                building_id: *building_id,
-                insulation_score: *insulation_score,
-                surface_m2: *surface_m2,
-                heating_degree_days: *heating_degree_days,
-            },
-            Self::EnergyGroupOptimisation {
-                building_id,
-                simulation_months,
-                participants,
-            } => TaskInput::EnergyGroupOptimisation {
-                building_id: *building_id,
-                simulation_months: *simulation_months,
-                anonymised_readings: participants
-                    .iter()
-                    .map(|p| p.readings_kwh.clone())
-                    .collect(),
-            },
+            Self::BuildingThermalSimulation { building_id, insulation_score, surface_m2, heating_degree_days } => {
+                TaskInput::BuildingThermalSimulation {
+                    building_id: *building_id,
+                    insulation_score: *insulation_score,
+                    surface_m2: *surface_m2,
+                    heating_degree_days: *heating_degree_days,
+                }
+            }
+            Self::EnergyGroupOptimisation { building_id, simulation_months, participants } => {
+                TaskInput::EnergyGroupOptimisation {
+                    building_id: *building_id,
+                    simulation_months: *simulation_months,
+                    anonymised_readings: participants.iter().map(|p| p.readings_kwh.clone()).collect(),
+                }
+            }
         }
     }
 }
@@ -379,38 +320,21 @@ impl TryFrom<TaskKindInput> for TaskKind {
                 building_id,
                 insulation_score: finite_in("kind.insulation_score", insulation_score, 0.0, 1.0)?,
                 surface_m2: positive_up_to("kind.surface_m2", surface_m2, 1_000_000.0)?,
-                heating_degree_days: finite_in(
-                    "kind.heating_degree_days",
-                    heating_degree_days,
-                    0.0,
-                    10_000.0,
-                )?,
+                heating_degree_days: finite_in("kind.heating_degree_days", heating_degree_days, 0.0, 10_000.0)?,
             }),
-            TaskKindInput::EnergyGroupOptimisation {
-                building_id,
-                simulation_months,
-                participants,
-            } => {
+            TaskKindInput::EnergyGroupOptimisation { building_id, simulation_months, participants } => {
                 if !(1..=120).contains(&simulation_months) {
-                    return Err(FieldError::new(
-                        "kind.simulation_months",
-                        "must be an integer between 1 and 120",
-                    ));
+                    return Err(FieldError::new("kind.simulation_months", "must be an integer between 1 and 120"));
                 }
                 if participants.is_empty() || participants.len() > Self::MAX_PARTICIPANTS {
                     return Err(FieldError::new(
                         "kind.participants",
-                        format!(
-                            "must hold between 1 and {} participants",
-                            Self::MAX_PARTICIPANTS
-                        ),
+                        format!("must hold between 1 and {} participants", Self::MAX_PARTICIPANTS),
                     ));
                 }
                 for (index, participant) in participants.iter().enumerate() {
                     let field = format!("kind.participants[{index}].readings_kwh");
-                    if participant.readings_kwh.is_empty()
-                        || participant.readings_kwh.len() > Self::MAX_READINGS
-                    {
+                    if participant.readings_kwh.is_empty() || participant.readings_kwh.len() > Self::MAX_READINGS {
                         return Err(FieldError::new(
                             field,
                             format!("must hold between 1 and {} readings", Self::MAX_READINGS),
@@ -432,10 +356,7 @@ impl TryFrom<TaskKindInput> for TaskKind {
 
 fn positive_up_to(field: &str, value: f64, max: f64) -> Result<f64, FieldError> {
     if !value.is_finite() || value <= 0.0 || value > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be a number above 0 and at most {max}"),
-        ));
+        return Err(FieldError::new(field, format!("must be a number above 0 and at most {max}")));
     }
     Ok(value)
 }
@@ -498,26 +419,10 @@ mod tests {
     #[test]
     fn node_spec_names_the_bad_field() {
         assert!(NodeSpec::parse("pi-1", 4, true, "Brussels").is_ok());
-        assert_eq!(
-            NodeSpec::parse("  ", 4, true, "Brussels")
-                .unwrap_err()
-                .field,
-            "name"
-        );
-        assert_eq!(
-            NodeSpec::parse("pi", 0, true, "Brussels")
-                .unwrap_err()
-                .field,
-            "cpu_cores"
-        );
-        assert_eq!(
-            NodeSpec::parse("pi", 4, true, "").unwrap_err().field,
-            "location"
-        );
-        assert_eq!(
-            NodeSpec::parse("pi\u{7}", 4, true, "x").unwrap_err().field,
-            "name"
-        );
+        assert_eq!(NodeSpec::parse("  ", 4, true, "Brussels").unwrap_err().field, "name");
+        assert_eq!(NodeSpec::parse("pi", 0, true, "Brussels").unwrap_err().field, "cpu_cores");
+        assert_eq!(NodeSpec::parse("pi", 4, true, "").unwrap_err().field, "location");
+        assert_eq!(NodeSpec::parse("pi\u{7}", 4, true, "x").unwrap_err().field, "name");
     }
 
     #[test]
@@ -534,21 +439,12 @@ mod tests {
         }
         for final_status in [Completed, Failed, Cancelled, Rejected] {
             for next in TaskStatus::ALL {
-                assert!(
-                    !final_status.can_become(next),
-                    "{final_status:?} -> {next:?}"
-                );
+                assert!(!final_status.can_become(next), "{final_status:?} -> {next:?}");
             }
         }
         assert!(!Queued.can_become(Running));
         assert!(!Queued.can_become(Completed));
-        assert_eq!(
-            Completed.transition(Running).unwrap_err(),
-            IllegalTransition {
-                from: Completed,
-                to: Running
-            }
-        );
+        assert_eq!(Completed.transition(Running).unwrap_err(), IllegalTransition { from: Completed, to: Running });
     }
 
     #[test]
@@ -567,39 +463,23 @@ mod tests {
         assert!(serde_json::from_value::<TaskKind>(ok).is_ok());
         let bad = serde_json::json!({"type": "building_thermal_simulation", "building_id": uuid::Uuid::nil(),
             "insulation_score": 1.5, "surface_m2": 120.0, "heating_degree_days": 2500.0});
-        let error = serde_json::from_value::<TaskKind>(bad)
-            .unwrap_err()
-            .to_string();
+        let error = serde_json::from_value::<TaskKind>(bad).unwrap_err().to_string();
         assert!(error.contains("kind.insulation_score"), "{error}");
     }
 
     #[test]
     fn group_kind_checks_months_and_readings() {
-        let participant = |n: f64| Participant {
-            owner_id: OwnerId::new(),
-            readings_kwh: vec![n; 12],
+        let participant = |n: f64| Participant { owner_id: OwnerId::new(), readings_kwh: vec![n; 12] };
+        let input = |months: i64, participants: Vec<Participant>| TaskKindInput::EnergyGroupOptimisation {
+            building_id: BuildingId::new(),
+            simulation_months: months,
+            participants,
         };
-        let input =
-            |months: i64, participants: Vec<Participant>| TaskKindInput::EnergyGroupOptimisation {
-                building_id: BuildingId::new(),
-                simulation_months: months,
-                participants,
-            };
         assert!(TaskKind::try_from(input(12, vec![participant(100.0)])).is_ok());
+        assert_eq!(TaskKind::try_from(input(0, vec![participant(1.0)])).unwrap_err().field, "kind.simulation_months");
+        assert_eq!(TaskKind::try_from(input(12, vec![])).unwrap_err().field, "kind.participants");
         assert_eq!(
-            TaskKind::try_from(input(0, vec![participant(1.0)]))
-                .unwrap_err()
-                .field,
-            "kind.simulation_months"
-        );
-        assert_eq!(
-            TaskKind::try_from(input(12, vec![])).unwrap_err().field,
-            "kind.participants"
-        );
-        assert_eq!(
-            TaskKind::try_from(input(12, vec![participant(1.0), participant(-3.0)]))
-                .unwrap_err()
-                .field,
+            TaskKind::try_from(input(12, vec![participant(1.0), participant(-3.0)])).unwrap_err().field,
             "kind.participants[1].readings_kwh"
         );
     }
@@ -611,18 +491,9 @@ mod tests {
             building_id: BuildingId::new(),
             simulation_months: 12,
             participants: vec![
-                Participant {
-                    owner_id: owner,
-                    readings_kwh: vec![1.0],
-                },
-                Participant {
-                    owner_id: owner,
-                    readings_kwh: vec![2.0],
-                },
-                Participant {
-                    owner_id: OwnerId::new(),
-                    readings_kwh: vec![3.0],
-                },
+                Participant { owner_id: owner, readings_kwh: vec![1.0] },
+                Participant { owner_id: owner, readings_kwh: vec![2.0] },
+                Participant { owner_id: OwnerId::new(), readings_kwh: vec![3.0] },
             ],
         };
         assert_eq!(kind.distinct_participants(), 2);

@@ -56,10 +56,7 @@ pub enum DecodeError {
     #[error("unsupported version {version} of {message_type}")]
     UnsupportedVersion { message_type: String, version: u16 },
     #[error("the payload of {message_type} does not parse: {detail}")]
-    Payload {
-        message_type: String,
-        detail: String,
-    },
+    Payload { message_type: String, detail: String },
 }
 
 /// A family of messages (commands, reports, events, node messages) with a type string per variant.
@@ -67,11 +64,7 @@ pub trait Message: Sized {
     fn message_type(&self) -> &'static str;
     fn version(&self) -> u16;
     fn to_payload(&self) -> serde_json::Value;
-    fn from_parts(
-        message_type: &str,
-        version: u16,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError>;
+    fn from_parts(message_type: &str, version: u16, payload: serde_json::Value) -> Result<Self, DecodeError>;
 }
 
 impl Envelope {

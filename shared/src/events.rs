@@ -210,10 +210,7 @@ mod tests {
                 has_solar: true,
                 location: "Namur".into(),
             }),
-            Event::NodeWentOffline(NodeWentOffline {
-                node_id,
-                requeued_tasks: vec![task_id],
-            }),
+            Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: vec![task_id] }),
             Event::TaskAccepted(TaskAccepted {
                 task_id,
                 copropriete_id: CoproprieteId::new(),
@@ -234,17 +231,8 @@ mod tests {
                 chosen: inputs(),
                 runner_up: Some(inputs()),
             }),
-            Event::TaskStarted(TaskStarted {
-                task_id,
-                node_id,
-                attempt: 1,
-            }),
-            Event::TaskRequeued(TaskRequeued {
-                task_id,
-                node_id,
-                attempt: 1,
-                reason: "node offline".into(),
-            }),
+            Event::TaskStarted(TaskStarted { task_id, node_id, attempt: 1 }),
+            Event::TaskRequeued(TaskRequeued { task_id, node_id, attempt: 1, reason: "node offline".into() }),
             Event::TaskCompleted(TaskCompleted {
                 task_id,
                 node_id,
@@ -260,12 +248,7 @@ mod tests {
                     refusal: None,
                 },
             }),
-            Event::TaskFailed(TaskFailed {
-                task_id,
-                node_id: None,
-                attempt: 0,
-                reason: "deadline_exceeded".into(),
-            }),
+            Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt: 0, reason: "deadline_exceeded".into() }),
             Event::TaskCancelled(TaskCancelled {
                 task_id,
                 node_id: Some(node_id),
@@ -285,15 +268,9 @@ mod tests {
                 prev_hash: "0".repeat(64),
                 hash: "1".repeat(64),
             }),
-            Event::ConsentGranted(ConsentGranted {
-                owner_id,
-                consent_version: "2026-01".into(),
-            }),
+            Event::ConsentGranted(ConsentGranted { owner_id, consent_version: "2026-01".into() }),
             Event::ConsentRevoked(ConsentRevoked { owner_id }),
-            Event::ParticipantDataPurged(ParticipantDataPurged {
-                owner_id,
-                task_ids: vec![task_id],
-            }),
+            Event::ParticipantDataPurged(ParticipantDataPurged { owner_id, task_ids: vec![task_id] }),
         ]
     }
 

@@ -13,17 +13,11 @@ impl Keys {
     pub fn new(namespace: &str) -> Result<Self, String> {
         let valid = !namespace.is_empty()
             && namespace.len() <= 48
-            && namespace
-                .bytes()
-                .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+            && namespace.bytes().all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
         if !valid {
-            return Err(format!(
-                "namespace {namespace:?} must be 1 to 48 characters of a-z, 0-9, _ and -"
-            ));
+            return Err(format!("namespace {namespace:?} must be 1 to 48 characters of a-z, 0-9, _ and -"));
         }
-        Ok(Self {
-            namespace: namespace.to_owned(),
-        })
+        Ok(Self { namespace: namespace.to_owned() })
     }
 
     pub fn namespace(&self) -> &str {

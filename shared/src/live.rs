@@ -15,18 +15,9 @@ pub const DEFAULT_MAX_MILLIWATTS_PER_CORE: i64 = 2_000;
 /// ```
 ///
 /// A node whose panels cover its full-load draw and that sits idle scores 1.
-pub fn eco_score(
-    solar_watts: f64,
-    cpu_usage: f64,
-    cpu_cores: u16,
-    max_milliwatts_per_core: i64,
-) -> f64 {
+pub fn eco_score(solar_watts: f64, cpu_usage: f64, cpu_cores: u16, max_milliwatts_per_core: i64) -> f64 {
     let full_load_watts = f64::from(cpu_cores) * max_milliwatts_per_core as f64 / 1000.0;
-    let solar_cover = if full_load_watts > 0.0 {
-        (solar_watts / full_load_watts).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let solar_cover = if full_load_watts > 0.0 { (solar_watts / full_load_watts).clamp(0.0, 1.0) } else { 0.0 };
     let idle = (1.0 - cpu_usage / 100.0).clamp(0.0, 1.0);
     ((0.7 * solar_cover + 0.3 * idle) * 1000.0).round() / 1000.0
 }
@@ -41,10 +32,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     pub fn parse(cpu_usage: f64, solar_watts: f64) -> Result<Self, crate::domain::FieldError> {
         if !cpu_usage.is_finite() || !(0.0..=100.0).contains(&cpu_usage) {
-            return Err(crate::domain::FieldError::new(
-                "cpu_usage",
-                "must be a percentage between 0 and 100",
-            ));
+            return Err(crate::domain::FieldError::new("cpu_usage", "must be a percentage between 0 and 100"));
         }
         if !solar_watts.is_finite() || !(0.0..=100_000.0).contains(&solar_watts) {
             return Err(crate::domain::FieldError::new(
@@ -52,10 +40,7 @@ impl Heartbeat {
                 "must be a number of watts between 0 and 100000",
             ));
         }
-        Ok(Self {
-            cpu_usage,
-            solar_watts,
-        })
+        Ok(Self { cpu_usage, solar_watts })
     }
     pub fn cpu_usage(&self) -> f64 {
         self.cpu_usage
@@ -81,9 +66,6 @@ mod tests {
     fn heartbeats_are_checked() {
         assert!(Heartbeat::parse(25.5, 450.0).is_ok());
         assert_eq!(Heartbeat::parse(101.0, 0.0).unwrap_err().field, "cpu_usage");
-        assert_eq!(
-            Heartbeat::parse(1.0, f64::INFINITY).unwrap_err().field,
-            "solar_watts"
-        );
+        assert_eq!(Heartbeat::parse(1.0, f64::INFINITY).unwrap_err().field, "solar_watts");
     }
 }

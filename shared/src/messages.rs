@@ -15,11 +15,7 @@ pub struct Sha256Hex(String);
 
 impl Sha256Hex {
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.len() == 64
-            && text
-                .bytes()
-                .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
             Ok(Self(text.to_owned()))
         } else {
             Err("must be 64 lowercase hex digits".to_owned())
@@ -206,23 +202,16 @@ mod tests {
                 kind: TaskKind::EnergyGroupOptimisation {
                     building_id: BuildingId::new(),
                     simulation_months: 12,
-                    participants: vec![Participant {
-                        owner_id: OwnerId::new(),
-                        readings_kwh: vec![1.5, 2.0],
-                    }],
+                    participants: vec![Participant { owner_id: OwnerId::new(), readings_kwh: vec![1.5, 2.0] }],
                 },
             }),
-            Command::CancelTask(CancelTask {
-                task_id: TaskId::new(),
-            }),
+            Command::CancelTask(CancelTask { task_id: TaskId::new() }),
             Command::GrantConsent(GrantConsent {
                 owner_id: OwnerId::new(),
                 consent_version: "v1".into(),
                 consent_ip: Some("192.0.2.1".into()),
             }),
-            Command::RevokeConsent(RevokeConsent {
-                owner_id: OwnerId::new(),
-            }),
+            Command::RevokeConsent(RevokeConsent { owner_id: OwnerId::new() }),
         ]
     }
 
@@ -238,11 +227,7 @@ mod tests {
     #[test]
     fn every_report_and_node_message_round_trips() {
         let (node_id, task_id) = (NodeId::new(), TaskId::new());
-        round_trip(Report::TaskStarted(TaskStartedReport {
-            node_id,
-            task_id,
-            attempt: 1,
-        }));
+        round_trip(Report::TaskStarted(TaskStartedReport { node_id, task_id, attempt: 1 }));
         round_trip(Report::TaskCompleted(TaskCompletedReport {
             node_id,
             task_id,
@@ -252,12 +237,7 @@ mod tests {
             energy_used: MicroWattHours(10),
             solar_contribution: MicroWattHours(5),
         }));
-        round_trip(Report::TaskFailed(TaskFailedReport {
-            node_id,
-            task_id,
-            attempt: 1,
-            error: "oom".into(),
-        }));
+        round_trip(Report::TaskFailed(TaskFailedReport { node_id, task_id, attempt: 1, error: "oom".into() }));
         round_trip(NodeMessage::TaskAssigned(TaskAssignment {
             task_id,
             attempt: 1,
@@ -269,42 +249,21 @@ mod tests {
                 heating_degree_days: 2400.0,
             },
         }));
-        round_trip(NodeMessage::TaskCancelled(TaskCancellation {
-            task_id,
-            attempt: 1,
-            reason: "revoked".into(),
-        }));
+        round_trip(NodeMessage::TaskCancelled(TaskCancellation { task_id, attempt: 1, reason: "revoked".into() }));
     }
 
     #[test]
     fn unknown_types_versions_and_payloads_are_decode_errors() {
-        let mut envelope = Envelope::wrap(
-            &Command::CancelTask(CancelTask {
-                task_id: TaskId::new(),
-            }),
-            origin(),
-        );
+        let mut envelope = Envelope::wrap(&Command::CancelTask(CancelTask { task_id: TaskId::new() }), origin());
         envelope.version = 9;
-        assert!(matches!(
-            envelope.decode::<Command>(),
-            Err(DecodeError::UnsupportedVersion { version: 9, .. })
-        ));
+        assert!(matches!(envelope.decode::<Command>(), Err(DecodeError::UnsupportedVersion { version: 9, .. })));
         envelope.version = 1;
         envelope.message_type = "CMD:LAUNCH_ROCKET".into();
-        assert_eq!(
-            envelope.decode::<Command>(),
-            Err(DecodeError::UnknownType("CMD:LAUNCH_ROCKET".into()))
-        );
+        assert_eq!(envelope.decode::<Command>(), Err(DecodeError::UnknownType("CMD:LAUNCH_ROCKET".into())));
         envelope.message_type = "CMD:CANCEL_TASK".into();
         envelope.payload = serde_json::json!({"task_id": "not-a-uuid"});
-        assert!(matches!(
-            envelope.decode::<Command>(),
-            Err(DecodeError::Payload { .. })
-        ));
-        assert!(matches!(
-            Envelope::from_json("{"),
-            Err(DecodeError::Envelope(_))
-        ));
+        assert!(matches!(envelope.decode::<Command>(), Err(DecodeError::Payload { .. })));
+        assert!(matches!(Envelope::from_json("{"), Err(DecodeError::Envelope(_))));
     }
 
     #[test]
@@ -318,10 +277,7 @@ mod tests {
     #[test]
     fn hashes_of_secrets_are_lowercase_hex() {
         let hash = Sha256Hex::of_secret("abc");
-        assert_eq!(
-            hash.as_str(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash.as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(Sha256Hex::parse("ABC").is_err());
     }
 }

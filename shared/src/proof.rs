@@ -101,11 +101,7 @@ pub fn mine(draft: ProofDraft) -> ProofLink {
     loop {
         let hash = digest(&draft, nonce);
         if leading_zero_bits(&hash) >= u32::from(draft.difficulty) {
-            return ProofLink {
-                draft,
-                nonce,
-                hash: hex::encode(hash),
-            };
+            return ProofLink { draft, nonce, hash: hex::encode(hash) };
         }
         nonce += 1;
     }
@@ -132,12 +128,7 @@ pub struct ChainVerifier {
 
 impl ChainVerifier {
     pub fn new(min_difficulty: u8) -> Self {
-        Self {
-            min_difficulty,
-            expected_seq: 1,
-            prev_hash: GENESIS_HASH.to_owned(),
-            broken: None,
-        }
+        Self { min_difficulty, expected_seq: 1, prev_hash: GENESIS_HASH.to_owned(), broken: None }
     }
 
     /// Checks the next link; returns false once the chain is broken (later links are not read).
@@ -147,17 +138,11 @@ impl ChainVerifier {
         }
         let seq = link.draft.seq;
         let problem = if seq != self.expected_seq {
-            Some(format!(
-                "expected seq {} here, found seq {seq}",
-                self.expected_seq
-            ))
+            Some(format!("expected seq {} here, found seq {seq}", self.expected_seq))
         } else if link.draft.prev_hash != self.prev_hash {
             Some("prev_hash does not match the previous link's hash".to_owned())
         } else if link.draft.difficulty < self.min_difficulty {
-            Some(format!(
-                "difficulty {} is below the required {}",
-                link.draft.difficulty, self.min_difficulty
-            ))
+            Some(format!("difficulty {} is below the required {}", link.draft.difficulty, self.min_difficulty))
         } else {
             let recomputed = digest(&link.draft, link.nonce);
             if hex::encode(recomputed) != link.hash {
@@ -171,11 +156,7 @@ impl ChainVerifier {
         match problem {
             Some(reason) => {
                 // A missing link shows up as the next link's wrong seq; report the seq that was due.
-                let at = if seq > self.expected_seq {
-                    self.expected_seq
-                } else {
-                    seq
-                };
+                let at = if seq > self.expected_seq { self.expected_seq } else { seq };
                 self.broken = Some((at, reason));
                 false
             }
@@ -190,13 +171,9 @@ impl ChainVerifier {
     pub fn finish(self) -> ChainVerdict {
         let length = (self.expected_seq - 1) as u64;
         match self.broken {
-            None => ChainVerdict {
-                valid: true,
-                length,
-                head_hash: self.prev_hash,
-                first_invalid_seq: None,
-                reason: None,
-            },
+            None => {
+                ChainVerdict { valid: true, length, head_hash: self.prev_hash, first_invalid_seq: None, reason: None }
+            }
             Some((seq, reason)) => ChainVerdict {
                 valid: false,
                 length,
@@ -209,10 +186,7 @@ impl ChainVerifier {
 }
 
 /// Verifies a whole chain held in memory.
-pub fn verify_chain<'a>(
-    links: impl IntoIterator<Item = &'a ProofLink>,
-    min_difficulty: u8,
-) -> ChainVerdict {
+pub fn verify_chain<'a>(links: impl IntoIterator<Item = &'a ProofLink>, min_difficulty: u8) -> ChainVerdict {
     let mut verifier = ChainVerifier::new(min_difficulty);
     for link in links {
         if !verifier.push(link) {
@@ -229,9 +203,7 @@ mod tests {
     fn chain(length: i64, difficulty: u8) -> Vec<ProofLink> {
         let mut links: Vec<ProofLink> = Vec::new();
         for seq in 1..=length {
-            let prev_hash = links
-                .last()
-                .map_or(GENESIS_HASH.to_owned(), |link| link.hash.clone());
+            let prev_hash = links.last().map_or(GENESIS_HASH.to_owned(), |link| link.hash.clone());
             links.push(mine(ProofDraft {
                 seq,
                 task_id: TaskId::new(),
@@ -252,10 +224,7 @@ mod tests {
     fn mined_links_meet_their_difficulty() {
         for link in chain(5, 10) {
             assert!(link.hash.starts_with("00"), "{}", link.hash);
-            assert_eq!(
-                hex::decode(&link.hash).map(|bytes| leading_zero_bits(&bytes) >= 10),
-                Ok(true)
-            );
+            assert_eq!(hex::decode(&link.hash).map(|bytes| leading_zero_bits(&bytes) >= 10), Ok(true));
         }
     }
 
@@ -281,10 +250,7 @@ mod tests {
         // Difficulty 0: the first nonce is taken, and the hash is plain SHA-256 of the line.
         let link = mine(draft.clone());
         assert_eq!(link.nonce, 0);
-        assert_eq!(
-            link.hash,
-            hex::encode(Sha256::digest(canonical_encoding(&draft, 0).as_bytes()))
-        );
+        assert_eq!(link.hash, hex::encode(Sha256::digest(canonical_encoding(&draft, 0).as_bytes())));
     }
 
     #[test]

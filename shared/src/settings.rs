@@ -44,9 +44,7 @@ pub fn read<T>(
 /// Parses an integer in `min..=max`.
 pub fn integer_in<T: TryFrom<i64>>(min: i64, max: i64) -> impl FnOnce(&str) -> Result<T, String> {
     move |text| {
-        let value: i64 = text
-            .parse()
-            .map_err(|_| format!("{text:?} is not an integer"))?;
+        let value: i64 = text.parse().map_err(|_| format!("{text:?} is not an integer"))?;
         if !(min..=max).contains(&value) {
             return Err(format!("{value} is not between {min} and {max}"));
         }
@@ -57,46 +55,22 @@ pub fn integer_in<T: TryFrom<i64>>(min: i64, max: i64) -> impl FnOnce(&str) -> R
 impl GridSettings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let keys = read(&lookup, "GRID_NAMESPACE", "grid", Keys::new)?;
-        let node_ttl_ms = read(
-            &lookup,
-            "GRID_NODE_TTL_MS",
-            "15000",
-            integer_in(1_000, 3_600_000),
-        )?;
+        let node_ttl_ms = read(&lookup, "GRID_NODE_TTL_MS", "15000", integer_in(1_000, 3_600_000))?;
         let grid_intensity_mg_per_kwh =
-            read(&lookup, "GRID_INTENSITY_KG_PER_KWH", "0.18", |text| {
-                parse_scaled_decimal(text, 6)
-            })?;
+            read(&lookup, "GRID_INTENSITY_KG_PER_KWH", "0.18", |text| parse_scaled_decimal(text, 6))?;
         let price_pico_eur_per_kg =
-            read(&lookup, "GRID_CREDIT_PRICE_EUR_PER_KG", "0.025", |text| {
-                parse_scaled_decimal(text, 12)
-            })?;
-        let node_share_percent =
-            read(&lookup, "GRID_NODE_SHARE_PERCENT", "70", integer_in(0, 100))?;
-        let proof_difficulty = read(
-            &lookup,
-            "GRID_PROOF_DIFFICULTY",
-            "8",
-            integer_in(0, i64::from(MAX_DIFFICULTY)),
-        )?;
+            read(&lookup, "GRID_CREDIT_PRICE_EUR_PER_KG", "0.025", |text| parse_scaled_decimal(text, 12))?;
+        let node_share_percent = read(&lookup, "GRID_NODE_SHARE_PERCENT", "70", integer_in(0, 100))?;
+        let proof_difficulty = read(&lookup, "GRID_PROOF_DIFFICULTY", "8", integer_in(0, i64::from(MAX_DIFFICULTY)))?;
         let default_watts = format!("{}", DEFAULT_MAX_MILLIWATTS_PER_CORE as f64 / 1000.0);
-        let max_milliwatts_per_core =
-            read(&lookup, "GRID_MAX_WATTS_PER_CORE", &default_watts, |text| {
-                let milliwatts = parse_scaled_decimal(text, 3)?;
-                if milliwatts == 0 {
-                    Err("must be above 0".to_owned())
-                } else {
-                    Ok(milliwatts)
-                }
-            })?;
+        let max_milliwatts_per_core = read(&lookup, "GRID_MAX_WATTS_PER_CORE", &default_watts, |text| {
+            let milliwatts = parse_scaled_decimal(text, 3)?;
+            if milliwatts == 0 { Err("must be above 0".to_owned()) } else { Ok(milliwatts) }
+        })?;
         Ok(Self {
             keys,
             node_ttl_ms,
-            carbon: CarbonPolicy {
-                grid_intensity_mg_per_kwh,
-                price_pico_eur_per_kg,
-                node_share_percent,
-            },
+            carbon: CarbonPolicy { grid_intensity_mg_per_kwh, price_pico_eur_per_kg, node_share_percent },
             proof_difficulty,
             max_milliwatts_per_core,
         })
@@ -120,12 +94,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         let map: HashMap<&str, &str> = [("GRID_INTENSITY_KG_PER_KWH", "lots")].into();
-        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string()))
-            .unwrap_err();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
         assert_eq!(error.variable, "GRID_INTENSITY_KG_PER_KWH");
         let map: HashMap<&str, &str> = [("GRID_PROOF_DIFFICULTY", "99")].into();
-        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string()))
-            .unwrap_err();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
         assert_eq!(error.variable, "GRID_PROOF_DIFFICULTY");
     }
 }

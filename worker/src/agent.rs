@@ -65,12 +65,8 @@ struct Shared {
 
 /// Runs the agent until `shutdown` turns true.
 pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
-    let shared = Arc::new(Shared {
-        config,
-        running: AtomicU32::new(0),
-        cancels: Mutex::default(),
-        seen: Mutex::default(),
-    });
+    let shared =
+        Arc::new(Shared { config, running: AtomicU32::new(0), cancels: Mutex::default(), seen: Mutex::default() });
     let node_id = shared.config.node_id;
     if !wait_until_registered(&shared, &mut shutdown).await {
         return;
@@ -84,17 +80,13 @@ pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>)
             let shared = shared.clone();
             let resume_from = last_event_id.clone();
             let last = &mut last_event_id;
-            let follow = shared.config.client.follow_tasks(
-                node_id,
-                &shared.config.token,
-                resume_from.as_deref(),
-                |event| {
+            let follow =
+                shared.config.client.follow_tasks(node_id, &shared.config.token, resume_from.as_deref(), |event| {
                     if let Some(id) = &event.id {
                         *last = Some(id.clone());
                     }
                     handle_event(&shared, event);
-                },
-            );
+                });
             tokio::select! {
                 result = follow => Some(result),
                 _ = shutdown.changed() => None,
@@ -126,11 +118,7 @@ async fn wait_until_registered(shared: &Shared, shutdown: &mut watch::Receiver<b
     let config = &shared.config;
     let mut attempts = 0_u32;
     loop {
-        match config
-            .client
-            .heartbeat(config.node_id, &config.token, 0.0, solar_now(shared), 0)
-            .await
-        {
+        match config.client.heartbeat(config.node_id, &config.token, 0.0, solar_now(shared), 0).await {
             Ok(_) => return true,
             Err(ClientError::Unauthorized(_)) => {
                 attempts += 1;
@@ -159,13 +147,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         };
         if let Err(error) = config
             .client
-            .heartbeat(
-                config.node_id,
-                &config.token,
-                cpu_usage.min(100.0),
-                solar_now(&shared),
-                running,
-            )
+            .heartbeat(config.node_id, &config.token, cpu_usage.min(100.0), solar_now(&shared), running)
             .await
         {
             warn!(node_id = %config.node_id, %error, "heartbeat failed");
@@ -181,11 +163,8 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
     match event.event.as_deref() {
         Some("TASK:ASSIGNED") => match serde_json::from_str::<TaskAssignment>(&event.data) {
             Ok(assignment) => {
-                let first = shared
-                    .seen
-                    .lock()
-                    .expect("not poisoned")
-                    .first_time((assignment.task_id, assignment.attempt));
+                let first =
+                    shared.seen.lock().expect("not poisoned").first_time((assignment.task_id, assignment.attempt));
                 if first {
                     tokio::spawn(execute(shared.clone(), assignment));
                 }
@@ -194,21 +173,12 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
         },
         Some("TASK:CANCELLED") => match serde_json::from_str::<TaskCancellation>(&event.data) {
             Ok(cancellation) => {
-                if let Some(flag) = shared
-                    .cancels
-                    .lock()
-                    .expect("not poisoned")
-                    .get(&cancellation.task_id)
-                {
+                if let Some(flag) = shared.cancels.lock().expect("not poisoned").get(&cancellation.task_id) {
                     info!(task_id = %cancellation.task_id, reason = cancellation.reason, "stopping a cancelled task");
                     flag.store(true, Ordering::Relaxed);
                 }
                 // A cancellation that arrives before its assignment runs is remembered too.
-                shared
-                    .seen
-                    .lock()
-                    .expect("not poisoned")
-                    .first_time((cancellation.task_id, cancellation.attempt));
+                shared.seen.lock().expect("not poisoned").first_time((cancellation.task_id, cancellation.attempt));
             }
             Err(error) => warn!(%error, "unreadable TASK:CANCELLED"),
         },
@@ -220,11 +190,7 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
     let config = &shared.config;
     let task_id = assignment.task_id;
     let flag = Arc::new(AtomicBool::new(false));
-    shared
-        .cancels
-        .lock()
-        .expect("not poisoned")
-        .insert(task_id, flag.clone());
+    shared.cancels.lock().expect("not poisoned").insert(task_id, flag.clone());
     let started = ReportBody {
         task_id: task_id.as_uuid(),
         attempt: assignment.attempt,
@@ -243,11 +209,7 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
     let outcome = tokio::task::spawn_blocking(move || tasks::run(&input, &cancelled)).await;
     let seconds = clock.elapsed().as_secs_f64();
     shared.running.fetch_sub(1, Ordering::Relaxed);
-    shared
-        .cancels
-        .lock()
-        .expect("not poisoned")
-        .remove(&task_id);
+    shared.cancels.lock().expect("not poisoned").remove(&task_id);
     let report = match outcome {
         Ok(Ok(result)) => {
             let estimate = config.power.estimate(seconds, running, solar_now(&shared));
@@ -265,16 +227,10 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
             info!(%task_id, "task stopped: cancelled");
             return;
         }
-        Ok(Err(TaskError::Invalid(reason))) => ReportBody {
-            status: "failed",
-            error: Some(reason),
-            ..started
-        },
-        Err(join_error) => ReportBody {
-            status: "failed",
-            error: Some(format!("the computation panicked: {join_error}")),
-            ..started
-        },
+        Ok(Err(TaskError::Invalid(reason))) => ReportBody { status: "failed", error: Some(reason), ..started },
+        Err(join_error) => {
+            ReportBody { status: "failed", error: Some(format!("the computation panicked: {join_error}")), ..started }
+        }
     };
     send_report(&shared, &report).await;
 }
@@ -284,11 +240,7 @@ async fn send_report(shared: &Shared, report: &ReportBody) {
     let config = &shared.config;
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
-        match config
-            .client
-            .report(config.node_id, &config.token, report)
-            .await
-        {
+        match config.client.report(config.node_id, &config.token, report).await {
             Ok(()) => return,
             Err(ClientError::Refused { status, detail }) if status < 500 => {
                 warn!(task_id = %report.task_id, status, detail, "report refused");

@@ -71,28 +71,16 @@ async fn checked(response: reqwest::Response) -> Result<reqwest::Response, Clien
         return Err(ClientError::Unauthorized(status.as_u16()));
     }
     let detail = response.text().await.unwrap_or_default();
-    Err(ClientError::Refused {
-        status: status.as_u16(),
-        detail,
-    })
+    Err(ClientError::Refused { status: status.as_u16(), detail })
 }
 
 impl GatewayClient {
     pub fn new(base: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-        })
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
     }
 
-    pub async fn register(
-        &self,
-        api_key: &str,
-        node: &NodeDeclaration,
-    ) -> Result<Registration, ClientError> {
+    pub async fn register(&self, api_key: &str, node: &NodeDeclaration) -> Result<Registration, ClientError> {
         let response = self
             .http
             .post(format!("{}/v1/nodes", self.base))
@@ -125,12 +113,7 @@ impl GatewayClient {
         Ok(body["eco_score"].as_f64().unwrap_or(0.0))
     }
 
-    pub async fn report(
-        &self,
-        node_id: NodeId,
-        token: &str,
-        report: &ReportBody,
-    ) -> Result<(), ClientError> {
+    pub async fn report(&self, node_id: NodeId, token: &str, report: &ReportBody) -> Result<(), ClientError> {
         let response = self
             .http
             .post(format!("{}/v1/nodes/{node_id}/reports", self.base))
@@ -152,10 +135,7 @@ impl GatewayClient {
         last_event_id: Option<&str>,
         mut on_event: impl FnMut(SseEvent),
     ) -> Result<(), ClientError> {
-        let mut request = self
-            .http
-            .get(format!("{}/v1/nodes/{node_id}/tasks", self.base))
-            .bearer_auth(token);
+        let mut request = self.http.get(format!("{}/v1/nodes/{node_id}/tasks", self.base)).bearer_auth(token);
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last);
         }

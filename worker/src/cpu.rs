@@ -8,11 +8,7 @@ pub struct CpuMeter {
 fn read_totals() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|field| field.parse().ok()).collect();
     if values.len() < 4 {
         return None;
     }
@@ -28,8 +24,7 @@ impl CpuMeter {
         };
         let usage = match self.previous {
             Some((previous_total, previous_idle)) if total > previous_total => {
-                let busy =
-                    (total - previous_total).saturating_sub(idle.saturating_sub(previous_idle));
+                let busy = (total - previous_total).saturating_sub(idle.saturating_sub(previous_idle));
                 100.0 * busy as f64 / (total - previous_total) as f64
             }
             _ => 0.0,

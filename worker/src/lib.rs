@@ -4,11 +4,13 @@
 //! - [`client`]: the gateway's HTTP API; [`sse`]: the event-stream parser.
 //! - [`tasks`]: the computations, one module per kind.
 //! - [`power`]: the documented power model; [`solar`]: constant or simulated solar; [`cpu`]: load.
-//! - [`simulate`]: a fleet of simulated nodes in one process.
+//! - [`simulate`]: a fleet of simulated nodes in one process; [`load`]: sample submissions for
+//!   the demo and for load.
 
 pub mod agent;
 pub mod client;
 pub mod cpu;
+pub mod load;
 pub mod power;
 pub mod simulate;
 pub mod solar;

@@ -1,4 +1,5 @@
-//! `worker register`, `worker run`, `worker simulate`.
+//! `worker register`, `worker run`, `worker simulate`, and for demos `worker organization`,
+//! `worker submit`.
 
 use std::time::Duration;
 
@@ -6,6 +7,7 @@ use clap::{Parser, Subcommand};
 use grid_shared::ids::NodeId;
 use grid_worker::agent::{AgentConfig, run_agent};
 use grid_worker::client::{GatewayClient, NodeDeclaration};
+use grid_worker::load::Driver;
 use grid_worker::power::PowerModel;
 use grid_worker::simulate::{FleetConfig, launch};
 use grid_worker::solar::SolarSource;
@@ -15,12 +17,7 @@ use tokio::sync::watch;
 #[command(name = "worker", about = "KoproGo Grid worker: runs tasks on a node")]
 struct Cli {
     /// The gateway's base URL.
-    #[arg(
-        long,
-        env = "GRID_GATEWAY_URL",
-        default_value = "http://127.0.0.1:8081",
-        global = true
-    )]
+    #[arg(long, env = "GRID_GATEWAY_URL", default_value = "http://127.0.0.1:8081", global = true)]
     gateway: String,
     #[command(subcommand)]
     command: Action,
@@ -59,6 +56,23 @@ enum Action {
         #[arg(long, default_value_t = 5)]
         interval: u64,
     },
+    /// Create an organisation with the operator key; prints its id and API key (once).
+    Organization {
+        #[arg(long, env = "GRID_OPERATOR_KEY", hide_env_values = true)]
+        operator_key: String,
+        #[arg(long, default_value = "Demo copropriété")]
+        name: String,
+    },
+    /// Submit sample tasks of both kinds, wait for them, and print the throughput.
+    Submit {
+        #[arg(long, env = "GRID_API_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Run a fleet of simulated nodes in this process.
     Simulate {
         #[arg(long, env = "GRID_API_KEY")]
@@ -81,15 +95,11 @@ enum Action {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     // One thread: a Pi's cores are for the computations (run on the blocking pool).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
@@ -99,14 +109,40 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Action::Register { api_key, name, cores, solar, location } => {
                 let client = GatewayClient::new(&cli.gateway)?;
-                let registration = client.register(&api_key, &NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location }).await?;
+                let registration = client
+                    .register(&api_key, &NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location })
+                    .await?;
                 println!("{}", serde_json::to_string_pretty(&registration)?);
-                eprintln!("keep the token: it is shown once. Run with: worker run --node-id {} --token <token>", registration.node_id);
+                eprintln!(
+                    "keep the token: it is shown once. Run with: worker run --node-id {} --token <token>",
+                    registration.node_id
+                );
+            }
+            Action::Organization { operator_key, name } => {
+                let created = Driver::new(&cli.gateway).create_organization(&operator_key, &name).await?;
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            }
+            Action::Submit { api_key, tasks, timeout } => {
+                let report =
+                    Driver::new(&cli.gateway).submit_samples(&api_key, tasks, Duration::from_secs(timeout)).await?;
+                println!(
+                    "{} submitted, {} completed, {} failed or rejected, in {:.2} s: {:.1} tasks/s",
+                    report.submitted,
+                    report.completed,
+                    report.failed_or_rejected,
+                    report.seconds,
+                    report.tasks_per_second()
+                );
             }
             Action::Run { node_id, token, cores, solar_watts, peak_watts, interval } => {
                 let solar = match solar_watts {
                     Some(watts) => SolarSource::Constant(watts),
-                    None => SolarSource::Curve { peak_watts, day_seconds: None, phase_hours: 0.0 },
+                    None => SolarSource::Curve {
+                        peak_watts,
+                        day_seconds: None,
+                        phase_hours: 0.0,
+                        started: std::time::Instant::now(),
+                    },
                 };
                 let config = AgentConfig {
                     client: GatewayClient::new(&cli.gateway)?,

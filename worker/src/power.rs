@@ -18,10 +18,7 @@ pub struct PowerModel {
 
 impl Default for PowerModel {
     fn default() -> Self {
-        Self {
-            idle_watts: 2.7,
-            active_watts_per_core: 1.2,
-        }
+        Self { idle_watts: 2.7, active_watts_per_core: 1.2 }
     }
 }
 
@@ -33,20 +30,11 @@ pub struct EnergyEstimate {
 }
 
 impl PowerModel {
-    pub fn estimate(
-        &self,
-        compute_seconds: f64,
-        running_tasks: u32,
-        solar_watts: f64,
-    ) -> EnergyEstimate {
+    pub fn estimate(&self, compute_seconds: f64, running_tasks: u32, solar_watts: f64) -> EnergyEstimate {
         let energy_wh = self.active_watts_per_core * compute_seconds.max(0.0) / 3600.0;
-        let node_watts =
-            self.idle_watts + f64::from(running_tasks.max(1)) * self.active_watts_per_core;
+        let node_watts = self.idle_watts + f64::from(running_tasks.max(1)) * self.active_watts_per_core;
         let solar_share = (solar_watts.max(0.0) / node_watts).min(1.0);
-        EnergyEstimate {
-            energy_wh,
-            solar_wh: energy_wh * solar_share,
-        }
+        EnergyEstimate { energy_wh, solar_wh: energy_wh * solar_share }
     }
 }
 

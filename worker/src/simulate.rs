@@ -14,14 +14,7 @@ use crate::client::{ClientError, GatewayClient, NodeDeclaration};
 use crate::power::PowerModel;
 use crate::solar::SolarSource;
 
-const LOCATIONS: [&str; 6] = [
-    "Bruxelles",
-    "Liège",
-    "Namur",
-    "Gent",
-    "Antwerpen",
-    "Charleroi",
-];
+const LOCATIONS: [&str; 6] = ["Bruxelles", "Liège", "Namur", "Gent", "Antwerpen", "Charleroi"];
 
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -61,10 +54,7 @@ impl Fleet {
 }
 
 /// Registers `config.nodes` nodes and starts their agents.
-pub async fn launch(
-    config: FleetConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Fleet, ClientError> {
+pub async fn launch(config: FleetConfig, shutdown: watch::Receiver<bool>) -> Result<Fleet, ClientError> {
     let client = GatewayClient::new(&config.gateway)?;
     let solar_nodes = (config.nodes as f64 * config.solar_fraction).round() as usize;
     let mut nodes = Vec::with_capacity(config.nodes);
@@ -86,6 +76,7 @@ pub async fn launch(
                 peak_watts: config.peak_watts,
                 day_seconds: config.day_seconds,
                 phase_hours: (index % 7) as f64 * 0.25,
+                started: std::time::Instant::now(),
             },
         };
         let agent = AgentConfig {
@@ -98,11 +89,7 @@ pub async fn launch(
             power: PowerModel::default(),
             measure_cpu: false,
         };
-        nodes.push(SimulatedNode {
-            node_id: registration.node_id,
-            name: declaration.name,
-            has_solar,
-        });
+        nodes.push(SimulatedNode { node_id: registration.node_id, name: declaration.name, has_solar });
         handles.push(tokio::spawn(run_agent(agent, shutdown.clone())));
     }
     info!(nodes = nodes.len(), solar_nodes, "simulated fleet started");

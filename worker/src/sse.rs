@@ -36,9 +36,9 @@ impl SseParser {
             if line.starts_with(':') {
                 continue; // a comment: the keep-alive
             }
-            let (field, value) = line.split_once(':').map_or((line, ""), |(field, value)| {
-                (field, value.strip_prefix(' ').unwrap_or(value))
-            });
+            let (field, value) = line
+                .split_once(':')
+                .map_or((line, ""), |(field, value)| (field, value.strip_prefix(' ').unwrap_or(value)));
             match field {
                 "id" => self.current.id = Some(value.to_owned()),
                 "event" => self.current.event = Some(value.to_owned()),
@@ -64,16 +64,11 @@ mod tests {
     fn parses_events_split_across_chunks() {
         let mut parser = SseParser::default();
         assert!(parser.feed(b"id: 5-0\nevent: TASK:ASSIGNED\nda").is_empty());
-        let events =
-            parser.feed(b"ta: {\"a\":1}\n\n: keep-alive\n\nid: 6-0\r\ndata: x\r\ndata: y\r\n\r\n");
+        let events = parser.feed(b"ta: {\"a\":1}\n\n: keep-alive\n\nid: 6-0\r\ndata: x\r\ndata: y\r\n\r\n");
         assert_eq!(events.len(), 2);
         assert_eq!(
             events[0],
-            SseEvent {
-                id: Some("5-0".into()),
-                event: Some("TASK:ASSIGNED".into()),
-                data: "{\"a\":1}".into()
-            }
+            SseEvent { id: Some("5-0".into()), event: Some("TASK:ASSIGNED".into()), data: "{\"a\":1}".into() }
         );
         assert_eq!(events[1].data, "x\ny");
     }

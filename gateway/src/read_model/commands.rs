@@ -36,24 +36,14 @@ pub async fn find_command(
     .fetch_optional(&state.pool)
     .await?;
     if let Some((outcome, reason)) = row {
-        return Ok(Some(CommandView {
-            command_id: command_id.as_uuid(),
-            status: outcome,
-            reason,
-        }));
+        return Ok(Some(CommandView { command_id: command_id.as_uuid(), status: outcome, reason }));
     }
     let mut conn = state.redis.get().await?;
-    let issuer: Option<String> = redis::cmd("GET")
-        .arg(state.keys().command_issuer(command_id))
-        .query_async(&mut *conn)
-        .await?;
+    let issuer: Option<String> =
+        redis::cmd("GET").arg(state.keys().command_issuer(command_id)).query_async(&mut *conn).await?;
     let visible = match issuer {
         Some(issuer) => matches!(caller, Caller::Operator) || issuer == caller.issuer_tag(),
         None => false,
     };
-    Ok(visible.then(|| CommandView {
-        command_id: command_id.as_uuid(),
-        status: "pending".to_owned(),
-        reason: None,
-    }))
+    Ok(visible.then(|| CommandView { command_id: command_id.as_uuid(), status: "pending".to_owned(), reason: None }))
 }

@@ -79,30 +79,18 @@ pub async fn list_nodes(
         pipe.cmd("HGETALL").arg(state.keys().node_state(node_id));
         pipe.cmd("SCARD").arg(state.keys().node_claims(node_id));
     }
-    let replies: Vec<redis::Value> = if rows.is_empty() {
-        Vec::new()
-    } else {
-        pipe.query_async(&mut *conn).await?
-    };
+    let replies: Vec<redis::Value> = if rows.is_empty() { Vec::new() } else { pipe.query_async(&mut *conn).await? };
     let mut views = Vec::with_capacity(rows.len());
     for (row, live) in rows.iter().zip(replies.chunks(2)) {
-        let fields: HashMap<String, String> =
-            redis::from_redis_value(live[0].clone()).unwrap_or_default();
+        let fields: HashMap<String, String> = redis::from_redis_value(live[0].clone()).unwrap_or_default();
         let claimed: u32 = redis::from_redis_value(live[1].clone()).unwrap_or(0);
         let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok());
-        let live = match (
-            number("cpu_usage"),
-            number("solar_watts"),
-            number("eco_score"),
-        ) {
+        let live = match (number("cpu_usage"), number("solar_watts"), number("eco_score")) {
             (Some(cpu_usage), Some(solar_watts), Some(eco_score)) => Some(LiveState {
                 cpu_usage,
                 solar_watts,
                 eco_score,
-                running: fields
-                    .get("running")
-                    .and_then(|value| value.parse().ok())
-                    .unwrap_or(0),
+                running: fields.get("running").and_then(|value| value.parse().ok()).unwrap_or(0),
                 claimed,
                 last_heartbeat: fields.get("last_heartbeat").cloned().unwrap_or_default(),
             }),

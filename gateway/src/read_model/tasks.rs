@@ -47,8 +47,7 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-const SELECT: &str =
-    "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
+const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
         t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh,
         c.carbon_ng, c.node_peur, c.cooperative_peur
     from task t
@@ -81,8 +80,7 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         node_share_peur: node_share,
         cooperative_share_peur: cooperative_share,
         kind: row.try_get("kind_type")?,
-        reason: reason
-            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        reason: reason.map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
         energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
         solar_contribution_wh: solar.map(|uwh| uwh as f64 / 1e6),
         submitted_at: row.try_get("submitted_at")?,
@@ -94,14 +92,10 @@ pub async fn find_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskView>, ApiError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"
-    ));
-    let row = sqlx::query(sql)
-        .bind(task_id.as_uuid())
-        .bind(scope.map(|id| id.as_uuid()))
-        .fetch_optional(&state.pool)
-        .await?;
+    let sql =
+        sqlx::AssertSqlSafe(format!("{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"));
+    let row =
+        sqlx::query(sql).bind(task_id.as_uuid()).bind(scope.map(|id| id.as_uuid())).fetch_optional(&state.pool).await?;
     Ok(row.as_ref().map(view).transpose()?)
 }
 
@@ -113,11 +107,7 @@ pub fn encode_cursor(task: &TaskView) -> String {
 pub fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ApiError> {
     let invalid = || ApiError::field("cursor", "is not a cursor this API gave");
     let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
-    let at = micros
-        .parse()
-        .ok()
-        .and_then(DateTime::<Utc>::from_timestamp_micros)
-        .ok_or_else(invalid)?;
+    let at = micros.parse().ok().and_then(DateTime::<Utc>::from_timestamp_micros).ok_or_else(invalid)?;
     Ok((at, uuid::Uuid::parse_str(id).map_err(|_| invalid())?))
 }
 

@@ -28,8 +28,5 @@ pub async fn get_command(
     caller: Caller,
     ApiPath(command_id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<CommandView>, ApiError> {
-    find_command(&state, &caller, MessageId(command_id))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("command"))
+    find_command(&state, &caller, MessageId(command_id)).await?.map(Json).ok_or(ApiError::NotFound("command"))
 }

@@ -20,10 +20,7 @@ use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/owners/{owner_id}/consent",
-        put(grant).get(read).delete(revoke),
-    )
+    Router::new().route("/v1/owners/{owner_id}/consent", put(grant).get(read).delete(revoke))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -60,30 +57,16 @@ pub async fn grant(
     caller.organization()?;
     let version = request.consent_version.trim();
     if version.is_empty() || version.len() > 64 || version.chars().any(char::is_control) {
-        return Err(ApiError::field(
-            "consent_version",
-            "must be 1 to 64 printable characters",
-        ));
+        return Err(ApiError::field("consent_version", "must be 1 to 64 printable characters"));
     }
     let command = Command::GrantConsent(GrantConsent {
         owner_id: OwnerId(owner_id),
         consent_version: version.to_owned(),
         consent_ip: peer.map(|Extension(ConnectInfo(address))| address.ip().to_string()),
     });
-    let command_id = publish(
-        &state,
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CommandAccepted {
-            command_id: command_id.as_uuid(),
-        }),
-    ))
+    let command_id =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
 #[utoipa::path(get, path = "/v1/owners/{owner_id}/consent", tag = "consent",
@@ -107,15 +90,8 @@ pub async fn read(
     .bind(organization_id.as_uuid())
     .fetch_optional(&state.pool)
     .await?;
-    let (granted, granted_at, revoked_at, consent_version) =
-        row.ok_or(ApiError::NotFound("consent"))?;
-    Ok(Json(ConsentView {
-        owner_id,
-        granted,
-        granted_at,
-        revoked_at,
-        consent_version,
-    }))
+    let (granted, granted_at, revoked_at, consent_version) = row.ok_or(ApiError::NotFound("consent"))?;
+    Ok(Json(ConsentView { owner_id, granted, granted_at, revoked_at, consent_version }))
 }
 
 #[utoipa::path(delete, path = "/v1/owners/{owner_id}/consent", tag = "consent",
@@ -131,21 +107,8 @@ pub async fn revoke(
     ApiPath(owner_id): ApiPath<uuid::Uuid>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     caller.organization()?;
-    let command = Command::RevokeConsent(RevokeConsent {
-        owner_id: OwnerId(owner_id),
-    });
-    let command_id = publish(
-        &state,
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CommandAccepted {
-            command_id: command_id.as_uuid(),
-        }),
-    ))
+    let command = Command::RevokeConsent(RevokeConsent { owner_id: OwnerId(owner_id) });
+    let command_id =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }

@@ -101,10 +101,7 @@ pub async fn grid_heartbeat(
     let node = caller.node(NodeId(request.node_id))?;
     let heartbeat = Heartbeat::parse(request.cpu_usage, request.solar_watts)?;
     let eco_score = record_heartbeat(&state, &node, heartbeat, 0).await?;
-    Ok(Json(GridHeartbeatResponse {
-        id: request.node_id,
-        eco_score,
-    }))
+    Ok(Json(GridHeartbeatResponse { id: request.node_id, eco_score }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -155,17 +152,9 @@ pub async fn grid_task(
             .arg(&cursor)
             .query_async(&mut *conn)
             .await?;
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flat_map(|reply| reply.keys)
-            .flat_map(|stream| stream.ids)
-            .collect();
+        let entries: Vec<_> = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids).collect();
         if entries.is_empty() {
-            redis::cmd("SET")
-                .arg(&cursor_key)
-                .arg(&cursor)
-                .query_async::<()>(&mut *conn)
-                .await?;
+            redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut *conn).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         for entry in entries {
@@ -175,18 +164,8 @@ pub async fn grid_task(
                 .and_then(|text| Envelope::from_json(&text).ok())
                 .and_then(|envelope| envelope.decode::<NodeMessage>().ok());
             if let Some(NodeMessage::TaskAssigned(assigned)) = assignment {
-                redis::cmd("SET")
-                    .arg(&cursor_key)
-                    .arg(&cursor)
-                    .query_async::<()>(&mut *conn)
-                    .await?;
-                let reward = state
-                    .config
-                    .grid
-                    .carbon
-                    .credit(MicroWattHours(1_000_000))
-                    .node_share
-                    .as_eur();
+                redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut *conn).await?;
+                let reward = state.config.grid.carbon.credit(MicroWattHours(1_000_000)).node_share.as_eur();
                 let response = GridTaskResponse {
                     id: assigned.task_id.as_uuid(),
                     task_type: assigned.kind.type_name().to_owned(),
@@ -245,14 +224,12 @@ pub async fn grid_report(
     };
     let attempt = match request.attempt {
         Some(attempt) => attempt,
-        None => sqlx::query_scalar::<_, i32>(
-            "select attempts from task where task_id = $1 and node_id = $2",
-        )
-        .bind(request.task_id)
-        .bind(node.node_id.as_uuid())
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("task"))?,
+        None => sqlx::query_scalar::<_, i32>("select attempts from task where task_id = $1 and node_id = $2")
+            .bind(request.task_id)
+            .bind(node.node_id.as_uuid())
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or(ApiError::NotFound("task"))?,
     };
     let report = parse_report(
         node.node_id,
@@ -267,22 +244,10 @@ pub async fn grid_report(
             error: None,
         },
     )?;
-    let Report::TaskCompleted(completed) = &report else {
-        unreachable!("built as a completion")
-    };
-    let split = state
-        .config
-        .grid
-        .carbon
-        .credit(completed.solar_contribution);
-    let command_id = publish(
-        &state,
-        Stream::Reports,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &report,
-    )
-    .await?;
+    let Report::TaskCompleted(completed) = &report else { unreachable!("built as a completion") };
+    let split = state.config.grid.carbon.credit(completed.solar_contribution);
+    let command_id =
+        publish(&state, Stream::Reports, &caller, origin_of(&caller, correlation_id(&headers)), &report).await?;
     Ok(Json(GridReportResponse {
         message: "Task completion accepted".to_owned(),
         carbon_credits: split.carbon_saved.as_kg(),
@@ -297,10 +262,7 @@ pub async fn grid_report(
         (status = 200, description = "Grid totals", body = GridStats),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn grid_stats_route(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<GridStats>, ApiError> {
+pub async fn grid_stats_route(State(state): State<AppState>, caller: Caller) -> Result<Json<GridStats>, ApiError> {
     caller.read_scope()?;
     Ok(Json(grid_stats(&state).await?))
 }

@@ -10,9 +10,7 @@ use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -22,9 +20,7 @@ pub struct Health {
 
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".to_owned(),
-    })
+    Json(Health { status: "ok".to_owned() })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
@@ -39,7 +35,5 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         .map_err(|error| ApiError::Unavailable(format!("postgres: {error}")))?;
     let mut conn = state.redis.get().await?;
     redis::cmd("PING").query_async::<String>(&mut *conn).await?;
-    Ok(Json(Health {
-        status: "ready".to_owned(),
-    }))
+    Ok(Json(Health { status: "ready".to_owned() }))
 }

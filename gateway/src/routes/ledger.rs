@@ -11,9 +11,7 @@ use crate::read_model::stats::{GridStats, grid_stats};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/stats", get(stats))
-        .route("/v1/proofs/verify", get(verify_proofs))
+    Router::new().route("/v1/stats", get(stats)).route("/v1/proofs/verify", get(verify_proofs))
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "ledger", security(("bearer" = [])),
@@ -21,10 +19,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "Grid totals (the KoproGo /grid/stats shape)", body = GridStats),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn stats(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<GridStats>, ApiError> {
+pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<GridStats>, ApiError> {
     caller.read_scope()?;
     Ok(Json(grid_stats(&state).await?))
 }
@@ -34,10 +29,7 @@ pub async fn stats(
         (status = 200, description = "Whether the whole chain verifies, and where it breaks", body = VerifyView),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn verify_proofs(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<VerifyView>, ApiError> {
+pub async fn verify_proofs(State(state): State<AppState>, caller: Caller) -> Result<Json<VerifyView>, ApiError> {
     caller.read_scope()?;
     Ok(Json(verify_chain(&state).await?))
 }

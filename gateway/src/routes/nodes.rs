@@ -16,8 +16,7 @@ use grid_shared::envelope::Envelope;
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::live::{Heartbeat, eco_score};
 use grid_shared::messages::{
-    Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport,
-    TaskStartedReport,
+    Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
 use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
@@ -69,32 +68,13 @@ pub async fn register(
     request: &RegisterNodeRequest,
 ) -> Result<RegisterNodeResponse, ApiError> {
     caller.organization()?;
-    let spec = NodeSpec::parse(
-        &request.name,
-        request.cpu_cores,
-        request.has_solar,
-        &request.location,
-    )?;
+    let spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?;
     let node_id = NodeId::new();
     let token = new_secret(NODE_TOKEN_PREFIX);
-    let command = Command::RegisterNode(RegisterNode {
-        node_id,
-        spec,
-        token_hash: Sha256Hex::of_secret(&token),
-    });
-    let command_id = publish(
-        state,
-        Target::Commands,
-        caller,
-        origin_of(caller, correlation_id(headers)),
-        &command,
-    )
-    .await?;
-    Ok(RegisterNodeResponse {
-        node_id: node_id.as_uuid(),
-        token,
-        command_id: command_id.as_uuid(),
-    })
+    let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: Sha256Hex::of_secret(&token) });
+    let command_id =
+        publish(state, Target::Commands, caller, origin_of(caller, correlation_id(headers)), &command).await?;
+    Ok(RegisterNodeResponse { node_id: node_id.as_uuid(), token, command_id: command_id.as_uuid() })
 }
 
 #[utoipa::path(post, path = "/v1/nodes", tag = "nodes", request_body = RegisterNodeRequest, security(("bearer" = [])),
@@ -110,10 +90,7 @@ pub async fn register_node(
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterNodeRequest>,
 ) -> Result<(StatusCode, Json<RegisterNodeResponse>), ApiError> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(register(&state, &caller, &headers, &request).await?),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(register(&state, &caller, &headers, &request).await?)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -144,12 +121,7 @@ pub async fn record_heartbeat(
 ) -> Result<f64, ApiError> {
     let grid = &state.config.grid;
     let keys = state.keys();
-    let score = eco_score(
-        heartbeat.solar_watts(),
-        heartbeat.cpu_usage(),
-        node.cpu_cores,
-        grid.max_milliwatts_per_core,
-    );
+    let score = eco_score(heartbeat.solar_watts(), heartbeat.cpu_usage(), node.cpu_cores, grid.max_milliwatts_per_core);
     let now = chrono::Utc::now();
     let ttl = grid.node_ttl_ms;
     let mut conn = state.redis.get().await?;
@@ -206,8 +178,7 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let heartbeat = Heartbeat::parse(request.cpu_usage, request.solar_watts)?;
-    let eco_score =
-        record_heartbeat(&state, &node, heartbeat, request.running.unwrap_or(0)).await?;
+    let eco_score = record_heartbeat(&state, &node, heartbeat, request.running.unwrap_or(0)).await?;
     Ok(Json(HeartbeatResponse { node_id, eco_score }))
 }
 
@@ -256,48 +227,26 @@ pub fn parse_report(node_id: NodeId, request: ReportRequest) -> Result<Report, A
     let task_id = TaskId(request.task_id);
     let attempt = request.attempt;
     Ok(match request.status {
-        ReportStatus::Started => Report::TaskStarted(TaskStartedReport {
-            node_id,
-            task_id,
-            attempt,
-        }),
+        ReportStatus::Started => Report::TaskStarted(TaskStartedReport { node_id, task_id, attempt }),
         ReportStatus::Failed => {
             let error = request.error.unwrap_or_default();
             if error.trim().is_empty() || error.chars().count() > 1000 {
-                return Err(ApiError::field(
-                    "error",
-                    "a failed report needs an error of 1 to 1000 characters",
-                ));
+                return Err(ApiError::field("error", "a failed report needs an error of 1 to 1000 characters"));
             }
-            Report::TaskFailed(TaskFailedReport {
-                node_id,
-                task_id,
-                attempt,
-                error,
-            })
+            Report::TaskFailed(TaskFailedReport { node_id, task_id, attempt, error })
         }
         ReportStatus::Completed => {
-            let result_hash = request
-                .result_hash
-                .ok_or_else(|| ApiError::field("result_hash", "is required"))?;
-            Sha256Hex::parse(&result_hash)
-                .map_err(|reason| ApiError::field("result_hash", &reason))?;
+            let result_hash = request.result_hash.ok_or_else(|| ApiError::field("result_hash", "is required"))?;
+            Sha256Hex::parse(&result_hash).map_err(|reason| ApiError::field("result_hash", &reason))?;
             if let Some(result) = &request.result_json
                 && Sha256Hex::of_secret(&result.to_string()).as_str() != result_hash
             {
-                return Err(ApiError::field(
-                    "result_hash",
-                    "is not the SHA-256 of result_json",
-                ));
+                return Err(ApiError::field("result_hash", "is not the SHA-256 of result_json"));
             }
-            let energy = request
-                .energy_used_wh
-                .ok_or_else(|| ApiError::field("energy_used_wh", "is required"))?;
+            let energy = request.energy_used_wh.ok_or_else(|| ApiError::field("energy_used_wh", "is required"))?;
             let energy_used = MicroWattHours::from_wh("energy_used_wh", energy)?;
-            let solar_contribution = MicroWattHours::from_wh(
-                "solar_contribution_wh",
-                request.solar_contribution_wh.unwrap_or(0.0),
-            )?;
+            let solar_contribution =
+                MicroWattHours::from_wh("solar_contribution_wh", request.solar_contribution_wh.unwrap_or(0.0))?;
             Report::TaskCompleted(TaskCompletedReport {
                 node_id,
                 task_id,
@@ -328,20 +277,9 @@ pub async fn report(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let report = parse_report(node.node_id, request)?;
-    let command_id = publish(
-        &state,
-        Target::Reports,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &report,
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CommandAccepted {
-            command_id: command_id.as_uuid(),
-        }),
-    ))
+    let command_id =
+        publish(&state, Target::Reports, &caller, origin_of(&caller, correlation_id(&headers)), &report).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
 /// `Last-Event-ID` must be a stream id (`<ms>-<seq>`); anything else starts from the beginning.
@@ -349,22 +287,12 @@ fn resume_point(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok("0".to_owned());
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
+    let text = value.to_str().map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
     let valid = text.split_once('-').is_some_and(|(millis, seq)| {
-        !millis.is_empty()
-            && !seq.is_empty()
-            && millis
-                .bytes()
-                .chain(seq.bytes())
-                .all(|byte| byte.is_ascii_digit())
+        !millis.is_empty() && !seq.is_empty() && millis.bytes().chain(seq.bytes()).all(|byte| byte.is_ascii_digit())
     });
     if !valid {
-        return Err(ApiError::field(
-            "Last-Event-ID",
-            "must be a stream id like 12-0",
-        ));
+        return Err(ApiError::field("Last-Event-ID", "must be a stream id like 12-0"));
     }
     Ok(text.to_owned())
 }
@@ -380,17 +308,9 @@ fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
     };
     let mut data = envelope.payload;
     if let Some(object) = data.as_object_mut() {
-        object.insert(
-            "correlation_id".to_owned(),
-            serde_json::Value::String(envelope.correlation_id.to_string()),
-        );
+        object.insert("correlation_id".to_owned(), serde_json::Value::String(envelope.correlation_id.to_string()));
     }
-    Some(
-        SseEvent::default()
-            .id(entry.id.clone())
-            .event(envelope.message_type)
-            .data(data.to_string()),
-    )
+    Some(SseEvent::default().id(entry.id.clone()).event(envelope.message_type).data(data.to_string()))
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{node_id}/tasks", tag = "nodes",
@@ -413,9 +333,8 @@ pub async fn task_channel(
     let start = resume_point(&headers)?;
     let conn = state.blocking_connection().await?;
     let key = state.keys().node_tasks(node.node_id);
-    let stream = futures_util::stream::unfold(
-        (conn, start, VecDeque::new()),
-        move |(mut conn, mut last, mut buffer)| {
+    let stream =
+        futures_util::stream::unfold((conn, start, VecDeque::new()), move |(mut conn, mut last, mut buffer)| {
             let key = key.clone();
             async move {
                 loop {
@@ -440,18 +359,13 @@ pub async fn task_channel(
                             return None;
                         }
                     };
-                    for entry in reply
-                        .into_iter()
-                        .flat_map(|reply| reply.keys)
-                        .flat_map(|stream| stream.ids)
-                    {
+                    for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids) {
                         last = entry.id.clone();
                         buffer.extend(sse_event(&entry));
                     }
                 }
             }
-        },
-    );
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -461,10 +375,7 @@ pub async fn task_channel(
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A node token", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_nodes(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<NodeView>>, ApiError> {
+pub async fn get_nodes(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<NodeView>>, ApiError> {
     Ok(Json(list_nodes(&state, caller.read_scope()?, None).await?))
 }
 

@@ -59,14 +59,8 @@ pub async fn create_organization(
         name,
         api_key_hash: Sha256Hex::of_secret(&api_key),
     });
-    let command_id: MessageId = publish(
-        &state,
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id: MessageId =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateOrganizationResponse {

@@ -5,9 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use grid_shared::domain::{
-    Participant, Priority, TaskKind, TaskKindInput, TaskStatus, parse_deadline,
-};
+use grid_shared::domain::{Participant, Priority, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
 use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
 use serde::{Deserialize, Serialize};
@@ -73,21 +71,19 @@ impl From<TaskKindBody> for TaskKindInput {
                 surface_m2,
                 heating_degree_days,
             },
-            TaskKindBody::EnergyGroupOptimisation {
-                building_id,
-                simulation_months,
-                participants,
-            } => Self::EnergyGroupOptimisation {
-                building_id: BuildingId(building_id),
-                simulation_months,
-                participants: participants
-                    .into_iter()
-                    .map(|participant| Participant {
-                        owner_id: OwnerId(participant.owner_id),
-                        readings_kwh: participant.readings_kwh,
-                    })
-                    .collect(),
-            },
+            TaskKindBody::EnergyGroupOptimisation { building_id, simulation_months, participants } => {
+                Self::EnergyGroupOptimisation {
+                    building_id: BuildingId(building_id),
+                    simulation_months,
+                    participants: participants
+                        .into_iter()
+                        .map(|participant| Participant {
+                            owner_id: OwnerId(participant.owner_id),
+                            readings_kwh: participant.readings_kwh,
+                        })
+                        .collect(),
+                }
+            }
         }
     }
 }
@@ -121,15 +117,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let text = value.to_str().ok().filter(|text| {
-        (1..=200).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_graphic())
-    });
-    text.map(|text| Some(text.to_owned())).ok_or_else(|| {
-        ApiError::field(
-            "Idempotency-Key",
-            "must be 1 to 200 visible ASCII characters",
-        )
-    })
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|text| (1..=200).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_graphic()));
+    text.map(|text| Some(text.to_owned()))
+        .ok_or_else(|| ApiError::field("Idempotency-Key", "must be 1 to 200 visible ASCII characters"))
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = SubmitTaskRequest,
@@ -151,29 +144,18 @@ pub async fn submit_task(
     let organization_id = caller.organization()?;
     let idempotency = idempotency_key(&headers)?;
     let request_sha256 =
-        Sha256Hex::of_secret(&serde_json::to_string(&request).expect("requests serialise"))
-            .as_str()
-            .to_owned();
-    let priority = request
-        .priority
-        .map(Priority::parse)
-        .transpose()?
-        .unwrap_or_default();
+        Sha256Hex::of_secret(&serde_json::to_string(&request).expect("requests serialise")).as_str().to_owned();
+    let priority = request.priority.map(Priority::parse).transpose()?.unwrap_or_default();
     let deadline = parse_deadline(request.deadline, Utc::now())?;
     let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
     let task_id = TaskId::new();
     let command_id = MessageId::new();
-    let response = SubmitTaskResponse {
-        task_id: task_id.as_uuid(),
-        command_id: command_id.as_uuid(),
-    };
+    let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
     let remembered_key = idempotency.map(|key| state.keys().idempotency(organization_id, &key));
     if let Some(key) = &remembered_key {
-        let remembered = serde_json::to_string(&Remembered {
-            response: response.clone(),
-            request_sha256: request_sha256.clone(),
-        })
-        .expect("serialisable");
+        let remembered =
+            serde_json::to_string(&Remembered { response: response.clone(), request_sha256: request_sha256.clone() })
+                .expect("serialisable");
         let mut conn = state.redis.get().await?;
         let stored: Option<String> = redis::cmd("SET")
             .arg(key)
@@ -184,19 +166,12 @@ pub async fn submit_task(
             .query_async(&mut *conn)
             .await?;
         if stored.is_none() {
-            let previous: Option<String> =
-                redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
-            let previous: Remembered = previous
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .ok_or_else(|| {
-                ApiError::Conflict(
-                    "this Idempotency-Key is being used by a concurrent request".to_owned(),
-                )
+            let previous: Option<String> = redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
+            let previous: Remembered = previous.and_then(|text| serde_json::from_str(&text).ok()).ok_or_else(|| {
+                ApiError::Conflict("this Idempotency-Key is being used by a concurrent request".to_owned())
             })?;
             if previous.request_sha256 != request_sha256 {
-                return Err(ApiError::Conflict(
-                    "this Idempotency-Key was used for a different request".to_owned(),
-                ));
+                return Err(ApiError::Conflict("this Idempotency-Key was used for a different request".to_owned()));
             }
             return Ok((StatusCode::ACCEPTED, Json(previous.response)));
         }
@@ -209,21 +184,11 @@ pub async fn submit_task(
         kind,
     });
     let origin = origin_of(&caller, correlation_id(&headers));
-    if let Err(error) = publish_with_id(
-        &state,
-        Stream::Commands,
-        &caller,
-        origin,
-        command_id,
-        &command,
-    )
-    .await
-    {
+    if let Err(error) = publish_with_id(&state, Stream::Commands, &caller, origin, command_id, &command).await {
         if let Some(key) = &remembered_key
             && let Ok(mut conn) = state.redis.get().await
         {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(key).query_async(&mut *conn).await;
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut *conn).await;
         }
         return Err(error);
     }
@@ -256,9 +221,7 @@ pub async fn get_tasks(
     let status = filter
         .status
         .as_deref()
-        .map(|text| {
-            TaskStatus::parse(text).ok_or_else(|| ApiError::field("status", "is not a task status"))
-        })
+        .map(|text| TaskStatus::parse(text).ok_or_else(|| ApiError::field("status", "is not a task status")))
         .transpose()?;
     let limit = filter.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -280,10 +243,7 @@ pub async fn get_task(
     caller: Caller,
     ApiPath(task_id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<TaskView>, ApiError> {
-    find_task(&state, caller.read_scope()?, TaskId(task_id))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("task"))
+    find_task(&state, caller.read_scope()?, TaskId(task_id)).await?.map(Json).ok_or(ApiError::NotFound("task"))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{task_id}", tag = "tasks",
@@ -301,25 +261,11 @@ pub async fn cancel_task(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let organization_id = caller.organization()?;
     let task_id = TaskId(task_id);
-    if find_task(&state, Some(organization_id), task_id)
-        .await?
-        .is_none()
-    {
+    if find_task(&state, Some(organization_id), task_id).await?.is_none() {
         return Err(ApiError::NotFound("task"));
     }
     let command = Command::CancelTask(CancelTask { task_id });
-    let command_id = publish(
-        &state,
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(CommandAccepted {
-            command_id: command_id.as_uuid(),
-        }),
-    ))
+    let command_id =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }

@@ -22,13 +22,7 @@ pub async fn cancel(
     if let Err(illegal) = task.status.transition(TaskStatus::Cancelled) {
         return Ok(Decision::rejected(format!("cannot cancel: {illegal}")));
     }
-    set_status(
-        conn,
-        task.task_id,
-        TaskStatus::Cancelled,
-        Some("cancelled_by_request"),
-    )
-    .await?;
+    set_status(conn, task.task_id, TaskStatus::Cancelled, Some("cancelled_by_request")).await?;
     let event = PendingEvent::new(
         Event::TaskCancelled(TaskCancelled {
             task_id: task.task_id,
@@ -39,12 +33,8 @@ pub async fn cancel(
         Some(task.organization_id),
     );
     Ok(match task.node_id {
-        Some(node_id) => {
-            Decision::applied(vec![event.to_node(node_id)]).then(AfterCommit::ReleaseCore {
-                node_id,
-                task_id: task.task_id,
-            })
-        }
+        Some(node_id) => Decision::applied(vec![event.to_node(node_id)])
+            .then(AfterCommit::ReleaseCore { node_id, task_id: task.task_id }),
         None => Decision::applied(vec![event]),
     })
 }

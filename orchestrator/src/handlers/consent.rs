@@ -15,13 +15,9 @@ pub async fn grant(
 ) -> Result<Decision, sqlx::Error> {
     let organization_id = context.envelope.organization_id;
     if !organization_exists(conn, organization_id).await? {
-        return Ok(Decision::rejected(
-            "the issuing organisation does not exist",
-        ));
+        return Ok(Decision::rejected("the issuing organisation does not exist"));
     }
-    let Some(organization_id) = organization_id else {
-        unreachable!("checked by organization_exists")
-    };
+    let Some(organization_id) = organization_id else { unreachable!("checked by organization_exists") };
     sqlx::query(
         "insert into consent (owner_id, organization_id, granted, granted_at, revoked_at, consent_ip, consent_version)
          values ($1, $2, true, $3, null, $4, $5)
@@ -35,14 +31,9 @@ pub async fn grant(
     .bind(&command.consent_version)
     .execute(&mut *conn)
     .await?;
-    let event = Event::ConsentGranted(ConsentGranted {
-        owner_id: command.owner_id,
-        consent_version: command.consent_version,
-    });
-    Ok(Decision::applied(vec![PendingEvent::new(
-        event,
-        Some(organization_id),
-    )]))
+    let event =
+        Event::ConsentGranted(ConsentGranted { owner_id: command.owner_id, consent_version: command.consent_version });
+    Ok(Decision::applied(vec![PendingEvent::new(event, Some(organization_id))]))
 }
 
 pub async fn revoke(
@@ -63,15 +54,8 @@ pub async fn revoke(
     .await?
     .rows_affected();
     if updated == 0 {
-        return Ok(Decision::rejected(
-            "no granted consent to revoke for this owner",
-        ));
+        return Ok(Decision::rejected("no granted consent to revoke for this owner"));
     }
-    let event = Event::ConsentRevoked(ConsentRevoked {
-        owner_id: command.owner_id,
-    });
-    Ok(Decision::applied(vec![PendingEvent::new(
-        event,
-        Some(organization_id),
-    )]))
+    let event = Event::ConsentRevoked(ConsentRevoked { owner_id: command.owner_id });
+    Ok(Decision::applied(vec![PendingEvent::new(event, Some(organization_id))]))
 }

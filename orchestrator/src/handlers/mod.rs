@@ -37,11 +37,7 @@ pub struct PendingEvent {
 
 impl PendingEvent {
     pub fn new(event: Event, organization_id: Option<OrganizationId>) -> Self {
-        Self {
-            event,
-            organization_id,
-            notify_node: None,
-        }
+        Self { event, organization_id, notify_node: None }
     }
 
     pub fn to_node(mut self, node_id: NodeId) -> Self {
@@ -66,19 +62,11 @@ pub struct Decision {
 
 impl Decision {
     pub fn applied(events: Vec<PendingEvent>) -> Self {
-        Self {
-            rejection: None,
-            events,
-            after_commit: Vec::new(),
-        }
+        Self { rejection: None, events, after_commit: Vec::new() }
     }
 
     pub fn rejected(reason: impl Into<String>) -> Self {
-        Self {
-            rejection: Some(reason.into()),
-            events: Vec::new(),
-            after_commit: Vec::new(),
-        }
+        Self { rejection: Some(reason.into()), events: Vec::new(), after_commit: Vec::new() }
     }
 
     pub fn then(mut self, after: AfterCommit) -> Self {
@@ -122,10 +110,8 @@ async fn organization_exists(
     let Some(organization_id) = organization_id else {
         return Ok(false);
     };
-    sqlx::query_scalar::<_, bool>(
-        "select exists (select 1 from organization where organization_id = $1)",
-    )
-    .bind(organization_id.as_uuid())
-    .fetch_one(conn)
-    .await
+    sqlx::query_scalar::<_, bool>("select exists (select 1 from organization where organization_id = $1)")
+        .bind(organization_id.as_uuid())
+        .fetch_one(conn)
+        .await
 }

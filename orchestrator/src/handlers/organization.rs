@@ -12,26 +12,22 @@ pub async fn create(
     command: CreateOrganization,
 ) -> Result<Decision, sqlx::Error> {
     // Checked first: a rejection must leave nothing behind.
-    let key_taken =
-        sqlx::query_scalar::<_, bool>("select exists (select 1 from api_key where key_hash = $1)")
-            .bind(command.api_key_hash.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+    let key_taken = sqlx::query_scalar::<_, bool>("select exists (select 1 from api_key where key_hash = $1)")
+        .bind(command.api_key_hash.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
     if key_taken {
         return Ok(Decision::rejected("this API key is already in use"));
     }
-    let inserted = sqlx::query(
-        "insert into organization (organization_id, name) values ($1, $2) on conflict do nothing",
-    )
-    .bind(command.organization_id.as_uuid())
-    .bind(command.name.as_str())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let inserted =
+        sqlx::query("insert into organization (organization_id, name) values ($1, $2) on conflict do nothing")
+            .bind(command.organization_id.as_uuid())
+            .bind(command.name.as_str())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if inserted == 0 {
-        return Ok(Decision::rejected(
-            "an organisation with this id already exists",
-        ));
+        return Ok(Decision::rejected("an organisation with this id already exists"));
     }
     sqlx::query("insert into api_key (key_hash, organization_id) values ($1, $2)")
         .bind(command.api_key_hash.as_str())
@@ -42,8 +38,5 @@ pub async fn create(
         organization_id: command.organization_id,
         name: command.name.as_str().to_owned(),
     });
-    Ok(Decision::applied(vec![PendingEvent::new(
-        event,
-        Some(command.organization_id),
-    )]))
+    Ok(Decision::applied(vec![PendingEvent::new(event, Some(command.organization_id))]))
 }

@@ -13,13 +13,9 @@ pub async fn register(
 ) -> Result<Decision, sqlx::Error> {
     let organization_id = context.envelope.organization_id;
     if !organization_exists(conn, organization_id).await? {
-        return Ok(Decision::rejected(
-            "the issuing organisation does not exist",
-        ));
+        return Ok(Decision::rejected("the issuing organisation does not exist"));
     }
-    let Some(organization_id) = organization_id else {
-        unreachable!("checked by organization_exists")
-    };
+    let Some(organization_id) = organization_id else { unreachable!("checked by organization_exists") };
     let spec = &command.spec;
     let inserted = sqlx::query(
         "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash)
@@ -36,9 +32,7 @@ pub async fn register(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(Decision::rejected(
-            "a node with this id or token already exists",
-        ));
+        return Ok(Decision::rejected("a node with this id or token already exists"));
     }
     let event = Event::NodeRegistered(NodeRegistered {
         node_id: command.node_id,
@@ -48,8 +42,5 @@ pub async fn register(
         has_solar: spec.has_solar(),
         location: spec.location().to_owned(),
     });
-    Ok(Decision::applied(vec![PendingEvent::new(
-        event,
-        Some(organization_id),
-    )]))
+    Ok(Decision::applied(vec![PendingEvent::new(event, Some(organization_id))]))
 }

@@ -5,8 +5,7 @@
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::TaskStatus;
 use grid_shared::events::{
-    CreditsDistributed, EnergyCheck, Event, GreenProofAppended, TaskCompleted, TaskFailed,
-    TaskRequeued, TaskStarted,
+    CreditsDistributed, EnergyCheck, Event, GreenProofAppended, TaskCompleted, TaskFailed, TaskRequeued, TaskStarted,
 };
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::messages::{Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport};
@@ -27,10 +26,7 @@ async fn current_assignment(
         return Ok(Err("unknown task".to_owned()));
     };
     if task.status.is_final() {
-        return Ok(Err(format!(
-            "stale report: the task is already {}",
-            task.status.as_str()
-        )));
+        return Ok(Err(format!("stale report: the task is already {}", task.status.as_str())));
     }
     if task.node_id != Some(node_id) || task.attempts != attempt {
         return Ok(Err(format!(
@@ -46,24 +42,17 @@ pub async fn started(
     _context: &Context<'_>,
     report: TaskStartedReport,
 ) -> Result<Decision, sqlx::Error> {
-    let task =
-        match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
-            Ok(task) => task,
-            Err(reason) => return Ok(Decision::rejected(reason)),
-        };
+    let task = match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
+        Ok(task) => task,
+        Err(reason) => return Ok(Decision::rejected(reason)),
+    };
     if let Err(illegal) = task.status.transition(TaskStatus::Running) {
         return Ok(Decision::rejected(illegal.to_string()));
     }
     set_status(conn, task.task_id, TaskStatus::Running, None).await?;
-    let event = Event::TaskStarted(TaskStarted {
-        task_id: task.task_id,
-        node_id: report.node_id,
-        attempt: report.attempt,
-    });
-    Ok(Decision::applied(vec![PendingEvent::new(
-        event,
-        Some(task.organization_id),
-    )]))
+    let event =
+        Event::TaskStarted(TaskStarted { task_id: task.task_id, node_id: report.node_id, attempt: report.attempt });
+    Ok(Decision::applied(vec![PendingEvent::new(event, Some(task.organization_id))]))
 }
 
 /// `solar ≤ energy ≤ cpu_cores × max_mW_per_core × runtime_ms / 3600`, with the runtime measured
@@ -75,15 +64,10 @@ pub fn check_energy(
     cpu_cores: u16,
     max_milliwatts_per_core: i64,
 ) -> EnergyCheck {
-    let bound =
-        i128::from(cpu_cores) * i128::from(max_milliwatts_per_core) * i128::from(runtime_ms.max(0))
-            / 3600;
+    let bound = i128::from(cpu_cores) * i128::from(max_milliwatts_per_core) * i128::from(runtime_ms.max(0)) / 3600;
     let energy_bound = MicroWattHours(i64::try_from(bound).unwrap_or(i64::MAX));
     let refusal = if solar > energy {
-        Some(format!(
-            "solar contribution {} µWh exceeds the energy used {} µWh",
-            solar.0, energy.0
-        ))
+        Some(format!("solar contribution {} µWh exceeds the energy used {} µWh", solar.0, energy.0))
     } else if energy > energy_bound {
         Some(format!(
             "energy {} µWh exceeds what {cpu_cores} cores can draw in {runtime_ms} ms ({} µWh)",
@@ -92,13 +76,7 @@ pub fn check_energy(
     } else {
         None
     };
-    EnergyCheck {
-        runtime_ms,
-        cpu_cores,
-        max_milliwatts_per_core,
-        energy_bound,
-        refusal,
-    }
+    EnergyCheck { runtime_ms, cpu_cores, max_milliwatts_per_core, energy_bound, refusal }
 }
 
 pub async fn completed(
@@ -106,20 +84,17 @@ pub async fn completed(
     context: &Context<'_>,
     report: TaskCompletedReport,
 ) -> Result<Decision, sqlx::Error> {
-    let task =
-        match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
-            Ok(task) => task,
-            Err(reason) => return Ok(Decision::rejected(reason)),
-        };
+    let task = match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
+        Ok(task) => task,
+        Err(reason) => return Ok(Decision::rejected(reason)),
+    };
     if let Err(illegal) = task.status.transition(TaskStatus::Completed) {
         return Ok(Decision::rejected(illegal.to_string()));
     }
     if let Some(result) = &report.result_json
         && Sha256Hex::of_secret(&result.to_string()).as_str() != report.result_hash
     {
-        return Ok(Decision::rejected(
-            "result_hash is not the SHA-256 of result_json",
-        ));
+        return Ok(Decision::rejected("result_hash is not the SHA-256 of result_json"));
     }
     let cpu_cores: i32 = sqlx::query_scalar("select cpu_cores from node where node_id = $1")
         .bind(report.node_id.as_uuid())
@@ -169,14 +144,7 @@ pub async fn completed(
             energy: report.energy_used,
             solar: report.solar_contribution,
         };
-        let (split, link) = ledger::credit_task(
-            conn,
-            &entry,
-            grid.carbon,
-            grid.proof_difficulty,
-            context.now,
-        )
-        .await?;
+        let (split, link) = ledger::credit_task(conn, &entry, grid.carbon, grid.proof_difficulty, context.now).await?;
         events.push(PendingEvent::new(
             Event::CreditsDistributed(CreditsDistributed {
                 task_id: task.task_id,
@@ -197,10 +165,7 @@ pub async fn completed(
             organization,
         ));
     }
-    Ok(Decision::applied(events).then(AfterCommit::ReleaseCore {
-        node_id: report.node_id,
-        task_id: task.task_id,
-    }))
+    Ok(Decision::applied(events).then(AfterCommit::ReleaseCore { node_id: report.node_id, task_id: task.task_id }))
 }
 
 pub async fn failed(
@@ -208,11 +173,10 @@ pub async fn failed(
     context: &Context<'_>,
     report: TaskFailedReport,
 ) -> Result<Decision, sqlx::Error> {
-    let task =
-        match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
-            Ok(task) => task,
-            Err(reason) => return Ok(Decision::rejected(reason)),
-        };
+    let task = match current_assignment(conn, report.task_id, report.node_id, report.attempt).await? {
+        Ok(task) => task,
+        Err(reason) => return Ok(Decision::rejected(reason)),
+    };
     let reason = format!("node reported failure: {}", report.error);
     let organization = Some(task.organization_id);
     let event = if task.attempts < context.config.max_attempts {
@@ -232,14 +196,8 @@ pub async fn failed(
             reason,
         })
     };
-    Ok(
-        Decision::applied(vec![PendingEvent::new(event, organization)]).then(
-            AfterCommit::ReleaseCore {
-                node_id: report.node_id,
-                task_id: task.task_id,
-            },
-        ),
-    )
+    Ok(Decision::applied(vec![PendingEvent::new(event, organization)])
+        .then(AfterCommit::ReleaseCore { node_id: report.node_id, task_id: task.task_id }))
 }
 
 #[cfg(test)]
@@ -249,13 +207,7 @@ mod tests {
     #[test]
     fn energy_within_the_bound_is_credited() {
         // 4 cores at 2 W for 1.8 s may draw at most 4 × 2000 × 1800 / 3600 = 4000 µWh.
-        let check = check_energy(
-            MicroWattHours(4_000),
-            MicroWattHours(1_000),
-            1_800,
-            4,
-            2_000,
-        );
+        let check = check_energy(MicroWattHours(4_000), MicroWattHours(1_000), 1_800, 4, 2_000);
         assert_eq!(check.energy_bound, MicroWattHours(4_000));
         assert_eq!(check.refusal, None);
     }
@@ -263,12 +215,7 @@ mod tests {
     #[test]
     fn ten_times_the_possible_energy_is_refused() {
         let check = check_energy(MicroWattHours(40_000), MicroWattHours(0), 1_800, 4, 2_000);
-        assert!(
-            check
-                .refusal
-                .unwrap()
-                .contains("exceeds what 4 cores can draw")
-        );
+        assert!(check.refusal.unwrap().contains("exceeds what 4 cores can draw"));
     }
 
     #[test]

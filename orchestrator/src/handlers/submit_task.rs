@@ -16,19 +16,11 @@ pub async fn submit(
 ) -> Result<Decision, sqlx::Error> {
     let organization_id = context.envelope.organization_id;
     if !organization_exists(conn, organization_id).await? {
-        return Ok(Decision::rejected(
-            RejectionReason::UnknownOrganization.to_string(),
-        ));
+        return Ok(Decision::rejected(RejectionReason::UnknownOrganization.to_string()));
     }
-    let Some(organization_id) = organization_id else {
-        unreachable!("checked by organization_exists")
-    };
+    let Some(organization_id) = organization_id else { unreachable!("checked by organization_exists") };
     let rejection = admission_problem(conn, context, organization_id, &command).await?;
-    let status = if rejection.is_some() {
-        "rejected"
-    } else {
-        "queued"
-    };
+    let status = if rejection.is_some() { "rejected" } else { "queued" };
     let inserted = sqlx::query(
         "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, reason,
              correlation_id)
@@ -48,17 +40,12 @@ pub async fn submit(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(Decision::rejected(
-            RejectionReason::DuplicateTask.to_string(),
-        ));
+        return Ok(Decision::rejected(RejectionReason::DuplicateTask.to_string()));
     }
     match rejection {
         Some(reason) => {
             let text = reason.to_string();
-            let event = Event::TaskRejected(TaskRejected {
-                task_id: command.task_id,
-                reason,
-            });
+            let event = Event::TaskRejected(TaskRejected { task_id: command.task_id, reason });
             Ok(Decision {
                 rejection: Some(text),
                 ..Decision::applied(vec![PendingEvent::new(event, Some(organization_id))])
@@ -73,10 +60,7 @@ pub async fn submit(
                 deadline: command.deadline,
                 participant_count: command.kind.distinct_participants(),
             });
-            Ok(Decision::applied(vec![PendingEvent::new(
-                event,
-                Some(organization_id),
-            )]))
+            Ok(Decision::applied(vec![PendingEvent::new(event, Some(organization_id))]))
         }
     }
 }
@@ -95,15 +79,9 @@ async fn admission_problem(
     };
     let distinct = command.kind.distinct_participants();
     if distinct < context.config.k_anonymity_min {
-        return Ok(Some(RejectionReason::KAnonymityViolated {
-            min: context.config.k_anonymity_min,
-            got: distinct,
-        }));
+        return Ok(Some(RejectionReason::KAnonymityViolated { min: context.config.k_anonymity_min, got: distinct }));
     }
-    let owners: Vec<uuid::Uuid> = participants
-        .iter()
-        .map(|participant| participant.owner_id.as_uuid())
-        .collect();
+    let owners: Vec<uuid::Uuid> = participants.iter().map(|participant| participant.owner_id.as_uuid()).collect();
     let without_consent: Option<uuid::Uuid> = sqlx::query_scalar(
         "select owner_id from unnest($1::uuid[]) as wanted(owner_id)
          where not exists (select 1 from consent c where c.owner_id = wanted.owner_id
@@ -114,9 +92,5 @@ async fn admission_problem(
     .bind(organization_id.as_uuid())
     .fetch_optional(conn)
     .await?;
-    Ok(
-        without_consent.map(|owner_id| RejectionReason::ConsentNotGranted {
-            owner_id: OwnerId(owner_id),
-        }),
-    )
+    Ok(without_consent.map(|owner_id| RejectionReason::ConsentNotGranted { owner_id: OwnerId(owner_id) }))
 }

@@ -53,14 +53,10 @@ async fn append_proof(
     difficulty: u8,
     now: DateTime<Utc>,
 ) -> Result<ProofLink, sqlx::Error> {
-    sqlx::query("select pg_advisory_xact_lock($1)")
-        .bind(PROOF_CHAIN_LOCK)
-        .execute(&mut *conn)
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(PROOF_CHAIN_LOCK).execute(&mut *conn).await?;
+    let head: Option<(i64, String)> = sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1")
+        .fetch_optional(&mut *conn)
         .await?;
-    let head: Option<(i64, String)> =
-        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1")
-            .fetch_optional(&mut *conn)
-            .await?;
     let (head_seq, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
     let link = mine(ProofDraft {
         seq: head_seq + 1,

@@ -8,11 +8,7 @@ use sqlx::{PgPool, Row};
 const PAGE: i64 = 1_000;
 
 /// Up to `limit` links after `after_seq`, in seq order.
-pub async fn load_chain_page(
-    pool: &PgPool,
-    after_seq: i64,
-    limit: i64,
-) -> Result<Vec<ProofLink>, sqlx::Error> {
+pub async fn load_chain_page(pool: &PgPool, after_seq: i64, limit: i64) -> Result<Vec<ProofLink>, sqlx::Error> {
     let rows = sqlx::query(
         "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty,
              prev_hash, nonce, hash
@@ -46,10 +42,7 @@ pub async fn load_chain_page(
 }
 
 /// Verifies the whole stored chain, stopping at the first broken link.
-pub async fn verify_stored_chain(
-    pool: &PgPool,
-    min_difficulty: u8,
-) -> Result<ChainVerdict, sqlx::Error> {
+pub async fn verify_stored_chain(pool: &PgPool, min_difficulty: u8) -> Result<ChainVerdict, sqlx::Error> {
     let mut verifier = ChainVerifier::new(min_difficulty);
     let mut after_seq = 0;
     loop {

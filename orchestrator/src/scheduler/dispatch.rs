@@ -13,9 +13,7 @@ use super::{QueuedTask, solve};
 use crate::config::OrchestratorConfig;
 use crate::handlers::PendingEvent;
 use crate::outbox;
-use crate::store::redis::{
-    Claim, claim_core, expired_nodes, forget_expired_node, live_nodes, release_core,
-};
+use crate::store::redis::{Claim, claim_core, expired_nodes, forget_expired_node, live_nodes, release_core};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -28,12 +26,7 @@ pub enum DispatchError {
 }
 
 fn orchestrator_origin(correlation_id: uuid::Uuid, organization_id: OrganizationId) -> Origin {
-    Origin {
-        correlation_id,
-        causation_id: None,
-        organization_id: Some(organization_id),
-        actor: Actor::Orchestrator,
-    }
+    Origin { correlation_id, causation_id: None, organization_id: Some(organization_id), actor: Actor::Orchestrator }
 }
 
 /// Assigns up to `batch` queued tasks; returns how many were assigned.
@@ -72,10 +65,7 @@ pub async fn assign_queued(
         let organization_id = OrganizationId(row.try_get("organization_id")?);
         let attempts: i32 = row.try_get("attempts")?;
         let correlation_id: uuid::Uuid = row.try_get("correlation_id")?;
-        details.insert(
-            task_id,
-            (organization_id, attempts, correlation_id, deadline),
-        );
+        details.insert(task_id, (organization_id, attempts, correlation_id, deadline));
     }
     let mut conn = redis.get().await?;
     let nodes = live_nodes(&mut *conn, keys, Utc::now().timestamp_millis()).await?;
@@ -83,8 +73,7 @@ pub async fn assign_queued(
     let mut claimed: Vec<(NodeId, TaskId)> = Vec::with_capacity(plan.len());
     for placement in plan {
         // The plan was made from a snapshot; the claim is what decides.
-        if claim_core(&mut *conn, keys, placement.node_id, placement.task_id).await? != Claim::Taken
-        {
+        if claim_core(&mut *conn, keys, placement.node_id, placement.task_id).await? != Claim::Taken {
             continue;
         }
         claimed.push((placement.node_id, placement.task_id));
@@ -109,14 +98,8 @@ pub async fn assign_queued(
                 chosen: placement.chosen,
                 runner_up: placement.runner_up,
             });
-            let pending =
-                PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id);
-            outbox::append(
-                &mut tx,
-                orchestrator_origin(correlation_id, organization_id),
-                &[pending],
-            )
-            .await
+            let pending = PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id);
+            outbox::append(&mut tx, orchestrator_origin(correlation_id, organization_id), &[pending]).await
         };
         if let Err(error) = recorded.await {
             release_all(&mut conn, config, &claimed).await;
@@ -130,11 +113,7 @@ pub async fn assign_queued(
     Ok(claimed.len())
 }
 
-async fn release_all(
-    conn: &mut deadpool_redis::Connection,
-    config: &OrchestratorConfig,
-    claimed: &[(NodeId, TaskId)],
-) {
+async fn release_all(conn: &mut deadpool_redis::Connection, config: &OrchestratorConfig, claimed: &[(NodeId, TaskId)]) {
     for (node_id, task_id) in claimed {
         if let Err(error) = release_core(&mut **conn, &config.grid.keys, *node_id, *task_id).await {
             warn!(%node_id, %task_id, %error, "could not release a claim after a failed assignment");
@@ -171,12 +150,7 @@ pub async fn requeue_from_offline_nodes(
                 crate::store::tasks::requeue(&mut tx, task_id, "node_offline").await?;
                 (
                     "node_offline",
-                    Event::TaskRequeued(TaskRequeued {
-                        task_id,
-                        node_id,
-                        attempt,
-                        reason: "node_offline".into(),
-                    }),
+                    Event::TaskRequeued(TaskRequeued { task_id, node_id, attempt, reason: "node_offline".into() }),
                 )
             } else {
                 crate::store::tasks::set_status(
@@ -211,10 +185,7 @@ pub async fn requeue_from_offline_nodes(
             organization_id: None,
             actor: Actor::Orchestrator,
         };
-        let event = Event::NodeWentOffline(NodeWentOffline {
-            node_id,
-            requeued_tasks: requeued.clone(),
-        });
+        let event = Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: requeued.clone() });
         outbox::append(&mut tx, origin, &[PendingEvent::new(event, None)]).await?;
         tx.commit().await?;
         forget_expired_node(&mut *conn, keys, node_id, now_ms).await?;
@@ -239,12 +210,8 @@ pub async fn fail_overdue(pool: &PgPool) -> Result<usize, DispatchError> {
         let organization_id = OrganizationId(row.try_get("organization_id")?);
         let attempt: i32 = row.try_get("attempts")?;
         let correlation_id: uuid::Uuid = row.try_get("correlation_id")?;
-        let event = Event::TaskFailed(TaskFailed {
-            task_id,
-            node_id: None,
-            attempt,
-            reason: "deadline_exceeded".into(),
-        });
+        let event =
+            Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt, reason: "deadline_exceeded".into() });
         outbox::append(
             &mut tx,
             orchestrator_origin(correlation_id, organization_id),

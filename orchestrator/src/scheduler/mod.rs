@@ -90,12 +90,7 @@ pub fn solve(tasks: &[QueuedTask], nodes: &[LiveNode]) -> Vec<Placement> {
         let chosen = best.score_inputs();
         best.claimed += 1;
         let runner_up = free.next().map(|node| node.score_inputs());
-        plan.push(Placement {
-            task_id: task.task_id,
-            node_id: chosen.node_id,
-            chosen,
-            runner_up,
-        });
+        plan.push(Placement { task_id: task.task_id, node_id: chosen.node_id, chosen, runner_up });
     }
     plan
 }
@@ -105,14 +100,7 @@ mod tests {
     use super::*;
 
     fn node(solar_watts: f64, cores: u16, claimed: u32) -> LiveNode {
-        LiveNode {
-            node_id: NodeId::new(),
-            cpu_cores: cores,
-            claimed,
-            solar_watts,
-            cpu_usage: 10.0,
-            eco_score: 0.5,
-        }
+        LiveNode { node_id: NodeId::new(), cpu_cores: cores, claimed, solar_watts, cpu_usage: 10.0, eco_score: 0.5 }
     }
 
     fn task(priority: u8, deadline_minutes: i64) -> QueuedTask {
@@ -132,10 +120,7 @@ mod tests {
         let plan = solve(&tasks, &nodes);
         assert_eq!(plan.len(), 2);
         for candidate in &nodes {
-            let placed = plan
-                .iter()
-                .filter(|placement| placement.node_id == candidate.node_id)
-                .count() as u32;
+            let placed = plan.iter().filter(|placement| placement.node_id == candidate.node_id).count() as u32;
             assert!(candidate.claimed + placed <= u32::from(candidate.cpu_cores));
         }
     }

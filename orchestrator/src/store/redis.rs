@@ -13,39 +13,20 @@ use crate::scheduler::LiveNode;
 /// fail every blocking read, and a slow reply is better than a lost acknowledgement.
 pub fn pool(redis_url: &str, max_size: usize) -> Result<Pool, String> {
     let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let manager = Manager::new_with_config(redis_url, config)
-        .map_err(|error| format!("REDIS_URL: {error}"))?;
-    Pool::builder(manager)
-        .max_size(max_size)
-        .build()
-        .map_err(|error| error.to_string())
+    let manager = Manager::new_with_config(redis_url, config).map_err(|error| format!("REDIS_URL: {error}"))?;
+    Pool::builder(manager).max_size(max_size).build().map_err(|error| error.to_string())
 }
 
 /// A connection of its own for `XREADGROUP ... BLOCK`, which would stall other commands
 /// multiplexed on a shared one.
-pub async fn blocking_connection(
-    redis_url: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+pub async fn blocking_connection(redis_url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(redis_url)?;
-    client
-        .get_multiplexed_async_connection_with_config(
-            &AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
+    client.get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None)).await
 }
 
 /// Reads a node's live state from its hash; `None` when a field is missing or not a number.
-fn parse_live_node(
-    node_id: NodeId,
-    fields: &HashMap<String, String>,
-    claimed: u32,
-) -> Option<LiveNode> {
-    let number = |name: &str| {
-        fields
-            .get(name)
-            .and_then(|value| value.parse::<f64>().ok())
-            .filter(|v| v.is_finite())
-    };
+fn parse_live_node(node_id: NodeId, fields: &HashMap<String, String>, claimed: u32) -> Option<LiveNode> {
+    let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok()).filter(|v| v.is_finite());
     Some(LiveNode {
         node_id,
         cpu_cores: fields.get("cpu_cores")?.parse().ok()?,
@@ -63,13 +44,8 @@ pub async fn live_nodes(
     keys: &Keys,
     now_ms: i64,
 ) -> redis::RedisResult<Vec<LiveNode>> {
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(keys.nodes_alive())
-        .arg(now_ms)
-        .arg("+inf")
-        .arg("BYSCORE")
-        .query_async(conn)
-        .await?;
+    let ids: Vec<String> =
+        redis::cmd("ZRANGE").arg(keys.nodes_alive()).arg(now_ms).arg("+inf").arg("BYSCORE").query_async(conn).await?;
     let node_ids: Vec<NodeId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
     if node_ids.is_empty() {
         return Ok(Vec::new());
@@ -82,8 +58,7 @@ pub async fn live_nodes(
     let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
     let mut nodes = Vec::with_capacity(node_ids.len());
     for (node_id, pair) in node_ids.into_iter().zip(replies.chunks(2)) {
-        let fields: HashMap<String, String> =
-            redis::from_redis_value(pair[0].clone()).unwrap_or_default();
+        let fields: HashMap<String, String> = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
         let claimed: u32 = redis::from_redis_value(pair[1].clone()).unwrap_or(0);
         // An empty hash is a node that expired since the index was read.
         if let Some(node) = parse_live_node(node_id, &fields, claimed) {
@@ -139,11 +114,7 @@ pub async fn release_core(
     node_id: NodeId,
     task_id: TaskId,
 ) -> redis::RedisResult<()> {
-    redis::cmd("SREM")
-        .arg(keys.node_claims(node_id))
-        .arg(task_id.to_string())
-        .query_async::<()>(conn)
-        .await
+    redis::cmd("SREM").arg(keys.node_claims(node_id)).arg(task_id.to_string()).query_async::<()>(conn).await
 }
 
 /// Nodes whose state expired (by the index), for the requeue of their tasks.

@@ -16,10 +16,7 @@ pub struct TaskRow {
     pub deadline: DateTime<Utc>,
 }
 
-pub async fn lock_task(
-    conn: &mut PgConnection,
-    task_id: TaskId,
-) -> Result<Option<TaskRow>, sqlx::Error> {
+pub async fn lock_task(conn: &mut PgConnection, task_id: TaskId) -> Result<Option<TaskRow>, sqlx::Error> {
     let row = sqlx::query(
         "select task_id, organization_id, status, attempts, node_id, assigned_at, deadline
          from task where task_id = $1 for update",
@@ -32,9 +29,8 @@ pub async fn lock_task(
         Ok(TaskRow {
             task_id: TaskId(row.try_get("task_id")?),
             organization_id: OrganizationId(row.try_get("organization_id")?),
-            status: TaskStatus::parse(&status).ok_or_else(|| {
-                sqlx::Error::Decode(format!("unknown task status {status:?}").into())
-            })?,
+            status: TaskStatus::parse(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown task status {status:?}").into()))?,
             attempts: row.try_get("attempts")?,
             node_id: row.try_get::<Option<uuid::Uuid>, _>("node_id")?.map(NodeId),
             assigned_at: row.try_get("assigned_at")?,
@@ -51,10 +47,7 @@ pub async fn set_status(
     status: TaskStatus,
     reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    debug_assert!(
-        !matches!(status, TaskStatus::Assigned | TaskStatus::Queued),
-        "use assign/requeue"
-    );
+    debug_assert!(!matches!(status, TaskStatus::Assigned | TaskStatus::Queued), "use assign/requeue");
     sqlx::query(
         "update task set status = $2, reason = coalesce($3, reason), updated_at = now(),
              finished_at = case when $2 in ('completed', 'failed', 'cancelled') then now() else finished_at end,
@@ -70,11 +63,7 @@ pub async fn set_status(
 }
 
 /// Puts an assigned or running task back in the queue, off its node.
-pub async fn requeue(
-    conn: &mut PgConnection,
-    task_id: TaskId,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn requeue(conn: &mut PgConnection, task_id: TaskId, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update task set status = 'queued', node_id = null, assigned_at = null, started_at = null,
              reason = $2, updated_at = now()

@@ -51,40 +51,19 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
 pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
     let namespace = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let map = settings(&namespace, overrides);
-    let orchestrator_config = OrchestratorConfig::from_lookup(|name| map.get(name).cloned())
-        .expect("valid orchestrator settings");
-    let gateway_config =
-        GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
+    let orchestrator_config =
+        OrchestratorConfig::from_lookup(|name| map.get(name).cloned()).expect("valid orchestrator settings");
+    let gateway_config = GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
     let shutdown = CancellationToken::new();
-    let orchestrator = tokio::spawn(grid_orchestrator::app::run(
-        orchestrator_config,
-        pool.clone(),
-        shutdown.clone(),
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
+    let orchestrator = tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
-    let state = grid_gateway::app::build_state_with_pool(gateway_config, pool.clone())
-        .expect("gateway state");
+    let state = grid_gateway::app::build_state_with_pool(gateway_config, pool.clone()).expect("gateway state");
     let stop = shutdown.clone();
-    tokio::spawn(grid_gateway::app::run(listener, state, async move {
-        stop.cancelled().await
-    }));
+    tokio::spawn(grid_gateway::app::run(listener, state, async move { stop.cancelled().await }));
     let client = redis::Client::open(redis_url()).expect("redis url");
-    let redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis answers");
-    System {
-        base,
-        namespace,
-        http: reqwest::Client::new(),
-        pool,
-        redis,
-        shutdown,
-        orchestrator,
-    }
+    let redis = client.get_multiplexed_async_connection().await.expect("redis answers");
+    System { base, namespace, http: reqwest::Client::new(), pool, redis, shutdown, orchestrator }
 }
 
 /// Polls `probe` every 20 ms until it gives `Some`, for at most `limit`.
@@ -98,10 +77,7 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -112,33 +88,17 @@ impl System {
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .expect("the gateway answers")
+        self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("the gateway answers")
     }
 
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("the gateway answers")
+        self.http.get(self.url(path)).bearer_auth(key).send().await.expect("the gateway answers")
     }
 
     /// Waits until a command is applied or rejected; returns its view.
     pub async fn settled(&self, command_id: &str, key: &str) -> Value {
         eventually(Duration::from_secs(20), "the command to settle", || async {
-            let view: Value = self
-                .get(&format!("/v1/commands/{command_id}"), key)
-                .await
-                .json()
-                .await
-                .ok()?;
+            let view: Value = self.get(&format!("/v1/commands/{command_id}"), key).await.json().await.ok()?;
             (view["status"] != "pending").then_some(view)
         })
         .await
@@ -146,48 +106,129 @@ impl System {
 
     /// Creates an organisation and waits until its key works; returns (id, key).
     pub async fn organization(&self, name: &str) -> (String, String) {
-        let response = self
-            .post("/v1/organizations", OPERATOR_KEY, json!({"name": name}))
-            .await;
+        let response = self.post("/v1/organizations", OPERATOR_KEY, json!({"name": name})).await;
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.unwrap();
-        let view = self
-            .settled(body["command_id"].as_str().unwrap(), OPERATOR_KEY)
-            .await;
+        let view = self.settled(body["command_id"].as_str().unwrap(), OPERATOR_KEY).await;
         assert_eq!(view["status"], "applied", "{view}");
-        (
-            body["organization_id"].as_str().unwrap().to_owned(),
-            body["api_key"].as_str().unwrap().to_owned(),
-        )
+        (body["organization_id"].as_str().unwrap().to_owned(), body["api_key"].as_str().unwrap().to_owned())
     }
 
     pub async fn xlen(&mut self, stream: &str) -> i64 {
-        redis::cmd("XLEN")
-            .arg(format!("{}:{stream}", self.namespace))
-            .query_async(&mut self.redis)
-            .await
-            .unwrap()
+        redis::cmd("XLEN").arg(format!("{}:{stream}", self.namespace)).query_async(&mut self.redis).await.unwrap()
     }
 
     /// Stops both services and removes the namespace's keys.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let stopped = tokio::time::timeout(Duration::from_secs(10), self.orchestrator).await;
-        assert!(
-            matches!(stopped, Ok(Ok(Ok(())))),
-            "the orchestrator stops cleanly: {stopped:?}"
-        );
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.namespace))
             .query_async(&mut self.redis)
             .await
             .unwrap_or_default();
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut self.redis)
-                .await
-                .unwrap();
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut self.redis).await.unwrap();
         }
     }
+}
+
+/// A node driven by hand over HTTP, to see exactly what the gateway sends it.
+pub struct ManualNode {
+    pub node_id: String,
+    pub token: String,
+}
+
+pub struct Channel {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    parser: grid_worker::sse::SseParser,
+    ready: std::collections::VecDeque<grid_worker::sse::SseEvent>,
+}
+
+impl Channel {
+    /// The next event, waiting at most `limit`.
+    pub async fn next(&mut self, limit: Duration) -> grid_worker::sse::SseEvent {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return event;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.expect("an event in time");
+            let chunk = chunk.expect("the stream stays open").expect("readable");
+            self.ready.extend(self.parser.feed(&chunk));
+        }
+    }
+}
+
+impl System {
+    /// Registers a node with `cores` cores and waits until its token works.
+    pub async fn manual_node(&self, api_key: &str, cores: u16, solar_watts: f64) -> ManualNode {
+        let response = self
+            .post(
+                "/v1/nodes",
+                api_key,
+                json!({"name": "manual", "cpu_cores": cores, "has_solar": solar_watts > 0.0, "location": "Arlon"}),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        let node = ManualNode {
+            node_id: body["node_id"].as_str().unwrap().to_owned(),
+            token: body["token"].as_str().unwrap().to_owned(),
+        };
+        eventually(Duration::from_secs(10), "the node's registration", || async {
+            (self.heartbeat(&node, solar_watts).await == 200).then_some(())
+        })
+        .await;
+        node
+    }
+
+    pub async fn heartbeat(&self, node: &ManualNode, solar_watts: f64) -> u16 {
+        self.post(
+            &format!("/v1/nodes/{}/heartbeat", node.node_id),
+            &node.token,
+            json!({"cpu_usage": 5.0, "solar_watts": solar_watts}),
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
+    pub async fn channel(&self, node: &ManualNode, last_event_id: Option<&str>) -> Channel {
+        let mut request =
+            self.http.get(self.url(&format!("/v1/nodes/{}/tasks", node.node_id))).bearer_auth(&node.token);
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Channel { body: Box::pin(response.bytes_stream()), parser: Default::default(), ready: Default::default() }
+    }
+
+    pub async fn report(&self, node: &ManualNode, body: Value) -> reqwest::Response {
+        self.post(&format!("/v1/nodes/{}/reports", node.node_id), &node.token, body).await
+    }
+
+    pub async fn task(&self, api_key: &str, task_id: &str) -> Value {
+        self.get(&format!("/v1/tasks/{task_id}"), api_key).await.json().await.unwrap()
+    }
+}
+
+/// A completion report for `task_id` whose hash matches its result.
+pub fn completion(task_id: &str, attempt: i64, energy_wh: f64, solar_wh: f64) -> Value {
+    let result = json!({"answer": 42});
+    let hash = grid_shared::messages::Sha256Hex::of_secret(&result.to_string()).as_str().to_owned();
+    json!({"task_id": task_id, "attempt": attempt, "status": "completed", "result_json": result, "result_hash": hash,
+           "energy_used_wh": energy_wh, "solar_contribution_wh": solar_wh})
+}
+
+pub fn thermal_task() -> Value {
+    json!({
+        "copropriete_id": uuid::Uuid::new_v4(),
+        "deadline": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
+                 "insulation_score": 0.5, "surface_m2": 90.0, "heating_degree_days": 2400.0}
+    })
 }

@@ -25,9 +25,7 @@ fn variable_prices(building_id: BuildingId, months: usize) -> Vec<f64> {
     let mut state = (bytes as u64) ^ ((bytes >> 64) as u64) | 1;
     (0..months)
         .map(|month| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let jitter = ((state >> 33) as f64 / (1_u64 << 31) as f64 - 0.5) * 0.08;
             let seasonal = 0.05 * (2.0 * std::f64::consts::PI * month as f64 / 12.0).cos();
             (VARIABLE_MEAN + seasonal + jitter).max(0.01)
@@ -46,14 +44,8 @@ pub fn optimise(
         return Err(TaskError::Invalid("no months or no readings".to_owned()));
     }
     // Each participant's series repeats over the simulated months.
-    let demand: Vec<f64> = (0..months)
-        .map(|month| {
-            readings
-                .iter()
-                .map(|series| series[month % series.len()])
-                .sum()
-        })
-        .collect();
+    let demand: Vec<f64> =
+        (0..months).map(|month| readings.iter().map(|series| series[month % series.len()]).sum()).collect();
     let prices = variable_prices(building_id, months);
     let total_demand: f64 = demand.iter().sum();
     let mut best: Option<(u32, f64, f64)> = None;
@@ -67,19 +59,14 @@ pub fn optimise(
             .collect();
         let cost: f64 = bills.iter().sum();
         let mean = cost / months as f64;
-        let deviation =
-            (bills.iter().map(|bill| (bill - mean).powi(2)).sum::<f64>() / months as f64).sqrt();
+        let deviation = (bills.iter().map(|bill| (bill - mean).powi(2)).sum::<f64>() / months as f64).sqrt();
         let objective = cost + RISK_AVERSION * deviation;
         if best.is_none_or(|(_, _, best_objective)| objective < best_objective) {
             best = Some((percent, cost, objective));
         }
     }
     let (best_percent, best_cost, _) = best.expect("101 candidates were tried");
-    let all_variable: f64 = demand
-        .iter()
-        .zip(&prices)
-        .map(|(kwh, price)| kwh * price)
-        .sum();
+    let all_variable: f64 = demand.iter().zip(&prices).map(|(kwh, price)| kwh * price).sum();
     Ok(json!({
         "kind": "energy_group_optimisation",
         "building_id": building_id,
@@ -101,22 +88,14 @@ mod tests {
     fn readings() -> Vec<Vec<f64>> {
         (0..6)
             .map(|participant| {
-                (0..12)
-                    .map(|month| 200.0 + 10.0 * participant as f64 + 30.0 * (month % 4) as f64)
-                    .collect()
+                (0..12).map(|month| 200.0 + 10.0 * participant as f64 + 30.0 * (month % 4) as f64).collect()
             })
             .collect()
     }
 
     #[test]
     fn the_group_saves_against_individual_retail() {
-        let result = optimise(
-            BuildingId(uuid::Uuid::nil()),
-            24,
-            &readings(),
-            &AtomicBool::new(false),
-        )
-        .unwrap();
+        let result = optimise(BuildingId(uuid::Uuid::nil()), 24, &readings(), &AtomicBool::new(false)).unwrap();
         assert!(result["saving_vs_individual_eur"].as_f64().unwrap() > 0.0);
         let expected = result["expected_cost_eur"].as_f64().unwrap();
         let fixed = result["cost_all_fixed_eur"].as_f64().unwrap();
@@ -129,9 +108,6 @@ mod tests {
     fn it_is_deterministic() {
         let building = BuildingId::new();
         let flag = AtomicBool::new(false);
-        assert_eq!(
-            optimise(building, 12, &readings(), &flag),
-            optimise(building, 12, &readings(), &flag)
-        );
+        assert_eq!(optimise(building, 12, &readings(), &flag), optimise(building, 12, &readings(), &flag));
     }
 }

@@ -26,44 +26,19 @@ pub struct TaskResult {
 
 pub fn run(input: &TaskInput, cancelled: &AtomicBool) -> Result<TaskResult, TaskError> {
     let result_json = match input {
-        TaskInput::BuildingThermalSimulation {
-            building_id,
-            insulation_score,
-            surface_m2,
-            heating_degree_days,
-        } => thermal_simulation::simulate(
-            *building_id,
-            *insulation_score,
-            *surface_m2,
-            *heating_degree_days,
-            cancelled,
-        )?,
-        TaskInput::EnergyGroupOptimisation {
-            building_id,
-            simulation_months,
-            anonymised_readings,
-        } => group_optimisation::optimise(
-            *building_id,
-            *simulation_months,
-            anonymised_readings,
-            cancelled,
-        )?,
+        TaskInput::BuildingThermalSimulation { building_id, insulation_score, surface_m2, heating_degree_days } => {
+            thermal_simulation::simulate(*building_id, *insulation_score, *surface_m2, *heating_degree_days, cancelled)?
+        }
+        TaskInput::EnergyGroupOptimisation { building_id, simulation_months, anonymised_readings } => {
+            group_optimisation::optimise(*building_id, *simulation_months, anonymised_readings, cancelled)?
+        }
     };
-    let result_hash = Sha256Hex::of_secret(&result_json.to_string())
-        .as_str()
-        .to_owned();
-    Ok(TaskResult {
-        result_json,
-        result_hash,
-    })
+    let result_hash = Sha256Hex::of_secret(&result_json.to_string()).as_str().to_owned();
+    Ok(TaskResult { result_json, result_hash })
 }
 
 fn check(cancelled: &AtomicBool) -> Result<(), TaskError> {
-    if cancelled.load(Ordering::Relaxed) {
-        Err(TaskError::Cancelled)
-    } else {
-        Ok(())
-    }
+    if cancelled.load(Ordering::Relaxed) { Err(TaskError::Cancelled) } else { Ok(()) }
 }
 
 /// Rounds for presentation, so that results read well; the computation itself is exact f64.

@@ -26,8 +26,7 @@ fn u_value(insulation_score: f64) -> f64 {
 fn outdoor_temperature(hour: f64) -> f64 {
     let day = hour / 24.0;
     // Coldest mid-January and at 4 a.m.
-    10.0 - 8.0 * (2.0 * PI * (day - 15.0) / 365.0).cos()
-        - 3.0 * (2.0 * PI * (hour % 24.0 - 4.0) / 24.0).cos()
+    10.0 - 8.0 * (2.0 * PI * (day - 15.0) / 365.0).cos() - 3.0 * (2.0 * PI * (hour % 24.0 - 4.0) / 24.0).cos()
 }
 
 pub fn simulate(
@@ -54,11 +53,7 @@ pub fn simulate(
         *slot = sum / SUBSTEPS as f64;
     }
     let raw_degree_days: f64 = degree_hours.iter().sum::<f64>() / 24.0;
-    let scale = if raw_degree_days > 0.0 {
-        heating_degree_days / raw_degree_days
-    } else {
-        0.0
-    };
+    let scale = if raw_degree_days > 0.0 { heating_degree_days / raw_degree_days } else { 0.0 };
     let envelope_m2 = 1.7 * surface_m2;
     let conductance = |score: f64| u_value(score) * envelope_m2; // W/K
     let mut monthly = [0.0_f64; 12];
@@ -92,14 +87,7 @@ mod tests {
     use super::*;
 
     fn run(score: f64) -> serde_json::Value {
-        simulate(
-            BuildingId(uuid::Uuid::nil()),
-            score,
-            100.0,
-            2500.0,
-            &AtomicBool::new(false),
-        )
-        .unwrap()
+        simulate(BuildingId(uuid::Uuid::nil()), score, 100.0, 2500.0, &AtomicBool::new(false)).unwrap()
     }
 
     #[test]
@@ -122,9 +110,6 @@ mod tests {
     fn it_is_deterministic_and_cancellable() {
         assert_eq!(run(0.4), run(0.4));
         let cancelled = AtomicBool::new(true);
-        assert_eq!(
-            simulate(BuildingId::new(), 0.4, 80.0, 2000.0, &cancelled),
-            Err(TaskError::Cancelled)
-        );
+        assert_eq!(simulate(BuildingId::new(), 0.4, 80.0, 2000.0, &cancelled), Err(TaskError::Cancelled));
     }
 }

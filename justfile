@@ -1,0 +1,96 @@
+# KoproGo Grid: `just demo` runs the whole system with simulated solar nodes, `just test` runs
+# every test. `just --list` shows the rest.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+
+# Every test: unit, sqlx (one database per test), integration and end-to-end.
+test: services
+    cargo test --workspace --all-targets
+    cargo test --workspace --doc
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate the committed OpenAPI document from the gateway's code.
+openapi:
+    cargo run --quiet -p grid-gateway --bin gateway -- openapi > openapi/openapi.json
+
+# Make sure PostgreSQL and Redis answer on 127.0.0.1; start local ones if they do not.
+services:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+    redis_up() ( exec 3<>/dev/tcp/127.0.0.1/6379 || exit 1; printf 'PING\r\n' >&3; read -t 2 -r reply <&3 || exit 1; [[ "$reply" == +PONG* ]] ) 2>/dev/null
+    if ! pg_up; then
+        if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ] && [ -n "$(ls /etc/postgresql)" ]; then
+            echo "starting the local PostgreSQL cluster"
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+        elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+            echo "starting PostgreSQL with Docker Compose"
+            docker compose up -d postgres
+        else
+            echo "PostgreSQL does not answer on 127.0.0.1:5432 and cannot be started here:" >&2
+            echo "install it (apt-get install postgresql) or set DATABASE_URL to a running server." >&2
+            exit 1
+        fi
+        for _ in $(seq 50); do pg_up && break; sleep 0.2; done
+    fi
+    if ! redis_up; then
+        if command -v redis-server >/dev/null; then
+            echo "starting a throwaway local Redis (nothing kept on disk)"
+            mkdir -p target/redis
+            redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir "$PWD/target/redis" --logfile "$PWD/target/redis/redis.log"
+        elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+            echo "starting Redis with Docker Compose"
+            docker compose up -d redis
+        else
+            echo "Redis does not answer on 127.0.0.1:6379 and cannot be started here:" >&2
+            echo "install it (apt-get install redis-server) or set REDIS_URL to a running server." >&2
+            exit 1
+        fi
+        for _ in $(seq 50); do redis_up && break; sleep 0.2; done
+    fi
+    pg_up || { echo "PostgreSQL still does not answer" >&2; exit 1; }
+    redis_up || { echo "Redis still does not answer" >&2; exit 1; }
+
+# Run everything (services, 2 orchestrators, gateway, simulated solar fleet, sample tasks) for `seconds`.
+demo seconds="120" nodes="6" tasks="300": services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --bins
+    bin=target/release
+    logs=target/demo
+    mkdir -p "$logs"
+    export DATABASE_URL="${DEMO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/koprogo_grid_demo}"
+    export GRID_NAMESPACE="${GRID_NAMESPACE:-demo}"
+    export GRID_OPERATOR_KEY="${GRID_OPERATOR_KEY:-demo-operator-key-change-me-0123456789}"
+    export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8081}"
+    gateway_url="http://$GATEWAY_LISTEN"
+    pids=()
+    stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+    trap stop EXIT
+    "$bin/orchestrator" migrate
+    GRID_CONSUMER_NAME=orchestrator-1 "$bin/orchestrator" run > "$logs/orchestrator-1.log" 2>&1 & pids+=($!)
+    GRID_CONSUMER_NAME=orchestrator-2 "$bin/orchestrator" run > "$logs/orchestrator-2.log" 2>&1 & pids+=($!)
+    "$bin/gateway" > "$logs/gateway.log" 2>&1 & pids+=($!)
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/${GATEWAY_LISTEN%:*}/${GATEWAY_LISTEN##*:}) 2>/dev/null && break; sleep 0.1; done
+    organization=$("$bin/worker" --gateway "$gateway_url" organization --name "Demo copropriété")
+    api_key=$(printf '%s' "$organization" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
+    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds 120 \
+        > "$logs/fleet.log" 2>&1 & pids+=($!)
+    echo "KoproGo Grid is running (logs in $logs/):"
+    echo "  Swagger UI   $gateway_url/swagger-ui"
+    echo "  stats        curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/stats"
+    echo "  proofs       curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/proofs/verify"
+    echo "  tasks        curl -H 'Authorization: Bearer $api_key' '$gateway_url/v1/tasks?limit=5'"
+    echo "submitting {{tasks}} sample tasks to {{nodes}} simulated nodes..."
+    RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}}
+    curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo
+    curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify"; echo
+    echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it)"
+    sleep {{seconds}}

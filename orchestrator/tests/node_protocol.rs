@@ -1,0 +1,199 @@
+//! What a node sees and says, driven by hand over HTTP: the task channel and its resumption,
+//! cancellation, fencing of stale attempts, requeue when a node goes silent, and the KoproGo
+//! compatibility routes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{completion, eventually, spawn_system, thermal_task};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_gets_its_task_resumes_its_channel_and_is_told_of_a_cancellation(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Channel").await;
+    let node = system.manual_node(&api_key, 2, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+
+    let first: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = first["task_id"].as_str().unwrap();
+    let assigned = channel.next(WAIT).await;
+    assert_eq!(assigned.event.as_deref(), Some("TASK:ASSIGNED"));
+    let data: Value = serde_json::from_str(&assigned.data).unwrap();
+    assert_eq!((data["task_id"].as_str(), data["attempt"].as_i64()), (Some(task_id), Some(1)));
+    assert_eq!(data["kind"]["type"], "building_thermal_simulation");
+    assert!(data["deadline"].is_string() && data["correlation_id"].is_string());
+    let resume_from = assigned.id.clone().expect("events carry their stream id");
+
+    assert_eq!(
+        system.report(&node, json!({"task_id": task_id, "attempt": 1, "status": "started"})).await.status(),
+        202
+    );
+    eventually(WAIT, "the task to run", || async {
+        (system.task(&api_key, task_id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let cancel =
+        system.http.delete(system.url(&format!("/v1/tasks/{task_id}"))).bearer_auth(&api_key).send().await.unwrap();
+    assert_eq!(cancel.status(), 202);
+
+    // A reconnection after the assignment sees only what came after it.
+    drop(channel);
+    let mut resumed = system.channel(&node, Some(&resume_from)).await;
+    let cancelled = resumed.next(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
+    assert_eq!(data["task_id"].as_str(), Some(task_id));
+    assert_eq!(system.task(&api_key, task_id).await["status"], "cancelled");
+
+    // A completion after the cancellation is refused and earns nothing.
+    let late: Value = system.report(&node, completion(task_id, 1, 0.001, 0.0)).await.json().await.unwrap();
+    let view = system.settled(late["command_id"].as_str().unwrap(), &node.token).await;
+    assert_eq!(view["status"], "rejected", "{view}");
+    assert!(system.task(&api_key, task_id).await["node_share_peur"].is_null());
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_silent_nodes_task_is_requeued_and_its_late_report_is_not_credited(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_NODE_TTL_MS", "1000")]).await;
+    let (_, api_key) = system.organization("Silence").await;
+    let silent = system.manual_node(&api_key, 1, 300.0).await;
+    let mut silent_channel = system.channel(&silent, None).await;
+    let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap();
+    let assigned = silent_channel.next(WAIT).await;
+    assert_eq!(assigned.event.as_deref(), Some("TASK:ASSIGNED"));
+
+    // No more heartbeats from it: after the TTL its task goes back to the queue.
+    let requeued = eventually(WAIT, "the requeue", || async {
+        let task = system.task(&api_key, task_id).await;
+        (task["status"] == "queued").then_some(task)
+    })
+    .await;
+    assert_eq!(requeued["attempts"], 1);
+
+    let rescuer = system.manual_node(&api_key, 1, 300.0).await;
+    let mut rescuer_channel = system.channel(&rescuer, None).await;
+    let reassigned = rescuer_channel.next(WAIT).await;
+    let data: Value = serde_json::from_str(&reassigned.data).unwrap();
+    assert_eq!((data["task_id"].as_str(), data["attempt"].as_i64()), (Some(task_id), Some(2)));
+    let done: Value = system.report(&rescuer, completion(task_id, 2, 0.000001, 0.0)).await.json().await.unwrap();
+    assert_eq!(system.settled(done["command_id"].as_str().unwrap(), &rescuer.token).await["status"], "applied");
+
+    // The silent node wakes up and reports its old attempt: recorded, refused, not credited.
+    let late: Value = system.report(&silent, completion(task_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+    let view = system.settled(late["command_id"].as_str().unwrap(), &silent.token).await;
+    assert_eq!(view["status"], "rejected");
+    assert!(view["reason"].as_str().unwrap().contains("stale"), "{view}");
+    let task = system.task(&api_key, task_id).await;
+    assert_eq!(
+        (task["status"].as_str(), task["node_id"].as_str()),
+        (Some("completed"), Some(rescuer.node_id.as_str()))
+    );
+    let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
+    assert_eq!(entries, 2, "one task, credited once: a node entry and a fund entry");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn energy_a_node_could_not_have_used_is_not_credited(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Honest").await;
+    let node = system.manual_node(&api_key, 4, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap();
+    channel.next(WAIT).await;
+    // 50 Wh in well under a minute: 4 cores at 2 W would need over six hours.
+    let claim: Value = system.report(&node, completion(task_id, 1, 50.0, 40.0)).await.json().await.unwrap();
+    assert_eq!(system.settled(claim["command_id"].as_str().unwrap(), &node.token).await["status"], "applied");
+    let task = system.task(&api_key, task_id).await;
+    assert_eq!(task["status"], "completed");
+    assert!(task["node_share_peur"].is_null(), "{task}");
+    assert!(task["reason"].as_str().unwrap().contains("exceeds what 4 cores can draw"), "{task}");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_existing_koprogo_node_client_works_through_the_grid_routes(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Legacy").await;
+    let registered = system
+        .post(
+            "/grid/register",
+            &api_key,
+            json!({"name": "RaspberryPi-001", "cpu_cores": 4, "has_solar": true, "location": "Brussels"}),
+        )
+        .await;
+    assert_eq!(registered.status(), 201);
+    let registered: Value = registered.json().await.unwrap();
+    assert_eq!(
+        (registered["name"].as_str(), registered["status"].as_str(), registered["eco_score"].as_f64()),
+        (Some("RaspberryPi-001"), Some("active"), Some(0.0))
+    );
+    let (node_id, token) =
+        (registered["id"].as_str().unwrap().to_owned(), registered["token"].as_str().unwrap().to_owned());
+
+    let heartbeat = eventually(WAIT, "the registration", || async {
+        let response = system
+            .post("/grid/heartbeat", &token, json!({"node_id": node_id, "cpu_usage": 25.5, "solar_watts": 450}))
+            .await;
+        if response.status() == 200 { response.json::<Value>().await.ok() } else { None }
+    })
+    .await;
+    assert_eq!(heartbeat["id"].as_str(), Some(node_id.as_str()));
+    assert_eq!(heartbeat["eco_score"].as_f64(), Some(0.924));
+    assert_eq!(system.get(&format!("/grid/task?node_id={node_id}"), &token).await.status(), 204);
+
+    let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap();
+    let task = eventually(WAIT, "a task to poll", || async {
+        let response = system.get(&format!("/grid/task?node_id={node_id}"), &token).await;
+        if response.status() == 200 { response.json::<Value>().await.ok() } else { None }
+    })
+    .await;
+    assert_eq!(task["id"].as_str(), Some(task_id));
+    assert_eq!(task["task_type"], "building_thermal_simulation");
+    assert!(task["deadline"].is_string() && task["data_url"].is_string() && task["estimated_reward"].is_number());
+    assert_eq!(system.get(&format!("/grid/task?node_id={node_id}"), &token).await.status(), 204, "handed out once");
+
+    // 2 µWh with 1 µWh of solar: 180 ng of CO₂, 4 p€, of which 2 for the node.
+    let report = system
+        .post("/grid/report", &token, json!({"task_id": task_id, "result_hash": "ab".repeat(32), "energy_used_wh": 0.000002, "solar_contribution_wh": 0.000001}))
+        .await;
+    assert_eq!(report.status(), 200);
+    let report: Value = report.json().await.unwrap();
+    assert_eq!(report["message"], "Task completion accepted");
+    assert!(
+        report["carbon_credits"].is_number()
+            && report["node_share_eur"].is_number()
+            && report["cooperative_share_eur"].is_number()
+    );
+    eventually(WAIT, "the credit", || async {
+        let task = system.task(&api_key, task_id).await;
+        (task["status"] == "completed" && task["node_share_peur"].as_i64() == Some(2)).then_some(())
+    })
+    .await;
+
+    let stats: Value = system.get("/grid/stats", &api_key).await.json().await.unwrap();
+    for field in [
+        "total_nodes",
+        "active_nodes",
+        "total_cpu_cores",
+        "nodes_with_solar",
+        "total_energy_saved_wh",
+        "total_carbon_credits",
+    ] {
+        assert!(stats["nodes"][field].is_number(), "nodes.{field} in {stats}");
+    }
+    for field in ["total_tasks", "pending_tasks", "completed_tasks", "failed_tasks"] {
+        assert!(stats["tasks"][field].is_number(), "tasks.{field} in {stats}");
+    }
+    assert!(stats["cooperative_fund_eur"].is_number());
+    system.stop().await;
+}

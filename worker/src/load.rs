@@ -1,0 +1,171 @@
+//! Driving a grid from the outside, for the demo and for load: create an organisation, submit a
+//! batch of sample tasks of both kinds (with the consents the group tasks need), wait for them
+//! and report the throughput.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::client::ClientError;
+
+pub struct Driver {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub submitted: usize,
+    pub completed: usize,
+    pub failed_or_rejected: usize,
+    pub seconds: f64,
+}
+
+impl LoadReport {
+    pub fn tasks_per_second(&self) -> f64 {
+        if self.seconds > 0.0 { self.completed as f64 / self.seconds } else { 0.0 }
+    }
+}
+
+async fn json_of(response: reqwest::Response) -> Result<Value, ClientError> {
+    let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(ClientError::Unauthorized(401));
+    }
+    if !status.is_success() {
+        return Err(ClientError::Refused {
+            status: status.as_u16(),
+            detail: response.text().await.unwrap_or_default(),
+        });
+    }
+    Ok(response.json().await?)
+}
+
+impl Driver {
+    pub fn new(base: &str) -> Self {
+        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned() }
+    }
+
+    async fn wait_for_command(&self, key: &str, command_id: &str) -> Result<Value, ClientError> {
+        loop {
+            let view = json_of(
+                self.http.get(format!("{}/v1/commands/{command_id}", self.base)).bearer_auth(key).send().await?,
+            )
+            .await?;
+            if view["status"] != "pending" {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates an organisation with the operator key; answers `{organization_id, api_key}` once
+    /// the key works.
+    pub async fn create_organization(&self, operator_key: &str, name: &str) -> Result<Value, ClientError> {
+        let created = json_of(
+            self.http
+                .post(format!("{}/v1/organizations", self.base))
+                .bearer_auth(operator_key)
+                .json(&json!({"name": name}))
+                .send()
+                .await?,
+        )
+        .await?;
+        let view = self.wait_for_command(operator_key, created["command_id"].as_str().unwrap_or_default()).await?;
+        if view["status"] != "applied" {
+            return Err(ClientError::Refused { status: 409, detail: view.to_string() });
+        }
+        Ok(json!({"organization_id": created["organization_id"], "api_key": created["api_key"]}))
+    }
+
+    /// Submits `count` sample tasks (one in four a group optimisation), then waits until each is
+    /// final or `timeout` passes.
+    pub async fn submit_samples(
+        &self,
+        api_key: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<LoadReport, ClientError> {
+        let owners: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
+        for owner in &owners {
+            let granted = json_of(
+                self.http
+                    .put(format!("{}/v1/owners/{owner}/consent", self.base))
+                    .bearer_auth(api_key)
+                    .json(&json!({"consent_version": "demo-2026"}))
+                    .send()
+                    .await?,
+            )
+            .await?;
+            self.wait_for_command(api_key, granted["command_id"].as_str().unwrap_or_default()).await?;
+        }
+        let clock = Instant::now();
+        let mut task_ids = Vec::with_capacity(count);
+        for index in 0..count {
+            let accepted = json_of(
+                self.http
+                    .post(format!("{}/v1/tasks", self.base))
+                    .bearer_auth(api_key)
+                    .json(&sample_task(index, &owners))
+                    .send()
+                    .await?,
+            )
+            .await?;
+            task_ids.push(accepted["task_id"].as_str().unwrap_or_default().to_owned());
+        }
+        info!(count, seconds = clock.elapsed().as_secs_f64(), "tasks submitted; waiting for them");
+        let deadline = Instant::now() + timeout;
+        let (mut completed, mut unsuccessful) = (0, 0);
+        let mut waiting = task_ids;
+        while !waiting.is_empty() && Instant::now() < deadline {
+            let mut still = Vec::new();
+            for task_id in waiting {
+                let response =
+                    self.http.get(format!("{}/v1/tasks/{task_id}", self.base)).bearer_auth(api_key).send().await?;
+                // 404 until the orchestrator has applied the submission.
+                if response.status() == reqwest::StatusCode::NOT_FOUND {
+                    still.push(task_id);
+                    continue;
+                }
+                let view = json_of(response).await?;
+                match view["status"].as_str() {
+                    Some("completed") => completed += 1,
+                    Some("failed" | "rejected" | "cancelled") => unsuccessful += 1,
+                    _ => still.push(task_id),
+                }
+            }
+            waiting = still;
+            if !waiting.is_empty() {
+                info!(completed, waiting = waiting.len(), "progress");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(LoadReport {
+            submitted: count,
+            completed,
+            failed_or_rejected: unsuccessful,
+            seconds: clock.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A sample task: a thermal simulation, or (one in four) a group optimisation over `owners`.
+pub fn sample_task(index: usize, owners: &[uuid::Uuid]) -> Value {
+    let deadline = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    if index % 4 == 0 {
+        let participants: Vec<Value> = owners
+            .iter()
+            .enumerate()
+            .map(|(rank, owner)| json!({"owner_id": owner, "readings_kwh": (0..12).map(|month| 220.0 + (rank * 9 + month * 17 % 60) as f64).collect::<Vec<_>>()}))
+            .collect();
+        json!({"copropriete_id": uuid::Uuid::new_v4(), "priority": index % 11, "deadline": deadline,
+               "kind": {"type": "energy_group_optimisation", "building_id": uuid::Uuid::new_v4(), "simulation_months": 24,
+                        "participants": participants}})
+    } else {
+        json!({"copropriete_id": uuid::Uuid::new_v4(), "priority": index % 11, "deadline": deadline,
+               "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
+                        "insulation_score": (index % 10) as f64 / 10.0, "surface_m2": 50.0 + (index % 150) as f64,
+                        "heating_degree_days": 2300.0 + (index % 7) as f64 * 50.0}})
+    }
+}
