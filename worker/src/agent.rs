@@ -122,7 +122,7 @@ async fn wait_until_registered(shared: &Shared, shutdown: &mut watch::Receiver<b
             Ok(_) => return true,
             Err(ClientError::Unauthorized(_)) => {
                 attempts += 1;
-                if attempts % 50 == 0 {
+                if attempts.is_multiple_of(50) {
                     info!(node_id = %config.node_id, "still waiting for the registration to be applied");
                 }
             }

@@ -153,7 +153,7 @@ impl Driver {
 /// A sample task: a thermal simulation, or (one in four) a group optimisation over `owners`.
 pub fn sample_task(index: usize, owners: &[uuid::Uuid]) -> Value {
     let deadline = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    if index % 4 == 0 {
+    if index.is_multiple_of(4) {
         let participants: Vec<Value> = owners
             .iter()
             .enumerate()
