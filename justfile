@@ -8,8 +8,7 @@ export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 
 # Every test: unit, sqlx (one database per test), integration and end-to-end.
 test: services
-    cargo test --workspace --all-targets
-    cargo test --workspace --doc
+    cargo test --workspace
 
 # Formatting and lints, as CI checks them.
 lint:

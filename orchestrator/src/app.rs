@@ -87,13 +87,16 @@ pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: Cancellatio
         while !house_stop.is_cancelled() {
             let requeued = dispatch::requeue_from_offline_nodes(&house_pool, &house_redis, &house_config).await;
             let failed = dispatch::fail_overdue(&house_pool).await;
-            match (requeued, failed) {
-                (Ok(requeued), Ok(failed)) if requeued + failed > 0 => {
-                    info!(requeued, failed, "housekeeping moved tasks");
+            let freed = dispatch::reconcile_claims(&house_pool, &house_redis, &house_config).await;
+            match (requeued, failed, freed) {
+                (Ok(requeued), Ok(failed), Ok(freed)) if requeued + failed + freed > 0 => {
+                    info!(requeued, failed, freed, "housekeeping moved tasks or freed cores");
                     house_wakeups.relay.notify_one();
                     house_wakeups.scheduler.notify_one();
                 }
-                (Err(error), _) | (_, Err(error)) => warn!(%error, "housekeeping failed; retrying"),
+                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                    warn!(%error, "housekeeping failed; retrying")
+                }
                 _ => {}
             }
             tokio::select! {

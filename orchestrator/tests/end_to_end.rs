@@ -296,3 +296,97 @@ async fn a_group_task_below_k_anonymity_is_rejected_with_the_reason(pool: PgPool
     assert_eq!((task["reason"]["min"].clone(), task["reason"]["got"].clone()), (json!(5), json!(3)));
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn entries_left_pending_by_a_dead_consumer_are_claimed_and_applied(pool: PgPool) {
+    use grid_shared::envelope::{Actor, Envelope, Origin};
+    use grid_shared::messages::{Command, CreateOrganization, Sha256Hex};
+
+    // A consumer reads a command and dies before acknowledging it.
+    let namespace = common::fresh_namespace();
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{namespace}:commands");
+    let organization_id = grid_shared::ids::OrganizationId::new();
+    let command = Command::CreateOrganization(CreateOrganization {
+        organization_id,
+        name: grid_shared::domain::OrganizationName::parse("Orphaned").unwrap(),
+        api_key_hash: Sha256Hex::of_secret("gk_orphan"),
+    });
+    let origin = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: None,
+        actor: Actor::Operator,
+    };
+    let envelope = Envelope::wrap(&command, origin);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("orchestrator")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("type")
+        .arg(&envelope.message_type)
+        .arg("envelope")
+        .arg(envelope.to_json())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("orchestrator")
+        .arg("dead-replica")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let system =
+        spawn_system(pool.clone(), &[("GRID_NAMESPACE", namespace.as_str()), ("GRID_CLAIM_IDLE_MS", "200")]).await;
+    eventually(Duration::from_secs(10), "the orphaned command to be applied", || async {
+        let exists: bool = sqlx::query_scalar("select exists (select 1 from organization where organization_id = $1)")
+            .bind(organization_id.as_uuid())
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        exists.then_some(())
+    })
+    .await;
+    let groups: redis::streams::StreamInfoGroupsReply =
+        redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut redis).await.unwrap();
+    let group = groups.groups.first().unwrap();
+    assert_eq!(group.pending, 0, "acknowledged by its new owner");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_core_left_claimed_by_a_task_no_longer_on_the_node_is_freed(pool: PgPool) {
+    let mut system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Leaky").await;
+    let node = system.manual_node(&api_key, 2, 0.0).await;
+    let claims = format!("{}:node:{}:claims", system.namespace, node.node_id);
+    let _: () = redis::cmd("SADD")
+        .arg(&claims)
+        .arg(uuid::Uuid::new_v4().to_string())
+        .query_async(&mut system.redis)
+        .await
+        .unwrap();
+    let redis = system.redis.clone();
+    eventually(Duration::from_secs(10), "the leaked claim to be freed", || async {
+        let held: i64 = redis::cmd("SCARD").arg(&claims).query_async(&mut redis.clone()).await.ok()?;
+        (held == 0).then_some(())
+    })
+    .await;
+    system.stop().await;
+}

@@ -70,16 +70,28 @@ pub async fn assign_queued(
     let mut conn = redis.get().await?;
     let nodes = live_nodes(&mut *conn, keys, Utc::now().timestamp_millis()).await?;
     let plan = solve(&queued, &nodes);
+    // Claim first, then write: the outbox lock (taken by the first append) is then held only
+    // for PostgreSQL work, not across Redis round trips.
     let mut claimed: Vec<(NodeId, TaskId)> = Vec::with_capacity(plan.len());
+    let mut placed = Vec::with_capacity(plan.len());
     for placement in plan {
         // The plan was made from a snapshot; the claim is what decides.
-        if claim_core(&mut *conn, keys, placement.node_id, placement.task_id).await? != Claim::Taken {
-            continue;
+        match claim_core(&mut *conn, keys, placement.node_id, placement.task_id).await {
+            Ok(Claim::Taken) => {
+                claimed.push((placement.node_id, placement.task_id));
+                placed.push(placement);
+            }
+            Ok(Claim::NodeFull | Claim::NodeOffline) => {}
+            Err(error) => {
+                release_all(&mut conn, config, &claimed).await;
+                return Err(error.into());
+            }
         }
-        claimed.push((placement.node_id, placement.task_id));
-        let (organization_id, attempts, correlation_id, deadline) = details[&placement.task_id];
-        let attempt = attempts + 1;
-        let recorded = async {
+    }
+    let recorded = async {
+        for placement in placed {
+            let (organization_id, attempts, correlation_id, deadline) = details[&placement.task_id];
+            let attempt = attempts + 1;
             sqlx::query(
                 "update task set status = 'assigned', node_id = $2, attempts = $3, assigned_at = now(),
                      updated_at = now(), reason = null
@@ -99,14 +111,11 @@ pub async fn assign_queued(
                 runner_up: placement.runner_up,
             });
             let pending = PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id);
-            outbox::append(&mut tx, orchestrator_origin(correlation_id, organization_id), &[pending]).await
-        };
-        if let Err(error) = recorded.await {
-            release_all(&mut conn, config, &claimed).await;
-            return Err(error.into());
+            outbox::append(&mut tx, orchestrator_origin(correlation_id, organization_id), &[pending]).await?;
         }
-    }
-    if let Err(error) = tx.commit().await {
+        tx.commit().await
+    };
+    if let Err(error) = recorded.await {
         release_all(&mut conn, config, &claimed).await;
         return Err(error.into());
     }
@@ -221,4 +230,51 @@ pub async fn fail_overdue(pool: &PgPool) -> Result<usize, DispatchError> {
     }
     tx.commit().await?;
     Ok(rows.len())
+}
+
+/// Frees cores still claimed by tasks that are no longer in flight on that node (a release
+/// lost to a Redis error or a crash between commit and release). Queued tasks are left alone:
+/// their claim may belong to an assignment being committed right now.
+pub async fn reconcile_claims(
+    pool: &PgPool,
+    redis: &deadpool_redis::Pool,
+    config: &OrchestratorConfig,
+) -> Result<usize, DispatchError> {
+    let keys = &config.grid.keys;
+    let mut conn = redis.get().await?;
+    let nodes = live_nodes(&mut *conn, keys, Utc::now().timestamp_millis()).await?;
+    let mut held: Vec<(NodeId, TaskId)> = Vec::new();
+    for node in nodes.iter().filter(|node| node.claimed > 0) {
+        let members: Vec<String> =
+            redis::cmd("SMEMBERS").arg(keys.node_claims(node.node_id)).query_async(&mut *conn).await?;
+        held.extend(members.iter().filter_map(|member| member.parse().ok()).map(|task_id| (node.node_id, task_id)));
+    }
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let task_ids: Vec<uuid::Uuid> = held.iter().map(|(_, task_id)| task_id.as_uuid()).collect();
+    let rows = sqlx::query("select task_id, status, node_id from task where task_id = any($1)")
+        .bind(&task_ids)
+        .fetch_all(pool)
+        .await?;
+    let mut in_flight = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let status: String = row.try_get("status")?;
+        let node_id: Option<uuid::Uuid> = row.try_get("node_id")?;
+        in_flight.insert(TaskId(row.try_get("task_id")?), (status, node_id.map(NodeId)));
+    }
+    let mut freed = 0;
+    for (node_id, task_id) in held {
+        let keep = match in_flight.get(&task_id) {
+            Some((status, _)) if status == "queued" => true,
+            Some((status, holder)) => matches!(status.as_str(), "assigned" | "running") && *holder == Some(node_id),
+            None => false,
+        };
+        if !keep {
+            release_core(&mut *conn, keys, node_id, task_id).await?;
+            warn!(%node_id, %task_id, "freed a core claimed by a task no longer on the node");
+            freed += 1;
+        }
+    }
+    Ok(freed)
 }

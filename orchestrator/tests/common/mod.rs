@@ -47,9 +47,18 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
     map
 }
 
-/// Starts a gateway and an orchestrator sharing `pool`, under a fresh namespace.
+pub fn fresh_namespace() -> String {
+    format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Starts a gateway and an orchestrator sharing `pool`, under a fresh namespace (or the one in
+/// `overrides`).
 pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
-    let namespace = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let namespace = overrides
+        .iter()
+        .find(|(key, _)| *key == "GRID_NAMESPACE")
+        .map(|(_, value)| (*value).to_owned())
+        .unwrap_or_else(fresh_namespace);
     let map = settings(&namespace, overrides);
     let orchestrator_config =
         OrchestratorConfig::from_lookup(|name| map.get(name).cloned()).expect("valid orchestrator settings");
