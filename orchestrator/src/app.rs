@@ -84,10 +84,11 @@ pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: Cancellatio
     let (house_pool, house_redis, house_config, house_wakeups, house_stop) =
         (pool.clone(), redis.clone(), config.clone(), wakeups.clone(), shutdown.clone());
     tasks.spawn(async move {
+        let mut suspects = std::collections::HashSet::new();
         while !house_stop.is_cancelled() {
             let requeued = dispatch::requeue_from_offline_nodes(&house_pool, &house_redis, &house_config).await;
             let failed = dispatch::fail_overdue(&house_pool).await;
-            let freed = dispatch::reconcile_claims(&house_pool, &house_redis, &house_config).await;
+            let freed = dispatch::reconcile_claims(&house_pool, &house_redis, &house_config, &mut suspects).await;
             match (requeued, failed, freed) {
                 (Ok(requeued), Ok(failed), Ok(freed)) if requeued + failed + freed > 0 => {
                     info!(requeued, failed, freed, "housekeeping moved tasks or freed cores");

@@ -19,20 +19,25 @@ async fn a_node_gets_its_task_resumes_its_channel_and_is_told_of_a_cancellation(
     let node = system.manual_node(&api_key, 2, 300.0).await;
     let mut channel = system.channel(&node, None).await;
 
-    let first: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let submit =
+        system.http.post(system.url("/v1/tasks")).bearer_auth(&api_key).header("x-request-id", &correlation_id);
+    let first: Value = submit.json(&thermal_task()).send().await.unwrap().json().await.unwrap();
     let task_id = first["task_id"].as_str().unwrap();
     let assigned = channel.next(WAIT).await;
     assert_eq!(assigned.event.as_deref(), Some("TASK:ASSIGNED"));
     let data: Value = serde_json::from_str(&assigned.data).unwrap();
     assert_eq!((data["task_id"].as_str(), data["attempt"].as_i64()), (Some(task_id), Some(1)));
     assert_eq!(data["kind"]["type"], "building_thermal_simulation");
-    assert!(data["deadline"].is_string() && data["correlation_id"].is_string());
+    assert!(data["deadline"].is_string());
+    assert_eq!(data["correlation_id"].as_str(), Some(correlation_id.as_str()), "the request's id follows the task");
     let resume_from = assigned.id.clone().expect("events carry their stream id");
 
-    assert_eq!(
-        system.report(&node, json!({"task_id": task_id, "attempt": 1, "status": "started"})).await.status(),
-        202
-    );
+    let started = system.http.post(system.url(&format!("/v1/nodes/{}/reports", node.node_id))).bearer_auth(&node.token);
+    let started = started
+        .header("x-request-id", &correlation_id)
+        .json(&json!({"task_id": task_id, "attempt": 1, "status": "started"}));
+    assert_eq!(started.send().await.unwrap().status(), 202);
     eventually(WAIT, "the task to run", || async {
         (system.task(&api_key, task_id).await["status"] == "running").then_some(())
     })
@@ -49,6 +54,13 @@ async fn a_node_gets_its_task_resumes_its_channel_and_is_told_of_a_cancellation(
     let data: Value = serde_json::from_str(&cancelled.data).unwrap();
     assert_eq!(data["task_id"].as_str(), Some(task_id));
     assert_eq!(system.task(&api_key, task_id).await["status"], "cancelled");
+    let correlated: Vec<String> =
+        sqlx::query_scalar("select event_type from event where envelope ->> 'correlation_id' = $1 order by seq")
+            .bind(&correlation_id)
+            .fetch_all(&system.pool)
+            .await
+            .unwrap();
+    assert_eq!(correlated, ["TaskAccepted", "TaskAssigned", "TaskStarted"]);
 
     // A completion after the cancellation is refused and earns nothing.
     let late: Value = system.report(&node, completion(task_id, 1, 0.001, 0.0)).await.json().await.unwrap();

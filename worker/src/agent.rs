@@ -166,7 +166,11 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
                 let first =
                     shared.seen.lock().expect("not poisoned").first_time((assignment.task_id, assignment.attempt));
                 if first {
-                    tokio::spawn(execute(shared.clone(), assignment));
+                    // The gateway adds the correlation id of the submission to the event's data.
+                    let correlation_id = serde_json::from_str::<serde_json::Value>(&event.data)
+                        .ok()
+                        .and_then(|data| data["correlation_id"].as_str().and_then(|text| text.parse().ok()));
+                    tokio::spawn(execute(shared.clone(), assignment, correlation_id));
                 }
             }
             Err(error) => warn!(%error, "unreadable TASK:ASSIGNED"),
@@ -186,7 +190,8 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
     }
 }
 
-async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
+#[tracing::instrument(skip_all, fields(task_id = %assignment.task_id, attempt = assignment.attempt, correlation_id = ?correlation_id))]
+async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id: Option<uuid::Uuid>) {
     let config = &shared.config;
     let task_id = assignment.task_id;
     let flag = Arc::new(AtomicBool::new(false));
@@ -201,7 +206,7 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
         solar_contribution_wh: None,
         error: None,
     };
-    send_report(&shared, &started).await;
+    send_report(&shared, &started, correlation_id).await;
     let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
     let clock = Instant::now();
     let input = assignment.kind.clone();
@@ -232,15 +237,15 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment) {
             ReportBody { status: "failed", error: Some(format!("the computation panicked: {join_error}")), ..started }
         }
     };
-    send_report(&shared, &report).await;
+    send_report(&shared, &report, correlation_id).await;
 }
 
 /// Sends a report, retrying transient failures; a refusal (4xx) is final.
-async fn send_report(shared: &Shared, report: &ReportBody) {
+async fn send_report(shared: &Shared, report: &ReportBody, correlation_id: Option<uuid::Uuid>) {
     let config = &shared.config;
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
-        match config.client.report(config.node_id, &config.token, report).await {
+        match config.client.report(config.node_id, &config.token, report, correlation_id).await {
             Ok(()) => return,
             Err(ClientError::Refused { status, detail }) if status < 500 => {
                 warn!(task_id = %report.task_id, status, detail, "report refused");

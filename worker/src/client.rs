@@ -113,15 +113,24 @@ impl GatewayClient {
         Ok(body["eco_score"].as_f64().unwrap_or(0.0))
     }
 
-    pub async fn report(&self, node_id: NodeId, token: &str, report: &ReportBody) -> Result<(), ClientError> {
-        let response = self
+    /// Sends a report; `correlation_id` (from the assignment) lets the gateway keep the task's
+    /// correlation id on the report.
+    pub async fn report(
+        &self,
+        node_id: NodeId,
+        token: &str,
+        report: &ReportBody,
+        correlation_id: Option<uuid::Uuid>,
+    ) -> Result<(), ClientError> {
+        let mut request = self
             .http
             .post(format!("{}/v1/nodes/{node_id}/reports", self.base))
             .bearer_auth(token)
-            .timeout(REQUEST_TIMEOUT)
-            .json(report)
-            .send()
-            .await?;
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(correlation_id) = correlation_id {
+            request = request.header("x-request-id", correlation_id.to_string());
+        }
+        let response = request.json(report).send().await?;
         checked(response).await?;
         Ok(())
     }

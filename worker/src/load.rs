@@ -2,7 +2,10 @@
 //! batch of sample tasks of both kinds (with the consents the group tasks need), wait for them
 //! and report the throughput.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use serde_json::{Value, json};
 use tracing::info;
@@ -101,44 +104,59 @@ impl Driver {
             self.wait_for_command(api_key, granted["command_id"].as_str().unwrap_or_default()).await?;
         }
         let clock = Instant::now();
-        let mut task_ids = Vec::with_capacity(count);
-        for index in 0..count {
-            let accepted = json_of(
-                self.http
+        // Sixteen submissions in flight at a time, as a dashboard batch would send them.
+        let submissions = futures_util::stream::iter(0..count)
+            .map(|index| {
+                let request = self
+                    .http
                     .post(format!("{}/v1/tasks", self.base))
                     .bearer_auth(api_key)
-                    .json(&sample_task(index, &owners))
-                    .send()
-                    .await?,
-            )
-            .await?;
-            task_ids.push(accepted["task_id"].as_str().unwrap_or_default().to_owned());
+                    .json(&sample_task(index, &owners));
+                async move { json_of(request.send().await?).await }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let mut waiting = HashSet::with_capacity(count);
+        for accepted in submissions {
+            waiting.insert(accepted?["task_id"].as_str().unwrap_or_default().to_owned());
         }
         info!(count, seconds = clock.elapsed().as_secs_f64(), "tasks submitted; waiting for them");
         let deadline = Instant::now() + timeout;
         let (mut completed, mut unsuccessful) = (0, 0);
-        let mut waiting = task_ids;
         while !waiting.is_empty() && Instant::now() < deadline {
-            let mut still = Vec::new();
-            for task_id in waiting {
-                let response =
-                    self.http.get(format!("{}/v1/tasks/{task_id}", self.base)).bearer_auth(api_key).send().await?;
-                // 404 until the orchestrator has applied the submission.
-                if response.status() == reqwest::StatusCode::NOT_FOUND {
-                    still.push(task_id);
-                    continue;
+            // Newest first: our tasks are on the first pages.
+            let mut cursor: Option<String> = None;
+            let outstanding = waiting.len();
+            let mut seen = 0;
+            loop {
+                let mut request =
+                    self.http.get(format!("{}/v1/tasks", self.base)).bearer_auth(api_key).query(&[("limit", "500")]);
+                if let Some(after) = &cursor {
+                    request = request.query(&[("cursor", after)]);
                 }
-                let view = json_of(response).await?;
-                match view["status"].as_str() {
-                    Some("completed") => completed += 1,
-                    Some("failed" | "rejected" | "cancelled") => unsuccessful += 1,
-                    _ => still.push(task_id),
+                let page = json_of(request.send().await?).await?;
+                for task in page["tasks"].as_array().into_iter().flatten() {
+                    let Some(task_id) = task["task_id"].as_str() else { continue };
+                    if !waiting.contains(task_id) {
+                        continue;
+                    }
+                    seen += 1;
+                    match task["status"].as_str() {
+                        Some("completed") => completed += 1,
+                        Some("failed" | "rejected" | "cancelled") => unsuccessful += 1,
+                        _ => continue,
+                    }
+                    waiting.remove(task_id);
+                }
+                cursor = page["next_cursor"].as_str().map(str::to_owned);
+                if cursor.is_none() || seen >= outstanding {
+                    break;
                 }
             }
-            waiting = still;
             if !waiting.is_empty() {
                 info!(completed, waiting = waiting.len(), "progress");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         Ok(LoadReport {

@@ -233,12 +233,15 @@ pub async fn fail_overdue(pool: &PgPool) -> Result<usize, DispatchError> {
 }
 
 /// Frees cores still claimed by tasks that are no longer in flight on that node (a release
-/// lost to a Redis error or a crash between commit and release). Queued tasks are left alone:
-/// their claim may belong to an assignment being committed right now.
+/// lost to a Redis error or a crash between commit and release). A claim is freed only when it
+/// was already stale at the previous pass (`suspects`): a release that is merely late (the
+/// consumer releases right after its commit) is not a leak. Queued tasks are left alone: their
+/// claim may belong to an assignment being committed right now.
 pub async fn reconcile_claims(
     pool: &PgPool,
     redis: &deadpool_redis::Pool,
     config: &OrchestratorConfig,
+    suspects: &mut std::collections::HashSet<(NodeId, TaskId)>,
 ) -> Result<usize, DispatchError> {
     let keys = &config.grid.keys;
     let mut conn = redis.get().await?;
@@ -250,6 +253,7 @@ pub async fn reconcile_claims(
         held.extend(members.iter().filter_map(|member| member.parse().ok()).map(|task_id| (node.node_id, task_id)));
     }
     if held.is_empty() {
+        suspects.clear();
         return Ok(0);
     }
     let task_ids: Vec<uuid::Uuid> = held.iter().map(|(_, task_id)| task_id.as_uuid()).collect();
@@ -264,17 +268,24 @@ pub async fn reconcile_claims(
         in_flight.insert(TaskId(row.try_get("task_id")?), (status, node_id.map(NodeId)));
     }
     let mut freed = 0;
+    let mut stale_now = std::collections::HashSet::new();
     for (node_id, task_id) in held {
         let keep = match in_flight.get(&task_id) {
             Some((status, _)) if status == "queued" => true,
             Some((status, holder)) => matches!(status.as_str(), "assigned" | "running") && *holder == Some(node_id),
             None => false,
         };
-        if !keep {
+        if keep {
+            continue;
+        }
+        if suspects.contains(&(node_id, task_id)) {
             release_core(&mut *conn, keys, node_id, task_id).await?;
-            warn!(%node_id, %task_id, "freed a core claimed by a task no longer on the node");
+            warn!(%node_id, %task_id, "freed a core left claimed by a task no longer on the node");
             freed += 1;
+        } else {
+            stale_now.insert((node_id, task_id));
         }
     }
+    *suspects = stale_now;
     Ok(freed)
 }
