@@ -25,7 +25,8 @@ async fn swagger_ui_and_the_spec_are_served_offline() {
     let page = reqwest::get(format!("{base}/swagger-ui/")).await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().to_lowercase().contains("swagger"));
-    let spec: serde_json::Value = reqwest::get(format!("{base}/api-docs/openapi.json")).await.unwrap().json().await.unwrap();
+    let spec: serde_json::Value =
+        reqwest::get(format!("{base}/api-docs/openapi.json")).await.unwrap().json().await.unwrap();
     let generated: serde_json::Value = serde_json::from_str(&grid_gateway::openapi::spec_json()).unwrap();
     assert_eq!(spec, generated);
 }
