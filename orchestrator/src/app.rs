@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use crate::config::OrchestratorConfig;
 use crate::consumer::{Consumer, Wakeups};
 use crate::outbox;
-use crate::scheduler::dispatch;
+use crate::scheduler::{dispatch, housekeeping};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -85,23 +85,41 @@ pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: Cancellatio
         (pool.clone(), redis.clone(), config.clone(), wakeups.clone(), shutdown.clone());
     tasks.spawn(async move {
         let mut suspects = std::collections::HashSet::new();
+        let mut round: u64 = 0;
         while !house_stop.is_cancelled() {
-            let requeued = dispatch::requeue_from_offline_nodes(&house_pool, &house_redis, &house_config).await;
-            let failed = dispatch::fail_overdue(&house_pool).await;
-            let freed = dispatch::reconcile_claims(&house_pool, &house_redis, &house_config, &mut suspects).await;
-            match (requeued, failed, freed) {
-                (Ok(requeued), Ok(failed), Ok(freed)) if requeued + failed + freed > 0 => {
-                    info!(requeued, failed, freed, "housekeeping moved tasks or freed cores");
-                    house_wakeups.relay.notify_one();
-                    house_wakeups.scheduler.notify_one();
+            round += 1;
+            let (pool, redis, config) = (&house_pool, &house_redis, &*house_config);
+            // Every tick: a dead node's tasks are back in the queue within TTL + one tick.
+            let steps = [
+                ("offline nodes", housekeeping::requeue_from_offline_nodes(pool, redis, config).await),
+                ("start leases", housekeeping::expire_start_leases(pool, redis, config).await),
+                ("deadlines", housekeeping::fail_overdue(pool, redis, config).await),
+                (
+                    "leaked claims",
+                    if round.is_multiple_of(10) {
+                        housekeeping::reconcile_claims(pool, redis, config, &mut suspects).await
+                    } else {
+                        Ok(0)
+                    },
+                ),
+            ];
+            let mut moved = 0;
+            for (step, outcome) in steps {
+                match outcome {
+                    Ok(count) if count > 0 => {
+                        info!(step, count, "housekeeping moved tasks or freed cores");
+                        moved += count;
+                    }
+                    Ok(_) => {}
+                    Err(error) => warn!(step, %error, "housekeeping step failed; retrying"),
                 }
-                (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
-                    warn!(%error, "housekeeping failed; retrying")
-                }
-                _ => {}
+            }
+            if moved > 0 {
+                house_wakeups.relay.notify_one();
+                house_wakeups.scheduler.notify_one();
             }
             tokio::select! {
-                _ = tokio::time::sleep(tick * 5) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = house_stop.cancelled() => {}
             }
         }

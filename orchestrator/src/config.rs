@@ -21,9 +21,22 @@ pub struct OrchestratorConfig {
     pub k_anonymity_min: usize,
     /// How often the scheduler and the housekeeping run when nothing wakes them.
     pub tick_ms: u64,
+    /// How long a task is expected to run, for the solar-deferral bound (`GRID_EXPECTED_RUNTIME_MS`).
+    pub expected_runtime_ms: i64,
+    /// How long a node has to start an assigned task before it is taken back (`GRID_START_LEASE_MS`).
+    pub start_lease_ms: i64,
+    /// The first requeue waits this long, doubling with each attempt (`GRID_REQUEUE_BACKOFF_MS`).
+    pub requeue_backoff_ms: i64,
 }
 
 impl OrchestratorConfig {
+    pub fn scheduling_policy(&self) -> crate::scheduler::Policy {
+        crate::scheduler::Policy {
+            watts_per_core: self.grid.max_milliwatts_per_core as f64 / 1000.0,
+            expected_runtime: chrono::Duration::milliseconds(self.expected_runtime_ms),
+        }
+    }
+
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -52,6 +65,9 @@ impl OrchestratorConfig {
             max_attempts: read(&lookup, "GRID_MAX_ATTEMPTS", "3", integer_in(1, 100))?,
             k_anonymity_min: read(&lookup, "GRID_K_ANONYMITY_MIN", "5", integer_in(5, 10_000))?,
             tick_ms: read(&lookup, "GRID_TICK_MS", "200", integer_in(10, 60_000))?,
+            expected_runtime_ms: read(&lookup, "GRID_EXPECTED_RUNTIME_MS", "60000", integer_in(1, 86_400_000))?,
+            start_lease_ms: read(&lookup, "GRID_START_LEASE_MS", "30000", integer_in(100, 86_400_000))?,
+            requeue_backoff_ms: read(&lookup, "GRID_REQUEUE_BACKOFF_MS", "500", integer_in(0, 60_000))?,
             grid,
         })
     }

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::config::OrchestratorConfig;
 use crate::handlers::{self, AfterCommit, Context, Decision};
 use crate::outbox;
-use crate::store::redis::release_core;
+use crate::store::redis::{dead_letter_task, release_core};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -220,6 +220,9 @@ impl Consumer {
                 match after {
                     AfterCommit::ReleaseCore { node_id, task_id } => {
                         release_core(&mut *conn, &self.config.grid.keys, *node_id, *task_id).await?
+                    }
+                    AfterCommit::DeadLetterTask { task_id, attempts, reason } => {
+                        dead_letter_task(&mut *conn, &self.config.grid.keys, *task_id, *attempts, reason).await?
                     }
                 }
             }

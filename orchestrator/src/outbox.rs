@@ -163,6 +163,17 @@ fn node_message(envelope_text: &str, kind: Option<serde_json::Value>) -> Option<
             attempt: cancelled.attempt,
             reason: cancelled.reason,
         }),
+        // A task taken back or failed while on the node: the node must stop it.
+        Event::TaskRequeued(requeued) => NodeMessage::TaskCancelled(TaskCancellation {
+            task_id: requeued.task_id,
+            attempt: requeued.attempt,
+            reason: requeued.reason,
+        }),
+        Event::TaskFailed(failed) => NodeMessage::TaskCancelled(TaskCancellation {
+            task_id: failed.task_id,
+            attempt: failed.attempt,
+            reason: failed.reason,
+        }),
         _ => return None,
     };
     // The node message's id derives from the event's, so a re-relay would carry the same id.

@@ -79,8 +79,11 @@ pub struct TaskStarted {
 pub struct TaskRequeued {
     pub task_id: TaskId,
     pub node_id: NodeId,
+    /// The attempt that was taken back.
     pub attempt: i32,
     pub reason: String,
+    /// The backoff before the task may be placed again.
+    pub retry_after_ms: i64,
 }
 
 /// The plausibility bounds a completion report was checked against.
@@ -232,7 +235,13 @@ mod tests {
                 runner_up: Some(inputs()),
             }),
             Event::TaskStarted(TaskStarted { task_id, node_id, attempt: 1 }),
-            Event::TaskRequeued(TaskRequeued { task_id, node_id, attempt: 1, reason: "node offline".into() }),
+            Event::TaskRequeued(TaskRequeued {
+                task_id,
+                node_id,
+                attempt: 1,
+                reason: "node offline".into(),
+                retry_after_ms: 500,
+            }),
             Event::TaskCompleted(TaskCompleted {
                 task_id,
                 node_id,

@@ -47,9 +47,18 @@ impl PendingEvent {
 }
 
 /// Redis work that may only happen after the transaction committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterCommit {
-    ReleaseCore { node_id: NodeId, task_id: TaskId },
+    ReleaseCore {
+        node_id: NodeId,
+        task_id: TaskId,
+    },
+    /// A task failed for good: the dead-letter stream gets the reason.
+    DeadLetterTask {
+        task_id: TaskId,
+        attempts: i32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

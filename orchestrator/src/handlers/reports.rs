@@ -4,16 +4,15 @@
 
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::TaskStatus;
-use grid_shared::events::{
-    CreditsDistributed, EnergyCheck, Event, GreenProofAppended, TaskCompleted, TaskFailed, TaskRequeued, TaskStarted,
-};
+use grid_shared::events::{CreditsDistributed, EnergyCheck, Event, GreenProofAppended, TaskCompleted, TaskStarted};
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::messages::{Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport};
 use sqlx::PgConnection;
 
 use super::{AfterCommit, Context, Decision, PendingEvent};
 use crate::ledger;
-use crate::store::tasks::{TaskRow, lock_task, requeue, set_status};
+use crate::scheduler::housekeeping::{InFlight, take_back};
+use crate::store::tasks::{TaskRow, lock_task, set_status};
 
 /// The task, when the report is about its current assignment; else why the report is refused.
 async fn current_assignment(
@@ -178,26 +177,21 @@ pub async fn failed(
         Err(reason) => return Ok(Decision::rejected(reason)),
     };
     let reason = format!("node reported failure: {}", report.error);
-    let organization = Some(task.organization_id);
-    let event = if task.attempts < context.config.max_attempts {
-        requeue(conn, task.task_id, &reason).await?;
-        Event::TaskRequeued(TaskRequeued {
-            task_id: task.task_id,
-            node_id: report.node_id,
-            attempt: task.attempts,
-            reason,
-        })
-    } else {
-        set_status(conn, task.task_id, TaskStatus::Failed, Some(&reason)).await?;
-        Event::TaskFailed(TaskFailed {
-            task_id: task.task_id,
-            node_id: Some(report.node_id),
-            attempt: task.attempts,
-            reason,
-        })
+    let in_flight = InFlight {
+        task_id: task.task_id,
+        organization_id: task.organization_id,
+        node_id: report.node_id,
+        attempt: task.attempts,
+        correlation_id: context.envelope.correlation_id,
     };
-    Ok(Decision::applied(vec![PendingEvent::new(event, organization)])
-        .then(AfterCommit::ReleaseCore { node_id: report.node_id, task_id: task.task_id }))
+    let taken = take_back(conn, &in_flight, &reason, context.config).await?;
+    let mut decision = Decision::applied(vec![PendingEvent::new(taken.event, Some(task.organization_id))])
+        .then(AfterCommit::ReleaseCore { node_id: report.node_id, task_id: task.task_id });
+    if let Some(reason) = taken.dead_letter {
+        decision =
+            decision.then(AfterCommit::DeadLetterTask { task_id: task.task_id, attempts: task.attempts, reason });
+    }
+    Ok(decision)
 }
 
 #[cfg(test)]

@@ -1,15 +1,32 @@
 //! Placement of queued tasks on live nodes.
 //!
-//! [`solve`] is pure: given the queue and the fleet's live state it returns a plan, with no
-//! I/O. [`dispatch`] reads the inputs, claims capacity atomically in Redis, and records the
-//! assignments. This is the first policy; the scheduler issue refines it (deferral for solar,
-//! leases with backoff).
+//! [`solve`] is pure: given the queue, the fleet's live state and the time, it returns a plan,
+//! with no I/O. [`dispatch`] reads the inputs, claims capacity atomically in Redis, and records
+//! the assignments; [`housekeeping`] takes tasks back from dead nodes and expired leases and
+//! fails overdue work.
+//!
+//! The policy:
+//! - tasks are taken by priority (highest first), then deadline (earliest first), then age;
+//! - a task goes to the live node with a free core (`claimed < cpu_cores`) that ranks best by
+//!   solar surplus, then load (`claimed / cpu_cores`), then eco score, then node id;
+//! - the solar surplus of a node for one more task is `solar_watts − (claimed + 1) × watts per
+//!   core`: a node whose panels cover the task's draw has a surplus ≥ 0;
+//! - a task whose deadline leaves slack waits for a node with solar surplus: it is *deferrable*
+//!   while `now < deadline − 3 × expected_runtime` (three runtimes: one to run, two to absorb a
+//!   requeue), and is placed on any node after that, so waiting never makes it miss its deadline.
 
 pub mod dispatch;
+pub mod housekeeping;
 
-use chrono::{DateTime, Utc};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use chrono::{DateTime, Duration, Utc};
 use grid_shared::events::ScoreInputs;
 use grid_shared::ids::{NodeId, TaskId};
+
+/// How many expected runtimes of slack a task keeps when it waits for the sun.
+pub const DEFERRAL_SAFETY_RUNTIMES: i32 = 3;
 
 /// A node as the scheduler sees it: its declared cores and the live state of its last heartbeat.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +38,8 @@ pub struct LiveNode {
     pub solar_watts: f64,
     pub cpu_usage: f64,
     pub eco_score: f64,
+    /// When its live state expires without a new heartbeat.
+    pub expires_at: DateTime<Utc>,
 }
 
 impl LiveNode {
@@ -30,6 +49,11 @@ impl LiveNode {
 
     fn load(&self) -> f64 {
         f64::from(self.claimed) / f64::from(self.cpu_cores.max(1))
+    }
+
+    /// Watts of sun left once one more task runs here.
+    pub fn solar_surplus(&self, watts_per_core: f64) -> f64 {
+        self.solar_watts - f64::from(self.claimed + 1) * watts_per_core
     }
 
     pub fn score_inputs(&self) -> ScoreInputs {
@@ -52,6 +76,29 @@ pub struct QueuedTask {
     pub submitted_at: DateTime<Utc>,
 }
 
+/// What the scheduler needs besides the queue and the fleet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// The draw of one busy core, in watts (`GRID_MAX_WATTS_PER_CORE`).
+    pub watts_per_core: f64,
+    /// How long a task is expected to run (`GRID_EXPECTED_RUNTIME_MS`).
+    pub expected_runtime: Duration,
+}
+
+impl Policy {
+    /// The last moment a task may still wait for a solar node.
+    pub fn wait_for_sun_until(&self, task: &QueuedTask) -> DateTime<Utc> {
+        task.deadline - self.expected_runtime * DEFERRAL_SAFETY_RUNTIMES
+    }
+}
+
+pub struct Problem<'a> {
+    pub now: DateTime<Utc>,
+    pub tasks: &'a [QueuedTask],
+    pub nodes: &'a [LiveNode],
+    pub policy: Policy,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {
     pub task_id: TaskId,
@@ -60,94 +107,94 @@ pub struct Placement {
     pub runner_up: Option<ScoreInputs>,
 }
 
-/// Orders nodes best first: solar surplus, then low load, then eco score (node id breaks ties,
-/// so the plan is deterministic).
-fn better(a: &LiveNode, b: &LiveNode) -> std::cmp::Ordering {
-    b.solar_watts
-        .total_cmp(&a.solar_watts)
-        .then(a.load().total_cmp(&b.load()))
-        .then(b.eco_score.total_cmp(&a.eco_score))
-        .then(a.node_id.cmp(&b.node_id))
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub placements: Vec<Placement>,
+    /// Tasks waiting for a node with solar surplus.
+    pub waiting_for_sun: Vec<TaskId>,
 }
 
-/// Places tasks by priority, then deadline, then age, each on the best node with a free core.
-/// Tasks that find no free core are left out of the plan (they stay queued).
-pub fn solve(tasks: &[QueuedTask], nodes: &[LiveNode]) -> Vec<Placement> {
-    let mut order: Vec<&QueuedTask> = tasks.iter().collect();
-    order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.deadline.cmp(&b.deadline))
-            .then(a.submitted_at.cmp(&b.submitted_at))
-            .then(a.task_id.cmp(&b.task_id))
-    });
-    let mut fleet: Vec<LiveNode> = nodes.to_vec();
-    let mut plan = Vec::new();
+/// A node in the heap, ordered best first.
+struct Ranked {
+    node: LiveNode,
+    surplus: f64,
+}
+
+impl Ranked {
+    fn new(node: LiveNode, watts_per_core: f64) -> Self {
+        let surplus = node.solar_surplus(watts_per_core);
+        Self { node, surplus }
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    /// Greater is better (the heap pops the greatest).
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.surplus
+            .total_cmp(&other.surplus)
+            .then(other.node.load().total_cmp(&self.node.load()))
+            .then(self.node.eco_score.total_cmp(&other.node.eco_score))
+            .then(other.node.node_id.cmp(&self.node.node_id))
+    }
+}
+
+/// Orders tasks as the queue serves them.
+pub fn queue_order(a: &QueuedTask, b: &QueuedTask) -> Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then(a.deadline.cmp(&b.deadline))
+        .then(a.submitted_at.cmp(&b.submitted_at))
+        .then(a.task_id.cmp(&b.task_id))
+}
+
+/// Places tasks in queue order, each on the best live node with a free core; a deferrable task
+/// takes only a node with solar surplus, or waits. O((tasks + nodes) × log nodes).
+pub fn solve(problem: &Problem<'_>) -> Plan {
+    let watts_per_core = problem.policy.watts_per_core;
+    let mut order: Vec<&QueuedTask> = problem.tasks.iter().filter(|task| task.deadline > problem.now).collect();
+    order.sort_by(|a, b| queue_order(a, b));
+    let mut heap: BinaryHeap<Ranked> = problem
+        .nodes
+        .iter()
+        .filter(|node| node.expires_at > problem.now && node.has_free_core() && node.cpu_cores > 0)
+        .map(|node| Ranked::new(node.clone(), watts_per_core))
+        .collect();
+    let mut plan = Plan::default();
     for task in order {
-        fleet.sort_by(better);
-        let mut free = fleet.iter_mut().filter(|node| node.has_free_core());
-        let Some(best) = free.next() else { break };
-        let chosen = best.score_inputs();
-        best.claimed += 1;
-        let runner_up = free.next().map(|node| node.score_inputs());
-        plan.push(Placement { task_id: task.task_id, node_id: chosen.node_id, chosen, runner_up });
+        let Some(best) = heap.peek() else {
+            // No free core anywhere: the rest wait for the next round.
+            break;
+        };
+        let deferrable = problem.now < problem.policy.wait_for_sun_until(task);
+        if deferrable && best.surplus < 0.0 {
+            plan.waiting_for_sun.push(task.task_id);
+            continue;
+        }
+        let mut best = heap.pop().expect("peeked");
+        let chosen = best.node.score_inputs();
+        let runner_up = heap.peek().map(|next| next.node.score_inputs());
+        plan.placements.push(Placement { task_id: task.task_id, node_id: best.node.node_id, chosen, runner_up });
+        best.node.claimed += 1;
+        if best.node.has_free_core() {
+            heap.push(Ranked::new(best.node, watts_per_core));
+        }
     }
     plan
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(solar_watts: f64, cores: u16, claimed: u32) -> LiveNode {
-        LiveNode { node_id: NodeId::new(), cpu_cores: cores, claimed, solar_watts, cpu_usage: 10.0, eco_score: 0.5 }
-    }
-
-    fn task(priority: u8, deadline_minutes: i64) -> QueuedTask {
-        let now = Utc::now();
-        QueuedTask {
-            task_id: TaskId::new(),
-            priority,
-            deadline: now + chrono::Duration::minutes(deadline_minutes),
-            submitted_at: now,
-        }
-    }
-
-    #[test]
-    fn never_places_above_a_nodes_capacity() {
-        let nodes = vec![node(0.0, 2, 1), node(0.0, 1, 0)];
-        let tasks: Vec<QueuedTask> = (0..10).map(|_| task(5, 60)).collect();
-        let plan = solve(&tasks, &nodes);
-        assert_eq!(plan.len(), 2);
-        for candidate in &nodes {
-            let placed = plan.iter().filter(|placement| placement.node_id == candidate.node_id).count() as u32;
-            assert!(candidate.claimed + placed <= u32::from(candidate.cpu_cores));
-        }
-    }
-
-    #[test]
-    fn prefers_solar_then_low_load() {
-        let shaded = node(0.0, 4, 0);
-        let sunny_busy = node(300.0, 4, 3);
-        let sunny_idle = node(300.0, 4, 0);
-        let plan = solve(&[task(5, 60)], &[shaded, sunny_busy, sunny_idle.clone()]);
-        assert_eq!(plan[0].node_id, sunny_idle.node_id);
-        assert!(plan[0].runner_up.is_some());
-    }
-
-    #[test]
-    fn higher_priority_then_earlier_deadline_goes_first() {
-        let only = node(0.0, 1, 0);
-        let low = task(1, 5);
-        let high_late = task(9, 120);
-        let high_soon = task(9, 30);
-        let plan = solve(&[low, high_late, high_soon.clone()], &[only]);
-        assert_eq!(plan.len(), 1);
-        assert_eq!(plan[0].task_id, high_soon.task_id);
-    }
-
-    #[test]
-    fn an_empty_fleet_places_nothing() {
-        assert!(solve(&[task(5, 60)], &[]).is_empty());
-    }
-}
+mod tests;

@@ -25,10 +25,16 @@ pub async fn blocking_connection(redis_url: &str) -> redis::RedisResult<redis::a
 }
 
 /// Reads a node's live state from its hash; `None` when a field is missing or not a number.
-fn parse_live_node(node_id: NodeId, fields: &HashMap<String, String>, claimed: u32) -> Option<LiveNode> {
+fn parse_live_node(
+    node_id: NodeId,
+    expires_at_ms: i64,
+    fields: &HashMap<String, String>,
+    claimed: u32,
+) -> Option<LiveNode> {
     let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok()).filter(|v| v.is_finite());
     Some(LiveNode {
         node_id,
+        expires_at: chrono::DateTime::from_timestamp_millis(expires_at_ms)?,
         cpu_cores: fields.get("cpu_cores")?.parse().ok()?,
         claimed,
         solar_watts: number("solar_watts")?,
@@ -44,9 +50,16 @@ pub async fn live_nodes(
     keys: &Keys,
     now_ms: i64,
 ) -> redis::RedisResult<Vec<LiveNode>> {
-    let ids: Vec<String> =
-        redis::cmd("ZRANGE").arg(keys.nodes_alive()).arg(now_ms).arg("+inf").arg("BYSCORE").query_async(conn).await?;
-    let node_ids: Vec<NodeId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+    let scored: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys.nodes_alive())
+        .arg(now_ms)
+        .arg("+inf")
+        .arg("BYSCORE")
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await?;
+    let (node_ids, expiries): (Vec<NodeId>, Vec<i64>) =
+        scored.iter().filter_map(|(id, score)| Some((id.parse::<NodeId>().ok()?, *score as i64))).unzip();
     if node_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -57,11 +70,11 @@ pub async fn live_nodes(
     }
     let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
     let mut nodes = Vec::with_capacity(node_ids.len());
-    for (node_id, pair) in node_ids.into_iter().zip(replies.chunks(2)) {
+    for ((node_id, expires_at_ms), pair) in node_ids.into_iter().zip(expiries).zip(replies.chunks(2)) {
         let fields: HashMap<String, String> = redis::from_redis_value(pair[0].clone()).unwrap_or_default();
         let claimed: u32 = redis::from_redis_value(pair[1].clone()).unwrap_or(0);
         // An empty hash is a node that expired since the index was read.
-        if let Some(node) = parse_live_node(node_id, &fields, claimed) {
+        if let Some(node) = parse_live_node(node_id, expires_at_ms, &fields, claimed) {
             nodes.push(node);
         }
     }
@@ -153,4 +166,29 @@ pub async fn forget_expired_node(
         .invoke_async(conn)
         .await?;
     Ok(removed == 1)
+}
+
+/// Records a task that failed for good on the dead-letter stream, with the reason.
+pub async fn dead_letter_task(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &Keys,
+    task_id: TaskId,
+    attempts: i32,
+    reason: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("XADD")
+        .arg(keys.dead_letters())
+        .arg("*")
+        .arg("stream")
+        .arg("tasks")
+        .arg("entry_id")
+        .arg(task_id.to_string())
+        .arg("type")
+        .arg("TASK:FAILED")
+        .arg("reason")
+        .arg(reason)
+        .arg("deliveries")
+        .arg(attempts)
+        .query_async::<()>(conn)
+        .await
 }

@@ -61,17 +61,3 @@ pub async fn set_status(
     .await?;
     Ok(())
 }
-
-/// Puts an assigned or running task back in the queue, off its node.
-pub async fn requeue(conn: &mut PgConnection, task_id: TaskId, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update task set status = 'queued', node_id = null, assigned_at = null, started_at = null,
-             reason = $2, updated_at = now()
-         where task_id = $1",
-    )
-    .bind(task_id.as_uuid())
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
