@@ -69,12 +69,12 @@ fn a_task_with_slack_waits_for_the_sun_and_an_urgent_one_does_not() {
     let shaded = node(0.0, 4, 0);
     let relaxed = task(5, 60);
     let urgent = task(5, 2);
-    let plan = solve_now(&[relaxed.clone(), urgent.clone()], &[shaded.clone()]);
+    let plan = solve_now(&[relaxed.clone(), urgent.clone()], std::slice::from_ref(&shaded));
     assert_eq!(plan.waiting_for_sun, vec![relaxed.task_id]);
     assert_eq!(plan.placements.iter().map(|placement| placement.task_id).collect::<Vec<_>>(), vec![urgent.task_id]);
     // The same relaxed task, once the sun is up on a node, is placed there.
     let sunny = node(100.0, 4, 0);
-    let plan = solve_now(&[relaxed.clone()], &[shaded, sunny.clone()]);
+    let plan = solve_now(std::slice::from_ref(&relaxed), &[shaded, sunny.clone()]);
     assert_eq!(plan.placements[0].node_id, sunny.node_id);
 }
 
