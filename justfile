@@ -80,7 +80,7 @@ demo seconds="120" nodes="6" tasks="300": services
     for _ in $(seq 100); do (exec 3<>/dev/tcp/${GATEWAY_LISTEN%:*}/${GATEWAY_LISTEN##*:}) 2>/dev/null && break; sleep 0.1; done
     organization=$("$bin/worker" --gateway "$gateway_url" organization --name "Demo copropriété")
     api_key=$(printf '%s' "$organization" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
-    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds 120 \
+    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds 240 \
         > "$logs/fleet.log" 2>&1 & pids+=($!)
     echo "KoproGo Grid is running (logs in $logs/):"
     echo "  Swagger UI   $gateway_url/swagger-ui"

@@ -70,6 +70,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
             day_seconds: None,
             constant_solar_watts: Some(400.0),
             heartbeat_every: Duration::from_millis(200),
+            min_task_duration: Duration::ZERO,
         },
         fleet_shutdown,
     )

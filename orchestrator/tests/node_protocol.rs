@@ -76,6 +76,7 @@ async fn a_silent_nodes_task_is_requeued_and_its_late_report_is_not_credited(poo
     let (_, api_key) = system.organization("Silence").await;
     let silent = system.manual_node(&api_key, 1, 300.0).await;
     let mut silent_channel = system.channel(&silent, None).await;
+    silent.go_silent();
     let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
     let task_id = submitted["task_id"].as_str().unwrap();
     let assigned = silent_channel.next(WAIT).await;

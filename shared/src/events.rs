@@ -66,6 +66,8 @@ pub struct TaskAssigned {
     pub deadline: DateTime<Utc>,
     pub chosen: ScoreInputs,
     pub runner_up: Option<ScoreInputs>,
+    /// The orchestrator replica that decided.
+    pub assigned_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +235,7 @@ mod tests {
                 deadline: Utc::now(),
                 chosen: inputs(),
                 runner_up: Some(inputs()),
+                assigned_by: "orchestrator-1".into(),
             }),
             Event::TaskStarted(TaskStarted { task_id, node_id, attempt: 1 }),
             Event::TaskRequeued(TaskRequeued {

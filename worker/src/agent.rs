@@ -30,6 +30,9 @@ pub struct AgentConfig {
     /// Report the machine's real CPU usage (a simulated fleet shares one machine: it reports
     /// its own load instead).
     pub measure_cpu: bool,
+    /// A simulated Pi takes at least this long per task (a Raspberry Pi is several times slower
+    /// than a server core); zero on a real node.
+    pub min_task_duration: Duration,
 }
 
 /// Assignments already taken, so that a replayed channel does not run a task twice.
@@ -211,7 +214,19 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
     let clock = Instant::now();
     let input = assignment.kind.clone();
     let cancelled = flag.clone();
-    let outcome = tokio::task::spawn_blocking(move || tasks::run(&input, &cancelled)).await;
+    let min_duration = config.min_task_duration;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let result = tasks::run(&input, &cancelled)?;
+        // The simulated Pi is still busy: it stops at once when the task is cancelled.
+        while clock.elapsed() < min_duration {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(TaskError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(5).min(min_duration));
+        }
+        Ok(result)
+    })
+    .await;
     let seconds = clock.elapsed().as_secs_f64();
     shared.running.fetch_sub(1, Ordering::Relaxed);
     shared.cancels.lock().expect("not poisoned").remove(&task_id);

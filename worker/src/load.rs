@@ -170,7 +170,8 @@ impl Driver {
 
 /// A sample task: a thermal simulation, or (one in four) a group optimisation over `owners`.
 pub fn sample_task(index: usize, owners: &[uuid::Uuid]) -> Value {
-    let deadline = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    // Four minutes: a task waits for the sun at most one (three expected runtimes of margin).
+    let deadline = (chrono::Utc::now() + chrono::Duration::minutes(4)).to_rfc3339();
     if index.is_multiple_of(4) {
         let participants: Vec<Value> = owners
             .iter()

@@ -90,6 +90,9 @@ enum Action {
         day_seconds: f64,
         #[arg(long, default_value_t = 2000)]
         heartbeat_ms: u64,
+        /// Each simulated task lasts at least this long, as on a real Pi.
+        #[arg(long, default_value_t = 0)]
+        min_task_ms: u64,
     },
 }
 
@@ -153,10 +156,20 @@ fn main() -> anyhow::Result<()> {
                     solar,
                     power: PowerModel::default(),
                     measure_cpu: true,
+                    min_task_duration: Duration::ZERO,
                 };
                 run_agent(config, shutdown).await;
             }
-            Action::Simulate { api_key, nodes, cores, solar_fraction, peak_watts, day_seconds, heartbeat_ms } => {
+            Action::Simulate {
+                api_key,
+                nodes,
+                cores,
+                solar_fraction,
+                peak_watts,
+                day_seconds,
+                heartbeat_ms,
+                min_task_ms,
+            } => {
                 let config = FleetConfig {
                     gateway: cli.gateway,
                     api_key,
@@ -167,6 +180,7 @@ fn main() -> anyhow::Result<()> {
                     day_seconds: (day_seconds > 0.0).then_some(day_seconds),
                     constant_solar_watts: None,
                     heartbeat_every: Duration::from_millis(heartbeat_ms.max(100)),
+                    min_task_duration: Duration::from_millis(min_task_ms),
                 };
                 launch(config, shutdown).await?.join().await;
             }

@@ -30,6 +30,8 @@ pub struct FleetConfig {
     /// Constant solar watts for the nodes with panels instead of the daily curve.
     pub constant_solar_watts: Option<f64>,
     pub heartbeat_every: Duration,
+    /// Each task lasts at least this long (a simulated Pi's speed).
+    pub min_task_duration: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +90,7 @@ pub async fn launch(config: FleetConfig, shutdown: watch::Receiver<bool>) -> Res
             solar,
             power: PowerModel::default(),
             measure_cpu: false,
+            min_task_duration: config.min_task_duration,
         };
         nodes.push(SimulatedNode { node_id: registration.node_id, name: declaration.name, has_solar });
         handles.push(tokio::spawn(run_agent(agent, shutdown.clone())));

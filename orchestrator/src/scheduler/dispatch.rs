@@ -118,6 +118,7 @@ pub async fn assign_queued(
                 deadline,
                 chosen: placement.chosen,
                 runner_up: placement.runner_up,
+                assigned_by: config.consumer_name.clone(),
             });
             let pending = PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id);
             outbox::append(&mut tx, orchestrator_origin(correlation_id, organization_id), &[pending]).await?;

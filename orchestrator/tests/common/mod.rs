@@ -20,12 +20,14 @@ pub fn redis_url() -> String {
 
 pub struct System {
     pub base: String,
+    pub settings: HashMap<String, String>,
     pub namespace: String,
     pub http: reqwest::Client,
     pub pool: PgPool,
     pub redis: redis::aio::MultiplexedConnection,
     pub shutdown: CancellationToken,
     orchestrator: tokio::task::JoinHandle<anyhow::Result<()>>,
+    extra: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
@@ -72,7 +74,17 @@ pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
     tokio::spawn(grid_gateway::app::run(listener, state, async move { stop.cancelled().await }));
     let client = redis::Client::open(redis_url()).expect("redis url");
     let redis = client.get_multiplexed_async_connection().await.expect("redis answers");
-    System { base, namespace, http: reqwest::Client::new(), pool, redis, shutdown, orchestrator }
+    System {
+        base,
+        settings: map,
+        namespace,
+        http: reqwest::Client::new(),
+        pool,
+        redis,
+        shutdown,
+        orchestrator,
+        extra: Vec::new(),
+    }
 }
 
 /// Polls `probe` every 20 ms until it gives `Some`, for at most `limit`.
@@ -127,9 +139,47 @@ impl System {
         redis::cmd("XLEN").arg(format!("{}:{stream}", self.namespace)).query_async(&mut self.redis).await.unwrap()
     }
 
-    /// Stops both services and removes the namespace's keys.
+    /// Starts one more orchestrator replica in the same consumer group.
+    pub fn add_orchestrator(&mut self, consumer_name: &str) {
+        let mut map = self.settings.clone();
+        map.insert("GRID_CONSUMER_NAME".to_owned(), consumer_name.to_owned());
+        let config = OrchestratorConfig::from_lookup(|name| map.get(name).cloned()).expect("valid settings");
+        self.extra.push(tokio::spawn(grid_orchestrator::app::run(config, self.pool.clone(), self.shutdown.clone())));
+    }
+
+    /// Starts `nodes` simulated nodes; the sender stops them.
+    pub async fn fleet(
+        &self,
+        api_key: &str,
+        nodes: usize,
+        cores: u16,
+        solar_fraction: f64,
+        min_task_duration: Duration,
+    ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let config = grid_worker::simulate::FleetConfig {
+            gateway: self.base.clone(),
+            api_key: api_key.to_owned(),
+            nodes,
+            cpu_cores: cores,
+            solar_fraction,
+            peak_watts: 500.0,
+            day_seconds: None,
+            constant_solar_watts: Some(300.0),
+            heartbeat_every: Duration::from_millis(200),
+            min_task_duration,
+        };
+        let fleet = grid_worker::simulate::launch(config, shutdown).await.expect("the fleet registers");
+        (stop, fleet)
+    }
+
+    /// Stops every service and removes the namespace's keys.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
+        for replica in std::mem::take(&mut self.extra) {
+            let stopped = tokio::time::timeout(Duration::from_secs(10), replica).await;
+            assert!(matches!(stopped, Ok(Ok(Ok(())))), "a replica stops cleanly: {stopped:?}");
+        }
         let stopped = tokio::time::timeout(Duration::from_secs(10), self.orchestrator).await;
         assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -143,10 +193,19 @@ impl System {
     }
 }
 
-/// A node driven by hand over HTTP, to see exactly what the gateway sends it.
+/// A node driven by hand over HTTP, to see exactly what the gateway sends it. It heartbeats
+/// every 200 ms until it is told to go silent.
 pub struct ManualNode {
     pub node_id: String,
     pub token: String,
+    heartbeats: CancellationToken,
+}
+
+impl ManualNode {
+    /// Stops its heartbeats, as a node that dies.
+    pub fn go_silent(&self) {
+        self.heartbeats.cancel();
+    }
 }
 
 pub struct Channel {
@@ -186,11 +245,29 @@ impl System {
         let node = ManualNode {
             node_id: body["node_id"].as_str().unwrap().to_owned(),
             token: body["token"].as_str().unwrap().to_owned(),
+            heartbeats: self.shutdown.child_token(),
         };
         eventually(Duration::from_secs(10), "the node's registration", || async {
             (self.heartbeat(&node, solar_watts).await == 200).then_some(())
         })
         .await;
+        let (http, url, token, stop) = (
+            self.http.clone(),
+            self.url(&format!("/v1/nodes/{}/heartbeat", node.node_id)),
+            node.token.clone(),
+            node.heartbeats.clone(),
+        );
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let beat = json!({"cpu_usage": 5.0, "solar_watts": solar_watts});
+                let _ = http.post(&url).bearer_auth(&token).json(&beat).send().await;
+            }
+        });
         node
     }
 
@@ -234,9 +311,14 @@ pub fn completion(task_id: &str, attempt: i64, energy_wh: f64, solar_wh: f64) ->
 }
 
 pub fn thermal_task() -> Value {
+    thermal_task_due(chrono::Duration::hours(1), 5)
+}
+
+pub fn thermal_task_due(within: chrono::Duration, priority: u8) -> Value {
     json!({
         "copropriete_id": uuid::Uuid::new_v4(),
-        "deadline": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "priority": priority,
+        "deadline": (chrono::Utc::now() + within).to_rfc3339(),
         "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
                  "insulation_score": 0.5, "surface_m2": 90.0, "heating_degree_days": 2400.0}
     })

@@ -1,0 +1,268 @@
+//! Scheduling end to end over real PostgreSQL and Redis: solar preference, a node killed
+//! mid-task, priority under contention, deadlines, cancellation on the node, and two
+//! orchestrators racing over one fleet.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{completion, eventually, spawn_system, thermal_task, thermal_task_due};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn submit_all(system: &common::System, api_key: &str, bodies: Vec<Value>) -> Vec<String> {
+    let responses = futures_util::stream::iter(bodies)
+        .map(|body| async move {
+            let accepted: Value = system.post("/v1/tasks", api_key, body).await.json().await.unwrap();
+            accepted["task_id"].as_str().unwrap().to_owned()
+        })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await;
+    responses
+}
+
+async fn wait_all_completed(pool: &PgPool, expected: i64, limit: Duration) {
+    eventually(limit, "every task to complete", || async {
+        let done: i64 =
+            sqlx::query_scalar("select count(*) from task where status = 'completed'").fetch_one(pool).await.ok()?;
+        (done == expected).then_some(())
+    })
+    .await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn with_slack_at_least_ninety_percent_of_tasks_run_on_solar_nodes(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Sunny").await;
+    let (stop, fleet) = system.fleet(&api_key, 20, 2, 0.5, Duration::ZERO).await;
+    let solar: HashSet<String> =
+        fleet.nodes.iter().filter(|node| node.has_solar).map(|node| node.node_id.to_string()).collect();
+    assert_eq!(solar.len(), 10);
+    submit_all(&system, &api_key, (0..200).map(|_| thermal_task()).collect()).await;
+    wait_all_completed(&pool, 200, Duration::from_secs(60)).await;
+    let placed: Vec<uuid::Uuid> = sqlx::query_scalar("select node_id from task").fetch_all(&pool).await.unwrap();
+    let on_solar = placed.iter().filter(|node_id| solar.contains(&node_id.to_string())).count();
+    assert!(on_solar * 100 >= placed.len() * 90, "{on_solar} of {} tasks ran on solar nodes", placed.len());
+    stop.send(true).unwrap();
+    fleet.join().await;
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_NODE_TTL_MS", "1000"), ("GRID_REQUEUE_BACKOFF_MS", "100")]).await;
+    let (_, api_key) = system.organization("Resilient").await;
+    let (kill, victim) = system.fleet(&api_key, 1, 2, 1.0, Duration::from_secs(3)).await;
+    let victim_id = victim.nodes[0].node_id.to_string();
+    let tasks = submit_all(&system, &api_key, vec![thermal_task(), thermal_task()]).await;
+    eventually(WAIT, "both tasks running on the victim", || async {
+        let running: i64 =
+            sqlx::query_scalar("select count(*) from task where status = 'running'").fetch_one(&pool).await.ok()?;
+        (running == 2).then_some(())
+    })
+    .await;
+    kill.send(true).unwrap();
+    victim.join().await;
+
+    let (stop, rescuer) = system.fleet(&api_key, 1, 2, 1.0, Duration::ZERO).await;
+    let rescuer_id = rescuer.nodes[0].node_id.to_string();
+    wait_all_completed(&pool, 2, WAIT).await;
+    for task_id in &tasks {
+        let task = system.task(&api_key, task_id).await;
+        assert_eq!(task["node_id"].as_str(), Some(rescuer_id.as_str()));
+        assert_eq!(task["attempts"], 2);
+    }
+    let requeued: i64 = sqlx::query_scalar(
+        "select count(*) from event where event_type = 'TaskRequeued' and envelope -> 'payload' ->> 'reason' = 'node_offline'
+             and envelope -> 'payload' ->> 'node_id' = $1",
+    )
+    .bind(&victim_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(requeued, 2);
+    // The victim's computations finish after it was killed and report late: refused.
+    eventually(WAIT, "the victim's late reports to be refused", || async {
+        let refused: i64 = sqlx::query_scalar(
+            "select count(*) from processed_message where message_type = 'RPT:TASK_COMPLETED' and outcome = 'rejected'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (refused == 2).then_some(())
+    })
+    .await;
+    let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
+    let proofs: i64 = sqlx::query_scalar("select count(*) from green_proof").fetch_one(&pool).await.unwrap();
+    assert_eq!((entries, proofs), (4, 2), "two tasks, each credited once");
+    stop.send(true).unwrap();
+    rescuer.join().await;
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn under_contention_higher_priority_tasks_are_assigned_first(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Busy").await;
+    let priorities = [1_u8, 9, 5, 3, 7];
+    let mut by_task = HashMap::new();
+    for priority in priorities {
+        let accepted: Value = system
+            .post("/v1/tasks", &api_key, thermal_task_due(chrono::Duration::hours(1), priority))
+            .await
+            .json()
+            .await
+            .unwrap();
+        system.settled(accepted["command_id"].as_str().unwrap(), &api_key).await;
+        by_task.insert(accepted["task_id"].as_str().unwrap().to_owned(), priority);
+    }
+    // One core for five queued tasks: each is assigned when the previous one is done.
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let mut served = Vec::new();
+    for _ in 0..priorities.len() {
+        let event = channel.next(WAIT).await;
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        let task_id = data["task_id"].as_str().unwrap().to_owned();
+        served.push(by_task[&task_id]);
+        let done: Value = system.report(&node, completion(&task_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+        system.settled(done["command_id"].as_str().unwrap(), &node.token).await;
+    }
+    assert_eq!(served, [9, 7, 5, 3, 1]);
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_task_past_its_deadline_fails_its_node_is_told_and_nothing_is_credited(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Late").await;
+    let node = system.manual_node(&api_key, 2, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let accepted: Value = system
+        .post("/v1/tasks", &api_key, thermal_task_due(chrono::Duration::seconds(3), 5))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let task_id = accepted["task_id"].as_str().unwrap();
+    assert_eq!(channel.next(WAIT).await.event.as_deref(), Some("TASK:ASSIGNED"));
+    system.report(&node, json!({"task_id": task_id, "attempt": 1, "status": "started"})).await;
+    let cancelled = channel.next(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
+    assert_eq!((data["task_id"].as_str(), data["reason"].as_str()), (Some(task_id), Some("deadline_exceeded")));
+    let task = system.task(&api_key, task_id).await;
+    assert_eq!((task["status"].as_str(), task["reason"].as_str()), (Some("failed"), Some("deadline_exceeded")));
+    let late: Value = system.report(&node, completion(task_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+    assert_eq!(system.settled(late["command_id"].as_str().unwrap(), &node.token).await["status"], "rejected");
+    let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
+    assert_eq!(entries, 0);
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cancelled_running_task_is_stopped_on_its_node(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Changed mind").await;
+    let task_length = Duration::from_secs(8);
+    let (stop, fleet) = system.fleet(&api_key, 1, 2, 1.0, task_length).await;
+    let node_id = fleet.nodes[0].node_id.to_string();
+    let task_id = submit_all(&system, &api_key, vec![thermal_task()]).await.remove(0);
+    let started = eventually(WAIT, "the task to run", || async {
+        (system.task(&api_key, &task_id).await["status"] == "running").then_some(Instant::now())
+    })
+    .await;
+    let cancel =
+        system.http.delete(system.url(&format!("/v1/tasks/{task_id}"))).bearer_auth(&api_key).send().await.unwrap();
+    assert_eq!(cancel.status(), 202);
+    // The node's own count of running tasks drops to zero: it stopped the computation.
+    eventually(WAIT, "the node to stop the task", || async {
+        let view: Value = system.get(&format!("/v1/nodes/{node_id}"), &api_key).await.json().await.ok()?;
+        (view["live"]["running"] == 0).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < task_length, "stopped before the task could have finished");
+    assert_eq!(system.task(&api_key, &task_id).await["status"], "cancelled");
+    stop.send(true).unwrap();
+    fleet.join().await;
+    let reports: Vec<String> = sqlx::query_scalar(
+        "select message_type from processed_message where message_type like 'RPT:%' order by processed_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reports, ["RPT:TASK_STARTED"], "no completion was reported");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_orchestrators_racing_never_overfill_a_node_nor_assign_twice(pool: PgPool) {
+    let mut system = spawn_system(pool.clone(), &[]).await;
+    system.add_orchestrator("orchestrator-race-2");
+    let (_, api_key) = system.organization("Race").await;
+    let (stop, fleet) = system.fleet(&api_key, 20, 2, 1.0, Duration::ZERO).await;
+    let claims: Vec<String> =
+        fleet.nodes.iter().map(|node| format!("{}:node:{}:claims", system.namespace, node.node_id)).collect();
+
+    // Sample the fleet while the race runs.
+    let finished = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (pool, redis, finished) = (pool.clone(), system.redis.clone(), finished.clone());
+        tokio::spawn(async move {
+            let mut redis = redis;
+            let (mut samples, mut worst) = (0_u32, 0_i64);
+            while !finished.load(Ordering::Relaxed) {
+                let in_flight: Vec<i64> = sqlx::query_scalar(
+                    "select count(*) from task where status in ('assigned', 'running') group by node_id",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                let mut pipe = redis::pipe();
+                for key in &claims {
+                    pipe.cmd("SCARD").arg(key);
+                }
+                let held: Vec<i64> = pipe.query_async(&mut redis).await.unwrap();
+                worst = in_flight.into_iter().chain(held).fold(worst, i64::max);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (samples, worst)
+        })
+    };
+    submit_all(&system, &api_key, (0..1000).map(|_| thermal_task()).collect()).await;
+    wait_all_completed(&pool, 1000, Duration::from_secs(240)).await;
+    finished.store(true, Ordering::Relaxed);
+    let (samples, worst) = sampler.await.unwrap();
+    assert!(samples > 10, "the fleet was sampled during the run ({samples} samples)");
+    assert!(worst <= 2, "a node held {worst} tasks on 2 cores");
+
+    let twice: i64 = sqlx::query_scalar(
+        "select count(*) from (select 1 from event where event_type = 'TaskAssigned'
+             group by envelope -> 'payload' ->> 'task_id', envelope -> 'payload' ->> 'attempt' having count(*) > 1) d",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(twice, 0, "no task was assigned twice for one attempt");
+    let deciders: i64 = sqlx::query_scalar(
+        "select count(distinct envelope -> 'payload' ->> 'assigned_by') from event where event_type = 'TaskAssigned'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(deciders, 2, "both replicas placed tasks");
+    let credited: i64 =
+        sqlx::query_scalar("select count(distinct task_id) from credit_entry").fetch_one(&pool).await.unwrap();
+    assert_eq!(credited, 1000);
+    stop.send(true).unwrap();
+    fleet.join().await;
+    system.stop().await;
+}
