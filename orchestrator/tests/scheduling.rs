@@ -17,15 +17,14 @@ use sqlx::PgPool;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn submit_all(system: &common::System, api_key: &str, bodies: Vec<Value>) -> Vec<String> {
-    let responses = futures_util::stream::iter(bodies)
+    futures_util::stream::iter(bodies)
         .map(|body| async move {
             let accepted: Value = system.post("/v1/tasks", api_key, body).await.json().await.unwrap();
             accepted["task_id"].as_str().unwrap().to_owned()
         })
         .buffered(16)
         .collect::<Vec<_>>()
-        .await;
-    responses
+        .await
 }
 
 async fn wait_all_completed(pool: &PgPool, expected: i64, limit: Duration) {
