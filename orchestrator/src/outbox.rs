@@ -25,26 +25,53 @@ const NODE_CHANNEL_MAXLEN: usize = 1_000;
 
 /// Appends events to the outbox inside the caller's transaction.
 pub async fn append(conn: &mut PgConnection, origin: Origin, events: &[PendingEvent]) -> Result<(), sqlx::Error> {
+    let originated: Vec<(Origin, &PendingEvent)> = events.iter().map(|pending| (origin, pending)).collect();
+    append_each(conn, &originated).await
+}
+
+/// Appends events, each with its own origin, in one statement (in the order given).
+pub async fn append_each(conn: &mut PgConnection, events: &[(Origin, &PendingEvent)]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
     sqlx::query("select pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *conn).await?;
-    for pending in events {
-        let origin = Origin { organization_id: pending.organization_id, ..origin };
+    let count = events.len();
+    let (mut ids, mut types, mut organizations, mut nodes, mut times, mut bodies) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    for (origin, pending) in events {
+        let origin = Origin { organization_id: pending.organization_id, ..*origin };
         let envelope = Envelope::wrap(&pending.event, origin);
-        sqlx::query(
-            "insert into event (event_id, event_type, organization_id, node_id, occurred_at, envelope)
-             values ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(envelope.id.as_uuid())
-        .bind(&envelope.message_type)
-        .bind(pending.organization_id.map(|id| id.as_uuid()))
-        .bind(pending.notify_node.map(|id| id.as_uuid()))
-        .bind(envelope.occurred_at)
-        .bind(serde_json::to_value(&envelope).expect("envelopes serialise"))
-        .execute(&mut *conn)
-        .await?;
+        ids.push(envelope.id.as_uuid());
+        types.push(envelope.message_type.clone());
+        // The nil UUID stands for "none" in the arrays, and becomes NULL again below.
+        organizations.push(pending.organization_id.map_or(uuid::Uuid::nil(), |id| id.as_uuid()));
+        nodes.push(pending.notify_node.map_or(uuid::Uuid::nil(), |id| id.as_uuid()));
+        times.push(envelope.occurred_at);
+        bodies.push(serde_json::to_value(&envelope).expect("envelopes serialise"));
     }
+    // Rows are inserted in the given order, so their seq follows it.
+    sqlx::query(
+        "insert into event (event_id, event_type, organization_id, node_id, occurred_at, envelope)
+         select id, kind, nullif(organization, '00000000-0000-0000-0000-000000000000'),
+                nullif(node, '00000000-0000-0000-0000-000000000000'), at, body
+         from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::jsonb[])
+             with ordinality as given(id, kind, organization, node, at, body, position)
+         order by position",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&organizations)
+    .bind(&nodes)
+    .bind(&times)
+    .bind(&bodies)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

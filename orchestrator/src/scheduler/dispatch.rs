@@ -11,7 +11,7 @@ use super::{Problem, QueuedTask, solve};
 use crate::config::OrchestratorConfig;
 use crate::handlers::PendingEvent;
 use crate::outbox;
-use crate::store::redis::{Claim, claim_core, live_nodes, release_core};
+use crate::store::redis::{Claim, claim_cores, live_nodes, release_core};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -81,36 +81,38 @@ pub async fn assign_queued(
     let plan = solve(&Problem { now, tasks: &queued, nodes: &nodes, policy: config.scheduling_policy() }).placements;
     // Claim first, then write: the outbox lock (taken by the first append) is then held only
     // for PostgreSQL work, not across Redis round trips.
-    let mut claimed: Vec<(NodeId, TaskId)> = Vec::with_capacity(plan.len());
-    let mut placed = Vec::with_capacity(plan.len());
-    for placement in plan {
-        // The plan was made from a snapshot; the claim is what decides.
-        match claim_core(&mut *conn, keys, placement.node_id, placement.task_id).await {
-            Ok(Claim::Taken) => {
-                claimed.push((placement.node_id, placement.task_id));
-                placed.push(placement);
-            }
-            Ok(Claim::NodeFull | Claim::NodeOffline) => {}
-            Err(error) => {
-                release_all(&mut conn, config, &claimed).await;
-                return Err(error.into());
-            }
+    // The plan was made from a snapshot; the claims are what decide (one round trip).
+    let wanted: Vec<(NodeId, TaskId)> = plan.iter().map(|placement| (placement.node_id, placement.task_id)).collect();
+    let answers = match claim_cores(&mut *conn, keys, &wanted).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            // Some claims may have been taken before the failure: give them all back.
+            release_all(&mut conn, config, &wanted).await;
+            return Err(error.into());
         }
+    };
+    let placed: Vec<_> = plan
+        .into_iter()
+        .zip(answers)
+        .filter(|(_, answer)| *answer == Claim::Taken)
+        .map(|(placement, _)| placement)
+        .collect();
+    let claimed: Vec<(NodeId, TaskId)> =
+        placed.iter().map(|placement| (placement.node_id, placement.task_id)).collect();
+    if placed.is_empty() {
+        return Ok(0);
     }
     let recorded = async {
+        let mut task_ids = Vec::with_capacity(placed.len());
+        let mut node_ids = Vec::with_capacity(placed.len());
+        let mut attempts = Vec::with_capacity(placed.len());
+        let mut pending = Vec::with_capacity(placed.len());
         for placement in placed {
-            let (organization_id, attempts, correlation_id, deadline) = details[&placement.task_id];
-            let attempt = attempts + 1;
-            sqlx::query(
-                "update task set status = 'assigned', node_id = $2, attempts = $3, assigned_at = now(),
-                     updated_at = now(), reason = null, not_before = null
-                 where task_id = $1",
-            )
-            .bind(placement.task_id.as_uuid())
-            .bind(placement.node_id.as_uuid())
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
+            let (organization_id, previous_attempts, correlation_id, deadline) = details[&placement.task_id];
+            let attempt = previous_attempts + 1;
+            task_ids.push(placement.task_id.as_uuid());
+            node_ids.push(placement.node_id.as_uuid());
+            attempts.push(attempt);
             let event = Event::TaskAssigned(TaskAssigned {
                 task_id: placement.task_id,
                 node_id: placement.node_id,
@@ -120,9 +122,22 @@ pub async fn assign_queued(
                 runner_up: placement.runner_up,
                 assigned_by: config.consumer_name.clone(),
             });
-            let pending = PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id);
-            outbox::append(&mut tx, orchestrator_origin(correlation_id, organization_id), &[pending]).await?;
+            let origin = orchestrator_origin(correlation_id, organization_id);
+            pending.push((origin, PendingEvent::new(event, Some(organization_id)).to_node(placement.node_id)));
         }
+        sqlx::query(
+            "update task t set status = 'assigned', node_id = given.node_id, attempts = given.attempt,
+                 assigned_at = now(), updated_at = now(), reason = null, not_before = null
+             from unnest($1::uuid[], $2::uuid[], $3::int4[]) as given(task_id, node_id, attempt)
+             where t.task_id = given.task_id",
+        )
+        .bind(&task_ids)
+        .bind(&node_ids)
+        .bind(&attempts)
+        .execute(&mut *tx)
+        .await?;
+        let events: Vec<(Origin, &PendingEvent)> = pending.iter().map(|(origin, event)| (*origin, event)).collect();
+        outbox::append_each(&mut tx, &events).await?;
         tx.commit().await
     };
     if let Err(error) = recorded.await {

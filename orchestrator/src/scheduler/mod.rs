@@ -161,36 +161,65 @@ pub fn queue_order(a: &QueuedTask, b: &QueuedTask) -> Ordering {
         .then(a.task_id.cmp(&b.task_id))
 }
 
+/// What the scheduler decided for one task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Placed(Placement),
+    /// Deferrable, and no node has solar surplus now.
+    WaitForSun,
+    /// No live node has a free core.
+    NoCapacity,
+}
+
+/// The fleet as a heap, best node on top: each decision is O(log nodes).
+pub struct Placer {
+    heap: BinaryHeap<Ranked>,
+    now: DateTime<Utc>,
+    policy: Policy,
+}
+
+impl Placer {
+    pub fn new(now: DateTime<Utc>, nodes: &[LiveNode], policy: Policy) -> Self {
+        let heap = nodes
+            .iter()
+            .filter(|node| node.expires_at > now && node.has_free_core())
+            .map(|node| Ranked::new(node.clone(), policy.watts_per_core))
+            .collect();
+        Self { heap, now, policy }
+    }
+
+    /// Decides for one task, taking a core of the chosen node.
+    pub fn place(&mut self, task: &QueuedTask) -> Decision {
+        let Some(best) = self.heap.peek() else { return Decision::NoCapacity };
+        let deferrable = self.now < self.policy.wait_for_sun_until(task);
+        if deferrable && best.surplus < 0.0 {
+            return Decision::WaitForSun;
+        }
+        let mut best = self.heap.pop().expect("peeked");
+        let chosen = best.node.score_inputs();
+        let runner_up = self.heap.peek().map(|next| next.node.score_inputs());
+        let placement = Placement { task_id: task.task_id, node_id: best.node.node_id, chosen, runner_up };
+        best.node.claimed += 1;
+        if best.node.has_free_core() {
+            self.heap.push(Ranked::new(best.node, self.policy.watts_per_core));
+        }
+        Decision::Placed(placement)
+    }
+}
+
 /// Places tasks in queue order, each on the best live node with a free core; a deferrable task
 /// takes only a node with solar surplus, or waits. O((tasks + nodes) × log nodes).
 pub fn solve(problem: &Problem<'_>) -> Plan {
-    let watts_per_core = problem.policy.watts_per_core;
     let mut order: Vec<&QueuedTask> = problem.tasks.iter().filter(|task| task.deadline > problem.now).collect();
     order.sort_by(|a, b| queue_order(a, b));
-    let mut heap: BinaryHeap<Ranked> = problem
-        .nodes
-        .iter()
-        .filter(|node| node.expires_at > problem.now && node.has_free_core() && node.cpu_cores > 0)
-        .map(|node| Ranked::new(node.clone(), watts_per_core))
-        .collect();
+    let mut placer = Placer::new(problem.now, problem.nodes, problem.policy);
     let mut plan = Plan::default();
     for task in order {
-        let Some(best) = heap.peek() else {
+        match placer.place(task) {
+            Decision::Placed(placement) => plan.placements.push(placement),
+            Decision::WaitForSun => plan.waiting_for_sun.push(task.task_id),
             // No free core anywhere: the rest wait for the next round.
-            break;
-        };
-        let deferrable = problem.now < problem.policy.wait_for_sun_until(task);
-        if deferrable && best.surplus < 0.0 {
-            plan.waiting_for_sun.push(task.task_id);
-            continue;
-        }
-        let mut best = heap.pop().expect("peeked");
-        let chosen = best.node.score_inputs();
-        let runner_up = heap.peek().map(|next| next.node.score_inputs());
-        plan.placements.push(Placement { task_id: task.task_id, node_id: best.node.node_id, chosen, runner_up });
-        best.node.claimed += 1;
-        if best.node.has_free_core() {
-            heap.push(Ranked::new(best.node, watts_per_core));
+            Decision::NoCapacity => break,
         }
     }
     plan

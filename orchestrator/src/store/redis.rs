@@ -101,23 +101,36 @@ pub enum Claim {
     NodeOffline,
 }
 
-pub async fn claim_core(
+/// Claims a core for each (node, task) pair in one round trip; each claim is one atomic
+/// script run, and they run in the order given.
+pub async fn claim_cores(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &Keys,
-    node_id: NodeId,
-    task_id: TaskId,
-) -> redis::RedisResult<Claim> {
-    let answer: i64 = redis::Script::new(CLAIM)
-        .key(keys.node_state(node_id))
-        .key(keys.node_claims(node_id))
-        .arg(task_id.to_string())
-        .invoke_async(conn)
-        .await?;
-    Ok(match answer {
-        1 => Claim::Taken,
-        0 => Claim::NodeFull,
-        _ => Claim::NodeOffline,
-    })
+    wanted: &[(NodeId, TaskId)],
+) -> redis::RedisResult<Vec<Claim>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = redis::Script::new(CLAIM);
+    redis::cmd("SCRIPT").arg("LOAD").arg(CLAIM).query_async::<String>(&mut *conn).await?;
+    let mut pipe = redis::pipe();
+    for (node_id, task_id) in wanted {
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(keys.node_state(*node_id))
+            .arg(keys.node_claims(*node_id))
+            .arg(task_id.to_string());
+    }
+    let answers: Vec<i64> = pipe.query_async(conn).await?;
+    Ok(answers
+        .into_iter()
+        .map(|answer| match answer {
+            1 => Claim::Taken,
+            0 => Claim::NodeFull,
+            _ => Claim::NodeOffline,
+        })
+        .collect())
 }
 
 /// Gives a task's core back. Idempotent: releasing twice frees one core once.
