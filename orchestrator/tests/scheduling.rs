@@ -265,3 +265,93 @@ async fn two_orchestrators_racing_never_overfill_a_node_nor_assign_twice(pool: P
     fleet.join().await;
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_task_with_slack_waits_for_the_sun_and_an_urgent_one_does_not(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_EXPECTED_RUNTIME_MS", "60000")]).await;
+    let (_, api_key) = system.organization("Dawn").await;
+    let shaded = system.manual_node(&api_key, 2, 0.0).await;
+    let panels = system.manual_node(&api_key, 2, 0.0).await; // solar panels, before sunrise
+    let relaxed: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let relaxed_id = relaxed["task_id"].as_str().unwrap();
+    system.settled(relaxed["command_id"].as_str().unwrap(), &api_key).await;
+    // Due in three minutes: three expected runtimes leave no slack, so it runs at once, sun or not.
+    let urgent: Value = system
+        .post("/v1/tasks", &api_key, thermal_task_due(chrono::Duration::minutes(3), 5))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let urgent_id = urgent["task_id"].as_str().unwrap();
+    eventually(WAIT, "the urgent task to be placed", || async {
+        (system.task(&api_key, urgent_id).await["status"] == "assigned").then_some(())
+    })
+    .await;
+    // The scheduler has seen the relaxed task in that pass too, and left it waiting.
+    assert_eq!(system.task(&api_key, relaxed_id).await["status"], "queued");
+
+    panels.set_solar(300.0);
+    let placed = eventually(WAIT, "the relaxed task to be placed in the sun", || async {
+        let task = system.task(&api_key, relaxed_id).await;
+        (task["status"] == "assigned").then_some(task)
+    })
+    .await;
+    assert_eq!(placed["node_id"].as_str(), Some(panels.node_id.as_str()));
+    assert_ne!(placed["node_id"].as_str(), Some(shaded.node_id.as_str()));
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_assignment_not_started_in_time_is_taken_back_and_its_node_told(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_START_LEASE_MS", "500"), ("GRID_REQUEUE_BACKOFF_MS", "50")]).await;
+    let (_, api_key) = system.organization("Sluggish").await;
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let accepted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = accepted["task_id"].as_str().unwrap();
+    assert_eq!(channel.next(WAIT).await.event.as_deref(), Some("TASK:ASSIGNED"));
+    // It never starts: the lease passes, the node is told, and the task is offered again.
+    let taken = channel.next(WAIT).await;
+    assert_eq!(taken.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&taken.data).unwrap();
+    assert_eq!((data["reason"].as_str(), data["attempt"].as_i64()), (Some("start_lease_expired"), Some(1)));
+    let again = channel.next(WAIT).await;
+    let data: Value = serde_json::from_str(&again.data).unwrap();
+    assert_eq!((again.event.as_deref(), data["attempt"].as_i64()), (Some("TASK:ASSIGNED"), Some(2)));
+    let backoff: i64 = sqlx::query_scalar(
+        "select (envelope -> 'payload' ->> 'retry_after_ms')::bigint from event where event_type = 'TaskRequeued' order by seq limit 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(backoff, 50, "the first requeue waits the base backoff");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn after_the_attempt_limit_a_task_fails_into_the_dead_letter_stream(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_NODE_TTL_MS", "1000"), ("GRID_MAX_ATTEMPTS", "1")]).await;
+    let (_, api_key) = system.organization("Unlucky").await;
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let accepted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = accepted["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(channel.next(WAIT).await.event.as_deref(), Some("TASK:ASSIGNED"));
+    node.go_silent();
+    let task = eventually(WAIT, "the task to fail", || async {
+        let task = system.task(&api_key, &task_id).await;
+        (task["status"] == "failed").then_some(task)
+    })
+    .await;
+    assert_eq!(task["reason"], "attempts_exhausted: node_offline");
+    let dlq = format!("{}:dlq", system.namespace);
+    let letter = eventually(WAIT, "the dead letter", || async {
+        let entries: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
+        entries.ids.into_iter().next()
+    })
+    .await;
+    assert_eq!(letter.get::<String>("entry_id").as_deref(), Some(task_id.as_str()));
+    assert_eq!(letter.get::<String>("reason").as_deref(), Some("attempts_exhausted: node_offline"));
+    system.stop().await;
+}

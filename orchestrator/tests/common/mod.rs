@@ -199,9 +199,15 @@ pub struct ManualNode {
     pub node_id: String,
     pub token: String,
     heartbeats: CancellationToken,
+    solar_watts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ManualNode {
+    /// The solar production its next heartbeats report.
+    pub fn set_solar(&self, watts: f64) {
+        self.solar_watts.store(watts.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stops its heartbeats, as a node that dies.
     pub fn go_silent(&self) {
         self.heartbeats.cancel();
@@ -246,16 +252,18 @@ impl System {
             node_id: body["node_id"].as_str().unwrap().to_owned(),
             token: body["token"].as_str().unwrap().to_owned(),
             heartbeats: self.shutdown.child_token(),
+            solar_watts: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(solar_watts.to_bits())),
         };
         eventually(Duration::from_secs(10), "the node's registration", || async {
             (self.heartbeat(&node, solar_watts).await == 200).then_some(())
         })
         .await;
-        let (http, url, token, stop) = (
+        let (http, url, token, stop, solar) = (
             self.http.clone(),
             self.url(&format!("/v1/nodes/{}/heartbeat", node.node_id)),
             node.token.clone(),
             node.heartbeats.clone(),
+            node.solar_watts.clone(),
         );
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_millis(200));
@@ -264,7 +272,8 @@ impl System {
                     _ = every.tick() => {}
                     _ = stop.cancelled() => return,
                 }
-                let beat = json!({"cpu_usage": 5.0, "solar_watts": solar_watts});
+                let watts = f64::from_bits(solar.load(std::sync::atomic::Ordering::Relaxed));
+                let beat = json!({"cpu_usage": 5.0, "solar_watts": watts});
                 let _ = http.post(&url).bearer_auth(&token).json(&beat).send().await;
             }
         });
