@@ -308,8 +308,10 @@ async fn an_assignment_not_started_in_time_is_taken_back_and_its_node_told(pool:
     let node = system.manual_node(&api_key, 1, 300.0).await;
     let mut channel = system.channel(&node, None).await;
     let accepted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
-    let task_id = accepted["task_id"].as_str().unwrap();
-    assert_eq!(channel.next(WAIT).await.event.as_deref(), Some("TASK:ASSIGNED"));
+    let assigned = channel.next(WAIT).await;
+    assert_eq!(assigned.event.as_deref(), Some("TASK:ASSIGNED"));
+    let data: Value = serde_json::from_str(&assigned.data).unwrap();
+    assert_eq!(data["task_id"], accepted["task_id"]);
     // It never starts: the lease passes, the node is told, and the task is offered again.
     let taken = channel.next(WAIT).await;
     assert_eq!(taken.event.as_deref(), Some("TASK:CANCELLED"));
