@@ -20,6 +20,9 @@ pub struct GatewayConfig {
     pub request_timeout_ms: u64,
     /// PostgreSQL connections for the read model (`GATEWAY_DB_POOL_SIZE`).
     pub db_pool_size: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (`GATEWAY_TRUSTED_PROXIES`, comma-separated
+    /// addresses; none by default).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -61,6 +64,13 @@ impl GatewayConfig {
             max_body_bytes: read(&lookup, "GATEWAY_MAX_BODY_BYTES", "1048576", integer_in(1024, 64 * 1024 * 1024))?,
             request_timeout_ms: read(&lookup, "GATEWAY_REQUEST_TIMEOUT_MS", "10000", integer_in(100, 600_000))?,
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
+            trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|part| !part.is_empty())
+                    .map(|part| part.parse().map_err(|_| format!("{part:?} is not an IP address")))
+                    .collect()
+            })?,
         })
     }
 }

@@ -213,7 +213,7 @@ impl Consumer {
         }
         let span = info_span!("apply", message_id = %envelope.0.id, message_type = %envelope.0.message_type,
             correlation_id = %envelope.0.correlation_id);
-        let applied = self.apply(&envelope.0, envelope.1).instrument(span).await?;
+        let applied = self.apply(&envelope.0, &entry.id, envelope.1).instrument(span).await?;
         let mut conn = self.redis.get().await?;
         if let Some(decision) = &applied {
             for after in &decision.after_commit {
@@ -224,6 +224,9 @@ impl Consumer {
                     AfterCommit::DeadLetterTask { task_id, attempts, reason } => {
                         dead_letter_task(&mut *conn, &self.config.grid.keys, *task_id, *attempts, reason).await?
                     }
+                    AfterCommit::DeleteEntries { stream, entry_ids } => {
+                        redis::cmd("XDEL").arg(stream).arg(entry_ids).query_async::<()>(&mut *conn).await?
+                    }
                 }
             }
         }
@@ -232,7 +235,12 @@ impl Consumer {
     }
 
     /// Applies one message in one transaction; `None` when it had already been applied.
-    async fn apply(&self, envelope: &Envelope, message: Decoded) -> Result<Option<Decision>, ConsumerError> {
+    async fn apply(
+        &self,
+        envelope: &Envelope,
+        entry_id: &str,
+        message: Decoded,
+    ) -> Result<Option<Decision>, ConsumerError> {
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
             "insert into processed_message (message_id, message_type, organization_id, outcome)
@@ -249,7 +257,7 @@ impl Consumer {
             debug!("already applied: acknowledging the redelivery");
             return Ok(None);
         }
-        let context = Context { config: &self.config, envelope, now: Utc::now() };
+        let context = Context { config: &self.config, envelope, entry_id, now: Utc::now() };
         let decision = match message {
             Decoded::Command(command) => handlers::apply_command(&mut tx, &context, command).await?,
             Decoded::Report(report) => handlers::apply_report(&mut tx, &context, report).await?,

@@ -1,7 +1,7 @@
 //! `PUT`, `GET`, `DELETE /v1/owners/{owner_id}/consent`: an owner's GDPR consent within the
 //! calling organisation. The address recorded with a grant is the peer's (GDPR Art. 30).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -31,12 +31,44 @@ pub struct GrantConsentRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsentChange {
+    /// `granted` or `revoked`.
+    pub action: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub consent_version: Option<String>,
+    /// The client address of a grant (GDPR Art. 30).
+    pub consent_ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ConsentView {
     pub owner_id: uuid::Uuid,
     pub granted: bool,
     pub granted_at: Option<chrono::DateTime<chrono::Utc>>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
     pub consent_version: String,
+    pub consent_ip: Option<String>,
+    /// Every grant and revocation, oldest first.
+    pub history: Vec<ConsentChange>,
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address
+/// in `X-Forwarded-For` that is not one of ours. A malformed header is not believed.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let Some(forwarded) = headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()) else {
+        return Some(peer);
+    };
+    for candidate in forwarded.split(',').rev().map(str::trim) {
+        let Ok(address) = candidate.parse::<IpAddr>() else { return Some(peer) };
+        if !trusted.contains(&address) {
+            return Some(address);
+        }
+    }
+    Some(peer)
 }
 
 #[utoipa::path(put, path = "/v1/owners/{owner_id}/consent", tag = "consent", request_body = GrantConsentRequest,
@@ -62,7 +94,12 @@ pub async fn grant(
     let command = Command::GrantConsent(GrantConsent {
         owner_id: OwnerId(owner_id),
         consent_version: version.to_owned(),
-        consent_ip: peer.map(|Extension(ConnectInfo(address))| address.ip().to_string()),
+        consent_ip: client_ip(
+            peer.map(|Extension(ConnectInfo(address))| address.ip()),
+            &headers,
+            &state.config.trusted_proxies,
+        )
+        .map(|address| address.to_string()),
     });
     let command_id =
         publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
@@ -83,15 +120,28 @@ pub async fn read(
 ) -> Result<Json<ConsentView>, ApiError> {
     let organization_id = caller.organization()?;
     type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
-    let row: Option<(bool, Timestamp, Timestamp, String)> = sqlx::query_as(
-        "select granted, granted_at, revoked_at, consent_version from consent where owner_id = $1 and organization_id = $2",
+    let row: Option<(bool, Timestamp, Timestamp, String, Option<String>)> = sqlx::query_as(
+        "select granted, granted_at, revoked_at, consent_version, consent_ip from consent
+         where owner_id = $1 and organization_id = $2",
     )
     .bind(owner_id)
     .bind(organization_id.as_uuid())
     .fetch_optional(&state.pool)
     .await?;
-    let (granted, granted_at, revoked_at, consent_version) = row.ok_or(ApiError::NotFound("consent"))?;
-    Ok(Json(ConsentView { owner_id, granted, granted_at, revoked_at, consent_version }))
+    let (granted, granted_at, revoked_at, consent_version, consent_ip) = row.ok_or(ApiError::NotFound("consent"))?;
+    let changes: Vec<(String, chrono::DateTime<chrono::Utc>, Option<String>, Option<String>)> = sqlx::query_as(
+        "select action, at, consent_version, consent_ip from consent_history
+         where organization_id = $1 and owner_id = $2 order by consent_history_id",
+    )
+    .bind(organization_id.as_uuid())
+    .bind(owner_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let history = changes
+        .into_iter()
+        .map(|(action, at, consent_version, consent_ip)| ConsentChange { action, at, consent_version, consent_ip })
+        .collect();
+    Ok(Json(ConsentView { owner_id, granted, granted_at, revoked_at, consent_version, consent_ip, history }))
 }
 
 #[utoipa::path(delete, path = "/v1/owners/{owner_id}/consent", tag = "consent",
@@ -111,4 +161,27 @@ pub async fn revoke(
     let command_id =
         publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_forwarded_address_is_believed_only_from_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        let headers = forwarded("203.0.113.5, 10.0.0.2");
+        assert_eq!(client_ip(Some(stranger), &headers, &[proxy]), Some(stranger));
+        assert_eq!(client_ip(Some(proxy), &headers, &[proxy]), "203.0.113.5".parse().ok());
+        assert_eq!(client_ip(Some(proxy), &forwarded("not-an-ip"), &[proxy]), Some(proxy));
+        assert_eq!(client_ip(Some(proxy), &HeaderMap::new(), &[proxy]), Some(proxy));
+        assert_eq!(client_ip(None, &headers, &[proxy]), None);
+    }
 }

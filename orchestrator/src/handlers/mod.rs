@@ -23,6 +23,8 @@ use crate::config::OrchestratorConfig;
 pub struct Context<'a> {
     pub config: &'a OrchestratorConfig,
     pub envelope: &'a Envelope,
+    /// The stream entry that carried the message.
+    pub entry_id: &'a str,
     pub now: DateTime<Utc>,
 }
 
@@ -58,6 +60,11 @@ pub enum AfterCommit {
         task_id: TaskId,
         attempts: i32,
         reason: String,
+    },
+    /// Entries holding personal data that must leave Redis (XDEL).
+    DeleteEntries {
+        stream: String,
+        entry_ids: Vec<String>,
     },
 }
 

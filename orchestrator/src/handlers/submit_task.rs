@@ -23,8 +23,8 @@ pub async fn submit(
     let status = if rejection.is_some() { "rejected" } else { "queued" };
     let inserted = sqlx::query(
         "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, reason,
-             correlation_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict do nothing",
+             correlation_id, submitted_entry_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict do nothing",
     )
     .bind(command.task_id.as_uuid())
     .bind(organization_id.as_uuid())
@@ -36,6 +36,7 @@ pub async fn submit(
     .bind(status)
     .bind(rejection.as_ref().map(|reason| serde_json::to_string(reason).expect("reasons serialise")))
     .bind(context.envelope.correlation_id)
+    .bind(context.entry_id)
     .execute(&mut *conn)
     .await?
     .rows_affected();

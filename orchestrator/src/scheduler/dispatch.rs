@@ -50,6 +50,13 @@ pub async fn assign_queued(
                   and (not_before is null or not_before <= now())
               order by deadline limit $1))
            and status = 'queued'
+           -- Consent is checked again at dispatch: no owner's data is sent without it.
+           and not exists (
+               select 1 from jsonb_array_elements(
+                   case when kind_type = 'energy_group_optimisation' then kind -> 'participants' else '[]'::jsonb end
+               ) participant
+               where not exists (select 1 from consent c where c.owner_id = (participant ->> 'owner_id')::uuid
+                                 and c.organization_id = task.organization_id and c.granted))
          for update skip locked",
     )
     .bind(batch)

@@ -1,0 +1,176 @@
+//! GDPR consent end to end: grants with their history and address, admission, and revocation
+//! as a scheduling event that cancels, tells nodes and purges the owner's readings everywhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{completion, eventually, spawn_system, thermal_task};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// A reading no other participant has, to look for it everywhere afterwards.
+const MARKER: f64 = 987.654;
+
+async fn grant(system: &common::System, api_key: &str, owner: &uuid::Uuid) {
+    let response = system
+        .http
+        .put(system.url(&format!("/v1/owners/{owner}/consent")))
+        .bearer_auth(api_key)
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"consent_version": "2026-03"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), api_key).await["status"], "applied");
+}
+
+fn group_task(owners: &[uuid::Uuid]) -> Value {
+    let participants: Vec<Value> = owners
+        .iter()
+        .enumerate()
+        .map(|(index, owner)| {
+            let reading = if index == 0 { MARKER } else { 200.0 + index as f64 };
+            json!({"owner_id": owner, "readings_kwh": vec![reading; 12]})
+        })
+        .collect();
+    json!({
+        "copropriete_id": uuid::Uuid::new_v4(),
+        "deadline": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "kind": {"type": "energy_group_optimisation", "building_id": uuid::Uuid::new_v4(), "simulation_months": 12,
+                 "participants": participants}
+    })
+}
+
+async fn all_stream_text(system: &common::System) -> String {
+    let mut redis = system.redis.clone();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:*", system.namespace)).query_async(&mut redis).await.unwrap();
+    let mut text = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await.unwrap();
+        if kind == "stream" {
+            let entries: redis::streams::StreamRangeReply =
+                redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut redis).await.unwrap();
+            for entry in entries.ids {
+                text.push_str(&entry.get::<String>("envelope").unwrap_or_default());
+            }
+        }
+    }
+    text
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn revoking_consent_cancels_the_owners_tasks_tells_the_node_and_purges_the_readings(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Revocable").await;
+    let owners: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
+    for owner in &owners {
+        grant(&system, &api_key, owner).await;
+    }
+    let revoked_owner = owners[0];
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+
+    let running: Value = system.post("/v1/tasks", &api_key, group_task(&owners)).await.json().await.unwrap();
+    let running_id = running["task_id"].as_str().unwrap().to_owned();
+    let assigned = channel.next(WAIT).await;
+    assert!(assigned.data.contains(&running_id) && assigned.data.contains("987.654"), "the node got the readings");
+    assert!(!assigned.data.contains(&revoked_owner.to_string()), "but not who they belong to");
+    system.report(&node, json!({"task_id": running_id, "attempt": 1, "status": "started"})).await;
+    eventually(WAIT, "the task to run", || async {
+        (system.task(&api_key, &running_id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let queued: Value = system.post("/v1/tasks", &api_key, group_task(&owners)).await.json().await.unwrap();
+    let queued_id = queued["task_id"].as_str().unwrap().to_owned();
+    system.settled(queued["command_id"].as_str().unwrap(), &api_key).await;
+    let unrelated: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let unrelated_id = unrelated["task_id"].as_str().unwrap().to_owned();
+    system.settled(unrelated["command_id"].as_str().unwrap(), &api_key).await;
+
+    let revoke = system
+        .http
+        .delete(system.url(&format!("/v1/owners/{revoked_owner}/consent")))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 202);
+    let body: Value = revoke.json().await.unwrap();
+    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+
+    // The node running the owner's data is told at once.
+    let cancelled = channel.next(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
+    assert_eq!(
+        (data["task_id"].as_str(), data["reason"].as_str()),
+        (Some(running_id.as_str()), Some("consent_revoked"))
+    );
+    for task_id in [&running_id, &queued_id] {
+        let task = system.task(&api_key, task_id).await;
+        assert_eq!((task["status"].as_str(), task["reason"].as_str()), (Some("cancelled"), Some("consent_revoked")));
+    }
+    assert_ne!(system.task(&api_key, &unrelated_id).await["status"], "cancelled", "other tasks go on");
+
+    // The readings are gone from every stored payload, the event log and Redis.
+    let kinds: Vec<String> = sqlx::query_scalar("select kind::text from task").fetch_all(&pool).await.unwrap();
+    for kind in &kinds {
+        assert!(!kind.contains("987.654") && !kind.contains(&revoked_owner.to_string()), "{kind}");
+    }
+    let leaked: i64 = sqlx::query_scalar("select count(*) from event where envelope::text like '%987.654%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0, "events never carry readings");
+    eventually(WAIT, "the Redis copies to be deleted", || async {
+        (!all_stream_text(&system).await.contains("987.654")).then_some(())
+    })
+    .await;
+    let purged: Value =
+        sqlx::query_scalar("select envelope -> 'payload' from event where event_type = 'ParticipantDataPurged'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let mut purged_tasks: Vec<&str> = purged["task_ids"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    purged_tasks.sort();
+    let mut expected = vec![running_id.as_str(), queued_id.as_str()];
+    expected.sort();
+    assert_eq!(purged_tasks, expected);
+
+    // A result that arrives anyway is discarded.
+    let late: Value = system.report(&node, completion(&running_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+    assert_eq!(system.settled(late["command_id"].as_str().unwrap(), &node.token).await["status"], "rejected");
+
+    // The record keeps both acts; the address is the peer's (no proxy is trusted here).
+    let consent: Value =
+        system.get(&format!("/v1/owners/{revoked_owner}/consent"), &api_key).await.json().await.unwrap();
+    assert_eq!(consent["granted"], false);
+    let actions: Vec<&str> =
+        consent["history"].as_array().unwrap().iter().filter_map(|change| change["action"].as_str()).collect();
+    assert_eq!(actions, ["granted", "revoked"]);
+    assert_eq!(consent["history"][0]["consent_ip"], "127.0.0.1");
+    assert_eq!(consent["consent_version"], "2026-03");
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_group_task_needs_every_participants_consent(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Careful").await;
+    let owners: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::new_v4()).collect();
+    for owner in &owners[..4] {
+        grant(&system, &api_key, owner).await;
+    }
+    let submitted: Value = system.post("/v1/tasks", &api_key, group_task(&owners)).await.json().await.unwrap();
+    let view = system.settled(submitted["command_id"].as_str().unwrap(), &api_key).await;
+    assert_eq!(view["status"], "rejected");
+    let task = system.task(&api_key, submitted["task_id"].as_str().unwrap()).await;
+    assert_eq!(task["reason"]["code"], "consent_not_granted");
+    assert_eq!(task["reason"]["owner_id"].as_str(), Some(owners[4].to_string().as_str()));
+    system.stop().await;
+}
