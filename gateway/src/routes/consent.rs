@@ -129,7 +129,8 @@ pub async fn read(
     .fetch_optional(&state.pool)
     .await?;
     let (granted, granted_at, revoked_at, consent_version, consent_ip) = row.ok_or(ApiError::NotFound("consent"))?;
-    let changes: Vec<(String, chrono::DateTime<chrono::Utc>, Option<String>, Option<String>)> = sqlx::query_as(
+    type Change = (String, chrono::DateTime<chrono::Utc>, Option<String>, Option<String>);
+    let changes: Vec<Change> = sqlx::query_as(
         "select action, at, consent_version, consent_ip from consent_history
          where organization_id = $1 and owner_id = $2 order by consent_history_id",
     )
