@@ -35,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .merge(nodes::streaming_router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", crate::openapi::spec()))
         .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

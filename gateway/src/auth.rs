@@ -88,6 +88,19 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
+/// A fixed one-second window per credential, shared by every gateway through Redis.
+async fn enforce_rate_limit(state: &AppState, credential: &Sha256Hex) -> Result<(), ApiError> {
+    let second = chrono::Utc::now().timestamp();
+    let window = state.keys().rate_window(&credential.as_str()[..16], second);
+    let mut conn = state.redis.get().await?;
+    let (count,): (u64,) =
+        redis::pipe().atomic().incr(&window, 1).expire(&window, 2).ignore().query_async(&mut *conn).await?;
+    if count > u64::from(state.config.rate_limit_per_second) {
+        return Err(ApiError::RateLimited { retry_after_seconds: 1 });
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -99,10 +112,12 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
+        let hash = Sha256Hex::of_secret(token);
+        // Counted per credential before it is checked, so a flood of guesses costs no lookups.
+        enforce_rate_limit(state, &hash).await?;
         if constant_time_eq(token.as_bytes(), state.config.operator_key.as_bytes()) {
             return Ok(Self::Operator);
         }
-        let hash = Sha256Hex::of_secret(token);
         if token.starts_with(API_KEY_PREFIX) {
             let organization: Option<uuid::Uuid> =
                 sqlx::query_scalar("select organization_id from api_key where key_hash = $1 and revoked_at is null")

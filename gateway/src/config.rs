@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     /// Proxies whose `X-Forwarded-For` is believed (`GATEWAY_TRUSTED_PROXIES`, comma-separated
     /// addresses; none by default).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Requests one credential may make per second (`GATEWAY_RATE_LIMIT_PER_SECOND`).
+    pub rate_limit_per_second: u32,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -64,6 +66,7 @@ impl GatewayConfig {
             max_body_bytes: read(&lookup, "GATEWAY_MAX_BODY_BYTES", "1048576", integer_in(1024, 64 * 1024 * 1024))?,
             request_timeout_ms: read(&lookup, "GATEWAY_REQUEST_TIMEOUT_MS", "10000", integer_in(100, 600_000))?,
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
+            rate_limit_per_second: read(&lookup, "GATEWAY_RATE_LIMIT_PER_SECOND", "1000", integer_in(1, 1_000_000))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')
                     .map(str::trim)

@@ -81,6 +81,11 @@ impl Keys {
         format!("{}:idempotency:{organization_id}:{key}", self.namespace)
     }
 
+    /// `{ns}:rate:<caller>:<second>`: requests of one credential in one second.
+    pub fn rate_window(&self, caller: &str, second: i64) -> String {
+        format!("{}:rate:{caller}:{second}", self.namespace)
+    }
+
     /// The pattern that matches every key of this namespace (for cleaning up after tests).
     pub fn all_keys_pattern(&self) -> String {
         format!("{}:*", self.namespace)

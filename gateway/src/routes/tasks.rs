@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ParticipantBody {
     pub owner_id: uuid::Uuid,
     /// Monthly consumption, in kWh.
@@ -37,7 +38,7 @@ pub struct ParticipantBody {
 
 /// The computation to run.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TaskKindBody {
     BuildingThermalSimulation {
         building_id: uuid::Uuid,

@@ -38,6 +38,7 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
         ("GRID_NODE_TTL_MS", "3000"),
         ("GRID_TICK_MS", "50"),
         ("GRID_CONSUMER_NAME", "orchestrator-test"),
+        ("GATEWAY_RATE_LIMIT_PER_SECOND", "100000"),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value.to_owned()))
