@@ -14,7 +14,8 @@ pub struct GatewayConfig {
     pub operator_key: String,
     /// Where to listen (`GATEWAY_LISTEN`, default `127.0.0.1:8081`).
     pub listen: SocketAddr,
-    /// Largest request body accepted (`GATEWAY_MAX_BODY_BYTES`, default 1 MiB).
+    /// Largest request body accepted (`GATEWAY_MAX_BODY_BYTES`, default 4 MiB: the largest valid
+    /// group task, 1,000 participants × 120 readings, is about 2.4 MB).
     pub max_body_bytes: usize,
     /// Time allowed to answer a request, streams aside (`GATEWAY_REQUEST_TIMEOUT_MS`).
     pub request_timeout_ms: u64,
@@ -63,7 +64,7 @@ impl GatewayConfig {
             listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {
                 text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))
             })?,
-            max_body_bytes: read(&lookup, "GATEWAY_MAX_BODY_BYTES", "1048576", integer_in(1024, 64 * 1024 * 1024))?,
+            max_body_bytes: read(&lookup, "GATEWAY_MAX_BODY_BYTES", "4194304", integer_in(1024, 64 * 1024 * 1024))?,
             request_timeout_ms: read(&lookup, "GATEWAY_REQUEST_TIMEOUT_MS", "10000", integer_in(100, 600_000))?,
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
             rate_limit_per_second: read(&lookup, "GATEWAY_RATE_LIMIT_PER_SECOND", "1000", integer_in(1, 1_000_000))?,

@@ -25,7 +25,7 @@ use crate::routes::{commands, consent, grid_compat, health, ledger, nodes, organ
         grid_compat::grid_stats_route,
         health::healthz, health::readyz,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonProblems),
 )]
 pub struct ApiDoc;
 
@@ -43,6 +43,42 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The refusals any operation may give, documented once for all: each a problem document.
+struct CommonProblems;
+
+const COMMON_PROBLEMS: [(&str, &str); 9] = [
+    ("400", "Malformed request (not JSON, or not the JSON shape)"),
+    ("401", "Missing or invalid credentials"),
+    ("403", "These credentials may not use this route"),
+    ("404", "No such resource for this caller"),
+    ("413", "Body larger than the server accepts"),
+    ("415", "Body is not application/json"),
+    ("422", "Invalid input: each field and why"),
+    ("429", "Too many requests with this credential; see Retry-After"),
+    ("503", "A backing service is unavailable, or the request timed out"),
+];
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in COMMON_PROBLEMS {
+                    let problem = ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                        )
+                        .build();
+                    operation.responses.responses.entry(status.to_owned()).or_insert(RefOr::T(problem));
+                }
+            }
+        }
     }
 }
 

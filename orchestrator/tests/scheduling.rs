@@ -145,7 +145,7 @@ async fn a_task_past_its_deadline_fails_its_node_is_told_and_nothing_is_credited
     let node = system.manual_node(&api_key, 2, 300.0).await;
     let mut channel = system.channel(&node, None).await;
     let accepted: Value = system
-        .post("/v1/tasks", &api_key, thermal_task_due(chrono::Duration::seconds(3), 5))
+        .post("/v1/tasks", &api_key, thermal_task_due(chrono::Duration::seconds(8), 5))
         .await
         .json()
         .await
@@ -178,15 +178,22 @@ async fn a_cancelled_running_task_is_stopped_on_its_node(pool: PgPool) {
         (system.task(&api_key, &task_id).await["status"] == "running").then_some(Instant::now())
     })
     .await;
+    let running_on_node = |count: u64| {
+        let path = format!("/v1/nodes/{node_id}");
+        let (system, api_key) = (&system, &api_key);
+        async move {
+            let view: Value = system.get(&path, api_key).await.json().await.ok()?;
+            (view["live"]["running"] == count).then_some(())
+        }
+    };
+    eventually(WAIT, "the node to report the task running", || running_on_node(1)).await;
     let cancel =
         system.http.delete(system.url(&format!("/v1/tasks/{task_id}"))).bearer_auth(&api_key).send().await.unwrap();
     assert_eq!(cancel.status(), 202);
+    let cancelled: Value = cancel.json().await.unwrap();
+    assert_eq!(system.settled(cancelled["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
     // The node's own count of running tasks drops to zero: it stopped the computation.
-    eventually(WAIT, "the node to stop the task", || async {
-        let view: Value = system.get(&format!("/v1/nodes/{node_id}"), &api_key).await.json().await.ok()?;
-        (view["live"]["running"] == 0).then_some(())
-    })
-    .await;
+    eventually(WAIT, "the node to stop the task", || running_on_node(0)).await;
     assert!(started.elapsed() < task_length, "stopped before the task could have finished");
     assert_eq!(system.task(&api_key, &task_id).await["status"], "cancelled");
     stop.send(true).unwrap();

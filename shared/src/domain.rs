@@ -261,8 +261,8 @@ pub enum TaskKindInput {
 }
 
 impl TaskKind {
-    pub const MAX_PARTICIPANTS: usize = 10_000;
-    pub const MAX_READINGS: usize = 1_200;
+    pub const MAX_PARTICIPANTS: usize = 1_000;
+    pub const MAX_READINGS: usize = 120;
 
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct GrantConsentRequest {
     /// The version of the consent clause the owner accepted (1 to 64 characters).
+    #[schema(min_length = 1, max_length = 64)]
     pub consent_version: String,
 }
 

@@ -105,6 +105,7 @@ pub async fn grid_heartbeat(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GridTaskQuery {
     pub node_id: uuid::Uuid,
 }

@@ -45,10 +45,13 @@ pub fn streaming_router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterNodeRequest {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// 1 to 256.
+    #[schema(minimum = 1, maximum = 256)]
     pub cpu_cores: i64,
     pub has_solar: bool,
+    #[schema(min_length = 1, max_length = 100)]
     pub location: String,
 }
 
@@ -97,8 +100,10 @@ pub async fn register_node(
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// CPU usage in percent, 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
     pub cpu_usage: f64,
     /// Current solar production in watts, 0 to 100000.
+    #[schema(minimum = 0, maximum = 100000)]
     pub solar_watts: f64,
     /// Tasks the node is running, as it counts them.
     #[serde(default)]
@@ -195,6 +200,7 @@ pub enum ReportStatus {
 pub struct ReportRequest {
     pub task_id: uuid::Uuid,
     /// The attempt number received with `TASK:ASSIGNED`.
+    #[schema(minimum = 1)]
     pub attempt: i32,
     pub status: ReportStatus,
     /// Completed: the result, whose compact JSON (keys sorted) hashes to `result_hash`.
@@ -202,15 +208,19 @@ pub struct ReportRequest {
     pub result_json: Option<serde_json::Value>,
     /// Completed: SHA-256 of the result, 64 lowercase hex digits.
     #[serde(default)]
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub result_hash: Option<String>,
     /// Completed: energy the task used, in Wh.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub energy_used_wh: Option<f64>,
     /// Completed: the part of it drawn from solar, in Wh.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub solar_contribution_wh: Option<f64>,
     /// Failed: what went wrong (at most 1000 characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1000)]
     pub error: Option<String>,
 }
 

@@ -32,7 +32,8 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ParticipantBody {
     pub owner_id: uuid::Uuid,
-    /// Monthly consumption, in kWh.
+    /// Monthly consumption, in kWh (0 to 1,000,000 each), up to ten years.
+    #[schema(min_items = 1, max_items = 120)]
     pub readings_kwh: Vec<f64>,
 }
 
@@ -43,17 +44,22 @@ pub enum TaskKindBody {
     BuildingThermalSimulation {
         building_id: uuid::Uuid,
         /// 0 (none) to 1 (passive house).
+        #[schema(minimum = 0, maximum = 1)]
         insulation_score: f64,
         /// Above 0.
+        #[schema(exclusive_minimum = 0, maximum = 1000000)]
         surface_m2: f64,
         /// 0 or more.
+        #[schema(minimum = 0, maximum = 10000)]
         heating_degree_days: f64,
     },
     EnergyGroupOptimisation {
         building_id: uuid::Uuid,
         /// 1 to 120.
+        #[schema(minimum = 1, maximum = 120)]
         simulation_months: i64,
         /// At least 5 distinct consenting owners (k-anonymity).
+        #[schema(min_items = 1, max_items = 1000)]
         participants: Vec<ParticipantBody>,
     },
 }
@@ -95,6 +101,7 @@ pub struct SubmitTaskRequest {
     pub copropriete_id: uuid::Uuid,
     /// 0 to 10; 5 when absent.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10)]
     pub priority: Option<i64>,
     /// In the future, at most a year ahead.
     pub deadline: DateTime<Utc>,
@@ -198,10 +205,13 @@ pub async fn submit_task(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TaskFilter {
     /// Only tasks in this status.
+    #[param(pattern = "^(queued|assigned|running|completed|failed|cancelled|rejected)$")]
     pub status: Option<String>,
     /// 1 to 500; 100 when absent.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,

@@ -1,0 +1,44 @@
+//! Schemathesis (from PyPI) against the real API: no 5xx, every response documented and matching
+//! its schema. `just test` installs it when missing.
+//!
+//! Left out: its `positive_data_acceptance` check, which expects every schema-valid request to
+//! succeed. Rules the schema cannot say (a deadline in the coming year, k-anonymity, consent,
+//! text without control characters, an existing task) refuse such requests with a 422 problem on
+//! purpose.
+
+mod common;
+
+use common::spawn_system;
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = "../migrations")]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Fuzzed").await;
+    let program = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let output = tokio::process::Command::new(&program)
+        .args(["run", &system.url("/api-docs/openapi.json")])
+        .args(["--header", &format!("Authorization: Bearer {api_key}")])
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args(["--max-examples", "30", "--generation-deterministic", "--request-timeout", "20"])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap_or_else(|error| {
+            panic!("{program} could not run ({error}): install it with `pip install schemathesis`")
+        });
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tested: usize = report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Tested: "))
+        .and_then(|count| count.split('/').next())
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(tested >= 20, "schemathesis tested {tested} operations:\n{report}");
+    system.stop().await;
+}
