@@ -20,6 +20,10 @@ lint:
 bench-scheduler: services
     cargo bench -p grid-orchestrator --bench scheduler
 
+# Latency from a consent revocation to the node running the owner's task being told.
+bench-consent: services
+    cargo bench -p grid-orchestrator --bench consent
+
 # Regenerate the committed OpenAPI document from the gateway's code.
 openapi:
     cargo run --quiet -p grid-gateway --bin gateway -- openapi > openapi/openapi.json

@@ -15,7 +15,7 @@ use crate::routes::{commands, consent, grid_compat, health, ledger, nodes, organ
         license(name = "AGPL-3.0-or-later"),
     ),
     paths(
-        organizations::create_organization,
+        organizations::create_organization, organizations::rotate_key,
         nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
         tasks::submit_task, tasks::get_tasks, tasks::get_task, tasks::cancel_task,
         commands::get_command,

@@ -16,7 +16,11 @@ use chrono::Utc;
 use grid_orchestrator::scheduler::{Decision, LiveNode, Placer, Policy, QueuedTask, queue_order};
 use grid_shared::ids::{NodeId, TaskId};
 use serde_json::{Value, json};
-use sqlx::migrate::MigrateDatabase;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Running, Scratch, percentile, poll};
 
 const NODES: usize = 10_000;
 const TASKS: usize = 100_000;
@@ -34,10 +38,6 @@ impl Lcg {
     fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
     }
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * fraction).round() as usize]
 }
 
 fn decisions() -> Value {
@@ -102,51 +102,6 @@ fn decisions() -> Value {
         "sort_ms": sort.as_secs_f64() * 1e3, "heap_build_ms": build.as_secs_f64() * 1e3,
         "placed": placed, "waiting_for_sun": waiting, "no_capacity": no_capacity,
     })
-}
-
-async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// A database and a Redis namespace of the bench's own, removed afterwards.
-struct Scratch {
-    database_url: String,
-    redis_url: String,
-    namespace: String,
-}
-
-impl Scratch {
-    async fn new(name: &str) -> anyhow::Result<Self> {
-        let base_url =
-            std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let (prefix, _) = base_url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("DATABASE_URL has no database"))?;
-        let database_url = format!("{prefix}/koprogo_grid_bench_{name}_{}", std::process::id());
-        sqlx::Postgres::create_database(&database_url).await?;
-        Ok(Self { database_url, redis_url, namespace: format!("bench-{name}-{}", std::process::id()) })
-    }
-
-    async fn remove(self) -> anyhow::Result<()> {
-        sqlx::Postgres::drop_database(&self.database_url).await?;
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.namespace)).query_async(&mut conn).await?;
-        for chunk in keys.chunks(10_000) {
-            redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
-        }
-        Ok(())
-    }
 }
 
 async fn dispatch_path() -> anyhow::Result<Value> {
@@ -249,47 +204,9 @@ async fn dispatch_path() -> anyhow::Result<Value> {
 
 async fn node_death() -> anyhow::Result<Value> {
     let scratch = Scratch::new("death").await?;
-    let (database_url, redis_url, namespace) =
-        (scratch.database_url.clone(), scratch.redis_url.clone(), scratch.namespace.clone());
-    let operator = "bench-operator-key-0123456789abcdef0123456789";
-    let settings = |name: &str| -> Option<String> {
-        match name {
-            "DATABASE_URL" => Some(database_url.clone()),
-            "REDIS_URL" => Some(redis_url.clone()),
-            "GRID_NAMESPACE" => Some(namespace.clone()),
-            "GRID_OPERATOR_KEY" => Some(operator.to_owned()),
-            "GRID_NODE_TTL_MS" => Some(TTL_MS.to_string()),
-            _ => None,
-        }
-    };
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&database_url).await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let orchestrator_config = grid_orchestrator::config::OrchestratorConfig::from_lookup(settings)?;
-    let orchestrator = tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let state = grid_gateway::app::build_state_with_pool(
-        grid_gateway::config::GatewayConfig::from_lookup(settings)?,
-        pool.clone(),
-    )?;
-    let stop = shutdown.clone();
-    tokio::spawn(grid_gateway::app::run(listener, state, async move { stop.cancelled().await }));
-    let http = reqwest::Client::new();
-
-    let created: Value = http
-        .post(format!("{base}/v1/organizations"))
-        .bearer_auth(operator)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let api_key = created["api_key"].as_str().unwrap_or_default().to_owned();
-    poll("the organisation", || async {
-        let status = http.get(format!("{base}/v1/tasks")).bearer_auth(&api_key).send().await.ok()?.status();
-        (status == 200).then_some(())
-    })
-    .await;
+    let running = Running::start(&scratch, &[("GRID_NODE_TTL_MS", TTL_MS.to_string())]).await?;
+    let (base, pool, http, api_key) =
+        (running.base.clone(), running.pool.clone(), running.http.clone(), running.api_key.clone());
     let mut latencies = Vec::new();
     for _ in 0..DEATHS {
         let node: Value = http
@@ -335,9 +252,7 @@ async fn node_death() -> anyhow::Result<Value> {
         http.delete(format!("{base}/v1/tasks/{task_id}")).bearer_auth(&api_key).send().await?;
         poll("the cancellation", || status("cancelled")).await;
     }
-    shutdown.cancel();
-    let _ = orchestrator.await;
-    pool.close().await;
+    running.stop().await;
     scratch.remove().await?;
     latencies.sort();
     let ttl = Duration::from_millis(TTL_MS);

@@ -64,3 +64,43 @@ async fn unknown_fields_wrong_methods_and_huge_bodies_are_refused_as_problems(po
     assert_eq!(system.xlen("commands").await, before, "nothing was published");
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_organisation_rotates_its_key_and_the_old_one_stops_working(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (organization_a, old_key) = system.organization("Rotating").await;
+    let (organization_b, key_b) = system.organization("Other").await;
+
+    let response = system.post(&format!("/v1/organizations/{organization_a}/keys"), &old_key, json!({})).await;
+    assert_eq!(response.status(), 202);
+    let rotated: Value = response.json().await.unwrap();
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    assert!(new_key.starts_with("gk_") && new_key.len() == 67);
+    assert_eq!(system.settled(rotated["command_id"].as_str().unwrap(), &new_key).await["status"], "applied");
+    assert_eq!(system.get("/v1/tasks", &new_key).await.status(), 200);
+    assert_eq!(system.get("/v1/tasks", &old_key).await.status(), 401);
+
+    // Another organisation's keys are "not found"; the operator may rotate them, keeping the old.
+    assert_eq!(
+        system.post(&format!("/v1/organizations/{organization_b}/keys"), &new_key, json!({})).await.status(),
+        404
+    );
+    let by_operator: Value = system
+        .post(
+            &format!("/v1/organizations/{organization_b}/keys"),
+            common::OPERATOR_KEY,
+            json!({"revoke_previous": false}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second_key_b = by_operator["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        system.settled(by_operator["command_id"].as_str().unwrap(), common::OPERATOR_KEY).await["status"],
+        "applied"
+    );
+    assert_eq!(system.get("/v1/tasks", &key_b).await.status(), 200);
+    assert_eq!(system.get("/v1/tasks", &second_key_b).await.status(), 200);
+    system.stop().await;
+}

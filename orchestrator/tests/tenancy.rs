@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 struct Resources {
+    organization_id: String,
     node_id: String,
     task_id: String,
     command_id: String,
@@ -19,6 +20,7 @@ struct Resources {
 
 fn substitute(template: &str, resources: &Resources) -> String {
     template
+        .replace("{organization_id}", &resources.organization_id)
         .replace("{node_id}", &resources.node_id)
         .replace("{task_id}", &resources.task_id)
         .replace("{command_id}", &resources.command_id)
@@ -28,6 +30,7 @@ fn substitute(template: &str, resources: &Resources) -> String {
 fn body_for(path: &str, resources: &Resources) -> Option<Value> {
     Some(match path {
         "/v1/organizations" => json!({"name": "Intruder"}),
+        "/v1/organizations/{organization_id}/keys" => json!({}),
         "/v1/nodes" | "/grid/register" => json!({"name": "pi", "cpu_cores": 2, "has_solar": true, "location": "Spa"}),
         "/v1/nodes/{node_id}/heartbeat" => json!({"cpu_usage": 1.0, "solar_watts": 10.0}),
         "/v1/nodes/{node_id}/reports" => json!({"task_id": resources.task_id, "attempt": 1, "status": "started"}),
@@ -45,7 +48,7 @@ fn body_for(path: &str, resources: &Resources) -> Option<Value> {
 async fn no_route_leaks_another_organisations_resources(pool: PgPool) {
     let system = spawn_system(pool, &[]).await;
     let (_, key_a) = system.organization("Organisation A").await;
-    let (_, key_b) = system.organization("Organisation B").await;
+    let (organization_b, key_b) = system.organization("Organisation B").await;
     let node_a = system.manual_node(&key_a, 2, 0.0).await;
     let node_b = system.manual_node(&key_b, 2, 0.0).await;
 
@@ -64,12 +67,14 @@ async fn no_route_leaks_another_organisations_resources(pool: PgPool) {
     let task_b: Value = system.post("/v1/tasks", &key_b, thermal_task()).await.json().await.unwrap();
     system.settled(task_b["command_id"].as_str().unwrap(), &key_b).await;
     let theirs = Resources {
+        organization_id: organization_b.clone(),
         node_id: node_b.node_id.clone(),
         task_id: task_b["task_id"].as_str().unwrap().to_owned(),
         command_id: task_b["command_id"].as_str().unwrap().to_owned(),
         owner_id: owner_b.to_string(),
     };
     let nowhere = Resources {
+        organization_id: uuid::Uuid::new_v4().to_string(),
         node_id: uuid::Uuid::new_v4().to_string(),
         task_id: uuid::Uuid::new_v4().to_string(),
         command_id: uuid::Uuid::new_v4().to_string(),

@@ -145,6 +145,13 @@ pub struct GreenProofAppended {
     pub hash: String,
 }
 
+/// An organisation's API key was rotated (the keys themselves are never in events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRotated {
+    pub organization_id: OrganizationId,
+    pub previous_keys_revoked: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsentGranted {
     pub owner_id: OwnerId,
@@ -181,6 +188,7 @@ crate::message_family!(
         ConsentGranted(ConsentGranted) = "ConsentGranted",
         ConsentRevoked(ConsentRevoked) = "ConsentRevoked",
         ParticipantDataPurged(ParticipantDataPurged) = "ParticipantDataPurged",
+        ApiKeyRotated(ApiKeyRotated) = "ApiKeyRotated",
     }
 );
 
@@ -283,6 +291,7 @@ mod tests {
             Event::ConsentGranted(ConsentGranted { owner_id, consent_version: "2026-01".into() }),
             Event::ConsentRevoked(ConsentRevoked { owner_id }),
             Event::ParticipantDataPurged(ParticipantDataPurged { owner_id, task_ids: vec![task_id] }),
+            Event::ApiKeyRotated(ApiKeyRotated { organization_id: OrganizationId::new(), previous_keys_revoked: 1 }),
         ]
     }
 

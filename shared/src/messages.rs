@@ -82,6 +82,14 @@ pub struct GrantConsent {
     pub consent_ip: Option<String>,
 }
 
+/// A new API key for an organisation; by default the keys it had stop working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotateApiKey {
+    pub organization_id: OrganizationId,
+    pub api_key_hash: Sha256Hex,
+    pub revoke_previous: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevokeConsent {
     pub owner_id: OwnerId,
@@ -96,6 +104,7 @@ crate::message_family!(
         CancelTask(CancelTask) = "CMD:CANCEL_TASK",
         GrantConsent(GrantConsent) = "CMD:GRANT_CONSENT",
         RevokeConsent(RevokeConsent) = "CMD:REVOKE_CONSENT",
+        RotateApiKey(RotateApiKey) = "CMD:ROTATE_API_KEY",
     }
 );
 
@@ -212,6 +221,11 @@ mod tests {
                 consent_ip: Some("192.0.2.1".into()),
             }),
             Command::RevokeConsent(RevokeConsent { owner_id: OwnerId::new() }),
+            Command::RotateApiKey(RotateApiKey {
+                organization_id: OrganizationId::new(),
+                api_key_hash: Sha256Hex::of_secret("gk_new"),
+                revoke_previous: true,
+            }),
         ]
     }
 

@@ -6,18 +6,20 @@ use axum::routing::post;
 use axum::{Json, Router};
 use grid_shared::domain::OrganizationName;
 use grid_shared::ids::{MessageId, OrganizationId};
-use grid_shared::messages::{Command, CreateOrganization, Sha256Hex};
+use grid_shared::messages::{Command, CreateOrganization, RotateApiKey, Sha256Hex};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{API_KEY_PREFIX, Caller, new_secret};
 use crate::error::{ApiError, Problem};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream, correlation_id, origin_of, publish};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/organizations", post(create_organization))
+    Router::new()
+        .route("/v1/organizations", post(create_organization))
+        .route("/v1/organizations/{organization_id}/keys", post(rotate_key))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -70,4 +72,56 @@ pub async fn create_organization(
             command_id: command_id.as_uuid(),
         }),
     ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// Whether the organisation's other keys stop working (default true).
+    #[serde(default)]
+    pub revoke_previous: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotateKeyResponse {
+    /// Shown once: only its SHA-256 is kept. It works, and the previous keys stop, once the
+    /// command is applied.
+    pub api_key: String,
+    pub command_id: uuid::Uuid,
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/keys", tag = "organizations",
+    request_body = RotateKeyRequest,
+    params(("organization_id" = uuid::Uuid, Path, description = "The organisation")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Rotation accepted; poll the command", body = RotateKeyResponse),
+        (status = 404, description = "Not this caller's organisation", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiPath(organization_id): ApiPath<uuid::Uuid>,
+    ApiJson(request): ApiJson<RotateKeyRequest>,
+) -> Result<(StatusCode, Json<RotateKeyResponse>), ApiError> {
+    let organization_id = OrganizationId(organization_id);
+    match caller {
+        Caller::Operator => {}
+        Caller::Organization(own) if own == organization_id => {}
+        // Another organisation's id is "not found": existence does not leak.
+        Caller::Organization(_) => return Err(ApiError::NotFound("organisation")),
+        Caller::Node(_) => {
+            return Err(ApiError::Forbidden("this route takes an organisation API key or the operator key"));
+        }
+    }
+    let api_key = new_secret(API_KEY_PREFIX);
+    let command = Command::RotateApiKey(RotateApiKey {
+        organization_id,
+        api_key_hash: Sha256Hex::of_secret(&api_key),
+        revoke_previous: request.revoke_previous.unwrap_or(true),
+    });
+    let command_id =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    Ok((StatusCode::ACCEPTED, Json(RotateKeyResponse { api_key, command_id: command_id.as_uuid() })))
 }

@@ -103,6 +103,7 @@ pub async fn apply_command(
         Command::CancelTask(payload) => cancel_task::cancel(conn, context, payload).await,
         Command::GrantConsent(payload) => consent::grant(conn, context, payload).await,
         Command::RevokeConsent(payload) => consent::revoke(conn, context, payload).await,
+        Command::RotateApiKey(payload) => organization::rotate_key(conn, context, payload).await,
     }
 }
 
