@@ -268,7 +268,8 @@ impl Consumer {
                 .bind(reason)
                 .execute(&mut *tx)
                 .await?;
-            info!(reason, "message rejected");
+            // The reason may name an owner: it is kept in PostgreSQL for the issuer, not logged.
+            info!("message rejected");
         }
         outbox::append(&mut tx, envelope.follow_up(Actor::Orchestrator), &decision.events).await?;
         tx.commit().await?;
@@ -282,7 +283,8 @@ impl Consumer {
         reason: &str,
         deliveries: usize,
     ) -> Result<(), ConsumerError> {
-        warn!(stream, entry_id = entry.id, reason, deliveries, "entry sent to the dead-letter stream");
+        // The reason stays in the dead-letter entry: a payload error may quote the payload.
+        warn!(stream, entry_id = entry.id, deliveries, "entry sent to the dead-letter stream");
         let original: String = entry.get("envelope").unwrap_or_default();
         let message_type: String = entry.get("type").unwrap_or_default();
         let mut conn = self.redis.get().await?;

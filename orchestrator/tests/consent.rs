@@ -174,3 +174,27 @@ async fn a_group_task_needs_every_participants_consent(pool: PgPool) {
     assert_eq!(task["reason"]["owner_id"].as_str(), Some(owners[4].to_string().as_str()));
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn consent_is_checked_again_at_dispatch(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Twice careful").await;
+    let owners: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::new_v4()).collect();
+    for owner in &owners {
+        grant(&system, &api_key, owner).await;
+    }
+    let group: Value = system.post("/v1/tasks", &api_key, group_task(&owners)).await.json().await.unwrap();
+    assert_eq!(system.settled(group["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    // A consent withdrawn behind the cascade's back (a restore from backup, a manual fix).
+    sqlx::query("update consent set granted = false where owner_id = $1").bind(owners[2]).execute(&pool).await.unwrap();
+    let _node = system.manual_node(&api_key, 4, 300.0).await;
+    let other: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let other_id = other["task_id"].as_str().unwrap();
+    eventually(WAIT, "the other task to be placed", || async {
+        (system.task(&api_key, other_id).await["status"] == "assigned").then_some(())
+    })
+    .await;
+    // The group task was in that scheduling pass too, with free cores: it was not sent.
+    assert_eq!(system.task(&api_key, group["task_id"].as_str().unwrap()).await["status"], "queued");
+    system.stop().await;
+}
