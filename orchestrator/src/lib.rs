@@ -7,6 +7,7 @@
 //! - [`scheduler`]: the pure placement (`solve`) and its I/O (`dispatch`), with housekeeping.
 //! - [`ledger`]: 70/30 credit entries and the green-proof chain, and its verification.
 //! - [`store`]: task rows, Redis live state and atomic capacity claims.
+//! - [`replay`]: projections rebuilt from events alone, diffed against the tables.
 //! - [`app`]: wiring and shutdown; [`config`]: settings from the environment.
 
 pub mod app;
@@ -15,5 +16,6 @@ pub mod consumer;
 pub mod handlers;
 pub mod ledger;
 pub mod outbox;
+pub mod replay;
 pub mod scheduler;
 pub mod store;

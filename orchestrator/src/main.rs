@@ -1,4 +1,4 @@
-//! `orchestrator [run]`, `orchestrator migrate`, `orchestrator verify-proofs`.
+//! `orchestrator [run]`, `orchestrator migrate`, `orchestrator verify-proofs`, `orchestrator replay`.
 
 use clap::{Parser, Subcommand};
 use grid_orchestrator::app::{MIGRATOR, run};
@@ -22,6 +22,22 @@ enum Action {
     Migrate,
     /// Verify the green-proof chain; exits 1 at the first broken link.
     VerifyProofs,
+    /// Rebuild every projection from the events alone and diff it against the tables; exits 1
+    /// when anything diverges.
+    Replay {
+        /// Where the events are read: the PostgreSQL archive or the `{ns}:events` stream.
+        #[arg(long, value_enum, default_value_t = Source::Postgres)]
+        source: Source,
+        /// The first event (seq) to replay; from a later one, only the tasks seen are compared.
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    Postgres,
+    Redis,
 }
 
 #[tokio::main]
@@ -51,6 +67,32 @@ async fn main() -> anyhow::Result<()> {
         Action::Migrate => {
             MIGRATOR.run(&pool).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Action::Replay { source, from } => {
+            let clock = std::time::Instant::now();
+            let projection = match source {
+                Source::Postgres => grid_orchestrator::replay::from_postgres(&pool, from).await?,
+                Source::Redis => {
+                    let client = redis::Client::open(config.redis_url.as_str())?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    grid_orchestrator::replay::from_redis(&mut conn, &config.grid.keys.events(), from).await?
+                }
+            };
+            let seconds = clock.elapsed().as_secs_f64();
+            let divergences = grid_orchestrator::replay::diff(&pool, &projection, from <= 1).await?;
+            let report = serde_json::json!({
+                "events": projection.events,
+                "last_seq": projection.last_seq,
+                "seconds": seconds,
+                "events_per_second": if seconds > 0.0 { projection.events as f64 / seconds } else { 0.0 },
+                "tasks": projection.tasks.len(),
+                "divergences": divergences,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !divergences.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Action::VerifyProofs => {

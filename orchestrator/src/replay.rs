@@ -1,0 +1,258 @@
+//! Replay: rebuild every projection from the events alone, and diff it against PostgreSQL.
+//!
+//! The projections are the task statuses (with their node and attempt), the ledger balances per
+//! node and of the cooperative fund, each node's completed tasks, and the proof-chain head. Events
+//! carry the inputs of each decision, so nothing else is read. A divergence names the entity, the
+//! field, the value the events imply and the value stored.
+
+use std::collections::{BTreeMap, HashMap};
+
+use grid_shared::domain::TaskStatus;
+use grid_shared::envelope::Envelope;
+use grid_shared::events::Event;
+use grid_shared::ids::{NodeId, TaskId};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskProjection {
+    pub status: TaskStatus,
+    pub node_id: Option<NodeId>,
+    pub attempts: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Projection {
+    pub events: u64,
+    pub last_seq: i64,
+    pub tasks: BTreeMap<TaskId, TaskProjection>,
+    /// The node owner's credits, in pico-euros.
+    pub node_credits: BTreeMap<NodeId, i64>,
+    /// The carbon credited to each node, in ng.
+    pub node_carbon: BTreeMap<NodeId, i64>,
+    pub cooperative_fund: i64,
+    pub completed_by_node: BTreeMap<NodeId, i64>,
+    pub chain_head: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    pub entity: String,
+    pub field: String,
+    pub expected: String,
+    pub found: String,
+}
+
+impl Projection {
+    fn task(&mut self, task_id: TaskId) -> &mut TaskProjection {
+        self.tasks.entry(task_id).or_insert(TaskProjection { status: TaskStatus::Queued, node_id: None, attempts: 0 })
+    }
+
+    /// Applies one event, in commit order.
+    pub fn apply(&mut self, seq: i64, event: &Event) {
+        self.events += 1;
+        self.last_seq = seq;
+        match event {
+            Event::TaskAccepted(accepted) => {
+                self.task(accepted.task_id);
+            }
+            Event::TaskRejected(rejected) => self.task(rejected.task_id).status = TaskStatus::Rejected,
+            Event::TaskAssigned(assigned) => {
+                let task = self.task(assigned.task_id);
+                *task = TaskProjection {
+                    status: TaskStatus::Assigned,
+                    node_id: Some(assigned.node_id),
+                    attempts: assigned.attempt,
+                };
+            }
+            Event::TaskStarted(started) => self.task(started.task_id).status = TaskStatus::Running,
+            Event::TaskRequeued(requeued) => {
+                let task = self.task(requeued.task_id);
+                task.status = TaskStatus::Queued;
+                task.node_id = None;
+            }
+            Event::TaskCompleted(completed) => {
+                self.task(completed.task_id).status = TaskStatus::Completed;
+                *self.completed_by_node.entry(completed.node_id).or_default() += 1;
+            }
+            Event::TaskFailed(failed) => self.task(failed.task_id).status = TaskStatus::Failed,
+            Event::TaskCancelled(cancelled) => self.task(cancelled.task_id).status = TaskStatus::Cancelled,
+            Event::CreditsDistributed(credits) => {
+                *self.node_credits.entry(credits.node_id).or_default() += credits.split.node_share.0;
+                *self.node_carbon.entry(credits.node_id).or_default() += credits.split.carbon_saved.0;
+                self.cooperative_fund += credits.split.cooperative_share.0;
+            }
+            Event::GreenProofAppended(link) => self.chain_head = Some((link.seq, link.hash.clone())),
+            Event::OrganizationCreated(_)
+            | Event::NodeRegistered(_)
+            | Event::NodeWentOffline(_)
+            | Event::ConsentGranted(_)
+            | Event::ConsentRevoked(_)
+            | Event::ParticipantDataPurged(_)
+            | Event::ApiKeyRotated(_) => {}
+        }
+    }
+
+    pub fn apply_envelope(&mut self, seq: i64, text: &str) -> Result<(), String> {
+        let envelope = Envelope::from_json(text).map_err(|error| format!("event {seq}: {error}"))?;
+        let event: Event = envelope.decode().map_err(|error| format!("event {seq}: {error}"))?;
+        self.apply(seq, &event);
+        Ok(())
+    }
+}
+
+const PAGE: i64 = 10_000;
+
+/// Replays the PostgreSQL archive from `from_seq` on.
+pub async fn from_postgres(pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
+    let mut projection = Projection::default();
+    let mut after = from_seq - 1;
+    loop {
+        let rows =
+            sqlx::query("select seq, envelope::text as envelope from event where seq > $1 order by seq limit $2")
+                .bind(after)
+                .bind(PAGE)
+                .fetch_all(pool)
+                .await?;
+        for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
+            let text: String = row.try_get("envelope")?;
+            projection.apply_envelope(seq, &text).map_err(ReplayError::Event)?;
+            after = seq;
+        }
+        if (rows.len() as i64) < PAGE {
+            return Ok(projection);
+        }
+    }
+}
+
+/// Replays the `{ns}:events` stream from `from_seq` on (its ids are `<seq>-0`).
+pub async fn from_redis(
+    conn: &mut impl redis::aio::ConnectionLike,
+    stream: &str,
+    from_seq: i64,
+) -> Result<Projection, ReplayError> {
+    let mut projection = Projection::default();
+    let mut start = format!("{}-0", from_seq.max(0));
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(PAGE)
+            .query_async(&mut *conn)
+            .await?;
+        let count = page.ids.len();
+        for entry in &page.ids {
+            let seq: i64 = entry.id.split_once('-').and_then(|(millis, _)| millis.parse().ok()).unwrap_or(0);
+            let text: String = entry
+                .get("envelope")
+                .ok_or_else(|| ReplayError::Event(format!("entry {} has no envelope", entry.id)))?;
+            projection.apply_envelope(seq, &text).map_err(ReplayError::Event)?;
+            start = format!("({}", entry.id);
+        }
+        if (count as i64) < PAGE {
+            return Ok(projection);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unreadable event: {0}")]
+    Event(String),
+}
+
+fn divergence(entity: String, field: &str, expected: impl ToString, found: impl ToString) -> Divergence {
+    Divergence { entity, field: field.to_owned(), expected: expected.to_string(), found: found.to_string() }
+}
+
+/// Compares a projection with the tables. With `whole` false (a replay from a later seq), only
+/// the tasks the replay saw are compared.
+pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
+    let mut divergences = Vec::new();
+    let rows = sqlx::query("select task_id, status, node_id, attempts from task").fetch_all(pool).await?;
+    let mut stored: HashMap<TaskId, (String, Option<uuid::Uuid>, i32)> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        stored.insert(
+            TaskId(row.try_get("task_id")?),
+            (row.try_get("status")?, row.try_get("node_id")?, row.try_get("attempts")?),
+        );
+    }
+    for (task_id, expected) in &projection.tasks {
+        let entity = format!("task {task_id}");
+        let Some((status, node_id, attempts)) = stored.remove(task_id) else {
+            divergences.push(divergence(entity, "row", "present", "missing"));
+            continue;
+        };
+        if status != expected.status.as_str() {
+            divergences.push(divergence(entity.clone(), "status", expected.status.as_str(), &status));
+        }
+        if attempts != expected.attempts {
+            divergences.push(divergence(entity.clone(), "attempts", expected.attempts, attempts));
+        }
+        // A final task keeps the node it ended on; a queued one has none.
+        if matches!(expected.status, TaskStatus::Assigned | TaskStatus::Running)
+            && node_id != expected.node_id.map(|id| id.as_uuid())
+        {
+            let show = |id: Option<uuid::Uuid>| id.map_or("none".to_owned(), |id| id.to_string());
+            divergences.push(divergence(
+                entity,
+                "node_id",
+                show(expected.node_id.map(|id| id.as_uuid())),
+                show(node_id),
+            ));
+        }
+    }
+    if !whole {
+        return Ok(divergences);
+    }
+    for (task_id, (status, _, _)) in stored {
+        divergences.push(divergence(format!("task {task_id}"), "row", "absent (no event)", status));
+    }
+    let balances = sqlx::query(
+        "select node_id, coalesce(sum(amount_peur), 0)::bigint as amount, coalesce(sum(carbon_ng), 0)::bigint as carbon
+         from credit_entry where account = 'node' group by node_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut credits: BTreeMap<NodeId, (i64, i64)> = BTreeMap::new();
+    for row in &balances {
+        credits.insert(NodeId(row.try_get("node_id")?), (row.try_get("amount")?, row.try_get("carbon")?));
+    }
+    let nodes: std::collections::BTreeSet<NodeId> =
+        credits.keys().chain(projection.node_credits.keys()).copied().collect();
+    for node_id in nodes {
+        let (amount, carbon) = credits.get(&node_id).copied().unwrap_or((0, 0));
+        let expected_amount = projection.node_credits.get(&node_id).copied().unwrap_or(0);
+        let expected_carbon = projection.node_carbon.get(&node_id).copied().unwrap_or(0);
+        if amount != expected_amount {
+            divergences.push(divergence(format!("node {node_id}"), "credits_peur", expected_amount, amount));
+        }
+        if carbon != expected_carbon {
+            divergences.push(divergence(format!("node {node_id}"), "carbon_ng", expected_carbon, carbon));
+        }
+    }
+    let fund: i64 = sqlx::query_scalar(
+        "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if fund != projection.cooperative_fund {
+        divergences.push(divergence("cooperative fund".to_owned(), "balance_peur", projection.cooperative_fund, fund));
+    }
+    let head: Option<(i64, String)> =
+        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
+    if head != projection.chain_head {
+        let show = |head: &Option<(i64, String)>| {
+            head.as_ref().map_or("none".to_owned(), |(seq, hash)| format!("{seq}:{hash}"))
+        };
+        divergences.push(divergence("proof chain".to_owned(), "head", show(&projection.chain_head), show(&head)));
+    }
+    Ok(divergences)
+}
