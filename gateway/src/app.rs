@@ -16,7 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
-use crate::routes::{commands, consent, grid_compat, health, ledger, nodes, organizations, tasks};
+use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, organizations, tasks};
 use crate::state::AppState;
 
 pub fn app(state: AppState) -> Router {
@@ -33,6 +33,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(bounded)
         .merge(nodes::streaming_router())
+        .merge(events::streaming_router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", crate::openapi::spec()))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

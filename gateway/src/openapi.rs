@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{commands, consent, grid_compat, health, ledger, nodes, organizations, tasks};
+use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, organizations, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,8 @@ use crate::routes::{commands, consent, grid_compat, health, ledger, nodes, organ
         tasks::submit_task, tasks::get_tasks, tasks::get_task, tasks::cancel_task,
         commands::get_command,
         consent::grant, consent::read, consent::revoke,
-        ledger::stats, ledger::verify_proofs,
+        ledger::stats, ledger::verify_proofs, ledger::proofs,
+        events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,
         health::healthz, health::readyz,

@@ -19,6 +19,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     let output = tokio::process::Command::new(&program)
         .args(["run", &system.url("/api-docs/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {api_key}")])
+        // The event log answers a stream to `Accept: text/event-stream`: ask for pages.
+        .args(["--header", "Accept: application/json"])
         .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
         .args(["--max-examples", "30", "--generation-deterministic", "--request-timeout", "20"])
         .env("NO_COLOR", "1")
@@ -28,6 +30,9 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
             panic!("{program} could not run ({error}): install it with `pip install schemathesis`")
         });
     let report = String::from_utf8_lossy(&output.stdout);
+    // Kept for whoever reads a failure later.
+    let _ =
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis-report.txt"), report.as_bytes());
     assert!(
         output.status.success(),
         "schemathesis found problems:\n{report}\n{}",

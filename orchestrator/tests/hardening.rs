@@ -76,8 +76,12 @@ async fn an_organisation_rotates_its_key_and_the_old_one_stops_working(pool: PgP
     let rotated: Value = response.json().await.unwrap();
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     assert!(new_key.starts_with("gk_") && new_key.len() == 67);
+    // The new key is unknown until the command is applied.
+    common::eventually(std::time::Duration::from_secs(10), "the new key to work", || async {
+        (system.get("/v1/tasks", &new_key).await.status() == 200).then_some(())
+    })
+    .await;
     assert_eq!(system.settled(rotated["command_id"].as_str().unwrap(), &new_key).await["status"], "applied");
-    assert_eq!(system.get("/v1/tasks", &new_key).await.status(), 200);
     assert_eq!(system.get("/v1/tasks", &old_key).await.status(), 401);
 
     // Another organisation's keys are "not found"; the operator may rotate them, keeping the old.

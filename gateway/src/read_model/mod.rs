@@ -2,7 +2,9 @@
 //! state. Every query takes the caller's scope: `Some(organisation)` or `None` for the operator.
 
 pub mod commands;
+pub mod events;
 pub mod nodes;
+pub mod proof_pages;
 pub mod proofs;
 pub mod stats;
 pub mod tasks;

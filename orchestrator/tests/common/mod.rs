@@ -121,7 +121,8 @@ impl System {
     pub async fn settled(&self, command_id: &str, key: &str) -> Value {
         eventually(Duration::from_secs(20), "the command to settle", || async {
             let view: Value = self.get(&format!("/v1/commands/{command_id}"), key).await.json().await.ok()?;
-            (view["status"] != "pending").then_some(view)
+            // Only a command view ends the wait: a problem (the key not yet known) does not.
+            (view["status"] == "applied" || view["status"] == "rejected").then_some(view)
         })
         .await
     }

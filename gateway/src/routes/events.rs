@@ -1,0 +1,133 @@
+//! `GET /v1/events`: the event log. As JSON, a page of the PostgreSQL archive by `after` (seq);
+//! with `Accept: text/event-stream`, the live `{ns}:events` stream, whose `id:` is the stream id
+//! (`<seq>-0`) and which `Last-Event-ID` resumes. An organisation sees its own events, the
+//! operator all of them.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use grid_shared::envelope::Envelope;
+use grid_shared::ids::OrganizationId;
+use redis::streams::StreamReadReply;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::extract::ApiQuery;
+use crate::read_model::events::{EventPage, page};
+use crate::state::AppState;
+
+/// Served without the request timeout: the SSE form is a stream.
+pub fn streaming_router() -> Router<AppState> {
+    Router::new().route("/v1/events", get(events))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Events after this seq (JSON), or from it (SSE, when no `Last-Event-ID`).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// 1 to 1000; 100 when absent (JSON only).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume the stream after this id (`<seq>-0`)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of events (JSON), or the live stream (`Accept: text/event-stream`)",
+         content((EventPage = "application/json"), (String = "text/event-stream"))),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    let scope = caller.read_scope()?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::field("after", "must be 0 or more"));
+    }
+    if !wants_stream(&headers) {
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::field("limit", "must be between 1 and 1000"));
+        }
+        return Ok(Json(page(&state, scope, after, limit).await?).into_response());
+    }
+    let start = match headers.get("last-event-id").and_then(|value| value.to_str().ok()) {
+        Some(id) => {
+            let seq: i64 = id
+                .strip_suffix("-0")
+                .and_then(|seq| seq.parse().ok())
+                .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an id like 12-0"))?;
+            format!("{seq}-0")
+        }
+        None => format!("{after}-0"),
+    };
+    Ok(stream(&state, scope, start).await?.into_response())
+}
+
+fn visible(envelope: &Envelope, scope: Option<OrganizationId>) -> bool {
+    scope.is_none() || envelope.organization_id == scope
+}
+
+async fn stream(state: &AppState, scope: Option<OrganizationId>, start: String) -> Result<impl IntoResponse, ApiError> {
+    let conn = state.blocking_connection().await?;
+    let key = state.keys().events();
+    let events =
+        futures_util::stream::unfold((conn, start, VecDeque::new()), move |(mut conn, mut last, mut buffer)| {
+            let key = key.clone();
+            async move {
+                loop {
+                    if let Some(event) = buffer.pop_front() {
+                        return Some((Ok::<_, Infallible>(event), (conn, last, buffer)));
+                    }
+                    let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+                        .arg("COUNT")
+                        .arg(500)
+                        .arg("BLOCK")
+                        .arg(10_000)
+                        .arg("STREAMS")
+                        .arg(&key)
+                        .arg(&last)
+                        .query_async(&mut conn)
+                        .await;
+                    let Ok(reply) = read else { return None };
+                    for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids) {
+                        last = entry.id.clone();
+                        let Some(text) = entry.get::<String>("envelope") else { continue };
+                        let Ok(envelope) = Envelope::from_json(&text) else { continue };
+                        if visible(&envelope, scope) {
+                            buffer.push_back(
+                                SseEvent::default()
+                                    .id(entry.id.clone())
+                                    .event(envelope.message_type.clone())
+                                    .data(text),
+                            );
+                        }
+                    }
+                }
+            }
+        });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
