@@ -24,6 +24,10 @@ bench-scheduler: services
 bench-consent: services
     cargo bench -p grid-orchestrator --bench consent
 
+# Replay and proof-chain verification speed over a synthetic archive of 200,000 events.
+bench-audit: services
+    cargo bench -p grid-orchestrator --bench audit
+
 # Regenerate the committed OpenAPI document from the gateway's code.
 openapi:
     cargo run --quiet -p grid-gateway --bin gateway -- openapi > openapi/openapi.json

@@ -95,7 +95,7 @@ impl Projection {
 
     pub fn apply_envelope(&mut self, seq: i64, text: &str) -> Result<(), String> {
         let envelope = Envelope::from_json(text).map_err(|error| format!("event {seq}: {error}"))?;
-        let event: Event = envelope.decode().map_err(|error| format!("event {seq}: {error}"))?;
+        let event: Event = envelope.into_message().map_err(|error| format!("event {seq}: {error}"))?;
         self.apply(seq, &event);
         Ok(())
     }
@@ -103,27 +103,38 @@ impl Projection {
 
 const PAGE: i64 = 10_000;
 
-/// Replays the PostgreSQL archive from `from_seq` on.
+/// Replays the PostgreSQL archive from `from_seq` on. The next page is fetched while the
+/// current one is applied.
 pub async fn from_postgres(pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
+    let (pages, mut received) = tokio::sync::mpsc::channel::<Result<Vec<(i64, String)>, sqlx::Error>>(2);
+    let fetcher = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut after = from_seq - 1;
+            loop {
+                let page: Result<Vec<(i64, String)>, sqlx::Error> =
+                    sqlx::query_as("select seq, envelope::text from event where seq > $1 order by seq limit $2")
+                        .bind(after)
+                        .bind(PAGE)
+                        .fetch_all(&pool)
+                        .await;
+                let last = page.as_ref().ok().and_then(|rows| rows.last().map(|(seq, _)| *seq));
+                let full = page.as_ref().is_ok_and(|rows| rows.len() as i64 == PAGE);
+                if pages.send(page).await.is_err() || !full {
+                    return;
+                }
+                after = last.unwrap_or(after);
+            }
+        })
+    };
     let mut projection = Projection::default();
-    let mut after = from_seq - 1;
-    loop {
-        let rows =
-            sqlx::query("select seq, envelope::text as envelope from event where seq > $1 order by seq limit $2")
-                .bind(after)
-                .bind(PAGE)
-                .fetch_all(pool)
-                .await?;
-        for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            let text: String = row.try_get("envelope")?;
+    while let Some(page) = received.recv().await {
+        for (seq, text) in page? {
             projection.apply_envelope(seq, &text).map_err(ReplayError::Event)?;
-            after = seq;
-        }
-        if (rows.len() as i64) < PAGE {
-            return Ok(projection);
         }
     }
+    let _ = fetcher.await;
+    Ok(projection)
 }
 
 /// Replays the `{ns}:events` stream from `from_seq` on (its ids are `<seq>-0`).

@@ -98,6 +98,11 @@ impl Envelope {
         M::from_parts(&self.message_type, self.version, self.payload.clone())
     }
 
+    /// Like [`Envelope::decode`], without copying the payload.
+    pub fn into_message<M: Message>(self) -> Result<M, DecodeError> {
+        M::from_parts(&self.message_type, self.version, self.payload)
+    }
+
     /// The origin of a message caused by this one.
     pub fn follow_up(&self, actor: Actor) -> Origin {
         Origin {
