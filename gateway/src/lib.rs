@@ -6,7 +6,7 @@
 //! - [`auth`]: bearer keys and tokens; [`error`]: problem+json; [`extract`]: JSON/query/path
 //!   extractors that answer problems.
 //! - [`routes`]: one module per resource; [`read_model`]: SELECTs; [`publish`]: XADD of commands.
-//! - [`openapi`]: the generated document.
+//! - [`openapi`]: the generated document; [`sse`]: Redis streams as server-sent events.
 
 pub mod app;
 pub mod auth;
@@ -17,4 +17,5 @@ pub mod openapi;
 pub mod publish;
 pub mod read_model;
 pub mod routes;
+pub mod sse;
 pub mod state;

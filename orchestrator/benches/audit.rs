@@ -125,26 +125,9 @@ async fn run() -> anyhow::Result<serde_json::Value> {
         .bind(&bodies)
         .execute(&pool)
         .await?;
+        let mut conn = pool.acquire().await?;
         for link in &links {
-            let draft = &link.draft;
-            sqlx::query(
-                "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
-                     difficulty, prev_hash, nonce, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(draft.seq)
-            .bind(draft.task_id.as_uuid())
-            .bind(draft.node_id.as_uuid())
-            .bind(draft.energy.0)
-            .bind(draft.solar.0)
-            .bind(draft.carbon.0)
-            .bind(draft.value.0)
-            .bind(draft.created_at)
-            .bind(i16::from(draft.difficulty))
-            .bind(&draft.prev_hash)
-            .bind(link.nonce)
-            .bind(&link.hash)
-            .execute(&pool)
-            .await?;
+            grid_orchestrator::ledger::insert_link(&mut conn, link).await?;
         }
     }
     let setup = clock.elapsed();

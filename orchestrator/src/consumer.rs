@@ -19,15 +19,8 @@ use crate::handlers::{self, AfterCommit, Context, Decision};
 use crate::outbox;
 use crate::store::redis::{dead_letter_task, release_core};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-}
+/// This module's failures are the crate's [`crate::error::Error`].
+pub type ConsumerError = crate::error::Error;
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -8,11 +8,13 @@
 //! - [`ledger`]: 70/30 credit entries and the green-proof chain, and its verification.
 //! - [`store`]: task rows, Redis live state and atomic capacity claims.
 //! - [`replay`]: projections rebuilt from events alone, diffed against the tables.
-//! - [`app`]: wiring and shutdown; [`config`]: settings from the environment.
+//! - [`app`]: wiring and shutdown; [`config`]: settings from the environment; [`error`]: the one
+//!   error type.
 
 pub mod app;
 pub mod config;
 pub mod consumer;
+pub mod error;
 pub mod handlers;
 pub mod ledger;
 pub mod outbox;

@@ -75,15 +75,8 @@ pub async fn append_each(conn: &mut PgConnection, events: &[(Origin, &PendingEve
     Ok(())
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-}
+/// This module's failures are the crate's [`crate::error::Error`].
+pub type RelayError = crate::error::Error;
 
 /// Publishes up to `batch` unrelayed events; returns how many were marked relayed. Only one
 /// relay runs at a time across replicas (the others return 0 at once).

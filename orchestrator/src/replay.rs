@@ -169,15 +169,8 @@ pub async fn from_redis(
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unreadable event: {0}")]
-    Event(String),
-}
+/// This module's failures are the crate's [`crate::error::Error`].
+pub type ReplayError = crate::error::Error;
 
 fn divergence(entity: String, field: &str, expected: impl ToString, found: impl ToString) -> Divergence {
     Divergence { entity, field: field.to_owned(), expected: expected.to_string(), found: found.to_string() }

@@ -1,12 +1,13 @@
-//! The green-proof chain, verified from its first link by the shared verifier.
+//! The green-proof chain, verified from its first link by the shared verifier, reading the same
+//! pages as `GET /v1/proofs`.
 
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::proof::{ChainVerdict, ChainVerifier, ProofDraft, ProofLink};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
+use super::proof_pages::ProofView;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,43 +38,33 @@ pub async fn verify_chain(state: &AppState) -> Result<VerifyView, ApiError> {
     let mut verifier = ChainVerifier::new(state.config.grid.proof_difficulty);
     let mut after_seq = 0_i64;
     loop {
-        let rows = sqlx::query(
-            "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty,
-                 prev_hash, nonce, hash
-             from green_proof where seq > $1 order by seq limit $2",
-        )
-        .bind(after_seq)
-        .bind(PAGE)
-        .fetch_all(&state.pool)
-        .await?;
-        let mut intact = true;
-        for row in &rows {
-            let difficulty: i16 = row.try_get("difficulty")?;
-            let link = ProofLink {
-                draft: ProofDraft {
-                    seq: row.try_get("seq")?,
-                    task_id: TaskId(row.try_get("task_id")?),
-                    node_id: NodeId(row.try_get("node_id")?),
-                    energy: MicroWattHours(row.try_get("energy_uwh")?),
-                    solar: MicroWattHours(row.try_get("solar_uwh")?),
-                    carbon: Nanograms(row.try_get("carbon_ng")?),
-                    value: PicoEuros(row.try_get("value_peur")?),
-                    created_at: row.try_get("created_at")?,
-                    difficulty: u8::try_from(difficulty).unwrap_or(u8::MAX),
-                    prev_hash: row.try_get("prev_hash")?,
-                },
-                nonce: row.try_get("nonce")?,
-                hash: row.try_get("hash")?,
-            };
-            after_seq = link.draft.seq;
-            if !verifier.push(&link) {
-                intact = false;
-                break;
-            }
-        }
-        if !intact || (rows.len() as i64) < PAGE {
+        let page = super::proof_pages::page(state, None, after_seq, PAGE).await?;
+        let intact = page.proofs.iter().all(|view| {
+            after_seq = view.seq;
+            verifier.push(&link_of(view))
+        });
+        if !intact || page.next_after_seq.is_none() {
             break;
         }
     }
     Ok(verifier.finish().into())
+}
+
+fn link_of(view: &ProofView) -> ProofLink {
+    ProofLink {
+        draft: ProofDraft {
+            seq: view.seq,
+            task_id: TaskId(view.task_id),
+            node_id: NodeId(view.node_id),
+            energy: MicroWattHours(view.energy_uwh),
+            solar: MicroWattHours(view.solar_uwh),
+            carbon: Nanograms(view.carbon_ng),
+            value: PicoEuros(view.value_peur),
+            created_at: view.created_at,
+            difficulty: u8::try_from(view.difficulty).unwrap_or(u8::MAX),
+            prev_hash: view.prev_hash.clone(),
+        },
+        nonce: view.nonce,
+        hash: view.hash.clone(),
+    }
 }

@@ -3,9 +3,6 @@
 //! (`<seq>-0`) and which `Last-Event-ID` resumes. An organisation sees its own events, the
 //! operator all of them.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -14,7 +11,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use grid_shared::envelope::Envelope;
 use grid_shared::ids::OrganizationId;
-use redis::streams::StreamReadReply;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -93,41 +89,11 @@ fn visible(envelope: &Envelope, scope: Option<OrganizationId>) -> bool {
 
 async fn stream(state: &AppState, scope: Option<OrganizationId>, start: String) -> Result<impl IntoResponse, ApiError> {
     let conn = state.blocking_connection().await?;
-    let key = state.keys().events();
-    let events =
-        futures_util::stream::unfold((conn, start, VecDeque::new()), move |(mut conn, mut last, mut buffer)| {
-            let key = key.clone();
-            async move {
-                loop {
-                    if let Some(event) = buffer.pop_front() {
-                        return Some((Ok::<_, Infallible>(event), (conn, last, buffer)));
-                    }
-                    let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(500)
-                        .arg("BLOCK")
-                        .arg(10_000)
-                        .arg("STREAMS")
-                        .arg(&key)
-                        .arg(&last)
-                        .query_async(&mut conn)
-                        .await;
-                    let Ok(reply) = read else { return None };
-                    for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids) {
-                        last = entry.id.clone();
-                        let Some(text) = entry.get::<String>("envelope") else { continue };
-                        let Ok(envelope) = Envelope::from_json(&text) else { continue };
-                        if visible(&envelope, scope) {
-                            buffer.push_back(
-                                SseEvent::default()
-                                    .id(entry.id.clone())
-                                    .event(envelope.message_type.clone())
-                                    .data(text),
-                            );
-                        }
-                    }
-                }
-            }
-        });
+    let events = crate::sse::follow(conn, state.keys().events(), start, move |entry| {
+        let text: String = entry.get("envelope")?;
+        let envelope = Envelope::from_json(&text).ok()?;
+        visible(&envelope, scope)
+            .then(|| SseEvent::default().id(entry.id.clone()).event(envelope.message_type.clone()).data(text))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -1,7 +1,6 @@
 //! Nodes: registration (organisation), heartbeats, the task channel and reports (the node
 //! itself), and the read model of nodes with their live state and totals.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::extract::State;
@@ -18,7 +17,6 @@ use grid_shared::live::{Heartbeat, eco_score};
 use grid_shared::messages::{
     Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
-use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -342,40 +340,7 @@ pub async fn task_channel(
     let node = caller.node(NodeId(node_id))?;
     let start = resume_point(&headers)?;
     let conn = state.blocking_connection().await?;
-    let key = state.keys().node_tasks(node.node_id);
-    let stream =
-        futures_util::stream::unfold((conn, start, VecDeque::new()), move |(mut conn, mut last, mut buffer)| {
-            let key = key.clone();
-            async move {
-                loop {
-                    if let Some(event) = buffer.pop_front() {
-                        return Some((Ok(event), (conn, last, buffer)));
-                    }
-                    let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-                        .arg("COUNT")
-                        .arg(100)
-                        .arg("BLOCK")
-                        .arg(10_000)
-                        .arg("STREAMS")
-                        .arg(&key)
-                        .arg(&last)
-                        .query_async(&mut conn)
-                        .await;
-                    let reply = match read {
-                        Ok(reply) => reply,
-                        Err(error) => {
-                            // The client reconnects with Last-Event-ID and loses nothing.
-                            tracing::warn!(%error, "task channel read failed; closing the stream");
-                            return None;
-                        }
-                    };
-                    for entry in reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids) {
-                        last = entry.id.clone();
-                        buffer.extend(sse_event(&entry));
-                    }
-                }
-            }
-        });
+    let stream = crate::sse::follow(conn, state.keys().node_tasks(node.node_id), start, sse_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -70,6 +70,12 @@ async fn append_proof(
         difficulty,
         prev_hash,
     });
+    insert_link(conn, &link).await?;
+    Ok(link)
+}
+
+/// Stores a mined link as it is.
+pub async fn insert_link(conn: &mut PgConnection, link: &ProofLink) -> Result<(), sqlx::Error> {
     let draft = &link.draft;
     sqlx::query(
         "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
@@ -88,7 +94,7 @@ async fn append_proof(
     .bind(&draft.prev_hash)
     .bind(link.nonce)
     .bind(&link.hash)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    Ok(link)
+    Ok(())
 }

@@ -13,15 +13,8 @@ use crate::handlers::PendingEvent;
 use crate::outbox;
 use crate::store::redis::{Claim, claim_cores, live_nodes, release_core};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-}
+/// This module's failures are the crate's [`crate::error::Error`].
+pub type DispatchError = crate::error::Error;
 
 pub(crate) fn orchestrator_origin(correlation_id: uuid::Uuid, organization_id: OrganizationId) -> Origin {
     Origin { correlation_id, causation_id: None, organization_id: Some(organization_id), actor: Actor::Orchestrator }
