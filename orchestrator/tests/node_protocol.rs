@@ -210,3 +210,39 @@ async fn an_existing_koprogo_node_client_works_through_the_grid_routes(pool: PgP
     assert!(stats["cooperative_fund_eur"].is_number());
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_starting_afresh_gets_its_work_in_flight_and_not_its_finished_work(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Restarting").await;
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let task_id = |event: &grid_worker::sse::SseEvent| {
+        serde_json::from_str::<Value>(&event.data).unwrap()["task_id"].as_str().unwrap().to_owned()
+    };
+
+    let first: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let first_id = first["task_id"].as_str().unwrap();
+    assert_eq!(task_id(&channel.next(WAIT).await), first_id);
+    let done: Value = system.report(&node, completion(first_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+    system.settled(done["command_id"].as_str().unwrap(), &node.token).await;
+    let second: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let second_id = second["task_id"].as_str().unwrap();
+    assert_eq!(task_id(&channel.next(WAIT).await), second_id);
+
+    // The node restarts and reconnects without Last-Event-ID: the finished task is not offered
+    // again, the one in flight is.
+    drop(channel);
+    let mut fresh = system.channel(&node, None).await;
+    let offered = fresh.next(WAIT).await;
+    assert_eq!((offered.event.as_deref(), task_id(&offered)), (Some("TASK:ASSIGNED"), second_id.to_owned()));
+    let done: Value = system.report(&node, completion(second_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
+    system.settled(done["command_id"].as_str().unwrap(), &node.token).await;
+
+    // With nothing in flight, a fresh connection starts at the end of the channel.
+    drop(fresh);
+    let mut idle = system.channel(&node, None).await;
+    let third: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    assert_eq!(task_id(&idle.next(WAIT).await), third["task_id"].as_str().unwrap());
+    system.stop().await;
+}

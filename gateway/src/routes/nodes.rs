@@ -290,19 +290,44 @@ pub async fn report(
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
-/// `Last-Event-ID` must be a stream id (`<ms>-<seq>`); anything else starts from the beginning.
-fn resume_point(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get("last-event-id") else {
-        return Ok("0".to_owned());
-    };
-    let text = value.to_str().map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
-    let valid = text.split_once('-').is_some_and(|(millis, seq)| {
-        !millis.is_empty() && !seq.is_empty() && millis.bytes().chain(seq.bytes()).all(|byte| byte.is_ascii_digit())
-    });
-    if !valid {
-        return Err(ApiError::field("Last-Event-ID", "must be a stream id like 12-0"));
+/// Where a node's channel starts. With `Last-Event-ID` (a stream id), right after it. Without
+/// one (a node that starts afresh): at its oldest assignment still in flight, else at the end,
+/// so that a restarted node is not handed again the work it already finished.
+async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value.to_str().map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
+        let valid = text.split_once('-').is_some_and(|(millis, seq)| {
+            !millis.is_empty() && !seq.is_empty() && millis.bytes().chain(seq.bytes()).all(|byte| byte.is_ascii_digit())
+        });
+        if !valid {
+            return Err(ApiError::field("Last-Event-ID", "must be a stream id like 12-0"));
+        }
+        return Ok(text.to_owned());
     }
-    Ok(text.to_owned())
+    // The stream's end is read first: an assignment relayed before it is committed, so the query
+    // below sees it in flight; one relayed after it comes after the starting point anyway.
+    let mut conn = state.redis.get().await?;
+    let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(state.keys().node_tasks(node_id))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut *conn)
+        .await?;
+    let end = newest.ids.first().map_or_else(|| "0".to_owned(), |entry| entry.id.clone());
+    let oldest_in_flight: Option<i64> = sqlx::query_scalar(
+        "select min(e.seq) from event e
+         join task t on t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
+         where e.node_id = $1 and e.event_type = 'TaskAssigned'
+           and t.node_id = $1 and t.status in ('assigned', 'running')
+           and (e.envelope -> 'payload' ->> 'attempt')::int = t.attempts",
+    )
+    .bind(node_id.as_uuid())
+    .fetch_one(&state.pool)
+    .await?;
+    // Stream ids are `<seq>-0`, and reads start after the id given.
+    Ok(oldest_in_flight.map_or(end, |seq| format!("{}-0", seq - 1)))
 }
 
 fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
@@ -338,7 +363,7 @@ pub async fn task_channel(
     ApiPath(node_id): ApiPath<uuid::Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
-    let start = resume_point(&headers)?;
+    let start = resume_point(&state, node.node_id, &headers).await?;
     let conn = state.blocking_connection().await?;
     let stream = crate::sse::follow(conn, state.keys().node_tasks(node.node_id), start, sse_event);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
