@@ -60,6 +60,7 @@ fn events_of(task_id: TaskId, node_id: NodeId) -> [Event; 5] {
                 energy_bound: MicroWattHours(88),
                 refusal: None,
             },
+            validation: None,
         }),
         Event::CreditsDistributed(CreditsDistributed {
             task_id,

@@ -60,6 +60,7 @@ fn decisions() -> Value {
             priority: random.below(11) as u8,
             deadline: now + chrono::Duration::seconds(60 + random.below(7_200) as i64),
             submitted_at: now - chrono::Duration::milliseconds(random.below(60_000) as i64),
+            excluded: Vec::new(),
         })
         .collect();
     let policy = Policy { watts_per_core: 2.0, expected_runtime: chrono::Duration::seconds(60) };
@@ -80,7 +81,7 @@ fn decisions() -> Value {
         match decision {
             Decision::Placed(_) => placed += 1,
             Decision::WaitForSun => waiting += 1,
-            Decision::NoCapacity => no_capacity += 1,
+            Decision::NoCapacity | Decision::NoEligibleNode => no_capacity += 1,
         }
     }
     let deciding = total.elapsed();

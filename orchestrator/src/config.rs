@@ -27,6 +27,23 @@ pub struct OrchestratorConfig {
     pub start_lease_ms: i64,
     /// The first requeue waits this long, doubling with each attempt (`GRID_REQUEUE_BACKOFF_MS`).
     pub requeue_backoff_ms: i64,
+    /// Result validation: see [`Validation`].
+    pub validation: Validation,
+}
+
+/// Adaptive result validation (as in BOINC): an untrusted node's results are checked by a
+/// replica on another owner's node; a trusted node's at a sampled rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validation {
+    /// Consecutive agreeing results after which a node is trusted (`GRID_TRUST_THRESHOLD`; 0:
+    /// every node is trusted from the start).
+    pub trust_threshold: u32,
+    /// Share of a trusted node's single-replica results checked, in parts per million
+    /// (`GRID_SPOT_CHECK_PPM`).
+    pub spot_check_ppm: u32,
+    /// Replicas sent beyond the requested ones when results disagree, before the task fails
+    /// with `no_quorum` (`GRID_EXTRA_REPLICAS`).
+    pub extra_replicas: u8,
 }
 
 impl OrchestratorConfig {
@@ -68,6 +85,11 @@ impl OrchestratorConfig {
             expected_runtime_ms: read(&lookup, "GRID_EXPECTED_RUNTIME_MS", "60000", integer_in(1, 86_400_000))?,
             start_lease_ms: read(&lookup, "GRID_START_LEASE_MS", "30000", integer_in(100, 86_400_000))?,
             requeue_backoff_ms: read(&lookup, "GRID_REQUEUE_BACKOFF_MS", "500", integer_in(0, 60_000))?,
+            validation: Validation {
+                trust_threshold: read(&lookup, "GRID_TRUST_THRESHOLD", "3", integer_in(0, 1_000_000))?,
+                spot_check_ppm: read(&lookup, "GRID_SPOT_CHECK_PPM", "50000", integer_in(0, 1_000_000))?,
+                extra_replicas: read(&lookup, "GRID_EXTRA_REPLICAS", "2", integer_in(0, 5))?,
+            },
             grid,
         })
     }

@@ -5,6 +5,7 @@
 //! - [`handlers`]: one module per message, deciding inside the transaction.
 //! - [`outbox`]: events appended in commit order and relayed to `{ns}:events` and node channels.
 //! - [`scheduler`]: the pure placement (`solve`) and its I/O (`dispatch`), with housekeeping.
+//! - [`validation`]: result validation by quorum, with adaptive spot checks (pure).
 //! - [`ledger`]: 70/30 credit entries and the green-proof chain, and its verification.
 //! - [`store`]: task rows, Redis live state and atomic capacity claims.
 //! - [`replay`]: projections rebuilt from events alone, diffed against the tables.
@@ -21,3 +22,4 @@ pub mod outbox;
 pub mod replay;
 pub mod scheduler;
 pub mod store;
+pub mod validation;

@@ -1,7 +1,8 @@
 //! Replay: rebuild every projection from the events alone, and diff it against PostgreSQL.
 //!
 //! The projections are the task statuses (with their node and attempt), the ledger balances per
-//! node and of the cooperative fund, each node's completed tasks, and the proof-chain head. Events
+//! node and of the cooperative fund, each node's completed tasks and trust, and the proof-chain
+//! head. Events
 //! carry the inputs of each decision, so nothing else is read. A divergence names the entity, the
 //! field, the value the events imply and the value stored.
 
@@ -33,6 +34,8 @@ pub struct Projection {
     pub cooperative_fund: i64,
     pub completed_by_node: BTreeMap<NodeId, i64>,
     pub chain_head: Option<(i64, String)>,
+    /// Each node's trust, as the last quorum that judged one of its results left it.
+    pub node_trust: BTreeMap<NodeId, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,6 +86,15 @@ impl Projection {
                 self.cooperative_fund += credits.split.cooperative_share.0;
             }
             Event::GreenProofAppended(link) => self.chain_head = Some((link.seq, link.hash.clone())),
+            Event::TaskResultRecorded(recorded) => {
+                // The result is kept; the task waits for another replica.
+                let task = self.task(recorded.task_id);
+                task.status = TaskStatus::Queued;
+                task.node_id = None;
+            }
+            Event::NodeTrustChanged(changed) => {
+                self.node_trust.insert(changed.node_id, changed.trust);
+            }
             Event::OrganizationCreated(_)
             | Event::NodeRegistered(_)
             | Event::NodeWentOffline(_)
@@ -249,6 +261,19 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
     .await?;
     if fund != projection.cooperative_fund {
         divergences.push(divergence("cooperative fund".to_owned(), "balance_peur", projection.cooperative_fund, fund));
+    }
+    let trusted: Vec<(uuid::Uuid, i32)> =
+        sqlx::query_as("select node_id, trust from node where trust > 0").fetch_all(pool).await?;
+    let mut stored_trust: BTreeMap<NodeId, u32> =
+        trusted.into_iter().map(|(node_id, trust)| (NodeId(node_id), u32::try_from(trust).unwrap_or(0))).collect();
+    for (node_id, expected) in &projection.node_trust {
+        let found = stored_trust.remove(node_id).unwrap_or(0);
+        if found != *expected {
+            divergences.push(divergence(format!("node {node_id}"), "trust", expected, found));
+        }
+    }
+    for (node_id, found) in stored_trust {
+        divergences.push(divergence(format!("node {node_id}"), "trust", 0, found));
     }
     let head: Option<(i64, String)> =
         sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;

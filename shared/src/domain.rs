@@ -142,6 +142,52 @@ impl From<Priority> for i64 {
     }
 }
 
+/// How many results a task asks for, 1 ..= 3, each from a node of a different owner; 1 when not
+/// given. A task is completed when [`Replicas::quorum`] of them agree on the result hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Replicas(u8);
+
+impl Replicas {
+    pub const ONE: Replicas = Replicas(1);
+    pub const MAX: u8 = 3;
+
+    pub fn parse(raw: i64) -> Result<Self, FieldError> {
+        if !(1..=i64::from(Self::MAX)).contains(&raw) {
+            return Err(FieldError::new("replicas", "must be an integer between 1 and 3"));
+        }
+        Ok(Self(raw as u8))
+    }
+
+    pub fn value(self) -> u8 {
+        self.0
+    }
+
+    /// A strict majority of the replicas: 1 of 1, 2 of 2, 2 of 3.
+    pub fn quorum(self) -> u8 {
+        self.0 / 2 + 1
+    }
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self::ONE
+    }
+}
+
+impl TryFrom<i64> for Replicas {
+    type Error = FieldError;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Replicas> for i64 {
+    fn from(value: Replicas) -> Self {
+        i64::from(value.0)
+    }
+}
+
 /// A task's deadline: in the future when submitted, and at most a year ahead.
 pub fn parse_deadline(deadline: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
     if deadline <= now {
@@ -401,6 +447,8 @@ pub enum RejectionReason {
     UnknownOrganization,
     #[error("a task with this id already exists")]
     DuplicateTask,
+    #[error("{replicas} replicas need nodes of {replicas} different owners; {owners} owners have nodes")]
+    NotEnoughNodeOwners { replicas: u8, owners: u64 },
 }
 
 #[cfg(test)]
@@ -414,6 +462,15 @@ mod tests {
         assert_eq!(Priority::parse(11).unwrap_err().field, "priority");
         assert!(Priority::parse(-1).is_err());
         assert_eq!(Priority::default().value(), 5);
+    }
+
+    #[test]
+    fn replicas_are_one_to_three_with_a_majority_quorum() {
+        assert_eq!(Replicas::default().value(), 1);
+        assert!(Replicas::parse(0).is_err());
+        assert!(Replicas::parse(4).is_err());
+        let quorums: Vec<u8> = (1..=3).map(|n| Replicas::parse(n).unwrap().quorum()).collect();
+        assert_eq!(quorums, vec![1, 2, 2]);
     }
 
     #[test]

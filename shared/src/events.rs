@@ -101,6 +101,17 @@ pub struct EnergyCheck {
     pub refusal: Option<String>,
 }
 
+/// How a task's result was validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Validation {
+    /// One result, accepted without a replica: the node was trusted (`trust ≥ threshold`) and the
+    /// spot-check draw missed (`draw_ppm ≥ rate_ppm`), or a check could not be run (`check_skipped`).
+    Unchecked { trust: u32, threshold: u32, draw_ppm: u32, rate_ppm: u32, check_skipped: Option<String> },
+    /// `quorum` results agreed on `result_hash`; only the agreeing nodes are credited.
+    Quorum { quorum: u8, result_hash: String, agreeing: Vec<NodeId>, disagreeing: Vec<NodeId> },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCompleted {
     pub task_id: TaskId,
@@ -110,6 +121,51 @@ pub struct TaskCompleted {
     pub energy_used: MicroWattHours,
     pub solar_contribution: MicroWattHours,
     pub check: EnergyCheck,
+    /// Absent in events written before result validation existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+}
+
+/// Why a task needs one more result before it can complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum ReplicaNeeded {
+    /// The submitter asked for more replicas than there are results.
+    Requested { replicas: u8 },
+    /// The node's results are checked until its trust reaches the threshold.
+    UntrustedNode { trust: u32, threshold: u32 },
+    /// A trusted node's result was drawn for a check (`draw_ppm < rate_ppm`).
+    SpotCheck { draw_ppm: u32, rate_ppm: u32 },
+    /// The results so far do not reach the quorum on any hash.
+    Disagreement { distinct_hashes: u32 },
+}
+
+/// A result was recorded but the task needs another one: it is queued again, for a node of an
+/// owner that has not run it yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResultRecorded {
+    pub task_id: TaskId,
+    pub node_id: NodeId,
+    pub attempt: i32,
+    pub result_hash: String,
+    pub energy_used: MicroWattHours,
+    pub solar_contribution: MicroWattHours,
+    pub check: EnergyCheck,
+    /// Agreeing results needed, results so far (this one included), and the most it may collect.
+    pub quorum: u8,
+    pub results: u8,
+    pub result_limit: u8,
+    pub needed: ReplicaNeeded,
+}
+
+/// A node's trust after a quorum decided on one of its results: one more when it agreed, zero
+/// when it did not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeTrustChanged {
+    pub node_id: NodeId,
+    pub task_id: TaskId,
+    pub agreed: bool,
+    pub trust: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +237,8 @@ crate::message_family!(
         TaskStarted(TaskStarted) = "TaskStarted",
         TaskRequeued(TaskRequeued) = "TaskRequeued",
         TaskCompleted(TaskCompleted) = "TaskCompleted",
+        TaskResultRecorded(TaskResultRecorded) = "TaskResultRecorded",
+        NodeTrustChanged(NodeTrustChanged) = "NodeTrustChanged",
         TaskFailed(TaskFailed) = "TaskFailed",
         TaskCancelled(TaskCancelled) = "TaskCancelled",
         CreditsDistributed(CreditsDistributed) = "CreditsDistributed",
@@ -267,7 +325,33 @@ mod tests {
                     energy_bound: MicroWattHours(88),
                     refusal: None,
                 },
+                validation: Some(Validation::Quorum {
+                    quorum: 2,
+                    result_hash: "00".repeat(32),
+                    agreeing: vec![node_id, NodeId::new()],
+                    disagreeing: vec![NodeId::new()],
+                }),
             }),
+            Event::TaskResultRecorded(TaskResultRecorded {
+                task_id,
+                node_id,
+                attempt: 1,
+                result_hash: "11".repeat(32),
+                energy_used: MicroWattHours(100),
+                solar_contribution: MicroWattHours(60),
+                check: EnergyCheck {
+                    runtime_ms: 40,
+                    cpu_cores: 4,
+                    max_milliwatts_per_core: 2_000,
+                    energy_bound: MicroWattHours(88),
+                    refusal: Some("energy 100 µWh exceeds what 4 cores can draw in 40 ms (88 µWh)".into()),
+                },
+                quorum: 2,
+                results: 1,
+                result_limit: 4,
+                needed: ReplicaNeeded::SpotCheck { draw_ppm: 120, rate_ppm: 50_000 },
+            }),
+            Event::NodeTrustChanged(NodeTrustChanged { node_id, task_id, agreed: false, trust: 0 }),
             Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt: 0, reason: "deadline_exceeded".into() }),
             Event::TaskCancelled(TaskCancelled {
                 task_id,
@@ -293,6 +377,15 @@ mod tests {
             Event::ParticipantDataPurged(ParticipantDataPurged { owner_id, task_ids: vec![task_id] }),
             Event::ApiKeyRotated(ApiKeyRotated { organization_id: OrganizationId::new(), previous_keys_revoked: 1 }),
         ]
+    }
+
+    #[test]
+    fn a_completion_written_before_validation_still_reads() {
+        let text = r#"{"task_id":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","node_id":"6f9619ff-8b86-d011-b42d-00cf4fc964fe",
+            "attempt":1,"result_hash":"ab","energy_used":1,"solar_contribution":0,"check":{"runtime_ms":1,
+            "cpu_cores":1,"max_milliwatts_per_core":2000,"energy_bound":1,"refusal":null}}"#;
+        let completed: TaskCompleted = serde_json::from_str(text).unwrap();
+        assert_eq!(completed.validation, None);
     }
 
     #[test]

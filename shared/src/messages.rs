@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::carbon::MicroWattHours;
-use crate::domain::{NodeSpec, OrganizationName, Priority, TaskInput, TaskKind};
+use crate::domain::{NodeSpec, OrganizationName, Priority, Replicas, TaskInput, TaskKind};
 use crate::ids::{CoproprieteId, NodeId, OrganizationId, OwnerId, TaskId};
 
 /// A SHA-256 digest as 64 lowercase hex digits: how keys and tokens travel (never in clear).
@@ -67,6 +67,9 @@ pub struct SubmitTask {
     pub priority: Priority,
     pub deadline: DateTime<Utc>,
     pub kind: TaskKind,
+    /// Absent in version-1 submissions written before replicas existed: one.
+    #[serde(default)]
+    pub replicas: Replicas,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +216,7 @@ mod tests {
                     simulation_months: 12,
                     participants: vec![Participant { owner_id: OwnerId::new(), readings_kwh: vec![1.5, 2.0] }],
                 },
+                replicas: Replicas::parse(2).unwrap(),
             }),
             Command::CancelTask(CancelTask { task_id: TaskId::new() }),
             Command::GrantConsent(GrantConsent {

@@ -25,7 +25,11 @@ pub struct LiveState {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeTotals {
+    /// Results accepted (confirmed by a quorum, or taken unchecked).
     pub tasks_completed: i64,
+    /// Results outvoted by a quorum: never credited.
+    pub results_disagreed: i64,
+    /// Over every result the node reported, accepted or not.
     pub energy_used_wh: f64,
     pub solar_contribution_wh: f64,
     pub carbon_saved_kg: f64,
@@ -47,6 +51,9 @@ pub struct NodeView {
     pub online: bool,
     pub live: Option<LiveState>,
     pub totals: NodeTotals,
+    /// Consecutive results confirmed by a quorum; a disagreeing result resets it to 0. A node
+    /// below the orchestrator's `GRID_TRUST_THRESHOLD` has each result checked by a replica.
+    pub trust: i32,
 }
 
 pub async fn list_nodes(
@@ -56,12 +63,15 @@ pub async fn list_nodes(
 ) -> Result<Vec<NodeView>, ApiError> {
     let rows = sqlx::query(
         "select n.node_id, n.organization_id, n.name, n.cpu_cores, n.has_solar, n.location, n.registered_at,
-                coalesce(t.completed, 0)::bigint as completed, coalesce(t.energy, 0)::bigint as energy,
+                n.trust, coalesce(t.completed, 0)::bigint as completed, coalesce(t.disagreed, 0)::bigint as disagreed,
+                coalesce(t.energy, 0)::bigint as energy,
                 coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
                 coalesce(c.amount, 0)::bigint as amount
          from node n
-         left join (select node_id, count(*) as completed, sum(energy_uwh) as energy, sum(solar_uwh) as solar
-                    from task where status = 'completed' group by node_id) t using (node_id)
+         left join (select node_id, count(*) filter (where verdict in ('agreed', 'unchecked')) as completed,
+                           count(*) filter (where verdict = 'disagreed') as disagreed,
+                           sum(energy_uwh) as energy, sum(solar_uwh) as solar
+                    from task_result group by node_id) t using (node_id)
          left join (select node_id, sum(carbon_ng) as carbon, sum(amount_peur) as amount
                     from credit_entry where account = 'node' group by node_id) c using (node_id)
          where ($1::uuid is null or n.organization_id = $1) and ($2::uuid is null or n.node_id = $2)
@@ -109,12 +119,14 @@ pub async fn list_nodes(
             live,
             totals: NodeTotals {
                 tasks_completed: row.try_get("completed")?,
+                results_disagreed: row.try_get("disagreed")?,
                 energy_used_wh: MicroWattHours(row.try_get("energy")?).as_wh(),
                 solar_contribution_wh: MicroWattHours(row.try_get("solar")?).as_wh(),
                 carbon_saved_kg: Nanograms(row.try_get("carbon")?).as_kg(),
                 credits_eur: PicoEuros(amount).as_eur(),
                 credits_peur: amount,
             },
+            trust: row.try_get("trust")?,
         });
     }
     Ok(views)

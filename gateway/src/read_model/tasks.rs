@@ -38,6 +38,25 @@ pub struct TaskView {
     pub energy_used_wh: Option<f64>,
     pub solar_contribution_wh: Option<f64>,
     pub submitted_at: DateTime<Utc>,
+    /// Results asked for (1 to 3) and agreeing results needed to complete (raised to 2 when a
+    /// result is checked by a second node).
+    pub replicas: i16,
+    pub quorum: i16,
+    /// Every result reported for the task's assignments, in order.
+    pub results: Vec<ResultView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResultView {
+    pub node_id: uuid::Uuid,
+    pub attempt: i32,
+    pub result_hash: String,
+    /// `pending` (awaiting the quorum), `agreed`, `disagreed`, `inconclusive` (no quorum) or
+    /// `unchecked` (a single result accepted without a replica).
+    pub verdict: String,
+    /// Why the reported energy earns no credit, when it does not.
+    pub refusal: Option<String>,
+    pub reported_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -48,13 +67,17 @@ pub struct TaskPage {
 }
 
 const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
-        t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh,
-        c.carbon_ng, c.node_peur, c.cooperative_peur
+        t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
+        c.carbon_ng, c.node_peur, c.cooperative_peur,
+        (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
+                    'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
+                    'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
+         from task_result r where r.task_id = t.task_id) as results
     from task t
     left join lateral (
-        select max(carbon_ng) filter (where account = 'node') as carbon_ng,
-               max(amount_peur) filter (where account = 'node') as node_peur,
-               max(amount_peur) filter (where account = 'cooperative') as cooperative_peur
+        select sum(carbon_ng) filter (where account = 'node')::bigint as carbon_ng,
+               sum(amount_peur) filter (where account = 'node')::bigint as node_peur,
+               sum(amount_peur) filter (where account = 'cooperative')::bigint as cooperative_peur
         from credit_entry e where e.task_id = t.task_id) c on true";
 
 fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
@@ -84,6 +107,10 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
         solar_contribution_wh: solar.map(|uwh| uwh as f64 / 1e6),
         submitted_at: row.try_get("submitted_at")?,
+        replicas: row.try_get("replicas")?,
+        quorum: row.try_get("quorum")?,
+        results: serde_json::from_value(row.try_get("results")?)
+            .map_err(|error| sqlx::Error::Decode(format!("task results: {error}").into()))?,
     })
 }
 

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use grid_shared::domain::{Participant, Priority, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
+use grid_shared::domain::{Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
 use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,11 @@ pub struct SubmitTaskRequest {
     /// In the future, at most a year ahead.
     pub deadline: DateTime<Utc>,
     pub kind: TaskKindBody,
+    /// Results wanted, 1 to 3, each from a node of a different owner; the task completes when a
+    /// majority agree on the result hash. 1 when absent.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3)]
+    pub replicas: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -154,6 +159,7 @@ pub async fn submit_task(
     let request_sha256 =
         Sha256Hex::of_secret(&serde_json::to_string(&request).expect("requests serialise")).as_str().to_owned();
     let priority = request.priority.map(Priority::parse).transpose()?.unwrap_or_default();
+    let replicas = request.replicas.map(Replicas::parse).transpose()?.unwrap_or_default();
     let deadline = parse_deadline(request.deadline, Utc::now())?;
     let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
     let task_id = TaskId::new();
@@ -190,6 +196,7 @@ pub async fn submit_task(
         priority,
         deadline,
         kind,
+        replicas,
     });
     let origin = origin_of(&caller, correlation_id(&headers));
     if let Err(error) = publish_with_id(&state, Stream::Commands, &caller, origin, command_id, &command).await {

@@ -1,5 +1,6 @@
 //! `CMD:SUBMIT_TASK`: admission. A task is queued, or recorded as rejected with its reason
-//! (k-anonymity, consent, a deadline already past), so that the submitter can see why.
+//! (k-anonymity, consent, a deadline already past, more replicas than node owners), so that the
+//! submitter can see why.
 
 use grid_shared::domain::{RejectionReason, TaskKind};
 use grid_shared::events::{Event, TaskAccepted, TaskRejected};
@@ -23,8 +24,8 @@ pub async fn submit(
     let status = if rejection.is_some() { "rejected" } else { "queued" };
     let inserted = sqlx::query(
         "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, reason,
-             correlation_id, submitted_entry_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict do nothing",
+             correlation_id, submitted_entry_id, replicas, quorum, result_limit)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) on conflict do nothing",
     )
     .bind(command.task_id.as_uuid())
     .bind(organization_id.as_uuid())
@@ -37,6 +38,9 @@ pub async fn submit(
     .bind(rejection.as_ref().map(|reason| serde_json::to_string(reason).expect("reasons serialise")))
     .bind(context.envelope.correlation_id)
     .bind(context.entry_id)
+    .bind(i16::from(command.replicas.value()))
+    .bind(i16::from(command.replicas.quorum()))
+    .bind(i16::from(command.replicas.value() + context.config.validation.extra_replicas))
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -74,6 +78,14 @@ async fn admission_problem(
 ) -> Result<Option<RejectionReason>, sqlx::Error> {
     if command.deadline <= context.now {
         return Ok(Some(RejectionReason::DeadlinePassed));
+    }
+    let replicas = command.replicas.value();
+    if replicas > 1 {
+        let owners: i64 =
+            sqlx::query_scalar("select count(distinct organization_id) from node").fetch_one(&mut *conn).await?;
+        if owners < i64::from(replicas) {
+            return Ok(Some(RejectionReason::NotEnoughNodeOwners { replicas, owners: owners as u64 }));
+        }
     }
     let TaskKind::EnergyGroupOptimisation { participants, .. } = &command.kind else {
         return Ok(None);

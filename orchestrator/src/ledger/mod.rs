@@ -33,7 +33,7 @@ pub async fn credit_task(
     // The carbon is the node's contribution; the fund's entry carries money only.
     sqlx::query(
         "insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
-         values ($1, 'node', $2, $3, $4), ($1, 'cooperative', null, 0, $5)",
+         values ($1, 'node', $2, $3, $4), ($1, 'cooperative', $2, 0, $5)",
     )
     .bind(input.task_id.as_uuid())
     .bind(input.node_id.as_uuid())

@@ -31,7 +31,12 @@ pub async fn assign_queued(
     let mut tx = pool.begin().await?;
     // Skip locked: another replica is placing those rows right now.
     let rows = sqlx::query(
-        "select task_id, organization_id, priority, deadline, submitted_at, attempts, correlation_id
+        "select task_id, organization_id, priority, deadline, submitted_at, attempts, correlation_id,
+             -- Replicas run on distinct owners: not on a node of an owner that returned a result.
+             case when exists (select 1 from task_result r where r.task_id = task.task_id)
+                  then array(select n.node_id from node n where n.organization_id in
+                                 (select r.owner_id from task_result r where r.task_id = task.task_id))
+                  else '{}'::uuid[] end as excluded
          from task
          where task_id in (
              (select task_id from task where status = 'queued' and deadline > now()
@@ -69,6 +74,7 @@ pub async fn assign_queued(
             priority: priority as u8,
             deadline,
             submitted_at: row.try_get("submitted_at")?,
+            excluded: row.try_get::<Vec<uuid::Uuid>, _>("excluded")?.into_iter().map(NodeId).collect(),
         });
         let organization_id = OrganizationId(row.try_get("organization_id")?);
         let attempts: i32 = row.try_get("attempts")?;

@@ -70,8 +70,14 @@ pub async fn take_back(
     reason: &str,
     config: &OrchestratorConfig,
 ) -> Result<TakenBack, sqlx::Error> {
-    if task.attempt < config.max_attempts {
-        let retry_after_ms = backoff_ms(config.requeue_backoff_ms, task.attempt);
+    // Assignments that ended in a recorded result (a replica) are not failed attempts.
+    let results: i64 = sqlx::query_scalar("select count(*) from task_result where task_id = $1")
+        .bind(task.task_id.as_uuid())
+        .fetch_one(&mut *conn)
+        .await?;
+    let failures = task.attempt - i32::try_from(results).unwrap_or(0);
+    if failures < config.max_attempts {
+        let retry_after_ms = backoff_ms(config.requeue_backoff_ms, failures);
         sqlx::query(
             "update task set status = 'queued', node_id = null, assigned_at = null, started_at = null, reason = $2,
                  not_before = now() + make_interval(secs => $3::float8 / 1000), updated_at = now()

@@ -74,6 +74,9 @@ pub struct QueuedTask {
     pub priority: u8,
     pub deadline: DateTime<Utc>,
     pub submitted_at: DateTime<Utc>,
+    /// Nodes the task may not go to: those of owners that already returned a result for it
+    /// (replicas run on distinct owners). Usually empty.
+    pub excluded: Vec<NodeId>,
 }
 
 /// What the scheduler needs besides the queue and the fleet.
@@ -169,6 +172,8 @@ pub enum Decision {
     WaitForSun,
     /// No live node has a free core.
     NoCapacity,
+    /// Free cores exist, but only on nodes the task may not go to.
+    NoEligibleNode,
 }
 
 /// The fleet as a heap, best node on top: each decision is O(log nodes).
@@ -188,8 +193,25 @@ impl Placer {
         Self { heap, now, policy }
     }
 
-    /// Decides for one task, taking a core of the chosen node.
+    /// Decides for one task, taking a core of the chosen node. Nodes the task may not go to are
+    /// set aside while it is placed, and put back.
     pub fn place(&mut self, task: &QueuedTask) -> Decision {
+        if self.heap.is_empty() {
+            return Decision::NoCapacity;
+        }
+        if task.excluded.is_empty() {
+            return self.place_on_best(task);
+        }
+        let mut set_aside = Vec::new();
+        while self.heap.peek().is_some_and(|best| task.excluded.contains(&best.node.node_id)) {
+            set_aside.push(self.heap.pop().expect("peeked"));
+        }
+        let decision = if self.heap.is_empty() { Decision::NoEligibleNode } else { self.place_on_best(task) };
+        self.heap.extend(set_aside);
+        decision
+    }
+
+    fn place_on_best(&mut self, task: &QueuedTask) -> Decision {
         let Some(best) = self.heap.peek() else { return Decision::NoCapacity };
         let deferrable = self.now < self.policy.wait_for_sun_until(task);
         if deferrable && best.surplus < 0.0 {
@@ -218,6 +240,7 @@ pub fn solve(problem: &Problem<'_>) -> Plan {
         match placer.place(task) {
             Decision::Placed(placement) => plan.placements.push(placement),
             Decision::WaitForSun => plan.waiting_for_sun.push(task.task_id),
+            Decision::NoEligibleNode => {}
             // No free core anywhere: the rest wait for the next round.
             Decision::NoCapacity => break,
         }

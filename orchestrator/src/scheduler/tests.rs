@@ -28,6 +28,7 @@ fn task(priority: u8, deadline_minutes: i64) -> QueuedTask {
         priority,
         deadline: now + Duration::minutes(deadline_minutes),
         submitted_at: now,
+        excluded: Vec::new(),
     }
 }
 
@@ -41,6 +42,21 @@ fn never_places_above_a_nodes_capacity() {
     let tasks: Vec<QueuedTask> = (0..10).map(|_| task(5, 2)).collect();
     let plan = solve_now(&tasks, &nodes);
     assert_eq!(plan.placements.len(), 2);
+}
+
+#[test]
+fn a_replica_skips_the_excluded_nodes_and_leaves_them_to_the_next_task() {
+    let best = node(300.0, 1, 0);
+    let second = node(0.0, 1, 0);
+    let mut replica = task(9, 2);
+    replica.excluded = vec![best.node_id];
+    let other = task(1, 2);
+    let plan = solve_now(&[replica.clone(), other.clone()], &[best.clone(), second.clone()]);
+    let placed: Vec<_> = plan.placements.iter().map(|placement| (placement.task_id, placement.node_id)).collect();
+    assert_eq!(placed, vec![(replica.task_id, second.node_id), (other.task_id, best.node_id)]);
+    // With only excluded nodes free, the replica waits and the queue goes on.
+    let plan = solve_now(&[replica.clone(), other.clone()], std::slice::from_ref(&best));
+    assert_eq!(plan.placements.iter().map(|placement| placement.task_id).collect::<Vec<_>>(), vec![other.task_id]);
 }
 
 #[test]

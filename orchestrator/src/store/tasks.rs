@@ -14,11 +14,17 @@ pub struct TaskRow {
     pub node_id: Option<NodeId>,
     pub assigned_at: Option<DateTime<Utc>>,
     pub deadline: DateTime<Utc>,
+    /// Results asked for, agreeing results needed, and the most results collected (see the
+    /// `quorum` migration).
+    pub replicas: u8,
+    pub quorum: u8,
+    pub result_limit: u8,
 }
 
 pub async fn lock_task(conn: &mut PgConnection, task_id: TaskId) -> Result<Option<TaskRow>, sqlx::Error> {
     let row = sqlx::query(
-        "select task_id, organization_id, status, attempts, node_id, assigned_at, deadline
+        "select task_id, organization_id, status, attempts, node_id, assigned_at, deadline, replicas, quorum,
+             result_limit
          from task where task_id = $1 for update",
     )
     .bind(task_id.as_uuid())
@@ -35,9 +41,17 @@ pub async fn lock_task(conn: &mut PgConnection, task_id: TaskId) -> Result<Optio
             node_id: row.try_get::<Option<uuid::Uuid>, _>("node_id")?.map(NodeId),
             assigned_at: row.try_get("assigned_at")?,
             deadline: row.try_get("deadline")?,
+            replicas: small(&row, "replicas")?,
+            quorum: small(&row, "quorum")?,
+            result_limit: small(&row, "result_limit")?,
         })
     })
     .transpose()
+}
+
+fn small(row: &sqlx::postgres::PgRow, column: &str) -> Result<u8, sqlx::Error> {
+    let value: i16 = row.try_get(column)?;
+    u8::try_from(value).map_err(|_| sqlx::Error::Decode(format!("{column} {value} out of range").into()))
 }
 
 /// Sets a task's status (the caller has checked the transition) with an optional reason.
