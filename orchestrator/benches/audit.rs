@@ -133,13 +133,30 @@ async fn run() -> anyhow::Result<serde_json::Value> {
     }
     let setup = clock.elapsed();
 
-    let clock = Instant::now();
-    let projection = grid_orchestrator::replay::from_postgres(&pool, 1).await?;
-    let replay = clock.elapsed();
+    // An archive an auditor replays is not minutes old: vacuumed, hint bits set. Each figure is
+    // the median of three runs.
+    sqlx::query("vacuum (analyze) event, green_proof").execute(&pool).await?;
+    let mut replays = Vec::new();
+    let mut projection = None;
+    for _ in 0..3 {
+        let clock = Instant::now();
+        projection = Some(grid_orchestrator::replay::from_postgres(&pool, 1).await?);
+        replays.push(clock.elapsed());
+    }
+    let projection = projection.expect("three runs");
+    replays.sort();
+    let replay = replays[1];
     let events_per_second = projection.events as f64 / replay.as_secs_f64();
-    let clock = Instant::now();
-    let verdict = grid_orchestrator::ledger::verify_stored_chain(&pool, DIFFICULTY).await?;
-    let verify = clock.elapsed();
+    let mut verifies = Vec::new();
+    let mut verdict = None;
+    for _ in 0..3 {
+        let clock = Instant::now();
+        verdict = Some(grid_orchestrator::ledger::verify_stored_chain(&pool, DIFFICULTY).await?);
+        verifies.push(clock.elapsed());
+    }
+    let verdict = verdict.expect("three runs");
+    verifies.sort();
+    let verify = verifies[1];
     anyhow::ensure!(
         verdict.valid && verdict.length == TASKS as u64,
         "the synthetic chain does not verify: {verdict:?}"

@@ -175,6 +175,29 @@ async fn replicas_agree_and_a_node_returning_wrong_results_earns_nothing_and_los
     .await
     .unwrap();
     assert_eq!(needed, ["requested", "disagreement"]);
+
+    // The ledger by account: an owner sees its own node, the operator every node and the fund.
+    let own: Value = system.get("/v1/credits", &key_d).await.json().await.unwrap();
+    let own_nodes = own["nodes"].as_array().unwrap();
+    assert_eq!(own_nodes.len(), 1, "{own}");
+    assert_eq!(
+        (own_nodes[0]["node_id"].as_str(), own_nodes[0]["credited_results"].as_i64()),
+        (Some(liar.id()), Some(1))
+    );
+    let all: Value = system.get("/v1/credits", common::OPERATOR_KEY).await.json().await.unwrap();
+    assert_eq!(all["nodes"].as_array().unwrap().len(), 3, "{all}");
+    let (node_total, fund): (i64, i64) = sqlx::query_as(
+        "select (sum(amount_peur) filter (where account = 'node'))::bigint,
+                (sum(amount_peur) filter (where account = 'cooperative'))::bigint from credit_entry",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (all["node_credits_peur"].as_i64(), all["cooperative_fund_peur"].as_i64()),
+        (Some(node_total), Some(fund))
+    );
+    assert!(fund > 0);
     assert_audit_holds(&pool).await;
     for responder in [liar, honest_b, honest_c] {
         responder.task.abort();

@@ -64,7 +64,32 @@ pub trait Message: Sized {
     fn message_type(&self) -> &'static str;
     fn version(&self) -> u16;
     fn to_payload(&self) -> serde_json::Value;
-    fn from_parts(message_type: &str, version: u16, payload: serde_json::Value) -> Result<Self, DecodeError>;
+    fn from_source(message_type: &str, version: u16, payload: PayloadSource<'_>) -> Result<Self, DecodeError>;
+
+    fn from_parts(message_type: &str, version: u16, payload: serde_json::Value) -> Result<Self, DecodeError> {
+        Self::from_source(message_type, version, PayloadSource::Value(payload))
+    }
+
+    /// Like [`Message::from_parts`], from the payload's JSON text, without building a
+    /// `serde_json::Value` first (replay reads millions of them).
+    fn from_text(message_type: &str, version: u16, payload: &str) -> Result<Self, DecodeError> {
+        Self::from_source(message_type, version, PayloadSource::Text(payload))
+    }
+}
+
+/// A payload as parsed JSON or as its text.
+pub enum PayloadSource<'a> {
+    Value(serde_json::Value),
+    Text(&'a str),
+}
+
+impl PayloadSource<'_> {
+    pub fn parse<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
+        match self {
+            Self::Value(value) => serde_json::from_value(value),
+            Self::Text(text) => serde_json::from_str(text),
+        }
+    }
 }
 
 impl Envelope {
@@ -145,7 +170,7 @@ macro_rules! message_family {
                 }
             }
 
-            fn from_parts(message_type: &str, version: u16, payload: serde_json::Value)
+            fn from_source(message_type: &str, version: u16, payload: $crate::envelope::PayloadSource<'_>)
                 -> Result<Self, $crate::envelope::DecodeError> {
                 match message_type {
                     $($type_name => {
@@ -153,7 +178,7 @@ macro_rules! message_family {
                             return Err($crate::envelope::DecodeError::UnsupportedVersion {
                                 message_type: message_type.to_owned(), version });
                         }
-                        serde_json::from_value::<$payload>(payload).map(Self::$variant).map_err(|error| {
+                        payload.parse::<$payload>().map(Self::$variant).map_err(|error| {
                             $crate::envelope::DecodeError::Payload {
                                 message_type: message_type.to_owned(), detail: error.to_string() }
                         })

@@ -2,6 +2,7 @@
 //! state. Every query takes the caller's scope: `Some(organisation)` or `None` for the operator.
 
 pub mod commands;
+pub mod credits;
 pub mod events;
 pub mod nodes;
 pub mod proof_pages;

@@ -1,4 +1,5 @@
-//! Totals and the green-proof chain: `GET /v1/stats`, `GET /v1/proofs/verify`.
+//! Totals, the ledger and the green-proof chain: `GET /v1/stats`, `GET /v1/credits`,
+//! `GET /v1/proofs`, `GET /v1/proofs/verify`.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -7,6 +8,7 @@ use axum::{Json, Router};
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiQuery;
+use crate::read_model::credits::{self as ledger_credits, CreditsView};
 use crate::read_model::proof_pages::{self, ProofPage};
 use crate::read_model::proofs::{VerifyView, verify_chain};
 use crate::read_model::stats::{GridStats, grid_stats};
@@ -15,6 +17,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/stats", get(stats))
+        .route("/v1/credits", get(credits))
         .route("/v1/proofs", get(proofs))
         .route("/v1/proofs/verify", get(verify_proofs))
 }
@@ -61,6 +64,16 @@ pub async fn proofs(
 pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<GridStats>, ApiError> {
     caller.read_scope()?;
     Ok(Json(grid_stats(&state).await?))
+}
+
+#[utoipa::path(get, path = "/v1/credits", tag = "ledger", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Credits per node (an organisation sees its own nodes) and the cooperative fund", body = CreditsView),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn credits(State(state): State<AppState>, caller: Caller) -> Result<Json<CreditsView>, ApiError> {
+    let scope = caller.read_scope()?;
+    Ok(Json(ledger_credits::credits(&state, scope).await?))
 }
 
 #[utoipa::path(get, path = "/v1/proofs/verify", tag = "ledger", security(("bearer" = [])),
