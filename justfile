@@ -16,6 +16,17 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Every figure: builds the release binaries and the edge worker, runs the scheduler, audit and
+# consent benches, then the real binaries end to end (1,000 simulated nodes, 50,000 tasks);
+# writes bench/results/<time>-<commit>.md and .json (and latest.*). See orchestrator/benches/system.rs.
+bench: services
+    cargo build --release --bins
+    cargo build --profile edge -p grid-worker
+    cargo bench -p grid-orchestrator --bench scheduler
+    cargo bench -p grid-orchestrator --bench audit
+    cargo bench -p grid-orchestrator --bench consent
+    cargo bench -p grid-orchestrator --bench system
+
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services
     cargo bench -p grid-orchestrator --bench scheduler

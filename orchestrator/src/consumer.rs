@@ -1,6 +1,7 @@
-//! The consumer loop around one step: read entries of `{ns}:commands` and `{ns}:reports` as a
-//! member of the consumer group, apply each in one transaction that records its id, commit, and
-//! only then acknowledge. Entries that cannot be decoded, or keep failing, go to `{ns}:dlq`.
+//! The consumer loop around one step: read a batch of entries of `{ns}:commands` and
+//! `{ns}:reports` as a member of the consumer group, apply the batch in one transaction that
+//! records every message id, commit, and only then acknowledge. A batch that fails is applied
+//! again message by message. Entries that cannot be decoded, or keep failing, go to `{ns}:dlq`.
 
 use std::sync::Arc;
 
@@ -121,17 +122,27 @@ impl Consumer {
         if revisiting && entries.is_empty() {
             self.revisit_pending = false;
         }
+        let mut ready = Vec::with_capacity(entries.len());
         for (source, stream, entry) in entries {
             let deliveries = if revisiting { self.deliveries(&stream, &entry.id).await? } else { 1 };
-            match self.handle_entry(source, &stream, &entry, deliveries).await {
-                Ok(Handled::Applied) => outcome.applied += 1,
-                Ok(Handled::Duplicate) => outcome.duplicates += 1,
-                Ok(Handled::DeadLettered) => outcome.dead_lettered += 1,
+            match self.admit(source, &stream, &entry, deliveries).await {
+                Ok(Some((envelope, decoded))) => ready.push(Ready { stream, entry, envelope, decoded }),
+                Ok(None) => outcome.dead_lettered += 1,
                 Err(error) => {
-                    // Not acknowledged: it stays pending and is retried (and dead-lettered if it keeps failing).
                     self.revisit_pending = true;
                     return Err(error);
                 }
+            }
+        }
+        match self.apply_ready(ready).await {
+            Ok((applied, duplicates)) => {
+                outcome.applied += applied;
+                outcome.duplicates += duplicates;
+            }
+            Err(error) => {
+                // Not acknowledged: they stay pending and are retried (and dead-lettered if they keep failing).
+                self.revisit_pending = true;
+                return Err(error);
             }
         }
         if outcome.applied > 0 {
@@ -185,6 +196,30 @@ impl Consumer {
         Ok(pending.ids.first().map_or(1, |entry| entry.times_delivered))
     }
 
+    /// Decodes an entry for applying; `None` when it went to the dead-letter stream instead
+    /// (undecodable, or delivered too often).
+    async fn admit(
+        &self,
+        source: Source,
+        stream: &str,
+        entry: &StreamId,
+        deliveries: usize,
+    ) -> Result<Option<(Envelope, Decoded)>, ConsumerError> {
+        let decoded = match decode(source, entry) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                self.dead_letter(stream, entry, &error.to_string(), deliveries).await?;
+                return Ok(None);
+            }
+        };
+        if deliveries > self.config.max_deliveries {
+            let reason = format!("not applied after {deliveries} deliveries");
+            self.dead_letter(stream, entry, &reason, deliveries).await?;
+            return Ok(None);
+        }
+        Ok(Some(decoded))
+    }
+
     async fn handle_entry(
         &self,
         source: Source,
@@ -192,24 +227,53 @@ impl Consumer {
         entry: &StreamId,
         deliveries: usize,
     ) -> Result<Handled, ConsumerError> {
-        let envelope = match decode(source, entry) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                self.dead_letter(stream, entry, &error.to_string(), deliveries).await?;
-                return Ok(Handled::DeadLettered);
-            }
-        };
-        if deliveries > self.config.max_deliveries {
-            let reason = format!("not applied after {deliveries} deliveries");
-            self.dead_letter(stream, entry, &reason, deliveries).await?;
+        let Some((envelope, decoded)) = self.admit(source, stream, entry, deliveries).await? else {
             return Ok(Handled::DeadLettered);
+        };
+        let (applied, _) = self
+            .apply_ready(vec![Ready { stream: stream.to_owned(), entry: entry.clone(), envelope, decoded }])
+            .await?;
+        Ok(if applied == 1 { Handled::Applied } else { Handled::Duplicate })
+    }
+
+    /// Applies a batch of messages in one transaction (one commit, so one WAL flush, for the
+    /// lot), each still recorded by its id; then does their Redis work and acknowledges them.
+    /// If the batch fails, each message is applied in a transaction of its own, so that one
+    /// failing message does not hold back the others. Returns (applied, duplicates).
+    async fn apply_ready(&self, ready: Vec<Ready>) -> Result<(usize, usize), ConsumerError> {
+        if ready.is_empty() {
+            return Ok((0, 0));
         }
-        let span = info_span!("apply", message_id = %envelope.0.id, message_type = %envelope.0.message_type,
-            correlation_id = %envelope.0.correlation_id);
-        let applied = self.apply(&envelope.0, &entry.id, envelope.1).instrument(span).await?;
+        let (done, failure) = match self.apply_batch(&ready).await {
+            Ok(decisions) => (ready.iter().zip(decisions).collect::<Vec<_>>(), None),
+            Err(error) if ready.len() > 1 => {
+                warn!(%error, entries = ready.len(), "a batch failed; applying its messages one by one");
+                let mut done = Vec::with_capacity(ready.len());
+                let mut failure = None;
+                for message in &ready {
+                    match self.apply_batch(std::slice::from_ref(message)).await {
+                        Ok(mut one) => done.push((message, one.pop().flatten())),
+                        // Left pending: retried, and dead-lettered if it keeps failing.
+                        Err(error) => failure = failure.or(Some(error)),
+                    }
+                }
+                (done, failure)
+            }
+            Err(error) => return Err(error),
+        };
+        self.after_commit(&done).await?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let applied = done.iter().filter(|(_, decision)| decision.is_some()).count();
+        Ok((applied, done.len() - applied))
+    }
+
+    /// The Redis work of committed messages, then their acknowledgement (one round trip).
+    async fn after_commit(&self, done: &[(&Ready, Option<Decision>)]) -> Result<(), ConsumerError> {
         let mut conn = self.redis.get().await?;
-        if let Some(decision) = &applied {
-            for after in &decision.after_commit {
+        for (_, decision) in done {
+            for after in decision.iter().flat_map(|decision| &decision.after_commit) {
                 match after {
                     AfterCommit::ReleaseCore { node_id, task_id } => {
                         release_core(&mut *conn, &self.config.grid.keys, *node_id, *task_id).await?
@@ -223,50 +287,40 @@ impl Consumer {
                 }
             }
         }
-        redis::cmd("XACK").arg(stream).arg(ORCHESTRATOR_GROUP).arg(&entry.id).query_async::<()>(&mut *conn).await?;
-        Ok(if applied.is_some() { Handled::Applied } else { Handled::Duplicate })
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut acks = redis::pipe();
+        for (message, _) in done {
+            acks.cmd("XACK").arg(&message.stream).arg(ORCHESTRATOR_GROUP).arg(&message.entry.id).ignore();
+        }
+        acks.query_async::<()>(&mut *conn).await?;
+        Ok(())
     }
 
-    /// Applies one message in one transaction; `None` when it had already been applied.
-    async fn apply(
-        &self,
-        envelope: &Envelope,
-        entry_id: &str,
-        message: Decoded,
-    ) -> Result<Option<Decision>, ConsumerError> {
+    /// Applies messages in one transaction; for each, `None` when it had already been applied.
+    async fn apply_batch(&self, ready: &[Ready]) -> Result<Vec<Option<Decision>>, ConsumerError> {
         let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "insert into processed_message (message_id, message_type, organization_id, outcome)
-             values ($1, $2, $3, 'applied') on conflict do nothing",
-        )
-        .bind(envelope.id.as_uuid())
-        .bind(&envelope.message_type)
-        .bind(envelope.organization_id.map(|id| id.as_uuid()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            debug!("already applied: acknowledging the redelivery");
-            return Ok(None);
+        let mut decisions = Vec::with_capacity(ready.len());
+        for message in ready {
+            let envelope = &message.envelope;
+            let span = info_span!("apply", message_id = %envelope.id, message_type = %envelope.message_type,
+                correlation_id = %envelope.correlation_id);
+            let decision = apply_one(&mut tx, &self.config, message).instrument(span).await?;
+            decisions.push(decision);
         }
-        let context = Context { config: &self.config, envelope, entry_id, now: Utc::now() };
-        let decision = match message {
-            Decoded::Command(command) => handlers::apply_command(&mut tx, &context, command).await?,
-            Decoded::Report(report) => handlers::apply_report(&mut tx, &context, report).await?,
-        };
-        if let Some(reason) = &decision.rejection {
-            sqlx::query("update processed_message set outcome = 'rejected', reason = $2 where message_id = $1")
-                .bind(envelope.id.as_uuid())
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?;
-            // The reason may name an owner: it is kept in PostgreSQL for the issuer, not logged.
-            info!("message rejected");
-        }
-        outbox::append(&mut tx, envelope.follow_up(Actor::Orchestrator), &decision.events).await?;
+        // The events of the whole batch, each with its message as origin, in one append: the
+        // outbox lock is taken once and held only until the commit.
+        let origins: Vec<_> = ready.iter().map(|message| message.envelope.follow_up(Actor::Orchestrator)).collect();
+        let events: Vec<_> = decisions
+            .iter()
+            .zip(&origins)
+            .filter_map(|(decision, origin)| decision.as_ref().map(|decision| (origin, decision)))
+            .flat_map(|(origin, decision)| decision.events.iter().map(move |event| (*origin, event)))
+            .collect();
+        outbox::append_each(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(Some(decision))
+        Ok(decisions)
     }
 
     async fn dead_letter(
@@ -312,12 +366,60 @@ impl Consumer {
     }
 }
 
+/// A decoded entry waiting to be applied.
+struct Ready {
+    stream: String,
+    entry: StreamId,
+    envelope: Envelope,
+    decoded: Decoded,
+}
+
+/// Applies one message inside `tx`, recording its id; `None` when it had already been applied.
+async fn apply_one(
+    tx: &mut sqlx::PgConnection,
+    config: &OrchestratorConfig,
+    message: &Ready,
+) -> Result<Option<Decision>, ConsumerError> {
+    let envelope = &message.envelope;
+    let fresh = sqlx::query(
+        "insert into processed_message (message_id, message_type, organization_id, outcome)
+         values ($1, $2, $3, 'applied') on conflict do nothing",
+    )
+    .bind(envelope.id.as_uuid())
+    .bind(&envelope.message_type)
+    .bind(envelope.organization_id.map(|id| id.as_uuid()))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        debug!("already applied: acknowledging the redelivery");
+        return Ok(None);
+    }
+    let context = Context { config, envelope, entry_id: &message.entry.id, now: Utc::now() };
+    let decision = match message.decoded.clone() {
+        Decoded::Command(command) => handlers::apply_command(tx, &context, command).await?,
+        Decoded::Report(report) => handlers::apply_report(tx, &context, report).await?,
+    };
+    if let Some(reason) = &decision.rejection {
+        sqlx::query("update processed_message set outcome = 'rejected', reason = $2 where message_id = $1")
+            .bind(envelope.id.as_uuid())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        // The reason may name an owner: it is kept in PostgreSQL for the issuer, not logged.
+        info!("message rejected");
+    }
+    Ok(Some(decision))
+}
+
 enum Handled {
     Applied,
     Duplicate,
     DeadLettered,
 }
 
+#[derive(Clone)]
 enum Decoded {
     Command(Command),
     Report(Report),

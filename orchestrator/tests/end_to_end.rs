@@ -71,6 +71,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
             constant_solar_watts: Some(400.0),
             heartbeat_every: Duration::from_millis(200),
             min_task_duration: Duration::ZERO,
+            instant_results: false,
         },
         fleet_shutdown,
     )
@@ -274,6 +275,71 @@ async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason(pool: 
     let reason: String = entry.get("reason").unwrap();
     assert!(reason.contains("envelope"), "{reason}");
     assert_eq!(entry.get::<String>("envelope").as_deref(), Some("{\"broken\": true}"));
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_message_that_fails_in_its_batch_does_not_hold_back_the_others(pool: PgPool) {
+    // PostgreSQL refuses one organisation (an error, not a rejection): its batch fails, its
+    // neighbours are applied one by one, and it is dead-lettered once its deliveries are spent.
+    sqlx::raw_sql(
+        "create function refuse_poison() returns trigger language plpgsql as $$
+         begin if new.name = 'poison' then raise exception 'refused for the test'; end if; return new; end $$;
+         create trigger refuse_poison before insert on organization for each row execute function refuse_poison();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut system = spawn_system(pool.clone(), &[("GRID_MAX_DELIVERIES", "2"), ("GRID_CLAIM_IDLE_MS", "100")]).await;
+    let stream = format!("{}:commands", system.namespace);
+    let names = ["first", "poison", "last"];
+    let mut batch = redis::pipe();
+    batch.atomic();
+    for name in names {
+        use grid_shared::envelope::{Actor, Envelope, Origin};
+        use grid_shared::messages::{Command, CreateOrganization, Sha256Hex};
+        let command = Command::CreateOrganization(CreateOrganization {
+            organization_id: grid_shared::ids::OrganizationId::new(),
+            name: grid_shared::domain::OrganizationName::parse(name).unwrap(),
+            api_key_hash: Sha256Hex::of_secret(name),
+        });
+        let origin = Origin {
+            correlation_id: uuid::Uuid::new_v4(),
+            causation_id: None,
+            organization_id: None,
+            actor: Actor::Operator,
+        };
+        let envelope = Envelope::wrap(&command, origin);
+        batch
+            .cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("type")
+            .arg("CMD:CREATE_ORGANIZATION")
+            .arg("envelope")
+            .arg(envelope.to_json());
+    }
+    // One MULTI: the consumer reads the three in one batch.
+    let _: Vec<String> = batch.query_async(&mut system.redis).await.unwrap();
+    let dlq = format!("{}:dlq", system.namespace);
+    let entry = eventually(Duration::from_secs(20), "the poison to be dead-lettered", || async {
+        let entries: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
+        entries.ids.into_iter().next()
+    })
+    .await;
+    assert!(entry.get::<String>("envelope").unwrap().contains("poison"));
+    let mut created: Vec<String> = sqlx::query_scalar("select name from organization").fetch_all(&pool).await.unwrap();
+    created.sort();
+    assert_eq!(created, ["first", "last"]);
+    let events: i64 = sqlx::query_scalar("select count(*) from event where event_type = 'OrganizationCreated'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 2, "each applied once");
+    let groups: redis::streams::StreamInfoGroupsReply =
+        redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut system.redis).await.unwrap();
+    assert_eq!(groups.groups[0].pending, 0, "everything acknowledged");
     system.stop().await;
 }
 

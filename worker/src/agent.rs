@@ -33,6 +33,8 @@ pub struct AgentConfig {
     /// A simulated Pi takes at least this long per task (a Raspberry Pi is several times slower
     /// than a server core); zero on a real node.
     pub min_task_duration: Duration,
+    /// Answer with [`tasks::run_instant`] instead of computing (control-plane benches only).
+    pub instant_results: bool,
 }
 
 /// Assignments already taken, so that a replayed channel does not run a task twice.
@@ -215,8 +217,9 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
     let input = assignment.kind.clone();
     let cancelled = flag.clone();
     let min_duration = config.min_task_duration;
+    let instant = config.instant_results;
     let outcome = tokio::task::spawn_blocking(move || {
-        let result = tasks::run(&input, &cancelled)?;
+        let result = if instant { tasks::run_instant(&input) } else { tasks::run(&input, &cancelled)? };
         // The simulated Pi is still busy: it stops at once when the task is cancelled.
         while clock.elapsed() < min_duration {
             if cancelled.load(Ordering::Relaxed) {

@@ -93,6 +93,13 @@ enum Action {
         /// Each simulated task lasts at least this long, as on a real Pi.
         #[arg(long, default_value_t = 0)]
         min_task_ms: u64,
+        /// Constant sun on the nodes with panels, in watts, instead of the daily curve.
+        #[arg(long)]
+        constant_solar_watts: Option<f64>,
+        /// Answer each task at once with the SHA-256 of its input instead of computing it, so
+        /// that a bench measures the control plane (the nodes' results are then not real).
+        #[arg(long)]
+        instant_results: bool,
     },
 }
 
@@ -157,6 +164,7 @@ fn main() -> anyhow::Result<()> {
                     power: PowerModel::default(),
                     measure_cpu: true,
                     min_task_duration: Duration::ZERO,
+                    instant_results: false,
                 };
                 run_agent(config, shutdown).await;
             }
@@ -169,6 +177,8 @@ fn main() -> anyhow::Result<()> {
                 day_seconds,
                 heartbeat_ms,
                 min_task_ms,
+                constant_solar_watts,
+                instant_results,
             } => {
                 let config = FleetConfig {
                     gateway: cli.gateway,
@@ -178,9 +188,10 @@ fn main() -> anyhow::Result<()> {
                     solar_fraction,
                     peak_watts,
                     day_seconds: (day_seconds > 0.0).then_some(day_seconds),
-                    constant_solar_watts: None,
+                    constant_solar_watts,
                     heartbeat_every: Duration::from_millis(heartbeat_ms.max(100)),
                     min_task_duration: Duration::from_millis(min_task_ms),
+                    instant_results,
                 };
                 launch(config, shutdown).await?.join().await;
             }

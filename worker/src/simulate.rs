@@ -32,6 +32,8 @@ pub struct FleetConfig {
     pub heartbeat_every: Duration,
     /// Each task lasts at least this long (a simulated Pi's speed).
     pub min_task_duration: Duration,
+    /// Answer every task at once with a stand-in result (control-plane benches only).
+    pub instant_results: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,7 @@ pub async fn launch(config: FleetConfig, shutdown: watch::Receiver<bool>) -> Res
             power: PowerModel::default(),
             measure_cpu: false,
             min_task_duration: config.min_task_duration,
+            instant_results: config.instant_results,
         };
         nodes.push(SimulatedNode { node_id: registration.node_id, name: declaration.name, has_solar });
         handles.push(tokio::spawn(run_agent(agent, shutdown.clone())));

@@ -174,6 +174,7 @@ impl System {
             constant_solar_watts: Some(300.0),
             heartbeat_every: Duration::from_millis(200),
             min_task_duration,
+            instant_results: false,
         };
         let fleet = grid_worker::simulate::launch(config, shutdown).await.expect("the fleet registers");
         (stop, fleet)

@@ -1,0 +1,670 @@
+//! `just bench`: the real binaries (`target/release/{orchestrator,gateway,worker}`) over a
+//! scratch database and Redis namespace, driven over HTTP. The simulated fleet answers each task
+//! at once (`worker simulate --instant-results`): the figures are the control plane's, not the
+//! Pis' computations (one real `worker run` computes beside it, for its memory figure). It measures the sequential round
+//! trip, end-to-end throughput with a fleet of simulated nodes, open-loop submit latency, memory
+//! and CPU, gathers the figures of the other benches (`target/bench/*.json`) and writes the
+//! report to `bench/results/` (markdown and JSON). A report, not a test: nothing here asserts a
+//! time.
+//!
+//! Sizes can be changed with `BENCH_NODES` (1000), `BENCH_TASKS` (50000), `BENCH_SEQUENTIAL`
+//! (1000), `BENCH_E2E_SECONDS` (180: the throughput phase stops waiting after this) and
+//! `BENCH_OPEN_LOOP_SECONDS` (5 per rate).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{Scratch, percentile};
+
+const OPERATOR_KEY: &str = "bench-operator-key-0123456789abcdef0123456789";
+/// The power model for control-plane CPU: one busy server core draws this many watts.
+const WATTS_PER_BUSY_CORE: f64 = 15.0;
+/// The seed's grid intensity, kg CO₂ per kWh.
+const GRID_KG_PER_KWH: f64 = 0.18;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A child process, killed when dropped.
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+impl Service {
+    fn start(name: &'static str, binary: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let logs = workspace().join("target/bench/logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let mut command = Command::new(workspace().join("target/release").join(binary));
+        command.args(args).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Ok(Self { name, child: command.spawn()? })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+
+    /// User + system CPU time so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+        let ticks: f64 = [11, 12].iter().filter_map(|index| fields.get(*index)?.parse::<f64>().ok()).sum();
+        ticks / clock_ticks_per_second()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// When each task was assigned and completed, as the operator's event stream tells it.
+#[derive(Default)]
+struct Timeline {
+    assigned: HashMap<String, Instant>,
+    completed: HashMap<String, Instant>,
+}
+
+#[derive(Default)]
+struct Watch {
+    timeline: Mutex<Timeline>,
+    changed: Notify,
+}
+
+/// Follows `GET /v1/events` (SSE) as the operator and records assignments and completions.
+async fn follow_events(http: reqwest::Client, base: String, watch: Arc<Watch>) -> anyhow::Result<()> {
+    let response = http
+        .get(format!("{base}/v1/events"))
+        .bearer_auth(OPERATOR_KEY)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "the event stream answered {}", response.status());
+    let mut body = response.bytes_stream();
+    let mut parser = grid_worker::sse::SseParser::default();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let now = Instant::now();
+        let mut any = false;
+        for event in parser.feed(&chunk) {
+            let kind = event.event.as_deref().unwrap_or_default();
+            if kind != "TaskAssigned" && kind != "TaskCompleted" && kind != "TaskFailed" {
+                continue;
+            }
+            let envelope: Value = serde_json::from_str(&event.data)?;
+            let Some(task_id) = envelope["payload"]["task_id"].as_str() else { continue };
+            let mut timeline = watch.timeline.lock().expect("not poisoned");
+            let map = if kind == "TaskAssigned" { &mut timeline.assigned } else { &mut timeline.completed };
+            map.entry(task_id.to_owned()).or_insert(now);
+            any = true;
+        }
+        if any {
+            watch.changed.notify_waiters();
+        }
+    }
+    Ok(())
+}
+
+fn thermal_task(index: usize) -> Value {
+    json!({
+        "copropriete_id": uuid::Uuid::new_v4(),
+        "priority": 5,
+        "deadline": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
+        "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
+                 "insulation_score": (index % 100) as f64 / 100.0, "surface_m2": 60.0 + (index % 90) as f64,
+                 "heating_degree_days": 2400.0}
+    })
+}
+
+struct Grid {
+    base: String,
+    http: reqwest::Client,
+    api_key: String,
+    watch: Arc<Watch>,
+}
+
+impl Grid {
+    async fn submit(&self, index: usize) -> anyhow::Result<String> {
+        let response =
+            self.http.post(format!("{}/v1/tasks", self.base)).bearer_auth(&self.api_key).json(&thermal_task(index));
+        let response = response.send().await?;
+        anyhow::ensure!(response.status() == 202, "submit answered {}", response.status());
+        let body: Value = response.json().await?;
+        Ok(body["task_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Waits until `task_id` is completed (or failed), for at most `limit`.
+    async fn completion(&self, task_id: &str, limit: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.watch.changed.notified();
+            if let Some(at) = self.watch.timeline.lock().expect("not poisoned").completed.get(task_id) {
+                return Some(*at);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn distribution(mut samples: Vec<Duration>) -> Value {
+    if samples.is_empty() {
+        return json!({"samples": 0});
+    }
+    samples.sort();
+    json!({
+        "samples": samples.len(),
+        "p50_ms": millis(percentile(&samples, 0.50)),
+        "p95_ms": millis(percentile(&samples, 0.95)),
+        "p99_ms": millis(percentile(&samples, 0.99)),
+        "p999_ms": millis(percentile(&samples, 0.999)),
+        "max_ms": millis(*samples.last().expect("not empty")),
+    })
+}
+
+async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Value> {
+    let mut round_trips = Vec::with_capacity(count);
+    let started = Instant::now();
+    for index in 0..count {
+        let sent = Instant::now();
+        let task_id = grid.submit(index).await?;
+        let done = grid
+            .completion(&task_id, Duration::from_secs(30))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("task {index} of the sequential run did not complete in 30 s"))?;
+        round_trips.push(done - sent);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({"tasks": count, "seconds": seconds, "round_trip": distribution(round_trips)}))
+}
+
+/// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway.
+async fn throughput(
+    grid: &Arc<Grid>,
+    tasks: usize,
+    budget: Duration,
+    cpu: &dyn Fn() -> (f64, f64),
+) -> anyhow::Result<Value> {
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let submitted = Arc::new(Mutex::new(Vec::with_capacity(tasks)));
+    let mut handles = Vec::with_capacity(tasks);
+    for index in 0..tasks {
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (grid, submitted) = (grid.clone(), submitted.clone());
+        handles.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let task_id = grid.submit(index).await;
+            drop(permit);
+            if let Ok(task_id) = task_id {
+                submitted.lock().expect("not poisoned").push((task_id, sent));
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let submit_seconds = started.elapsed().as_secs_f64();
+    let submitted = std::mem::take(&mut *submitted.lock().expect("not poisoned"));
+    let deadline = started + budget;
+    loop {
+        let done = {
+            let timeline = grid.watch.timeline.lock().expect("not poisoned");
+            submitted.iter().filter(|(task_id, _)| timeline.completed.contains_key(task_id)).count()
+        };
+        if done == submitted.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu_after = cpu();
+    let (orchestrator_cpu, gateway_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let cpu_seconds = orchestrator_cpu + gateway_cpu;
+    let timeline = grid.watch.timeline.lock().expect("not poisoned");
+    let mut to_completed = Vec::new();
+    let mut to_assigned = Vec::new();
+    let mut last_completion = started;
+    for (task_id, sent) in &submitted {
+        if let Some(done) = timeline.completed.get(task_id) {
+            to_completed.push(*done - *sent);
+            last_completion = last_completion.max(*done);
+        }
+        if let Some(assigned) = timeline.assigned.get(task_id) {
+            to_assigned.push(*assigned - *sent);
+        }
+    }
+    let completed = to_completed.len();
+    let seconds = (last_completion - started).as_secs_f64().max(f64::EPSILON);
+    let cpu_per_task_us = if completed > 0 { cpu_seconds / completed as f64 * 1e6 } else { 0.0 };
+    let grams_per_task = cpu_per_task_us / 1e6 * WATTS_PER_BUSY_CORE / 3600.0 / 1000.0 * GRID_KG_PER_KWH * 1000.0;
+    Ok(json!({
+        "tasks_submitted": submitted.len(),
+        "tasks_completed": completed,
+        "submit_seconds": submit_seconds,
+        "seconds": seconds,
+        "gave_up_after_budget": completed < submitted.len(),
+        "tasks_per_second": completed as f64 / seconds,
+        "submit_to_completed": distribution(to_completed),
+        "submit_to_assigned": distribution(to_assigned),
+        "control_plane_cpu_seconds": cpu_seconds,
+        "orchestrator_cpu_seconds": orchestrator_cpu,
+        "gateway_cpu_seconds": gateway_cpu,
+        "control_plane_cpu_us_per_task": cpu_per_task_us,
+        "co2_grams_per_task": grams_per_task,
+        "power_model": format!("{WATTS_PER_BUSY_CORE} W per busy server core, {GRID_KG_PER_KWH} kg CO2/kWh"),
+    }))
+}
+
+/// Offers `rate` submissions per second for `seconds`, each sent at its scheduled time whatever
+/// the previous ones do (open loop); latency counts from the scheduled time.
+async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<Value> {
+    let total = rate * seconds;
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut handles = Vec::with_capacity(total as usize);
+    for index in 0..total {
+        let at = start + Duration::from_nanos(index * 1_000_000_000 / rate);
+        let grid = grid.clone();
+        handles.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let ok = grid.submit(index as usize).await.is_ok();
+            (ok, at.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(handles.len());
+    let mut errors = 0;
+    for handle in handles {
+        let (ok, latency) = handle.await?;
+        if ok {
+            latencies.push(latency);
+        } else {
+            errors += 1;
+        }
+    }
+    Ok(json!({"offered_per_second": rate, "seconds": seconds, "errors": errors, "latency": distribution(latencies)}))
+}
+
+fn file_size_mib(path: &Path) -> Option<f64> {
+    std::fs::metadata(path).ok().map(|meta| meta.len() as f64 / 1024.0 / 1024.0)
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+async fn machine(database_url: &str) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name").map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:").map(|rest| rest.trim().to_owned()))
+        .unwrap_or_default();
+    let postgres: String = match sqlx::PgPool::connect(database_url).await {
+        Ok(pool) => sqlx::query_scalar("show server_version").fetch_one(&pool).await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let synchronous_commit = match sqlx::PgPool::connect(database_url).await {
+        Ok(pool) => {
+            sqlx::query_scalar::<_, String>("show synchronous_commit").fetch_one(&pool).await.unwrap_or_default()
+        }
+        Err(_) => String::new(),
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory": memory,
+        "kernel": command_output("uname", &["-r"]),
+        "postgresql": postgres,
+        "postgresql_synchronous_commit": synchronous_commit,
+        "redis": command_output("redis-server", &["--version"]),
+        "commit": command_output("git", &["rev-parse", "--short", "HEAD"]),
+        "uncommitted_changes": !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+    })
+}
+
+async fn run() -> anyhow::Result<Value> {
+    let nodes = setting("BENCH_NODES", 1000);
+    let tasks = setting("BENCH_TASKS", 50_000) as usize;
+    let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
+    let budget = Duration::from_secs(setting("BENCH_E2E_SECONDS", 180));
+    let open_loop_seconds = setting("BENCH_OPEN_LOOP_SECONDS", 5);
+
+    let scratch = Scratch::new("system").await?;
+    let machine = machine(&scratch.database_url).await;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let base = format!("http://{listen}");
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", scratch.database_url.clone()),
+        ("REDIS_URL", scratch.redis_url.clone()),
+        ("GRID_NAMESPACE", scratch.namespace.clone()),
+        ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
+        ("GATEWAY_LISTEN", listen.clone()),
+        ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("GRID_CONSUMER_NAME", "orchestrator-bench".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let migrated = Command::new(workspace().join("target/release/orchestrator"))
+        .arg("migrate")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .status()?;
+    anyhow::ensure!(migrated.success(), "orchestrator migrate failed");
+    let orchestrator = Service::start("orchestrator", "orchestrator", &["run"], &env)?;
+    let gateway = Service::start("gateway", "gateway", &[], &env)?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    support::poll("the gateway", || async {
+        let answered = http.get(format!("{base}/healthz")).send().await.ok()?;
+        answered.status().is_success().then_some(())
+    })
+    .await;
+    let created: Value = http
+        .post(format!("{base}/v1/organizations"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_key = created["api_key"].as_str().unwrap_or_default().to_owned();
+    support::poll("the organisation", || async {
+        let answered = http.get(format!("{base}/v1/tasks?limit=1")).bearer_auth(&api_key).send().await.ok()?;
+        (answered.status() == 200).then_some(())
+    })
+    .await;
+
+    let watch = Arc::new(Watch::default());
+    let follower = tokio::spawn(follow_events(http.clone(), base.clone(), watch.clone()));
+
+    // One real worker, as on a Pi, and the simulated fleet in one process.
+    let single: Value = http
+        .post(format!("{base}/v1/nodes"))
+        .bearer_auth(&api_key)
+        .json(&json!({"name": "bench-pi", "cpu_cores": 4, "has_solar": true, "location": "Namur"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (single_id, single_token) =
+        (single["node_id"].as_str().unwrap_or_default().to_owned(), single["token"].as_str().unwrap_or_default());
+    let gateway_arg = format!("--gateway={base}");
+    let worker = Service::start(
+        "worker",
+        "worker",
+        &[
+            &gateway_arg,
+            "run",
+            "--node-id",
+            &single_id,
+            "--token",
+            single_token,
+            "--solar-watts",
+            "400",
+            "--interval",
+            "2",
+        ],
+        &[("RUST_LOG", "warn".to_owned())],
+    )?;
+    let fleet_started = Instant::now();
+    let nodes_arg = nodes.to_string();
+    let fleet = Service::start(
+        "fleet",
+        "worker",
+        &[
+            &gateway_arg,
+            "simulate",
+            "--api-key",
+            &api_key,
+            "--nodes",
+            &nodes_arg,
+            "--cores",
+            "4",
+            "--solar-fraction",
+            "1",
+            "--constant-solar-watts",
+            "400",
+            "--heartbeat-ms",
+            "2000",
+            "--instant-results",
+        ],
+        &[("RUST_LOG", "warn".to_owned())],
+    )?;
+    let wanted = nodes as i64 + 1;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let stats: Value = http.get(format!("{base}/v1/stats")).bearer_auth(&api_key).send().await?.json().await?;
+        let active = stats["nodes"]["active_nodes"].as_i64().unwrap_or(0);
+        if active >= wanted {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {active} of {wanted} nodes came alive in 300 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fleet_seconds = fleet_started.elapsed().as_secs_f64();
+    eprintln!("{wanted} nodes alive after {fleet_seconds:.1} s");
+
+    let grid = Arc::new(Grid { base: base.clone(), http: http.clone(), api_key: api_key.clone(), watch });
+    let sequential = sequential(&grid, sequential_tasks).await?;
+    eprintln!("sequential: {sequential}");
+    let control_plane_cpu = || (orchestrator.cpu_seconds(), gateway.cpu_seconds());
+    let throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
+    eprintln!("throughput: {throughput}");
+    let mut open = Vec::new();
+    for rate in [1000, 5000] {
+        let figures = open_loop(&grid, rate, open_loop_seconds).await?;
+        eprintln!("open loop: {figures}");
+        open.push(figures);
+    }
+    let memory = json!({
+        "gateway_peak_rss_mib": gateway.peak_rss_mib(),
+        "orchestrator_peak_rss_mib": orchestrator.peak_rss_mib(),
+        "single_worker_peak_rss_mib": worker.peak_rss_mib(),
+        "fleet_process_peak_rss_mib": fleet.peak_rss_mib(),
+        "fleet_nodes": nodes,
+    });
+    follower.abort();
+    let release = workspace().join("target/release");
+    let sizes = json!({
+        "gateway_mib": file_size_mib(&release.join("gateway")),
+        "orchestrator_mib": file_size_mib(&release.join("orchestrator")),
+        "worker_mib": file_size_mib(&release.join("worker")),
+        "worker_edge_mib": file_size_mib(&workspace().join("target/edge/worker")),
+    });
+    for service in [fleet, worker, gateway, orchestrator] {
+        eprintln!("stopping {}", service.name);
+        drop(service);
+    }
+    scratch.remove().await?;
+    let mut others = serde_json::Map::new();
+    for name in ["scheduler", "audit", "consent"] {
+        let path = workspace().join(format!("target/bench/{name}.json"));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            others.insert(name.to_owned(), serde_json::from_str(&text)?);
+        }
+    }
+    Ok(json!({
+        "machine": machine,
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "fleet": {"nodes": nodes, "cores_per_node": 4, "seconds_to_come_alive": fleet_seconds},
+        "sequential": sequential,
+        "throughput": throughput,
+        "open_loop_submit": open,
+        "memory": memory,
+        "binary_sizes": sizes,
+        "other_benches": others,
+    }))
+}
+
+fn figure(value: &Value, path: &[&str]) -> String {
+    let mut at = value;
+    for key in path {
+        at = &at[*key];
+    }
+    match at {
+        Value::Number(number) => {
+            let number = number.as_f64().unwrap_or(0.0);
+            if number.fract() == 0.0 { format!("{number:.0}") } else { format!("{number:.2}") }
+        }
+        Value::Null => "—".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn markdown(report: &Value) -> String {
+    let row = |label: &str, path: &[&str], target: &str| format!("| {label} | {} | {target} |\n", figure(report, path));
+    let mut out = String::new();
+    let machine = &report["machine"];
+    out.push_str(&format!(
+        "# KoproGo Grid bench, {} (commit {}{})\n\nMachine: {}, {} cores, {}, Linux {}; PostgreSQL {} \
+         (synchronous_commit {}), {}.\n\n",
+        report["at"].as_str().unwrap_or_default(),
+        machine["commit"].as_str().unwrap_or_default(),
+        if machine["uncommitted_changes"] == true { ", with uncommitted changes" } else { "" },
+        machine["cpu"].as_str().unwrap_or_default(),
+        machine["cores"],
+        machine["memory"].as_str().unwrap_or_default(),
+        machine["kernel"].as_str().unwrap_or_default(),
+        machine["postgresql"].as_str().unwrap_or_default(),
+        machine["postgresql_synchronous_commit"].as_str().unwrap_or_default(),
+        machine["redis"].as_str().unwrap_or_default(),
+    ));
+    out.push_str("| figure | measured | target |\n|---|---|---|\n");
+    out.push_str(&row("fleet: simulated nodes (4 cores each), one process", &["fleet", "nodes"], ""));
+    out.push_str(&row("end to end: tasks submitted", &["throughput", "tasks_submitted"], "50,000"));
+    out.push_str(&row("end to end: tasks completed, credited and proven", &["throughput", "tasks_completed"], ""));
+    out.push_str(&row("end to end: tasks/s", &["throughput", "tasks_per_second"], "≥ 15,000"));
+    out.push_str(&row("end to end: submit → completed p50 (ms)", &["throughput", "submit_to_completed", "p50_ms"], ""));
+    out.push_str(&row("end to end: submit → completed p99 (ms)", &["throughput", "submit_to_completed", "p99_ms"], ""));
+    out.push_str(&row("submit → assigned p50 (ms)", &["throughput", "submit_to_assigned", "p50_ms"], ""));
+    out.push_str(&row("submit → assigned p99 (ms)", &["throughput", "submit_to_assigned", "p99_ms"], ""));
+    out.push_str(&row("sequential round trip p50 (ms)", &["sequential", "round_trip", "p50_ms"], ""));
+    out.push_str(&row("sequential round trip p95 (ms)", &["sequential", "round_trip", "p95_ms"], ""));
+    out.push_str(&row("sequential round trip p99 (ms)", &["sequential", "round_trip", "p99_ms"], "≤ 2.5"));
+    for (index, target) in [(0, "≤ 2"), (1, "")] {
+        let rate = figure(report, &["open_loop_submit", &index.to_string(), "offered_per_second"]);
+        for (label, key) in [("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")] {
+            let value = report["open_loop_submit"][index]["latency"][key].as_f64().unwrap_or(0.0);
+            let goal = if key == "p99_ms" { target } else { "" };
+            out.push_str(&format!(
+                "| submit latency at {rate} req/s (open loop), {label} (ms) | {value:.2} | {goal} |\n"
+            ));
+        }
+        let errors = report["open_loop_submit"][index]["errors"].as_u64().unwrap_or(0);
+        out.push_str(&format!("| submit errors at {rate} req/s | {errors} | 0 |\n"));
+    }
+    out.push_str(&row(
+        "scheduler decisions/s (pure)",
+        &["other_benches", "scheduler", "decisions", "decisions_per_second"],
+        "≥ 50,000",
+    ));
+    out.push_str(&row(
+        "scheduler placements/s through Redis and PostgreSQL",
+        &["other_benches", "scheduler", "dispatch", "assignments_per_second"],
+        "",
+    ));
+    out.push_str(&row("replay events/s", &["other_benches", "audit", "events_per_second"], "≥ 200,000"));
+    out.push_str(&row("proof verification links/s", &["other_benches", "audit", "links_per_second"], ""));
+    out.push_str(&row("gateway peak RSS (MiB)", &["memory", "gateway_peak_rss_mib"], "≤ 30"));
+    out.push_str(&row("orchestrator peak RSS (MiB)", &["memory", "orchestrator_peak_rss_mib"], "≤ 60"));
+    out.push_str(&row("single worker peak RSS (MiB)", &["memory", "single_worker_peak_rss_mib"], "≤ 10"));
+    out.push_str(&row(
+        "fleet process peak RSS (MiB, all simulated nodes)",
+        &["memory", "fleet_process_peak_rss_mib"],
+        "",
+    ));
+    out.push_str(&row("gateway binary, release (MiB)", &["binary_sizes", "gateway_mib"], ""));
+    out.push_str(&row("orchestrator binary, release (MiB)", &["binary_sizes", "orchestrator_mib"], ""));
+    out.push_str(&row("worker binary, release (MiB)", &["binary_sizes", "worker_mib"], ""));
+    out.push_str(&row("worker binary, edge profile (MiB)", &["binary_sizes", "worker_edge_mib"], "≤ 5"));
+    out.push_str(&row(
+        "control-plane CPU per completed task (µs)",
+        &["throughput", "control_plane_cpu_us_per_task"],
+        "≤ 100",
+    ));
+    out.push_str(&row("… as grams of CO₂ per task", &["throughput", "co2_grams_per_task"], ""));
+    out.push_str(&format!(
+        "\nPower model for the CPU figure: {}. The end-to-end phase stops waiting after its budget \
+         (BENCH_E2E_SECONDS); `gave_up_after_budget` in the JSON says whether it did.\n",
+        report["throughput"]["power_model"].as_str().unwrap_or_default()
+    ));
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(run())?;
+    let directory = workspace().join("bench/results");
+    std::fs::create_dir_all(&directory)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let commit = report["machine"]["commit"].as_str().unwrap_or("unknown").to_owned();
+    let text = markdown(&report);
+    for name in [format!("{stamp}-{commit}"), "latest".to_owned()] {
+        std::fs::write(directory.join(format!("{name}.json")), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(directory.join(format!("{name}.md")), &text)?;
+    }
+    println!("{text}\n(written to bench/results/{stamp}-{commit}.md and .json, and latest.md)");
+    Ok(())
+}
