@@ -117,8 +117,8 @@ async fn run() -> anyhow::Result<serde_json::Value> {
             links.push(link);
         }
         sqlx::query(
-            "insert into event (seq, event_id, event_type, occurred_at, envelope, relayed_at)
-             select seq, id, kind, now(), body, now() from unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[]) as t(seq, id, kind, body)",
+            "insert into event (seq, event_id, event_type, occurred_at, envelope)
+             select seq, id, kind, now(), body from unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[]) as t(seq, id, kind, body)",
         )
         .bind(&seqs)
         .bind(&ids)

@@ -92,6 +92,23 @@ impl Drop for Service {
     }
 }
 
+/// CPU seconds so far of every process whose name is `comm` (PostgreSQL's backends, Redis):
+/// the machine's servers, busy with this bench while it runs.
+fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut ticks = 0.0;
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if head.split_once('(').map(|(_, name)| name) != Some(comm) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += [11, 12].iter().filter_map(|index| fields.get(*index)?.parse::<f64>().ok()).sum::<f64>();
+    }
+    ticks / clock_ticks_per_second()
+}
+
 fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -238,6 +255,7 @@ async fn throughput(
     cpu: &dyn Fn() -> (f64, f64),
 ) -> anyhow::Result<Value> {
     let cpu_before = cpu();
+    let servers_before = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
     let started = Instant::now();
     let in_flight = Arc::new(Semaphore::new(64));
     let submitted = Arc::new(Mutex::new(Vec::with_capacity(tasks)));
@@ -271,6 +289,8 @@ async fn throughput(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cpu_after = cpu();
+    let postgres_cpu = cpu_seconds_of("postgres") - servers_before.0;
+    let redis_cpu = cpu_seconds_of("redis-server") - servers_before.1;
     let (orchestrator_cpu, gateway_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let cpu_seconds = orchestrator_cpu + gateway_cpu;
     let timeline = grid.watch.timeline.lock().expect("not poisoned");
@@ -302,6 +322,8 @@ async fn throughput(
         "control_plane_cpu_seconds": cpu_seconds,
         "orchestrator_cpu_seconds": orchestrator_cpu,
         "gateway_cpu_seconds": gateway_cpu,
+        "postgresql_cpu_seconds": postgres_cpu,
+        "redis_cpu_seconds": redis_cpu,
         "control_plane_cpu_us_per_task": cpu_per_task_us,
         "co2_grams_per_task": grams_per_task,
         "power_model": format!("{WATTS_PER_BUSY_CORE} W per busy server core, {GRID_KG_PER_KWH} kg CO2/kWh"),

@@ -92,13 +92,15 @@ pub async fn relay_once(
     if !locked {
         return Ok(0);
     }
+    let cursor: i64 = sqlx::query_scalar("select last_seq from relay_cursor").fetch_one(&mut *tx).await?;
     let rows = sqlx::query(
         "select e.seq, e.event_type, e.node_id, e.envelope::text as envelope, t.kind
          from event e
          left join task t on e.node_id is not null and e.event_type = 'TaskAssigned'
              and t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
-         where e.relayed_at is null order by e.seq limit $1",
+         where e.seq > $1 order by e.seq limit $2",
     )
+    .bind(cursor)
     .bind(batch)
     .fetch_all(&mut *tx)
     .await?;
@@ -146,7 +148,8 @@ pub async fn relay_once(
         }
     }
     pipe.query_async::<()>(&mut *conn).await?;
-    sqlx::query("update event set relayed_at = now() where seq = any($1)").bind(&seqs).execute(&mut *tx).await?;
+    let last = seqs.last().copied().unwrap_or(cursor);
+    sqlx::query("update relay_cursor set last_seq = $1").bind(last).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(seqs.len())
 }

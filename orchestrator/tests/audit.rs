@@ -29,10 +29,11 @@ async fn run_some_tasks(system: &common::System, api_key: &str, count: usize) {
                 .await
                 .ok()?;
         let total: i64 = sqlx::query_scalar("select count(*) from task").fetch_one(&system.pool).await.ok()?;
-        let unrelayed: i64 = sqlx::query_scalar("select count(*) from event where relayed_at is null")
-            .fetch_one(&system.pool)
-            .await
-            .ok()?;
+        let unrelayed: i64 =
+            sqlx::query_scalar("select count(*) from event where seq > (select last_seq from relay_cursor)")
+                .fetch_one(&system.pool)
+                .await
+                .ok()?;
         (open == 0 && total == count as i64 + 1 && unrelayed == 0).then_some(())
     })
     .await;

@@ -30,29 +30,6 @@ pub async fn credit_task(
     now: DateTime<Utc>,
 ) -> Result<(CreditSplit, ProofLink), sqlx::Error> {
     let split = policy.credit(input.solar);
-    // The carbon is the node's contribution; the fund's entry carries money only.
-    sqlx::query(
-        "insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
-         values ($1, 'node', $2, $3, $4), ($1, 'cooperative', $2, 0, $5)",
-    )
-    .bind(input.task_id.as_uuid())
-    .bind(input.node_id.as_uuid())
-    .bind(split.carbon_saved.0)
-    .bind(split.node_share.0)
-    .bind(split.cooperative_share.0)
-    .execute(&mut *conn)
-    .await?;
-    let link = append_proof(conn, input, split, difficulty, now).await?;
-    Ok((split, link))
-}
-
-async fn append_proof(
-    conn: &mut PgConnection,
-    input: &CreditInput,
-    split: CreditSplit,
-    difficulty: u8,
-    now: DateTime<Utc>,
-) -> Result<ProofLink, sqlx::Error> {
     sqlx::query("select pg_advisory_xact_lock($1)").bind(PROOF_CHAIN_LOCK).execute(&mut *conn).await?;
     let head: Option<(i64, String)> = sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1")
         .fetch_optional(&mut *conn)
@@ -70,8 +47,34 @@ async fn append_proof(
         difficulty,
         prev_hash,
     });
-    insert_link(conn, &link).await?;
-    Ok(link)
+    // The two entries and the link in one statement. The carbon is the node's contribution;
+    // the fund's entry carries money only.
+    let draft = &link.draft;
+    sqlx::query(
+        "with entries as (
+             insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
+             values ($2, 'node', $3, $6, $13), ($2, 'cooperative', $3, 0, $14))
+         insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
+             difficulty, prev_hash, nonce, hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(draft.seq)
+    .bind(draft.task_id.as_uuid())
+    .bind(draft.node_id.as_uuid())
+    .bind(draft.energy.0)
+    .bind(draft.solar.0)
+    .bind(draft.carbon.0)
+    .bind(draft.value.0)
+    .bind(draft.created_at)
+    .bind(i16::from(draft.difficulty))
+    .bind(&draft.prev_hash)
+    .bind(link.nonce)
+    .bind(&link.hash)
+    .bind(split.node_share.0)
+    .bind(split.cooperative_share.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok((split, link))
 }
 
 /// Stores a mined link as it is.

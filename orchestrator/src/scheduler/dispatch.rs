@@ -28,6 +28,22 @@ pub async fn assign_queued(
     batch: i64,
 ) -> Result<usize, DispatchError> {
     let keys = &config.grid.keys;
+    // The fleet first: with no free core anywhere there is nothing to read or lock, and no more
+    // rows are locked than could be placed (locking a thousand queued rows to place a few was
+    // the largest cost of PostgreSQL under load).
+    let mut conn = redis.get().await?;
+    let now = Utc::now();
+    let nodes = live_nodes(&mut *conn, keys, now.timestamp_millis()).await?;
+    let free: i64 = nodes
+        .iter()
+        .filter(|node| node.expires_at > now)
+        .map(|node| i64::from(node.cpu_cores).saturating_sub(i64::from(node.claimed)).max(0))
+        .sum();
+    if free == 0 {
+        return Ok(0);
+    }
+    // Twice the free cores: room for tasks that wait for the sun or may not go to some nodes.
+    let batch = batch.min(free.saturating_mul(2));
     let mut tx = pool.begin().await?;
     // Skip locked: another replica is placing those rows right now.
     let rows = sqlx::query(
@@ -81,9 +97,6 @@ pub async fn assign_queued(
         let correlation_id: uuid::Uuid = row.try_get("correlation_id")?;
         details.insert(task_id, (organization_id, attempts, correlation_id, deadline));
     }
-    let mut conn = redis.get().await?;
-    let now = Utc::now();
-    let nodes = live_nodes(&mut *conn, keys, now.timestamp_millis()).await?;
     let plan = solve(&Problem { now, tasks: &queued, nodes: &nodes, policy: config.scheduling_policy() }).placements;
     // Claim first, then write: the outbox lock (taken by the first append) is then held only
     // for PostgreSQL work, not across Redis round trips.
