@@ -8,7 +8,7 @@
 //! time.
 //!
 //! Sizes can be changed with `BENCH_NODES` (1000), `BENCH_TASKS` (50000), `BENCH_SEQUENTIAL`
-//! (1000), `BENCH_E2E_SECONDS` (180: the throughput phase stops waiting after this) and
+//! (1000), `BENCH_E2E_SECONDS` (240: the throughput phase stops waiting after this) and
 //! `BENCH_OPEN_LOOP_SECONDS` (5 per rate).
 
 use std::collections::HashMap;
@@ -413,7 +413,7 @@ async fn run() -> anyhow::Result<Value> {
     let nodes = setting("BENCH_NODES", 1000);
     let tasks = setting("BENCH_TASKS", 50_000) as usize;
     let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
-    let budget = Duration::from_secs(setting("BENCH_E2E_SECONDS", 180));
+    let budget = Duration::from_secs(setting("BENCH_E2E_SECONDS", 240));
     let open_loop_seconds = setting("BENCH_OPEN_LOOP_SECONDS", 5);
 
     let scratch = Scratch::new("system").await?;

@@ -55,13 +55,13 @@ pub async fn assign_queued(
                   else '{}'::uuid[] end as excluded
          from task
          where task_id in (
-             (select task_id from task where status = 'queued' and deadline > now()
-                  and (not_before is null or not_before <= now())
+             -- In the queue index's own order, so that PostgreSQL walks it and stops at the
+             -- limit (a task past its deadline is left to the solver and the housekeeping).
+             (select task_id from task where status = 'queued' and (not_before is null or not_before <= now())
               order by priority desc, deadline, submitted_at limit $1)
              union
              -- The most urgent too, so that a low priority never starves a deadline.
-             (select task_id from task where status = 'queued' and deadline > now()
-                  and (not_before is null or not_before <= now())
+             (select task_id from task where status = 'queued' and (not_before is null or not_before <= now())
               order by deadline limit $1))
            and status = 'queued'
            -- Consent is checked again at dispatch: no owner's data is sent without it.
