@@ -22,10 +22,7 @@ lint:
 bench: services
     cargo build --release --bins
     cargo build --profile edge -p grid-worker
-    cargo bench -p grid-orchestrator --bench scheduler
-    cargo bench -p grid-orchestrator --bench audit
-    cargo bench -p grid-orchestrator --bench consent
-    cargo bench -p grid-orchestrator --bench system
+    cargo bench -p grid-orchestrator --bench scheduler --bench audit --bench consent --bench system
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services

@@ -127,6 +127,9 @@ impl FromRequestParts<AppState> for Caller {
             return organization.map(|id| Self::Organization(OrganizationId(id))).ok_or(ApiError::Unauthorized);
         }
         if token.starts_with(NODE_TOKEN_PREFIX) {
+            if let Some(node) = state.node_tokens.get(hash.as_str()) {
+                return Ok(Self::Node(node));
+            }
             let row =
                 sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
                     .bind(hash.as_str())
@@ -134,12 +137,14 @@ impl FromRequestParts<AppState> for Caller {
                     .await?
                     .ok_or(ApiError::Unauthorized)?;
             let cpu_cores: i32 = row.try_get("cpu_cores")?;
-            return Ok(Self::Node(NodeCaller {
+            let node = NodeCaller {
                 node_id: NodeId(row.try_get("node_id")?),
                 organization_id: OrganizationId(row.try_get("organization_id")?),
                 cpu_cores: u16::try_from(cpu_cores).unwrap_or(1),
                 has_solar: row.try_get("has_solar")?,
-            }));
+            };
+            state.node_tokens.insert(hash.as_str(), node);
+            return Ok(Self::Node(node));
         }
         Err(ApiError::Unauthorized)
     }
