@@ -243,6 +243,43 @@ async fn without_a_quorum_the_task_fails_and_nobody_is_credited(pool: PgPool) {
     system.stop().await;
 }
 
+#[sqlx::test(migrations = "../migrations")]
+async fn a_task_cancelled_while_waiting_for_its_second_replica_leaves_no_pending_result(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, submitter) = system.organization("Submitter").await;
+    let (_, key_b) = system.organization("Owner B").await;
+    let (_, key_d) = system.organization("Owner D").await;
+    let only = Responder::start(&system, &key_d, 600.0, 42).await;
+    // Owner B has a node, but it never comes online: the second replica waits.
+    let response = system
+        .post("/v1/nodes", &key_b, json!({"name": "offline", "cpu_cores": 2, "has_solar": false, "location": "Arlon"}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    system.settled(body["command_id"].as_str().unwrap(), &key_b).await;
+
+    let task_id = submit(&system, &submitter, replicated_task(2)).await;
+    let waiting = eventually(WAIT, "the first result", || async {
+        let task = system.task(&submitter, &task_id).await;
+        (task["status"] == "queued" && task["results"].as_array()?.len() == 1).then_some(task)
+    })
+    .await;
+    assert_eq!(verdicts(&waiting), [(only.id().to_owned(), "pending".to_owned())]);
+    let cancel =
+        system.http.delete(system.url(&format!("/v1/tasks/{task_id}"))).bearer_auth(&submitter).send().await.unwrap();
+    assert_eq!(cancel.status(), 202);
+    let cancelled = eventually(WAIT, "the cancellation", || async {
+        let task = system.task(&submitter, &task_id).await;
+        (task["status"] == "cancelled").then_some(task)
+    })
+    .await;
+    assert_eq!(verdicts(&cancelled), [(only.id().to_owned(), "inconclusive".to_owned())]);
+    assert!(credited(&pool, &task_id).await.is_empty());
+    assert_audit_holds(&pool).await;
+    only.task.abort();
+    system.stop().await;
+}
+
 async fn finished_or_rejected(system: &System, api_key: &str, task_id: &str) -> Value {
     eventually(WAIT, "the task to be decided", || async {
         let response = system.get(&format!("/v1/tasks/{task_id}"), api_key).await;

@@ -71,7 +71,14 @@ pub async fn set_status(
     .bind(task_id.as_uuid())
     .bind(status.as_str())
     .bind(reason)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
+        // Results waiting for a quorum that will never come.
+        sqlx::query("update task_result set verdict = 'inconclusive' where task_id = $1 and verdict = 'pending'")
+            .bind(task_id.as_uuid())
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
