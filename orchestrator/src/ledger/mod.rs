@@ -47,57 +47,49 @@ pub async fn credit_task(
         difficulty,
         prev_hash,
     });
-    // The two entries and the link in one statement. The carbon is the node's contribution;
-    // the fund's entry carries money only.
-    let draft = &link.draft;
-    sqlx::query(
-        "with entries as (
-             insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
-             values ($2, 'node', $3, $6, $13), ($2, 'cooperative', $3, 0, $14))
-         insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
-             difficulty, prev_hash, nonce, hash)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(draft.seq)
-    .bind(draft.task_id.as_uuid())
-    .bind(draft.node_id.as_uuid())
-    .bind(draft.energy.0)
-    .bind(draft.solar.0)
-    .bind(draft.carbon.0)
-    .bind(draft.value.0)
-    .bind(draft.created_at)
-    .bind(i16::from(draft.difficulty))
-    .bind(&draft.prev_hash)
-    .bind(link.nonce)
-    .bind(&link.hash)
-    .bind(split.node_share.0)
-    .bind(split.cooperative_share.0)
-    .execute(&mut *conn)
-    .await?;
+    store_link(conn, &link, Some(split)).await?;
     Ok((split, link))
 }
 
 /// Stores a mined link as it is.
 pub async fn insert_link(conn: &mut PgConnection, link: &ProofLink) -> Result<(), sqlx::Error> {
+    store_link(conn, link, None).await
+}
+
+/// Stores a link and, with `credits`, the two ledger entries of its task in the same statement.
+/// The carbon is the node's contribution; the fund's entry carries money only.
+async fn store_link(
+    conn: &mut PgConnection,
+    link: &ProofLink,
+    credits: Option<CreditSplit>,
+) -> Result<(), sqlx::Error> {
+    const LINK: &str = "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur,
+             created_at, difficulty, prev_hash, nonce, hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    const WITH_ENTRIES: &str = "with entries as (
+             insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur)
+             values ($2, 'node', $3, $6, $13), ($2, 'cooperative', $3, 0, $14))
+         insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur,
+             created_at, difficulty, prev_hash, nonce, hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
     let draft = &link.draft;
-    sqlx::query(
-        "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
-             difficulty, prev_hash, nonce, hash)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(draft.seq)
-    .bind(draft.task_id.as_uuid())
-    .bind(draft.node_id.as_uuid())
-    .bind(draft.energy.0)
-    .bind(draft.solar.0)
-    .bind(draft.carbon.0)
-    .bind(draft.value.0)
-    .bind(draft.created_at)
-    .bind(i16::from(draft.difficulty))
-    .bind(&draft.prev_hash)
-    .bind(link.nonce)
-    .bind(&link.hash)
-    .execute(conn)
-    .await?;
+    let query = sqlx::query(if credits.is_some() { WITH_ENTRIES } else { LINK })
+        .bind(draft.seq)
+        .bind(draft.task_id.as_uuid())
+        .bind(draft.node_id.as_uuid())
+        .bind(draft.energy.0)
+        .bind(draft.solar.0)
+        .bind(draft.carbon.0)
+        .bind(draft.value.0)
+        .bind(draft.created_at)
+        .bind(i16::from(draft.difficulty))
+        .bind(&draft.prev_hash)
+        .bind(link.nonce)
+        .bind(&link.hash);
+    let query = match credits {
+        Some(split) => query.bind(split.node_share.0).bind(split.cooperative_share.0),
+        None => query,
+    };
+    query.execute(conn).await?;
     Ok(())
 }
