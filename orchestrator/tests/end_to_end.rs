@@ -265,13 +265,7 @@ async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason(pool: 
         .query_async(&mut system.redis)
         .await
         .unwrap();
-    let dlq = format!("{}:dlq", system.namespace);
-    let entry = eventually(Duration::from_secs(10), "a dead letter", || async {
-        let entries: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
-        entries.ids.into_iter().next()
-    })
-    .await;
+    let entry = system.first_dead_letter(Duration::from_secs(10), "a dead letter").await;
     let reason: String = entry.get("reason").unwrap();
     assert!(reason.contains("envelope"), "{reason}");
     assert_eq!(entry.get::<String>("envelope").as_deref(), Some("{\"broken\": true}"));
@@ -321,13 +315,7 @@ async fn a_message_that_fails_in_its_batch_does_not_hold_back_the_others(pool: P
     }
     // One MULTI: the consumer reads the three in one batch.
     let _: Vec<String> = batch.query_async(&mut system.redis).await.unwrap();
-    let dlq = format!("{}:dlq", system.namespace);
-    let entry = eventually(Duration::from_secs(20), "the poison to be dead-lettered", || async {
-        let entries: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
-        entries.ids.into_iter().next()
-    })
-    .await;
+    let entry = system.first_dead_letter(Duration::from_secs(20), "the poison to be dead-lettered").await;
     assert!(entry.get::<String>("envelope").unwrap().contains("poison"));
     let mut created: Vec<String> = sqlx::query_scalar("select name from organization").fetch_all(&pool).await.unwrap();
     created.sort();

@@ -229,14 +229,7 @@ async fn without_a_quorum_the_task_fails_and_nobody_is_credited(pool: PgPool) {
     assert!(credited(&pool, &task_id).await.is_empty(), "nobody is credited without a quorum");
     // No quorum says nothing of who was wrong: trust is left alone.
     assert_eq!((trust(&pool, liar.id()).await, trust(&pool, honest.id()).await), (0, 0));
-    let dead_letters: Vec<redis::Value> = redis::cmd("XRANGE")
-        .arg(format!("{}:dlq", system.namespace))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut system.redis.clone())
-        .await
-        .unwrap();
-    assert_eq!(dead_letters.len(), 1, "the operators are told");
+    assert_eq!(system.dead_letters().await.len(), 1, "the operators are told");
     assert_audit_holds(&pool).await;
     liar.task.abort();
     honest.task.abort();

@@ -353,13 +353,7 @@ async fn after_the_attempt_limit_a_task_fails_into_the_dead_letter_stream(pool: 
     })
     .await;
     assert_eq!(task["reason"], "attempts_exhausted: node_offline");
-    let dlq = format!("{}:dlq", system.namespace);
-    let letter = eventually(WAIT, "the dead letter", || async {
-        let entries: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(&dlq).arg("-").arg("+").query_async(&mut system.redis.clone()).await.ok()?;
-        entries.ids.into_iter().next()
-    })
-    .await;
+    let letter = system.first_dead_letter(WAIT, "the dead letter").await;
     assert_eq!(letter.get::<String>("entry_id").as_deref(), Some(task_id.as_str()));
     assert_eq!(letter.get::<String>("reason").as_deref(), Some("attempts_exhausted: node_offline"));
     system.stop().await;

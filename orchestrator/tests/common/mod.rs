@@ -145,6 +145,23 @@ impl System {
         redis::cmd("XLEN").arg(format!("{}:{stream}", self.namespace)).query_async(&mut self.redis).await.unwrap()
     }
 
+    /// The entries of the namespace's dead-letter stream, oldest first.
+    pub async fn dead_letters(&self) -> Vec<redis::streams::StreamId> {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}:dlq", self.namespace))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.redis.clone())
+            .await
+            .expect("the dead-letter stream reads");
+        entries.ids
+    }
+
+    /// Waits until the dead-letter stream has an entry; returns the first.
+    pub async fn first_dead_letter(&self, limit: Duration, what: &str) -> redis::streams::StreamId {
+        eventually(limit, what, || async { self.dead_letters().await.into_iter().next() }).await
+    }
+
     /// Starts one more orchestrator replica in the same consumer group.
     pub fn add_orchestrator(&mut self, consumer_name: &str) {
         let mut map = self.settings.clone();
