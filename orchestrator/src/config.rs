@@ -7,12 +7,19 @@ pub struct OrchestratorConfig {
     pub database_url: String,
     pub redis_url: String,
     pub grid: GridSettings,
-    /// This replica's name in the consumer group; unique per replica (`GRID_CONSUMER_NAME`).
+    /// This process's name: in the consumer group, on its assignments and in the `writer` row;
+    /// unique per process (`GRID_CONSUMER_NAME`).
     pub consumer_name: String,
-    /// Entries read per XREADGROUP (`GRID_BATCH_SIZE`).
+    /// Entries read per stream and XREADGROUP, so the most messages one batch applies
+    /// (`GRID_BATCH_SIZE`).
     pub batch_size: usize,
-    /// How long an entry may stay pending with a silent consumer before another claims it.
-    pub claim_idle_ms: u64,
+    /// `/healthz` and `/readyz` (role and epoch) listen here (`GRID_ADMIN_LISTEN`; `off` for none).
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// About how many events `{ns}:events` keeps (`GRID_EVENTS_STREAM_MAXLEN`); PostgreSQL
+    /// keeps them all.
+    pub events_stream_maxlen: usize,
+    /// A fault to inject, for tests only (`GRID_FAULT_INJECTION`).
+    pub fault: Option<Fault>,
     /// Deliveries after which an entry that keeps failing goes to the dead-letter stream.
     pub max_deliveries: usize,
     /// Attempts after which a task that keeps failing on nodes is failed for good.
@@ -29,6 +36,28 @@ pub struct OrchestratorConfig {
     pub requeue_backoff_ms: i64,
     /// Result validation: see [`Validation`].
     pub validation: Validation,
+}
+
+/// A fault the writer injects on purpose, so that tests can crash it at a chosen point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `abort-after-commit:N`: the process aborts after its N-th commit of a batch with
+    /// messages, before publishing and acknowledging it.
+    AbortAfterCommit(u64),
+}
+
+impl Fault {
+    pub fn parse(text: &str) -> Result<Option<Self>, String> {
+        if text.is_empty() || text == "none" {
+            return Ok(None);
+        }
+        let count = text
+            .strip_prefix("abort-after-commit:")
+            .and_then(|count| count.parse::<u64>().ok())
+            .filter(|count| *count >= 1)
+            .ok_or_else(|| format!("{text:?} is not a known fault (abort-after-commit:N, N >= 1)"))?;
+        Ok(Some(Self::AbortAfterCommit(count)))
+    }
 }
 
 /// Adaptive result validation (as in BOINC): an untrusted node's results are checked by a
@@ -76,8 +105,15 @@ impl OrchestratorConfig {
                     Ok(text.to_owned())
                 }
             })?,
-            batch_size: read(&lookup, "GRID_BATCH_SIZE", "64", integer_in(1, 10_000))?,
-            claim_idle_ms: read(&lookup, "GRID_CLAIM_IDLE_MS", "30000", integer_in(100, 86_400_000))?,
+            batch_size: read(&lookup, "GRID_BATCH_SIZE", "1000", integer_in(1, 10_000))?,
+            admin_listen: read(&lookup, "GRID_ADMIN_LISTEN", "127.0.0.1:8091", |text| {
+                if text == "off" {
+                    return Ok(None);
+                }
+                text.parse().map(Some).map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8091, or off"))
+            })?,
+            events_stream_maxlen: read(&lookup, "GRID_EVENTS_STREAM_MAXLEN", "20000", integer_in(100, 10_000_000))?,
+            fault: read(&lookup, "GRID_FAULT_INJECTION", "none", Fault::parse)?,
             max_deliveries: read(&lookup, "GRID_MAX_DELIVERIES", "5", integer_in(1, 1_000))?,
             max_attempts: read(&lookup, "GRID_MAX_ATTEMPTS", "3", integer_in(1, 100))?,
             k_anonymity_min: read(&lookup, "GRID_K_ANONYMITY_MIN", "5", integer_in(5, 10_000))?,

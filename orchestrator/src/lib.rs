@@ -1,25 +1,26 @@
-//! The orchestrator: the only writer of PostgreSQL.
+//! The orchestrator: the only writer of PostgreSQL (DESIGN §9).
 //!
-//! - [`consumer`]: the consumer-group loop over `{ns}:commands` and `{ns}:reports`; one public
-//!   step that reads, applies in one transaction with the message id, commits, then acknowledges.
-//! - [`handlers`]: one module per message, deciding inside the transaction.
-//! - [`outbox`]: events appended in commit order and relayed to `{ns}:events` and node channels.
-//! - [`scheduler`]: the pure placement (`solve`) and its I/O (`dispatch`), with housekeeping.
-//! - [`validation`]: result validation by quorum, with adaptive spot checks (pure).
-//! - [`ledger`]: 70/30 credit entries and the green-proof chain, and its verification.
-//! - [`store`]: task rows, Redis live state and atomic capacity claims.
-//! - [`replay`]: projections rebuilt from events alone, diffed against the tables.
-//! - [`app`]: wiring and shutdown; [`config`]: settings from the environment; [`error`]: the one
-//!   error type.
+//! Every process is the active writer of its partition or a standby ([`lease`]). The writer
+//! keeps its state in memory ([`model`]), decides with pure functions ([`model::lifecycle`],
+//! [`scheduler`], [`validation`], [`writer::apply`]) and commits each batch in one transaction
+//! ([`store::postgres`]), then publishes and acknowledges ([`store::streams`]).
+//!
+//! - [`app`]: roles, the admin endpoint and shutdown; [`config`]: settings from the environment;
+//!   [`status`]: the role and epoch `/readyz` reports; [`error`]: errors of the audit tools.
+//! - [`writer`]: the batched loop.
+//! - [`ledger`]: reading and verifying the green-proof chain; [`replay`]: projections rebuilt
+//!   from events alone, diffed against the tables.
 
+pub mod admin;
 pub mod app;
 pub mod config;
-pub mod consumer;
 pub mod error;
-pub mod handlers;
+pub mod lease;
 pub mod ledger;
-pub mod outbox;
+pub mod model;
 pub mod replay;
 pub mod scheduler;
+pub mod status;
 pub mod store;
 pub mod validation;
+pub mod writer;

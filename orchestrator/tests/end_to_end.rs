@@ -429,22 +429,20 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_and_applied(pool: P
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_core_left_claimed_by_a_task_no_longer_on_the_node_is_freed(pool: PgPool) {
-    let mut system = spawn_system(pool, &[]).await;
-    let (_, api_key) = system.organization("Leaky").await;
-    let node = system.manual_node(&api_key, 2, 0.0).await;
-    let claims = format!("{}:node:{}:claims", system.namespace, node.node_id);
-    let _: () = redis::cmd("SADD")
-        .arg(&claims)
-        .arg(uuid::Uuid::new_v4().to_string())
-        .query_async(&mut system.redis)
-        .await
-        .unwrap();
-    let redis = system.redis.clone();
-    eventually(Duration::from_secs(10), "the leaked claim to be freed", || async {
-        let held: i64 = redis::cmd("SCARD").arg(&claims).query_async(&mut redis.clone()).await.ok()?;
-        (held == 0).then_some(())
-    })
-    .await;
+async fn a_nodes_view_shows_the_cores_its_tasks_in_flight_hold(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Counted").await;
+    let node = system.manual_node(&api_key, 2, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let claimed = || async {
+        let view: Value = system.get(&format!("/v1/nodes/{}", node.node_id), &api_key).await.json().await.ok()?;
+        view["live"]["claimed"].as_u64()
+    };
+    let submitted: Value = system.post("/v1/tasks", &api_key, common::thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap().to_owned();
+    channel.next(Duration::from_secs(10)).await;
+    eventually(Duration::from_secs(10), "one core held", || async { (claimed().await? == 1).then_some(()) }).await;
+    system.report(&node, common::completion(&task_id, 1, 0.000_1, 0.0)).await;
+    eventually(Duration::from_secs(10), "the core freed", || async { (claimed().await? == 0).then_some(()) }).await;
     system.stop().await;
 }

@@ -1,9 +1,15 @@
-//! The ledger and the green-proof chain against real PostgreSQL.
+//! The ledger and the green-proof chain against real PostgreSQL: credits decided by the
+//! lifecycle and written by the store, as the writer does, one batch per credit.
 
 use chrono::Utc;
-use grid_orchestrator::ledger::{CreditInput, credit_task, verify_stored_chain};
-use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
-use grid_shared::ids::{NodeId, TaskId};
+use grid_orchestrator::config::OrchestratorConfig;
+use grid_orchestrator::ledger::verify_stored_chain;
+use grid_orchestrator::model::lifecycle;
+use grid_orchestrator::model::{ChainHead, Rules, TaskResult};
+use grid_orchestrator::store::postgres::{self, StoreError};
+use grid_orchestrator::writer::batch::Batch;
+use grid_shared::carbon::MicroWattHours;
+use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use sqlx::PgPool;
 
 const DIFFICULTY: u8 = 6;
@@ -44,22 +50,42 @@ async fn fixture(pool: &PgPool, tasks: usize) -> (NodeId, Vec<TaskId>) {
     (node_id, task_ids)
 }
 
-async fn credit(pool: &PgPool, node_id: NodeId, task_id: TaskId, solar_wh: i64) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let input = CreditInput {
-        task_id,
+fn rules() -> Rules {
+    let settings = [("DATABASE_URL", "postgres://unused"), ("GRID_PROOF_DIFFICULTY", "6")];
+    let config = OrchestratorConfig::from_lookup(|name| {
+        settings.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap();
+    Rules::from_config(&config)
+}
+
+/// Credits a result of `solar_wh` Wh of sun and writes it in a batch of its own (epoch 0: no
+/// writer has taken over in this database).
+async fn credit(
+    pool: &PgPool,
+    chain: &mut ChainHead,
+    node_id: NodeId,
+    task_id: TaskId,
+    solar_wh: i64,
+) -> Result<(), StoreError> {
+    let result = TaskResult {
+        attempt: 1,
         node_id,
+        owner_id: OrganizationId::new(),
+        result_hash: "ab".repeat(32),
         energy: MicroWattHours(100_000_000),
         solar: MicroWattHours(solar_wh * 1_000_000),
+        refusal: None,
     };
-    credit_task(&mut tx, &input, CarbonPolicy::default(), DIFFICULTY, Utc::now()).await?;
-    tx.commit().await
+    let mut batch = Batch::default();
+    batch.credits.push(lifecycle::credit(task_id, &result, chain, Utc::now(), &rules()));
+    postgres::flush(pool, 0, &mut batch, 0).await.map(|_| ())
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_credit_is_two_entries_that_add_up_and_one_link(pool: PgPool) {
     let (node_id, tasks) = fixture(&pool, 1).await;
-    credit(&pool, node_id, tasks[0], 60).await.unwrap();
+    credit(&pool, &mut ChainHead::default(), node_id, tasks[0], 60).await.unwrap();
     let entries: Vec<(String, i64, i64)> =
         sqlx::query_as("select account, carbon_ng, amount_peur from credit_entry order by account desc")
             .fetch_all(&pool)
@@ -77,9 +103,13 @@ async fn a_credit_is_two_entries_that_add_up_and_one_link(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_task_cannot_be_credited_twice(pool: PgPool) {
     let (node_id, tasks) = fixture(&pool, 1).await;
-    credit(&pool, node_id, tasks[0], 60).await.unwrap();
-    let again = credit(&pool, node_id, tasks[0], 60).await;
-    assert!(matches!(again, Err(sqlx::Error::Database(ref error)) if error.is_unique_violation()), "{again:?}");
+    let mut chain = ChainHead::default();
+    credit(&pool, &mut chain, node_id, tasks[0], 60).await.unwrap();
+    let again = credit(&pool, &mut chain, node_id, tasks[0], 60).await;
+    assert!(
+        matches!(again, Err(StoreError::Postgres(sqlx::Error::Database(ref error))) if error.is_unique_violation()),
+        "{again:?}"
+    );
     let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
     assert_eq!(entries, 2);
 }
@@ -87,8 +117,9 @@ async fn a_task_cannot_be_credited_twice(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn the_stored_chain_verifies_and_tampering_is_found_at_its_link(pool: PgPool) {
     let (node_id, tasks) = fixture(&pool, 6).await;
+    let mut chain = ChainHead::default();
     for (index, task_id) in tasks.iter().enumerate() {
-        credit(&pool, node_id, *task_id, index as i64 + 1).await.unwrap();
+        credit(&pool, &mut chain, node_id, *task_id, index as i64 + 1).await.unwrap();
     }
     let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
     assert!(verdict.valid);
@@ -113,8 +144,9 @@ async fn the_stored_chain_verifies_and_tampering_is_found_at_its_link(pool: PgPo
 #[sqlx::test(migrations = "../migrations")]
 async fn a_deleted_link_is_found_where_it_was(pool: PgPool) {
     let (node_id, tasks) = fixture(&pool, 5).await;
+    let mut chain = ChainHead::default();
     for task_id in &tasks {
-        credit(&pool, node_id, *task_id, 2).await.unwrap();
+        credit(&pool, &mut chain, node_id, *task_id, 2).await.unwrap();
     }
     sqlx::query("delete from green_proof where seq = 3").execute(&pool).await.unwrap();
     let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();

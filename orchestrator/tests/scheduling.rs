@@ -209,20 +209,18 @@ async fn a_cancelled_running_task_is_stopped_on_its_node(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn two_orchestrators_racing_never_overfill_a_node_nor_assign_twice(pool: PgPool) {
+async fn a_standby_takes_over_from_a_stopping_writer_without_overfilling_or_assigning_twice(pool: PgPool) {
     let mut system = spawn_system(pool.clone(), &[]).await;
-    system.add_orchestrator("orchestrator-race-2");
-    let (_, api_key) = system.organization("Race").await;
+    let (_, api_key) = system.organization("Relay").await;
+    // The first orchestrator is the writer by now (it applied the organisation); this one waits.
+    system.add_orchestrator("orchestrator-standby");
     let (stop, fleet) = system.fleet(&api_key, 20, 2, 1.0, Duration::ZERO).await;
-    let claims: Vec<String> =
-        fleet.nodes.iter().map(|node| format!("{}:node:{}:claims", system.namespace, node.node_id)).collect();
 
-    // Sample the fleet while the race runs.
+    // Sample the fleet while tasks run, across the handover.
     let finished = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (pool, redis, finished) = (pool.clone(), system.redis.clone(), finished.clone());
+        let (pool, finished) = (pool.clone(), finished.clone());
         tokio::spawn(async move {
-            let mut redis = redis;
             let (mut samples, mut worst) = (0_u32, 0_i64);
             while !finished.load(Ordering::Relaxed) {
                 let in_flight: Vec<i64> = sqlx::query_scalar(
@@ -231,24 +229,30 @@ async fn two_orchestrators_racing_never_overfill_a_node_nor_assign_twice(pool: P
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-                let mut pipe = redis::pipe();
-                for key in &claims {
-                    pipe.cmd("SCARD").arg(key);
-                }
-                let held: Vec<i64> = pipe.query_async(&mut redis).await.unwrap();
-                worst = in_flight.into_iter().chain(held).fold(worst, i64::max);
+                worst = in_flight.into_iter().fold(worst, i64::max);
                 samples += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             (samples, worst)
         })
     };
-    submit_all(&system, &api_key, (0..1000).map(|_| thermal_task()).collect()).await;
+    let first_half = submit_all(&system, &api_key, (0..500).map(|_| thermal_task()).collect()).await;
+    eventually(WAIT, "some tasks to complete", || async {
+        let done: i64 =
+            sqlx::query_scalar("select count(*) from task where status = 'completed'").fetch_one(&pool).await.ok()?;
+        (done >= 100).then_some(())
+    })
+    .await;
+    system.stop_first_orchestrator().await;
+    let second_half = submit_all(&system, &api_key, (0..500).map(|_| thermal_task()).collect()).await;
+    assert_eq!(first_half.len() + second_half.len(), 1000);
     wait_all_completed(&pool, 1000, Duration::from_secs(240)).await;
     finished.store(true, Ordering::Relaxed);
     let (samples, worst) = sampler.await.unwrap();
     assert!(samples > 10, "the fleet was sampled during the run ({samples} samples)");
     assert!(worst <= 2, "a node held {worst} tasks on 2 cores");
+    let (most, _) = common::most_tasks_a_node_held(&pool).await;
+    assert!(most <= 2, "the event archive shows a node holding {most} tasks on 2 cores");
 
     let twice: i64 = sqlx::query_scalar(
         "select count(*) from (select 1 from event where event_type = 'TaskAssigned'
@@ -264,7 +268,9 @@ async fn two_orchestrators_racing_never_overfill_a_node_nor_assign_twice(pool: P
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(deciders, 2, "both replicas placed tasks");
+    assert_eq!(deciders, 2, "the writer placed tasks, then the standby that took over");
+    let epoch: i64 = sqlx::query_scalar("select epoch from writer").fetch_one(&pool).await.unwrap();
+    assert_eq!(epoch, 2, "two terms: the first writer's and the standby's");
     let credited: i64 =
         sqlx::query_scalar("select count(distinct task_id) from credit_entry").fetch_one(&pool).await.unwrap();
     assert_eq!(credited, 1000);

@@ -54,10 +54,23 @@ impl Keys {
         format!("{}:node:{node_id}:tasks", self.namespace)
     }
 
-    /// `{ns}:node:<id>:claims`: the tasks holding a core of the node (a set; its size is the
-    /// node's `running` count as the scheduler sees it).
-    pub fn node_claims(&self, node_id: NodeId) -> String {
-        format!("{}:node:{node_id}:claims", self.namespace)
+    /// `{ns}:heartbeats`: the change feed of live state. The gateway appends each heartbeat
+    /// (capped), the writer reads it to keep its fleet mirror current without reading every
+    /// node's hash.
+    pub fn heartbeats(&self) -> String {
+        format!("{}:heartbeats", self.namespace)
+    }
+
+    /// `{ns}:nodes:claimed`: a hash of node id → cores held by tasks in flight on it, as the
+    /// active writer counts them (written after each commit; rebuilt at takeover).
+    pub fn nodes_claimed(&self) -> String {
+        format!("{}:nodes:claimed", self.namespace)
+    }
+
+    /// `{ns}:writer`: the epoch of the active writer, set when it takes over. Its absence tells
+    /// the writer that Redis lost its data (restarted empty or flushed).
+    pub fn writer_marker(&self) -> String {
+        format!("{}:writer", self.namespace)
     }
 
     /// `{ns}:node:<id>:cursor`: how far `/grid/task` polling has read the task channel.

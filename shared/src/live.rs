@@ -50,9 +50,69 @@ impl Heartbeat {
     }
 }
 
+/// One entry of the `{ns}:heartbeats` change feed: a node's live state as of one heartbeat,
+/// and when it expires without another. The gateway writes it next to the node's hash; the
+/// active writer reads it to keep its mirror of the fleet current.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeartbeatEntry {
+    pub node_id: crate::ids::NodeId,
+    pub cpu_usage: f64,
+    pub solar_watts: f64,
+    pub eco_score: f64,
+    /// Milliseconds since the Unix epoch (UTC) at which the state expires.
+    pub expires_at_ms: i64,
+}
+
+impl HeartbeatEntry {
+    /// The stream entry's fields, in order.
+    pub fn fields(&self) -> [(&'static str, String); 5] {
+        [
+            ("node_id", self.node_id.to_string()),
+            ("cpu_usage", self.cpu_usage.to_string()),
+            ("solar_watts", self.solar_watts.to_string()),
+            ("eco_score", self.eco_score.to_string()),
+            ("expires_at_ms", self.expires_at_ms.to_string()),
+        ]
+    }
+
+    /// Reads an entry back from its fields; `None` when one is missing or not a finite number
+    /// in range (the entry is then ignored: the next heartbeat brings the state again).
+    pub fn parse(field: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let number = |name: &str| field(name)?.parse::<f64>().ok().filter(|value| value.is_finite());
+        let heartbeat = Heartbeat::parse(number("cpu_usage")?, number("solar_watts")?).ok()?;
+        let eco_score = number("eco_score").filter(|score| (0.0..=1.0).contains(score))?;
+        Some(Self {
+            node_id: field("node_id")?.parse().ok()?,
+            cpu_usage: heartbeat.cpu_usage(),
+            solar_watts: heartbeat.solar_watts(),
+            eco_score,
+            expires_at_ms: field("expires_at_ms")?.parse().ok()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_entry_reads_back_and_refuses_what_is_out_of_range() {
+        let entry = HeartbeatEntry {
+            node_id: crate::ids::NodeId::new(),
+            cpu_usage: 12.5,
+            solar_watts: 300.0,
+            eco_score: 0.9,
+            expires_at_ms: 1_790_000_000_000,
+        };
+        let fields: std::collections::HashMap<&str, String> = entry.fields().into_iter().collect();
+        assert_eq!(HeartbeatEntry::parse(|name| fields.get(name).cloned()), Some(entry));
+        let mut broken = fields.clone();
+        broken.insert("solar_watts", "-3".into());
+        assert_eq!(HeartbeatEntry::parse(|name| broken.get(name).cloned()), None);
+        broken = fields;
+        broken.remove("node_id");
+        assert_eq!(HeartbeatEntry::parse(|name| broken.get(name).cloned()), None);
+    }
 
     #[test]
     fn eco_score_follows_the_formula() {

@@ -87,13 +87,14 @@ pub async fn list_nodes(
     for row in &rows {
         let node_id = NodeId(row.try_get("node_id")?);
         pipe.cmd("HGETALL").arg(state.keys().node_state(node_id));
-        pipe.cmd("SCARD").arg(state.keys().node_claims(node_id));
+        // The cores its tasks in flight hold, as the active writer counts them.
+        pipe.cmd("HGET").arg(state.keys().nodes_claimed()).arg(node_id.to_string());
     }
     let replies: Vec<redis::Value> = if rows.is_empty() { Vec::new() } else { pipe.query_async(&mut *conn).await? };
     let mut views = Vec::with_capacity(rows.len());
     for (row, live) in rows.iter().zip(replies.chunks(2)) {
         let fields: HashMap<String, String> = redis::from_redis_value(live[0].clone()).unwrap_or_default();
-        let claimed: u32 = redis::from_redis_value(live[1].clone()).unwrap_or(0);
+        let claimed: u32 = redis::from_redis_value::<Option<u32>>(live[1].clone()).ok().flatten().unwrap_or(0);
         let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok());
         let live = match (number("cpu_usage"), number("solar_watts"), number("eco_score")) {
             (Some(cpu_usage), Some(solar_watts), Some(eco_score)) => Some(LiveState {

@@ -13,7 +13,7 @@ use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::NodeSpec;
 use grid_shared::envelope::Envelope;
 use grid_shared::ids::{NodeId, TaskId};
-use grid_shared::live::{Heartbeat, eco_score};
+use grid_shared::live::{Heartbeat, HeartbeatEntry, eco_score};
 use grid_shared::messages::{
     Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
@@ -115,7 +115,9 @@ pub struct HeartbeatResponse {
     pub eco_score: f64,
 }
 
-/// Writes the node's live state (hash, TTL, index) in one MULTI; answers the eco score.
+/// Writes the node's live state in one MULTI: its hash (with its TTL), its expiry in the index
+/// of live nodes, and an entry on the `{ns}:heartbeats` change feed that the writer's fleet
+/// mirror follows. Answers the eco score.
 pub async fn record_heartbeat(
     state: &AppState,
     node: &NodeCaller,
@@ -127,9 +129,17 @@ pub async fn record_heartbeat(
     let score = eco_score(heartbeat.solar_watts(), heartbeat.cpu_usage(), node.cpu_cores, grid.max_milliwatts_per_core);
     let now = chrono::Utc::now();
     let ttl = grid.node_ttl_ms;
+    let expires_at_ms = now.timestamp_millis() + i64::try_from(ttl).unwrap_or(i64::MAX);
+    let feed = HeartbeatEntry {
+        node_id: node.node_id,
+        cpu_usage: heartbeat.cpu_usage(),
+        solar_watts: heartbeat.solar_watts(),
+        eco_score: score,
+        expires_at_ms,
+    };
     let mut conn = state.redis.get().await?;
-    redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .cmd("HSET")
         .arg(keys.node_state(node.node_id))
         .arg("cpu_cores")
@@ -151,19 +161,24 @@ pub async fn record_heartbeat(
         .arg(keys.node_state(node.node_id))
         .arg(ttl)
         .ignore()
-        .cmd("PEXPIRE")
-        .arg(keys.node_claims(node.node_id))
-        .arg(ttl)
-        .ignore()
         .cmd("ZADD")
         .arg(keys.nodes_alive())
-        .arg(now.timestamp_millis() + ttl as i64)
+        .arg(expires_at_ms)
         .arg(node.node_id.to_string())
-        .ignore()
-        .query_async::<()>(&mut *conn)
-        .await?;
+        .ignore();
+    let mut append = redis::cmd("XADD");
+    append.arg(keys.heartbeats()).arg("MAXLEN").arg("~").arg(HEARTBEAT_FEED_MAXLEN).arg("*");
+    for (field, value) in feed.fields() {
+        append.arg(field).arg(value);
+    }
+    pipe.add_command(append).ignore();
+    pipe.query_async::<()>(&mut *conn).await?;
     Ok(score)
 }
+
+/// The heartbeat feed keeps about this many entries: the writer reads it continuously, and
+/// rebuilds its mirror from the nodes' hashes when it takes over.
+const HEARTBEAT_FEED_MAXLEN: usize = 50_000;
 
 #[utoipa::path(post, path = "/v1/nodes/{node_id}/heartbeat", tag = "nodes", request_body = HeartbeatRequest,
     params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
@@ -317,11 +332,8 @@ async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) ->
         .await?;
     let end = newest.ids.first().map_or_else(|| "0".to_owned(), |entry| entry.id.clone());
     let oldest_in_flight: Option<i64> = sqlx::query_scalar(
-        "select min(e.seq) from event e
-         join task t on t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
-         where e.node_id = $1 and e.event_type = 'TaskAssigned'
-           and t.node_id = $1 and t.status in ('assigned', 'running')
-           and (e.envelope -> 'payload' ->> 'attempt')::int = t.attempts",
+        "select min(assignment_seq) from task
+         where node_id = $1 and finished_at is null and status in ('assigned', 'running')",
     )
     .bind(node_id.as_uuid())
     .fetch_one(&state.pool)

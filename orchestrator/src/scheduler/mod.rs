@@ -1,9 +1,9 @@
-//! Placement of queued tasks on live nodes.
+//! Placement of queued tasks on live nodes, without I/O.
 //!
-//! [`solve`] is pure: given the queue, the fleet's live state and the time, it returns a plan,
-//! with no I/O. [`dispatch`] reads the inputs, claims capacity atomically in Redis, and records
-//! the assignments; [`housekeeping`] takes tasks back from dead nodes and expired leases and
-//! fails overdue work.
+//! [`RankedFleet`] keeps the live nodes with a free core in rank order (a `BTreeSet`), so that
+//! a heartbeat or a claimed core re-ranks one node in O(log nodes) and a decision reads the
+//! best node in O(log nodes): a scheduling round never costs O(fleet). The active writer keeps
+//! one for its whole term; [`solve`] builds one for a snapshot (tests and benches).
 //!
 //! The policy:
 //! - tasks are taken by priority (highest first), then deadline (earliest first), then age;
@@ -15,11 +15,8 @@
 //!   while `now < deadline − 3 × expected_runtime` (three runtimes: one to run, two to absorb a
 //!   requeue), and is placed on any node after that, so waiting never makes it miss its deadline.
 
-pub mod dispatch;
-pub mod housekeeping;
-
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use grid_shared::events::ScoreInputs;
@@ -89,9 +86,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The last moment a task with this deadline may still wait for a solar node.
+    pub fn wait_for_sun_until_deadline(&self, deadline: DateTime<Utc>) -> DateTime<Utc> {
+        deadline - self.expected_runtime * DEFERRAL_SAFETY_RUNTIMES
+    }
+
     /// The last moment a task may still wait for a solar node.
     pub fn wait_for_sun_until(&self, task: &QueuedTask) -> DateTime<Utc> {
-        task.deadline - self.expected_runtime * DEFERRAL_SAFETY_RUNTIMES
+        self.wait_for_sun_until_deadline(task.deadline)
     }
 }
 
@@ -117,51 +119,142 @@ pub struct Plan {
     pub waiting_for_sun: Vec<TaskId>,
 }
 
-/// A node in the heap, ordered best first.
-struct Ranked {
-    node: LiveNode,
+/// A node's place in the ranking: smaller is better.
+#[derive(Debug, Clone, Copy)]
+struct Rank {
     surplus: f64,
+    load: f64,
+    eco_score: f64,
+    node_id: NodeId,
 }
 
-impl Ranked {
-    fn new(node: LiveNode, watts_per_core: f64) -> Self {
-        let surplus = node.solar_surplus(watts_per_core);
-        Self { node, surplus }
+impl Rank {
+    fn of(node: &LiveNode, watts_per_core: f64) -> Self {
+        Self {
+            surplus: node.solar_surplus(watts_per_core),
+            load: node.load(),
+            eco_score: node.eco_score,
+            node_id: node.node_id,
+        }
     }
 }
 
-impl PartialEq for Ranked {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+impl Ord for Rank {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .surplus
+            .total_cmp(&self.surplus)
+            .then(self.load.total_cmp(&other.load))
+            .then(other.eco_score.total_cmp(&self.eco_score))
+            .then(self.node_id.cmp(&other.node_id))
     }
 }
 
-impl Eq for Ranked {}
-
-impl PartialOrd for Ranked {
+impl PartialOrd for Rank {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Ranked {
-    /// Greater is better (the heap pops the greatest).
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.surplus
-            .total_cmp(&other.surplus)
-            .then(other.node.load().total_cmp(&self.node.load()))
-            .then(self.node.eco_score.total_cmp(&other.node.eco_score))
-            .then(other.node.node_id.cmp(&self.node.node_id))
+impl PartialEq for Rank {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
 }
 
-/// Orders tasks as the queue serves them.
-pub fn queue_order(a: &QueuedTask, b: &QueuedTask) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then(a.deadline.cmp(&b.deadline))
-        .then(a.submitted_at.cmp(&b.submitted_at))
-        .then(a.task_id.cmp(&b.task_id))
+impl Eq for Rank {}
+
+/// The live fleet, ranked best first. Nodes without a free core are known but not ranked.
+#[derive(Debug, Clone)]
+pub struct RankedFleet {
+    nodes: HashMap<NodeId, (LiveNode, Rank)>,
+    ranked: BTreeSet<Rank>,
+    free_cores: u64,
+    watts_per_core: f64,
+}
+
+impl RankedFleet {
+    pub fn new(watts_per_core: f64) -> Self {
+        Self { nodes: HashMap::new(), ranked: BTreeSet::new(), free_cores: 0, watts_per_core }
+    }
+
+    /// The nodes of a snapshot that are live at `now`.
+    pub fn from_nodes(now: DateTime<Utc>, nodes: &[LiveNode], watts_per_core: f64) -> Self {
+        let mut fleet = Self::new(watts_per_core);
+        for node in nodes.iter().filter(|node| node.expires_at > now) {
+            fleet.upsert(node.clone());
+        }
+        fleet
+    }
+
+    fn free_of(node: &LiveNode) -> u64 {
+        u64::from(u32::from(node.cpu_cores).saturating_sub(node.claimed))
+    }
+
+    /// Adds a live node, or replaces what was known of it.
+    pub fn upsert(&mut self, node: LiveNode) {
+        self.remove(node.node_id);
+        let rank = Rank::of(&node, self.watts_per_core);
+        if node.has_free_core() {
+            self.ranked.insert(rank);
+        }
+        self.free_cores += Self::free_of(&node);
+        self.nodes.insert(node.node_id, (node, rank));
+    }
+
+    /// Forgets a node (it went offline); returns what was known of it.
+    pub fn remove(&mut self, node_id: NodeId) -> Option<LiveNode> {
+        let (node, rank) = self.nodes.remove(&node_id)?;
+        self.ranked.remove(&rank);
+        self.free_cores -= Self::free_of(&node);
+        Some(node)
+    }
+
+    pub fn get(&self, node_id: NodeId) -> Option<&LiveNode> {
+        self.nodes.get(&node_id).map(|(node, _)| node)
+    }
+
+    /// Sets how many cores of a live node are claimed (a no-op for a node that is not live).
+    pub fn set_claimed(&mut self, node_id: NodeId, claimed: u32) {
+        if let Some(mut node) = self.get(node_id).cloned() {
+            node.claimed = claimed;
+            self.upsert(node);
+        }
+    }
+
+    /// The draw of one busy core the ranking uses.
+    pub fn watts_per_core(&self) -> f64 {
+        self.watts_per_core
+    }
+
+    /// Free cores on live nodes.
+    pub fn free_cores(&self) -> u64 {
+        self.free_cores
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &LiveNode> {
+        self.nodes.values().map(|(node, _)| node)
+    }
+
+    /// The best solar surplus among nodes with a free core.
+    pub fn best_surplus(&self) -> Option<f64> {
+        self.ranked.first().map(|rank| rank.surplus)
+    }
+
+    /// The best two ranked nodes the task may go to (chosen, runner-up).
+    fn best_two(&self, excluded: &dyn Fn(NodeId) -> bool) -> (Option<&LiveNode>, Option<&LiveNode>) {
+        let mut eligible =
+            self.ranked.iter().filter(|rank| !excluded(rank.node_id)).map(|rank| &self.nodes[&rank.node_id].0);
+        (eligible.next(), eligible.next())
+    }
 }
 
 /// What the scheduler decided for one task.
@@ -176,56 +269,57 @@ pub enum Decision {
     NoEligibleNode,
 }
 
-/// The fleet as a heap, best node on top: each decision is O(log nodes).
+/// Decides for one task and, when it is placed, takes a core of the chosen node.
+pub fn place(
+    fleet: &mut RankedFleet,
+    now: DateTime<Utc>,
+    policy: Policy,
+    task_id: TaskId,
+    deadline: DateTime<Utc>,
+    excluded: &dyn Fn(NodeId) -> bool,
+) -> Decision {
+    if fleet.ranked.is_empty() {
+        return Decision::NoCapacity;
+    }
+    let (chosen, runner_up) = match fleet.best_two(excluded) {
+        (Some(chosen), runner_up) => (chosen.clone(), runner_up.map(LiveNode::score_inputs)),
+        (None, _) => return Decision::NoEligibleNode,
+    };
+    debug_assert!(chosen.has_free_core(), "only nodes with a free core are ranked");
+    let deferrable = now < policy.wait_for_sun_until_deadline(deadline);
+    if deferrable && chosen.solar_surplus(policy.watts_per_core) < 0.0 {
+        return Decision::WaitForSun;
+    }
+    let placement = Placement { task_id, node_id: chosen.node_id, chosen: chosen.score_inputs(), runner_up };
+    fleet.set_claimed(chosen.node_id, chosen.claimed + 1);
+    Decision::Placed(placement)
+}
+
+/// Orders tasks as the queue serves them.
+pub fn queue_order(a: &QueuedTask, b: &QueuedTask) -> Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then(a.deadline.cmp(&b.deadline))
+        .then(a.submitted_at.cmp(&b.submitted_at))
+        .then(a.task_id.cmp(&b.task_id))
+}
+
+/// A snapshot of the fleet that places tasks one after another (tests and benches; the writer
+/// keeps its [`RankedFleet`] up to date instead of building one per round).
 pub struct Placer {
-    heap: BinaryHeap<Ranked>,
+    fleet: RankedFleet,
     now: DateTime<Utc>,
     policy: Policy,
 }
 
 impl Placer {
     pub fn new(now: DateTime<Utc>, nodes: &[LiveNode], policy: Policy) -> Self {
-        let heap = nodes
-            .iter()
-            .filter(|node| node.expires_at > now && node.has_free_core())
-            .map(|node| Ranked::new(node.clone(), policy.watts_per_core))
-            .collect();
-        Self { heap, now, policy }
+        Self { fleet: RankedFleet::from_nodes(now, nodes, policy.watts_per_core), now, policy }
     }
 
-    /// Decides for one task, taking a core of the chosen node. Nodes the task may not go to are
-    /// set aside while it is placed, and put back.
     pub fn place(&mut self, task: &QueuedTask) -> Decision {
-        if self.heap.is_empty() {
-            return Decision::NoCapacity;
-        }
-        if task.excluded.is_empty() {
-            return self.place_on_best(task);
-        }
-        let mut set_aside = Vec::new();
-        while self.heap.peek().is_some_and(|best| task.excluded.contains(&best.node.node_id)) {
-            set_aside.push(self.heap.pop().expect("peeked"));
-        }
-        let decision = if self.heap.is_empty() { Decision::NoEligibleNode } else { self.place_on_best(task) };
-        self.heap.extend(set_aside);
-        decision
-    }
-
-    fn place_on_best(&mut self, task: &QueuedTask) -> Decision {
-        let Some(best) = self.heap.peek() else { return Decision::NoCapacity };
-        let deferrable = self.now < self.policy.wait_for_sun_until(task);
-        if deferrable && best.surplus < 0.0 {
-            return Decision::WaitForSun;
-        }
-        let mut best = self.heap.pop().expect("peeked");
-        let chosen = best.node.score_inputs();
-        let runner_up = self.heap.peek().map(|next| next.node.score_inputs());
-        let placement = Placement { task_id: task.task_id, node_id: best.node.node_id, chosen, runner_up };
-        best.node.claimed += 1;
-        if best.node.has_free_core() {
-            self.heap.push(Ranked::new(best.node, self.policy.watts_per_core));
-        }
-        Decision::Placed(placement)
+        let excluded = |node_id: NodeId| task.excluded.contains(&node_id);
+        place(&mut self.fleet, self.now, self.policy, task.task_id, task.deadline, &excluded)
     }
 }
 

@@ -1,4 +1,9 @@
-//! The orchestrator's I/O: PostgreSQL rows it reads back, and Redis live state and claims.
+//! The orchestrator's I/O.
+//!
+//! - [`postgres`]: the only code that writes the tables (one fenced transaction per batch);
+//! - [`load`]: what the writer reads from PostgreSQL (its state at takeover, lookups);
+//! - [`streams`]: Redis streams, publication, the fleet's live state and recovery.
 
-pub mod redis;
-pub mod tasks;
+pub mod load;
+pub mod postgres;
+pub mod streams;

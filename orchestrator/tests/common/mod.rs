@@ -26,7 +26,9 @@ pub struct System {
     pub pool: PgPool,
     pub redis: redis::aio::MultiplexedConnection,
     pub shutdown: CancellationToken,
-    orchestrator: tokio::task::JoinHandle<anyhow::Result<()>>,
+    orchestrator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Stops the first orchestrator alone.
+    orchestrator_stop: CancellationToken,
     extra: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -38,6 +40,7 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
         ("GRID_NODE_TTL_MS", "3000"),
         ("GRID_TICK_MS", "50"),
         ("GRID_CONSUMER_NAME", "orchestrator-test"),
+        ("GRID_ADMIN_LISTEN", "127.0.0.1:0"),
         ("GATEWAY_RATE_LIMIT_PER_SECOND", "100000"),
         // Result validation is off unless a test asks for it (tests/quorum.rs): tests that are
         // about something else then see one result per task.
@@ -61,6 +64,10 @@ pub fn fresh_namespace() -> String {
 /// Starts a gateway and an orchestrator sharing `pool`, under a fresh namespace (or the one in
 /// `overrides`).
 pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
+    // `TEST_LOG=info` (a tracing filter) shows the services' logs under the test's output.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let namespace = overrides
         .iter()
         .find(|(key, _)| *key == "GRID_NAMESPACE")
@@ -71,7 +78,9 @@ pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
         OrchestratorConfig::from_lookup(|name| map.get(name).cloned()).expect("valid orchestrator settings");
     let gateway_config = GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
     let shutdown = CancellationToken::new();
-    let orchestrator = tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), shutdown.clone()));
+    let orchestrator_stop = shutdown.child_token();
+    let orchestrator =
+        tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), orchestrator_stop.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let state = grid_gateway::app::build_state_with_pool(gateway_config, pool.clone()).expect("gateway state");
@@ -87,7 +96,8 @@ pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
         pool,
         redis,
         shutdown,
-        orchestrator,
+        orchestrator: Some(orchestrator),
+        orchestrator_stop,
         extra: Vec::new(),
     }
 }
@@ -162,7 +172,17 @@ impl System {
         eventually(limit, what, || async { self.dead_letters().await.into_iter().next() }).await
     }
 
-    /// Starts one more orchestrator replica in the same consumer group.
+    /// Stops the first orchestrator (the writer, unless another took over) and waits until it
+    /// has stepped down.
+    pub async fn stop_first_orchestrator(&mut self) {
+        self.orchestrator_stop.cancel();
+        let handle = self.orchestrator.take().expect("the first orchestrator runs");
+        let stopped = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
+    }
+
+    /// Starts one more orchestrator process in the same consumer group: a standby while
+    /// another holds the writer's lease.
     pub fn add_orchestrator(&mut self, consumer_name: &str) {
         let mut map = self.settings.clone();
         map.insert("GRID_CONSUMER_NAME".to_owned(), consumer_name.to_owned());
@@ -204,8 +224,10 @@ impl System {
             let stopped = tokio::time::timeout(Duration::from_secs(10), replica).await;
             assert!(matches!(stopped, Ok(Ok(Ok(())))), "a replica stops cleanly: {stopped:?}");
         }
-        let stopped = tokio::time::timeout(Duration::from_secs(10), self.orchestrator).await;
-        assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
+        if let Some(orchestrator) = self.orchestrator.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(10), orchestrator).await;
+            assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
+        }
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.namespace))
             .query_async(&mut self.redis)
@@ -333,6 +355,35 @@ impl System {
     pub async fn task(&self, api_key: &str, task_id: &str) -> Value {
         self.get(&format!("/v1/tasks/{task_id}"), api_key).await.json().await.unwrap()
     }
+}
+
+/// The most tasks any node held at once, replayed from the event archive: an assignment takes a
+/// core until its attempt ends (a result, a requeue, a failure or a cancellation).
+pub async fn most_tasks_a_node_held(pool: &PgPool) -> (usize, HashMap<String, usize>) {
+    let events: Vec<(String, Value)> =
+        sqlx::query_as("select event_type, envelope -> 'payload' from event order by seq")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut holder: HashMap<String, String> = HashMap::new();
+    let mut worst: HashMap<String, usize> = HashMap::new();
+    for (event_type, payload) in events {
+        let task_id = payload["task_id"].as_str().unwrap_or_default().to_owned();
+        match event_type.as_str() {
+            "TaskAssigned" => {
+                let node_id = payload["node_id"].as_str().unwrap_or_default().to_owned();
+                assert!(holder.insert(task_id, node_id.clone()).is_none(), "a task assigned while in flight");
+                let held = holder.values().filter(|holder| **holder == node_id).count();
+                let most = worst.entry(node_id).or_default();
+                *most = (*most).max(held);
+            }
+            "TaskCompleted" | "TaskResultRecorded" | "TaskFailed" | "TaskCancelled" | "TaskRequeued" => {
+                holder.remove(&task_id);
+            }
+            _ => {}
+        }
+    }
+    (worst.values().copied().max().unwrap_or(0), worst)
 }
 
 /// A completion report for `task_id` whose hash matches its result.

@@ -1,0 +1,401 @@
+//! Given a task in some state, when a transition happens, then these events and rows.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
+use grid_shared::domain::{RejectionReason, TaskStatus};
+use grid_shared::events::{Event, ReplicaNeeded, ScoreInputs, Validation};
+use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
+use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
+use grid_shared::proof::{GENESIS_HASH, verify_chain};
+
+use super::*;
+use crate::config::Validation as ValidationSettings;
+use crate::model::{ChainHead, Node, Rules, Task};
+use crate::scheduler::{Placement, Policy};
+use crate::validation::Requirement;
+
+pub(crate) fn rules() -> Rules {
+    Rules {
+        max_attempts: 3,
+        requeue_backoff_ms: 500,
+        start_lease_ms: 30_000,
+        k_anonymity_min: 5,
+        validation: ValidationSettings { trust_threshold: 0, spot_check_ppm: 0, extra_replicas: 2 },
+        policy: Policy { watts_per_core: 2.0, expected_runtime: Duration::seconds(60) },
+        max_milliwatts_per_core: 2_000,
+        carbon: CarbonPolicy::default(),
+        proof_difficulty: 4,
+        writer_name: "writer-test".to_owned(),
+    }
+}
+
+pub(crate) fn queued_task(now: DateTime<Utc>) -> Task {
+    Task {
+        task_id: TaskId::new(),
+        organization_id: OrganizationId::new(),
+        status: TaskStatus::Queued,
+        priority: 5,
+        deadline: now + Duration::hours(1),
+        submitted_at: now,
+        attempts: 0,
+        node_id: None,
+        assigned_at: None,
+        started_at: None,
+        not_before: None,
+        reason: None,
+        requirement: Requirement { replicas: 1, quorum: 1, result_limit: 3 },
+        correlation_id: uuid::Uuid::new_v4(),
+        participants: Vec::new(),
+        input: None,
+        assignment_seq: None,
+        submitted_entry_id: None,
+        results: Vec::new(),
+    }
+}
+
+fn node(cores: u16, trust: u32) -> Node {
+    Node { node_id: NodeId::new(), owner_id: OrganizationId::new(), cpu_cores: cores, trust, in_flight: HashSet::new() }
+}
+
+fn inputs(node_id: NodeId) -> ScoreInputs {
+    ScoreInputs { node_id, solar_watts: 300.0, cpu_usage: 5.0, running: 0, cpu_cores: 4, eco_score: 0.9 }
+}
+
+fn placed_on(task: &mut Task, node: &Node, at: DateTime<Utc>) -> Effects {
+    let placement =
+        Placement { task_id: task.task_id, node_id: node.node_id, chosen: inputs(node.node_id), runner_up: None };
+    place(task, placement, at, &rules())
+}
+
+fn completion(task: &Task, node: &Node, hash: &str, energy: i64, solar: i64) -> TaskCompletedReport {
+    TaskCompletedReport {
+        node_id: node.node_id,
+        task_id: task.task_id,
+        attempt: task.attempts,
+        result_json: Some(serde_json::json!({"answer": 42})),
+        result_hash: hash.to_owned(),
+        energy_used: MicroWattHours(energy),
+        solar_contribution: MicroWattHours(solar),
+    }
+}
+
+fn kinds(effects: &Effects) -> Vec<&'static str> {
+    use grid_shared::envelope::Message;
+    effects.events.iter().map(|recorded| recorded.event.message_type()).collect()
+}
+
+struct World {
+    nodes: HashMap<NodeId, Node>,
+    chain: ChainHead,
+}
+
+impl World {
+    fn with(nodes: &[&Node]) -> Self {
+        Self { nodes: nodes.iter().map(|node| (node.node_id, (*node).clone())).collect(), chain: ChainHead::default() }
+    }
+
+    fn complete_with(
+        &mut self,
+        task: &mut Task,
+        report: impl FnOnce(&Task) -> TaskCompletedReport,
+        rules: &Rules,
+        now: DateTime<Utc>,
+        draw_ppm: u32,
+    ) -> Result<Effects, String> {
+        let report = report(task);
+        self.complete(task, report, rules, now, draw_ppm)
+    }
+
+    fn complete(
+        &mut self,
+        task: &mut Task,
+        report: TaskCompletedReport,
+        rules: &Rules,
+        now: DateTime<Utc>,
+        draw_ppm: u32,
+    ) -> Result<Effects, String> {
+        let context = CompletionContext { now, rules, draw_ppm, another_owner_has_nodes: self.nodes.len() > 1 };
+        complete(task, report, &mut self.nodes, &mut self.chain, &context)
+    }
+}
+
+#[test]
+fn placing_a_task_opens_a_new_attempt_and_tells_the_node() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(4, 0);
+    let effects = placed_on(&mut task, &pi, now);
+    assert_eq!(
+        (task.status, task.attempts, task.node_id, task.assigned_at),
+        (TaskStatus::Assigned, 1, Some(pi.node_id), Some(now))
+    );
+    assert_eq!(kinds(&effects), ["TaskAssigned"]);
+    assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
+    let Event::TaskAssigned(assigned) = &effects.events[0].event else { unreachable!() };
+    assert_eq!((assigned.attempt, assigned.assigned_by.as_str()), (1, "writer-test"));
+}
+
+#[test]
+fn a_start_report_for_another_attempt_is_refused_and_changes_nothing() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(4, 0);
+    placed_on(&mut task, &pi, now);
+    let before = task.clone();
+    let stale = TaskStartedReport { node_id: pi.node_id, task_id: task.task_id, attempt: 2 };
+    assert!(start(&mut task, &stale, now).unwrap_err().contains("stale report"));
+    let elsewhere = TaskStartedReport { node_id: NodeId::new(), task_id: task.task_id, attempt: 1 };
+    assert!(start(&mut task, &elsewhere, now).is_err());
+    assert_eq!(task, before);
+}
+
+#[test]
+fn a_start_runs_the_task_once() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(4, 0);
+    placed_on(&mut task, &pi, now);
+    let report = TaskStartedReport { node_id: pi.node_id, task_id: task.task_id, attempt: 1 };
+    let effects = start(&mut task, &report, now).unwrap();
+    assert_eq!((task.status, kinds(&effects)), (TaskStatus::Running, vec!["TaskStarted"]));
+    assert!(start(&mut task, &report, now).unwrap_err().contains("Running"));
+}
+
+#[test]
+fn a_plausible_single_result_completes_is_credited_and_chained() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(4, 5);
+    let mut world = World::with(&[&pi]);
+    placed_on(&mut task, &pi, now);
+    // 4 cores × 2 W for 60 s may draw 133,333 µWh; 100,000 claimed, 60,000 of it solar.
+    let report = completion(&task, &pi, "ab", 100_000, 60_000);
+    let effects = world.complete(&mut task, report, &rules(), now + Duration::seconds(60), 999_999).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(kinds(&effects), ["TaskCompleted", "CreditsDistributed", "GreenProofAppended"]);
+    assert_eq!(effects.new_results.len(), 1);
+    assert_eq!(effects.new_results[0].1, Verdict::Unchecked);
+    let credit = &effects.credits[0];
+    assert_eq!(credit.split.node_share.0 + credit.split.cooperative_share.0, credit.split.total.0);
+    assert_eq!((credit.link.draft.seq, credit.link.draft.prev_hash.as_str()), (1, GENESIS_HASH));
+    assert_eq!(world.chain, ChainHead { seq: 1, hash: credit.link.hash.clone() });
+    assert!(verify_chain([&credit.link], 4).valid);
+    assert_eq!(effects.result.as_ref().map(|result| result.result_hash.as_str()), Some("ab"));
+}
+
+#[test]
+fn energy_the_cores_could_not_draw_completes_the_task_but_earns_nothing() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(4, 5);
+    let mut world = World::with(&[&pi]);
+    placed_on(&mut task, &pi, now);
+    let report = completion(&task, &pi, "ab", 10_000_000, 0);
+    let effects = world.complete(&mut task, report, &rules(), now + Duration::seconds(1), 999_999).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert!(task.reason.as_deref().unwrap().contains("exceeds what 4 cores can draw"));
+    assert!(effects.credits.is_empty());
+    assert_eq!(kinds(&effects), ["TaskCompleted"]);
+    assert_eq!(world.chain, ChainHead::default());
+}
+
+#[test]
+fn an_untrusted_nodes_result_waits_for_a_second_opinion_on_another_owner() {
+    let now = Utc::now();
+    let mut rules = rules();
+    rules.validation.trust_threshold = 3;
+    let mut task = queued_task(now);
+    let (pi, other) = (node(4, 0), node(4, 9));
+    let mut world = World::with(&[&pi, &other]);
+    placed_on(&mut task, &pi, now);
+    let later = now + Duration::seconds(1);
+    let effects =
+        world.complete_with(&mut task, |task| completion(task, &pi, "ab", 1, 0), &rules, later, 999_999).unwrap();
+    assert_eq!((task.status, task.node_id, task.results.len()), (TaskStatus::Queued, None, 1));
+    assert_eq!(task.requirement.quorum, 2);
+    assert_eq!(task.excluded_owners().collect::<Vec<_>>(), [pi.owner_id]);
+    assert_eq!(effects.new_results[0].1, Verdict::Pending);
+    let Event::TaskResultRecorded(recorded) = &effects.events[0].event else { panic!("{effects:?}") };
+    assert_eq!(recorded.needed, ReplicaNeeded::UntrustedNode { trust: 0, threshold: 3 });
+
+    // The second opinion agrees: both nodes gain trust and both are credited.
+    placed_on(&mut task, &other, now);
+    let effects = world
+        .complete_with(&mut task, |task| completion(task, &other, "ab", 1, 1), &rules, now + Duration::seconds(1), 0)
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(effects.verdicts, vec![(1, Verdict::Agreed)]);
+    assert_eq!(effects.new_results[0].1, Verdict::Agreed);
+    assert_eq!(effects.trust, vec![(pi.node_id, 1), (other.node_id, 10)]);
+    let credited: Vec<NodeId> = effects.credits.iter().map(|credit| credit.node_id).collect();
+    assert_eq!(credited, [pi.node_id, other.node_id], "every agreeing, plausible result");
+    assert_eq!(effects.credits[1].link.draft.prev_hash, effects.credits[0].link.hash);
+    assert!(task.results.is_empty());
+}
+
+#[test]
+fn without_another_owner_the_check_is_skipped_and_recorded() {
+    let now = Utc::now();
+    let mut rules = rules();
+    rules.validation.trust_threshold = 3;
+    let mut task = queued_task(now);
+    let pi = node(4, 0);
+    let mut world = World::with(&[&pi]);
+    placed_on(&mut task, &pi, now);
+    let effects = world.complete_with(&mut task, |task| completion(task, &pi, "ab", 1, 0), &rules, now, 0).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    let Event::TaskCompleted(completed) = &effects.events[0].event else { unreachable!() };
+    let Some(Validation::Unchecked { check_skipped, .. }) = &completed.validation else { panic!() };
+    assert_eq!(check_skipped.as_deref(), Some("no node of another owner is registered"));
+}
+
+#[test]
+fn disagreeing_results_up_to_the_limit_fail_the_task_with_no_quorum() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    task.requirement = Requirement { replicas: 2, quorum: 2, result_limit: 2 };
+    let (a, b) = (node(4, 1), node(4, 1));
+    let mut world = World::with(&[&a, &b]);
+    placed_on(&mut task, &a, now);
+    world.complete_with(&mut task, |task| completion(task, &a, "aa", 1, 1), &rules(), now, 0).unwrap();
+    placed_on(&mut task, &b, now);
+    let effects = world.complete_with(&mut task, |task| completion(task, &b, "bb", 1, 1), &rules(), now, 0).unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert!(task.reason.as_deref().unwrap().starts_with("no_quorum"));
+    assert_eq!(effects.verdicts, vec![(1, Verdict::Inconclusive)]);
+    assert_eq!(effects.new_results[0].1, Verdict::Inconclusive);
+    assert!(effects.credits.is_empty() && effects.trust.is_empty());
+    assert!(effects.dead_letter.is_some());
+    assert_eq!(world.nodes[&a.node_id].trust, 1, "no quorum changes no one's trust");
+}
+
+#[test]
+fn a_node_failure_requeues_with_a_growing_backoff_until_the_attempt_limit() {
+    let now = Utc::now();
+    let rules = rules();
+    let mut task = queued_task(now);
+    let pi = node(2, 0);
+    for attempt in 1..=2 {
+        placed_on(&mut task, &pi, now);
+        let report = TaskFailedReport { node_id: pi.node_id, task_id: task.task_id, attempt, error: "oom".into() };
+        let effects = fail_report(&mut task, &report, now, &rules).unwrap();
+        assert_eq!((task.status, task.node_id), (TaskStatus::Queued, None));
+        let expected_backoff = 500 * (1 << (attempt - 1));
+        assert_eq!(task.not_before, Some(now + Duration::milliseconds(expected_backoff)));
+        let Event::TaskRequeued(requeued) = &effects.events[0].event else { unreachable!() };
+        assert_eq!((requeued.retry_after_ms, effects.events[0].notify_node), (expected_backoff, None));
+        task.not_before = None;
+    }
+    placed_on(&mut task, &pi, now);
+    let effects = take_back(&mut task, "start_lease_expired", now, &rules, true);
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.reason.as_deref(), Some("attempts_exhausted: start_lease_expired"));
+    assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
+    assert_eq!(effects.dead_letter.as_deref(), Some("attempts_exhausted: start_lease_expired"));
+}
+
+#[test]
+fn a_recorded_replica_is_not_a_failed_attempt() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(2, 0);
+    placed_on(&mut task, &pi, now);
+    task.results.push(TaskResult {
+        attempt: 1,
+        node_id: pi.node_id,
+        owner_id: pi.owner_id,
+        result_hash: "ab".into(),
+        energy: MicroWattHours(1),
+        solar: MicroWattHours(0),
+        refusal: None,
+    });
+    task.attempts = 3;
+    take_back(&mut task, "node_offline", now, &rules(), false);
+    assert_eq!(task.status, TaskStatus::Queued, "two failures of three attempts");
+}
+
+#[test]
+fn cancelling_tells_the_node_that_holds_the_task_and_not_a_final_one() {
+    let now = Utc::now();
+    let mut queued = queued_task(now);
+    let effects = cancel(&mut queued, "cancelled_by_request").unwrap();
+    assert_eq!((queued.status, effects.events[0].notify_node), (TaskStatus::Cancelled, None));
+    assert!(cancel(&mut queued, "again").unwrap_err().starts_with("cannot cancel"));
+
+    let mut running = queued_task(now);
+    let pi = node(2, 0);
+    placed_on(&mut running, &pi, now);
+    running.results.push(TaskResult {
+        attempt: 0,
+        node_id: NodeId::new(),
+        owner_id: OrganizationId::new(),
+        result_hash: "aa".into(),
+        energy: MicroWattHours(1),
+        solar: MicroWattHours(1),
+        refusal: None,
+    });
+    let effects = cancel(&mut running, "consent_revoked").unwrap();
+    assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
+    assert_eq!(effects.verdicts, vec![(0, Verdict::Inconclusive)]);
+    assert_eq!(running.reason.as_deref(), Some("consent_revoked"));
+}
+
+#[test]
+fn a_passed_deadline_fails_the_task_and_tells_its_node() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(2, 0);
+    placed_on(&mut task, &pi, now);
+    let effects = deadline_passed(&mut task);
+    assert_eq!((task.status, task.reason.as_deref()), (TaskStatus::Failed, Some("deadline_exceeded")));
+    assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
+}
+
+#[test]
+fn admission_checks_organisation_deadline_owners_anonymity_then_consent() {
+    let now = Utc::now();
+    let rules = rules();
+    let owner = OwnerId::new();
+    let admission = |organization_exists, node_owners, without_consent| Admission {
+        now,
+        organization_exists,
+        node_owners,
+        without_consent,
+        rules: &rules,
+    };
+    let later = now + Duration::hours(1);
+    assert_eq!(
+        admission_problem(&admission(false, 3, None), later, 1, 0, false),
+        Some(RejectionReason::UnknownOrganization)
+    );
+    assert_eq!(admission_problem(&admission(true, 3, None), now, 1, 0, false), Some(RejectionReason::DeadlinePassed));
+    assert_eq!(
+        admission_problem(&admission(true, 1, None), later, 2, 0, false),
+        Some(RejectionReason::NotEnoughNodeOwners { replicas: 2, owners: 1 })
+    );
+    assert_eq!(
+        admission_problem(&admission(true, 1, Some(owner)), later, 1, 4, true),
+        Some(RejectionReason::KAnonymityViolated { min: 5, got: 4 })
+    );
+    assert_eq!(
+        admission_problem(&admission(true, 1, Some(owner)), later, 1, 5, true),
+        Some(RejectionReason::ConsentNotGranted { owner_id: owner })
+    );
+    assert_eq!(admission_problem(&admission(true, 1, None), later, 1, 5, true), None);
+}
+
+#[test]
+fn energy_within_the_bound_is_credited() {
+    // 4 cores at 2 W for 1.8 s may draw at most 4 × 2000 × 1800 / 3600 = 4000 µWh.
+    let check = check_energy(MicroWattHours(4_000), MicroWattHours(1_000), 1_800, 4, 2_000);
+    assert_eq!(check.energy_bound, MicroWattHours(4_000));
+    assert_eq!(check.refusal, None);
+}
+
+#[test]
+fn more_solar_than_energy_is_refused() {
+    let check = check_energy(MicroWattHours(10), MicroWattHours(11), 1_000, 4, 2_000);
+    assert!(check.refusal.unwrap().contains("solar contribution"));
+}

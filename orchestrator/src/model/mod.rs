@@ -1,0 +1,348 @@
+//! The active writer's state, in memory, and the pure decisions made on it.
+//!
+//! - [`State`]: open tasks, the queue, timers, nodes and the fleet mirror, organisations and
+//!   their keys, consent, and the proof-chain head. Rebuilt from PostgreSQL at takeover
+//!   (`store::load`); afterwards only the writer changes it, message by message, in stream order.
+//! - [`lifecycle`]: a task's transitions (submit, place, start, complete, fail, take back,
+//!   cancel, deadline), each returning its events and row changes.
+//! - [`queue`]: the queued tasks, by priority and by deadline; [`timers`]: what is due when.
+//!
+//! Nothing here does I/O.
+
+pub mod lifecycle;
+pub mod queue;
+pub mod timers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
+use grid_shared::domain::{TaskInput, TaskStatus};
+use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
+use grid_shared::live::HeartbeatEntry;
+use grid_shared::proof::GENESIS_HASH;
+
+use crate::config::{OrchestratorConfig, Validation};
+use crate::scheduler::{LiveNode, Policy, RankedFleet};
+use crate::validation::Requirement;
+pub use queue::Queue;
+pub use timers::Timers;
+
+/// An anonymised task input at most this large (numbers of readings) is kept in memory for
+/// the assignment message; a larger one is read back from its row when the task is placed.
+pub const INPUT_KEPT_READINGS: usize = 256;
+
+/// A result reported for a task, kept while the task waits for its quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskResult {
+    pub attempt: i32,
+    pub node_id: NodeId,
+    pub owner_id: OrganizationId,
+    pub result_hash: String,
+    pub energy: MicroWattHours,
+    pub solar: MicroWattHours,
+    /// Why the reported energy earns no credit, when it does not.
+    pub refusal: Option<String>,
+}
+
+/// An open task (queued, assigned or running), as the writer holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub task_id: TaskId,
+    pub organization_id: OrganizationId,
+    pub status: TaskStatus,
+    pub priority: u8,
+    pub deadline: DateTime<Utc>,
+    pub submitted_at: DateTime<Utc>,
+    /// The attempt number; a report for another attempt is refused (fencing).
+    pub attempts: i32,
+    pub node_id: Option<NodeId>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// A requeued task waits out its backoff until then.
+    pub not_before: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub requirement: Requirement,
+    /// The id of the request that submitted the task: it follows the task to the node.
+    pub correlation_id: uuid::Uuid,
+    /// The distinct owners whose readings a group task uses (empty for other kinds).
+    pub participants: Vec<OwnerId>,
+    /// The input as a node receives it, when small (see [`INPUT_KEPT_READINGS`]).
+    pub input: Option<Arc<TaskInput>>,
+    /// The seq of the event of its current assignment: the id (`<seq>-0`) of the entry on its
+    /// node's channel.
+    pub assignment_seq: Option<i64>,
+    /// The commands-stream entry that carried the submission (deleted on consent revocation).
+    pub submitted_entry_id: Option<String>,
+    /// Results that wait for the quorum, in the order they came.
+    pub results: Vec<TaskResult>,
+}
+
+impl Task {
+    /// Owners whose nodes may not run the task again (they returned a result).
+    pub fn excluded_owners(&self) -> impl Iterator<Item = OrganizationId> + '_ {
+        self.results.iter().map(|result| result.owner_id)
+    }
+}
+
+/// A registered node: who owns it, its cores, its trust, and the tasks it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub node_id: NodeId,
+    pub owner_id: OrganizationId,
+    pub cpu_cores: u16,
+    /// Consecutive results confirmed by a quorum.
+    pub trust: u32,
+    /// Tasks assigned to or running on it (each holds one core).
+    pub in_flight: HashSet<TaskId>,
+}
+
+/// The live state of a node from its last heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Live {
+    pub cpu_usage: f64,
+    pub solar_watts: f64,
+    pub eco_score: f64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An organisation and its API keys (as hashes) that still work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Organization {
+    pub active_keys: HashSet<String>,
+}
+
+/// The head of the green-proof chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        Self { seq: 0, hash: GENESIS_HASH.to_owned() }
+    }
+}
+
+/// The settings decisions depend on, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub max_attempts: i32,
+    pub requeue_backoff_ms: i64,
+    pub start_lease_ms: i64,
+    pub k_anonymity_min: usize,
+    pub validation: Validation,
+    pub policy: Policy,
+    pub max_milliwatts_per_core: i64,
+    pub carbon: CarbonPolicy,
+    pub proof_difficulty: u8,
+    /// This process, named on the assignments it decides.
+    pub writer_name: String,
+}
+
+impl Rules {
+    pub fn from_config(config: &OrchestratorConfig) -> Self {
+        Self {
+            max_attempts: config.max_attempts,
+            requeue_backoff_ms: config.requeue_backoff_ms,
+            start_lease_ms: config.start_lease_ms,
+            k_anonymity_min: config.k_anonymity_min,
+            validation: config.validation,
+            policy: config.scheduling_policy(),
+            max_milliwatts_per_core: config.grid.max_milliwatts_per_core,
+            carbon: config.grid.carbon,
+            proof_difficulty: config.grid.proof_difficulty,
+            writer_name: config.consumer_name.clone(),
+        }
+    }
+}
+
+/// Everything the writer decides from.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub tasks: HashMap<TaskId, Task>,
+    pub queue: Queue,
+    pub timers: Timers,
+    pub nodes: HashMap<NodeId, Node>,
+    /// Live state of the nodes whose last heartbeat has not expired.
+    pub live: HashMap<NodeId, Live>,
+    /// The live nodes, ranked for placement (kept in step with `live` and `nodes`).
+    pub fleet: RankedFleet,
+    /// How many registered nodes each owner has.
+    pub nodes_per_owner: HashMap<OrganizationId, u32>,
+    pub organizations: HashMap<OrganizationId, Organization>,
+    /// Every API key hash and node token hash ever issued (they must be unique).
+    pub key_hashes: HashSet<String>,
+    pub token_hashes: HashSet<String>,
+    /// (organisation, owner) pairs whose consent is granted.
+    pub consent: HashSet<(OrganizationId, OwnerId)>,
+    pub chain: ChainHead,
+    /// The seq the next event gets.
+    pub next_seq: i64,
+}
+
+impl State {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            tasks: HashMap::new(),
+            queue: Queue::default(),
+            timers: Timers::default(),
+            nodes: HashMap::new(),
+            live: HashMap::new(),
+            fleet: RankedFleet::new(policy.watts_per_core),
+            nodes_per_owner: HashMap::new(),
+            organizations: HashMap::new(),
+            key_hashes: HashSet::new(),
+            token_hashes: HashSet::new(),
+            consent: HashSet::new(),
+            chain: ChainHead::default(),
+            next_seq: 1,
+        }
+    }
+
+    /// Registers a node (at load, or when `CMD:REGISTER_NODE` is applied).
+    pub fn add_node(&mut self, node: Node) {
+        *self.nodes_per_owner.entry(node.owner_id).or_default() += 1;
+        self.nodes.insert(node.node_id, node);
+    }
+
+    /// Distinct owners with at least one registered node.
+    pub fn node_owners(&self) -> usize {
+        self.nodes_per_owner.len()
+    }
+
+    /// Whether some owner other than `owner_id` has a node (a second opinion is possible).
+    pub fn another_owner_has_nodes(&self, owner_id: OrganizationId) -> bool {
+        self.nodes_per_owner.keys().any(|owner| *owner != owner_id)
+    }
+
+    /// Whether every participant of a group task consents, within the task's organisation.
+    pub fn first_without_consent(&self, organization_id: OrganizationId, owners: &[OwnerId]) -> Option<OwnerId> {
+        owners.iter().copied().find(|owner| !self.consent.contains(&(organization_id, *owner)))
+    }
+
+    fn live_node(&self, node_id: NodeId) -> Option<LiveNode> {
+        let node = self.nodes.get(&node_id)?;
+        let live = self.live.get(&node_id)?;
+        Some(LiveNode {
+            node_id,
+            cpu_cores: node.cpu_cores,
+            claimed: u32::try_from(node.in_flight.len()).unwrap_or(u32::MAX),
+            solar_watts: live.solar_watts,
+            cpu_usage: live.cpu_usage,
+            eco_score: live.eco_score,
+            expires_at: live.expires_at,
+        })
+    }
+
+    /// Applies a heartbeat from the change feed; returns whether placement may have new room
+    /// (the node came online, or now has solar surplus it did not have).
+    pub fn heartbeat(&mut self, entry: &HeartbeatEntry) -> bool {
+        let Some(expires_at) = DateTime::from_timestamp_millis(entry.expires_at_ms) else { return false };
+        if !self.nodes.contains_key(&entry.node_id) {
+            return false;
+        }
+        let surplus_before = self.fleet.get(entry.node_id).map(|node| node.solar_surplus(self.fleet_watts()));
+        if let Some(known) = self.live.get(&entry.node_id)
+            && known.expires_at > expires_at
+        {
+            // An older heartbeat read after a newer one: the newer one stands.
+            return false;
+        }
+        if let Some(previous) = self.live.get(&entry.node_id) {
+            self.timers.forget_node_expiry(previous.expires_at, entry.node_id);
+        }
+        let live =
+            Live { cpu_usage: entry.cpu_usage, solar_watts: entry.solar_watts, eco_score: entry.eco_score, expires_at };
+        self.live.insert(entry.node_id, live);
+        self.timers.node_expires(expires_at, entry.node_id);
+        if let Some(node) = self.live_node(entry.node_id) {
+            let surplus_after = node.solar_surplus(self.fleet_watts());
+            self.fleet.upsert(node);
+            return match surplus_before {
+                None => true,
+                Some(before) => before < 0.0 && surplus_after >= 0.0,
+            };
+        }
+        false
+    }
+
+    fn fleet_watts(&self) -> f64 {
+        self.fleet.watts_per_core()
+    }
+
+    /// Forgets a node's live state (its heartbeats stopped).
+    pub fn node_offline(&mut self, node_id: NodeId) {
+        if let Some(live) = self.live.remove(&node_id) {
+            self.timers.forget_node_expiry(live.expires_at, node_id);
+        }
+        self.fleet.remove(node_id);
+    }
+
+    /// Records that a task holds a core of a node.
+    pub fn hold_core(&mut self, node_id: NodeId, task_id: TaskId) {
+        if let Some(node) = self.nodes.get_mut(&node_id) {
+            node.in_flight.insert(task_id);
+            let claimed = u32::try_from(node.in_flight.len()).unwrap_or(u32::MAX);
+            self.fleet.set_claimed(node_id, claimed);
+        }
+    }
+
+    /// Frees the core a task held on a node.
+    pub fn free_core(&mut self, node_id: NodeId, task_id: TaskId) {
+        if let Some(node) = self.nodes.get_mut(&node_id) {
+            node.in_flight.remove(&task_id);
+            let claimed = u32::try_from(node.in_flight.len()).unwrap_or(u32::MAX);
+            self.fleet.set_claimed(node_id, claimed);
+        }
+    }
+
+    /// Tasks in flight per node, for the `{ns}:nodes:claimed` hash.
+    pub fn claimed(&self, node_id: NodeId) -> usize {
+        self.nodes.get(&node_id).map_or(0, |node| node.in_flight.len())
+    }
+
+    /// Puts an open task in the state with its queue entry and timers.
+    pub fn insert_task(&mut self, task: Task, rules: &Rules) {
+        self.timers.track(&task, rules);
+        if task.status == TaskStatus::Queued && task.not_before.is_none() {
+            self.queue.push(&task);
+        }
+        if let (Some(node_id), true) = (task.node_id, matches!(task.status, TaskStatus::Assigned | TaskStatus::Running))
+        {
+            self.hold_core(node_id, task.task_id);
+        }
+        self.tasks.insert(task.task_id, task);
+    }
+
+    /// Takes an open task out of the state (it became final), with its queue entry, timers and
+    /// core.
+    pub fn remove_task(&mut self, task_id: TaskId, rules: &Rules) -> Option<Task> {
+        let task = self.tasks.remove(&task_id)?;
+        self.untrack(&task, rules);
+        Some(task)
+    }
+
+    /// Removes what indexes a task (queue, timers, core) before it changes.
+    pub fn untrack(&mut self, task: &Task, rules: &Rules) {
+        self.queue.remove(task);
+        self.timers.untrack(task, rules);
+        if let Some(node_id) = task.node_id {
+            self.free_core(node_id, task.task_id);
+        }
+    }
+
+    /// Indexes a task again after it changed.
+    pub fn track(&mut self, task: &Task, rules: &Rules) {
+        self.timers.track(task, rules);
+        if task.status == TaskStatus::Queued && task.not_before.is_none() {
+            self.queue.push(task);
+        }
+        if let (Some(node_id), true) = (task.node_id, matches!(task.status, TaskStatus::Assigned | TaskStatus::Running))
+        {
+            self.hold_core(node_id, task.task_id);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! What the writer reads from PostgreSQL: the whole state at takeover, and the few things a
+//! batch must look up before it is decided.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use grid_shared::carbon::MicroWattHours;
+use grid_shared::domain::{TaskKind, TaskStatus};
+use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
+use sqlx::{PgPool, Row};
+
+use crate::model::{ChainHead, Node, Organization, Rules, State, Task, TaskResult};
+use crate::validation::Requirement;
+use crate::writer::apply::PurgeTargets;
+
+fn small(row: &sqlx::postgres::PgRow, column: &str) -> Result<u8, sqlx::Error> {
+    let value: i16 = row.try_get(column)?;
+    u8::try_from(value).map_err(|_| sqlx::Error::Decode(format!("{column} {value} out of range").into()))
+}
+
+/// Rebuilds the writer's state: organisations and keys, nodes, consent, every open task with
+/// its pending results, the chain head and the next event seq. Live state comes from Redis.
+pub async fn load_state(pool: &PgPool, rules: &Rules) -> Result<State, sqlx::Error> {
+    let mut state = State::new(rules.policy);
+    let keys: Vec<(String, uuid::Uuid, bool)> =
+        sqlx::query_as("select key_hash, organization_id, revoked_at is null from api_key").fetch_all(pool).await?;
+    let organizations: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select organization_id from organization").fetch_all(pool).await?;
+    for organization_id in organizations {
+        state.organizations.insert(OrganizationId(organization_id), Organization::default());
+    }
+    for (hash, organization_id, active) in keys {
+        if active && let Some(organization) = state.organizations.get_mut(&OrganizationId(organization_id)) {
+            organization.active_keys.insert(hash.clone());
+        }
+        state.key_hashes.insert(hash);
+    }
+    let nodes: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, String)> =
+        sqlx::query_as("select node_id, organization_id, cpu_cores, trust, token_hash from node")
+            .fetch_all(pool)
+            .await?;
+    for (node_id, owner_id, cores, trust, token_hash) in nodes {
+        state.token_hashes.insert(token_hash);
+        state.add_node(Node {
+            node_id: NodeId(node_id),
+            owner_id: OrganizationId(owner_id),
+            cpu_cores: u16::try_from(cores).unwrap_or(u16::MAX),
+            trust: u32::try_from(trust).unwrap_or(0),
+            in_flight: HashSet::new(),
+        });
+    }
+    let consent: Vec<(uuid::Uuid, uuid::Uuid)> =
+        sqlx::query_as("select organization_id, owner_id from consent where granted").fetch_all(pool).await?;
+    state.consent =
+        consent.into_iter().map(|(organization, owner)| (OrganizationId(organization), OwnerId(owner))).collect();
+    for task in load_open_tasks(pool).await? {
+        state.insert_task(task, rules);
+    }
+    let head: Option<(i64, String)> =
+        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
+    if let Some((seq, hash)) = head {
+        state.chain = ChainHead { seq, hash };
+    }
+    let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from event").fetch_one(pool).await?;
+    state.next_seq = last_seq + 1;
+    Ok(state)
+}
+
+/// Every task not final, with its pending results. Thermal inputs are small and kept; group
+/// inputs are read back when the task is placed.
+async fn load_open_tasks(pool: &PgPool) -> Result<Vec<Task>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select task_id, organization_id, status, priority, deadline, submitted_at, attempts, node_id, assigned_at,
+             started_at, not_before, reason, replicas, quorum, result_limit, correlation_id, assignment_seq,
+             submitted_entry_id,
+             case when kind_type = 'building_thermal_simulation' then kind end as small_kind,
+             case when kind_type = 'energy_group_optimisation' then
+                 array(select distinct (participant ->> 'owner_id')::uuid
+                       from jsonb_array_elements(kind -> 'participants') participant)
+             else '{}'::uuid[] end as participants
+         from task where finished_at is null and status in ('queued', 'assigned', 'running')",
+    )
+    .fetch_all(pool)
+    .await?;
+    let results = sqlx::query(
+        "select r.task_id, r.attempt, r.node_id, r.owner_id, r.result_hash, r.energy_uwh, r.solar_uwh, r.refusal
+         from task_result r join task t using (task_id)
+         where t.finished_at is null and r.verdict = 'pending' order by r.task_id, r.attempt",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut pending: HashMap<TaskId, Vec<TaskResult>> = HashMap::new();
+    for row in &results {
+        pending.entry(TaskId(row.try_get("task_id")?)).or_default().push(TaskResult {
+            attempt: row.try_get("attempt")?,
+            node_id: NodeId(row.try_get("node_id")?),
+            owner_id: OrganizationId(row.try_get("owner_id")?),
+            result_hash: row.try_get("result_hash")?,
+            energy: MicroWattHours(row.try_get("energy_uwh")?),
+            solar: MicroWattHours(row.try_get("solar_uwh")?),
+            refusal: row.try_get("refusal")?,
+        });
+    }
+    let mut tasks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let task_id = TaskId(row.try_get("task_id")?);
+        let status: String = row.try_get("status")?;
+        let status = TaskStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown task status {status:?}").into()))?;
+        let kind: Option<serde_json::Value> = row.try_get("small_kind")?;
+        let input =
+            kind.and_then(|kind| serde_json::from_value::<TaskKind>(kind).ok()).map(|kind| Arc::new(kind.anonymised()));
+        let participants: Vec<uuid::Uuid> = row.try_get("participants")?;
+        let mut participants: Vec<OwnerId> = participants.into_iter().map(OwnerId).collect();
+        participants.sort();
+        tasks.push(Task {
+            task_id,
+            organization_id: OrganizationId(row.try_get("organization_id")?),
+            status,
+            priority: small(row, "priority")?,
+            deadline: row.try_get("deadline")?,
+            submitted_at: row.try_get("submitted_at")?,
+            attempts: row.try_get("attempts")?,
+            node_id: row.try_get::<Option<uuid::Uuid>, _>("node_id")?.map(NodeId),
+            assigned_at: row.try_get("assigned_at")?,
+            started_at: row.try_get("started_at")?,
+            not_before: row.try_get::<Option<DateTime<Utc>>, _>("not_before")?,
+            reason: row.try_get("reason")?,
+            requirement: Requirement {
+                replicas: small(row, "replicas")?,
+                quorum: small(row, "quorum")?,
+                result_limit: small(row, "result_limit")?,
+            },
+            correlation_id: row.try_get("correlation_id")?,
+            participants,
+            input,
+            assignment_seq: row.try_get("assignment_seq")?,
+            submitted_entry_id: row.try_get("submitted_entry_id")?,
+            results: pending.remove(&task_id).unwrap_or_default(),
+        });
+    }
+    Ok(tasks)
+}
+
+/// Which of these message ids were applied already, and which of these task ids have a row
+/// (one round trip for both).
+pub async fn already_known(
+    pool: &PgPool,
+    message_ids: &[MessageId],
+    task_ids: &[TaskId],
+) -> Result<(HashSet<MessageId>, HashSet<TaskId>), sqlx::Error> {
+    let messages: Vec<uuid::Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
+    let tasks: Vec<uuid::Uuid> = task_ids.iter().map(TaskId::as_uuid).collect();
+    let rows: Vec<(bool, uuid::Uuid)> = sqlx::query_as(
+        "select true, message_id from processed_message where message_id = any($1)
+         union all
+         select false, task_id from task where task_id = any($2)",
+    )
+    .bind(&messages)
+    .bind(&tasks)
+    .fetch_all(pool)
+    .await?;
+    let mut applied = HashSet::new();
+    let mut existing = HashSet::new();
+    for (is_message, id) in rows {
+        if is_message {
+            applied.insert(MessageId(id));
+        } else {
+            existing.insert(TaskId(id));
+        }
+    }
+    Ok((applied, existing))
+}
+
+/// What PostgreSQL holds of an owner's data in an organisation (see [`PurgeTargets`]).
+pub async fn purge_targets(
+    pool: &PgPool,
+    organization_id: OrganizationId,
+    owner_id: OwnerId,
+) -> Result<PurgeTargets, sqlx::Error> {
+    let rows: Vec<(uuid::Uuid, Option<String>)> = sqlx::query_as(
+        "select task_id, submitted_entry_id from task
+         where organization_id = $1 and kind_type = 'energy_group_optimisation'
+           and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
+    )
+    .bind(organization_id.as_uuid())
+    .bind(owner_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    let task_ids: Vec<uuid::Uuid> = rows.iter().map(|(task_id, _)| *task_id).collect();
+    let assignments: Vec<(i64, uuid::Uuid)> = if task_ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "select seq, node_id from event where event_type = 'TaskAssigned' and node_id is not null
+               and (envelope -> 'payload' ->> 'task_id')::uuid = any($1)",
+        )
+        .bind(&task_ids)
+        .fetch_all(pool)
+        .await?
+    };
+    Ok(PurgeTargets {
+        task_ids: task_ids.into_iter().map(TaskId).collect(),
+        submissions: rows.into_iter().filter_map(|(_, entry)| entry).collect(),
+        assignments: assignments.into_iter().map(|(seq, node_id)| (NodeId(node_id), format!("{seq}-0"))).collect(),
+    })
+}
+
+/// Group tasks whose participants' consent PostgreSQL no longer holds (a consent changed
+/// behind the writer's back: a restore, a manual fix). Checked before they are placed.
+pub async fn consent_withdrawn(
+    pool: &PgPool,
+    tasks: &[(TaskId, OrganizationId, Vec<OwnerId>)],
+) -> Result<HashSet<TaskId>, sqlx::Error> {
+    let mut task_ids = Vec::new();
+    let mut organizations = Vec::new();
+    let mut owners = Vec::new();
+    for (task_id, organization_id, participants) in tasks {
+        for owner in participants {
+            task_ids.push(task_id.as_uuid());
+            organizations.push(organization_id.as_uuid());
+            owners.push(owner.as_uuid());
+        }
+    }
+    if task_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let blocked: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select distinct wanted.task_id from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as wanted(task_id, organization_id, owner_id)
+         where not exists (select 1 from consent c where c.owner_id = wanted.owner_id
+                           and c.organization_id = wanted.organization_id and c.granted)",
+    )
+    .bind(&task_ids)
+    .bind(&organizations)
+    .bind(&owners)
+    .fetch_all(pool)
+    .await?;
+    Ok(blocked.into_iter().map(TaskId).collect())
+}
+
+/// An event as stored, for republishing: its seq, type, node to tell, envelope and (for an
+/// assignment) the task's kind.
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event_type: String,
+    pub node_id: Option<NodeId>,
+    pub envelope: String,
+    pub kind: Option<serde_json::Value>,
+}
+
+/// Up to `limit` events after `after_seq`, in order.
+pub async fn events_after(pool: &PgPool, after_seq: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select e.seq, e.event_type, e.node_id, e.envelope::text as envelope, t.kind
+         from event e
+         left join task t on e.node_id is not null and e.event_type = 'TaskAssigned'
+             and t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
+         where e.seq > $1 order by e.seq limit $2",
+    )
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    stored_events(&rows)
+}
+
+/// The assignment events of the given seqs (for re-issuing work in flight after Redis lost it).
+pub async fn events_at(pool: &PgPool, seqs: &[i64]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select e.seq, e.event_type, e.node_id, e.envelope::text as envelope, t.kind
+         from event e
+         left join task t on t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
+         where e.seq = any($1) order by e.seq",
+    )
+    .bind(seqs)
+    .fetch_all(pool)
+    .await?;
+    stored_events(&rows)
+}
+
+fn stored_events(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                seq: row.try_get("seq")?,
+                event_type: row.try_get("event_type")?,
+                node_id: row.try_get::<Option<uuid::Uuid>, _>("node_id")?.map(NodeId),
+                envelope: row.try_get("envelope")?,
+                kind: row.try_get("kind")?,
+            })
+        })
+        .collect()
+}
+
+/// How far the events were published to Redis, as the last writer recorded it.
+pub async fn relay_cursor(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select last_seq from relay_cursor").fetch_one(pool).await
+}

@@ -1,0 +1,471 @@
+//! The only code that writes the tables: one transaction per batch, fenced by the writer's
+//! epoch, with one multi-row statement (`unnest`) per table the batch touches.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use grid_shared::domain::{TaskInput, TaskKind};
+use grid_shared::ids::TaskId;
+use sqlx::{PgConnection, PgPool};
+
+use crate::writer::batch::Batch;
+
+/// The partition this writer owns (one for now; see DESIGN §11).
+pub const PARTITION: i16 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer took over (its epoch is newer): this one must stop writing.
+    #[error("fenced off: the writer epoch is {current}, this writer holds {held}")]
+    Fenced { held: i64, current: i64 },
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
+/// What one flush cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushStats {
+    pub statements: u32,
+}
+
+/// Writes a batch in one transaction, checking first that this writer still holds `epoch`
+/// (the row lock taken then is held to commit, so a writer taking over waits for this commit
+/// before it loads the state). `published_seq` is how far the event stream was published.
+pub async fn flush(pool: &PgPool, epoch: i64, batch: &mut Batch, published_seq: i64) -> Result<FlushStats, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut stats = FlushStats::default();
+    let current: i64 = sqlx::query_scalar("select epoch from writer where partition = $1 for share")
+        .bind(PARTITION)
+        .fetch_one(&mut *tx)
+        .await?;
+    stats.statements += 1;
+    if current != epoch {
+        return Err(StoreError::Fenced { held: epoch, current });
+    }
+    let conn: &mut PgConnection = &mut tx;
+    stats.statements += write_registry(conn, batch).await?;
+    stats.statements += write_tasks(conn, batch).await?;
+    stats.statements += write_results(conn, batch).await?;
+    stats.statements += write_ledger(conn, batch).await?;
+    stats.statements += load_missing_inputs(conn, batch).await?;
+    stats.statements += write_events(conn, batch, published_seq).await?;
+    tx.commit().await?;
+    Ok(stats)
+}
+
+/// Records how far the events were published, in a transaction of its own (an idle writer).
+pub async fn record_published(pool: &PgPool, epoch: i64, published_seq: i64) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let current: i64 = sqlx::query_scalar("select epoch from writer where partition = $1 for share")
+        .bind(PARTITION)
+        .fetch_one(&mut *tx)
+        .await?;
+    if current != epoch {
+        return Err(StoreError::Fenced { held: epoch, current });
+    }
+    sqlx::query("update relay_cursor set last_seq = $1 where last_seq < $1")
+        .bind(published_seq)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Organisations, keys, nodes and consent: few rows, rarely.
+async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+    let mut statements = 0;
+    if !batch.organizations.is_empty() {
+        let (ids, names): (Vec<uuid::Uuid>, Vec<&str>) =
+            batch.organizations.iter().map(|(id, name)| (id.as_uuid(), name.as_str())).unzip();
+        sqlx::query("insert into organization (organization_id, name) select * from unnest($1::uuid[], $2::text[])")
+            .bind(&ids)
+            .bind(&names)
+            .execute(&mut *conn)
+            .await?;
+        statements += 1;
+    }
+    if !batch.api_keys.is_empty() {
+        let (hashes, organizations): (Vec<&str>, Vec<uuid::Uuid>) =
+            batch.api_keys.iter().map(|(hash, id)| (hash.as_str(), id.as_uuid())).unzip();
+        sqlx::query("insert into api_key (key_hash, organization_id) select * from unnest($1::text[], $2::uuid[])")
+            .bind(&hashes)
+            .bind(&organizations)
+            .execute(&mut *conn)
+            .await?;
+        statements += 1;
+    }
+    for (organization_id, kept) in &batch.key_revocations {
+        sqlx::query(
+            "update api_key set revoked_at = now()
+             where organization_id = $1 and key_hash <> $2 and revoked_at is null",
+        )
+        .bind(organization_id.as_uuid())
+        .bind(kept)
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    if !batch.nodes.is_empty() {
+        let nodes = &batch.nodes;
+        sqlx::query(
+            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[])",
+        )
+        .bind(nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.name.as_str()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| i32::from(node.cpu_cores)).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.has_solar).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.location.as_str()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    for change in &batch.consent {
+        if change.granted {
+            sqlx::query(
+                "insert into consent (owner_id, organization_id, granted, granted_at, revoked_at, consent_ip, consent_version)
+                 values ($1, $2, true, $3, null, $4, $5)
+                 on conflict (owner_id, organization_id) do update set granted = true, granted_at = $3,
+                     revoked_at = null, consent_ip = $4, consent_version = $5",
+            )
+            .bind(change.owner_id.as_uuid())
+            .bind(change.organization_id.as_uuid())
+            .bind(change.at)
+            .bind(change.consent_ip.as_deref())
+            .bind(change.consent_version.as_deref())
+            .execute(&mut *conn)
+            .await?;
+        } else {
+            sqlx::query(
+                "update consent set granted = false, revoked_at = $3 where owner_id = $1 and organization_id = $2",
+            )
+            .bind(change.owner_id.as_uuid())
+            .bind(change.organization_id.as_uuid())
+            .bind(change.at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(
+            "insert into consent_history (owner_id, organization_id, action, at, consent_ip, consent_version)
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(change.owner_id.as_uuid())
+        .bind(change.organization_id.as_uuid())
+        .bind(if change.granted { "granted" } else { "revoked" })
+        .bind(change.at)
+        .bind(change.consent_ip.as_deref())
+        .bind(change.consent_version.as_deref())
+        .execute(&mut *conn)
+        .await?;
+        statements += 2;
+    }
+    Ok(statements)
+}
+
+/// New tasks in one insert (with the state they reached in the batch, so a task admitted and
+/// placed in one batch is one row version), changed ones in one update.
+async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+    let mut statements = 0;
+    let inserted: HashSet<TaskId> = batch.task_inserts.iter().map(|insert| insert.task_id).collect();
+    if !batch.task_inserts.is_empty() {
+        let rows: Vec<_> =
+            batch.task_inserts.iter().map(|insert| (insert, &batch.task_rows[&insert.task_id])).collect();
+        sqlx::query(
+            "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
+                 attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
+                 submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at, updated_at)
+             select task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, attempts,
+                 node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id, submitted_entry_id,
+                 replicas, quorum, result_limit, assignment_seq, submitted_at, submitted_at
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::int2[], $7::timestamptz[],
+                 $8::text[], $9::int4[], $10::uuid[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
+                 $14::timestamptz[], $15::text[], $16::uuid[], $17::text[], $18::int2[], $19::int2[], $20::int2[],
+                 $21::int8[], $22::timestamptz[])
+                 as given(task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
+                     attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
+                     submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at)",
+        )
+        .bind(rows.iter().map(|(insert, _)| insert.task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.organization_id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.copropriete_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.kind_type).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.kind.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| i16::from(insert.priority)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.deadline).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.status.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.attempts).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.assigned_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.started_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.finished_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.not_before).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.reason.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.correlation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.submitted_entry_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| i16::from(insert.replicas)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| i16::from(row.quorum)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| i16::from(row.result_limit)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.assignment_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(insert, _)| insert.submitted_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    let updated: Vec<_> = batch
+        .task_order
+        .iter()
+        .filter(|task_id| !inserted.contains(task_id))
+        .map(|task_id| &batch.task_rows[task_id])
+        .collect();
+    if !updated.is_empty() {
+        sqlx::query(
+            "update task t set status = g.status, attempts = g.attempts, node_id = g.node_id,
+                 assigned_at = g.assigned_at, started_at = g.started_at, finished_at = g.finished_at,
+                 not_before = g.not_before, reason = g.reason, quorum = g.quorum, result_limit = g.result_limit,
+                 assignment_seq = g.assignment_seq, result_json = coalesce(g.result_json, t.result_json),
+                 result_hash = coalesce(g.result_hash, t.result_hash), energy_uwh = coalesce(g.energy_uwh, t.energy_uwh),
+                 solar_uwh = coalesce(g.solar_uwh, t.solar_uwh), updated_at = now()
+             from unnest($1::uuid[], $2::text[], $3::int4[], $4::uuid[], $5::timestamptz[], $6::timestamptz[],
+                 $7::timestamptz[], $8::timestamptz[], $9::text[], $10::int2[], $11::int2[], $12::int8[],
+                 $13::jsonb[], $14::text[], $15::int8[], $16::int8[])
+                 as g(task_id, status, attempts, node_id, assigned_at, started_at, finished_at, not_before, reason,
+                      quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh)
+             where t.task_id = g.task_id",
+        )
+        .bind(updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.status.as_str()).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.attempts).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.assigned_at).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.started_at).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.finished_at).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.not_before).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.reason.as_deref()).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| i16::from(row.quorum)).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| i16::from(row.result_limit)).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.assignment_seq).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.result.as_ref().and_then(|result| result.result_json.clone())).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    for (organization_id, owner_id) in &batch.purges {
+        // The readings leave every stored payload of the organisation's tasks that used them.
+        sqlx::query(
+            "update task set kind = jsonb_set(kind, '{participants}', coalesce(
+                 (select jsonb_agg(participant) from jsonb_array_elements(kind -> 'participants') participant
+                  where participant ->> 'owner_id' <> $2), '[]'::jsonb)),
+                 updated_at = now()
+             where organization_id = $1 and kind_type = 'energy_group_optimisation'
+               and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
+        )
+        .bind(organization_id.as_uuid())
+        .bind(owner_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+    let mut statements = 0;
+    if !batch.results.is_empty() {
+        let rows = &batch.results;
+        sqlx::query(
+            "insert into task_result (task_id, attempt, node_id, owner_id, result_hash, result_json, energy_uwh,
+                 solar_uwh, refusal, verdict, reported_at)
+             select * from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
+                 $7::int8[], $8::int8[], $9::text[], $10::text[], $11::timestamptz[])",
+        )
+        .bind(rows.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.attempt).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.node_id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.owner_id.as_uuid()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.result_hash.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result_json.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.energy.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.solar.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.result.refusal.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.verdict.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.reported_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    if !batch.verdicts.is_empty() {
+        let verdicts = &batch.verdicts;
+        sqlx::query(
+            "update task_result r set verdict = g.verdict
+             from unnest($1::uuid[], $2::int4[], $3::text[]) as g(task_id, attempt, verdict)
+             where r.task_id = g.task_id and r.attempt = g.attempt",
+        )
+        .bind(verdicts.iter().map(|(task_id, _, _)| task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>())
+        .bind(verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    if !batch.trust.is_empty() {
+        let (nodes, trust): (Vec<uuid::Uuid>, Vec<i32>) = batch
+            .trust
+            .iter()
+            .map(|(node_id, trust)| (node_id.as_uuid(), i32::try_from(*trust).unwrap_or(i32::MAX)))
+            .unzip();
+        sqlx::query(
+            "update node n set trust = g.trust from unnest($1::uuid[], $2::int4[]) as g(node_id, trust)
+             where n.node_id = g.node_id",
+        )
+        .bind(&nodes)
+        .bind(&trust)
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+/// Each credited result: two ledger entries (node, cooperative fund) and its proof link.
+async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+    if batch.credits.is_empty() {
+        return Ok(0);
+    }
+    let credits = &batch.credits;
+    let task_ids: Vec<uuid::Uuid> = credits.iter().map(|credit| credit.task_id.as_uuid()).collect();
+    let node_ids: Vec<uuid::Uuid> = credits.iter().map(|credit| credit.node_id.as_uuid()).collect();
+    sqlx::query(
+        "with entries as (
+             insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at)
+             select task_id, account, node_id, carbon, amount, at from (
+                 select task_id, 'node' as account, node_id, carbon, node_amount as amount, at, position
+                 from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $13::timestamptz[])
+                     with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
+                 union all
+                 select task_id, 'cooperative', node_id, 0, cooperative_amount, at, position
+                 from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $13::timestamptz[])
+                     with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
+             ) as both_accounts order by position, account desc)
+         insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
+             difficulty, prev_hash, nonce, hash)
+         select seq, task_id, node_id, energy, solar, carbon, value, at, difficulty, prev_hash, nonce, hash
+         from unnest($6::int8[], $1::uuid[], $2::uuid[], $7::int8[], $8::int8[], $3::int8[], $9::int8[],
+             $13::timestamptz[], $10::int2[], $11::text[], $12::int8[], $14::text[])
+             as l(seq, task_id, node_id, energy, solar, carbon, value, at, difficulty, prev_hash, nonce, hash)",
+    )
+    .bind(&task_ids)
+    .bind(&node_ids)
+    .bind(credits.iter().map(|credit| credit.split.carbon_saved.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.split.node_share.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.split.cooperative_share.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.seq).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.energy.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.solar.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.value.0).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| i16::from(credit.link.draft.difficulty)).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.prev_hash.as_str()).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.nonce).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.draft.created_at).collect::<Vec<_>>())
+    .bind(credits.iter().map(|credit| credit.link.hash.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(1)
+}
+
+/// Reads back the input of tasks placed in this batch whose input was not kept in memory (a
+/// large group task submitted in an earlier batch).
+async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Result<u32, sqlx::Error> {
+    let assigned =
+        |event: &&mut crate::writer::batch::NumberedEvent| event.event_type == "TaskAssigned" && event.input.is_none();
+    let mut wanted: Vec<uuid::Uuid> = batch
+        .events
+        .iter_mut()
+        .filter(assigned)
+        .filter_map(|event| {
+            event.envelope.payload.get("task_id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok())
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    wanted.sort();
+    wanted.dedup();
+    let mut inputs: HashMap<uuid::Uuid, Arc<TaskInput>> = HashMap::new();
+    for insert in batch.task_inserts.iter().filter(|insert| wanted.contains(&insert.task_id.as_uuid())) {
+        if let Ok(kind) = serde_json::from_value::<TaskKind>(insert.kind.clone()) {
+            inputs.insert(insert.task_id.as_uuid(), Arc::new(kind.anonymised()));
+        }
+    }
+    let missing: Vec<uuid::Uuid> = wanted.iter().filter(|id| !inputs.contains_key(id)).copied().collect();
+    let mut statements = 0;
+    if !missing.is_empty() {
+        let rows: Vec<(uuid::Uuid, serde_json::Value)> =
+            sqlx::query_as("select task_id, kind from task where task_id = any($1)")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
+        statements += 1;
+        for (task_id, kind) in rows {
+            let kind: TaskKind = serde_json::from_value(kind)
+                .map_err(|error| sqlx::Error::Decode(format!("task {task_id} kind: {error}").into()))?;
+            inputs.insert(task_id, Arc::new(kind.anonymised()));
+        }
+    }
+    for event in batch.events.iter_mut().filter(|event| event.event_type == "TaskAssigned" && event.input.is_none()) {
+        let task_id = event.envelope.payload.get("task_id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok());
+        event.input = task_id.and_then(|task_id: uuid::Uuid| inputs.get(&task_id).cloned());
+    }
+    Ok(statements)
+}
+
+/// The batch's events (the outbox and the archive) and its messages, then the relay cursor.
+async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64) -> Result<u32, sqlx::Error> {
+    let mut statements = 0;
+    if !batch.events.is_empty() {
+        let events = &batch.events;
+        sqlx::query(
+            "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope)
+             select seq, id, kind, organization, node, at, body::jsonb
+             from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[])
+                 as given(seq, id, kind, organization, node, at, body)",
+        )
+        .bind(events.iter().map(|event| event.seq).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.envelope.id.as_uuid()).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.event_type).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.notify_node.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>())
+        .bind(events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    if !batch.processed.is_empty() {
+        let processed = &batch.processed;
+        sqlx::query(
+            "insert into processed_message (message_id, message_type, organization_id, outcome, reason)
+             select id, kind, organization, case when reason is null then 'applied' else 'rejected' end, reason
+             from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) as given(id, kind, organization, reason)",
+        )
+        .bind(processed.iter().map(|message| message.message_id.as_uuid()).collect::<Vec<_>>())
+        .bind(processed.iter().map(|message| message.message_type.as_str()).collect::<Vec<_>>())
+        .bind(processed.iter().map(|message| message.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(processed.iter().map(|message| message.rejection.as_deref()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    // How far the previous batches were published: a writer that takes over republishes the rest.
+    sqlx::query("update relay_cursor set last_seq = $1 where last_seq < $1")
+        .bind(published_seq)
+        .execute(&mut *conn)
+        .await?;
+    statements += 1;
+    Ok(statements)
+}

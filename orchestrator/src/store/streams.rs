@@ -1,0 +1,546 @@
+//! Redis: the streams the writer reads and acknowledges, what it publishes after a commit, the
+//! fleet's live state, and the recovery when Redis lost its data.
+
+use std::collections::HashMap;
+
+use deadpool_redis::{Manager, Pool};
+use grid_shared::domain::{TaskInput, TaskKind};
+use grid_shared::envelope::{Actor, Envelope};
+use grid_shared::events::Event;
+use grid_shared::ids::{MessageId, NodeId};
+use grid_shared::keys::{Keys, ORCHESTRATOR_GROUP};
+use grid_shared::live::HeartbeatEntry;
+use grid_shared::messages::{NodeMessage, TaskAssignment, TaskCancellation};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+
+use crate::writer::batch::Batch;
+use crate::writer::message::Source;
+
+/// Node channels keep about this many entries; a node that was away longer resumes from the
+/// oldest kept (its stale assignments were requeued meanwhile anyway).
+pub const NODE_CHANNEL_MAXLEN: usize = 1_000;
+/// The dead-letter stream keeps about this many entries.
+pub const DEAD_LETTERS_MAXLEN: usize = 100_000;
+
+/// A pool whose connections never time a reply out: the redis crate's default of 500 ms would
+/// fail every blocking read, and a slow reply is better than a lost acknowledgement.
+pub fn pool(redis_url: &str, max_size: usize) -> Result<Pool, String> {
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let manager = Manager::new_with_config(redis_url, config).map_err(|error| format!("REDIS_URL: {error}"))?;
+    Pool::builder(manager).max_size(max_size).build().map_err(|error| error.to_string())
+}
+
+/// A connection of its own for `XREADGROUP ... BLOCK`, which would stall other commands
+/// multiplexed on a shared one.
+pub async fn blocking_connection(redis_url: &str) -> redis::RedisResult<MultiplexedConnection> {
+    let client = redis::Client::open(redis_url)?;
+    client.get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None)).await
+}
+
+/// The streams the writer consumes as the group `orchestrator`.
+pub fn consumed(keys: &Keys) -> [String; 3] {
+    [keys.commands(), keys.reports(), keys.heartbeats()]
+}
+
+/// Creates the consumer groups that do not exist (from the start of each stream, so that
+/// entries added after a flush and before this call are read).
+pub async fn ensure_groups(conn: &mut impl ConnectionLike, keys: &Keys) -> redis::RedisResult<()> {
+    for stream in consumed(keys) {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(ORCHESTRATOR_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match created {
+            Ok(()) => tracing::info!(stream, "consumer group created"),
+            Err(error) if error.code() == Some("BUSYGROUP") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// What one read brought.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub entries: Vec<(Source, String, StreamId)>,
+    pub heartbeats: Vec<StreamId>,
+}
+
+/// Reads new entries (waiting up to `block_ms`, or not at all when `None`), or with
+/// `pending_after` this consumer's own entries not yet acknowledged, after the given ids of the
+/// commands and reports streams.
+pub async fn read(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    consumer: &str,
+    count: usize,
+    block_ms: Option<u64>,
+    pending_after: Option<&[String; 2]>,
+) -> redis::RedisResult<Read> {
+    let pending = pending_after.is_some();
+    let mut command = redis::cmd("XREADGROUP");
+    command.arg("GROUP").arg(ORCHESTRATOR_GROUP).arg(consumer).arg("COUNT").arg(count);
+    if let (Some(block_ms), false) = (block_ms, pending) {
+        command.arg("BLOCK").arg(block_ms.max(1));
+    }
+    let [commands, reports, heartbeats] = consumed(keys);
+    if let Some([after_commands, after_reports]) = pending_after {
+        command.arg("STREAMS").arg(&commands).arg(&reports).arg(after_commands).arg(after_reports);
+    } else {
+        command.arg("STREAMS").arg(&commands).arg(&reports).arg(&heartbeats).arg(">").arg(">").arg(">");
+    }
+    let reply: Option<StreamReadReply> = command.query_async(conn).await?;
+    let mut read = Read::default();
+    for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
+        if stream.key == heartbeats {
+            read.heartbeats.extend(stream.ids);
+            continue;
+        }
+        let source = if stream.key == commands { Source::Commands } else { Source::Reports };
+        read.entries.extend(stream.ids.into_iter().map(|entry| (source, stream.key.clone(), entry)));
+    }
+    Ok(read)
+}
+
+/// How many times an entry was delivered.
+pub async fn deliveries(conn: &mut impl ConnectionLike, stream: &str, entry_id: &str) -> redis::RedisResult<usize> {
+    let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(ORCHESTRATOR_GROUP)
+        .arg(entry_id)
+        .arg(entry_id)
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(pending.ids.first().map_or(1, |entry| entry.times_delivered))
+}
+
+/// Moves an entry to the dead-letter stream with the reason, and acknowledges it (written
+/// first: a crash between the two repeats the dead letter, it never loses the entry).
+pub async fn dead_letter(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    stream: &str,
+    entry: &StreamId,
+    reason: &str,
+    deliveries: usize,
+) -> redis::RedisResult<()> {
+    // The reason stays in the dead-letter entry: a payload error may quote the payload.
+    tracing::warn!(stream, entry_id = entry.id, deliveries, "entry sent to the dead-letter stream");
+    let original: String = entry.get("envelope").unwrap_or_default();
+    let message_type: String = entry.get("type").unwrap_or_default();
+    redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(keys.dead_letters())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(DEAD_LETTERS_MAXLEN)
+        .arg("*")
+        .arg("stream")
+        .arg(stream)
+        .arg("entry_id")
+        .arg(&entry.id)
+        .arg("type")
+        .arg(message_type)
+        .arg("reason")
+        .arg(reason)
+        .arg("deliveries")
+        .arg(deliveries)
+        .arg("envelope")
+        .arg(original)
+        .ignore()
+        .cmd("XACK")
+        .arg(stream)
+        .arg(ORCHESTRATOR_GROUP)
+        .arg(&entry.id)
+        .ignore()
+        .query_async::<()>(conn)
+        .await
+}
+
+/// At takeover: every entry another consumer of the group left pending becomes this one's,
+/// and the other consumers are removed.
+pub async fn claim_all_pending(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    consumer: &str,
+) -> redis::RedisResult<usize> {
+    let mut claimed = 0;
+    for stream in [keys.commands(), keys.reports()] {
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(ORCHESTRATOR_GROUP)
+                .arg(consumer)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut *conn)
+                .await?;
+            claimed += reply.claimed.len();
+            cursor = reply.next_stream_id;
+            if cursor == "0-0" {
+                break;
+            }
+        }
+    }
+    for stream in consumed(keys) {
+        let consumers: Vec<HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&stream).arg(ORCHESTRATOR_GROUP).query_async(&mut *conn).await?;
+        for info in consumers {
+            let name: Option<String> = info.get("name").and_then(|value| redis::from_redis_value(value.clone()).ok());
+            if let Some(name) = name.filter(|name| name != consumer) {
+                redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&stream)
+                    .arg(ORCHESTRATOR_GROUP)
+                    .arg(&name)
+                    .query_async::<()>(&mut *conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Drops this consumer's unacknowledged heartbeat entries (after a failed batch).
+pub async fn forget_heartbeats(conn: &mut impl ConnectionLike, keys: &Keys, consumer: &str) -> redis::RedisResult<()> {
+    redis::cmd("XGROUP")
+        .arg("DELCONSUMER")
+        .arg(keys.heartbeats())
+        .arg(ORCHESTRATOR_GROUP)
+        .arg(consumer)
+        .query_async(conn)
+        .await
+}
+
+/// The message a node receives for an event, if any. Its id derives from the event's, so a
+/// message published again carries the same id.
+pub fn node_message(envelope: &Envelope, event: &Event, input: Option<&TaskInput>) -> Option<Envelope> {
+    let origin = envelope.follow_up(Actor::Orchestrator);
+    let message = match event {
+        Event::TaskAssigned(assigned) => NodeMessage::TaskAssigned(TaskAssignment {
+            task_id: assigned.task_id,
+            attempt: assigned.attempt,
+            deadline: assigned.deadline,
+            kind: input?.clone(),
+        }),
+        Event::TaskCancelled(cancelled) => NodeMessage::TaskCancelled(TaskCancellation {
+            task_id: cancelled.task_id,
+            attempt: cancelled.attempt,
+            reason: cancelled.reason.clone(),
+        }),
+        // A task taken back or failed while on the node: the node must stop it.
+        Event::TaskRequeued(requeued) => NodeMessage::TaskCancelled(TaskCancellation {
+            task_id: requeued.task_id,
+            attempt: requeued.attempt,
+            reason: requeued.reason.clone(),
+        }),
+        Event::TaskFailed(failed) => NodeMessage::TaskCancelled(TaskCancellation {
+            task_id: failed.task_id,
+            attempt: failed.attempt,
+            reason: failed.reason.clone(),
+        }),
+        _ => return None,
+    };
+    Some(Envelope::wrap_with_id(MessageId(envelope.id.as_uuid()), &message, origin))
+}
+
+/// What the publication of a committed batch does besides publishing its events.
+pub struct Publication<'a> {
+    pub keys: &'a Keys,
+    pub events_maxlen: usize,
+    /// Trim the commands and reports streams behind the acknowledged entries (not while
+    /// entries of this consumer wait to be retried).
+    pub trim: bool,
+    /// The count of tasks in flight of each node whose count changed.
+    pub claimed: Vec<(NodeId, usize)>,
+}
+
+/// Publishes a committed batch in one MULTI: its events on `{ns}:events` (ids `<seq>-0`), the
+/// node messages on their channels, the dead letters and deletions, the fleet's claimed
+/// cores; then acknowledges its entries and trims the streams behind them.
+pub async fn publish(
+    conn: &mut impl ConnectionLike,
+    batch: &Batch,
+    publication: &Publication<'_>,
+) -> redis::RedisResult<()> {
+    let keys = publication.keys;
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for event in &batch.events {
+        let stream_id = format!("{}-0", event.seq);
+        pipe.cmd("XADD")
+            .arg(keys.events())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(publication.events_maxlen)
+            .arg(&stream_id)
+            .arg("type")
+            .arg(event.event_type)
+            .arg("envelope")
+            .arg(&event.text)
+            .ignore();
+        if let Some(node_id) = event.notify_node
+            && let Some(message) = node_message(&event.envelope, &event.event, event.input.as_deref())
+        {
+            pipe.cmd("XADD")
+                .arg(keys.node_tasks(node_id))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(NODE_CHANNEL_MAXLEN)
+                .arg(&stream_id)
+                .arg("type")
+                .arg(&message.message_type)
+                .arg("envelope")
+                .arg(message.to_json())
+                .ignore();
+        }
+    }
+    for dead in &batch.dead_tasks {
+        pipe.cmd("XADD")
+            .arg(keys.dead_letters())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTERS_MAXLEN)
+            .arg("*")
+            .arg("stream")
+            .arg("tasks")
+            .arg("entry_id")
+            .arg(dead.task_id.to_string())
+            .arg("type")
+            .arg("TASK:FAILED")
+            .arg("reason")
+            .arg(&dead.reason)
+            .arg("deliveries")
+            .arg(dead.attempts)
+            .ignore();
+    }
+    if !batch.deleted_submissions.is_empty() {
+        pipe.cmd("XDEL").arg(keys.commands()).arg(&batch.deleted_submissions).ignore();
+    }
+    for (node_id, entry_id) in &batch.deleted_assignments {
+        pipe.cmd("XDEL").arg(keys.node_tasks(*node_id)).arg(entry_id).ignore();
+    }
+    for node_id in &batch.offline_nodes {
+        // Out of the index of live nodes, unless a heartbeat renewed it meanwhile.
+        pipe.cmd("EVAL")
+            .arg(FORGET_IF_EXPIRED)
+            .arg(1)
+            .arg(keys.nodes_alive())
+            .arg(node_id.to_string())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .ignore();
+    }
+    if !publication.claimed.is_empty() {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(keys.nodes_claimed());
+        for (node_id, count) in &publication.claimed {
+            hset.arg(node_id.to_string()).arg(*count);
+        }
+        pipe.add_command(hset).ignore();
+    }
+    let mut newest: HashMap<&str, &str> = HashMap::new();
+    for entry in &batch.acks {
+        newest.insert(entry.stream.as_str(), entry.id.as_str());
+    }
+    let mut by_stream: HashMap<&str, Vec<&str>> = HashMap::new();
+    for entry in &batch.acks {
+        by_stream.entry(entry.stream.as_str()).or_default().push(entry.id.as_str());
+    }
+    for (stream, ids) in &by_stream {
+        pipe.cmd("XACK").arg(*stream).arg(ORCHESTRATOR_GROUP).arg(ids).ignore();
+    }
+    if !batch.heartbeat_acks.is_empty() {
+        pipe.cmd("XACK").arg(keys.heartbeats()).arg(ORCHESTRATOR_GROUP).arg(&batch.heartbeat_acks).ignore();
+    }
+    if publication.trim {
+        for (stream, id) in newest {
+            // Entries before the newest acknowledged one are done with (stream ids only grow).
+            pipe.cmd("XTRIM").arg(stream).arg("MINID").arg("~").arg(id).ignore();
+        }
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Drops a node from the index, unless a heartbeat renewed it meanwhile.
+const FORGET_IF_EXPIRED: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0
+";
+
+/// Appends an entry with an explicit id only if the stream's last id is lower (an entry
+/// already published, by this writer or the one before, is not published twice).
+const XADD_IF_NEWER: &str = r"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] then
+  local seq = tonumber(string.match(last[1][1], '^(%d+)'))
+  if seq >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[1] .. '-0', 'type', ARGV[3], 'envelope', ARGV[4])
+return 1
+";
+
+/// A stored event to publish again (see [`crate::store::load::StoredEvent`]).
+pub struct Republished<'a> {
+    pub seq: i64,
+    pub event_type: &'a str,
+    pub envelope: &'a str,
+    pub node_id: Option<NodeId>,
+    pub kind: Option<&'a serde_json::Value>,
+}
+
+/// The node message of a stored event, rebuilt as it was first published.
+pub fn stored_node_message(envelope_text: &str, kind: Option<&serde_json::Value>) -> Option<Envelope> {
+    let envelope = Envelope::from_json(envelope_text).ok()?;
+    let event: Event = envelope.decode().ok()?;
+    let input =
+        kind.and_then(|kind| serde_json::from_value::<TaskKind>(kind.clone()).ok()).map(|kind| kind.anonymised());
+    node_message(&envelope, &event, input.as_ref())
+}
+
+/// Publishes stored events again, skipping those already on each stream.
+pub async fn republish(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    events: &[Republished<'_>],
+    events_maxlen: usize,
+) -> redis::RedisResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let script = redis::Script::new(XADD_IF_NEWER);
+    // A pipeline runs scripts by their hash: the script must be known first.
+    redis::cmd("SCRIPT").arg("LOAD").arg(XADD_IF_NEWER).query_async::<String>(&mut *conn).await?;
+    let mut pipe = redis::pipe();
+    for event in events {
+        pipe.invoke_script(
+            script.key(keys.events()).arg(event.seq).arg(events_maxlen).arg(event.event_type).arg(event.envelope),
+        )
+        .ignore();
+        if let Some(node_id) = event.node_id
+            && let Some(message) = stored_node_message(event.envelope, event.kind)
+        {
+            pipe.invoke_script(
+                script
+                    .key(keys.node_tasks(node_id))
+                    .arg(event.seq)
+                    .arg(NODE_CHANNEL_MAXLEN)
+                    .arg(&message.message_type)
+                    .arg(message.to_json()),
+            )
+            .ignore();
+        }
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Rebuilds node channels from the assignments in flight (Redis lost them): each channel is
+/// replaced by the `TASK:ASSIGNED` of its tasks in flight, with their original ids.
+pub async fn reissue(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    channels: &HashMap<NodeId, Vec<(i64, Envelope)>>,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (node_id, messages) in channels {
+        pipe.cmd("DEL").arg(keys.node_tasks(*node_id)).ignore();
+        for (seq, message) in messages {
+            pipe.cmd("XADD")
+                .arg(keys.node_tasks(*node_id))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(NODE_CHANNEL_MAXLEN)
+                .arg(format!("{seq}-0"))
+                .arg("type")
+                .arg(&message.message_type)
+                .arg("envelope")
+                .arg(message.to_json())
+                .ignore();
+        }
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// The live state of every node whose heartbeat has not expired, read from the index and the
+/// nodes' hashes (at takeover; afterwards the change feed keeps the mirror current).
+pub async fn fleet_snapshot(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    now_ms: i64,
+) -> redis::RedisResult<Vec<HeartbeatEntry>> {
+    let scored: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys.nodes_alive())
+        .arg(now_ms)
+        .arg("+inf")
+        .arg("BYSCORE")
+        .arg("WITHSCORES")
+        .query_async(&mut *conn)
+        .await?;
+    let nodes: Vec<(NodeId, i64)> =
+        scored.iter().filter_map(|(id, score)| Some((id.parse::<NodeId>().ok()?, *score as i64))).collect();
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (node_id, _) in &nodes {
+        pipe.cmd("HGETALL").arg(keys.node_state(*node_id));
+    }
+    let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut *conn).await?;
+    Ok(nodes
+        .into_iter()
+        .zip(hashes)
+        .filter_map(|((node_id, expires_at_ms), fields)| {
+            let field = |name: &str| match name {
+                "node_id" => Some(node_id.to_string()),
+                "expires_at_ms" => Some(expires_at_ms.to_string()),
+                other => fields.get(other).cloned(),
+            };
+            HeartbeatEntry::parse(field)
+        })
+        .collect())
+}
+
+/// Reads a heartbeat entry of the change feed.
+pub fn heartbeat_entry(entry: &StreamId) -> Option<HeartbeatEntry> {
+    HeartbeatEntry::parse(|name| entry.get::<String>(name))
+}
+
+/// The writer's marker: its epoch, or `None` when Redis lost it.
+pub async fn marker(conn: &mut impl ConnectionLike, keys: &Keys) -> redis::RedisResult<Option<i64>> {
+    redis::cmd("GET").arg(keys.writer_marker()).query_async(conn).await
+}
+
+pub async fn set_marker(conn: &mut impl ConnectionLike, keys: &Keys, epoch: i64) -> redis::RedisResult<()> {
+    redis::cmd("SET").arg(keys.writer_marker()).arg(epoch).query_async(conn).await
+}
+
+/// Replaces the `{ns}:nodes:claimed` hash.
+pub async fn write_all_claimed(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    claimed: &[(NodeId, usize)],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("DEL").arg(keys.nodes_claimed()).ignore();
+    if !claimed.is_empty() {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(keys.nodes_claimed());
+        for (node_id, count) in claimed {
+            hset.arg(node_id.to_string()).arg(*count);
+        }
+        pipe.add_command(hset).ignore();
+    }
+    pipe.query_async(conn).await
+}

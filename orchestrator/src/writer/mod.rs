@@ -1,0 +1,664 @@
+//! The active writer (DESIGN §9): one process per partition decides in memory and commits in
+//! groups.
+//!
+//! Each [`Writer::step`]: read a batch (commands, reports and the heartbeat feed, waiting only
+//! until the next timer is due); apply the heartbeats to the fleet mirror; fire due timers;
+//! apply each new message to the state ([`apply`], pure); place queued tasks on the fleet;
+//! write everything in one transaction of a few multi-row statements ([`crate::store::postgres`]);
+//! commit; publish the committed events and node messages from memory in one MULTI, then
+//! acknowledge. A batch is whatever arrived while the previous one committed.
+//!
+//! Failures: a PostgreSQL error leaves the batch unacknowledged, rebuilds the state from
+//! PostgreSQL and applies the pending entries one by one, so that one failing message is
+//! dead-lettered after its deliveries without holding back the others. A Redis error, or Redis
+//! found empty, is recovered like a takeover: groups recreated, unpublished events published,
+//! work in flight re-issued to the nodes' channels.
+
+pub mod apply;
+pub mod batch;
+pub mod message;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use deadpool_redis::Pool;
+use grid_shared::domain::TaskStatus;
+use grid_shared::envelope::Envelope;
+use grid_shared::ids::{MessageId, NodeId, TaskId};
+use grid_shared::messages::Command;
+use redis::aio::MultiplexedConnection;
+use sqlx::PgPool;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Fault, OrchestratorConfig};
+use crate::model::{Rules, State};
+use crate::status::{Role, Status};
+use crate::store::postgres::{self, StoreError};
+use crate::store::{load, streams};
+use apply::{Lookups, place_round};
+use batch::{Batch, EntryRef};
+use message::{Decoded, Ready, Source, decode};
+
+fn start_of_pending() -> [String; 2] {
+    ["0".to_owned(), "0".to_owned()]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("fenced off: another writer took over (epoch {current}, this one held {held})")]
+    Fenced { held: i64, current: i64 },
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+}
+
+impl From<StoreError> for WriterError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Fenced { held, current } => Self::Fenced { held, current },
+            StoreError::Postgres(error) => Self::Postgres(error),
+        }
+    }
+}
+
+/// Where the next read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadMode {
+    /// This consumer's own unacknowledged entries, in batches (after a takeover) or one by one
+    /// (after a failure, to find the message that fails).
+    Pending {
+        one_by_one: bool,
+    },
+    New,
+}
+
+/// What one step did, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub messages: usize,
+    pub events: usize,
+    pub placed: usize,
+    pub statements: u32,
+}
+
+pub struct Writer {
+    config: Arc<OrchestratorConfig>,
+    rules: Rules,
+    pool: PgPool,
+    redis: Pool,
+    reader: MultiplexedConnection,
+    epoch: i64,
+    state: State,
+    /// The last event seq published to Redis, and the last one recorded as published in
+    /// `relay_cursor` (each batch records the previous ones; an idle writer catches up).
+    published_seq: i64,
+    recorded_seq: i64,
+    /// Messages read but left for the next batch (after a consent revocation).
+    carry: VecDeque<Ready>,
+    mode: ReadMode,
+    /// In pending mode, the entries of the commands and reports streams read so far in this
+    /// pass; a pass in which a batch failed is followed by another, until none fails.
+    pending_after: [String; 2],
+    pass_failed: bool,
+    /// Redis must be checked (and rebuilt from PostgreSQL if it lost its data).
+    redis_suspect: bool,
+    /// Something changed that may let a queued task be placed.
+    placement_due: bool,
+    last_round: Instant,
+    status: Arc<Status>,
+    commits: u64,
+}
+
+impl Writer {
+    /// Takes over as the writer holding `epoch`: loads the state from PostgreSQL, claims the
+    /// entries other consumers left pending, mirrors the fleet, and makes Redis whole.
+    pub async fn take_over(
+        config: Arc<OrchestratorConfig>,
+        pool: PgPool,
+        redis: Pool,
+        epoch: i64,
+        status: Arc<Status>,
+    ) -> Result<Self, WriterError> {
+        let clock = Instant::now();
+        let rules = Rules::from_config(&config);
+        let reader = streams::blocking_connection(&config.redis_url).await?;
+        let state = load::load_state(&pool, &rules).await?;
+        let published_seq = load::relay_cursor(&pool).await?;
+        let mut writer = Self {
+            config,
+            rules,
+            pool,
+            redis,
+            reader,
+            epoch,
+            state,
+            published_seq,
+            recorded_seq: published_seq,
+            carry: VecDeque::new(),
+            mode: ReadMode::Pending { one_by_one: false },
+            pending_after: start_of_pending(),
+            pass_failed: false,
+            redis_suspect: true,
+            placement_due: true,
+            last_round: Instant::now(),
+            status,
+            commits: 0,
+        };
+        let claimed = {
+            let mut conn = writer.redis.get().await?;
+            streams::ensure_groups(&mut *conn, &writer.config.grid.keys).await?;
+            streams::claim_all_pending(&mut *conn, &writer.config.grid.keys, &writer.config.consumer_name).await?
+        };
+        writer.mirror_fleet().await?;
+        writer.recover_redis().await?;
+        info!(
+            epoch,
+            open_tasks = writer.state.tasks.len(),
+            queued = writer.state.queue.len(),
+            live_nodes = writer.state.fleet.len(),
+            claimed_entries = claimed,
+            load_ms = clock.elapsed().as_millis() as u64,
+            "took over as the writer"
+        );
+        writer.report_status();
+        Ok(writer)
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Reads the live state of the fleet from Redis into a fresh mirror. Nodes holding tasks
+    /// that Redis does not show alive get one TTL to send a heartbeat before their tasks are
+    /// taken back.
+    async fn mirror_fleet(&mut self) -> Result<(), WriterError> {
+        let now = Utc::now();
+        let entries = {
+            let mut conn = self.redis.get().await?;
+            streams::fleet_snapshot(&mut *conn, &self.config.grid.keys, now.timestamp_millis()).await?
+        };
+        for entry in &entries {
+            self.state.heartbeat(entry);
+        }
+        let grace =
+            now + chrono::Duration::milliseconds(i64::try_from(self.config.grid.node_ttl_ms).unwrap_or(i64::MAX));
+        let silent: Vec<NodeId> = self
+            .state
+            .nodes
+            .values()
+            .filter(|node| !node.in_flight.is_empty() && !self.state.live.contains_key(&node.node_id))
+            .map(|node| node.node_id)
+            .collect();
+        for node_id in silent {
+            self.state.timers.node_expires(grace, node_id);
+        }
+        Ok(())
+    }
+
+    /// Makes Redis agree with PostgreSQL: groups exist, every committed event is published,
+    /// and, when Redis lost its data (the writer's marker is gone), the nodes' channels are
+    /// rebuilt with the work in flight.
+    async fn recover_redis(&mut self) -> Result<(), WriterError> {
+        let keys = self.config.grid.keys.clone();
+        let mut conn = self.redis.get().await?;
+        streams::ensure_groups(&mut *conn, &keys).await?;
+        let marker = streams::marker(&mut *conn, &keys).await?;
+        let lost = marker.is_none();
+        if lost {
+            info!("Redis holds no writer marker (restarted empty, flushed, or first start): re-issuing work in flight");
+            self.reissue_in_flight(&mut conn).await?;
+        }
+        // Committed events not yet published (a crash, or a publication that failed).
+        loop {
+            let events = load::events_after(&self.pool, self.published_seq, 5_000).await?;
+            let Some(last) = events.last().map(|event| event.seq) else { break };
+            let republished: Vec<streams::Republished<'_>> = events
+                .iter()
+                .map(|event| streams::Republished {
+                    seq: event.seq,
+                    event_type: &event.event_type,
+                    envelope: &event.envelope,
+                    node_id: event.node_id,
+                    kind: event.kind.as_ref(),
+                })
+                .collect();
+            streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
+            info!(from = self.published_seq + 1, to = last, "published committed events");
+            self.published_seq = last;
+        }
+        let claimed: Vec<(NodeId, usize)> = self
+            .state
+            .nodes
+            .values()
+            .filter(|node| !node.in_flight.is_empty())
+            .map(|node| (node.node_id, node.in_flight.len()))
+            .collect();
+        streams::write_all_claimed(&mut *conn, &keys, &claimed).await?;
+        streams::set_marker(&mut *conn, &keys, self.epoch).await?;
+        self.redis_suspect = false;
+        // Entries left pending (a publication that failed) are read again before new ones.
+        if self.mode == ReadMode::New {
+            self.enter_pending(false);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every channel of a node with work in flight from PostgreSQL: the assignments
+    /// in flight, with their original ids.
+    async fn reissue_in_flight(&mut self, conn: &mut deadpool_redis::Connection) -> Result<(), WriterError> {
+        let in_flight: Vec<(NodeId, i64)> = self
+            .state
+            .tasks
+            .values()
+            .filter(|task| matches!(task.status, TaskStatus::Assigned | TaskStatus::Running))
+            .filter_map(|task| Some((task.node_id?, task.assignment_seq?)))
+            .collect();
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        warn!(tasks = in_flight.len(), "Redis lost its data: re-issuing the work in flight");
+        let seqs: Vec<i64> = in_flight.iter().map(|(_, seq)| *seq).collect();
+        let stored = load::events_at(&self.pool, &seqs).await?;
+        let mut channels: HashMap<NodeId, Vec<(i64, Envelope)>> = HashMap::new();
+        for event in &stored {
+            let (Some(node_id), Some(message)) =
+                (event.node_id, streams::stored_node_message(&event.envelope, event.kind.as_ref()))
+            else {
+                continue;
+            };
+            channels.entry(node_id).or_default().push((event.seq, message));
+        }
+        for messages in channels.values_mut() {
+            messages.sort_by_key(|(seq, _)| *seq);
+        }
+        streams::reissue(&mut **conn, &self.config.grid.keys, &channels).await?;
+        info!(tasks = stored.len(), nodes = channels.len(), "re-issued the work in flight to the nodes' channels");
+        Ok(())
+    }
+
+    /// After a failed transaction: the state in memory may hold decisions that were not
+    /// committed. It is rebuilt from PostgreSQL, and the pending entries are applied one by one.
+    pub async fn rebuild(&mut self) -> Result<(), WriterError> {
+        self.state = load::load_state(&self.pool, &self.rules).await?;
+        self.carry.clear();
+        if self.mode == ReadMode::New {
+            self.enter_pending(true);
+        } else {
+            // The entry that failed was read in this pass: the pass goes on after it, and
+            // another pass retries it.
+            self.mode = ReadMode::Pending { one_by_one: true };
+            self.pass_failed = true;
+        }
+        {
+            // Heartbeats read in the failed batch were not acknowledged: drop them (a fresh
+            // snapshot of the fleet follows).
+            let mut conn = self.redis.get().await?;
+            streams::forget_heartbeats(&mut *conn, &self.config.grid.keys, &self.config.consumer_name).await?;
+        }
+        self.placement_due = true;
+        self.mirror_fleet().await?;
+        self.redis_suspect = true;
+        info!(open_tasks = self.state.tasks.len(), "state rebuilt from PostgreSQL after a failed batch");
+        Ok(())
+    }
+
+    /// Reads this consumer's pending entries from the start, before new ones.
+    fn enter_pending(&mut self, one_by_one: bool) {
+        self.mode = ReadMode::Pending { one_by_one };
+        self.pending_after = start_of_pending();
+        self.pass_failed = false;
+    }
+
+    fn report_status(&self) {
+        let (open, queued, live) = (self.state.tasks.len(), self.state.queue.len(), self.state.fleet.len());
+        let (epoch, commits) = (self.epoch, self.commits);
+        self.status.update(|snapshot| {
+            snapshot.role = Role::Writer;
+            snapshot.epoch = Some(epoch);
+            snapshot.open_tasks = open;
+            snapshot.queued_tasks = queued;
+            snapshot.live_nodes = live;
+            snapshot.batches = commits;
+            snapshot.problem = None;
+        });
+    }
+
+    /// How long a read may wait: until the next timer, at most a tick.
+    fn block_for(&self) -> Option<u64> {
+        let tick = self.config.tick_ms;
+        match self.state.timers.next_due() {
+            None => Some(tick),
+            Some(due) => {
+                let wait = (due - Utc::now()).num_milliseconds();
+                if wait <= 0 { None } else { Some(u64::try_from(wait).unwrap_or(tick).min(tick)) }
+            }
+        }
+    }
+
+    /// Reads entries, decodes them, and dead-letters those that cannot be applied.
+    async fn read(&mut self, batch: &mut Batch) -> Result<Vec<Ready>, WriterError> {
+        if !self.carry.is_empty() {
+            return Ok(self.carry.drain(..).collect());
+        }
+        let keys = self.config.grid.keys.clone();
+        let (pending, count) = match self.mode {
+            ReadMode::Pending { one_by_one: true } => (true, 1),
+            ReadMode::Pending { one_by_one: false } => (true, self.config.batch_size),
+            ReadMode::New => (false, self.config.batch_size),
+        };
+        let block = self.block_for();
+        let after = pending.then_some(&self.pending_after);
+        let read = streams::read(&mut self.reader, &keys, &self.config.consumer_name, count, block, after).await?;
+        if pending && read.entries.is_empty() {
+            if self.pass_failed {
+                // Another pass over what is still pending (what failed, until dead-lettered).
+                self.pending_after = start_of_pending();
+                self.pass_failed = false;
+            } else {
+                if self.mode == (ReadMode::Pending { one_by_one: true }) {
+                    info!("pending entries applied one by one; back to batches");
+                }
+                self.mode = ReadMode::New;
+            }
+        }
+        if pending {
+            for (source, _, entry) in &read.entries {
+                let index = if *source == Source::Commands { 0 } else { 1 };
+                self.pending_after[index] = entry.id.clone();
+            }
+        }
+        for entry in &read.heartbeats {
+            batch.heartbeat_acks.push(entry.id.clone());
+            match streams::heartbeat_entry(entry) {
+                Some(heartbeat) => {
+                    if self.state.heartbeat(&heartbeat) {
+                        self.placement_due = true;
+                    }
+                }
+                None => debug!(entry_id = entry.id, "ignoring an unreadable heartbeat entry"),
+            }
+        }
+        let mut ready = Vec::with_capacity(read.entries.len());
+        let mut conn = None;
+        for (source, stream, entry) in read.entries {
+            let deliveries = if pending {
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    None => conn.insert(self.redis.get().await?),
+                };
+                streams::deliveries(&mut **conn, &stream, &entry.id).await?
+            } else {
+                1
+            };
+            let text: Option<String> = entry.get("envelope");
+            let decoded = decode(source, text.as_deref());
+            let refusal = match (&decoded, deliveries > self.config.max_deliveries) {
+                (Err(error), _) => Some(error.to_string()),
+                (Ok(_), true) => Some(format!("not applied after {deliveries} deliveries")),
+                (Ok(_), false) => None,
+            };
+            if let Some(reason) = refusal {
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    None => conn.insert(self.redis.get().await?),
+                };
+                streams::dead_letter(&mut **conn, &keys, &stream, &entry, &reason, deliveries).await?;
+                continue;
+            }
+            let (envelope, decoded) = decoded.expect("checked above");
+            ready.push(Ready { stream, entry_id: entry.id, envelope, decoded });
+        }
+        Ok(ready)
+    }
+
+    /// Records in `relay_cursor` how far the events were published (when stepping down).
+    pub async fn record_published(&mut self) -> Result<(), WriterError> {
+        if self.recorded_seq < self.published_seq {
+            postgres::record_published(&self.pool, self.epoch, self.published_seq).await?;
+            self.recorded_seq = self.published_seq;
+        }
+        Ok(())
+    }
+
+    /// One batch: read, decide, commit, publish, acknowledge.
+    pub async fn step(&mut self) -> Result<StepReport, WriterError> {
+        if self.redis_suspect {
+            self.recover_redis().await?;
+        }
+        let mut batch = Batch::default();
+        let mut ready = self.read(&mut batch).await?;
+        let now = Utc::now();
+        // A consent revocation goes at the head of a batch of its own.
+        if let Some(index) = ready.iter().position(Ready::needs_own_batch) {
+            let split = if index == 0 { 1 } else { index };
+            self.carry.extend(ready.drain(split..));
+        }
+        let lookups = self.lookups(&ready).await?;
+        let one_by_one = self.mode == (ReadMode::Pending { one_by_one: true });
+        if !one_by_one {
+            let fired = apply::fire_timers(&mut self.state, &self.rules, &mut batch, now);
+            self.placement_due |= fired > 0;
+        }
+        let (applied_before, ready): (Vec<Ready>, Vec<Ready>) =
+            ready.into_iter().partition(|message| lookups.applied.contains(&message.envelope.id));
+        for message in applied_before {
+            debug!(message_id = %message.envelope.id, "already applied: acknowledging the redelivery");
+            batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
+        }
+        batch.messages = ready.len();
+        let mut seen = HashSet::new();
+        for message in ready {
+            if !seen.insert(message.envelope.id) {
+                batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
+                continue;
+            }
+            let span = tracing::info_span!("apply", message_id = %message.envelope.id,
+                message_type = %message.envelope.message_type, correlation_id = %message.envelope.correlation_id);
+            let _entered = span.enter();
+            apply::apply_message(&mut self.state, &self.rules, &mut batch, message, &lookups.decide, now);
+        }
+        self.placement_due |= batch.writes();
+        let periodic = self.last_round.elapsed() >= Duration::from_millis(self.config.tick_ms);
+        if !one_by_one && (self.placement_due || periodic) {
+            batch.placed = self.placement(&mut batch, now).await?;
+        }
+        self.commit(batch).await
+    }
+
+    /// What a batch must read from PostgreSQL before it is decided.
+    async fn lookups(&self, ready: &[Ready]) -> Result<BatchLookups, WriterError> {
+        let mut lookups = BatchLookups::default();
+        if ready.is_empty() {
+            return Ok(lookups);
+        }
+        let message_ids: Vec<MessageId> = ready.iter().map(|message| message.envelope.id).collect();
+        let task_ids: Vec<TaskId> = ready
+            .iter()
+            .filter_map(|message| match &message.decoded {
+                Decoded::Command(Command::SubmitTask(submit)) => Some(submit.task_id),
+                _ => None,
+            })
+            .collect();
+        let (applied, existing) = load::already_known(&self.pool, &message_ids, &task_ids).await?;
+        lookups.applied = applied;
+        lookups.decide.existing_tasks = existing;
+        if let Some(first) = ready.first()
+            && let Decoded::Command(Command::RevokeConsent(revoke)) = &first.decoded
+            && let Some(organization_id) = first.envelope.organization_id
+        {
+            lookups.decide.purge = Some(load::purge_targets(&self.pool, organization_id, revoke.owner_id).await?);
+        }
+        Ok(lookups)
+    }
+
+    /// A placement round over the head of the queue.
+    async fn placement(&mut self, batch: &mut Batch, now: chrono::DateTime<Utc>) -> Result<usize, WriterError> {
+        self.placement_due = false;
+        self.last_round = Instant::now();
+        if self.state.queue.is_empty() || self.state.fleet.free_cores() == 0 {
+            return Ok(0);
+        }
+        let candidates = self.state.queue.candidates(apply::round_size(self.state.fleet.free_cores()));
+        // Group tasks: their consent is checked against PostgreSQL too before their data leaves.
+        let groups: Vec<_> = candidates
+            .iter()
+            .filter_map(|task_id| self.state.tasks.get(task_id))
+            .filter(|task| !task.participants.is_empty())
+            .map(|task| (task.task_id, task.organization_id, task.participants.clone()))
+            .collect();
+        let blocked =
+            if groups.is_empty() { HashSet::new() } else { load::consent_withdrawn(&self.pool, &groups).await? };
+        Ok(place_round(&mut self.state, &self.rules, batch, &candidates, &blocked, now))
+    }
+
+    /// Commits the batch, publishes it and acknowledges its entries.
+    async fn commit(&mut self, mut batch: Batch) -> Result<StepReport, WriterError> {
+        let mut report =
+            StepReport { messages: batch.messages, events: batch.events.len(), placed: batch.placed, statements: 0 };
+        if batch.is_empty() {
+            if self.recorded_seq < self.published_seq {
+                // Idle: the cursor catches up, so that it says what was published.
+                postgres::record_published(&self.pool, self.epoch, self.published_seq).await?;
+                self.recorded_seq = self.published_seq;
+            }
+            return Ok(report);
+        }
+        if batch.writes() {
+            let clock = Instant::now();
+            let stats = postgres::flush(&self.pool, self.epoch, &mut batch, self.published_seq).await?;
+            self.recorded_seq = self.published_seq;
+            report.statements = stats.statements;
+            self.commits += 1;
+            debug!(
+                messages = batch.messages,
+                events = batch.events.len(),
+                placed = batch.placed,
+                statements = stats.statements,
+                commit_us = clock.elapsed().as_micros() as u64,
+                "batch committed"
+            );
+            if let Some(Fault::AbortAfterCommit(after)) = self.config.fault
+                && batch.messages > 0
+                && self.commits >= after
+            {
+                error!(commits = self.commits, "fault injection: aborting between commit and acknowledgement");
+                std::process::abort();
+            }
+        }
+        let claimed: Vec<(NodeId, usize)> =
+            batch.claimed_changed.iter().map(|node_id| (*node_id, self.state.claimed(*node_id))).collect();
+        let publication = streams::Publication {
+            keys: &self.config.grid.keys,
+            events_maxlen: self.config.events_stream_maxlen,
+            trim: self.mode == ReadMode::New && self.carry.is_empty(),
+            claimed,
+        };
+        let published = {
+            let mut conn = self.redis.get().await?;
+            streams::publish(&mut *conn, &batch, &publication).await
+        };
+        if let Err(error) = published {
+            // Committed but not published: recovery publishes from PostgreSQL, and the entries,
+            // still pending, are acknowledged as redeliveries.
+            self.redis_suspect = true;
+            self.carry.clear();
+            return Err(error.into());
+        }
+        if let Some(last) = batch.last_seq() {
+            self.published_seq = last;
+        }
+        for dead in &batch.dead_tasks {
+            warn!(task_id = %dead.task_id, attempts = dead.attempts, "task failed for good; sent to the dead-letter stream");
+        }
+        if self.commits.is_multiple_of(64) || batch.messages > 0 {
+            self.report_status();
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+struct BatchLookups {
+    applied: HashSet<MessageId>,
+    decide: Lookups,
+}
+
+/// Runs one term as the writer, until shutdown, a lost lease or a fence; then gives the lease up.
+pub async fn serve(
+    config: Arc<OrchestratorConfig>,
+    pool: PgPool,
+    redis: Pool,
+    mut lease: crate::lease::Lease,
+    status: Arc<Status>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let epoch = lease.epoch;
+    status.update(|snapshot| {
+        snapshot.role = Role::TakingOver;
+        snapshot.epoch = Some(epoch);
+    });
+    let mut writer = loop {
+        match Writer::take_over(config.clone(), pool.clone(), redis.clone(), epoch, status.clone()).await {
+            Ok(writer) => break writer,
+            Err(error) => {
+                error!(%error, "taking over failed; retrying");
+                status.update(|snapshot| snapshot.problem = Some(error.to_string()));
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = shutdown.cancelled() => { lease.release().await; return; }
+                }
+            }
+        }
+    };
+    let mut last_lease_check = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        if last_lease_check.elapsed() >= Duration::from_millis(500) {
+            last_lease_check = Instant::now();
+            if !lease.alive().await {
+                error!(epoch, "the lease's connection is gone: stepping down");
+                break;
+            }
+        }
+        match writer.step().await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(WriterError::Fenced { held, current }) => {
+                error!(held, current, "another writer took over: stepping down");
+                break;
+            }
+            Err(error) => {
+                error!(%error, "batch failed; its entries stay pending");
+                status.update(|snapshot| snapshot.problem = Some(error.to_string()));
+                let postgres = matches!(error, WriterError::Postgres(_));
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if postgres {
+                    while let Err(error) = writer.rebuild().await {
+                        if matches!(error, WriterError::Fenced { .. }) || shutdown.is_cancelled() {
+                            break;
+                        }
+                        warn!(%error, "rebuilding the state failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = shutdown.cancelled() => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    status.set_role(Role::Stopping);
+    if let Err(error) = writer.record_published().await {
+        warn!(%error, "could not record how far the events were published; the next writer publishes them again");
+    }
+    lease.release().await;
+    info!(epoch = writer.epoch(), "writer stepped down");
+}
