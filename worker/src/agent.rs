@@ -1,7 +1,7 @@
 //! One node's agent: heartbeats with its live state, follows its task channel (resuming after a
 //! disconnect with `Last-Event-ID`), runs each assigned task off the async thread, and reports.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,10 +37,13 @@ pub struct AgentConfig {
     pub instant_results: bool,
 }
 
-/// Assignments already taken, so that a replayed channel does not run a task twice.
+/// Assignments already taken, so that a replayed channel does not run a task twice, with the
+/// final report of those finished: an assignment received again for a finished task (the
+/// orchestrator re-issues work in flight when Redis lost its data, and the report may have
+/// been lost with it) is answered with that report again.
 #[derive(Default)]
 struct Seen {
-    set: HashSet<(TaskId, i32)>,
+    reports: HashMap<(TaskId, i32), Option<ReportBody>>,
     order: VecDeque<(TaskId, i32)>,
 }
 
@@ -48,16 +51,29 @@ impl Seen {
     const CAPACITY: usize = 10_000;
 
     fn first_time(&mut self, key: (TaskId, i32)) -> bool {
-        if !self.set.insert(key) {
+        if self.reports.contains_key(&key) {
             return false;
         }
+        self.reports.insert(key, None);
         self.order.push_back(key);
         if self.order.len() > Self::CAPACITY
             && let Some(oldest) = self.order.pop_front()
         {
-            self.set.remove(&oldest);
+            self.reports.remove(&oldest);
         }
         true
+    }
+
+    /// Keeps the final report of an assignment.
+    fn finished(&mut self, key: (TaskId, i32), report: ReportBody) {
+        if let Some(slot) = self.reports.get_mut(&key) {
+            *slot = Some(report);
+        }
+    }
+
+    /// The final report of an assignment already finished, if kept.
+    fn report_of(&self, key: (TaskId, i32)) -> Option<ReportBody> {
+        self.reports.get(&key).cloned().flatten()
     }
 }
 
@@ -168,14 +184,21 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
     match event.event.as_deref() {
         Some("TASK:ASSIGNED") => match serde_json::from_str::<TaskAssignment>(&event.data) {
             Ok(assignment) => {
-                let first =
-                    shared.seen.lock().expect("not poisoned").first_time((assignment.task_id, assignment.attempt));
+                let key = (assignment.task_id, assignment.attempt);
+                let (first, finished) = {
+                    let mut seen = shared.seen.lock().expect("not poisoned");
+                    (seen.first_time(key), seen.report_of(key))
+                };
+                // The gateway adds the correlation id of the submission to the event's data.
+                let correlation_id = serde_json::from_str::<serde_json::Value>(&event.data)
+                    .ok()
+                    .and_then(|data| data["correlation_id"].as_str().and_then(|text| text.parse().ok()));
                 if first {
-                    // The gateway adds the correlation id of the submission to the event's data.
-                    let correlation_id = serde_json::from_str::<serde_json::Value>(&event.data)
-                        .ok()
-                        .and_then(|data| data["correlation_id"].as_str().and_then(|text| text.parse().ok()));
                     tokio::spawn(execute(shared.clone(), assignment, correlation_id));
+                } else if let Some(report) = finished {
+                    info!(task_id = %assignment.task_id, "assignment received again for a finished task: reporting again");
+                    let shared = shared.clone();
+                    tokio::spawn(async move { send_report(&shared, &report, correlation_id).await });
                 }
             }
             Err(error) => warn!(%error, "unreadable TASK:ASSIGNED"),
@@ -255,6 +278,7 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
             ReportBody { status: "failed", error: Some(format!("the computation panicked: {join_error}")), ..started }
         }
     };
+    shared.seen.lock().expect("not poisoned").finished((task_id, assignment.attempt), report.clone());
     send_report(&shared, &report, correlation_id).await;
 }
 

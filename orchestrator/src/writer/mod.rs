@@ -205,6 +205,8 @@ impl Writer {
     /// rebuilt with the work in flight.
     async fn recover_redis(&mut self) -> Result<(), WriterError> {
         let keys = self.config.grid.keys.clone();
+        // The blocking reader's connection may have died with a restarted Redis.
+        self.reader = streams::blocking_connection(&self.config.redis_url).await?;
         let mut conn = self.redis.get().await?;
         streams::ensure_groups(&mut *conn, &keys).await?;
         let marker = streams::marker(&mut *conn, &keys).await?;
@@ -635,6 +637,10 @@ pub async fn serve(
                 error!(%error, "batch failed; its entries stay pending");
                 status.update(|snapshot| snapshot.problem = Some(error.to_string()));
                 let postgres = matches!(error, WriterError::Postgres(_));
+                if !postgres {
+                    // Redis failed, restarted or lost its data: checked and made whole first.
+                    writer.redis_suspect = true;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = shutdown.cancelled() => break,

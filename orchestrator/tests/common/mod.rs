@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -64,6 +66,15 @@ pub fn fresh_namespace() -> String {
 /// Starts a gateway and an orchestrator sharing `pool`, under a fresh namespace (or the one in
 /// `overrides`).
 pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
+    spawn_services(pool, overrides, true).await
+}
+
+/// Starts the gateway alone (the test runs orchestrator processes of its own).
+pub async fn spawn_gateway(pool: PgPool, overrides: &[(&str, &str)]) -> System {
+    spawn_services(pool, overrides, false).await
+}
+
+async fn spawn_services(pool: PgPool, overrides: &[(&str, &str)], with_orchestrator: bool) -> System {
     // `TEST_LOG=info` (a tracing filter) shows the services' logs under the test's output.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TEST_LOG") {
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
@@ -79,14 +90,15 @@ pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
     let gateway_config = GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
     let shutdown = CancellationToken::new();
     let orchestrator_stop = shutdown.child_token();
-    let orchestrator =
-        tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), orchestrator_stop.clone()));
+    let orchestrator = with_orchestrator.then(|| {
+        tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), orchestrator_stop.clone()))
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let state = grid_gateway::app::build_state_with_pool(gateway_config, pool.clone()).expect("gateway state");
     let stop = shutdown.clone();
     tokio::spawn(grid_gateway::app::run(listener, state, async move { stop.cancelled().await }));
-    let client = redis::Client::open(redis_url()).expect("redis url");
+    let client = redis::Client::open(map["REDIS_URL"].as_str()).expect("redis url");
     let redis = client.get_multiplexed_async_connection().await.expect("redis answers");
     System {
         base,
@@ -96,7 +108,7 @@ pub async fn spawn_system(pool: PgPool, overrides: &[(&str, &str)]) -> System {
         pool,
         redis,
         shutdown,
-        orchestrator: Some(orchestrator),
+        orchestrator,
         orchestrator_stop,
         extra: Vec::new(),
     }

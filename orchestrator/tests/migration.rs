@@ -1,0 +1,68 @@
+//! A v1 database upgrades in place: a database filled by the v1 orchestrator (the fixture
+//! `fixtures/v1_grid.sql`, dumped from a v1 run: completed, replicated, rejected, cancelled,
+//! queued, assigned and running tasks, consent granted and revoked, credits and the proof chain)
+//! migrates to v2, replays into the same tables, and a v2 writer takes it over and finishes
+//! its open work, chaining onto the v1 proof links.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, spawn_system};
+use grid_orchestrator::app::MIGRATOR;
+use grid_orchestrator::replay;
+use sqlx::PgPool;
+
+/// The last migration of v1.
+const V1: i64 = 20261122060000;
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
+    MIGRATOR.run_to(V1, &pool).await.unwrap();
+    sqlx::raw_sql(include_str!("fixtures/v1_grid.sql")).execute(&pool).await.unwrap();
+    let before = replay::from_postgres(&pool, 1).await.unwrap();
+    assert_eq!(replay::diff(&pool, &before, true).await.unwrap(), vec![], "the fixture is a consistent v1 database");
+    let open_before = count(&pool, "select count(*) from task where status in ('queued', 'assigned', 'running')").await;
+    assert_eq!(open_before, 3, "the fixture has work queued, assigned and running");
+
+    MIGRATOR.run(&pool).await.unwrap();
+    let after = replay::from_postgres(&pool, 1).await.unwrap();
+    assert_eq!(after, before, "the events are untouched");
+    assert_eq!(replay::diff(&pool, &after, true).await.unwrap(), vec![], "the migrated tables replay");
+    assert_eq!(count(&pool, "select count(*) from task where status = 'rejected' and finished_at is null").await, 0);
+    assert_eq!(
+        count(&pool, "select count(*) from task where status in ('assigned', 'running') and assignment_seq is null")
+            .await,
+        0,
+        "tasks in flight know their assignment's channel entry"
+    );
+    assert_eq!(count(&pool, "select epoch from writer").await, 0);
+
+    // A v2 writer takes the database over. The v1 nodes are silent: their tasks are taken back
+    // after a TTL, and a new fleet finishes everything open.
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("After the upgrade").await;
+    let (stop, fleet) = system.fleet(&api_key, 2, 2, 1.0, Duration::ZERO).await;
+    eventually(Duration::from_secs(60), "the open v1 work to complete", || async {
+        (count(&pool, "select count(*) from task where status in ('queued', 'assigned', 'running')").await == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "select count(*) from task where status = 'failed'").await, 0);
+    assert_eq!(count(&pool, "select epoch from writer").await, 1);
+    let links = count(&pool, "select count(*) from green_proof").await;
+    assert!(
+        links > count(&pool, "select count(*) from green_proof where created_at < now() - interval '1 minute'").await
+    );
+    let chain = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
+    assert!(chain.valid && chain.length == links as u64, "v2 links chain onto the v1 ones: {chain:?}");
+    let final_replay = replay::from_postgres(&pool, 1).await.unwrap();
+    assert_eq!(replay::diff(&pool, &final_replay, true).await.unwrap(), vec![]);
+    stop.send(true).unwrap();
+    fleet.join().await;
+    system.stop().await;
+}

@@ -1,0 +1,88 @@
+//! Redis loses everything mid-run (FLUSHALL of a Redis started for this test alone): the writer
+//! recreates its groups, re-issues the work in flight from PostgreSQL, and the grid goes on
+//! without a restart. Every task PostgreSQL holds completes; none fails because of it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::processes::PrivateRedis;
+use common::{eventually, spawn_system, thermal_task};
+use futures_util::StreamExt;
+use serde_json::Value;
+use sqlx::PgPool;
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn after_redis_is_flushed_mid_run_every_task_in_postgresql_completes(pool: PgPool) {
+    let redis = PrivateRedis::start().await;
+    let system = spawn_system(pool.clone(), &[("REDIS_URL", redis.url.as_str())]).await;
+    let (_, api_key) = system.organization("Forgetful").await;
+    // Tasks take a while on the nodes, so that some are on nodes when Redis forgets them.
+    let (stop, fleet) = system.fleet(&api_key, 8, 2, 1.0, Duration::from_millis(300)).await;
+    let submitted: Vec<String> = futures_util::stream::iter(0..300)
+        .map(|_| async {
+            let body: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+            body["task_id"].as_str().unwrap().to_owned()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    eventually(Duration::from_secs(60), "work on the nodes and work done", || async {
+        let done = count(&pool, "select count(*) from task where status = 'completed'").await;
+        let on_nodes = count(&pool, "select count(*) from task where status in ('assigned', 'running')").await;
+        (done >= 50 && on_nodes >= 8).then_some(())
+    })
+    .await;
+    let in_flight: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select task_id from task where status in ('assigned', 'running')")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    redis.flush_all().await;
+
+    // Submissions go on meanwhile (a 202 is in Redis until applied: these land after the flush).
+    for _ in 0..20 {
+        let response = system.post("/v1/tasks", &api_key, thermal_task()).await;
+        assert_eq!(response.status(), 202);
+    }
+    let in_postgres = || async { count(&pool, "select count(*) from task").await };
+    eventually(Duration::from_secs(120), "every task in PostgreSQL to complete", || async {
+        let total = in_postgres().await;
+        let done = count(&pool, "select count(*) from task where status = 'completed'").await;
+        (total >= 300 && done == total).then_some(())
+    })
+    .await;
+    assert_eq!(count(&pool, "select count(*) from task where status = 'failed'").await, 0, "no task failed");
+    for task_id in in_flight {
+        let status: String = sqlx::query_scalar("select status from task where task_id = $1")
+            .bind(task_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(status, "completed", "task {task_id}, on a node at the flush");
+    }
+    assert!(submitted.len() == 300);
+    assert_eq!(
+        count(&pool, "select count(*) from credit_entry where account = 'node'").await,
+        in_postgres().await,
+        "each task credited once"
+    );
+    let projection = grid_orchestrator::replay::from_postgres(&pool, 1).await.unwrap();
+    assert_eq!(grid_orchestrator::replay::diff(&pool, &projection, true).await.unwrap(), vec![]);
+    // The groups are back, and nothing stays pending.
+    let mut conn = system.redis.clone();
+    let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(format!("{}:reports", system.namespace))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(groups.groups.len(), 1);
+    stop.send(true).unwrap();
+    fleet.join().await;
+    system.stop().await;
+}
