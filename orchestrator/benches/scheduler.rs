@@ -113,6 +113,7 @@ async fn dispatch_path() -> anyhow::Result<Value> {
             "DATABASE_URL" => Some(scratch.database_url.clone()),
             "REDIS_URL" => Some(scratch.redis_url.clone()),
             "GRID_NAMESPACE" => Some(scratch.namespace.clone()),
+            "GRID_ADMIN_LISTEN" => Some("off".to_owned()),
             _ => None,
         }
     };

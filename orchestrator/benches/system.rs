@@ -74,6 +74,17 @@ impl Service {
         kib / 1024.0
     }
 
+    /// Resident memory now (VmRSS), in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+
     /// User + system CPU time so far, in seconds.
     fn cpu_seconds(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
@@ -116,6 +127,71 @@ fn clock_ticks_per_second() -> f64 {
         .ok()
         .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// An orchestrator process with its admin endpoint.
+struct Orchestrator {
+    service: Service,
+    admin: String,
+}
+
+impl Orchestrator {
+    fn start(name: &'static str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let admin = format!("127.0.0.1:{}", free_port()?);
+        let mut env: Vec<(&str, String)> = env.to_vec();
+        env.push(("GRID_CONSUMER_NAME", name.to_owned()));
+        env.push(("RUST_LOG", "info".to_owned()));
+        env.push(("GRID_ADMIN_LISTEN", admin.clone()));
+        Ok(Self { service: Service::start(name, "orchestrator", &["run"], &env)?, admin })
+    }
+
+    async fn readiness(&self, http: &reqwest::Client) -> Option<Value> {
+        http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?.json().await.ok()
+    }
+
+    async fn wait_for_role(&self, http: &reqwest::Client, role: &str) -> Value {
+        support::poll(role, || async {
+            let readiness = self.readiness(http).await?;
+            (readiness["role"] == role && readiness["status"] == "ready").then_some(readiness)
+        })
+        .await
+    }
+}
+
+/// What PostgreSQL wrote: WAL bytes and WAL flushes (fsyncs, the cluster's), and task-row
+/// versions (the scratch database's).
+async fn postgres_counters(pool: &sqlx::PgPool) -> anyhow::Result<Value> {
+    let (wal_bytes, wal_flushes): (f64, i64) =
+        sqlx::query_as("select wal_bytes::float8, wal_sync from pg_stat_wal").fetch_one(pool).await?;
+    let (inserted, updated, hot): (i64, i64, i64) =
+        sqlx::query_as("select n_tup_ins, n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = 'task'")
+            .fetch_one(pool)
+            .await?;
+    Ok(json!({"wal_bytes": wal_bytes, "wal_flushes": wal_flushes,
+        "task_inserts": inserted, "task_updates": updated, "task_hot_updates": hot}))
+}
+
+fn delta(after: &Value, before: &Value, key: &str) -> f64 {
+    after[key].as_f64().unwrap_or(0.0) - before[key].as_f64().unwrap_or(0.0)
+}
+
+/// Redis's memory and the length of each stream of the namespace.
+async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow::Result<Value> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+    let used = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let mut streams = serde_json::Map::new();
+    for stream in ["commands", "reports", "events", "heartbeats", "dlq"] {
+        let length: i64 = redis::cmd("XLEN").arg(format!("{namespace}:{stream}")).query_async(&mut conn).await?;
+        streams.insert(stream.to_owned(), json!(length));
+    }
+    let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+    Ok(json!({"used_memory_mib": used / 1024.0 / 1024.0, "stream_lengths": streams, "keys_in_redis": keys}))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -333,8 +409,8 @@ async fn throughput(
 
 /// Offers `rate` submissions per second for `seconds`, each sent at its scheduled time whatever
 /// the previous ones do (open loop); latency counts from the scheduled time.
-/// Also returns the ids of the tasks it submitted.
-async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<(Value, Vec<String>)> {
+/// Also returns the ids of the tasks it submitted, with the time each was due.
+async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<(Value, Vec<(String, Instant)>)> {
     let total = rate * seconds;
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut handles = Vec::with_capacity(total as usize);
@@ -344,7 +420,7 @@ async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<
         handles.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let submitted = grid.submit(index as usize).await.ok();
-            (submitted, at.elapsed())
+            (submitted, at.elapsed(), at.into_std())
         }));
     }
     let mut latencies = Vec::with_capacity(handles.len());
@@ -352,11 +428,11 @@ async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<
     let mut errors = 0;
     for handle in handles {
         match handle.await? {
-            (Some(task_id), latency) => {
+            (Some(task_id), latency, due) => {
                 latencies.push(latency);
-                task_ids.push(task_id);
+                task_ids.push((task_id, due));
             }
-            (None, _) => errors += 1,
+            (None, _, _) => errors += 1,
         }
     }
     let figures =
@@ -364,14 +440,168 @@ async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<
     Ok((figures, task_ids))
 }
 
+/// From each task's due submission time to its completion, as the event stream saw it.
+fn completion_latency(grid: &Grid, submit: &Value, task_ids: &[(String, Instant)]) -> Value {
+    let timeline = grid.watch.timeline.lock().expect("not poisoned");
+    let latencies: Vec<Duration> =
+        task_ids.iter().filter_map(|(task_id, due)| Some(*timeline.completed.get(task_id)? - *due)).collect();
+    json!({"offered_per_second": submit["offered_per_second"], "submitted": task_ids.len(), "completed": latencies.len(),
+        "submit": submit["latency"], "submitted_to_completed": distribution(latencies)})
+}
+
+/// `kill -9` of the writer, five times: the time until the standby reports itself the writer
+/// (it has reloaded the state from PostgreSQL and made Redis whole), and until a task submitted
+/// then completes. The killed process comes back as the standby.
+async fn takeovers(
+    orchestrators: &mut [Orchestrator; 2],
+    env: &[(&str, String)],
+    http: &reqwest::Client,
+    grid: &Grid,
+) -> anyhow::Result<Value> {
+    let mut to_writer = Vec::new();
+    let mut to_completed = Vec::new();
+    for trial in 0..5 {
+        let mut writer = 0;
+        for (index, orchestrator) in orchestrators.iter().enumerate() {
+            if orchestrator.readiness(http).await.is_some_and(|readiness| readiness["role"] == "writer") {
+                writer = index;
+            }
+        }
+        let standby = 1 - writer;
+        let killed = Instant::now();
+        orchestrators[writer].service.child.kill()?;
+        let _ = orchestrators[writer].service.child.wait();
+        orchestrators[standby].wait_for_role(http, "writer").await;
+        to_writer.push(killed.elapsed());
+        let task_id = grid.submit(trial).await?;
+        grid.completion(&task_id, Duration::from_secs(30))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no task completed after takeover {trial}"))?;
+        to_completed.push(killed.elapsed());
+        let name = orchestrators[writer].service.name;
+        orchestrators[writer] = Orchestrator::start(name, env)?;
+        orchestrators[writer].wait_for_role(http, "standby").await;
+    }
+    Ok(json!({"trials": to_writer.len(), "kill_to_writer": distribution(to_writer),
+        "kill_to_next_task_completed": distribution(to_completed)}))
+}
+
+/// The settings of a grid of its own (a scratch database and namespace).
+fn env_template() -> Vec<(&'static str, String)> {
+    vec![("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()), ("RUST_LOG", "info".to_owned())]
+}
+
+/// The writer's memory with `count` tasks queued (no node to run them), and the time a standby
+/// takes over that state after a `kill -9`. The submissions go straight onto the commands
+/// stream, as the gateway writes them.
+async fn queued_memory(base_env: &[(&'static str, String)], count: usize) -> anyhow::Result<Value> {
+    use grid_shared::domain::{OrganizationName, Priority, Replicas, TaskKind};
+    use grid_shared::envelope::{Actor, Envelope, Origin};
+    use grid_shared::ids::{BuildingId, CoproprieteId, OrganizationId, TaskId};
+    use grid_shared::messages::{Command, CreateOrganization, Sha256Hex, SubmitTask};
+
+    let scratch = Scratch::new("queued").await?;
+    let mut env = base_env.to_vec();
+    env.push(("DATABASE_URL", scratch.database_url.clone()));
+    env.push(("REDIS_URL", scratch.redis_url.clone()));
+    env.push(("GRID_NAMESPACE", scratch.namespace.clone()));
+    let http = reqwest::Client::new();
+    let writer = Orchestrator::start("queued-a", &env)?;
+    writer.wait_for_role(&http, "writer").await;
+    let mut orchestrators = [writer, Orchestrator::start("queued-b", &env)?];
+    orchestrators[1].wait_for_role(&http, "standby").await;
+    let keys = grid_shared::keys::Keys::new(&scratch.namespace).map_err(anyhow::Error::msg)?;
+    let client = redis::Client::open(scratch.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let organization_id = OrganizationId::new();
+    let operator = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: None,
+        actor: Actor::Operator,
+    };
+    let create = Command::CreateOrganization(CreateOrganization {
+        organization_id,
+        name: OrganizationName::parse("queued").map_err(|error| anyhow::anyhow!("{error}"))?,
+        api_key_hash: Sha256Hex::of_secret(&uuid::Uuid::new_v4().to_string()),
+    });
+    let origin = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: Some(organization_id),
+        actor: Actor::Organization(organization_id),
+    };
+    let deadline = chrono::Utc::now() + chrono::Duration::days(30);
+    let mut first = true;
+    for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
+        let mut pipe = redis::pipe();
+        if first {
+            let envelope = Envelope::wrap(&create, operator);
+            pipe.cmd("XADD")
+                .arg(keys.commands())
+                .arg("*")
+                .arg("type")
+                .arg(&envelope.message_type)
+                .arg("envelope")
+                .arg(envelope.to_json())
+                .ignore();
+            first = false;
+        }
+        for index in chunk {
+            let submit = Command::SubmitTask(SubmitTask {
+                task_id: TaskId::new(),
+                copropriete_id: CoproprieteId::new(),
+                priority: Priority::DEFAULT,
+                deadline,
+                kind: TaskKind::BuildingThermalSimulation {
+                    building_id: BuildingId::new(),
+                    insulation_score: (*index % 100) as f64 / 100.0,
+                    surface_m2: 90.0,
+                    heating_degree_days: 2400.0,
+                },
+                replicas: Replicas::ONE,
+            });
+            let envelope = Envelope::wrap(&submit, origin);
+            pipe.cmd("XADD")
+                .arg(keys.commands())
+                .arg("*")
+                .arg("type")
+                .arg(&envelope.message_type)
+                .arg("envelope")
+                .arg(envelope.to_json())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    let applied = Instant::now();
+    support::poll("the queue", || async {
+        let readiness = orchestrators[0].readiness(&http).await?;
+        (readiness["queued_tasks"].as_u64()? >= count as u64).then_some(())
+    })
+    .await;
+    let apply_seconds = applied.elapsed().as_secs_f64();
+    let writer_rss_mib = orchestrators[0].service.rss_mib();
+    let killed = Instant::now();
+    orchestrators[0].service.child.kill()?;
+    let _ = orchestrators[0].service.child.wait();
+    let readiness = orchestrators[1].wait_for_role(&http, "writer").await;
+    let takeover = killed.elapsed();
+    let standby_rss_mib = orchestrators[1].service.rss_mib();
+    drop(orchestrators);
+    scratch.remove().await?;
+    Ok(json!({"queued": count, "seconds_to_apply_submissions": apply_seconds, "writer_rss_mib": writer_rss_mib,
+        "takeover_ms": millis(takeover), "queued_after_takeover": readiness["queued_tasks"],
+        "new_writer_rss_mib": standby_rss_mib}))
+}
+
 /// Waits (at most `limit`) until the given tasks are completed, so that the next phase starts
 /// on a grid without backlog.
-async fn drain(grid: &Grid, task_ids: &[String], limit: Duration) -> bool {
+async fn drain(grid: &Grid, task_ids: &[(String, Instant)], limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         let pending = {
             let timeline = grid.watch.timeline.lock().expect("not poisoned");
-            task_ids.iter().filter(|task_id| !timeline.completed.contains_key(*task_id)).count()
+            task_ids.iter().filter(|(task_id, _)| !timeline.completed.contains_key(task_id)).count()
         };
         if pending == 0 {
             return true;
@@ -452,7 +682,6 @@ async fn run() -> anyhow::Result<Value> {
         ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
         ("GATEWAY_LISTEN", listen.clone()),
         ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-        ("GRID_CONSUMER_NAME", "orchestrator-bench".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
     let migrated = Command::new(workspace().join("target/release/orchestrator"))
@@ -460,11 +689,16 @@ async fn run() -> anyhow::Result<Value> {
         .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
         .status()?;
     anyhow::ensure!(migrated.success(), "orchestrator migrate failed");
-    let orchestrator = Service::start("orchestrator", "orchestrator", &["run"], &env)?;
-    let gateway = Service::start("gateway", "gateway", &[], &env)?;
     // A request that takes longer than 10 s counts as an error (an overloaded open-loop phase
     // then ends in bounded time).
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(10)).build()?;
+    // The writer, and a standby for the takeover trials.
+    let writer = Orchestrator::start("orchestrator-a", &env)?;
+    writer.wait_for_role(&http, "writer").await;
+    let mut orchestrators = [writer, Orchestrator::start("orchestrator-b", &env)?];
+    orchestrators[1].wait_for_role(&http, "standby").await;
+    let gateway = Service::start("gateway", "gateway", &[], &env)?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&scratch.database_url).await?;
     support::poll("the gateway", || async {
         let answered = http.get(format!("{base}/healthz")).send().await.ok()?;
         answered.status().is_success().then_some(())
@@ -565,9 +799,48 @@ async fn run() -> anyhow::Result<Value> {
     let (at_1000, submitted) = open_loop(&grid, 1000, open_loop_seconds).await?;
     eprintln!("open loop: {at_1000}");
     let drained = drain(&grid, &submitted, Duration::from_secs(90)).await;
-    let control_plane_cpu = || (orchestrator.cpu_seconds(), gateway.cpu_seconds());
-    let throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
+    let control_plane_cpu = || {
+        (
+            orchestrators.iter().map(|orchestrator| orchestrator.service.cpu_seconds()).sum::<f64>(),
+            gateway.cpu_seconds(),
+        )
+    };
+    let (postgres_before, writer_before) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
+    let mut throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
+    let (postgres_after, writer_after) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
+    let completed = throughput["tasks_completed"].as_f64().unwrap_or(0.0).max(1.0);
+    let per_task = |value: f64| value / completed;
+    let statements = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => delta(after, before, "statements"),
+        _ => 0.0,
+    };
+    let batches = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => delta(after, before, "batches"),
+        _ => 0.0,
+    };
+    throughput["per_task"] = json!({
+        "orchestrator_cpu_us": per_task(throughput["orchestrator_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "gateway_cpu_us": per_task(throughput["gateway_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "postgresql_cpu_us": per_task(throughput["postgresql_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "redis_cpu_us": per_task(throughput["redis_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "sql_statements": per_task(statements),
+        "wal_bytes": per_task(delta(&postgres_after, &postgres_before, "wal_bytes")),
+        "wal_flushes": per_task(delta(&postgres_after, &postgres_before, "wal_flushes")),
+        "task_row_versions": per_task(delta(&postgres_after, &postgres_before, "task_inserts") + delta(&postgres_after, &postgres_before, "task_updates")),
+        "task_hot_update_share": delta(&postgres_after, &postgres_before, "task_hot_updates") / delta(&postgres_after, &postgres_before, "task_updates").max(1.0),
+        "tasks_per_batch": completed / batches.max(1.0),
+    });
     eprintln!("throughput: {throughput}");
+    // Submitted → completed at half the measured capacity, open loop.
+    let half = (throughput["tasks_per_second"].as_f64().unwrap_or(0.0) / 2.0).max(10.0) as u64;
+    let (half_load, half_ids) = open_loop(&grid, half, open_loop_seconds.max(5)).await?;
+    drain(&grid, &half_ids, Duration::from_secs(60)).await;
+    let at_half = completion_latency(&grid, &half_load, &half_ids);
+    eprintln!("half load: {at_half}");
+    let takeovers = takeovers(&mut orchestrators, &env, &http, &grid).await?;
+    eprintln!("takeovers: {takeovers}");
+    let redis = redis_footprint(&scratch.redis_url, &scratch.namespace).await?;
+    eprintln!("redis: {redis}");
     let gateway_rss_before_overload = gateway.peak_rss_mib();
     let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
     eprintln!("open loop: {at_5000}");
@@ -575,7 +848,7 @@ async fn run() -> anyhow::Result<Value> {
     let memory = json!({
         "gateway_peak_rss_before_overload_mib": gateway_rss_before_overload,
         "gateway_peak_rss_mib": gateway.peak_rss_mib(),
-        "orchestrator_peak_rss_mib": orchestrator.peak_rss_mib(),
+        "orchestrator_peak_rss_mib": orchestrators.iter().map(|orchestrator| orchestrator.service.peak_rss_mib()).fold(0.0, f64::max),
         "single_worker_peak_rss_mib": worker.peak_rss_mib(),
         "fleet_process_peak_rss_mib": fleet.peak_rss_mib(),
         "fleet_nodes": nodes,
@@ -588,11 +861,15 @@ async fn run() -> anyhow::Result<Value> {
         "worker_mib": file_size_mib(&release.join("worker")),
         "worker_edge_mib": file_size_mib(&workspace().join("target/edge/worker")),
     });
-    for service in [fleet, worker, gateway, orchestrator] {
+    for service in [fleet, worker, gateway] {
         eprintln!("stopping {}", service.name);
         drop(service);
     }
+    drop(orchestrators);
+    pool.close().await;
     scratch.remove().await?;
+    let queued = queued_memory(&env_template(), setting("BENCH_QUEUED", 100_000) as usize).await?;
+    eprintln!("queued: {queued}");
     let mut others = serde_json::Map::new();
     for name in ["scheduler", "audit", "consent"] {
         let path = workspace().join(format!("target/bench/{name}.json"));
@@ -608,6 +885,10 @@ async fn run() -> anyhow::Result<Value> {
         "throughput": throughput,
         "open_loop_submit": open,
         "open_loop_1000_drained_before_throughput": drained,
+        "half_capacity": at_half,
+        "takeover": takeovers,
+        "redis": redis,
+        "queued": queued,
         "memory": memory,
         "binary_sizes": sizes,
         "other_benches": others,
@@ -651,14 +932,52 @@ fn markdown(report: &Value) -> String {
     out.push_str(&row("fleet: simulated nodes (4 cores each), one process", &["fleet", "nodes"], ""));
     out.push_str(&row("end to end: tasks submitted", &["throughput", "tasks_submitted"], "50,000"));
     out.push_str(&row("end to end: tasks completed, credited and proven", &["throughput", "tasks_completed"], ""));
-    out.push_str(&row("end to end: tasks/s", &["throughput", "tasks_per_second"], "≥ 15,000"));
+    out.push_str(&row("end to end: tasks/s", &["throughput", "tasks_per_second"], "≥ 5,000"));
     out.push_str(&row("end to end: submit → completed p50 (ms)", &["throughput", "submit_to_completed", "p50_ms"], ""));
     out.push_str(&row("end to end: submit → completed p99 (ms)", &["throughput", "submit_to_completed", "p99_ms"], ""));
     out.push_str(&row("submit → assigned p50 (ms)", &["throughput", "submit_to_assigned", "p50_ms"], ""));
     out.push_str(&row("submit → assigned p99 (ms)", &["throughput", "submit_to_assigned", "p99_ms"], ""));
     out.push_str(&row("sequential round trip p50 (ms)", &["sequential", "round_trip", "p50_ms"], ""));
     out.push_str(&row("sequential round trip p95 (ms)", &["sequential", "round_trip", "p95_ms"], ""));
-    out.push_str(&row("sequential round trip p99 (ms)", &["sequential", "round_trip", "p99_ms"], "≤ 2.5"));
+    out.push_str(&row("sequential round trip p99 (ms)", &["sequential", "round_trip", "p99_ms"], "≤ 5"));
+    out.push_str(&row("offered at half the measured capacity (tasks/s)", &["half_capacity", "offered_per_second"], ""));
+    out.push_str(&row("… submitted → completed p50 (ms)", &["half_capacity", "submitted_to_completed", "p50_ms"], ""));
+    out.push_str(&row(
+        "… submitted → completed p99 (ms)",
+        &["half_capacity", "submitted_to_completed", "p99_ms"],
+        "≤ 50",
+    ));
+    out.push_str(&row("orchestrator CPU per task (µs)", &["throughput", "per_task", "orchestrator_cpu_us"], "≤ 60"));
+    out.push_str(&row("gateway CPU per task (µs)", &["throughput", "per_task", "gateway_cpu_us"], ""));
+    out.push_str(&row("PostgreSQL CPU per task (µs)", &["throughput", "per_task", "postgresql_cpu_us"], "≤ 100"));
+    out.push_str(&row("Redis CPU per task (µs)", &["throughput", "per_task", "redis_cpu_us"], ""));
+    out.push_str(&row("SQL statements per task", &["throughput", "per_task", "sql_statements"], "report"));
+    out.push_str(&row("WAL bytes per task", &["throughput", "per_task", "wal_bytes"], "report"));
+    out.push_str(&row("WAL flushes (fsync) per task", &["throughput", "per_task", "wal_flushes"], ""));
+    out.push_str(&row("task row versions per task", &["throughput", "per_task", "task_row_versions"], ""));
+    out.push_str(&row("share of task updates that were HOT", &["throughput", "per_task", "task_hot_update_share"], ""));
+    out.push_str(&row("tasks per batch (mean)", &["throughput", "per_task", "tasks_per_batch"], ""));
+    out.push_str(&row(
+        "writer takeover after kill -9, 5 trials, p50 (ms)",
+        &["takeover", "kill_to_writer", "p50_ms"],
+        "",
+    ));
+    out.push_str(&row(
+        "writer takeover after kill -9, 5 trials, max (ms)",
+        &["takeover", "kill_to_writer", "max_ms"],
+        "p99 ≤ 2,000",
+    ));
+    out.push_str(&row(
+        "… until a task submitted then completed, max (ms)",
+        &["takeover", "kill_to_next_task_completed", "max_ms"],
+        "",
+    ));
+    out.push_str(&row("writer RSS with 100,000 tasks queued (MiB)", &["queued", "writer_rss_mib"], "≤ 100 MB"));
+    out.push_str(&row("takeover of 100,000 queued tasks after kill -9 (ms)", &["queued", "takeover_ms"], ""));
+    out.push_str(&row("Redis memory after the runs (MiB)", &["redis", "used_memory_mib"], "report"));
+    out.push_str(&row("… commands stream length", &["redis", "stream_lengths", "commands"], ""));
+    out.push_str(&row("… reports stream length", &["redis", "stream_lengths", "reports"], ""));
+    out.push_str(&row("… events stream length", &["redis", "stream_lengths", "events"], ""));
     for (index, target) in [(0, "≤ 2"), (1, "")] {
         let rate = report["open_loop_submit"][index]["offered_per_second"].as_u64().unwrap_or(0);
         for (label, key) in [("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"), ("p99.9", "p999_ms")] {
@@ -677,7 +996,7 @@ fn markdown(report: &Value) -> String {
         "≥ 50,000",
     ));
     out.push_str(&row(
-        "scheduler placements/s through Redis and PostgreSQL",
+        "scheduler placements/s through the writer (10,000 nodes, 100,000 queued)",
         &["other_benches", "scheduler", "dispatch", "assignments_per_second"],
         "",
     ));
@@ -689,7 +1008,7 @@ fn markdown(report: &Value) -> String {
         "≤ 30",
     ));
     out.push_str(&row("gateway peak RSS after it (MiB)", &["memory", "gateway_peak_rss_mib"], ""));
-    out.push_str(&row("orchestrator peak RSS (MiB)", &["memory", "orchestrator_peak_rss_mib"], "≤ 60"));
+    out.push_str(&row("orchestrator peak RSS (MiB)", &["memory", "orchestrator_peak_rss_mib"], ""));
     out.push_str(&row("single worker peak RSS (MiB)", &["memory", "single_worker_peak_rss_mib"], "≤ 10"));
     out.push_str(&row(
         "fleet process peak RSS (MiB, all simulated nodes)",

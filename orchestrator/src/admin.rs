@@ -51,6 +51,8 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
             "queued_tasks": snapshot.queued_tasks,
             "live_nodes": snapshot.live_nodes,
             "batches": snapshot.batches,
+            "messages": snapshot.messages,
+            "statements": snapshot.statements,
             "problem": snapshot.problem,
         })),
     )

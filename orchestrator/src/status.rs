@@ -30,6 +30,10 @@ pub struct Snapshot {
     pub queued_tasks: usize,
     pub live_nodes: usize,
     pub batches: u64,
+    /// Messages applied (or rejected) and SQL statements run in the batches, since this
+    /// process started.
+    pub messages: u64,
+    pub statements: u64,
     /// Set while the writer cannot reach PostgreSQL or Redis.
     pub problem: Option<String>,
 }
@@ -49,6 +53,8 @@ impl Status {
                 queued_tasks: 0,
                 live_nodes: 0,
                 batches: 0,
+                messages: 0,
+                statements: 0,
                 problem: None,
             }),
         }

@@ -62,8 +62,13 @@ pub fn storable_time(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 pub fn canonical_encoding(draft: &ProofDraft, nonce: i64) -> String {
+    format!("{}{nonce}", encoding_prefix(draft))
+}
+
+/// The encoding up to the nonce (everything but the nonce's digits).
+fn encoding_prefix(draft: &ProofDraft) -> String {
     format!(
-        "{ENCODING_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        "{ENCODING_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|",
         draft.seq,
         draft.task_id,
         draft.node_id,
@@ -74,7 +79,6 @@ pub fn canonical_encoding(draft: &ProofDraft, nonce: i64) -> String {
         canonical_time(draft.created_at),
         draft.difficulty,
         draft.prev_hash,
-        nonce
     )
 }
 
@@ -94,13 +98,23 @@ pub fn leading_zero_bits(bytes: &[u8]) -> u32 {
     bits
 }
 
-/// Finds the first nonce whose hash meets the draft's difficulty.
+/// Finds the first nonce whose hash meets the draft's difficulty. The hash state after the
+/// encoding's prefix is computed once; each attempt only adds the nonce's digits.
 pub fn mine(draft: ProofDraft) -> ProofLink {
     debug_assert!(draft.difficulty <= MAX_DIFFICULTY);
+    let mut prefix = Sha256::new();
+    prefix.update(encoding_prefix(&draft).as_bytes());
+    let mut digits = String::with_capacity(20);
     let mut nonce = 0_i64;
     loop {
-        let hash = digest(&draft, nonce);
+        use std::fmt::Write;
+        digits.clear();
+        write!(digits, "{nonce}").expect("writing to a string does not fail");
+        let mut attempt = prefix.clone();
+        attempt.update(digits.as_bytes());
+        let hash: [u8; 32] = attempt.finalize().into();
         if leading_zero_bits(&hash) >= u32::from(draft.difficulty) {
+            debug_assert_eq!(hash, digest(&draft, nonce));
             return ProofLink { draft, nonce, hash: hex::encode(hash) };
         }
         nonce += 1;

@@ -79,6 +79,7 @@ impl Running {
                 "GRID_NAMESPACE" => Some(scratch.namespace.clone()),
                 "GRID_OPERATOR_KEY" => Some(operator.to_owned()),
                 "GATEWAY_RATE_LIMIT_PER_SECOND" => Some("1000000".to_owned()),
+                "GRID_ADMIN_LISTEN" => Some("127.0.0.1:0".to_owned()),
                 _ => None,
             }
         };

@@ -157,6 +157,7 @@ pub async fn already_known(
          union all
          select false, task_id from task where task_id = any($2)",
     )
+    .persistent(false)
     .bind(&messages)
     .bind(&tasks)
     .fetch_all(pool)
@@ -196,6 +197,7 @@ pub async fn purge_targets(
             "select seq, node_id from event where event_type = 'TaskAssigned' and node_id is not null
                and (envelope -> 'payload' ->> 'task_id')::uuid = any($1)",
         )
+        .persistent(false)
         .bind(&task_ids)
         .fetch_all(pool)
         .await?
@@ -273,6 +275,7 @@ pub async fn events_at(pool: &PgPool, seqs: &[i64]) -> Result<Vec<StoredEvent>, 
          left join task t on t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
          where e.seq = any($1) order by e.seq",
     )
+    .persistent(false)
     .bind(seqs)
     .fetch_all(pool)
     .await?;

@@ -235,6 +235,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
                       quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh)
              where t.task_id = g.task_id",
         )
+        .persistent(false)
         .bind(updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.status.as_str()).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.attempts).collect::<Vec<_>>())
@@ -306,6 +307,7 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
              from unnest($1::uuid[], $2::int4[], $3::text[]) as g(task_id, attempt, verdict)
              where r.task_id = g.task_id and r.attempt = g.attempt",
         )
+        .persistent(false)
         .bind(verdicts.iter().map(|(task_id, _, _)| task_id.as_uuid()).collect::<Vec<_>>())
         .bind(verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>())
         .bind(verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>())
@@ -323,6 +325,7 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
             "update node n set trust = g.trust from unnest($1::uuid[], $2::int4[]) as g(node_id, trust)
              where n.node_id = g.node_id",
         )
+        .persistent(false)
         .bind(&nodes)
         .bind(&trust)
         .execute(&mut *conn)
@@ -407,6 +410,7 @@ async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Resu
     if !missing.is_empty() {
         let rows: Vec<(uuid::Uuid, serde_json::Value)> =
             sqlx::query_as("select task_id, kind from task where task_id = any($1)")
+                .persistent(false)
                 .bind(&missing)
                 .fetch_all(&mut *conn)
                 .await?;

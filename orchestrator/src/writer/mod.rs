@@ -112,6 +112,8 @@ pub struct Writer {
     last_round: Instant,
     status: Arc<Status>,
     commits: u64,
+    messages: u64,
+    statements: u64,
 }
 
 impl Writer {
@@ -148,6 +150,8 @@ impl Writer {
             last_round: Instant::now(),
             status,
             commits: 0,
+            messages: 0,
+            statements: 0,
         };
         let claimed = {
             let mut conn = writer.redis.get().await?;
@@ -318,8 +322,10 @@ impl Writer {
 
     fn report_status(&self) {
         let (open, queued, live) = (self.state.tasks.len(), self.state.queue.len(), self.state.fleet.len());
-        let (epoch, commits) = (self.epoch, self.commits);
+        let (epoch, commits, messages, statements) = (self.epoch, self.commits, self.messages, self.statements);
         self.status.update(|snapshot| {
+            snapshot.messages = messages;
+            snapshot.statements = statements;
             snapshot.role = Role::Writer;
             snapshot.epoch = Some(epoch);
             snapshot.open_tasks = open;
@@ -536,6 +542,8 @@ impl Writer {
             self.recorded_seq = self.published_seq;
             report.statements = stats.statements;
             self.commits += 1;
+            self.statements += u64::from(stats.statements);
+            self.messages += batch.messages as u64;
             debug!(
                 messages = batch.messages,
                 events = batch.events.len(),
@@ -577,9 +585,7 @@ impl Writer {
         for dead in &batch.dead_tasks {
             warn!(task_id = %dead.task_id, attempts = dead.attempts, "task failed for good; sent to the dead-letter stream");
         }
-        if self.commits.is_multiple_of(64) || batch.messages > 0 {
-            self.report_status();
-        }
+        self.report_status();
         Ok(report)
     }
 }
