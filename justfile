@@ -95,15 +95,21 @@ demo seconds="120" nodes="6" tasks="300": services
     stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
     trap stop EXIT
     "$bin/orchestrator" migrate
-    GRID_CONSUMER_NAME=orchestrator-1 "$bin/orchestrator" run > "$logs/orchestrator-1.log" 2>&1 & pids+=($!)
-    GRID_CONSUMER_NAME=orchestrator-2 "$bin/orchestrator" run > "$logs/orchestrator-2.log" 2>&1 & pids+=($!)
+    # Two orchestrators: the first to take the writer's lease writes, the other stands by and
+    # takes over within about a second if it dies. Each says which it is on its /readyz.
+    GRID_CONSUMER_NAME=orchestrator-1 GRID_ADMIN_LISTEN=127.0.0.1:8091 "$bin/orchestrator" run > "$logs/orchestrator-1.log" 2>&1 & pids+=($!)
+    GRID_CONSUMER_NAME=orchestrator-2 GRID_ADMIN_LISTEN=127.0.0.1:8092 "$bin/orchestrator" run > "$logs/orchestrator-2.log" 2>&1 & pids+=($!)
     "$bin/gateway" > "$logs/gateway.log" 2>&1 & pids+=($!)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/${GATEWAY_LISTEN%:*}/${GATEWAY_LISTEN##*:}) 2>/dev/null && break; sleep 0.1; done
+    role() { curl -s "http://$1/readyz" | sed -n 's/.*"role":"\([a-z_]*\)".*/\1/p'; }
+    for _ in $(seq 100); do [ -n "$(role 127.0.0.1:8091)" ] && [ -n "$(role 127.0.0.1:8092)" ] && break; sleep 0.1; done
     organization=$("$bin/worker" --gateway "$gateway_url" organization --name "Demo copropriété")
     api_key=$(printf '%s' "$organization" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
     "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds 240 \
         > "$logs/fleet.log" 2>&1 & pids+=($!)
     echo "KoproGo Grid is running (logs in $logs/):"
+    echo "  orchestrator-1  $(role 127.0.0.1:8091)   (curl http://127.0.0.1:8091/readyz)"
+    echo "  orchestrator-2  $(role 127.0.0.1:8092)   (curl http://127.0.0.1:8092/readyz)"
     echo "  Swagger UI   $gateway_url/swagger-ui"
     echo "  stats        curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/stats"
     echo "  proofs       curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/proofs/verify"
@@ -112,5 +118,5 @@ demo seconds="120" nodes="6" tasks="300": services
     RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}}
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify"; echo
-    echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it)"
+    echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it); kill -9 the writer to see the standby take over"
     sleep {{seconds}}

@@ -41,7 +41,7 @@ update task t set assignment_seq = (
 
 -- Room on each page for a task's later row versions, so that its updates stay on the page
 -- (HOT). Applies to pages written from now on.
-alter table task set (fillfactor = 70);
+alter table task set (fillfactor = 50);
 alter table task_result set (fillfactor = 80);
 
 -- Events are numbered by the writer (seq is still commit order: one writer, one transaction
