@@ -15,7 +15,7 @@ type QueueKey = (Reverse<u8>, DateTime<Utc>, DateTime<Utc>, TaskId);
 #[derive(Debug, Clone, Default)]
 pub struct Queue {
     by_priority: BTreeSet<QueueKey>,
-    by_deadline: BTreeSet<(DateTime<Utc>, TaskId)>,
+    by_deadline: BTreeSet<(DateTime<Utc>, QueueKey)>,
 }
 
 impl Queue {
@@ -24,13 +24,15 @@ impl Queue {
     }
 
     pub fn push(&mut self, task: &Task) {
-        self.by_priority.insert(Self::key(task));
-        self.by_deadline.insert((task.deadline, task.task_id));
+        let key = Self::key(task);
+        self.by_priority.insert(key);
+        self.by_deadline.insert((task.deadline, key));
     }
 
     pub fn remove(&mut self, task: &Task) {
-        self.by_priority.remove(&Self::key(task));
-        self.by_deadline.remove(&(task.deadline, task.task_id));
+        let key = Self::key(task);
+        self.by_priority.remove(&key);
+        self.by_deadline.remove(&(task.deadline, key));
     }
 
     pub fn len(&self) -> usize {
@@ -42,24 +44,12 @@ impl Queue {
     }
 
     /// Up to `limit` tasks from the head of each order, without repeats, in queue order.
+    /// O(limit × log limit).
     pub fn candidates(&self, limit: usize) -> Vec<TaskId> {
         let mut chosen: Vec<QueueKey> = self.by_priority.iter().take(limit).copied().collect();
-        let last = chosen.last().copied();
-        let mut urgent: Vec<TaskId> = self
-            .by_deadline
-            .iter()
-            .take(limit)
-            .map(|(_, task_id)| *task_id)
-            .filter(|task_id| !chosen.iter().any(|key| key.3 == *task_id))
-            .collect();
-        if urgent.is_empty() || last.is_none() {
-            return chosen.into_iter().map(|key| key.3).collect();
-        }
-        // The urgent ones beyond the first `limit` in queue order are looked up to be merged.
-        urgent.sort_unstable();
-        let extra: Vec<QueueKey> =
-            self.by_priority.iter().skip(limit).filter(|key| urgent.binary_search(&key.3).is_ok()).copied().collect();
-        chosen.extend(extra);
+        let Some(last) = chosen.last().copied() else { return Vec::new() };
+        // The most urgent tasks that the head in queue order does not hold already.
+        chosen.extend(self.by_deadline.iter().take(limit).map(|(_, key)| *key).filter(|key| *key > last));
         chosen.sort_unstable();
         chosen.into_iter().map(|key| key.3).collect()
     }

@@ -54,9 +54,7 @@ pub async fn load_state(pool: &PgPool, rules: &Rules) -> Result<State, sqlx::Err
         sqlx::query_as("select organization_id, owner_id from consent where granted").fetch_all(pool).await?;
     state.consent =
         consent.into_iter().map(|(organization, owner)| (OrganizationId(organization), OwnerId(owner))).collect();
-    for task in load_open_tasks(pool).await? {
-        state.insert_task(task, rules);
-    }
+    load_open_tasks(pool, |task| state.insert_task(task, rules)).await?;
     let head: Option<(i64, String)> =
         sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
     if let Some((seq, hash)) = head {
@@ -67,22 +65,11 @@ pub async fn load_state(pool: &PgPool, rules: &Rules) -> Result<State, sqlx::Err
     Ok(state)
 }
 
-/// Every task not final, with its pending results. Thermal inputs are small and kept; group
-/// inputs are read back when the task is placed.
-async fn load_open_tasks(pool: &PgPool) -> Result<Vec<Task>, sqlx::Error> {
-    let rows = sqlx::query(
-        "select task_id, organization_id, status, priority, deadline, submitted_at, attempts, node_id, assigned_at,
-             started_at, not_before, reason, replicas, quorum, result_limit, correlation_id, assignment_seq,
-             submitted_entry_id,
-             case when kind_type = 'building_thermal_simulation' then kind end as small_kind,
-             case when kind_type = 'energy_group_optimisation' then
-                 array(select distinct (participant ->> 'owner_id')::uuid
-                       from jsonb_array_elements(kind -> 'participants') participant)
-             else '{}'::uuid[] end as participants
-         from task where finished_at is null and status in ('queued', 'assigned', 'running')",
-    )
-    .fetch_all(pool)
-    .await?;
+/// Every task not final, with its pending results, handed to `take` one by one (rows are
+/// streamed, not gathered: 100,000 queued tasks must not cost their rows and their state at
+/// once). Thermal inputs are small and kept; group inputs are read back when placed.
+async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(Task)) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt;
     let results = sqlx::query(
         "select r.task_id, r.attempt, r.node_id, r.owner_id, r.result_hash, r.energy_uwh, r.solar_uwh, r.refusal
          from task_result r join task t using (task_id)
@@ -102,8 +89,20 @@ async fn load_open_tasks(pool: &PgPool) -> Result<Vec<Task>, sqlx::Error> {
             refusal: row.try_get("refusal")?,
         });
     }
-    let mut tasks = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let mut rows = sqlx::query(
+        "select task_id, organization_id, status, priority, deadline, submitted_at, attempts, node_id, assigned_at,
+             started_at, not_before, reason, replicas, quorum, result_limit, correlation_id, assignment_seq,
+             submitted_entry_id,
+             case when kind_type = 'building_thermal_simulation' then kind end as small_kind,
+             case when kind_type = 'energy_group_optimisation' then
+                 array(select distinct (participant ->> 'owner_id')::uuid
+                       from jsonb_array_elements(kind -> 'participants') participant)
+             else '{}'::uuid[] end as participants
+         from task where finished_at is null and status in ('queued', 'assigned', 'running')",
+    )
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        let row = &row;
         let task_id = TaskId(row.try_get("task_id")?);
         let status: String = row.try_get("status")?;
         let status = TaskStatus::parse(&status)
@@ -114,7 +113,7 @@ async fn load_open_tasks(pool: &PgPool) -> Result<Vec<Task>, sqlx::Error> {
         let participants: Vec<uuid::Uuid> = row.try_get("participants")?;
         let mut participants: Vec<OwnerId> = participants.into_iter().map(OwnerId).collect();
         participants.sort();
-        tasks.push(Task {
+        take(Task {
             task_id,
             organization_id: OrganizationId(row.try_get("organization_id")?),
             status,
@@ -140,7 +139,7 @@ async fn load_open_tasks(pool: &PgPool) -> Result<Vec<Task>, sqlx::Error> {
             results: pending.remove(&task_id).unwrap_or_default(),
         });
     }
-    Ok(tasks)
+    Ok(())
 }
 
 /// Which of these message ids were applied already, and which of these task ids have a row

@@ -112,7 +112,7 @@ pub fn apply_message(
             Command::SubmitTask(command) => {
                 let known = state.tasks.contains_key(&command.task_id)
                     || lookups.existing_tasks.contains(&command.task_id)
-                    || batch.task_inserts.iter().any(|insert| insert.task_id == command.task_id);
+                    || batch.task_rows.contains_key(&command.task_id);
                 if known {
                     Err(RejectionReason::DuplicateTask.to_string())
                 } else {
