@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
-"""Verify a KoproGo Grid green-proof chain with nothing but the Python standard library.
+"""Verify a KoproGo Grid green-proof chain, or one task's inclusion proofs, with nothing but the
+Python standard library.
 
-Input (stdin): a JSON array of links, each with the fields of the `green_proof` table:
-seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty,
-prev_hash, nonce, hash. `created_at` is an RFC 3339 UTC time; it is re-encoded with exactly six
-fractional digits. Output: {"valid", "length", "head_hash", "first_invalid_seq", "reason"};
-exit status 1 when the chain is broken.
+    verify_chain.py [MIN_DIFFICULTY] < chain.json
+    verify_chain.py --proof < task_proofs.json
+
+Chain input (stdin): {"links": [...], "blocks": [...], "leaves": [...]}, the rows of the
+`green_proof`, `proof_block` and `proof_leaf` tables (a bare array is read as links alone).
+The `kgp1` links are checked in seq order; then the `kgp2` blocks in height order, the first
+chaining onto the last link: each leaf against its stored hash and its place, the RFC 6962
+Merkle root of the leaves, the block line's hash and its difficulty. Output: {"valid", "length",
+"blocks", "leaves", "head_hash", "head_height", "first_invalid_seq", "first_invalid_block",
+"first_invalid_leaf", "reason"}.
+
+Proof input: the answer of GET /v1/proofs/tasks/{task_id}. Each sealed proof is checked from
+the leaf line to the block: leaf hash, the root its audit path implies, the block line's root,
+the block's hash and difficulty. Output: {"valid", "proofs": [{"node_id", "status", "valid",
+"reason"}]}.
+
+Exit status 1 when something does not hold.
 """
 import hashlib, json, sys
 from datetime import datetime, timezone
 
 GENESIS = "0" * 64
 
+
 def canonical_time(text):
     moment = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
 
-def encode(link):
-    fields = ["kgp1", link["seq"], link["task_id"].lower(), link["node_id"].lower(), link["energy_uwh"],
-              link["solar_uwh"], link["carbon_ng"], link["value_peur"], canonical_time(link["created_at"]),
-              link["difficulty"], link["prev_hash"], link["nonce"]]
-    return "|".join(str(field) for field in fields).encode("utf-8")
 
 def leading_zero_bits(digest):
     bits = 0
@@ -30,10 +39,24 @@ def leading_zero_bits(digest):
         bits += 8
     return bits
 
-def verify(links, min_difficulty=0):
+
+def sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+# --- kgp1 links ------------------------------------------------------------------------------
+
+def encode_link(link):
+    fields = ["kgp1", link["seq"], link["task_id"].lower(), link["node_id"].lower(), link["energy_uwh"],
+              link["solar_uwh"], link["carbon_ng"], link["value_peur"], canonical_time(link["created_at"]),
+              link["difficulty"], link["prev_hash"], link["nonce"]]
+    return "|".join(str(field) for field in fields).encode("utf-8")
+
+
+def verify_links(links, min_difficulty):
     expected_seq, prev_hash = 1, GENESIS
     for link in sorted(links, key=lambda link: link["seq"]):
-        digest = hashlib.sha256(encode(link)).digest()
+        digest = sha256(encode_link(link))
         problem = None
         if link["seq"] != expected_seq:
             problem = f"expected seq {expected_seq} here, found seq {link['seq']}"
@@ -46,13 +69,169 @@ def verify(links, min_difficulty=0):
         elif leading_zero_bits(digest) < link["difficulty"]:
             problem = "hash does not meet the difficulty"
         if problem:
-            return {"valid": False, "length": expected_seq - 1, "head_hash": prev_hash,
-                    "first_invalid_seq": min(link["seq"], expected_seq), "reason": problem}
+            return expected_seq - 1, prev_hash, (min(link["seq"], expected_seq), problem)
         expected_seq, prev_hash = expected_seq + 1, link["hash"]
-    return {"valid": True, "length": expected_seq - 1, "head_hash": prev_hash, "first_invalid_seq": None, "reason": None}
+    return expected_seq - 1, prev_hash, None
+
+
+# --- RFC 6962 Merkle trees -------------------------------------------------------------------
+
+def leaf_hash(data):
+    return sha256(b"\x00" + data)
+
+
+def node_hash(left, right):
+    return sha256(b"\x01" + left + right)
+
+
+def merkle_root(hashes):
+    if not hashes:
+        return sha256(b"")
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)
+    return node_hash(merkle_root(hashes[:k]), merkle_root(hashes[k:]))
+
+
+def root_from_path(leaf, index, size, path):
+    """RFC 9162 §2.1.3.2: the root implied by a leaf, its index, the tree size and its path."""
+    if index >= size:
+        return None
+    fn, sn, digest = index, size - 1, leaf
+    for sibling in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            digest = node_hash(sibling, digest)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            digest = node_hash(digest, sibling)
+        fn, sn = fn >> 1, sn >> 1
+    return digest if sn == 0 else None
+
+
+# --- kgp2 leaves and blocks ------------------------------------------------------------------
+
+def leaf_line(leaf):
+    fields = ["kgp2-leaf", leaf["task_id"].lower(), leaf["node_id"].lower(), leaf["attempt"], leaf["energy_uwh"],
+              leaf["solar_uwh"], leaf["carbon_ng"], leaf["node_peur"], leaf["cooperative_peur"],
+              canonical_time(leaf["credited_at"])]
+    return "|".join(str(field) for field in fields).encode("utf-8")
+
+
+def block_line(block):
+    fields = ["kgp2", block["height"], block["prev_hash"], block["merkle_root"], block["leaf_count"],
+              canonical_time(block["sealed_at"]), block["difficulty"], block["nonce"]]
+    return "|".join(str(field) for field in fields).encode("utf-8")
+
+
+def check_block(block, leaves, expected_height, prev_hash, min_difficulty):
+    """None when the block holds, else (height, leaf index or None, reason)."""
+    height = block["height"]
+    if height != expected_height:
+        return min(height, expected_height), None, f"expected block {expected_height} here, found block {height}"
+    if block["prev_hash"] != prev_hash:
+        return height, None, "prev_hash does not match the previous block's hash"
+    if block["difficulty"] < min_difficulty:
+        return height, None, "difficulty below the required one"
+    hashes = []
+    for position, leaf in enumerate(leaves):
+        if leaf["leaf_index"] != position:
+            reason = f"leaf {position} is missing" if leaf["leaf_index"] > position else f"leaf {leaf['leaf_index']} appears twice"
+            return height, position, reason
+        digest = leaf_hash(leaf_line(leaf))
+        if digest.hex() != leaf["leaf_hash"]:
+            return height, position, "the leaf does not match its hash"
+        hashes.append(digest)
+    if len(leaves) != block["leaf_count"]:
+        missing = len(leaves) if len(leaves) < block["leaf_count"] else None
+        return height, missing, f"{len(leaves)} leaves, the block counts {block['leaf_count']}"
+    if merkle_root(hashes).hex() != block["merkle_root"]:
+        return height, None, "the Merkle root does not match the leaves (edited, reordered or replaced)"
+    digest = sha256(block_line(block))
+    if digest.hex() != block["hash"]:
+        return height, None, "hash does not match the block's contents"
+    if leading_zero_bits(digest) < block["difficulty"]:
+        return height, None, "hash does not meet the difficulty"
+    return None
+
+
+def verify_chain(chain, min_difficulty=0):
+    if isinstance(chain, list):
+        chain = {"links": chain}
+    length, head, broken = verify_links(chain.get("links", []), min_difficulty)
+    verdict = {"valid": broken is None, "length": length, "blocks": 0, "leaves": 0, "head_hash": head,
+               "head_height": None, "first_invalid_seq": broken[0] if broken else None,
+               "first_invalid_block": None, "first_invalid_leaf": None, "reason": broken[1] if broken else None}
+    if broken:
+        return verdict
+    by_block = {}
+    for leaf in chain.get("leaves", []):
+        by_block.setdefault(leaf["block_height"], []).append(leaf)
+    expected = 1
+    for block in sorted(chain.get("blocks", []), key=lambda block: block["height"]):
+        leaves = sorted(by_block.get(block["height"], []), key=lambda leaf: leaf["leaf_index"])
+        problem = check_block(block, leaves, expected, head, min_difficulty)
+        if problem:
+            verdict.update(valid=False, first_invalid_block=problem[0], first_invalid_leaf=problem[1], reason=problem[2])
+            return verdict
+        verdict["blocks"] += 1
+        verdict["leaves"] += len(leaves)
+        verdict["head_height"] = block["height"]
+        head, expected = block["hash"], expected + 1
+        verdict["head_hash"] = head
+    return verdict
+
+
+# --- one task's inclusion proofs -------------------------------------------------------------
+
+def verify_proof(proof):
+    """None when the sealed proof holds from the leaf line to the block, else the reason."""
+    leaf = leaf_hash(proof["leaf_line"].encode("utf-8"))
+    if leaf.hex() != proof["leaf_hash"]:
+        return "the leaf line does not hash to the leaf hash"
+    block = proof["block"]
+    path = [bytes.fromhex(sibling) for sibling in proof["audit_path"]]
+    root = root_from_path(leaf, proof["leaf_index"], proof["tree_size"], path)
+    if root is None:
+        return "the audit path does not fit the leaf's index and the block's size"
+    fields = block["line"].split("|")
+    if len(fields) != 8 or fields[0] != "kgp2":
+        return "the block line is not a kgp2 line"
+    if fields[3] != root.hex() or block["merkle_root"] != root.hex():
+        return "the root the path implies is not the block's"
+    if int(fields[4]) != proof["tree_size"]:
+        return "the tree size is not the block's leaf count"
+    digest = sha256(block["line"].encode("utf-8"))
+    if digest.hex() != block["hash"]:
+        return "the block line does not hash to the block hash"
+    if leading_zero_bits(digest) < int(fields[6]):
+        return "the block hash does not meet its difficulty"
+    return None
+
+
+def verify_task_proofs(answer):
+    proofs = answer.get("proofs", [answer] if "leaf_line" in answer else [])
+    results = []
+    for proof in proofs:
+        if proof.get("status") != "sealed":
+            results.append({"node_id": proof.get("node_id"), "status": proof.get("status"), "valid": None,
+                            "reason": "pending: its block is not sealed yet"})
+            continue
+        reason = verify_proof(proof)
+        results.append({"node_id": proof.get("node_id"), "status": "sealed", "valid": reason is None, "reason": reason})
+    valid = bool(results) and all(result["valid"] is not False for result in results)
+    return {"valid": valid, "proofs": results}
+
 
 if __name__ == "__main__":
-    minimum = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    verdict = verify(json.load(sys.stdin), minimum)
+    document = json.load(sys.stdin)
+    if len(sys.argv) > 1 and sys.argv[1] == "--proof":
+        verdict = verify_task_proofs(document)
+    else:
+        minimum = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+        verdict = verify_chain(document, minimum)
     print(json.dumps(verdict))
     sys.exit(0 if verdict["valid"] else 1)

@@ -20,7 +20,7 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
         tasks::submit_task, tasks::get_tasks, tasks::get_task, tasks::cancel_task,
         commands::get_command,
         consent::grant, consent::read, consent::revoke,
-        ledger::stats, ledger::credits, ledger::verify_proofs, ledger::proofs,
+        ledger::stats, ledger::credits, ledger::verify_proofs, ledger::blocks, ledger::proofs, ledger::proofs_of_task,
         events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,

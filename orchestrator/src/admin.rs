@@ -53,6 +53,9 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
             "batches": snapshot.batches,
             "messages": snapshot.messages,
             "statements": snapshot.statements,
+            "chain_height": snapshot.chain_height,
+            "pending_leaves": snapshot.pending_leaves,
+            "blocks_sealed": snapshot.blocks_sealed,
             "problem": snapshot.problem,
         })),
     )

@@ -18,6 +18,10 @@ pub struct OrchestratorConfig {
     /// About how many events `{ns}:events` keeps (`GRID_EVENTS_STREAM_MAXLEN`); PostgreSQL
     /// keeps them all.
     pub events_stream_maxlen: usize,
+    /// A block of the proof chain closes when it holds this many leaves
+    /// (`GRID_BLOCK_MAX_LEAVES`) or when its first leaf is this old (`GRID_SEAL_INTERVAL_MS`).
+    pub block_max_leaves: usize,
+    pub seal_interval_ms: i64,
     /// A fault to inject, for tests only (`GRID_FAULT_INJECTION`).
     pub fault: Option<Fault>,
     /// Deliveries after which an entry that keeps failing goes to the dead-letter stream.
@@ -114,6 +118,8 @@ impl OrchestratorConfig {
             })?,
             events_stream_maxlen: read(&lookup, "GRID_EVENTS_STREAM_MAXLEN", "20000", integer_in(100, 10_000_000))?,
             fault: read(&lookup, "GRID_FAULT_INJECTION", "none", Fault::parse)?,
+            block_max_leaves: read(&lookup, "GRID_BLOCK_MAX_LEAVES", "2000", integer_in(1, 100_000))?,
+            seal_interval_ms: read(&lookup, "GRID_SEAL_INTERVAL_MS", "250", integer_in(1, 60_000))?,
             max_deliveries: read(&lookup, "GRID_MAX_DELIVERIES", "5", integer_in(1, 1_000))?,
             max_attempts: read(&lookup, "GRID_MAX_ATTEMPTS", "3", integer_in(1, 100))?,
             k_anonymity_min: read(&lookup, "GRID_K_ANONYMITY_MIN", "5", integer_in(5, 10_000))?,

@@ -1,8 +1,8 @@
 //! Replay: rebuild every projection from the events alone, and diff it against PostgreSQL.
 //!
 //! The projections are the task statuses (with their node and attempt), the ledger balances per
-//! node and of the cooperative fund, each node's completed tasks and trust, and the proof-chain
-//! head. Events
+//! node and of the cooperative fund, each node's completed tasks and trust, and the proof
+//! chain's heads (the last `kgp1` link, the last `kgp2` block). Events
 //! carry the inputs of each decision, so nothing else is read. A divergence names the entity, the
 //! field, the value the events imply and the value stored.
 
@@ -33,7 +33,9 @@ pub struct Projection {
     pub node_carbon: BTreeMap<NodeId, i64>,
     pub cooperative_fund: i64,
     pub completed_by_node: BTreeMap<NodeId, i64>,
+    /// The last `kgp1` link (seq, hash) and the last `kgp2` block (height, hash).
     pub chain_head: Option<(i64, String)>,
+    pub block_head: Option<(i64, String)>,
     /// Each node's trust, as the last quorum that judged one of its results left it.
     pub node_trust: BTreeMap<NodeId, u32>,
 }
@@ -86,6 +88,7 @@ impl Projection {
                 self.cooperative_fund += credits.split.cooperative_share.0;
             }
             Event::GreenProofAppended(link) => self.chain_head = Some((link.seq, link.hash.clone())),
+            Event::BlockSealed(block) => self.block_head = Some((block.height, block.hash.clone())),
             Event::TaskResultRecorded(recorded) => {
                 // The result is kept; the task waits for another replica.
                 let task = self.task(recorded.task_id);
@@ -298,11 +301,26 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
     }
     let head: Option<(i64, String)> =
         sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
+    let show =
+        |head: &Option<(i64, String)>| head.as_ref().map_or("none".to_owned(), |(seq, hash)| format!("{seq}:{hash}"));
     if head != projection.chain_head {
-        let show = |head: &Option<(i64, String)>| {
-            head.as_ref().map_or("none".to_owned(), |(seq, hash)| format!("{seq}:{hash}"))
-        };
         divergences.push(divergence("proof chain".to_owned(), "head", show(&projection.chain_head), show(&head)));
+    }
+    // A database not yet migrated to proof blocks has none.
+    let blocks_exist: bool =
+        sqlx::query_scalar("select to_regclass('proof_block') is not null").fetch_one(pool).await?;
+    let block: Option<(i64, String)> = if blocks_exist {
+        sqlx::query_as("select height, hash from proof_block order by height desc limit 1").fetch_optional(pool).await?
+    } else {
+        None
+    };
+    if block != projection.block_head {
+        divergences.push(divergence(
+            "proof chain".to_owned(),
+            "block head",
+            show(&projection.block_head),
+            show(&block),
+        ));
     }
     Ok(divergences)
 }

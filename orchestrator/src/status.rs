@@ -34,6 +34,11 @@ pub struct Snapshot {
     /// process started.
     pub messages: u64,
     pub statements: u64,
+    /// The proof chain: the last sealed block's height, leaves credited and not sealed yet,
+    /// and blocks this process sealed.
+    pub chain_height: i64,
+    pub pending_leaves: usize,
+    pub blocks_sealed: u64,
     /// Set while the writer cannot reach PostgreSQL or Redis.
     pub problem: Option<String>,
 }
@@ -55,6 +60,9 @@ impl Status {
                 batches: 0,
                 messages: 0,
                 statements: 0,
+                chain_height: 0,
+                pending_leaves: 0,
+                blocks_sealed: 0,
                 problem: None,
             }),
         }

@@ -37,6 +37,7 @@ async fn run_some_tasks(system: &common::System, api_key: &str, count: usize) {
         (open == 0 && total == count as i64 + 1 && unrelayed == 0).then_some(())
     })
     .await;
+    common::all_credits_sealed(&system.pool).await;
     stop.send(true).unwrap();
     fleet.join().await;
 }
@@ -76,7 +77,10 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("delete from green_proof where seq = (select max(seq) from green_proof)").execute(&pool).await.unwrap();
+    sqlx::query("delete from proof_block where height = (select max(height) from proof_block)")
+        .execute(&pool)
+        .await
+        .unwrap();
     let divergences = replay::diff(&pool, &from_postgres, true).await.unwrap();
     assert_eq!(
         fields(&divergences),
@@ -84,7 +88,7 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
             (format!("task {task_id}"), "status".to_owned()),
             (format!("node {node_id}"), "credits_peur".to_owned()),
             ("cooperative fund".to_owned(), "balance_peur".to_owned()),
-            ("proof chain".to_owned(), "head".to_owned()),
+            ("proof chain".to_owned(), "block head".to_owned()),
         ]
     );
     assert_eq!((divergences[0].expected.as_str(), divergences[0].found.as_str()), ("completed", "failed"));
@@ -126,67 +130,115 @@ async fn the_replay_command_exits_non_zero_on_a_divergence(pool: PgPool) {
     system.stop().await;
 }
 
+/// Runs `examples/verify_chain.py` with `arguments` on `input`; its exit code and verdict.
+async fn python_verifier(arguments: &[&str], input: &Value) -> (Option<i32>, Value) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/verify_chain.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(arguments)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.to_string().as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (output.status.code(), verdict)
+}
+
+/// The rows of the chain as the README's recipe exports them.
+async fn exported_chain(pool: &PgPool) -> Value {
+    sqlx::query_scalar(
+        "select json_build_object(
+             'links', (select coalesce(json_agg(g order by seq), '[]'::json) from green_proof g),
+             'blocks', (select coalesce(json_agg(b order by height), '[]'::json) from proof_block b),
+             'leaves', (select coalesce(json_agg(l order by block_height, leaf_index), '[]'::json) from proof_leaf l))::jsonb",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[sqlx::test(migrations = "../migrations")]
-async fn an_independent_python_script_verifies_the_chain_and_finds_tampering(pool: PgPool) {
-    let system = spawn_system(pool.clone(), &[]).await;
+async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_finds_tampering(pool: PgPool) {
+    // Small blocks, so that the chain has several.
+    let system = spawn_system(pool.clone(), &[("GRID_BLOCK_MAX_LEAVES", "3")]).await;
     let (_, api_key) = system.organization("Verified").await;
     run_some_tasks(&system, &api_key, 8).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/verify_chain.py");
-    let verify = || async {
-        let rows: Value = sqlx::query_scalar(
-            "select coalesce(json_agg(json_build_object('seq', seq, 'task_id', task_id, 'node_id', node_id,
-                 'energy_uwh', energy_uwh, 'solar_uwh', solar_uwh, 'carbon_ng', carbon_ng, 'value_peur', value_peur,
-                 'created_at', created_at, 'difficulty', difficulty, 'prev_hash', prev_hash, 'nonce', nonce,
-                 'hash', hash) order by seq), '[]'::json)::jsonb from green_proof",
-        )
-        .fetch_one(&pool)
+    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    assert_eq!(code, Some(0), "{verdict}");
+    assert_eq!(verdict["leaves"], 8);
+    assert!(verdict["blocks"].as_u64().unwrap() >= 3, "{verdict}");
+    let ours: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
+    assert_eq!(
+        (verdict["head_hash"].clone(), verdict["head_height"].clone()),
+        (ours["head_hash"].clone(), ours["head_height"].clone())
+    );
+
+    // One task's inclusion proof, from the API, checked by the script from the leaf to the block.
+    let task_id: uuid::Uuid =
+        sqlx::query_scalar("select task_id from proof_leaf where block_height = 2 and leaf_index = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let proofs: Value = system.get(&format!("/v1/proofs/tasks/{task_id}"), &api_key).await.json().await.unwrap();
+    assert_eq!(proofs["proofs"][0]["status"], "sealed", "{proofs}");
+    assert_eq!(
+        (proofs["proofs"][0]["block_height"].clone(), proofs["proofs"][0]["leaf_index"].clone()),
+        (json!(2), json!(1))
+    );
+    let (code, checked) = python_verifier(&["--proof"], &proofs).await;
+    assert_eq!(code, Some(0), "{checked}");
+    // The shared verifier agrees, and a proof with a changed leaf does not hold.
+    let proof: grid_shared::blocks::InclusionProof = serde_json::from_value(json!({
+        "leaf_line": proofs["proofs"][0]["leaf_line"], "leaf_hash": proofs["proofs"][0]["leaf_hash"],
+        "leaf_index": proofs["proofs"][0]["leaf_index"], "tree_size": proofs["proofs"][0]["tree_size"],
+        "audit_path": proofs["proofs"][0]["audit_path"], "block_line": proofs["proofs"][0]["block"]["line"],
+        "block_hash": proofs["proofs"][0]["block"]["hash"]}))
+    .unwrap();
+    assert_eq!(proof.verify(), Ok(()));
+    let mut forged = proofs.clone();
+    let line = forged["proofs"][0]["leaf_line"].as_str().unwrap().replacen("|1|", "|2|", 1);
+    forged["proofs"][0]["leaf_line"] = json!(line);
+    let (code, _) = python_verifier(&["--proof"], &forged).await;
+    assert_eq!(code, Some(1), "a forged leaf line is refused");
+
+    // An edited leaf is named; a forged block appended is found.
+    sqlx::query("update proof_leaf set energy_uwh = energy_uwh + 1 where block_height = 2 and leaf_index = 1")
+        .execute(&pool)
         .await
         .unwrap();
-        let mut child = tokio::process::Command::new("python3")
-            .arg(script)
-            .arg("8")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(rows.to_string().as_bytes()).await.unwrap();
-        drop(stdin);
-        let output = child.wait_with_output().await.unwrap();
-        let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
-        (output.status.code(), verdict)
-    };
-    let (code, verdict) = verify().await;
-    assert_eq!(code, Some(0), "{verdict}");
-    assert_eq!(verdict["length"], 8);
-    let ours: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
-    assert_eq!(verdict["head_hash"], ours["head_hash"], "both verifiers agree on the head");
-
-    sqlx::query("update green_proof set energy_uwh = energy_uwh + 1 where seq = 5").execute(&pool).await.unwrap();
-    let (code, verdict) = verify().await;
-    assert_eq!((code, verdict["first_invalid_seq"].clone()), (Some(1), json!(5)));
-    sqlx::query("update green_proof set energy_uwh = energy_uwh - 1 where seq = 5").execute(&pool).await.unwrap();
-    // A forged link appended at the end.
+    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    assert_eq!(
+        (code, verdict["first_invalid_block"].clone(), verdict["first_invalid_leaf"].clone()),
+        (Some(1), json!(2), json!(1))
+    );
+    sqlx::query("update proof_leaf set energy_uwh = energy_uwh - 1 where block_height = 2 and leaf_index = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query(
-        "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty,
-             prev_hash, nonce, hash)
-         select seq + 1, gen_random_uuid(), node_id, 1, 1, 180, 4, now(), difficulty, hash, 0, repeat('0', 64)
-         from green_proof order by seq desc limit 1",
+        "insert into proof_block (height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash)
+         select height + 1, hash, merkle_root, leaf_count, now(), difficulty, 0, repeat('0', 64)
+         from proof_block order by height desc limit 1",
     )
     .execute(&pool)
     .await
     .unwrap();
-    let (code, verdict) = verify().await;
-    assert_eq!((code, verdict["first_invalid_seq"].clone()), (Some(1), json!(9)));
+    let forged_height: i64 = sqlx::query_scalar("select max(height) from proof_block").fetch_one(&pool).await.unwrap();
+    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    assert_eq!((code, verdict["first_invalid_block"].clone()), (Some(1), json!(forged_height)));
     let ours: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
-    assert_eq!(ours["first_invalid_seq"], 9);
+    assert_eq!(ours["first_invalid_block"], forged_height);
     system.stop().await;
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_event_log_pages_and_streams_each_organisation_its_own_events(pool: PgPool) {
-    let system = spawn_system(pool.clone(), &[]).await;
+    let system = spawn_system(pool.clone(), &[("GRID_BLOCK_MAX_LEAVES", "1")]).await;
     let (organization_a, key_a) = system.organization("Pages A").await;
     let (organization_b, key_b) = system.organization("Pages B").await;
     run_some_tasks(&system, &key_a, 3).await;
@@ -243,14 +295,62 @@ async fn the_event_log_pages_and_streams_each_organisation_its_own_events(pool: 
     }
     assert_eq!(streamed, [format!("{}-0", seen[seen.len() - 2]), format!("{}-0", seen[seen.len() - 1])]);
 
-    // The chain, page by page: the operator sees every link, B only its own (none credited yet).
-    let first: Value = system.get("/v1/proofs?limit=2", common::OPERATOR_KEY).await.json().await.unwrap();
-    assert_eq!(first["proofs"].as_array().unwrap().len(), 2);
-    let next = first["next_after_seq"].as_i64().unwrap();
+    // The chain's blocks, page by page (one leaf each here); blocks name no task, so B sees them
+    // too, but not A's tasks' proofs.
+    let blocks: i64 = sqlx::query_scalar("select count(*) from proof_block").fetch_one(&pool).await.unwrap();
+    assert!(blocks >= 2, "{blocks} blocks");
+    let first: Value = system.get("/v1/proofs?limit=1", common::OPERATOR_KEY).await.json().await.unwrap();
+    assert_eq!(first["blocks"].as_array().unwrap().len(), 1, "{first}");
+    let next = first["next_after_height"].as_i64().unwrap();
     let rest: Value =
-        system.get(&format!("/v1/proofs?after_seq={next}&limit=100"), common::OPERATOR_KEY).await.json().await.unwrap();
-    assert_eq!(rest["proofs"][0]["seq"].as_i64(), Some(next + 1));
-    let of_b: Value = system.get("/v1/proofs", &key_b).await.json().await.unwrap();
-    assert_eq!(of_b["proofs"], json!([]));
+        system.get(&format!("/v1/proofs?after_height={next}&limit=100"), &key_b).await.json().await.unwrap();
+    assert_eq!(rest["blocks"].as_array().unwrap().len() as i64, blocks - 1);
+    assert_eq!(rest["blocks"][0]["height"].as_i64(), Some(next + 1));
+    assert_eq!(rest["blocks"][0]["prev_hash"], first["blocks"][0]["hash"]);
+    let task_a: uuid::Uuid =
+        sqlx::query_scalar("select task_id from proof_leaf limit 1").fetch_one(&pool).await.unwrap();
+    let mine: Value = system.get(&format!("/v1/proofs/tasks/{task_a}"), &key_a).await.json().await.unwrap();
+    assert_eq!(mine["proofs"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(system.get(&format!("/v1/proofs/tasks/{task_a}"), &key_b).await.status(), 404);
+    let links_of_b: Value = system.get("/v1/proofs/links", &key_b).await.json().await.unwrap();
+    assert_eq!(links_of_b["proofs"], json!([]));
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_credit_is_proven_pending_until_its_block_is_sealed_then_sealed(pool: PgPool) {
+    // Blocks close three seconds after their first leaf: long enough to see the credit pending.
+    let system = spawn_system(pool.clone(), &[("GRID_SEAL_INTERVAL_MS", "3000")]).await;
+    let (_, api_key) = system.organization("Patient").await;
+    let node = system.manual_node(&api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap().to_owned();
+    channel.next(Duration::from_secs(10)).await;
+    let completed_at = std::time::Instant::now();
+    // 10 µWh, 5 of them solar: within what one core can draw in the time since assignment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    system.report(&node, common::completion(&task_id, 1, 0.000_01, 0.000_005)).await;
+    let pending = eventually(Duration::from_secs(10), "the credit's leaf", || async {
+        let proofs: Value = system.get(&format!("/v1/proofs/tasks/{task_id}"), &api_key).await.json().await.ok()?;
+        proofs["proofs"].as_array().is_some_and(|proofs| !proofs.is_empty()).then_some(proofs)
+    })
+    .await;
+    assert!(completed_at.elapsed() < Duration::from_secs(3), "looked before the block could close");
+    assert_eq!(pending["proofs"][0]["status"], "pending", "{pending}");
+    assert_eq!(pending["proofs"][0]["audit_path"], json!([]));
+    let sealed = eventually(Duration::from_secs(10), "the block to be sealed", || async {
+        let proofs: Value = system.get(&format!("/v1/proofs/tasks/{task_id}"), &api_key).await.json().await.ok()?;
+        (proofs["proofs"][0]["status"] == "sealed").then_some(proofs)
+    })
+    .await;
+    assert_eq!(sealed["proofs"][0]["leaf_hash"], pending["proofs"][0]["leaf_hash"], "the leaf did not change");
+    let (code, checked) = python_verifier(&["--proof"], &sealed).await;
+    assert_eq!(code, Some(0), "{checked}");
+    let sealed_events: i64 = sqlx::query_scalar("select count(*) from event where event_type = 'BlockSealed'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sealed_events, 1);
     system.stop().await;
 }

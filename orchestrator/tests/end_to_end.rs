@@ -110,7 +110,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     assert_eq!(completions.len(), 100);
     assert!(completions.iter().all(|(_, count)| *count == 1));
     let proofs: i64 =
-        sqlx::query_scalar("select count(distinct task_id) from green_proof").fetch_one(&pool).await.unwrap();
+        sqlx::query_scalar("select count(distinct task_id) from proof_leaf").fetch_one(&pool).await.unwrap();
     let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
     assert_eq!((proofs, entries), (100, 200));
 
@@ -143,19 +143,31 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     let compat: Value = system.get("/grid/stats", &api_key).await.json().await.unwrap();
     assert_eq!(compat["cooperative_fund_peur"], stats["cooperative_fund_peur"]);
 
-    // The chain verifies, and an edited row breaks it at that row.
+    // The chain verifies once every credit is sealed, and an edited leaf breaks it at that leaf.
+    common::all_credits_sealed(&pool).await;
     let verdict: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
     assert_eq!(verdict["valid"], true, "{verdict}");
-    assert_eq!(verdict["length"], 100);
-    sqlx::query("update green_proof set solar_uwh = solar_uwh + 1 where seq = 42").execute(&pool).await.unwrap();
+    assert_eq!(verdict["leaves"], 100);
+    let (height, index): (i64, i32) = sqlx::query_as(
+        "select block_height, leaf_index from proof_leaf order by block_height, leaf_index offset 41 limit 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::query("update proof_leaf set solar_uwh = solar_uwh + 1 where block_height = $1 and leaf_index = $2")
+        .bind(height)
+        .bind(index)
+        .execute(&pool)
+        .await
+        .unwrap();
     let verdict: Value = system.get("/v1/proofs/verify", OPERATOR_KEY).await.json().await.unwrap();
     assert_eq!(
-        (verdict["valid"].clone(), verdict["first_invalid_seq"].clone()),
-        (json!(false), json!(42)),
+        (verdict["valid"].clone(), verdict["first_invalid_block"].clone(), verdict["first_invalid_leaf"].clone()),
+        (json!(false), json!(height), json!(index)),
         "{verdict}"
     );
     let offline = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
-    assert_eq!(offline.first_invalid_seq, Some(42));
+    assert_eq!((offline.first_invalid_block, offline.first_invalid_leaf), (Some(height), Some(i64::from(index))));
 
     stop_fleet.send(true).unwrap();
     fleet.join().await;

@@ -1,20 +1,68 @@
 //! The ledger and the green-proof chain against real PostgreSQL: credits decided by the
-//! lifecycle and written by the store, as the writer does, one batch per credit.
+//! lifecycle, blocks closed and mined as the writer does, both written by the store; then every
+//! kind of tampering with the stored chain, each found at its block (and leaf, where it can be
+//! named).
 
 use chrono::Utc;
 use grid_orchestrator::config::OrchestratorConfig;
 use grid_orchestrator::ledger::verify_stored_chain;
 use grid_orchestrator::model::lifecycle;
-use grid_orchestrator::model::{ChainHead, Rules, TaskResult};
+use grid_orchestrator::model::{ProofChain, Rules, TaskResult};
 use grid_orchestrator::store::postgres::{self, StoreError};
 use grid_orchestrator::writer::batch::Batch;
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
+use grid_shared::proof::{GENESIS_HASH, ProofDraft, mine, storable_time};
 use sqlx::PgPool;
 
 const DIFFICULTY: u8 = 6;
 
-async fn fixture(pool: &PgPool, tasks: usize) -> (NodeId, Vec<TaskId>) {
+fn rules() -> Rules {
+    let settings = [("DATABASE_URL", "postgres://unused"), ("GRID_PROOF_DIFFICULTY", "6")];
+    let config = OrchestratorConfig::from_lookup(|name| {
+        settings.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap();
+    Rules::from_config(&config)
+}
+
+fn result(node_id: NodeId, solar_wh: i64) -> TaskResult {
+    TaskResult {
+        attempt: 1,
+        node_id,
+        owner_id: OrganizationId::new(),
+        result_hash: "ab".repeat(32),
+        energy: MicroWattHours(100_000_000),
+        solar: MicroWattHours(solar_wh * 1_000_000),
+        refusal: None,
+    }
+}
+
+/// Credits a result of `solar_wh` Wh of sun and writes it in a batch of its own (epoch 0: no
+/// writer has taken over in this database).
+async fn credit(
+    pool: &PgPool,
+    chain: &mut ProofChain,
+    node_id: NodeId,
+    task_id: TaskId,
+    solar_wh: i64,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    batch.credits.push(lifecycle::credit(task_id, &result(node_id, solar_wh), chain, Utc::now(), &rules()));
+    postgres::flush(pool, 0, &mut batch, 0).await.map(|_| ())
+}
+
+/// Closes the open block, mines it and writes it, as the writer's sealing does.
+async fn seal(pool: &PgPool, chain: &mut ProofChain) {
+    assert!(chain.close_if_due(Utc::now() + chrono::Duration::days(1), usize::MAX, chrono::Duration::zero()));
+    let block = chain.next_draft(Utc::now(), DIFFICULTY).expect("a closed block").mine();
+    assert!(chain.sealed(block.draft.height, &block.hash));
+    let mut batch = Batch::default();
+    batch.sealed.push(block);
+    postgres::flush(pool, 0, &mut batch, 0).await.unwrap();
+}
+
+async fn node(pool: &PgPool) -> NodeId {
     let organization = uuid::Uuid::new_v4();
     sqlx::query("insert into organization (organization_id, name) values ($1, 'Ledger test')")
         .bind(organization)
@@ -31,8 +79,14 @@ async fn fixture(pool: &PgPool, tasks: usize) -> (NodeId, Vec<TaskId>) {
     .execute(pool)
     .await
     .unwrap();
+    node_id
+}
+
+async fn tasks(pool: &PgPool, count: usize) -> Vec<TaskId> {
+    let organization: uuid::Uuid =
+        sqlx::query_scalar("select organization_id from organization limit 1").fetch_one(pool).await.unwrap();
     let mut task_ids = Vec::new();
-    for _ in 0..tasks {
+    for _ in 0..count {
         let task_id = TaskId::new();
         sqlx::query(
             "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
@@ -47,45 +101,57 @@ async fn fixture(pool: &PgPool, tasks: usize) -> (NodeId, Vec<TaskId>) {
         .unwrap();
         task_ids.push(task_id);
     }
-    (node_id, task_ids)
+    task_ids
 }
 
-fn rules() -> Rules {
-    let settings = [("DATABASE_URL", "postgres://unused"), ("GRID_PROOF_DIFFICULTY", "6")];
-    let config = OrchestratorConfig::from_lookup(|name| {
-        settings.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
-    })
-    .unwrap();
-    Rules::from_config(&config)
+/// Two `kgp1` links (as a v1 database has them), then three blocks of four leaves chained onto
+/// the last link.
+async fn chain_of_three_blocks(pool: &PgPool) -> ProofChain {
+    let node_id = node(pool).await;
+    let mut prev = GENESIS_HASH.to_owned();
+    for (seq, task_id) in (1..).zip(tasks(pool, 2).await) {
+        let link = mine(ProofDraft {
+            seq,
+            task_id,
+            node_id,
+            energy: MicroWattHours(1),
+            solar: MicroWattHours(1),
+            carbon: grid_shared::carbon::Nanograms(180),
+            value: grid_shared::carbon::PicoEuros(4),
+            created_at: storable_time(Utc::now()),
+            difficulty: DIFFICULTY,
+            prev_hash: prev.clone(),
+        });
+        prev = link.hash.clone();
+        let mut conn = pool.acquire().await.unwrap();
+        grid_orchestrator::ledger::insert_link(&mut conn, &link).await.unwrap();
+    }
+    let mut chain = ProofChain::new(0, &prev);
+    for block in tasks(pool, 12).await.chunks(4) {
+        for (solar, task_id) in (1..).zip(block) {
+            credit(pool, &mut chain, node_id, *task_id, solar).await.unwrap();
+        }
+        seal(pool, &mut chain).await;
+    }
+    let verdict = verify_stored_chain(pool, DIFFICULTY).await.unwrap();
+    assert!(verdict.valid, "{verdict:?}");
+    assert_eq!((verdict.length, verdict.blocks, verdict.leaves, verdict.head_height), (2, 3, 12, Some(3)));
+    chain
 }
 
-/// Credits a result of `solar_wh` Wh of sun and writes it in a batch of its own (epoch 0: no
-/// writer has taken over in this database).
-async fn credit(
-    pool: &PgPool,
-    chain: &mut ChainHead,
-    node_id: NodeId,
-    task_id: TaskId,
-    solar_wh: i64,
-) -> Result<(), StoreError> {
-    let result = TaskResult {
-        attempt: 1,
-        node_id,
-        owner_id: OrganizationId::new(),
-        result_hash: "ab".repeat(32),
-        energy: MicroWattHours(100_000_000),
-        solar: MicroWattHours(solar_wh * 1_000_000),
-        refusal: None,
-    };
-    let mut batch = Batch::default();
-    batch.credits.push(lifecycle::credit(task_id, &result, chain, Utc::now(), &rules()));
-    postgres::flush(pool, 0, &mut batch, 0).await.map(|_| ())
+/// Where the stored chain breaks: (block, leaf).
+async fn broken_at(pool: &PgPool) -> (Option<i64>, Option<i64>) {
+    let verdict = verify_stored_chain(pool, DIFFICULTY).await.unwrap();
+    assert!(!verdict.valid, "tampering went unnoticed: {verdict:?}");
+    (verdict.first_invalid_block, verdict.first_invalid_leaf)
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_credit_is_two_entries_that_add_up_and_one_link(pool: PgPool) {
-    let (node_id, tasks) = fixture(&pool, 1).await;
-    credit(&pool, &mut ChainHead::default(), node_id, tasks[0], 60).await.unwrap();
+async fn a_credit_is_two_entries_that_add_up_and_a_leaf_of_the_open_block(pool: PgPool) {
+    let node_id = node(&pool).await;
+    let task = tasks(&pool, 1).await[0];
+    let mut chain = ProofChain::new(0, GENESIS_HASH);
+    credit(&pool, &mut chain, node_id, task, 60).await.unwrap();
     let entries: Vec<(String, i64, i64)> =
         sqlx::query_as("select account, carbon_ng, amount_peur from credit_entry order by account desc")
             .fetch_all(&pool)
@@ -95,17 +161,26 @@ async fn a_credit_is_two_entries_that_add_up_and_one_link(pool: PgPool) {
         entries,
         vec![("node".to_owned(), 10_800_000_000, 189_000_000), ("cooperative".to_owned(), 0, 81_000_000)]
     );
-    let link: (i64, i64, String) =
-        sqlx::query_as("select seq, value_peur, prev_hash from green_proof").fetch_one(&pool).await.unwrap();
-    assert_eq!(link, (1, 270_000_000, grid_shared::proof::GENESIS_HASH.to_owned()));
+    let leaf: (i64, i32, i64, i64) =
+        sqlx::query_as("select block_height, leaf_index, node_peur, cooperative_peur from proof_leaf")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(leaf, (1, 0, 189_000_000, 81_000_000));
+    let blocks: i64 = sqlx::query_scalar("select count(*) from proof_block").fetch_one(&pool).await.unwrap();
+    assert_eq!(blocks, 0, "pending: sealed later");
+    seal(&pool, &mut chain).await;
+    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    assert!(verdict.valid && verdict.blocks == 1 && verdict.leaves == 1, "{verdict:?}");
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_task_cannot_be_credited_twice(pool: PgPool) {
-    let (node_id, tasks) = fixture(&pool, 1).await;
-    let mut chain = ChainHead::default();
-    credit(&pool, &mut chain, node_id, tasks[0], 60).await.unwrap();
-    let again = credit(&pool, &mut chain, node_id, tasks[0], 60).await;
+async fn a_result_cannot_be_credited_twice(pool: PgPool) {
+    let node_id = node(&pool).await;
+    let task = tasks(&pool, 1).await[0];
+    let mut chain = ProofChain::new(0, GENESIS_HASH);
+    credit(&pool, &mut chain, node_id, task, 60).await.unwrap();
+    let again = credit(&pool, &mut chain, node_id, task, 60).await;
     assert!(
         matches!(again, Err(StoreError::Postgres(sqlx::Error::Database(ref error))) if error.is_unique_violation()),
         "{again:?}"
@@ -114,41 +189,130 @@ async fn a_task_cannot_be_credited_twice(pool: PgPool) {
     assert_eq!(entries, 2);
 }
 
+/// Each column of a leaf row, changed, is found at leaf 1 of block 2; changed back, the chain
+/// verifies again.
 #[sqlx::test(migrations = "../migrations")]
-async fn the_stored_chain_verifies_and_tampering_is_found_at_its_link(pool: PgPool) {
-    let (node_id, tasks) = fixture(&pool, 6).await;
-    let mut chain = ChainHead::default();
-    for (index, task_id) in tasks.iter().enumerate() {
-        credit(&pool, &mut chain, node_id, *task_id, index as i64 + 1).await.unwrap();
-    }
-    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
-    assert!(verdict.valid);
-    assert_eq!(verdict.length, 6);
-
-    // Edit a field.
-    sqlx::query("update green_proof set carbon_ng = carbon_ng + 1 where seq = 4").execute(&pool).await.unwrap();
-    assert_eq!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().first_invalid_seq, Some(4));
-    sqlx::query("update green_proof set carbon_ng = carbon_ng - 1 where seq = 4").execute(&pool).await.unwrap();
-    assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid);
-
-    // Swap two links.
-    sqlx::query("update green_proof set seq = seq + 1000 where seq in (2, 3)").execute(&pool).await.unwrap();
-    sqlx::query("update green_proof set seq = case seq when 1002 then 3 else 2 end where seq in (1002, 1003)")
+async fn an_edited_leaf_field_is_found_at_its_leaf(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    let edits = [
+        ("task_id", "uuid", "gen_random_uuid()"),
+        ("node_id", "uuid", "gen_random_uuid()"),
+        ("attempt", "integer", "attempt + 1"),
+        ("energy_uwh", "bigint", "energy_uwh + 1"),
+        ("solar_uwh", "bigint", "solar_uwh + 1"),
+        ("carbon_ng", "bigint", "carbon_ng + 1"),
+        ("node_peur", "bigint", "node_peur + 1"),
+        ("cooperative_peur", "bigint", "cooperative_peur - 1"),
+        ("credited_at", "timestamptz", "credited_at + interval '1 microsecond'"),
+        ("leaf_hash", "text", "repeat('0', 64)"),
+        ("leaf_index", "integer", "leaf_index + 10"),
+    ];
+    for (column, kind, change) in edits {
+        let original: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select {column}::text from proof_leaf where block_height = 2 and leaf_index = 1"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "update proof_leaf set {column} = {change} where block_height = 2 and leaf_index = 1"
+        )))
         .execute(&pool)
         .await
         .unwrap();
-    let swapped = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
-    assert_eq!(swapped.first_invalid_seq, Some(2), "{swapped:?}");
+        assert_eq!(broken_at(&pool).await, (Some(2), Some(1)), "an edited {column}");
+        let key = if column == "leaf_index" { "leaf_index = 11" } else { "leaf_index = 1" };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "update proof_leaf set {column} = $1::{kind} where block_height = 2 and {key}"
+        )))
+        .bind(&original)
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid, "{column} restored");
+    }
+}
+
+/// Each column of a block row, changed, is found at that block.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_edited_block_field_is_found_at_its_block(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    let edits = [
+        ("prev_hash", "text", "repeat('1', 64)"),
+        ("merkle_root", "text", "repeat('2', 64)"),
+        ("leaf_count", "integer", "leaf_count + 1"),
+        ("sealed_at", "timestamptz", "sealed_at + interval '1 microsecond'"),
+        ("difficulty", "smallint", "difficulty + 1"),
+        ("nonce", "bigint", "nonce + 1"),
+        ("hash", "text", "repeat('0', 64)"),
+    ];
+    for (column, kind, change) in edits {
+        let original: String =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select {column}::text from proof_block where height = 2")))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("update proof_block set {column} = {change} where height = 2")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(broken_at(&pool).await.0, Some(2), "an edited {column}");
+        sqlx::query(sqlx::AssertSqlSafe(format!("update proof_block set {column} = $1::{kind} where height = 2")))
+            .bind(&original)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid, "{column} restored");
+    }
+    // A kgp1 link edited before the blocks: found at its seq, and no block is checked.
+    sqlx::query("update green_proof set solar_uwh = solar_uwh + 1 where seq = 2").execute(&pool).await.unwrap();
+    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    assert_eq!((verdict.valid, verdict.first_invalid_seq, verdict.blocks), (false, Some(2), 0));
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_deleted_link_is_found_where_it_was(pool: PgPool) {
-    let (node_id, tasks) = fixture(&pool, 5).await;
-    let mut chain = ChainHead::default();
-    for task_id in &tasks {
-        credit(&pool, &mut chain, node_id, *task_id, 2).await.unwrap();
-    }
-    sqlx::query("delete from green_proof where seq = 3").execute(&pool).await.unwrap();
-    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
-    assert_eq!((verdict.valid, verdict.first_invalid_seq, verdict.length), (false, Some(3), 2));
+async fn a_deleted_leaf_is_named(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    sqlx::query("delete from proof_leaf where block_height = 3 and leaf_index = 2").execute(&pool).await.unwrap();
+    assert_eq!(broken_at(&pool).await, (Some(3), Some(2)));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn swapped_leaves_break_their_block(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    sqlx::query("update proof_leaf set leaf_index = leaf_index + 100 where block_height = 2 and leaf_index in (0, 3)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update proof_leaf set leaf_index = case leaf_index when 100 then 3 else 0 end
+         where block_height = 2 and leaf_index in (100, 103)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(broken_at(&pool).await.0, Some(2));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_deleted_block_is_found_where_it_was(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    sqlx::query("delete from proof_block where height = 2").execute(&pool).await.unwrap();
+    assert_eq!(broken_at(&pool).await.0, Some(2));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_forged_block_appended_is_found(pool: PgPool) {
+    let mut chain = chain_of_three_blocks(&pool).await;
+    // A block that chains onto the head and holds a forged leaf, with a made-up hash.
+    let node_id: uuid::Uuid = sqlx::query_scalar("select node_id from node limit 1").fetch_one(&pool).await.unwrap();
+    let task = tasks(&pool, 1).await[0];
+    credit(&pool, &mut chain, NodeId(node_id), task, 1_000).await.unwrap();
+    assert!(chain.close_if_due(Utc::now() + chrono::Duration::days(1), usize::MAX, chrono::Duration::zero()));
+    let mut forged = chain.next_draft(Utc::now(), DIFFICULTY).unwrap().mine();
+    forged.hash = "00".repeat(32);
+    let mut batch = Batch::default();
+    batch.sealed.push(forged);
+    postgres::flush(&pool, 0, &mut batch, 0).await.unwrap();
+    assert_eq!(broken_at(&pool).await.0, Some(4));
 }

@@ -2,7 +2,7 @@
 //! `fixtures/v1_grid.sql`, dumped from a v1 run: completed, replicated, rejected, cancelled,
 //! queued, assigned and running tasks, consent granted and revoked, credits and the proof chain)
 //! migrates to v2, replays into the same tables, and a v2 writer takes it over and finishes
-//! its open work, chaining onto the v1 proof links.
+//! its open work, its proof blocks chaining onto the v1 proof links.
 
 mod common;
 
@@ -55,11 +55,16 @@ async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
     assert_eq!(count(&pool, "select count(*) from task where status = 'failed'").await, 0);
     assert_eq!(count(&pool, "select epoch from writer").await, 1);
     let links = count(&pool, "select count(*) from green_proof").await;
-    assert!(
-        links > count(&pool, "select count(*) from green_proof where created_at < now() - interval '1 minute'").await
-    );
+    assert_eq!(links, 25, "the v1 links stay as they were");
+    common::all_credits_sealed(&pool).await;
+    let first_block: String =
+        sqlx::query_scalar("select prev_hash from proof_block where height = 1").fetch_one(&pool).await.unwrap();
+    let last_link: String =
+        sqlx::query_scalar("select hash from green_proof order by seq desc limit 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(first_block, last_link, "the first block chains onto the last kgp1 link");
     let chain = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
-    assert!(chain.valid && chain.length == links as u64, "v2 links chain onto the v1 ones: {chain:?}");
+    let leaves = count(&pool, "select count(*) from proof_leaf").await;
+    assert!(chain.valid && chain.length == links as u64 && chain.leaves == leaves as u64 && leaves >= 3, "{chain:?}");
     let final_replay = replay::from_postgres(&pool, 1).await.unwrap();
     assert_eq!(replay::diff(&pool, &final_replay, true).await.unwrap(), vec![]);
     stop.send(true).unwrap();

@@ -99,7 +99,7 @@ async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: Pg
     })
     .await;
     let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
-    let proofs: i64 = sqlx::query_scalar("select count(*) from green_proof").fetch_one(&pool).await.unwrap();
+    let proofs: i64 = sqlx::query_scalar("select count(*) from proof_leaf").fetch_one(&pool).await.unwrap();
     assert_eq!((entries, proofs), (4, 2), "two tasks, each credited once");
     stop.send(true).unwrap();
     rescuer.join().await;

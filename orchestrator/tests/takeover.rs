@@ -59,13 +59,14 @@ async fn assert_nothing_lost_or_done_twice(pool: &PgPool, tasks: i64) {
     .await;
     assert_eq!(twice, 0, "no (task, attempt) assigned twice");
     assert_eq!(count(pool, "select count(*) from credit_entry where account = 'node'").await, tasks, "credited once");
-    assert_eq!(count(pool, "select count(distinct task_id) from green_proof").await, tasks);
+    assert_eq!(count(pool, "select count(distinct task_id) from proof_leaf").await, tasks);
+    common::all_credits_sealed(pool).await;
     let (most, _) = common::most_tasks_a_node_held(pool).await;
     assert!(most <= 2, "a node held {most} tasks on 2 cores");
     let projection = grid_orchestrator::replay::from_postgres(pool, 1).await.unwrap();
     assert_eq!(grid_orchestrator::replay::diff(pool, &projection, true).await.unwrap(), vec![]);
     let chain = grid_orchestrator::ledger::verify_stored_chain(pool, 8).await.unwrap();
-    assert!(chain.valid, "{chain:?}");
+    assert!(chain.valid && chain.leaves == tasks as u64, "{chain:?}");
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -191,6 +191,35 @@ pub struct CreditsDistributed {
     pub solar_contribution: MicroWattHours,
     pub policy: CarbonPolicy,
     pub split: CreditSplit,
+    /// The credit's leaf in the proof chain (absent for credits chained as `kgp1` links, which
+    /// had a `GreenProofAppended` each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<LeafPosition>,
+}
+
+/// Where a credit's leaf sits, and what else its leaf line holds: with the event's other
+/// fields, the whole `kgp2-leaf` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafPosition {
+    pub block_height: i64,
+    pub leaf_index: i64,
+    pub attempt: i32,
+    pub energy_used: MicroWattHours,
+    pub credited_at: DateTime<Utc>,
+    pub leaf_hash: String,
+}
+
+/// A block of the proof chain was sealed: its line's fields and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSealed {
+    pub height: i64,
+    pub prev_hash: String,
+    pub merkle_root: String,
+    pub leaf_count: i64,
+    pub sealed_at: DateTime<Utc>,
+    pub difficulty: u8,
+    pub nonce: i64,
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +272,7 @@ crate::message_family!(
         TaskCancelled(TaskCancelled) = "TaskCancelled",
         CreditsDistributed(CreditsDistributed) = "CreditsDistributed",
         GreenProofAppended(GreenProofAppended) = "GreenProofAppended",
+        BlockSealed(BlockSealed) = "BlockSealed",
         ConsentGranted(ConsentGranted) = "ConsentGranted",
         ConsentRevoked(ConsentRevoked) = "ConsentRevoked",
         ParticipantDataPurged(ParticipantDataPurged) = "ParticipantDataPurged",
@@ -365,6 +395,24 @@ mod tests {
                 solar_contribution: MicroWattHours(60),
                 policy: CarbonPolicy::default(),
                 split: CarbonPolicy::default().credit(MicroWattHours(60)),
+                leaf: Some(LeafPosition {
+                    block_height: 3,
+                    leaf_index: 17,
+                    attempt: 1,
+                    energy_used: MicroWattHours(100),
+                    credited_at: Utc::now(),
+                    leaf_hash: "2".repeat(64),
+                }),
+            }),
+            Event::BlockSealed(BlockSealed {
+                height: 3,
+                prev_hash: "1".repeat(64),
+                merkle_root: "3".repeat(64),
+                leaf_count: 18,
+                sealed_at: Utc::now(),
+                difficulty: 8,
+                nonce: 99,
+                hash: "00".repeat(32),
             }),
             Event::GreenProofAppended(GreenProofAppended {
                 seq: 1,

@@ -9,6 +9,7 @@
 //! - [`keys`]: Redis key and stream names under a namespace; [`live`]: heartbeat state, eco score.
 //! - [`settings`]: settings read by several services, parsed from environment-like lookups.
 
+pub mod blocks;
 pub mod carbon;
 pub mod domain;
 pub mod envelope;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod ids;
 pub mod keys;
 pub mod live;
+pub mod merkle;
 pub mod messages;
 pub mod proof;
 pub mod settings;

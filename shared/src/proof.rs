@@ -121,14 +121,29 @@ pub fn mine(draft: ProofDraft) -> ProofLink {
     }
 }
 
-/// The outcome of checking a chain from its first link.
+/// The outcome of checking a chain from its first link (and, since v2, its blocks: see
+/// [`crate::blocks::ChainAudit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainVerdict {
     pub valid: bool,
+    /// `kgp1` links verified.
     pub length: u64,
+    /// The hash of the last block verified (of the last link before any block).
     pub head_hash: String,
     pub first_invalid_seq: Option<i64>,
     pub reason: Option<String>,
+    /// `kgp2` blocks and leaves verified, and the height of the last block verified.
+    #[serde(default)]
+    pub blocks: u64,
+    #[serde(default)]
+    pub leaves: u64,
+    #[serde(default)]
+    pub head_height: Option<i64>,
+    /// The first block that does not hold, and the leaf at fault when it can be named.
+    #[serde(default)]
+    pub first_invalid_block: Option<i64>,
+    #[serde(default)]
+    pub first_invalid_leaf: Option<i64>,
 }
 
 /// Walks the chain in order and stops at the first link that does not hold. `min_difficulty`
@@ -143,6 +158,16 @@ pub struct ChainVerifier {
 impl ChainVerifier {
     pub fn new(min_difficulty: u8) -> Self {
         Self { min_difficulty, expected_seq: 1, prev_hash: GENESIS_HASH.to_owned(), broken: None }
+    }
+
+    /// Whether every link so far holds.
+    pub fn intact(&self) -> bool {
+        self.broken.is_none()
+    }
+
+    /// The hash of the last link that holds (the genesis hash before the first).
+    pub fn head_hash(&self) -> &str {
+        &self.prev_hash
     }
 
     /// Checks the next link; returns false once the chain is broken (later links are not read).
@@ -184,17 +209,21 @@ impl ChainVerifier {
 
     pub fn finish(self) -> ChainVerdict {
         let length = (self.expected_seq - 1) as u64;
-        match self.broken {
-            None => {
-                ChainVerdict { valid: true, length, head_hash: self.prev_hash, first_invalid_seq: None, reason: None }
-            }
-            Some((seq, reason)) => ChainVerdict {
-                valid: false,
-                length,
-                head_hash: self.prev_hash,
-                first_invalid_seq: Some(seq),
-                reason: Some(reason),
-            },
+        let (valid, first_invalid_seq, reason) = match self.broken {
+            None => (true, None, None),
+            Some((seq, reason)) => (false, Some(seq), Some(reason)),
+        };
+        ChainVerdict {
+            valid,
+            length,
+            head_hash: self.prev_hash,
+            first_invalid_seq,
+            reason,
+            blocks: 0,
+            leaves: 0,
+            head_height: None,
+            first_invalid_block: None,
+            first_invalid_leaf: None,
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The green-proof chain, page by page. The operator sees every link; an organisation sees the
-//! links of its own tasks (each verifiable on its own: hash and work).
+//! The green-proof chain, page by page: the `kgp2` blocks (no task data: everyone sees them),
+//! and the `kgp1` links of v1 (the operator sees every link; an organisation the links of its
+//! own tasks, each verifiable on its own: hash and work).
 
+use grid_shared::blocks::{Block, BlockDraft};
 use grid_shared::ids::OrganizationId;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -32,6 +34,112 @@ pub struct ProofPage {
     pub next_after_seq: Option<i64>,
 }
 
+/// The `kgp1` links of a task (results credited before proof blocks existed).
+pub async fn links_of_task(state: &AppState, task_id: grid_shared::ids::TaskId) -> Result<Vec<ProofView>, ApiError> {
+    let rows = sqlx::query(
+        "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty, prev_hash,
+                nonce, hash
+         from green_proof where task_id = $1 order by seq",
+    )
+    .bind(task_id.as_uuid())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows.iter().map(view_of).collect::<Result<Vec<_>, _>>()?)
+}
+
+fn view_of(row: &sqlx::postgres::PgRow) -> Result<ProofView, sqlx::Error> {
+    Ok(ProofView {
+        seq: row.try_get("seq")?,
+        task_id: row.try_get("task_id")?,
+        node_id: row.try_get("node_id")?,
+        energy_uwh: row.try_get("energy_uwh")?,
+        solar_uwh: row.try_get("solar_uwh")?,
+        carbon_ng: row.try_get("carbon_ng")?,
+        value_peur: row.try_get("value_peur")?,
+        created_at: row.try_get("created_at")?,
+        difficulty: row.try_get("difficulty")?,
+        prev_hash: row.try_get("prev_hash")?,
+        nonce: row.try_get("nonce")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// A sealed block of the chain: its line's fields, the line itself and its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockView {
+    pub height: i64,
+    pub prev_hash: String,
+    /// RFC 6962 Merkle Tree Hash of the block's leaves, in leaf order.
+    pub merkle_root: String,
+    pub leaf_count: i64,
+    pub sealed_at: chrono::DateTime<chrono::Utc>,
+    pub difficulty: i16,
+    pub nonce: i64,
+    /// SHA-256 of `line`, with `difficulty` leading zero bits.
+    pub hash: String,
+    /// `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`.
+    pub line: String,
+}
+
+impl BlockView {
+    pub fn of(block: &Block) -> Self {
+        let draft = &block.draft;
+        Self {
+            height: draft.height,
+            prev_hash: draft.prev_hash.clone(),
+            merkle_root: draft.merkle_root.clone(),
+            leaf_count: draft.leaf_count,
+            sealed_at: draft.sealed_at,
+            difficulty: i16::from(draft.difficulty),
+            nonce: block.nonce,
+            hash: block.hash.clone(),
+            line: block.line(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BlockPage {
+    pub blocks: Vec<BlockView>,
+    /// Pass as `after_height` for the next page; absent on the last one.
+    pub next_after_height: Option<i64>,
+}
+
+/// A `proof_block` row.
+pub fn block_of(row: &sqlx::postgres::PgRow) -> Result<Block, sqlx::Error> {
+    let difficulty: i16 = row.try_get("difficulty")?;
+    let leaf_count: i32 = row.try_get("leaf_count")?;
+    Ok(Block {
+        draft: BlockDraft {
+            height: row.try_get("height")?,
+            prev_hash: row.try_get("prev_hash")?,
+            merkle_root: row.try_get("merkle_root")?,
+            leaf_count: i64::from(leaf_count),
+            sealed_at: row.try_get("sealed_at")?,
+            difficulty: u8::try_from(difficulty).unwrap_or(u8::MAX),
+        },
+        nonce: row.try_get("nonce")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+pub const BLOCK_COLUMNS: &str = "height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash";
+
+/// Up to `limit` sealed blocks after `after_height`, in height order.
+pub async fn blocks(state: &AppState, after_height: i64, limit: i64) -> Result<Vec<Block>, ApiError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "select {BLOCK_COLUMNS} from proof_block where height > $1 order by height limit $2"
+    ));
+    let rows = sqlx::query(sql).bind(after_height).bind(limit).fetch_all(&state.pool).await?;
+    Ok(rows.iter().map(block_of).collect::<Result<Vec<_>, _>>()?)
+}
+
+pub async fn block_page(state: &AppState, after_height: i64, limit: i64) -> Result<BlockPage, ApiError> {
+    let blocks: Vec<BlockView> = blocks(state, after_height, limit).await?.iter().map(BlockView::of).collect();
+    let next_after_height = if blocks.len() as i64 == limit { blocks.last().map(|block| block.height) } else { None };
+    Ok(BlockPage { blocks, next_after_height })
+}
+
 pub async fn page(
     state: &AppState,
     scope: Option<OrganizationId>,
@@ -51,25 +159,7 @@ pub async fn page(
     .bind(limit)
     .fetch_all(&state.pool)
     .await?;
-    let proofs = rows
-        .iter()
-        .map(|row| {
-            Ok(ProofView {
-                seq: row.try_get("seq")?,
-                task_id: row.try_get("task_id")?,
-                node_id: row.try_get("node_id")?,
-                energy_uwh: row.try_get("energy_uwh")?,
-                solar_uwh: row.try_get("solar_uwh")?,
-                carbon_ng: row.try_get("carbon_ng")?,
-                value_peur: row.try_get("value_peur")?,
-                created_at: row.try_get("created_at")?,
-                difficulty: row.try_get("difficulty")?,
-                prev_hash: row.try_get("prev_hash")?,
-                nonce: row.try_get("nonce")?,
-                hash: row.try_get("hash")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let proofs = rows.iter().map(view_of).collect::<Result<Vec<_>, sqlx::Error>>()?;
     let next_after_seq = if proofs.len() as i64 == limit { proofs.last().map(|proof| proof.seq) } else { None };
     Ok(ProofPage { proofs, next_after_seq })
 }

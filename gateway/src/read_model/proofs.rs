@@ -1,24 +1,39 @@
-//! The green-proof chain, verified from its first link by the shared verifier, reading the same
-//! pages as `GET /v1/proofs`.
+//! The green-proof chain verified from its first link by the shared verifier, reading the same
+//! pages as `GET /v1/proofs/links` and `GET /v1/proofs`; and the inclusion proofs of a task's
+//! credited results (`GET /v1/proofs/tasks/{task_id}`).
 
+use grid_shared::blocks::{ChainAudit, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
-use grid_shared::ids::{NodeId, TaskId};
-use grid_shared::proof::{ChainVerdict, ChainVerifier, ProofDraft, ProofLink};
+use grid_shared::ids::{NodeId, OrganizationId, TaskId};
+use grid_shared::merkle::{self, Hash};
+use grid_shared::proof::{ChainVerdict, ProofDraft, ProofLink};
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::proof_pages::ProofView;
+use super::proof_pages::{BLOCK_COLUMNS, BlockView, ProofView, block_of};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 const PAGE: i64 = 1_000;
+const BLOCK_PAGE: i64 = 50;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VerifyView {
     pub valid: bool,
+    /// `kgp1` links verified.
     pub length: u64,
+    /// `kgp2` blocks and leaves verified.
+    pub blocks: u64,
+    pub leaves: u64,
+    /// The last block verified (the last link's hash before any block).
     pub head_hash: String,
+    pub head_height: Option<i64>,
+    /// The first link that does not hold (v1).
     pub first_invalid_seq: Option<i64>,
+    /// The first block that does not hold, and the leaf at fault when it can be named.
+    pub first_invalid_block: Option<i64>,
+    pub first_invalid_leaf: Option<i64>,
     pub reason: Option<String>,
 }
 
@@ -27,27 +42,86 @@ impl From<ChainVerdict> for VerifyView {
         Self {
             valid: verdict.valid,
             length: verdict.length,
+            blocks: verdict.blocks,
+            leaves: verdict.leaves,
             head_hash: verdict.head_hash,
+            head_height: verdict.head_height,
             first_invalid_seq: verdict.first_invalid_seq,
+            first_invalid_block: verdict.first_invalid_block,
+            first_invalid_leaf: verdict.first_invalid_leaf,
             reason: verdict.reason,
         }
     }
 }
 
 pub async fn verify_chain(state: &AppState) -> Result<VerifyView, ApiError> {
-    let mut verifier = ChainVerifier::new(state.config.grid.proof_difficulty);
+    let mut audit = ChainAudit::new(state.config.grid.proof_difficulty);
     let mut after_seq = 0_i64;
-    loop {
+    let mut intact = loop {
         let page = super::proof_pages::page(state, None, after_seq, PAGE).await?;
         let intact = page.proofs.iter().all(|view| {
             after_seq = view.seq;
-            verifier.push(&link_of(view))
+            audit.push_link(&link_of(view))
         });
         if !intact || page.next_after_seq.is_none() {
+            break intact;
+        }
+    };
+    let mut after_height = 0_i64;
+    while intact {
+        let blocks = super::proof_pages::blocks(state, after_height, BLOCK_PAGE).await?;
+        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { break };
+        let mut leaves = block_leaves(state, first.draft.height, last.draft.height).await?;
+        after_height = last.draft.height;
+        intact =
+            blocks.iter().all(|block| audit.push_block(block, &leaves.remove(&block.draft.height).unwrap_or_default()));
+        if (blocks.len() as i64) < BLOCK_PAGE {
             break;
         }
     }
-    Ok(verifier.finish().into())
+    Ok(audit.finish().into())
+}
+
+/// The stored leaves of the blocks `first..=last`, by block, in leaf order.
+async fn block_leaves(
+    state: &AppState,
+    first: i64,
+    last: i64,
+) -> Result<std::collections::HashMap<i64, Vec<StoredLeaf>>, ApiError> {
+    let rows = sqlx::query(
+        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
+             cooperative_peur, credited_at, leaf_hash
+         from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut leaves: std::collections::HashMap<i64, Vec<StoredLeaf>> = std::collections::HashMap::new();
+    for row in &rows {
+        let height: i64 = row.try_get("block_height")?;
+        leaves.entry(height).or_default().push(stored_leaf(row)?);
+    }
+    Ok(leaves)
+}
+
+fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Error> {
+    let leaf_index: i32 = row.try_get("leaf_index")?;
+    Ok(StoredLeaf {
+        leaf_index: i64::from(leaf_index),
+        leaf: grid_shared::blocks::Leaf {
+            task_id: TaskId(row.try_get("task_id")?),
+            node_id: NodeId(row.try_get("node_id")?),
+            attempt: row.try_get("attempt")?,
+            energy: MicroWattHours(row.try_get("energy_uwh")?),
+            solar: MicroWattHours(row.try_get("solar_uwh")?),
+            carbon: Nanograms(row.try_get("carbon_ng")?),
+            node_share: PicoEuros(row.try_get("node_peur")?),
+            cooperative_share: PicoEuros(row.try_get("cooperative_peur")?),
+            credited_at: row.try_get("credited_at")?,
+        },
+        leaf_hash: row.try_get("leaf_hash")?,
+    })
 }
 
 fn link_of(view: &ProofView) -> ProofLink {
@@ -67,4 +141,104 @@ fn link_of(view: &ProofView) -> ProofLink {
         nonce: view.nonce,
         hash: view.hash.clone(),
     }
+}
+
+/// The proof of one credited result: its leaf, and once its block is sealed, the audit path
+/// from the leaf to the block's Merkle root and the block.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionView {
+    pub node_id: uuid::Uuid,
+    /// `sealed`, or `pending` until the leaf's block is sealed (within about a second).
+    pub status: String,
+    /// `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`.
+    pub leaf_line: String,
+    /// SHA-256 of 0x00 followed by the leaf line.
+    pub leaf_hash: String,
+    pub block_height: i64,
+    pub leaf_index: i64,
+    /// The block's leaf count (the tree's size), once sealed.
+    pub tree_size: Option<i64>,
+    /// Sibling hashes from the leaf up to the root (RFC 6962 PATH), once sealed.
+    pub audit_path: Vec<String>,
+    pub block: Option<BlockView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskProofsView {
+    pub task_id: uuid::Uuid,
+    /// One per credited result (a replicated task may credit several nodes).
+    pub proofs: Vec<InclusionView>,
+    /// Results credited before proof blocks existed, as `kgp1` links.
+    pub links: Vec<ProofView>,
+}
+
+/// The proofs of a task's credited results; `None` when the caller cannot see the task.
+pub async fn task_proofs(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    task_id: TaskId,
+) -> Result<Option<TaskProofsView>, ApiError> {
+    let visible: bool = sqlx::query_scalar(
+        "select exists (select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2))",
+    )
+    .bind(task_id.as_uuid())
+    .bind(scope.map(|id| id.as_uuid()))
+    .fetch_one(&state.pool)
+    .await?;
+    if !visible {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
+             cooperative_peur, credited_at, leaf_hash
+         from proof_leaf where task_id = $1 order by block_height, leaf_index",
+    )
+    .bind(task_id.as_uuid())
+    .fetch_all(&state.pool)
+    .await?;
+    let mut proofs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let height: i64 = row.try_get("block_height")?;
+        proofs.push(inclusion(state, height, stored_leaf(row)?).await?);
+    }
+    let links = super::proof_pages::links_of_task(state, task_id).await?;
+    Ok(Some(TaskProofsView { task_id: task_id.as_uuid(), proofs, links }))
+}
+
+async fn inclusion(state: &AppState, height: i64, stored: StoredLeaf) -> Result<InclusionView, ApiError> {
+    let sql = sqlx::AssertSqlSafe(format!("select {BLOCK_COLUMNS} from proof_block where height = $1"));
+    let block = sqlx::query(sql).bind(height).fetch_optional(&state.pool).await?.as_ref().map(block_of).transpose()?;
+    let mut view = InclusionView {
+        node_id: stored.leaf.node_id.as_uuid(),
+        status: "pending".to_owned(),
+        leaf_line: stored.leaf.line(),
+        leaf_hash: hex::encode(stored.leaf.hash()),
+        block_height: height,
+        leaf_index: stored.leaf_index,
+        tree_size: None,
+        audit_path: Vec::new(),
+        block: None,
+    };
+    let Some(block) = block else { return Ok(view) };
+    // The siblings are the hashes the block committed to, as stored with their leaves.
+    let hashes: Vec<String> =
+        sqlx::query_scalar("select leaf_hash from proof_leaf where block_height = $1 order by leaf_index")
+            .bind(height)
+            .fetch_all(&state.pool)
+            .await?;
+    let hashes: Vec<Hash> = hashes
+        .iter()
+        .map(|text| {
+            let mut hash = [0_u8; 32];
+            hex::decode_to_slice(text, &mut hash).map(|()| hash)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|error| ApiError::Internal(format!("a stored leaf hash is not hex: {error}")))?;
+    let index = usize::try_from(stored.leaf_index).unwrap_or(usize::MAX);
+    let path = merkle::audit_path(&hashes, index).unwrap_or_default();
+    view.status = "sealed".to_owned();
+    view.tree_size = Some(block.draft.leaf_count);
+    view.audit_path = path.iter().map(hex::encode).collect();
+    view.block = Some(BlockView::of(&block));
+    Ok(view)
 }

@@ -1,16 +1,19 @@
 //! Totals, the ledger and the green-proof chain: `GET /v1/stats`, `GET /v1/credits`,
-//! `GET /v1/proofs`, `GET /v1/proofs/verify`.
+//! `GET /v1/proofs` (blocks), `GET /v1/proofs/links` (v1 links), `GET /v1/proofs/tasks/{id}`
+//! (inclusion proofs), `GET /v1/proofs/verify`.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use grid_shared::ids::TaskId;
+
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::read_model::credits::{self as ledger_credits, CreditsView};
-use crate::read_model::proof_pages::{self, ProofPage};
-use crate::read_model::proofs::{VerifyView, verify_chain};
+use crate::read_model::proof_pages::{self, BlockPage, ProofPage};
+use crate::read_model::proofs::{TaskProofsView, VerifyView, task_proofs, verify_chain};
 use crate::read_model::stats::{GridStats, grid_stats};
 use crate::state::AppState;
 
@@ -18,7 +21,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/stats", get(stats))
         .route("/v1/credits", get(credits))
-        .route("/v1/proofs", get(proofs))
+        .route("/v1/proofs", get(blocks))
+        .route("/v1/proofs/links", get(proofs))
+        .route("/v1/proofs/tasks/{task_id}", get(proofs_of_task))
         .route("/v1/proofs/verify", get(verify_proofs))
 }
 
@@ -34,9 +39,75 @@ pub struct ProofQuery {
     pub limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/proofs", tag = "ledger", params(ProofQuery), security(("bearer" = [])),
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BlockQuery {
+    /// Blocks after this height; 0 when absent.
+    #[param(minimum = 0)]
+    pub after_height: Option<i64>,
+    /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+fn page_bounds(after: Option<i64>, after_name: &'static str, limit: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let (after, limit) = (after.unwrap_or(0), limit.unwrap_or(100));
+    if after < 0 {
+        return Err(ApiError::field(after_name, "must be 0 or more"));
+    }
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    Ok((after, limit))
+}
+
+#[utoipa::path(get, path = "/v1/proofs", tag = "ledger", params(BlockQuery), security(("bearer" = [])),
+    description = "The sealed blocks of the green-proof chain (`kgp2`), in height order. A block seals credited \
+                   results (its leaves) under the RFC 6962 Merkle root of their leaf hashes, and chains onto the \
+                   previous block's hash; the first block chains onto the last `kgp1` link \
+                   (`GET /v1/proofs/links`). Block line: `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`, \
+                   hash = SHA-256 of the line, with `difficulty` leading zero bits. Blocks name no task: every caller sees them all.",
     responses(
-        (status = 200, description = "Links of the chain in seq order (an organisation sees its own tasks' links)", body = ProofPage),
+        (status = 200, description = "Blocks in height order", body = BlockPage),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn blocks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<BlockQuery>,
+) -> Result<Json<BlockPage>, ApiError> {
+    caller.read_scope()?;
+    let (after_height, limit) = page_bounds(query.after_height, "after_height", query.limit)?;
+    Ok(Json(proof_pages::block_page(&state, after_height, limit).await?))
+}
+
+#[utoipa::path(get, path = "/v1/proofs/tasks/{task_id}", tag = "ledger",
+    params(("task_id" = uuid::Uuid, Path, description = "The task")), security(("bearer" = [])),
+    description = "The inclusion proof of each credited result of the task: the leaf line \
+                   (`kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`), \
+                   its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf \
+                   up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with \
+                   the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain \
+                   (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results \
+                   credited before blocks existed are under `links` (`kgp1`). Another organisation's task is a 404.",
+    responses(
+        (status = 200, description = "The task's proofs", body = TaskProofsView),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn proofs_of_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(task_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<TaskProofsView>, ApiError> {
+    let scope = caller.read_scope()?;
+    task_proofs(&state, scope, TaskId(task_id)).await?.map(Json).ok_or(ApiError::NotFound("task"))
+}
+
+#[utoipa::path(get, path = "/v1/proofs/links", tag = "ledger", params(ProofQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The `kgp1` links of the chain (one per result credited before proof blocks existed), in seq order; an organisation sees its own tasks' links", body = ProofPage),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn proofs(
@@ -45,14 +116,7 @@ pub async fn proofs(
     ApiQuery(query): ApiQuery<ProofQuery>,
 ) -> Result<Json<ProofPage>, ApiError> {
     let scope = caller.read_scope()?;
-    let after_seq = query.after_seq.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100);
-    if after_seq < 0 {
-        return Err(ApiError::field("after_seq", "must be 0 or more"));
-    }
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be between 1 and 1000"));
-    }
+    let (after_seq, limit) = page_bounds(query.after_seq, "after_seq", query.limit)?;
     Ok(Json(proof_pages::page(&state, scope, after_seq, limit).await?))
 }
 
@@ -78,7 +142,7 @@ pub async fn credits(State(state): State<AppState>, caller: Caller) -> Result<Js
 
 #[utoipa::path(get, path = "/v1/proofs/verify", tag = "ledger", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Whether the whole chain verifies, and where it breaks", body = VerifyView),
+        (status = 200, description = "Whether the whole chain verifies (`kgp1` links, then `kgp2` blocks with their leaves), and where it breaks: the first link, or the first block and, when it can be named, the leaf", body = VerifyView),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn verify_proofs(State(state): State<AppState>, caller: Caller) -> Result<Json<VerifyView>, ApiError> {

@@ -1,10 +1,10 @@
 //! The green-proof chain as stored: read back page by page and verified from the first link.
-//! (Credits and links are decided in [`crate::model::lifecycle::credit`] and written with
-//! their batch by [`crate::store::postgres`].)
+//! (Credits and their leaves are decided in [`crate::model::lifecycle::credit`], blocks are
+//! sealed by the writer, and both are written with a batch by [`crate::store::postgres`].)
 
 mod proofs;
 
-pub use proofs::{load_chain_page, verify_stored_chain};
+pub use proofs::{load_block_page, load_chain_page, stored_leaf, verify_stored_chain};
 
 use grid_shared::proof::ProofLink;
 use sqlx::PgConnection;

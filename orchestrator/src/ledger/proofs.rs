@@ -1,11 +1,15 @@
-//! Reading the stored chain back and verifying it, page by page, from the first link.
+//! Reading the stored chain back and verifying it: the `kgp1` links page by page from the
+//! first, then the `kgp2` blocks with their leaves.
 
+use grid_shared::blocks::{Block, BlockDraft, ChainAudit, Leaf, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::ids::{NodeId, TaskId};
-use grid_shared::proof::{ChainVerdict, ChainVerifier, ProofDraft, ProofLink};
+use grid_shared::proof::{ChainVerdict, ProofDraft, ProofLink};
 use sqlx::{PgPool, Row};
 
 const PAGE: i64 = 1_000;
+/// Blocks read at once (with all their leaves).
+const BLOCK_PAGE: i64 = 50;
 
 /// Up to `limit` links after `after_seq`, in seq order.
 pub async fn load_chain_page(pool: &PgPool, after_seq: i64, limit: i64) -> Result<Vec<ProofLink>, sqlx::Error> {
@@ -41,18 +45,102 @@ pub async fn load_chain_page(pool: &PgPool, after_seq: i64, limit: i64) -> Resul
         .collect()
 }
 
-/// Verifies the whole stored chain, stopping at the first broken link.
+/// Up to `limit` blocks after `after_height`, each with its leaves in leaf order.
+pub async fn load_block_page(
+    pool: &PgPool,
+    after_height: i64,
+    limit: i64,
+) -> Result<Vec<(Block, Vec<StoredLeaf>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash
+         from proof_block where height > $1 order by height limit $2",
+    )
+    .bind(after_height)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut blocks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let difficulty: i16 = row.try_get("difficulty")?;
+        let leaf_count: i32 = row.try_get("leaf_count")?;
+        let block = Block {
+            draft: BlockDraft {
+                height: row.try_get("height")?,
+                prev_hash: row.try_get("prev_hash")?,
+                merkle_root: row.try_get("merkle_root")?,
+                leaf_count: i64::from(leaf_count),
+                sealed_at: row.try_get("sealed_at")?,
+                difficulty: u8::try_from(difficulty).unwrap_or(u8::MAX),
+            },
+            nonce: row.try_get("nonce")?,
+            hash: row.try_get("hash")?,
+        };
+        blocks.push((block, Vec::new()));
+    }
+    let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { return Ok(blocks) };
+    let (first, last) = (first.0.draft.height, last.0.draft.height);
+    let leaves = sqlx::query(
+        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
+             cooperative_peur, credited_at, leaf_hash
+         from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(pool)
+    .await?;
+    for row in &leaves {
+        let height: i64 = row.try_get("block_height")?;
+        let Some((_, stored)) = blocks.iter_mut().find(|(block, _)| block.draft.height == height) else { continue };
+        stored.push(stored_leaf(row)?);
+    }
+    Ok(blocks)
+}
+
+/// A `proof_leaf` row.
+pub fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Error> {
+    let leaf_index: i32 = row.try_get("leaf_index")?;
+    Ok(StoredLeaf {
+        leaf_index: i64::from(leaf_index),
+        leaf: Leaf {
+            task_id: TaskId(row.try_get("task_id")?),
+            node_id: NodeId(row.try_get("node_id")?),
+            attempt: row.try_get("attempt")?,
+            energy: MicroWattHours(row.try_get("energy_uwh")?),
+            solar: MicroWattHours(row.try_get("solar_uwh")?),
+            carbon: Nanograms(row.try_get("carbon_ng")?),
+            node_share: PicoEuros(row.try_get("node_peur")?),
+            cooperative_share: PicoEuros(row.try_get("cooperative_peur")?),
+            credited_at: row.try_get("credited_at")?,
+        },
+        leaf_hash: row.try_get("leaf_hash")?,
+    })
+}
+
+/// Verifies the whole stored chain, v1 links then v2 blocks, stopping at the first break.
 pub async fn verify_stored_chain(pool: &PgPool, min_difficulty: u8) -> Result<ChainVerdict, sqlx::Error> {
-    let mut verifier = ChainVerifier::new(min_difficulty);
+    let mut audit = ChainAudit::new(min_difficulty);
     let mut after_seq = 0;
+    let mut intact = true;
     loop {
         let page = load_chain_page(pool, after_seq, PAGE).await?;
         let Some(last) = page.last() else { break };
         after_seq = last.draft.seq;
         let full_page = page.len() as i64 == PAGE;
-        if !page.iter().all(|link| verifier.push(link)) || !full_page {
+        intact = page.iter().all(|link| audit.push_link(link));
+        if !intact || !full_page {
             break;
         }
     }
-    Ok(verifier.finish())
+    let mut after_height = 0;
+    while intact {
+        let page = load_block_page(pool, after_height, BLOCK_PAGE).await?;
+        let Some((last, _)) = page.last() else { break };
+        after_height = last.draft.height;
+        let full_page = page.len() as i64 == BLOCK_PAGE;
+        intact = page.iter().all(|(block, leaves)| audit.push_block(block, leaves));
+        if !full_page {
+            break;
+        }
+    }
+    Ok(audit.finish())
 }

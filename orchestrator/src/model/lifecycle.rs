@@ -10,17 +10,18 @@
 //! the issuer sees, and changes nothing.
 
 use chrono::{DateTime, Duration, Utc};
+use grid_shared::blocks::Leaf;
 use grid_shared::carbon::{CreditSplit, MicroWattHours};
 use grid_shared::domain::{RejectionReason, TaskStatus};
 use grid_shared::events::{
-    CreditsDistributed, EnergyCheck, Event, GreenProofAppended, NodeTrustChanged, TaskAssigned, TaskCancelled,
-    TaskCompleted, TaskFailed, TaskRequeued, TaskResultRecorded, TaskStarted, Validation,
+    CreditsDistributed, EnergyCheck, Event, LeafPosition, NodeTrustChanged, TaskAssigned, TaskCancelled, TaskCompleted,
+    TaskFailed, TaskRequeued, TaskResultRecorded, TaskStarted, Validation,
 };
 use grid_shared::ids::{NodeId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
-use grid_shared::proof::{ProofDraft, ProofLink, mine, storable_time};
+use grid_shared::proof::storable_time;
 
-use super::{ChainHead, Node, Rules, Task, TaskResult};
+use super::{Node, ProofChain, Rules, Task, TaskResult};
 use crate::scheduler::{DEFERRAL_SAFETY_RUNTIMES, Placement};
 use crate::validation::{self, Outcome, Reported, SingleCheck};
 
@@ -65,13 +66,14 @@ impl Verdict {
     }
 }
 
-/// A credited result: the ledger's two entries and the proof link.
+/// A credited result: the ledger's two entries and its leaf, with the leaf's place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credit {
-    pub task_id: TaskId,
-    pub node_id: NodeId,
     pub split: CreditSplit,
-    pub link: ProofLink,
+    pub leaf: Leaf,
+    pub block_height: i64,
+    pub leaf_index: i64,
+    pub leaf_hash: grid_shared::merkle::Hash,
 }
 
 /// What the task's row records of its final result.
@@ -247,7 +249,7 @@ pub fn complete(
     task: &mut Task,
     report: TaskCompletedReport,
     nodes: &mut std::collections::HashMap<NodeId, Node>,
-    chain: &mut ChainHead,
+    chain: &mut ProofChain,
     context: &CompletionContext<'_>,
 ) -> Result<Effects, String> {
     check_assignment(task, report.node_id, report.attempt)?;
@@ -371,12 +373,14 @@ pub fn complete(
                     solar_contribution: result.solar,
                     policy: rules.carbon,
                     split: credit.split,
-                })));
-                effects.events.push(Recorded::new(Event::GreenProofAppended(GreenProofAppended {
-                    seq: credit.link.draft.seq,
-                    task_id: task.task_id,
-                    prev_hash: credit.link.draft.prev_hash.clone(),
-                    hash: credit.link.hash.clone(),
+                    leaf: Some(LeafPosition {
+                        block_height: credit.block_height,
+                        leaf_index: credit.leaf_index,
+                        attempt: result.attempt,
+                        energy_used: result.energy,
+                        credited_at: credit.leaf.credited_at,
+                        leaf_hash: hex::encode(credit.leaf_hash),
+                    }),
                 })));
                 effects.credits.push(credit);
             }
@@ -402,30 +406,30 @@ fn second_opinion_impossible(task: &Task, reporter: &Node, context: &CompletionC
     None
 }
 
-/// Credits one accepted result: its split and the next link of the chain, mined now.
+/// Credits one accepted result: its split, and its leaf, which takes the next place of the
+/// chain's open block (sealed later, off the round trip).
 pub fn credit(
     task_id: TaskId,
     result: &TaskResult,
-    chain: &mut ChainHead,
+    chain: &mut ProofChain,
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Credit {
     let split = rules.carbon.credit(result.solar);
-    let link = mine(ProofDraft {
-        seq: chain.seq + 1,
+    let leaf = Leaf {
         task_id,
         node_id: result.node_id,
+        attempt: result.attempt,
         energy: result.energy,
         solar: result.solar,
         carbon: split.carbon_saved,
-        value: split.total,
-        created_at: storable_time(now),
-        difficulty: rules.proof_difficulty,
-        prev_hash: chain.hash.clone(),
-    });
-    chain.seq = link.draft.seq;
-    chain.hash = link.hash.clone();
-    Credit { task_id, node_id: result.node_id, split, link }
+        node_share: split.node_share,
+        cooperative_share: split.cooperative_share,
+        credited_at: storable_time(now),
+    };
+    let leaf_hash = leaf.hash();
+    let (block_height, leaf_index) = chain.add_leaf(leaf_hash, now);
+    Credit { split, leaf, block_height, leaf_index, leaf_hash }
 }
 
 // ---------------------------------------------------------------------------------------------

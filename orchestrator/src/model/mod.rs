@@ -9,6 +9,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod chain;
 pub mod lifecycle;
 pub mod queue;
 pub mod timers;
@@ -22,6 +23,8 @@ use grid_shared::domain::{TaskInput, TaskStatus};
 use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::proof::GENESIS_HASH;
+
+pub use chain::ProofChain;
 
 use crate::config::{OrchestratorConfig, Validation};
 use crate::scheduler::{LiveNode, Policy, RankedFleet};
@@ -113,19 +116,6 @@ pub struct Organization {
     pub active_keys: HashSet<String>,
 }
 
-/// The head of the green-proof chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainHead {
-    pub seq: i64,
-    pub hash: String,
-}
-
-impl Default for ChainHead {
-    fn default() -> Self {
-        Self { seq: 0, hash: GENESIS_HASH.to_owned() }
-    }
-}
-
 /// The settings decisions depend on, taken from the configuration once.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -138,6 +128,9 @@ pub struct Rules {
     pub max_milliwatts_per_core: i64,
     pub carbon: CarbonPolicy,
     pub proof_difficulty: u8,
+    /// A block closes when it holds this many leaves, or when its first leaf is this old.
+    pub block_max_leaves: usize,
+    pub seal_interval: chrono::Duration,
     /// This process, named on the assignments it decides.
     pub writer_name: String,
 }
@@ -154,6 +147,8 @@ impl Rules {
             max_milliwatts_per_core: config.grid.max_milliwatts_per_core,
             carbon: config.grid.carbon,
             proof_difficulty: config.grid.proof_difficulty,
+            block_max_leaves: config.block_max_leaves,
+            seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
             writer_name: config.consumer_name.clone(),
         }
     }
@@ -178,7 +173,7 @@ pub struct State {
     pub token_hashes: HashSet<String>,
     /// (organisation, owner) pairs whose consent is granted.
     pub consent: HashSet<(OrganizationId, OwnerId)>,
-    pub chain: ChainHead,
+    pub chain: ProofChain,
     /// The seq the next event gets.
     pub next_seq: i64,
 }
@@ -197,7 +192,7 @@ impl State {
             key_hashes: HashSet::new(),
             token_hashes: HashSet::new(),
             consent: HashSet::new(),
-            chain: ChainHead::default(),
+            chain: ProofChain::new(0, GENESIS_HASH),
             next_seq: 1,
         }
     }

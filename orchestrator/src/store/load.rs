@@ -10,7 +10,7 @@ use grid_shared::domain::{TaskKind, TaskStatus};
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use sqlx::{PgPool, Row};
 
-use crate::model::{ChainHead, Node, Organization, Rules, State, Task, TaskResult};
+use crate::model::{Node, Organization, ProofChain, Rules, State, Task, TaskResult};
 use crate::validation::Requirement;
 use crate::writer::apply::PurgeTargets;
 
@@ -55,14 +55,40 @@ pub async fn load_state(pool: &PgPool, rules: &Rules) -> Result<State, sqlx::Err
     state.consent =
         consent.into_iter().map(|(organization, owner)| (OrganizationId(organization), OwnerId(owner))).collect();
     load_open_tasks(pool, |task| state.insert_task(task, rules)).await?;
-    let head: Option<(i64, String)> =
-        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
-    if let Some((seq, hash)) = head {
-        state.chain = ChainHead { seq, hash };
-    }
+    state.chain = load_chain(pool).await?;
     let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from event").fetch_one(pool).await?;
     state.next_seq = last_seq + 1;
     Ok(state)
+}
+
+/// The proof chain's head (the last block, else the last `kgp1` link, else the genesis hash)
+/// and the leaves credited but not sealed yet.
+async fn load_chain(pool: &PgPool) -> Result<ProofChain, sqlx::Error> {
+    let block: Option<(i64, String)> =
+        sqlx::query_as("select height, hash from proof_block order by height desc limit 1")
+            .fetch_optional(pool)
+            .await?;
+    let (height, head_hash) = match block {
+        Some(block) => block,
+        None => {
+            let link: Option<String> = sqlx::query_scalar("select hash from green_proof order by seq desc limit 1")
+                .fetch_optional(pool)
+                .await?;
+            (0, link.unwrap_or_else(|| grid_shared::proof::GENESIS_HASH.to_owned()))
+        }
+    };
+    let pending: Vec<(i64, String)> = sqlx::query_as(
+        "select block_height, leaf_hash from proof_leaf where block_height > $1 order by block_height, leaf_index",
+    )
+    .bind(height)
+    .fetch_all(pool)
+    .await?;
+    let leaves = pending.into_iter().map(|(height, hash)| {
+        let mut bytes = [0_u8; 32];
+        hex::decode_to_slice(&hash, &mut bytes).map(|()| (height, bytes))
+    });
+    let leaves = leaves.collect::<Result<Vec<_>, _>>().map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    Ok(ProofChain::new(height, &head_hash).with_pending(leaves, chrono::Utc::now()))
 }
 
 /// Every task not final, with its pending results, handed to `take` one by one (rows are

@@ -335,50 +335,66 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
     Ok(statements)
 }
 
-/// Each credited result: two ledger entries (node, cooperative fund) and its proof link.
+/// Each credited result: two ledger entries (node, cooperative fund) and its leaf; then the
+/// blocks sealed in this batch.
 async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
-    if batch.credits.is_empty() {
-        return Ok(0);
+    let mut statements = 0;
+    if !batch.credits.is_empty() {
+        let credits = &batch.credits;
+        let leaves: Vec<_> = credits.iter().map(|credit| &credit.leaf).collect();
+        sqlx::query(
+            "with entries as (
+                 insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at)
+                 select task_id, account, node_id, carbon, amount, at from (
+                     select task_id, 'node' as account, node_id, carbon, node_amount as amount, at, position
+                     from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[])
+                         with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
+                     union all
+                     select task_id, 'cooperative', node_id, 0, cooperative_amount, at, position
+                     from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[])
+                         with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
+                 ) as both_accounts order by position, account desc)
+             insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
+                 carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash)
+             select * from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],
+                 $11::int8[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[], $12::text[])",
+        )
+        .bind(leaves.iter().map(|leaf| leaf.task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.node_id.as_uuid()).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.carbon.0).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.node_share.0).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.cooperative_share.0).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.credited_at).collect::<Vec<_>>())
+        .bind(credits.iter().map(|credit| credit.block_height).collect::<Vec<_>>())
+        .bind(credits.iter().map(|credit| i32::try_from(credit.leaf_index).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.attempt).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.energy.0).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.solar.0).collect::<Vec<_>>())
+        .bind(credits.iter().map(|credit| hex::encode(credit.leaf_hash)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
     }
-    let credits = &batch.credits;
-    let task_ids: Vec<uuid::Uuid> = credits.iter().map(|credit| credit.task_id.as_uuid()).collect();
-    let node_ids: Vec<uuid::Uuid> = credits.iter().map(|credit| credit.node_id.as_uuid()).collect();
-    sqlx::query(
-        "with entries as (
-             insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at)
-             select task_id, account, node_id, carbon, amount, at from (
-                 select task_id, 'node' as account, node_id, carbon, node_amount as amount, at, position
-                 from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $13::timestamptz[])
-                     with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
-                 union all
-                 select task_id, 'cooperative', node_id, 0, cooperative_amount, at, position
-                 from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $13::timestamptz[])
-                     with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
-             ) as both_accounts order by position, account desc)
-         insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at,
-             difficulty, prev_hash, nonce, hash)
-         select seq, task_id, node_id, energy, solar, carbon, value, at, difficulty, prev_hash, nonce, hash
-         from unnest($6::int8[], $1::uuid[], $2::uuid[], $7::int8[], $8::int8[], $3::int8[], $9::int8[],
-             $13::timestamptz[], $10::int2[], $11::text[], $12::int8[], $14::text[])
-             as l(seq, task_id, node_id, energy, solar, carbon, value, at, difficulty, prev_hash, nonce, hash)",
-    )
-    .bind(&task_ids)
-    .bind(&node_ids)
-    .bind(credits.iter().map(|credit| credit.split.carbon_saved.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.split.node_share.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.split.cooperative_share.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.seq).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.energy.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.solar.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.value.0).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| i16::from(credit.link.draft.difficulty)).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.prev_hash.as_str()).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.nonce).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.draft.created_at).collect::<Vec<_>>())
-    .bind(credits.iter().map(|credit| credit.link.hash.as_str()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(1)
+    if !batch.sealed.is_empty() {
+        let blocks = &batch.sealed;
+        sqlx::query(
+            "insert into proof_block (height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash)
+             select * from unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int2[],
+                 $7::int8[], $8::text[])",
+        )
+        .bind(blocks.iter().map(|block| block.draft.height).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| block.draft.prev_hash.as_str()).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| block.draft.merkle_root.as_str()).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| i32::try_from(block.draft.leaf_count).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| block.draft.sealed_at).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| i16::from(block.draft.difficulty)).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| block.nonce).collect::<Vec<_>>())
+        .bind(blocks.iter().map(|block| block.hash.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    Ok(statements)
 }
 
 /// Reads back the input of tasks placed in this batch whose input was not kept in memory (a

@@ -155,6 +155,8 @@ pub struct Batch {
     pub results: Vec<ResultRow>,
     pub verdicts: Vec<(TaskId, i32, Verdict)>,
     pub credits: Vec<Credit>,
+    /// Blocks of the proof chain sealed since the last batch.
+    pub sealed: Vec<grid_shared::blocks::Block>,
     pub trust: HashMap<NodeId, u32>,
     pub organizations: Vec<(OrganizationId, String)>,
     pub api_keys: Vec<(String, OrganizationId)>,
@@ -182,7 +184,7 @@ pub struct Batch {
 impl Batch {
     /// Whether the batch changes anything in PostgreSQL.
     pub fn writes(&self) -> bool {
-        !self.processed.is_empty() || !self.events.is_empty() || !self.task_rows.is_empty()
+        !self.processed.is_empty() || !self.events.is_empty() || !self.task_rows.is_empty() || !self.sealed.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {

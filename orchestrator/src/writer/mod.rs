@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deadpool_redis::Pool;
+use grid_shared::blocks::Block;
 use grid_shared::domain::TaskStatus;
-use grid_shared::envelope::Envelope;
+use grid_shared::envelope::{Actor, Envelope, Origin};
+use grid_shared::events::{BlockSealed, Event};
 use grid_shared::ids::{MessageId, NodeId, TaskId};
 use grid_shared::messages::Command;
 use redis::aio::MultiplexedConnection;
@@ -33,6 +35,7 @@ use sqlx::PgPool;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Fault, OrchestratorConfig};
+use crate::model::lifecycle::Recorded;
 use crate::model::{Rules, State};
 use crate::status::{Role, Status};
 use crate::store::postgres::{self, StoreError};
@@ -40,6 +43,9 @@ use crate::store::{load, streams};
 use apply::{Lookups, place_round};
 use batch::{Batch, EntryRef};
 use message::{Decoded, Ready, Source, decode};
+
+/// How often a writer waiting for messages looks whether the block being mined is done.
+const SEALING_POLL_MS: u64 = 5;
 
 fn start_of_pending() -> [String; 2] {
     ["0".to_owned(), "0".to_owned()]
@@ -114,6 +120,9 @@ pub struct Writer {
     commits: u64,
     messages: u64,
     statements: u64,
+    /// The proof of work of the next block, mined on a blocking thread.
+    sealing: Option<tokio::task::JoinHandle<Block>>,
+    blocks_sealed: u64,
 }
 
 impl Writer {
@@ -152,6 +161,8 @@ impl Writer {
             commits: 0,
             messages: 0,
             statements: 0,
+            sealing: None,
+            blocks_sealed: 0,
         };
         let claimed = {
             let mut conn = writer.redis.get().await?;
@@ -290,6 +301,10 @@ impl Writer {
     /// After a failed transaction: the state in memory may hold decisions that were not
     /// committed. It is rebuilt from PostgreSQL, and the pending entries are applied one by one.
     pub async fn rebuild(&mut self) -> Result<(), WriterError> {
+        if let Some(sealing) = self.sealing.take() {
+            // Mined from a state that is being replaced: the reloaded chain says what to seal.
+            sealing.abort();
+        }
         self.state = load::load_state(&self.pool, &self.rules).await?;
         self.carry.clear();
         if self.mode == ReadMode::New {
@@ -323,7 +338,12 @@ impl Writer {
     fn report_status(&self) {
         let (open, queued, live) = (self.state.tasks.len(), self.state.queue.len(), self.state.fleet.len());
         let (epoch, commits, messages, statements) = (self.epoch, self.commits, self.messages, self.statements);
+        let (chain_height, pending_leaves, blocks_sealed) =
+            (self.state.chain.height, self.state.chain.pending_leaves(), self.blocks_sealed);
         self.status.update(|snapshot| {
+            snapshot.chain_height = chain_height;
+            snapshot.pending_leaves = pending_leaves;
+            snapshot.blocks_sealed = blocks_sealed;
             snapshot.messages = messages;
             snapshot.statements = statements;
             snapshot.role = Role::Writer;
@@ -336,15 +356,61 @@ impl Writer {
         });
     }
 
-    /// How long a read may wait: until the next timer, at most a tick.
+    /// How long a read may wait: until the next timer (or the open block's closing), at most a
+    /// tick, and a few milliseconds while a block is being mined (it is written when done).
     fn block_for(&self) -> Option<u64> {
-        let tick = self.config.tick_ms;
-        match self.state.timers.next_due() {
+        let tick = if self.sealing.is_some() { SEALING_POLL_MS.min(self.config.tick_ms) } else { self.config.tick_ms };
+        let due = [self.state.timers.next_due(), self.state.chain.close_due_at(self.rules.seal_interval)]
+            .into_iter()
+            .flatten()
+            .min();
+        match due {
             None => Some(tick),
             Some(due) => {
                 let wait = (due - Utc::now()).num_milliseconds();
                 if wait <= 0 { None } else { Some(u64::try_from(wait).unwrap_or(tick).min(tick)) }
             }
+        }
+    }
+
+    /// Sealing, off the round trip: a block mined since the last batch is written with this
+    /// one (and its `BlockSealed` event); the open block closes when it is due; the next closed
+    /// block starts mining on a blocking thread.
+    async fn seal(&mut self, batch: &mut Batch, now: chrono::DateTime<Utc>) {
+        if self.sealing.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+            let mined = self.sealing.take().expect("checked").await;
+            match mined {
+                Ok(block) if self.state.chain.sealed(block.draft.height, &block.hash) => {
+                    let draft = &block.draft;
+                    let event = Event::BlockSealed(BlockSealed {
+                        height: draft.height,
+                        prev_hash: draft.prev_hash.clone(),
+                        merkle_root: draft.merkle_root.clone(),
+                        leaf_count: draft.leaf_count,
+                        sealed_at: draft.sealed_at,
+                        difficulty: draft.difficulty,
+                        nonce: block.nonce,
+                        hash: block.hash.clone(),
+                    });
+                    let origin = Origin {
+                        correlation_id: uuid::Uuid::new_v4(),
+                        causation_id: None,
+                        organization_id: None,
+                        actor: Actor::Orchestrator,
+                    };
+                    batch.record(&mut self.state, origin, None, Recorded { event, notify_node: None }, None);
+                    batch.sealed.push(block);
+                    self.blocks_sealed += 1;
+                }
+                Ok(block) => warn!(height = block.draft.height, "a mined block is no longer the next to seal; dropped"),
+                Err(error) => warn!(%error, "mining a block failed; mining it again"),
+            }
+        }
+        self.state.chain.close_if_due(now, self.rules.block_max_leaves, self.rules.seal_interval);
+        if self.sealing.is_none()
+            && let Some(draft) = self.state.chain.next_draft(now, self.rules.proof_difficulty)
+        {
+            self.sealing = Some(tokio::task::spawn_blocking(move || draft.mine()));
         }
     }
 
@@ -474,6 +540,9 @@ impl Writer {
         let periodic = self.last_round.elapsed() >= Duration::from_millis(self.config.tick_ms);
         if !one_by_one && (self.placement_due || periodic) {
             batch.placed = self.placement(&mut batch, now).await?;
+        }
+        if !one_by_one {
+            self.seal(&mut batch, Utc::now()).await;
         }
         self.commit(batch).await
     }

@@ -398,6 +398,20 @@ pub async fn most_tasks_a_node_held(pool: &PgPool) -> (usize, HashMap<String, us
     (worst.values().copied().max().unwrap_or(0), worst)
 }
 
+/// Waits until every credited result's leaf is sealed in a block.
+pub async fn all_credits_sealed(pool: &PgPool) {
+    eventually(Duration::from_secs(20), "every credit to be sealed in a block", || async {
+        let pending: i64 = sqlx::query_scalar(
+            "select count(*) from proof_leaf l where not exists (select 1 from proof_block b where b.height = l.block_height)",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
 /// A completion report for `task_id` whose hash matches its result.
 pub fn completion(task_id: &str, attempt: i64, energy_wh: f64, solar_wh: f64) -> Value {
     let result = json!({"answer": 42});

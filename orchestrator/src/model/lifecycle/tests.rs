@@ -8,11 +8,11 @@ use grid_shared::domain::{RejectionReason, TaskStatus};
 use grid_shared::events::{Event, ReplicaNeeded, ScoreInputs, Validation};
 use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
-use grid_shared::proof::{GENESIS_HASH, verify_chain};
+use grid_shared::proof::GENESIS_HASH;
 
 use super::*;
 use crate::config::Validation as ValidationSettings;
-use crate::model::{ChainHead, Node, Rules, Task};
+use crate::model::{Node, ProofChain, Rules, Task};
 use crate::scheduler::{Placement, Policy};
 use crate::validation::Requirement;
 
@@ -27,6 +27,8 @@ pub(crate) fn rules() -> Rules {
         max_milliwatts_per_core: 2_000,
         carbon: CarbonPolicy::default(),
         proof_difficulty: 4,
+        block_max_leaves: 2_000,
+        seal_interval: Duration::milliseconds(250),
         writer_name: "writer-test".to_owned(),
     }
 }
@@ -88,12 +90,15 @@ fn kinds(effects: &Effects) -> Vec<&'static str> {
 
 struct World {
     nodes: HashMap<NodeId, Node>,
-    chain: ChainHead,
+    chain: ProofChain,
 }
 
 impl World {
     fn with(nodes: &[&Node]) -> Self {
-        Self { nodes: nodes.iter().map(|node| (node.node_id, (*node).clone())).collect(), chain: ChainHead::default() }
+        Self {
+            nodes: nodes.iter().map(|node| (node.node_id, (*node).clone())).collect(),
+            chain: ProofChain::new(0, GENESIS_HASH),
+        }
     }
 
     fn complete_with(
@@ -174,14 +179,19 @@ fn a_plausible_single_result_completes_is_credited_and_chained() {
     let report = completion(&task, &pi, "ab", 100_000, 60_000);
     let effects = world.complete(&mut task, report, &rules(), now + Duration::seconds(60), 999_999).unwrap();
     assert_eq!(task.status, TaskStatus::Completed);
-    assert_eq!(kinds(&effects), ["TaskCompleted", "CreditsDistributed", "GreenProofAppended"]);
+    assert_eq!(kinds(&effects), ["TaskCompleted", "CreditsDistributed"]);
     assert_eq!(effects.new_results.len(), 1);
     assert_eq!(effects.new_results[0].1, Verdict::Unchecked);
     let credit = &effects.credits[0];
     assert_eq!(credit.split.node_share.0 + credit.split.cooperative_share.0, credit.split.total.0);
-    assert_eq!((credit.link.draft.seq, credit.link.draft.prev_hash.as_str()), (1, GENESIS_HASH));
-    assert_eq!(world.chain, ChainHead { seq: 1, hash: credit.link.hash.clone() });
-    assert!(verify_chain([&credit.link], 4).valid);
+    // The leaf takes the first place of the first block; nothing is sealed on the round trip.
+    assert_eq!((credit.block_height, credit.leaf_index), (1, 0));
+    assert_eq!(credit.leaf_hash, credit.leaf.hash());
+    assert_eq!((credit.leaf.solar.0, credit.leaf.energy.0, credit.leaf.attempt), (60_000, 100_000, 1));
+    assert_eq!((world.chain.height, world.chain.open.leaves.clone()), (0, vec![credit.leaf_hash]));
+    let Event::CreditsDistributed(credited) = &effects.events[1].event else { unreachable!() };
+    let position = credited.leaf.as_ref().expect("a v2 credit names its leaf");
+    assert_eq!((position.block_height, position.leaf_index), (1, 0));
     assert_eq!(effects.result.as_ref().map(|result| result.result_hash.as_str()), Some("ab"));
 }
 
@@ -198,7 +208,7 @@ fn energy_the_cores_could_not_draw_completes_the_task_but_earns_nothing() {
     assert!(task.reason.as_deref().unwrap().contains("exceeds what 4 cores can draw"));
     assert!(effects.credits.is_empty());
     assert_eq!(kinds(&effects), ["TaskCompleted"]);
-    assert_eq!(world.chain, ChainHead::default());
+    assert_eq!(world.chain, ProofChain::new(0, GENESIS_HASH));
 }
 
 #[test]
@@ -229,9 +239,9 @@ fn an_untrusted_nodes_result_waits_for_a_second_opinion_on_another_owner() {
     assert_eq!(effects.verdicts, vec![(1, Verdict::Agreed)]);
     assert_eq!(effects.new_results[0].1, Verdict::Agreed);
     assert_eq!(effects.trust, vec![(pi.node_id, 1), (other.node_id, 10)]);
-    let credited: Vec<NodeId> = effects.credits.iter().map(|credit| credit.node_id).collect();
+    let credited: Vec<NodeId> = effects.credits.iter().map(|credit| credit.leaf.node_id).collect();
     assert_eq!(credited, [pi.node_id, other.node_id], "every agreeing, plausible result");
-    assert_eq!(effects.credits[1].link.draft.prev_hash, effects.credits[0].link.hash);
+    assert_eq!((effects.credits[0].leaf_index, effects.credits[1].leaf_index), (0, 1));
     assert!(task.results.is_empty());
 }
 

@@ -1,0 +1,555 @@
+//! The green-proof chain in blocks (version `kgp2`, DESIGN §10): each credited result is a
+//! *leaf*; a *block* seals a batch of leaves under their RFC 6962 Merkle root and chains onto
+//! the block before it (the first block onto the last `kgp1` link, see [`crate::proof`]).
+//!
+//! Leaf line, the UTF-8 bytes of:
+//!
+//! ```text
+//! kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at
+//! ```
+//!
+//! and leaf hash `SHA-256(0x00 ‖ line)`. Block line:
+//!
+//! ```text
+//! kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce
+//! ```
+//!
+//! and block hash `SHA-256(line)`, which must start with `difficulty` zero bits (the proof of
+//! work is paid once per block). Ids are lowercase hyphenated UUIDs, integers are decimal,
+//! times are RFC 3339 UTC with exactly six fractional digits, hashes are 64 lowercase hex
+//! digits. Heights count from 1.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use crate::ids::{NodeId, TaskId};
+use crate::merkle::{self, Hash};
+use crate::proof::{ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits};
+
+pub const LEAF_VERSION: &str = "kgp2-leaf";
+pub const BLOCK_VERSION: &str = "kgp2";
+
+/// One credited result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leaf {
+    pub task_id: TaskId,
+    pub node_id: NodeId,
+    pub attempt: i32,
+    pub energy: MicroWattHours,
+    pub solar: MicroWattHours,
+    pub carbon: Nanograms,
+    pub node_share: PicoEuros,
+    pub cooperative_share: PicoEuros,
+    pub credited_at: DateTime<Utc>,
+}
+
+impl Leaf {
+    pub fn line(&self) -> String {
+        format!(
+            "{LEAF_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.task_id,
+            self.node_id,
+            self.attempt,
+            self.energy.0,
+            self.solar.0,
+            self.carbon.0,
+            self.node_share.0,
+            self.cooperative_share.0,
+            canonical_time(self.credited_at),
+        )
+    }
+
+    pub fn hash(&self) -> Hash {
+        merkle::leaf_hash(self.line().as_bytes())
+    }
+}
+
+/// What a block records, before it is mined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDraft {
+    pub height: i64,
+    pub prev_hash: String,
+    pub merkle_root: String,
+    pub leaf_count: i64,
+    pub sealed_at: DateTime<Utc>,
+    pub difficulty: u8,
+}
+
+/// A mined block, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    #[serde(flatten)]
+    pub draft: BlockDraft,
+    pub nonce: i64,
+    pub hash: String,
+}
+
+impl BlockDraft {
+    /// The draft of the block sealing `leaves` (their hashes, in order) after `prev_hash`.
+    pub fn of_leaves(height: i64, prev_hash: &str, leaves: &[Hash], sealed_at: DateTime<Utc>, difficulty: u8) -> Self {
+        Self {
+            height,
+            prev_hash: prev_hash.to_owned(),
+            merkle_root: hex::encode(merkle::root(leaves)),
+            leaf_count: i64::try_from(leaves.len()).unwrap_or(i64::MAX),
+            sealed_at,
+            difficulty,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        format!(
+            "{BLOCK_VERSION}|{}|{}|{}|{}|{}|{}|",
+            self.height,
+            self.prev_hash,
+            self.merkle_root,
+            self.leaf_count,
+            canonical_time(self.sealed_at),
+            self.difficulty
+        )
+    }
+
+    /// The block line with this nonce.
+    pub fn line(&self, nonce: i64) -> String {
+        format!("{}{nonce}", self.prefix())
+    }
+
+    /// Finds the first nonce whose block hash has `difficulty` leading zero bits (the hash state
+    /// after the line's prefix is computed once).
+    pub fn mine(self) -> Block {
+        let mut prefix = Sha256::new();
+        prefix.update(self.prefix().as_bytes());
+        let mut digits = String::with_capacity(20);
+        let mut nonce = 0_i64;
+        loop {
+            use std::fmt::Write;
+            digits.clear();
+            write!(digits, "{nonce}").expect("writing to a string does not fail");
+            let mut attempt = prefix.clone();
+            attempt.update(digits.as_bytes());
+            let hash: [u8; 32] = attempt.finalize().into();
+            if leading_zero_bits(&hash) >= u32::from(self.difficulty) {
+                return Block { draft: self, nonce, hash: hex::encode(hash) };
+            }
+            nonce += 1;
+        }
+    }
+}
+
+impl Block {
+    pub fn line(&self) -> String {
+        self.draft.line(self.nonce)
+    }
+}
+
+/// A leaf as stored: its position and the hash recorded with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLeaf {
+    pub leaf_index: i64,
+    #[serde(flatten)]
+    pub leaf: Leaf,
+    pub leaf_hash: String,
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockBreak {
+    pub height: i64,
+    /// The leaf at fault, when it can be named (an edited leaf, a missing one).
+    pub leaf_index: Option<i64>,
+    pub reason: String,
+}
+
+/// Checks blocks in height order after the v1 links, and stops at the first that does not
+/// hold: its height, its link to the previous hash, its difficulty, each leaf against the hash
+/// recorded with it and its place, the Merkle root of the leaves, and the block's own hash.
+pub struct BlockVerifier {
+    min_difficulty: u8,
+    expected_height: i64,
+    prev_hash: String,
+    leaves: u64,
+    broken: Option<BlockBreak>,
+}
+
+impl BlockVerifier {
+    /// `prev_hash`: the hash the first block must chain onto (the last `kgp1` link's, or the
+    /// genesis hash when there is none).
+    pub fn new(min_difficulty: u8, prev_hash: &str) -> Self {
+        Self { min_difficulty, expected_height: 1, prev_hash: prev_hash.to_owned(), leaves: 0, broken: None }
+    }
+
+    /// Checks the next block with its leaves (in leaf order); false once the chain is broken.
+    pub fn push(&mut self, block: &Block, leaves: &[StoredLeaf]) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        match check_block(block, leaves, self.expected_height, &self.prev_hash, self.min_difficulty) {
+            Err((height, leaf_index, reason)) => {
+                self.broken = Some(BlockBreak { height, leaf_index, reason });
+                false
+            }
+            Ok(()) => {
+                self.expected_height += 1;
+                self.prev_hash = block.hash.clone();
+                self.leaves += leaves.len() as u64;
+                true
+            }
+        }
+    }
+
+    /// (blocks verified, leaves verified, head hash, where it broke).
+    pub fn finish(self) -> (u64, u64, String, Option<BlockBreak>) {
+        (u64::try_from(self.expected_height - 1).unwrap_or(0), self.leaves, self.prev_hash, self.broken)
+    }
+}
+
+type Failure = (i64, Option<i64>, String);
+
+fn check_block(
+    block: &Block,
+    leaves: &[StoredLeaf],
+    expected_height: i64,
+    prev_hash: &str,
+    min_difficulty: u8,
+) -> Result<(), Failure> {
+    let draft = &block.draft;
+    let at = |reason: String| (expected_height.min(draft.height), None, reason);
+    if draft.height != expected_height {
+        return Err(at(format!("expected block {expected_height} here, found block {}", draft.height)));
+    }
+    if draft.prev_hash != prev_hash {
+        return Err(at("prev_hash does not match the previous block's hash".to_owned()));
+    }
+    if draft.difficulty < min_difficulty {
+        return Err(at(format!("difficulty {} is below the required {min_difficulty}", draft.difficulty)));
+    }
+    let mut hashes = Vec::with_capacity(leaves.len());
+    for (position, stored) in leaves.iter().enumerate() {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        if stored.leaf_index != position {
+            let reason = if stored.leaf_index > position {
+                format!("leaf {position} is missing")
+            } else {
+                format!("leaf {} appears twice", stored.leaf_index)
+            };
+            return Err((draft.height, Some(position), reason));
+        }
+        let hash = stored.leaf.hash();
+        if hex::encode(hash) != stored.leaf_hash {
+            return Err((draft.height, Some(position), "the leaf does not match its hash".to_owned()));
+        }
+        hashes.push(hash);
+    }
+    if i64::try_from(leaves.len()).unwrap_or(i64::MAX) != draft.leaf_count {
+        let missing = i64::try_from(leaves.len()).unwrap_or(i64::MAX);
+        let leaf = (missing < draft.leaf_count).then_some(missing);
+        return Err((draft.height, leaf, format!("{} leaves, the block counts {}", leaves.len(), draft.leaf_count)));
+    }
+    if hex::encode(merkle::root(&hashes)) != draft.merkle_root {
+        return Err(at("the Merkle root does not match the leaves (edited, reordered or replaced)".to_owned()));
+    }
+    let recomputed: [u8; 32] = Sha256::digest(block.line().as_bytes()).into();
+    if hex::encode(recomputed) != block.hash {
+        return Err(at("hash does not match the block's contents".to_owned()));
+    }
+    if leading_zero_bits(&recomputed) < u32::from(draft.difficulty) {
+        return Err(at("hash does not meet the difficulty".to_owned()));
+    }
+    Ok(())
+}
+
+/// Verifies a whole chain: the `kgp1` links in seq order, then the `kgp2` blocks in height
+/// order, the first block chaining onto the last link.
+pub struct ChainAudit {
+    min_difficulty: u8,
+    links: ChainVerifier,
+    blocks: Option<BlockVerifier>,
+}
+
+impl ChainAudit {
+    pub fn new(min_difficulty: u8) -> Self {
+        Self { min_difficulty, links: ChainVerifier::new(min_difficulty), blocks: None }
+    }
+
+    /// The next `kgp1` link; false once the chain is broken.
+    pub fn push_link(&mut self, link: &ProofLink) -> bool {
+        if self.blocks.is_some() {
+            return false;
+        }
+        self.links.push(link)
+    }
+
+    /// The next block with its leaves; false once the chain is broken.
+    pub fn push_block(&mut self, block: &Block, leaves: &[StoredLeaf]) -> bool {
+        if self.blocks.is_none() {
+            if !self.links.intact() {
+                return false;
+            }
+            self.blocks = Some(BlockVerifier::new(self.min_difficulty, self.links.head_hash()));
+        }
+        self.blocks.as_mut().is_some_and(|blocks| blocks.push(block, leaves))
+    }
+
+    pub fn finish(self) -> ChainVerdict {
+        let mut verdict = self.links.finish();
+        if let Some(blocks) = self.blocks {
+            let (count, leaves, head_hash, broken) = blocks.finish();
+            verdict.blocks = count;
+            verdict.leaves = leaves;
+            verdict.head_height = (count > 0).then_some(i64::try_from(count).unwrap_or(i64::MAX));
+            verdict.head_hash = head_hash;
+            if let Some(broken) = broken {
+                verdict.valid = false;
+                verdict.first_invalid_block = Some(broken.height);
+                verdict.first_invalid_leaf = broken.leaf_index;
+                verdict.reason = Some(broken.reason);
+            }
+        }
+        verdict
+    }
+}
+
+/// An inclusion proof of one leaf: the leaf, its place, the audit path and the block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub leaf_line: String,
+    pub leaf_hash: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub audit_path: Vec<String>,
+    pub block_line: String,
+    pub block_hash: String,
+}
+
+impl InclusionProof {
+    /// Checks leaf → root → block: the leaf's hash, the root its path implies, the block line
+    /// that names that root, the block's hash and its work. (The block's place in the chain is
+    /// checked by verifying the chain.)
+    pub fn verify(&self) -> Result<(), String> {
+        let leaf_hash = merkle::leaf_hash(self.leaf_line.as_bytes());
+        if hex::encode(leaf_hash) != self.leaf_hash {
+            return Err("the leaf line does not hash to the leaf hash".to_owned());
+        }
+        let path = self
+            .audit_path
+            .iter()
+            .map(|text| hex::decode(text).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()))
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or("the audit path holds something other than 32-byte hex hashes")?;
+        let root = merkle::root_from_path(&leaf_hash, self.leaf_index, self.tree_size, &path)
+            .ok_or("the audit path does not fit the leaf's index and the tree's size")?;
+        let fields: Vec<&str> = self.block_line.split('|').collect();
+        let [version, _height, _prev, merkle_root, leaf_count, _sealed_at, difficulty, _nonce] = fields[..] else {
+            return Err("the block line does not have eight fields".to_owned());
+        };
+        if version != BLOCK_VERSION {
+            return Err(format!("the block line is not {BLOCK_VERSION}"));
+        }
+        if merkle_root != hex::encode(root) {
+            return Err("the root the path implies is not the block's".to_owned());
+        }
+        if leaf_count != self.tree_size.to_string() {
+            return Err("the tree size is not the block's leaf count".to_owned());
+        }
+        let block_hash: [u8; 32] = Sha256::digest(self.block_line.as_bytes()).into();
+        if hex::encode(block_hash) != self.block_hash {
+            return Err("the block line does not hash to the block hash".to_owned());
+        }
+        let difficulty: u32 = difficulty.parse().map_err(|_| "the block's difficulty is not a number")?;
+        if leading_zero_bits(&block_hash) < difficulty {
+            return Err("the block hash does not meet its difficulty".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The inclusion proof of leaf `index` among a block's leaves.
+pub fn inclusion_proof(block: &Block, leaves: &[Leaf], index: usize) -> Option<InclusionProof> {
+    let hashes: Vec<Hash> = leaves.iter().map(Leaf::hash).collect();
+    let path = merkle::audit_path(&hashes, index)?;
+    Some(InclusionProof {
+        leaf_line: leaves[index].line(),
+        leaf_hash: hex::encode(hashes[index]),
+        leaf_index: index as u64,
+        tree_size: hashes.len() as u64,
+        audit_path: path.iter().map(hex::encode).collect(),
+        block_line: block.line(),
+        block_hash: block.hash.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proof::{GENESIS_HASH, storable_time};
+
+    fn leaf(index: u32) -> Leaf {
+        Leaf {
+            task_id: TaskId(uuid::Uuid::from_u128(u128::from(index) + 1)),
+            node_id: NodeId(uuid::Uuid::from_u128(7)),
+            attempt: 1,
+            energy: MicroWattHours(100_000 + i64::from(index)),
+            solar: MicroWattHours(60_000),
+            carbon: Nanograms(10_800_000),
+            node_share: PicoEuros(189_000),
+            cooperative_share: PicoEuros(81_000),
+            credited_at: "2026-11-30T12:00:00.000001Z".parse().unwrap(),
+        }
+    }
+
+    fn stored(leaves: &[Leaf]) -> Vec<StoredLeaf> {
+        leaves
+            .iter()
+            .enumerate()
+            .map(|(index, leaf)| StoredLeaf {
+                leaf_index: index as i64,
+                leaf: leaf.clone(),
+                leaf_hash: hex::encode(leaf.hash()),
+            })
+            .collect()
+    }
+
+    fn chain(blocks: usize, leaves_per_block: u32) -> Vec<(Block, Vec<StoredLeaf>)> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (0..blocks)
+            .map(|height| {
+                let leaves: Vec<Leaf> = (0..leaves_per_block).map(|index| leaf(height as u32 * 1000 + index)).collect();
+                let hashes: Vec<Hash> = leaves.iter().map(Leaf::hash).collect();
+                let block =
+                    BlockDraft::of_leaves(height as i64 + 1, &prev, &hashes, storable_time(Utc::now()), 6).mine();
+                prev = block.hash.clone();
+                (block, stored(&leaves))
+            })
+            .collect()
+    }
+
+    fn verify(chain: &[(Block, Vec<StoredLeaf>)]) -> Option<BlockBreak> {
+        let mut verifier = BlockVerifier::new(6, GENESIS_HASH);
+        for (block, leaves) in chain {
+            if !verifier.push(block, leaves) {
+                break;
+            }
+        }
+        verifier.finish().3
+    }
+
+    #[test]
+    fn lines_are_the_documented_ones() {
+        let nil = "00000000-0000-0000-0000-000000000001";
+        assert_eq!(
+            leaf(0).line(),
+            format!(
+                "kgp2-leaf|{nil}|00000000-0000-0000-0000-000000000007|1|100000|60000|10800000|189000|81000|2026-11-30T12:00:00.000001Z"
+            )
+        );
+        let draft =
+            BlockDraft::of_leaves(1, GENESIS_HASH, &[leaf(0).hash()], "2026-11-30T12:00:01Z".parse().unwrap(), 0);
+        assert_eq!(draft.merkle_root, hex::encode(leaf(0).hash()), "one leaf: the root is its hash");
+        assert_eq!(
+            draft.line(3),
+            format!("kgp2|1|{GENESIS_HASH}|{}|1|2026-11-30T12:00:01.000000Z|0|3", draft.merkle_root)
+        );
+        let block = draft.clone().mine();
+        assert_eq!(block.nonce, 0);
+        assert_eq!(block.hash, hex::encode(Sha256::digest(draft.line(0).as_bytes())));
+    }
+
+    #[test]
+    fn a_mined_block_meets_its_difficulty() {
+        let block = BlockDraft::of_leaves(1, GENESIS_HASH, &[leaf(0).hash()], Utc::now(), 10).mine();
+        assert!(leading_zero_bits(&hex::decode(&block.hash).unwrap()) >= 10);
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let blocks = chain(4, 5);
+        assert_eq!(verify(&blocks), None);
+        let mut verifier = BlockVerifier::new(6, GENESIS_HASH);
+        for (block, leaves) in &blocks {
+            verifier.push(block, leaves);
+        }
+        let (count, leaves, head, _) = verifier.finish();
+        assert_eq!((count, leaves, head), (4, 20, blocks[3].0.hash.clone()));
+    }
+
+    #[test]
+    fn an_edited_leaf_is_named() {
+        let mut blocks = chain(3, 5);
+        blocks[1].1[3].leaf.solar = MicroWattHours(60_001);
+        assert_eq!(
+            verify(&blocks),
+            Some(BlockBreak { height: 2, leaf_index: Some(3), reason: "the leaf does not match its hash".into() })
+        );
+    }
+
+    #[test]
+    fn a_leaf_edited_with_its_hash_breaks_the_root() {
+        let mut blocks = chain(3, 5);
+        blocks[1].1[3].leaf.solar = MicroWattHours(60_001);
+        blocks[1].1[3].leaf_hash = hex::encode(blocks[1].1[3].leaf.hash());
+        let broken = verify(&blocks).unwrap();
+        assert_eq!((broken.height, broken.leaf_index), (2, None));
+        assert!(broken.reason.contains("Merkle root"));
+    }
+
+    #[test]
+    fn a_deleted_leaf_is_named() {
+        let mut blocks = chain(3, 5);
+        blocks[2].1.remove(2);
+        assert_eq!(verify(&blocks).map(|broken| (broken.height, broken.leaf_index)), Some((3, Some(2))));
+        let mut blocks = chain(3, 5);
+        blocks[0].1.pop();
+        assert_eq!(verify(&blocks).map(|broken| (broken.height, broken.leaf_index)), Some((1, Some(4))));
+    }
+
+    #[test]
+    fn swapped_leaves_break_the_root() {
+        let mut blocks = chain(2, 5);
+        let (first, second) = (blocks[1].1[0].clone(), blocks[1].1[4].clone());
+        blocks[1].1[0] = StoredLeaf { leaf_index: 0, ..second };
+        blocks[1].1[4] = StoredLeaf { leaf_index: 4, ..first };
+        let broken = verify(&blocks).unwrap();
+        assert_eq!(broken.height, 2);
+        assert!(broken.reason.contains("Merkle root"), "{broken:?}");
+    }
+
+    #[test]
+    fn an_edited_deleted_or_forged_block_is_found_where_it_is() {
+        let mut blocks = chain(4, 3);
+        blocks[2].0.nonce += 1;
+        assert_eq!(verify(&blocks).map(|broken| broken.height), Some(3));
+        let mut blocks = chain(4, 3);
+        blocks.remove(1);
+        let broken = verify(&blocks).unwrap();
+        assert_eq!(broken.height, 2, "{broken:?}");
+        // A block appended with a made-up hash.
+        let mut blocks = chain(3, 3);
+        let mut forged = blocks[2].clone();
+        forged.0.draft.height = 4;
+        forged.0.draft.prev_hash = blocks[2].0.hash.clone();
+        forged.0.hash = "00".repeat(32);
+        blocks.push(forged);
+        assert_eq!(verify(&blocks).map(|broken| broken.height), Some(4));
+    }
+
+    #[test]
+    fn an_inclusion_proof_checks_leaf_root_and_block() {
+        let leaves: Vec<Leaf> = (0..2_000).map(leaf).collect();
+        let hashes: Vec<Hash> = leaves.iter().map(Leaf::hash).collect();
+        let block = BlockDraft::of_leaves(1, GENESIS_HASH, &hashes, Utc::now(), 6).mine();
+        let proof = inclusion_proof(&block, &leaves, 1_234).unwrap();
+        assert!(proof.audit_path.len() <= 11);
+        assert_eq!(proof.verify(), Ok(()));
+        let mut forged = proof.clone();
+        forged.leaf_line = forged.leaf_line.replace("|60000|", "|60001|");
+        assert!(forged.verify().is_err());
+        let mut forged = proof.clone();
+        forged.leaf_index = 1_235;
+        assert!(forged.verify().is_err());
+        let mut forged = proof;
+        forged.audit_path[3] = "00".repeat(32);
+        assert!(forged.verify().is_err());
+    }
+}
