@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use crate::ids::{NodeId, TaskId};
 use crate::merkle::{self, Hash};
-use crate::proof::{ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits};
+use crate::proof::{ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits, write_canonical_time};
 
 pub const LEAF_VERSION: &str = "kgp2-leaf";
 pub const BLOCK_VERSION: &str = "kgp2";
@@ -47,8 +47,17 @@ pub struct Leaf {
 
 impl Leaf {
     pub fn line(&self) -> String {
-        format!(
-            "{LEAF_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        let mut line = String::with_capacity(200);
+        self.write_line(&mut line);
+        line
+    }
+
+    /// Appends the leaf line to `out` (a verifier reuses one buffer for every leaf).
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        write!(
+            out,
+            "{LEAF_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|",
             self.task_id,
             self.node_id,
             self.attempt,
@@ -57,8 +66,9 @@ impl Leaf {
             self.carbon.0,
             self.node_share.0,
             self.cooperative_share.0,
-            canonical_time(self.credited_at),
         )
+        .expect("writing to a string does not fail");
+        write_canonical_time(out, self.credited_at);
     }
 
     pub fn hash(&self) -> Hash {
@@ -226,6 +236,7 @@ fn check_block(
         return Err(at(format!("difficulty {} is below the required {min_difficulty}", draft.difficulty)));
     }
     let mut hashes = Vec::with_capacity(leaves.len());
+    let mut line = String::with_capacity(200);
     for (position, stored) in leaves.iter().enumerate() {
         let position = i64::try_from(position).unwrap_or(i64::MAX);
         if stored.leaf_index != position {
@@ -236,8 +247,11 @@ fn check_block(
             };
             return Err((draft.height, Some(position), reason));
         }
-        let hash = stored.leaf.hash();
-        if hex::encode(hash) != stored.leaf_hash {
+        line.clear();
+        stored.leaf.write_line(&mut line);
+        let hash = merkle::leaf_hash(line.as_bytes());
+        let mut recorded = [0_u8; 32];
+        if hex::decode_to_slice(&stored.leaf_hash, &mut recorded).is_err() || recorded != hash {
             return Err((draft.height, Some(position), "the leaf does not match its hash".to_owned()));
         }
         hashes.push(hash);

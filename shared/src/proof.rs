@@ -52,7 +52,28 @@ pub struct ProofLink {
 
 /// Formats a timestamp the canonical way (microseconds, UTC, `Z`).
 pub fn canonical_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let mut text = String::with_capacity(27);
+    write_canonical_time(&mut text, at);
+    text
+}
+
+/// Appends the canonical form of a timestamp (verifiers format one per leaf: this writes the
+/// fields directly instead of interpreting a format string).
+pub fn write_canonical_time(out: &mut String, at: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let micros = at.timestamp_subsec_micros().min(999_999);
+    write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+    .expect("writing to a string does not fail");
 }
 
 /// Truncates a timestamp to what PostgreSQL keeps (microseconds), so a stored link re-encodes
@@ -261,6 +282,15 @@ mod tests {
             }));
         }
         links
+    }
+
+    #[test]
+    fn canonical_times_have_six_fractional_digits_in_utc() {
+        let at: DateTime<Utc> = "2026-01-02T03:04:05.000007Z".parse().unwrap();
+        assert_eq!(canonical_time(at), "2026-01-02T03:04:05.000007Z");
+        assert_eq!(canonical_time(at), at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        let whole: DateTime<Utc> = "2026-11-30T23:59:59Z".parse().unwrap();
+        assert_eq!(canonical_time(whole), "2026-11-30T23:59:59.000000Z");
     }
 
     #[test]
