@@ -238,8 +238,8 @@ pub struct CompletionContext<'a> {
     pub rules: &'a Rules,
     /// A uniform draw in 0 .. 1,000,000 for the spot check.
     pub draw_ppm: u32,
-    /// Whether a node of an owner other than the reporter's is registered.
-    pub another_owner_has_nodes: bool,
+    /// Whether a node of an owner other than the reporter's is live.
+    pub another_owner_has_live_nodes: bool,
 }
 
 /// A completion report for the current assignment: the result is recorded and validated (see
@@ -397,8 +397,8 @@ fn second_opinion_impossible(task: &Task, reporter: &Node, context: &CompletionC
         // No check is due: whether one could run does not matter.
         return None;
     }
-    if !context.another_owner_has_nodes {
-        return Some("no node of another owner is registered".to_owned());
+    if !context.another_owner_has_live_nodes {
+        return Some("no node of another owner is online".to_owned());
     }
     if context.now + context.rules.policy.expected_runtime * DEFERRAL_SAFETY_RUNTIMES >= task.deadline {
         return Some("the deadline leaves no time for a second opinion".to_owned());

@@ -167,6 +167,8 @@ pub struct State {
     pub fleet: RankedFleet,
     /// How many registered nodes each owner has.
     pub nodes_per_owner: HashMap<OrganizationId, u32>,
+    /// How many live nodes each owner has (kept with `live`).
+    pub live_per_owner: HashMap<OrganizationId, u32>,
     pub organizations: HashMap<OrganizationId, Organization>,
     /// Every API key hash and node token hash ever issued (they must be unique).
     pub key_hashes: HashSet<String>,
@@ -188,6 +190,7 @@ impl State {
             live: HashMap::new(),
             fleet: RankedFleet::new(policy.watts_per_core),
             nodes_per_owner: HashMap::new(),
+            live_per_owner: HashMap::new(),
             organizations: HashMap::new(),
             key_hashes: HashSet::new(),
             token_hashes: HashSet::new(),
@@ -208,9 +211,10 @@ impl State {
         self.nodes_per_owner.len()
     }
 
-    /// Whether some owner other than `owner_id` has a node (a second opinion is possible).
-    pub fn another_owner_has_nodes(&self, owner_id: OrganizationId) -> bool {
-        self.nodes_per_owner.keys().any(|owner| *owner != owner_id)
+    /// Whether some owner other than `owner_id` has a live node (a second opinion is possible
+    /// now: a registered node that is offline would leave the task waiting for its deadline).
+    pub fn another_owner_has_live_nodes(&self, owner_id: OrganizationId) -> bool {
+        self.live_per_owner.iter().any(|(owner, live)| *owner != owner_id && *live > 0)
     }
 
     /// Whether every participant of a group task consents, within the task's organisation.
@@ -246,8 +250,12 @@ impl State {
             // An older heartbeat read after a newer one: the newer one stands.
             return false;
         }
-        if let Some(previous) = self.live.get(&entry.node_id) {
-            self.timers.forget_node_expiry(previous.expires_at, entry.node_id);
+        match self.live.get(&entry.node_id) {
+            Some(previous) => self.timers.forget_node_expiry(previous.expires_at, entry.node_id),
+            None => {
+                let owner = self.nodes[&entry.node_id].owner_id;
+                *self.live_per_owner.entry(owner).or_default() += 1;
+            }
         }
         let live =
             Live { cpu_usage: entry.cpu_usage, solar_watts: entry.solar_watts, eco_score: entry.eco_score, expires_at };
@@ -272,6 +280,11 @@ impl State {
     pub fn node_offline(&mut self, node_id: NodeId) {
         if let Some(live) = self.live.remove(&node_id) {
             self.timers.forget_node_expiry(live.expires_at, node_id);
+            if let Some(node) = self.nodes.get(&node_id)
+                && let Some(count) = self.live_per_owner.get_mut(&node.owner_id)
+            {
+                *count = count.saturating_sub(1);
+            }
         }
         self.fleet.remove(node_id);
     }
@@ -339,5 +352,52 @@ impl State {
         {
             self.hold_core(node_id, task.task_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::lifecycle::tests::rules;
+
+    fn node_of(owner_id: OrganizationId) -> Node {
+        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, trust: 0, in_flight: HashSet::new() }
+    }
+
+    fn heartbeat_of(node_id: NodeId, solar_watts: f64) -> HeartbeatEntry {
+        let expires_at_ms = (Utc::now() + chrono::Duration::seconds(15)).timestamp_millis();
+        HeartbeatEntry { node_id, cpu_usage: 5.0, solar_watts, eco_score: 0.5, expires_at_ms }
+    }
+
+    #[test]
+    fn a_second_opinion_needs_a_node_of_another_owner_online() {
+        let (ours, theirs) = (OrganizationId::new(), OrganizationId::new());
+        let mut state = State::new(rules().policy);
+        let (mine, other) = (node_of(ours), node_of(theirs));
+        state.add_node(mine.clone());
+        state.add_node(other.clone());
+        assert!(!state.another_owner_has_live_nodes(ours), "registered is not enough");
+        state.heartbeat(&heartbeat_of(mine.node_id, 0.0));
+        assert!(!state.another_owner_has_live_nodes(ours));
+        state.heartbeat(&heartbeat_of(other.node_id, 0.0));
+        state.heartbeat(&heartbeat_of(other.node_id, 0.0));
+        assert!(state.another_owner_has_live_nodes(ours));
+        state.node_offline(other.node_id);
+        assert!(!state.another_owner_has_live_nodes(ours));
+    }
+
+    #[test]
+    fn a_heartbeat_reranks_its_node_and_says_when_placement_has_new_room() {
+        let owner = OrganizationId::new();
+        let mut state = State::new(rules().policy);
+        let node = node_of(owner);
+        state.add_node(node.clone());
+        assert!(state.heartbeat(&heartbeat_of(node.node_id, 0.0)), "a node coming online is new room");
+        assert_eq!(state.fleet.free_cores(), 2);
+        assert!(!state.heartbeat(&heartbeat_of(node.node_id, 0.0)), "nothing changed");
+        assert!(state.heartbeat(&heartbeat_of(node.node_id, 100.0)), "the sun came out: surplus where there was none");
+        state.hold_core(node.node_id, TaskId::new());
+        assert_eq!((state.fleet.free_cores(), state.claimed(node.node_id)), (1, 1));
+        assert!(!state.heartbeat(&heartbeat_of(NodeId::new(), 100.0)), "an unknown node is ignored");
     }
 }

@@ -489,7 +489,7 @@ fn apply_report(
                     now,
                     rules,
                     draw_ppm: draw_ppm(),
-                    another_owner_has_nodes: owner.is_some_and(|owner| state.another_owner_has_nodes(owner)),
+                    another_owner_has_live_nodes: owner.is_some_and(|owner| state.another_owner_has_live_nodes(owner)),
                 };
                 lifecycle::complete(task, report, &mut state.nodes, &mut state.chain, &context)
             })

@@ -121,7 +121,7 @@ impl World {
         now: DateTime<Utc>,
         draw_ppm: u32,
     ) -> Result<Effects, String> {
-        let context = CompletionContext { now, rules, draw_ppm, another_owner_has_nodes: self.nodes.len() > 1 };
+        let context = CompletionContext { now, rules, draw_ppm, another_owner_has_live_nodes: self.nodes.len() > 1 };
         complete(task, report, &mut self.nodes, &mut self.chain, &context)
     }
 }
@@ -258,7 +258,7 @@ fn without_another_owner_the_check_is_skipped_and_recorded() {
     assert_eq!(task.status, TaskStatus::Completed);
     let Event::TaskCompleted(completed) = &effects.events[0].event else { unreachable!() };
     let Some(Validation::Unchecked { check_skipped, .. }) = &completed.validation else { panic!() };
-    assert_eq!(check_skipped.as_deref(), Some("no node of another owner is registered"));
+    assert_eq!(check_skipped.as_deref(), Some("no node of another owner is online"));
 }
 
 #[test]
