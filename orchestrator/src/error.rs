@@ -1,9 +1,13 @@
-//! The orchestrator's one error type: a backing service failed, or an event could not be read.
-//! Nothing here is a domain rejection (those are `Decision`s): every variant means "not done,
-//! try again" (or, for an event, "the archive is damaged").
+//! The orchestrator's one error type: this writer was fenced off, a backing service failed, or
+//! an event could not be read. Nothing here is a domain rejection (those are the reasons a
+//! message is rejected with): every variant means "not done" — try again, step down (fenced),
+//! or look at the archive (an unreadable event).
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Another writer took over (its epoch is newer): this one must stop writing.
+    #[error("fenced off: another writer took over (epoch {current}, this one held {held})")]
+    Fenced { held: i64, current: i64 },
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
     #[error("redis: {0}")]

@@ -26,7 +26,9 @@ use sha2::{Digest, Sha256};
 use crate::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use crate::ids::{NodeId, TaskId};
 use crate::merkle::{self, Hash};
-use crate::proof::{ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits, write_canonical_time};
+use crate::proof::{
+    ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits, mine_line, write_canonical_time,
+};
 
 pub const LEAF_VERSION: &str = "kgp2-leaf";
 pub const BLOCK_VERSION: &str = "kgp2";
@@ -126,25 +128,10 @@ impl BlockDraft {
         format!("{}{nonce}", self.prefix())
     }
 
-    /// Finds the first nonce whose block hash has `difficulty` leading zero bits (the hash state
-    /// after the line's prefix is computed once).
+    /// Finds the first nonce whose block hash has `difficulty` leading zero bits.
     pub fn mine(self) -> Block {
-        let mut prefix = Sha256::new();
-        prefix.update(self.prefix().as_bytes());
-        let mut digits = String::with_capacity(20);
-        let mut nonce = 0_i64;
-        loop {
-            use std::fmt::Write;
-            digits.clear();
-            write!(digits, "{nonce}").expect("writing to a string does not fail");
-            let mut attempt = prefix.clone();
-            attempt.update(digits.as_bytes());
-            let hash: [u8; 32] = attempt.finalize().into();
-            if leading_zero_bits(&hash) >= u32::from(self.difficulty) {
-                return Block { draft: self, nonce, hash: hex::encode(hash) };
-            }
-            nonce += 1;
-        }
+        let (nonce, hash) = mine_line(&self.prefix(), self.difficulty);
+        Block { draft: self, nonce, hash: hex::encode(hash) }
     }
 }
 

@@ -119,24 +119,31 @@ pub fn leading_zero_bits(bytes: &[u8]) -> u32 {
     bits
 }
 
-/// Finds the first nonce whose hash meets the draft's difficulty. The hash state after the
-/// encoding's prefix is computed once; each attempt only adds the nonce's digits.
+/// Finds the first nonce whose hash meets the draft's difficulty.
 pub fn mine(draft: ProofDraft) -> ProofLink {
     debug_assert!(draft.difficulty <= MAX_DIFFICULTY);
-    let mut prefix = Sha256::new();
-    prefix.update(encoding_prefix(&draft).as_bytes());
+    let (nonce, hash) = mine_line(&encoding_prefix(&draft), draft.difficulty);
+    debug_assert_eq!(hash, digest(&draft, nonce));
+    ProofLink { draft, nonce, hash: hex::encode(hash) }
+}
+
+/// The first nonce (from 0) such that `SHA-256(prefix ‖ nonce in decimal)` has `difficulty`
+/// leading zero bits, with that hash. The hash state after the prefix is computed once; each
+/// attempt only adds the nonce's digits.
+pub fn mine_line(prefix: &str, difficulty: u8) -> (i64, [u8; 32]) {
+    let mut state = Sha256::new();
+    state.update(prefix.as_bytes());
     let mut digits = String::with_capacity(20);
     let mut nonce = 0_i64;
     loop {
         use std::fmt::Write;
         digits.clear();
         write!(digits, "{nonce}").expect("writing to a string does not fail");
-        let mut attempt = prefix.clone();
+        let mut attempt = state.clone();
         attempt.update(digits.as_bytes());
         let hash: [u8; 32] = attempt.finalize().into();
-        if leading_zero_bits(&hash) >= u32::from(draft.difficulty) {
-            debug_assert_eq!(hash, digest(&draft, nonce));
-            return ProofLink { draft, nonce, hash: hex::encode(hash) };
+        if leading_zero_bits(&hash) >= u32::from(difficulty) {
+            return (nonce, hash);
         }
         nonce += 1;
     }

@@ -14,14 +14,8 @@ use crate::writer::batch::Batch;
 /// The partition this writer owns (one for now; see DESIGN §11).
 pub const PARTITION: i16 = 0;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another writer took over (its epoch is newer): this one must stop writing.
-    #[error("fenced off: the writer epoch is {current}, this writer holds {held}")]
-    Fenced { held: i64, current: i64 },
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-}
+/// This module's failures are the crate's [`crate::error::Error`] (`Fenced` or `Postgres`).
+pub type StoreError = crate::error::Error;
 
 /// What one flush cost.
 #[derive(Debug, Clone, Copy, Default)]

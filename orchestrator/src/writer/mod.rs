@@ -17,17 +17,20 @@
 pub mod apply;
 pub mod batch;
 pub mod message;
+mod recovery;
+pub mod rounds;
+mod sealing;
+mod term;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+pub use term::serve;
+
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deadpool_redis::Pool;
 use grid_shared::blocks::Block;
-use grid_shared::domain::TaskStatus;
-use grid_shared::envelope::{Actor, Envelope, Origin};
-use grid_shared::events::{BlockSealed, Event};
 use grid_shared::ids::{MessageId, NodeId, TaskId};
 use grid_shared::messages::Command;
 use redis::aio::MultiplexedConnection;
@@ -35,14 +38,14 @@ use sqlx::PgPool;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Fault, OrchestratorConfig};
-use crate::model::lifecycle::Recorded;
 use crate::model::{Rules, State};
 use crate::status::{Role, Status};
-use crate::store::postgres::{self, StoreError};
+use crate::store::postgres;
 use crate::store::{load, streams};
-use apply::{Lookups, place_round};
+use apply::Lookups;
 use batch::{Batch, EntryRef};
 use message::{Decoded, Ready, Source, decode};
+use rounds::place_round;
 
 /// How often a writer waiting for messages looks whether the block being mined is done.
 const SEALING_POLL_MS: u64 = 5;
@@ -51,26 +54,8 @@ fn start_of_pending() -> [String; 2] {
     ["0".to_owned(), "0".to_owned()]
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriterError {
-    #[error("fenced off: another writer took over (epoch {current}, this one held {held})")]
-    Fenced { held: i64, current: i64 },
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-}
-
-impl From<StoreError> for WriterError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Fenced { held, current } => Self::Fenced { held, current },
-            StoreError::Postgres(error) => Self::Postgres(error),
-        }
-    }
-}
+/// The writer's failures are the crate's [`crate::error::Error`].
+pub type WriterError = crate::error::Error;
 
 /// Where the next read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,146 +173,6 @@ impl Writer {
         self.epoch
     }
 
-    /// Reads the live state of the fleet from Redis into a fresh mirror. Nodes holding tasks
-    /// that Redis does not show alive get one TTL to send a heartbeat before their tasks are
-    /// taken back.
-    async fn mirror_fleet(&mut self) -> Result<(), WriterError> {
-        let now = Utc::now();
-        let entries = {
-            let mut conn = self.redis.get().await?;
-            streams::fleet_snapshot(&mut *conn, &self.config.grid.keys, now.timestamp_millis()).await?
-        };
-        for entry in &entries {
-            self.state.heartbeat(entry);
-        }
-        let grace =
-            now + chrono::Duration::milliseconds(i64::try_from(self.config.grid.node_ttl_ms).unwrap_or(i64::MAX));
-        let silent: Vec<NodeId> = self
-            .state
-            .nodes
-            .values()
-            .filter(|node| !node.in_flight.is_empty() && !self.state.live.contains_key(&node.node_id))
-            .map(|node| node.node_id)
-            .collect();
-        for node_id in silent {
-            self.state.timers.node_expires(grace, node_id);
-        }
-        Ok(())
-    }
-
-    /// Makes Redis agree with PostgreSQL: groups exist, every committed event is published,
-    /// and, when Redis lost its data (the writer's marker is gone), the nodes' channels are
-    /// rebuilt with the work in flight.
-    async fn recover_redis(&mut self) -> Result<(), WriterError> {
-        let keys = self.config.grid.keys.clone();
-        // The blocking reader's connection may have died with a restarted Redis.
-        self.reader = streams::blocking_connection(&self.config.redis_url).await?;
-        let mut conn = self.redis.get().await?;
-        streams::ensure_groups(&mut *conn, &keys).await?;
-        let marker = streams::marker(&mut *conn, &keys).await?;
-        let lost = marker.is_none();
-        if lost {
-            info!("Redis holds no writer marker (restarted empty, flushed, or first start): re-issuing work in flight");
-            self.reissue_in_flight(&mut conn).await?;
-        }
-        // Committed events not yet published (a crash, or a publication that failed).
-        loop {
-            let events = load::events_after(&self.pool, self.published_seq, 5_000).await?;
-            let Some(last) = events.last().map(|event| event.seq) else { break };
-            let republished: Vec<streams::Republished<'_>> = events
-                .iter()
-                .map(|event| streams::Republished {
-                    seq: event.seq,
-                    event_type: &event.event_type,
-                    envelope: &event.envelope,
-                    node_id: event.node_id,
-                    kind: event.kind.as_ref(),
-                })
-                .collect();
-            streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
-            info!(from = self.published_seq + 1, to = last, "published committed events");
-            self.published_seq = last;
-        }
-        let claimed: Vec<(NodeId, usize)> = self
-            .state
-            .nodes
-            .values()
-            .filter(|node| !node.in_flight.is_empty())
-            .map(|node| (node.node_id, node.in_flight.len()))
-            .collect();
-        streams::write_all_claimed(&mut *conn, &keys, &claimed).await?;
-        streams::set_marker(&mut *conn, &keys, self.epoch).await?;
-        self.redis_suspect = false;
-        // Entries left pending (a publication that failed) are read again before new ones.
-        if self.mode == ReadMode::New {
-            self.enter_pending(false);
-        }
-        Ok(())
-    }
-
-    /// Rebuilds every channel of a node with work in flight from PostgreSQL: the assignments
-    /// in flight, with their original ids.
-    async fn reissue_in_flight(&mut self, conn: &mut deadpool_redis::Connection) -> Result<(), WriterError> {
-        let in_flight: Vec<(NodeId, i64)> = self
-            .state
-            .tasks
-            .values()
-            .filter(|task| matches!(task.status, TaskStatus::Assigned | TaskStatus::Running))
-            .filter_map(|task| Some((task.node_id?, task.assignment_seq?)))
-            .collect();
-        if in_flight.is_empty() {
-            return Ok(());
-        }
-        warn!(tasks = in_flight.len(), "Redis lost its data: re-issuing the work in flight");
-        let seqs: Vec<i64> = in_flight.iter().map(|(_, seq)| *seq).collect();
-        let stored = load::events_at(&self.pool, &seqs).await?;
-        let mut channels: HashMap<NodeId, Vec<(i64, Envelope)>> = HashMap::new();
-        for event in &stored {
-            let (Some(node_id), Some(message)) =
-                (event.node_id, streams::stored_node_message(&event.envelope, event.kind.as_ref()))
-            else {
-                continue;
-            };
-            channels.entry(node_id).or_default().push((event.seq, message));
-        }
-        for messages in channels.values_mut() {
-            messages.sort_by_key(|(seq, _)| *seq);
-        }
-        streams::reissue(&mut **conn, &self.config.grid.keys, &channels).await?;
-        info!(tasks = stored.len(), nodes = channels.len(), "re-issued the work in flight to the nodes' channels");
-        Ok(())
-    }
-
-    /// After a failed transaction: the state in memory may hold decisions that were not
-    /// committed. It is rebuilt from PostgreSQL, and the pending entries are applied one by one.
-    pub async fn rebuild(&mut self) -> Result<(), WriterError> {
-        if let Some(sealing) = self.sealing.take() {
-            // Mined from a state that is being replaced: the reloaded chain says what to seal.
-            sealing.abort();
-        }
-        self.state = load::load_state(&self.pool, &self.rules).await?;
-        self.carry.clear();
-        if self.mode == ReadMode::New {
-            self.enter_pending(true);
-        } else {
-            // The entry that failed was read in this pass: the pass goes on after it, and
-            // another pass retries it.
-            self.mode = ReadMode::Pending { one_by_one: true };
-            self.pass_failed = true;
-        }
-        {
-            // Heartbeats read in the failed batch were not acknowledged: drop them (a fresh
-            // snapshot of the fleet follows).
-            let mut conn = self.redis.get().await?;
-            streams::forget_heartbeats(&mut *conn, &self.config.grid.keys, &self.config.consumer_name).await?;
-        }
-        self.placement_due = true;
-        self.mirror_fleet().await?;
-        self.redis_suspect = true;
-        info!(open_tasks = self.state.tasks.len(), "state rebuilt from PostgreSQL after a failed batch");
-        Ok(())
-    }
-
     /// Reads this consumer's pending entries from the start, before new ones.
     fn enter_pending(&mut self, one_by_one: bool) {
         self.mode = ReadMode::Pending { one_by_one };
@@ -370,47 +215,6 @@ impl Writer {
                 let wait = (due - Utc::now()).num_milliseconds();
                 if wait <= 0 { None } else { Some(u64::try_from(wait).unwrap_or(tick).min(tick)) }
             }
-        }
-    }
-
-    /// Sealing, off the round trip: a block mined since the last batch is written with this
-    /// one (and its `BlockSealed` event); the open block closes when it is due; the next closed
-    /// block starts mining on a blocking thread.
-    async fn seal(&mut self, batch: &mut Batch, now: chrono::DateTime<Utc>) {
-        if self.sealing.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
-            let mined = self.sealing.take().expect("checked").await;
-            match mined {
-                Ok(block) if self.state.chain.sealed(block.draft.height, &block.hash) => {
-                    let draft = &block.draft;
-                    let event = Event::BlockSealed(BlockSealed {
-                        height: draft.height,
-                        prev_hash: draft.prev_hash.clone(),
-                        merkle_root: draft.merkle_root.clone(),
-                        leaf_count: draft.leaf_count,
-                        sealed_at: draft.sealed_at,
-                        difficulty: draft.difficulty,
-                        nonce: block.nonce,
-                        hash: block.hash.clone(),
-                    });
-                    let origin = Origin {
-                        correlation_id: uuid::Uuid::new_v4(),
-                        causation_id: None,
-                        organization_id: None,
-                        actor: Actor::Orchestrator,
-                    };
-                    batch.record(&mut self.state, origin, None, Recorded { event, notify_node: None }, None);
-                    batch.sealed.push(block);
-                    self.blocks_sealed += 1;
-                }
-                Ok(block) => warn!(height = block.draft.height, "a mined block is no longer the next to seal; dropped"),
-                Err(error) => warn!(%error, "mining a block failed; mining it again"),
-            }
-        }
-        self.state.chain.close_if_due(now, self.rules.block_max_leaves, self.rules.seal_interval);
-        if self.sealing.is_none()
-            && let Some(draft) = self.state.chain.next_draft(now, self.rules.proof_difficulty)
-        {
-            self.sealing = Some(tokio::task::spawn_blocking(move || draft.mine()));
         }
     }
 
@@ -515,7 +319,7 @@ impl Writer {
         let lookups = self.lookups(&ready).await?;
         let one_by_one = self.mode == (ReadMode::Pending { one_by_one: true });
         if !one_by_one {
-            let fired = apply::fire_timers(&mut self.state, &self.rules, &mut batch, now);
+            let fired = rounds::fire_timers(&mut self.state, &self.rules, &mut batch, now);
             self.placement_due |= fired > 0;
         }
         let (applied_before, ready): (Vec<Ready>, Vec<Ready>) =
@@ -580,7 +384,7 @@ impl Writer {
         if self.state.queue.is_empty() || self.state.fleet.free_cores() == 0 {
             return Ok(0);
         }
-        let candidates = self.state.queue.candidates(apply::round_size(self.state.fleet.free_cores()));
+        let candidates = self.state.queue.candidates(rounds::round_size(self.state.fleet.free_cores()));
         // Group tasks: their consent is checked against PostgreSQL too before their data leaves.
         let groups: Vec<_> = candidates
             .iter()
@@ -663,83 +467,4 @@ impl Writer {
 struct BatchLookups {
     applied: HashSet<MessageId>,
     decide: Lookups,
-}
-
-/// Runs one term as the writer, until shutdown, a lost lease or a fence; then gives the lease up.
-pub async fn serve(
-    config: Arc<OrchestratorConfig>,
-    pool: PgPool,
-    redis: Pool,
-    mut lease: crate::lease::Lease,
-    status: Arc<Status>,
-    shutdown: &tokio_util::sync::CancellationToken,
-) {
-    let epoch = lease.epoch;
-    status.update(|snapshot| {
-        snapshot.role = Role::TakingOver;
-        snapshot.epoch = Some(epoch);
-    });
-    let mut writer = loop {
-        match Writer::take_over(config.clone(), pool.clone(), redis.clone(), epoch, status.clone()).await {
-            Ok(writer) => break writer,
-            Err(error) => {
-                error!(%error, "taking over failed; retrying");
-                status.update(|snapshot| snapshot.problem = Some(error.to_string()));
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    () = shutdown.cancelled() => { lease.release().await; return; }
-                }
-            }
-        }
-    };
-    let mut last_lease_check = Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        if last_lease_check.elapsed() >= Duration::from_millis(500) {
-            last_lease_check = Instant::now();
-            if !lease.alive().await {
-                error!(epoch, "the lease's connection is gone: stepping down");
-                break;
-            }
-        }
-        match writer.step().await {
-            Ok(_) => backoff = Duration::from_millis(100),
-            Err(WriterError::Fenced { held, current }) => {
-                error!(held, current, "another writer took over: stepping down");
-                break;
-            }
-            Err(error) => {
-                error!(%error, "batch failed; its entries stay pending");
-                status.update(|snapshot| snapshot.problem = Some(error.to_string()));
-                let postgres = matches!(error, WriterError::Postgres(_));
-                if !postgres {
-                    // Redis failed, restarted or lost its data: checked and made whole first.
-                    writer.redis_suspect = true;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = shutdown.cancelled() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                if postgres {
-                    while let Err(error) = writer.rebuild().await {
-                        if matches!(error, WriterError::Fenced { .. }) || shutdown.is_cancelled() {
-                            break;
-                        }
-                        warn!(%error, "rebuilding the state failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            () = shutdown.cancelled() => break,
-                        }
-                    }
-                }
-            }
-        }
-    }
-    status.set_role(Role::Stopping);
-    if let Err(error) = writer.record_published().await {
-        warn!(%error, "could not record how far the events were published; the next writer publishes them again");
-    }
-    lease.release().await;
-    info!(epoch = writer.epoch(), "writer stepped down");
 }

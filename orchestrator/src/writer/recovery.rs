@@ -1,0 +1,155 @@
+//! Making the writer's state and Redis whole: the fleet mirror at takeover, Redis after it lost
+//! its data (or a publication failed), and the state after a failed transaction.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use grid_shared::domain::TaskStatus;
+use grid_shared::envelope::Envelope;
+use grid_shared::ids::NodeId;
+use tracing::{info, warn};
+
+use super::{ReadMode, Writer, WriterError};
+use crate::store::{load, streams};
+
+impl Writer {
+    /// Reads the live state of the fleet from Redis into a fresh mirror. Nodes holding tasks
+    /// that Redis does not show alive get one TTL to send a heartbeat before their tasks are
+    /// taken back.
+    pub(super) async fn mirror_fleet(&mut self) -> Result<(), WriterError> {
+        let now = Utc::now();
+        let entries = {
+            let mut conn = self.redis.get().await?;
+            streams::fleet_snapshot(&mut *conn, &self.config.grid.keys, now.timestamp_millis()).await?
+        };
+        for entry in &entries {
+            self.state.heartbeat(entry);
+        }
+        let grace =
+            now + chrono::Duration::milliseconds(i64::try_from(self.config.grid.node_ttl_ms).unwrap_or(i64::MAX));
+        let silent: Vec<NodeId> = self
+            .state
+            .nodes
+            .values()
+            .filter(|node| !node.in_flight.is_empty() && !self.state.live.contains_key(&node.node_id))
+            .map(|node| node.node_id)
+            .collect();
+        for node_id in silent {
+            self.state.timers.node_expires(grace, node_id);
+        }
+        Ok(())
+    }
+
+    /// Makes Redis agree with PostgreSQL: groups exist, every committed event is published,
+    /// and, when Redis lost its data (the writer's marker is gone), the nodes' channels are
+    /// rebuilt with the work in flight.
+    pub(super) async fn recover_redis(&mut self) -> Result<(), WriterError> {
+        let keys = self.config.grid.keys.clone();
+        // The blocking reader's connection may have died with a restarted Redis.
+        self.reader = streams::blocking_connection(&self.config.redis_url).await?;
+        let mut conn = self.redis.get().await?;
+        streams::ensure_groups(&mut *conn, &keys).await?;
+        let marker = streams::marker(&mut *conn, &keys).await?;
+        let lost = marker.is_none();
+        if lost {
+            info!("Redis holds no writer marker (restarted empty, flushed, or first start): re-issuing work in flight");
+            self.reissue_in_flight(&mut conn).await?;
+        }
+        // Committed events not yet published (a crash, or a publication that failed).
+        loop {
+            let events = load::events_after(&self.pool, self.published_seq, 5_000).await?;
+            let Some(last) = events.last().map(|event| event.seq) else { break };
+            let republished: Vec<streams::Republished<'_>> = events
+                .iter()
+                .map(|event| streams::Republished {
+                    seq: event.seq,
+                    event_type: &event.event_type,
+                    envelope: &event.envelope,
+                    node_id: event.node_id,
+                    kind: event.kind.as_ref(),
+                })
+                .collect();
+            streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
+            info!(from = self.published_seq + 1, to = last, "published committed events");
+            self.published_seq = last;
+        }
+        let claimed: Vec<(NodeId, usize)> = self
+            .state
+            .nodes
+            .values()
+            .filter(|node| !node.in_flight.is_empty())
+            .map(|node| (node.node_id, node.in_flight.len()))
+            .collect();
+        streams::write_all_claimed(&mut *conn, &keys, &claimed).await?;
+        streams::set_marker(&mut *conn, &keys, self.epoch).await?;
+        self.redis_suspect = false;
+        // Entries left pending (a publication that failed) are read again before new ones.
+        if self.mode == ReadMode::New {
+            self.enter_pending(false);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every channel of a node with work in flight from PostgreSQL: the assignments
+    /// in flight, with their original ids.
+    pub(super) async fn reissue_in_flight(&mut self, conn: &mut deadpool_redis::Connection) -> Result<(), WriterError> {
+        let in_flight: Vec<(NodeId, i64)> = self
+            .state
+            .tasks
+            .values()
+            .filter(|task| matches!(task.status, TaskStatus::Assigned | TaskStatus::Running))
+            .filter_map(|task| Some((task.node_id?, task.assignment_seq?)))
+            .collect();
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        warn!(tasks = in_flight.len(), "Redis lost its data: re-issuing the work in flight");
+        let seqs: Vec<i64> = in_flight.iter().map(|(_, seq)| *seq).collect();
+        let stored = load::events_at(&self.pool, &seqs).await?;
+        let mut channels: HashMap<NodeId, Vec<(i64, Envelope)>> = HashMap::new();
+        for event in &stored {
+            let (Some(node_id), Some(message)) =
+                (event.node_id, streams::stored_node_message(&event.envelope, event.kind.as_ref()))
+            else {
+                continue;
+            };
+            channels.entry(node_id).or_default().push((event.seq, message));
+        }
+        for messages in channels.values_mut() {
+            messages.sort_by_key(|(seq, _)| *seq);
+        }
+        streams::reissue(&mut **conn, &self.config.grid.keys, &channels).await?;
+        info!(tasks = stored.len(), nodes = channels.len(), "re-issued the work in flight to the nodes' channels");
+        Ok(())
+    }
+
+    /// After a failed transaction: the state in memory may hold decisions that were not
+    /// committed. It is rebuilt from PostgreSQL, and the pending entries are applied one by one.
+    pub async fn rebuild(&mut self) -> Result<(), WriterError> {
+        if let Some(sealing) = self.sealing.take() {
+            // Mined from a state that is being replaced: the reloaded chain says what to seal.
+            sealing.abort();
+        }
+        self.state = load::load_state(&self.pool, &self.rules).await?;
+        self.carry.clear();
+        if self.mode == ReadMode::New {
+            self.enter_pending(true);
+        } else {
+            // The entry that failed was read in this pass: the pass goes on after it, and
+            // another pass retries it.
+            self.mode = ReadMode::Pending { one_by_one: true };
+            self.pass_failed = true;
+        }
+        {
+            // Heartbeats read in the failed batch were not acknowledged: drop them (a fresh
+            // snapshot of the fleet follows).
+            let mut conn = self.redis.get().await?;
+            streams::forget_heartbeats(&mut *conn, &self.config.grid.keys, &self.config.consumer_name).await?;
+        }
+        self.placement_due = true;
+        self.mirror_fleet().await?;
+        self.redis_suspect = true;
+        info!(open_tasks = self.state.tasks.len(), "state rebuilt from PostgreSQL after a failed batch");
+        Ok(())
+    }
+}
