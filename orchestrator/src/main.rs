@@ -71,16 +71,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Action::Replay { source, from } => {
             let clock = std::time::Instant::now();
+            // The grid may be running: the events and the tables are read in one snapshot.
+            let mut snapshot = grid_orchestrator::replay::Snapshot::take(&pool).await?;
             let projection = match source {
-                Source::Postgres => grid_orchestrator::replay::from_postgres(&pool, from).await?,
+                Source::Postgres => snapshot.replay(&pool, from).await?,
                 Source::Redis => {
                     let client = redis::Client::open(config.redis_url.as_str())?;
                     let mut conn = client.get_multiplexed_async_connection().await?;
-                    grid_orchestrator::replay::from_redis(&mut conn, &config.grid.keys.events(), from).await?
+                    let events = config.grid.keys.events();
+                    grid_orchestrator::replay::from_redis(&mut conn, &events, from, snapshot.last_seq).await?
                 }
             };
             let seconds = clock.elapsed().as_secs_f64();
-            let divergences = grid_orchestrator::replay::diff(&pool, &projection, from <= 1).await?;
+            let divergences = snapshot.diff(&projection, from <= 1).await?;
             let report = serde_json::json!({
                 "events": projection.events,
                 "last_seq": projection.last_seq,

@@ -5,6 +5,10 @@
 //! chain's heads (the last `kgp1` link, the last `kgp2` block). Events
 //! carry the inputs of each decision, so nothing else is read. A divergence names the entity, the
 //! field, the value the events imply and the value stored.
+//!
+//! A replay of a live grid reads through one [`Snapshot`]: the events up to the last one
+//! committed when it was taken, and the tables as they were right after it (the writer commits
+//! events and rows together), so the grid going on meanwhile is not a divergence.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +17,7 @@ use grid_shared::envelope::{Envelope, Message};
 use grid_shared::events::Event;
 use grid_shared::ids::{NodeId, TaskId};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskProjection {
@@ -120,8 +124,77 @@ const PAGE: i64 = 10_000;
 /// Pages fetched and parsed at once, ahead of the one being applied.
 const PAGES_AHEAD: usize = 3;
 
-/// Fetches and parses the events of one window of `seq`s.
-async fn fetch_window(pool: PgPool, first: i64, last: i64) -> Result<Vec<(i64, Event)>, ReplayError> {
+/// One read-only view of the archive and the tables, shared by the concurrent page fetches
+/// (`pg_export_snapshot`), held open until the replay's diff is done.
+pub struct Snapshot {
+    tx: Transaction<'static, Postgres>,
+    id: String,
+    /// The last event committed when the snapshot was taken (0 for none).
+    pub last_seq: i64,
+}
+
+/// Starts a read-only repeatable-read transaction, in the exported `snapshot` if given.
+async fn begin_read_only(pool: &PgPool, snapshot: Option<&str>) -> Result<Transaction<'static, Postgres>, ReplayError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    if let Some(id) = snapshot {
+        // `set transaction snapshot` takes no parameters; the id is PostgreSQL's own
+        // (hexadecimal digits and dashes), checked anyway.
+        if !id.bytes().all(|byte| byte.is_ascii_hexdigit() || byte == b'-') {
+            return Err(ReplayError::Event(format!("unexpected snapshot id {id:?}")));
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("set transaction snapshot '{id}'"))).execute(&mut *tx).await?;
+    }
+    Ok(tx)
+}
+
+impl Snapshot {
+    pub async fn take(pool: &PgPool) -> Result<Self, ReplayError> {
+        let mut tx = begin_read_only(pool, None).await?;
+        let id: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut *tx).await?;
+        let last_seq: Option<i64> = sqlx::query_scalar("select max(seq) from event").fetch_one(&mut *tx).await?;
+        Ok(Self { tx, id, last_seq: last_seq.unwrap_or(0) })
+    }
+
+    /// Replays the archive from `from_seq` up to [`Self::last_seq`]. Windows of `seq`s are
+    /// fetched and parsed concurrently, each on its own connection in this snapshot
+    /// (PostgreSQL uses a backend, so a core, per query), and applied in order.
+    pub async fn replay(&self, pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
+        let (windows, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+        let producer = {
+            let (pool, id, last) = (pool.clone(), self.id.clone(), self.last_seq);
+            tokio::spawn(async move {
+                let mut first = from_seq.max(1);
+                while first <= last {
+                    let window_last = first.saturating_add(PAGE - 1).min(last);
+                    let fetch = tokio::spawn(fetch_window(pool.clone(), id.clone(), first, window_last));
+                    if windows.send(fetch).await.is_err() {
+                        return;
+                    }
+                    first = window_last.saturating_add(1);
+                }
+            })
+        };
+        let mut projection = Projection::default();
+        while let Some(fetch) = received.recv().await {
+            let page = fetch.await.map_err(|error| ReplayError::Event(format!("a page fetch stopped: {error}")))??;
+            for (seq, event) in &page {
+                projection.apply(*seq, event);
+            }
+        }
+        let _ = producer.await;
+        Ok(projection)
+    }
+
+    /// Compares `projection` with the tables as this snapshot sees them (see [`diff`]).
+    pub async fn diff(&mut self, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
+        diff(&mut self.tx, projection, whole).await
+    }
+}
+
+/// Fetches and parses the events of one window of `seq`s, in the exported `snapshot`.
+async fn fetch_window(pool: PgPool, snapshot: String, first: i64, last: i64) -> Result<Vec<(i64, Event)>, ReplayError> {
+    let mut tx = begin_read_only(&pool, Some(&snapshot)).await?;
     // Only what replay reads: the type, the version and the payload's text (PostgreSQL's cost
     // is turning jsonb into text, so less text is faster).
     let rows: Vec<(i64, String, i16, String)> = sqlx::query_as(
@@ -130,8 +203,9 @@ async fn fetch_window(pool: PgPool, first: i64, last: i64) -> Result<Vec<(i64, E
     )
     .bind(first)
     .bind(last)
-    .fetch_all(&pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     rows.into_iter()
         .map(|(seq, message_type, version, payload)| {
             let version = u16::try_from(version).unwrap_or(0);
@@ -142,50 +216,46 @@ async fn fetch_window(pool: PgPool, first: i64, last: i64) -> Result<Vec<(i64, E
         .collect()
 }
 
-/// Replays the PostgreSQL archive from `from_seq` up to its last event when the replay starts.
-/// Windows of `seq`s are fetched and parsed concurrently (PostgreSQL uses a backend, so a core,
-/// per query) and applied in order.
+/// Replays the PostgreSQL archive from `from_seq` up to its last event when the replay starts
+/// (in a [`Snapshot`] of its own: take one to diff against the same view).
 pub async fn from_postgres(pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
-    let last: Option<i64> = sqlx::query_scalar("select max(seq) from event").fetch_one(pool).await?;
-    let (windows, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
-    let producer = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let mut first = from_seq.max(1);
-            while first <= last.unwrap_or(0) {
-                let window_last = first.saturating_add(PAGE - 1);
-                let fetch = tokio::spawn(fetch_window(pool.clone(), first, window_last));
-                if windows.send(fetch).await.is_err() {
-                    return;
-                }
-                first = window_last.saturating_add(1);
-            }
-        })
-    };
-    let mut projection = Projection::default();
-    while let Some(fetch) = received.recv().await {
-        let page = fetch.await.map_err(|error| ReplayError::Event(format!("a page fetch stopped: {error}")))??;
-        for (seq, event) in &page {
-            projection.apply(*seq, event);
-        }
-    }
-    let _ = producer.await;
-    Ok(projection)
+    Snapshot::take(pool).await?.replay(pool, from_seq).await
 }
 
-/// Replays the `{ns}:events` stream from `from_seq` on (its ids are `<seq>-0`).
+/// Replays the archive from `from_seq` and compares it with the tables, both in one
+/// [`Snapshot`] (whole when replayed from the first event).
+pub async fn audit(pool: &PgPool, from_seq: i64) -> Result<(Projection, Vec<Divergence>), ReplayError> {
+    let mut snapshot = Snapshot::take(pool).await?;
+    let projection = snapshot.replay(pool, from_seq).await?;
+    let divergences = snapshot.diff(&projection, from_seq <= 1).await?;
+    Ok((projection, divergences))
+}
+
+/// How long a replay from Redis waits for the stream to catch up with the archive (events are
+/// published right after their commit).
+const STREAM_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Replays the `{ns}:events` stream (its ids are `<seq>-0`) from `from_seq` up to `until`
+/// (a [`Snapshot`]'s last event, to diff against it), waiting up to five seconds for the
+/// stream to reach it; it stops where the stream ends if it does not.
 pub async fn from_redis(
     conn: &mut impl redis::aio::ConnectionLike,
     stream: &str,
     from_seq: i64,
+    until: i64,
 ) -> Result<Projection, ReplayError> {
     let mut projection = Projection::default();
+    if until < from_seq.max(1) {
+        return Ok(projection);
+    }
     let mut start = format!("{}-0", from_seq.max(0));
+    let end = format!("{until}-0");
+    let waiting_since = tokio::time::Instant::now();
     loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(stream)
             .arg(&start)
-            .arg("+")
+            .arg(&end)
             .arg("COUNT")
             .arg(PAGE)
             .query_async(&mut *conn)
@@ -199,9 +269,13 @@ pub async fn from_redis(
             projection.apply_envelope(seq, &text).map_err(ReplayError::Event)?;
             start = format!("({}", entry.id);
         }
-        if (count as i64) < PAGE {
+        if (count as i64) == PAGE {
+            continue;
+        }
+        if projection.last_seq >= until || waiting_since.elapsed() > STREAM_CATCH_UP {
             return Ok(projection);
         }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -214,9 +288,9 @@ fn divergence(entity: String, field: &str, expected: impl ToString, found: impl 
 
 /// Compares a projection with the tables. With `whole` false (a replay from a later seq), only
 /// the tasks the replay saw are compared.
-pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
+pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
     let mut divergences = Vec::new();
-    let rows = sqlx::query("select task_id, status, node_id, attempts from task").fetch_all(pool).await?;
+    let rows = sqlx::query("select task_id, status, node_id, attempts from task").fetch_all(&mut *db).await?;
     let mut stored: HashMap<TaskId, (String, Option<uuid::Uuid>, i32)> = HashMap::with_capacity(rows.len());
     for row in &rows {
         stored.insert(
@@ -259,7 +333,7 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
         "select node_id, coalesce(sum(amount_peur), 0)::bigint as amount, coalesce(sum(carbon_ng), 0)::bigint as carbon
          from credit_entry where account = 'node' group by node_id",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     let mut credits: BTreeMap<NodeId, (i64, i64)> = BTreeMap::new();
     for row in &balances {
@@ -281,13 +355,13 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
     let fund: i64 = sqlx::query_scalar(
         "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await?;
     if fund != projection.cooperative_fund {
         divergences.push(divergence("cooperative fund".to_owned(), "balance_peur", projection.cooperative_fund, fund));
     }
     let trusted: Vec<(uuid::Uuid, i32)> =
-        sqlx::query_as("select node_id, trust from node where trust > 0").fetch_all(pool).await?;
+        sqlx::query_as("select node_id, trust from node where trust > 0").fetch_all(&mut *db).await?;
     let mut stored_trust: BTreeMap<NodeId, u32> =
         trusted.into_iter().map(|(node_id, trust)| (NodeId(node_id), u32::try_from(trust).unwrap_or(0))).collect();
     for (node_id, expected) in &projection.node_trust {
@@ -300,7 +374,7 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
         divergences.push(divergence(format!("node {node_id}"), "trust", 0, found));
     }
     let head: Option<(i64, String)> =
-        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(pool).await?;
+        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(&mut *db).await?;
     let show =
         |head: &Option<(i64, String)>| head.as_ref().map_or("none".to_owned(), |(seq, hash)| format!("{seq}:{hash}"));
     if head != projection.chain_head {
@@ -308,9 +382,11 @@ pub async fn diff(pool: &PgPool, projection: &Projection, whole: bool) -> Result
     }
     // A database not yet migrated to proof blocks has none.
     let blocks_exist: bool =
-        sqlx::query_scalar("select to_regclass('proof_block') is not null").fetch_one(pool).await?;
+        sqlx::query_scalar("select to_regclass('proof_block') is not null").fetch_one(&mut *db).await?;
     let block: Option<(i64, String)> = if blocks_exist {
-        sqlx::query_as("select height, hash from proof_block order by height desc limit 1").fetch_optional(pool).await?
+        sqlx::query_as("select height, hash from proof_block order by height desc limit 1")
+            .fetch_optional(&mut *db)
+            .await?
     } else {
         None
     };

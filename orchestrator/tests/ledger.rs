@@ -6,10 +6,10 @@
 use chrono::Utc;
 use grid_orchestrator::config::OrchestratorConfig;
 use grid_orchestrator::ledger::verify_stored_chain;
+use grid_orchestrator::model::batch::Batch;
 use grid_orchestrator::model::lifecycle;
 use grid_orchestrator::model::{ProofChain, Rules, TaskResult};
 use grid_orchestrator::store::postgres::{self, StoreError};
-use grid_orchestrator::writer::batch::Batch;
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::proof::{GENESIS_HASH, ProofDraft, mine, storable_time};

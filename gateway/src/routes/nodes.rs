@@ -363,7 +363,7 @@ fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this stream id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Server-sent events: `TASK:ASSIGNED` with data `{task_id, attempt, deadline, kind}`, `TASK:CANCELLED`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `TASK:ASSIGNED` with data `{task_id, attempt, deadline, kind}`, `TASK:CANCELLED`. The `id:` is the stream id (`<seq>-0`; `<seq>-<n>` for work re-issued after Redis lost its data). An assignment may come again (same `task_id` and `attempt`): keep running it, or send its report again if finished.", content_type = "text/event-stream", body = String),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not this token's node", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid Last-Event-ID", body = Problem, content_type = "application/problem+json"),

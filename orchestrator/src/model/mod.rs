@@ -6,11 +6,15 @@
 //! - [`lifecycle`]: a task's transitions (submit, place, start, complete, fail, take back,
 //!   cancel, deadline), each returning its events and row changes.
 //! - [`queue`]: the queued tasks, by priority and by deadline; [`timers`]: what is due when.
+//! - [`batch`]: what the writer decided since its last commit, as rows and Redis work;
+//!   [`message`]: a stream entry decoded into the message it carries.
 //!
 //! Nothing here does I/O.
 
+pub mod batch;
 pub mod chain;
 pub mod lifecycle;
+pub mod message;
 pub mod queue;
 pub mod timers;
 

@@ -10,9 +10,9 @@ use grid_shared::domain::{TaskKind, TaskStatus};
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use sqlx::{PgPool, Row};
 
+use crate::model::batch::PurgeTargets;
 use crate::model::{Node, Organization, ProofChain, Rules, State, Task, TaskResult};
 use crate::validation::Requirement;
-use crate::writer::apply::PurgeTargets;
 
 fn small(row: &sqlx::postgres::PgRow, column: &str) -> Result<u8, sqlx::Error> {
     let value: i16 = row.try_get(column)?;

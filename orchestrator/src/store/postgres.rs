@@ -9,7 +9,7 @@ use grid_shared::domain::{TaskInput, TaskKind};
 use grid_shared::ids::TaskId;
 use sqlx::{PgConnection, PgPool};
 
-use crate::writer::batch::Batch;
+use crate::model::batch::Batch;
 
 /// The partition this writer owns (one for now; see DESIGN §11).
 pub const PARTITION: i16 = 0;
@@ -395,7 +395,7 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
 /// large group task submitted in an earlier batch).
 async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Result<u32, sqlx::Error> {
     let assigned =
-        |event: &&mut crate::writer::batch::NumberedEvent| event.event_type == "TaskAssigned" && event.input.is_none();
+        |event: &&mut crate::model::batch::NumberedEvent| event.event_type == "TaskAssigned" && event.input.is_none();
     let mut wanted: Vec<uuid::Uuid> = batch
         .events
         .iter_mut()

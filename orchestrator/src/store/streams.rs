@@ -15,8 +15,8 @@ use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
-use crate::writer::batch::Batch;
-use crate::writer::message::Source;
+use crate::model::batch::Batch;
+use crate::model::message::Source;
 
 /// Node channels keep about this many entries; a node that was away longer resumes from the
 /// oldest kept (its stale assignments were requeued meanwhile anyway).
@@ -445,24 +445,39 @@ pub async fn republish(
     pipe.query_async::<()>(conn).await
 }
 
-/// Rebuilds node channels from the assignments in flight (Redis lost them): each channel is
-/// replaced by the `TASK:ASSIGNED` of its tasks in flight, with their original ids.
+/// Empties the channels of these nodes (before they are rebuilt).
+pub async fn clear_channels(conn: &mut impl ConnectionLike, keys: &Keys, nodes: &[NodeId]) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for node_id in nodes {
+        pipe.cmd("DEL").arg(keys.node_tasks(*node_id)).ignore();
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Appends the assignments in flight to their nodes' channels again (Redis lost them), under
+/// ids `<head>-<n>` after the last committed event `head`, with `n` = the time in milliseconds
+/// × 1,000 + 1, 2, … (a node holds fewer than 1,000 tasks): every id a node may have read
+/// before is at most `<head>-0`, or an earlier re-issue at the same head, so a node reading
+/// after the last id it saw gets them (and ignores an assignment it holds already), and later
+/// assignments (`<seq>-0`, seq > head) still come after them.
 pub async fn reissue(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
-    channels: &HashMap<NodeId, Vec<(i64, Envelope)>>,
+    head: i64,
+    now_ms: i64,
+    channels: &HashMap<NodeId, Vec<Envelope>>,
 ) -> redis::RedisResult<()> {
+    let base = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000);
     let mut pipe = redis::pipe();
     pipe.atomic();
     for (node_id, messages) in channels {
-        pipe.cmd("DEL").arg(keys.node_tasks(*node_id)).ignore();
-        for (seq, message) in messages {
+        for (index, message) in (1..).zip(messages) {
             pipe.cmd("XADD")
                 .arg(keys.node_tasks(*node_id))
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(NODE_CHANNEL_MAXLEN)
-                .arg(format!("{seq}-0"))
+                .arg(format!("{head}-{}", base + index))
                 .arg("type")
                 .arg(&message.message_type)
                 .arg("envelope")

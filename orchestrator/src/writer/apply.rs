@@ -13,28 +13,17 @@ use grid_shared::events::{
     ApiKeyRotated, ConsentGranted, ConsentRevoked, Event, NodeRegistered, OrganizationCreated, ParticipantDataPurged,
     TaskAccepted, TaskRejected,
 };
-use grid_shared::ids::{NodeId, OrganizationId, TaskId};
+use grid_shared::ids::{OrganizationId, TaskId};
 use grid_shared::messages::{
     CancelTask, Command, CreateOrganization, GrantConsent, RegisterNode, Report, RevokeConsent, RotateApiKey,
     SubmitTask,
 };
 
-use super::batch::{Batch, ConsentChange, EntryRef, NodeInsert, Processed, TaskInsert};
-use super::message::{Decoded, Ready};
+use crate::model::batch::{Batch, ConsentChange, EntryRef, NodeInsert, Processed, PurgeTargets, TaskInsert};
 use crate::model::lifecycle::{self, Admission, CompletionContext, Effects, Recorded};
+use crate::model::message::{Decoded, Ready};
 use crate::model::{INPUT_KEPT_READINGS, Node, Organization, Rules, State, Task};
 use crate::validation::{Requirement, draw_ppm};
-
-/// What PostgreSQL holds of an owner's data in one organisation, read before a revocation.
-#[derive(Debug, Clone, Default)]
-pub struct PurgeTargets {
-    /// Every task of the organisation using the owner's readings, final or not.
-    pub task_ids: Vec<TaskId>,
-    /// The commands-stream entries that carried their submissions.
-    pub submissions: Vec<String>,
-    /// The node-channel entries that carried them to nodes: (node, `<seq>-0`).
-    pub assignments: Vec<(NodeId, String)>,
-}
 
 /// The origin of events caused by the writer itself (placements, timers) for a task.
 pub fn task_origin(task: &Task) -> Origin {

@@ -15,8 +15,6 @@
 //! work in flight re-issued to the nodes' channels.
 
 pub mod apply;
-pub mod batch;
-pub mod message;
 mod recovery;
 pub mod rounds;
 mod sealing;
@@ -38,13 +36,13 @@ use sqlx::PgPool;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Fault, OrchestratorConfig};
+use crate::model::batch::{Batch, EntryRef};
+use crate::model::message::{Decoded, Ready, Source, decode};
 use crate::model::{Rules, State};
 use crate::status::{Role, Status};
 use crate::store::postgres;
 use crate::store::{load, streams};
 use apply::Lookups;
-use batch::{Batch, EntryRef};
-use message::{Decoded, Ready, Source, decode};
 use rounds::place_round;
 
 /// How often a writer waiting for messages looks whether the block being mined is done.

@@ -51,10 +51,12 @@ impl Writer {
         streams::ensure_groups(&mut *conn, &keys).await?;
         let marker = streams::marker(&mut *conn, &keys).await?;
         let lost = marker.is_none();
-        if lost {
+        let in_flight = if lost {
             info!("Redis holds no writer marker (restarted empty, flushed, or first start): re-issuing work in flight");
-            self.reissue_in_flight(&mut conn).await?;
-        }
+            self.assignments_in_flight(&mut conn).await?
+        } else {
+            HashMap::new()
+        };
         // Committed events not yet published (a crash, or a publication that failed).
         loop {
             let events = load::events_after(&self.pool, self.published_seq, 5_000).await?;
@@ -73,6 +75,17 @@ impl Writer {
             info!(from = self.published_seq + 1, to = last, "published committed events");
             self.published_seq = last;
         }
+        if !in_flight.is_empty() {
+            // After every committed event: a node may have read ids up to the head before Redis
+            // lost them, and its channel is read after the last id it saw.
+            streams::reissue(&mut *conn, &keys, self.published_seq, Utc::now().timestamp_millis(), &in_flight).await?;
+            info!(
+                tasks = in_flight.values().map(Vec::len).sum::<usize>(),
+                nodes = in_flight.len(),
+                head = self.published_seq,
+                "re-issued the work in flight to the nodes' channels"
+            );
+        }
         let claimed: Vec<(NodeId, usize)> = self
             .state
             .nodes
@@ -90,9 +103,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Rebuilds every channel of a node with work in flight from PostgreSQL: the assignments
-    /// in flight, with their original ids.
-    pub(super) async fn reissue_in_flight(&mut self, conn: &mut deadpool_redis::Connection) -> Result<(), WriterError> {
+    /// The assignments in flight by node, read from PostgreSQL, oldest first; the nodes'
+    /// channels are emptied (what Redis still holds of them is older than what follows).
+    async fn assignments_in_flight(
+        &mut self,
+        conn: &mut deadpool_redis::Connection,
+    ) -> Result<HashMap<NodeId, Vec<Envelope>>, WriterError> {
         let in_flight: Vec<(NodeId, i64)> = self
             .state
             .tasks
@@ -101,26 +117,24 @@ impl Writer {
             .filter_map(|task| Some((task.node_id?, task.assignment_seq?)))
             .collect();
         if in_flight.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         warn!(tasks = in_flight.len(), "Redis lost its data: re-issuing the work in flight");
         let seqs: Vec<i64> = in_flight.iter().map(|(_, seq)| *seq).collect();
-        let stored = load::events_at(&self.pool, &seqs).await?;
-        let mut channels: HashMap<NodeId, Vec<(i64, Envelope)>> = HashMap::new();
+        let mut stored = load::events_at(&self.pool, &seqs).await?;
+        stored.sort_by_key(|event| event.seq);
+        let mut channels: HashMap<NodeId, Vec<Envelope>> = HashMap::new();
         for event in &stored {
             let (Some(node_id), Some(message)) =
                 (event.node_id, streams::stored_node_message(&event.envelope, event.kind.as_ref()))
             else {
                 continue;
             };
-            channels.entry(node_id).or_default().push((event.seq, message));
+            channels.entry(node_id).or_default().push(message);
         }
-        for messages in channels.values_mut() {
-            messages.sort_by_key(|(seq, _)| *seq);
-        }
-        streams::reissue(&mut **conn, &self.config.grid.keys, &channels).await?;
-        info!(tasks = stored.len(), nodes = channels.len(), "re-issued the work in flight to the nodes' channels");
-        Ok(())
+        let nodes: Vec<NodeId> = channels.keys().copied().collect();
+        streams::clear_channels(&mut **conn, &self.config.grid.keys, &nodes).await?;
+        Ok(channels)
     }
 
     /// After a failed transaction: the state in memory may hold decisions that were not

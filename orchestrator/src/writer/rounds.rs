@@ -10,7 +10,7 @@ use grid_shared::events::{Event, NodeWentOffline};
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 
 use super::apply::{task_origin, transition};
-use super::batch::Batch;
+use crate::model::batch::Batch;
 use crate::model::lifecycle::{self, Recorded};
 use crate::model::timers::Due;
 use crate::model::{Rules, State};
@@ -77,9 +77,11 @@ fn node_expired(state: &mut State, rules: &Rules, batch: &mut Batch, node_id: No
 }
 
 /// How many queued tasks a round looks at: twice the free cores (room for tasks that wait for
-/// the sun or may not go to some nodes), at least 64, at most 20,000.
+/// the sun or may not go to some nodes), at least 64, at most 4,000: a round's assignments go
+/// into one batch, and a batch of tens of thousands of rows would hold up the messages that
+/// share its commit (the next round places the rest right after).
 pub fn round_size(free_cores: u64) -> usize {
-    usize::try_from(free_cores.saturating_mul(2)).unwrap_or(usize::MAX).clamp(64, 20_000)
+    usize::try_from(free_cores.saturating_mul(2)).unwrap_or(usize::MAX).clamp(64, 4_000)
 }
 
 /// Places queued tasks on the fleet, in queue order (plus the most urgent), each on the best
@@ -127,4 +129,19 @@ pub fn place_round(
         }
     }
     placed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_size;
+
+    #[test]
+    fn a_round_looks_at_twice_the_free_cores_within_bounds() {
+        assert_eq!(round_size(0), 64);
+        assert_eq!(round_size(31), 64);
+        assert_eq!(round_size(1_000), 2_000);
+        assert_eq!(round_size(2_000), 4_000);
+        assert_eq!(round_size(40_000), 4_000);
+        assert_eq!(round_size(u64::MAX), 4_000);
+    }
 }

@@ -6,7 +6,7 @@ use grid_shared::events::{BlockSealed, Event};
 use tracing::warn;
 
 use super::Writer;
-use super::batch::Batch;
+use crate::model::batch::Batch;
 use crate::model::lifecycle::Recorded;
 
 impl Writer {

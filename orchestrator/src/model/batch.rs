@@ -30,6 +30,17 @@ pub struct Processed {
     pub rejection: Option<String>,
 }
 
+/// What PostgreSQL holds of an owner's data in one organisation, read before a revocation.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeTargets {
+    /// Every task of the organisation using the owner's readings, final or not.
+    pub task_ids: Vec<TaskId>,
+    /// The commands-stream entries that carried their submissions.
+    pub submissions: Vec<String>,
+    /// The node-channel entries that carried them to nodes: (node, `<seq>-0`).
+    pub assignments: Vec<(NodeId, String)>,
+}
+
 /// An event with its seq and envelope, and the node to tell.
 #[derive(Debug, Clone)]
 pub struct NumberedEvent {
