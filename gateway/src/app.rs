@@ -67,7 +67,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         .set_connection_timeout(Some(Duration::from_secs(5)));
     let manager = deadpool_redis::Manager::new_with_config(config.redis_url.as_str(), redis_config)?;
     let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
-    Ok(AppState { pool, redis, config: Arc::new(config), node_tokens: Arc::default() })
+    Ok(AppState { pool, redis, config: Arc::new(config), auth: Arc::default() })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -88,20 +88,101 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
-/// A fixed one-second window per credential, shared by every gateway through Redis.
-async fn enforce_rate_limit(state: &AppState, credential: &Sha256Hex) -> Result<(), ApiError> {
-    let second = chrono::Utc::now().timestamp();
-    let window = state.keys().rate_window(&credential.as_str()[..16], second);
-    let mut conn = state.redis.get().await?;
-    let (count,): (u64,) =
-        redis::pipe().atomic().incr(&window, 1).expire(&window, 2).ignore().query_async(&mut *conn).await?;
-    if count > u64::from(state.config.rate_limit_per_second) {
-        return Err(ApiError::RateLimited { retry_after_seconds: 1 });
-    }
-    Ok(())
+/// A caller authenticated without Redis: by the operator key, or by a key or token found in the
+/// cache (PostgreSQL is asked only on a miss, or when the entry is [`AuthCache::FRESH_FOR`]
+/// old). Its admission (revocation marker, rate limit) is checked in the same Redis round trip
+/// as the request's write: see [`crate::publish`] and [`crate::routes::nodes::record_heartbeat`].
+/// Routes that write nothing take [`Caller`], whose extractor admits with a round trip of its own.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub caller: Caller,
+    /// The SHA-256 of the key or token presented.
+    pub sha256: Sha256Hex,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl std::ops::Deref for Credential {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl Credential {
+    /// `{ns}:rate:<first 16 hex digits>:<second>`: a fixed one-second window per credential,
+    /// shared by every gateway through Redis.
+    pub fn rate_window(&self, state: &AppState) -> String {
+        state.keys().rate_window(&self.sha256.as_str()[..16], chrono::Utc::now().timestamp())
+    }
+
+    /// Whether a revocation marker can refuse it: API keys only (the operator key comes from the
+    /// configuration, node tokens are never revoked).
+    pub fn revocable(&self) -> bool {
+        matches!(self.caller, Caller::Organization(_))
+    }
+}
+
+/// How a Redis admission check answered.
+pub fn admission(verdict: &str, state: &AppState, credential: &Credential) -> Result<(), ApiError> {
+    match verdict {
+        "revoked" => {
+            state.auth.forget(credential.sha256.as_str());
+            Err(ApiError::Unauthorized)
+        }
+        "limited" => Err(ApiError::RateLimited { retry_after_seconds: 1 }),
+        _ => Ok(()),
+    }
+}
+
+/// Revocation and the rate limit, for a request that writes nothing to Redis.
+const ADMIT: &str = r"
+-- KEYS: 1 rate window, 2 revocation marker. ARGV: 1 limit, 2 '1' when the credential is revocable.
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 'revoked' end
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+if count > tonumber(ARGV[1]) then return 'limited' end
+return 'admitted'
+";
+
+static ADMIT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(ADMIT));
+
+async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
+    let mut conn = state.redis.get().await?;
+    let verdict: String = ADMIT_SCRIPT
+        .key(credential.rate_window(state))
+        .key(state.keys().revoked_credential(credential.sha256.as_str()))
+        .arg(state.config.rate_limit_per_second)
+        .arg(if credential.revocable() { "1" } else { "0" })
+        .invoke_async(&mut *conn)
+        .await?;
+    admission(&verdict, state, credential)
+}
+
+/// Looks a key or token up in PostgreSQL: `None` when it is unknown (or revoked).
+async fn look_up(state: &AppState, token: &str, hash: &Sha256Hex) -> Result<Option<Caller>, ApiError> {
+    if token.starts_with(API_KEY_PREFIX) {
+        let organization: Option<uuid::Uuid> =
+            sqlx::query_scalar("select organization_id from api_key where key_hash = $1 and revoked_at is null")
+                .bind(hash.as_str())
+                .fetch_optional(&state.pool)
+                .await?;
+        return Ok(organization.map(|id| Caller::Organization(OrganizationId(id))));
+    }
+    let row = sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
+        .bind(hash.as_str())
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let cpu_cores: i32 = row.try_get("cpu_cores")?;
+    Ok(Some(Caller::Node(NodeCaller {
+        node_id: NodeId(row.try_get("node_id")?),
+        organization_id: OrganizationId(row.try_get("organization_id")?),
+        cpu_cores: u16::try_from(cpu_cores).unwrap_or(1),
+        has_solar: row.try_get("has_solar")?,
+    })))
+}
+
+impl FromRequestParts<AppState> for Credential {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -112,41 +193,89 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let hash = Sha256Hex::of_secret(token);
-        // Counted per credential before it is checked, so a flood of guesses costs no lookups.
-        enforce_rate_limit(state, &hash).await?;
+        let sha256 = Sha256Hex::of_secret(token);
         if constant_time_eq(token.as_bytes(), state.config.operator_key.as_bytes()) {
-            return Ok(Self::Operator);
+            return Ok(Self { caller: Caller::Operator, sha256 });
         }
-        if token.starts_with(API_KEY_PREFIX) {
-            let organization: Option<uuid::Uuid> =
-                sqlx::query_scalar("select organization_id from api_key where key_hash = $1 and revoked_at is null")
-                    .bind(hash.as_str())
-                    .fetch_optional(&state.pool)
-                    .await?;
-            return organization.map(|id| Self::Organization(OrganizationId(id))).ok_or(ApiError::Unauthorized);
+        if !token.starts_with(API_KEY_PREFIX) && !token.starts_with(NODE_TOKEN_PREFIX) {
+            return Err(ApiError::Unauthorized);
         }
-        if token.starts_with(NODE_TOKEN_PREFIX) {
-            if let Some(node) = state.node_tokens.get(hash.as_str()) {
-                return Ok(Self::Node(node));
+        let cached = state.auth.get(sha256.as_str());
+        if let Some((caller, age)) = cached
+            && age < AuthCache::FRESH_FOR
+        {
+            return Ok(Self { caller, sha256 });
+        }
+        match look_up(state, token, &sha256).await {
+            Ok(Some(caller)) => {
+                state.auth.insert(sha256.as_str(), caller);
+                Ok(Self { caller, sha256 })
             }
-            let row =
-                sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
-                    .bind(hash.as_str())
-                    .fetch_optional(&state.pool)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
-            let cpu_cores: i32 = row.try_get("cpu_cores")?;
-            let node = NodeCaller {
-                node_id: NodeId(row.try_get("node_id")?),
-                organization_id: OrganizationId(row.try_get("organization_id")?),
-                cpu_cores: u16::try_from(cpu_cores).unwrap_or(1),
-                has_solar: row.try_get("has_solar")?,
-            };
-            state.node_tokens.insert(hash.as_str(), node);
-            return Ok(Self::Node(node));
+            Ok(None) => {
+                state.auth.forget(sha256.as_str());
+                Err(ApiError::Unauthorized)
+            }
+            // PostgreSQL down or slow: a known credential goes on working for a while.
+            Err(error) => match cached {
+                Some((caller, age)) if age < AuthCache::USABLE_FOR => {
+                    tracing::warn!(%error, "PostgreSQL did not answer; using the cached credential");
+                    Ok(Self { caller, sha256 })
+                }
+                _ => Err(error),
+            },
         }
-        Err(ApiError::Unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    /// Authenticates, then admits (revocation marker and rate limit) in one Redis round trip.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let credential = Credential::from_request_parts(parts, state).await?;
+        admit(state, &credential).await?;
+        Ok(credential.caller)
+    }
+}
+
+/// Keys and tokens found in PostgreSQL, by their SHA-256, with when they were read. Bounded:
+/// past [`AuthCache::MAX_ENTRIES`] it starts over.
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    known: std::sync::RwLock<std::collections::HashMap<String, (Caller, std::time::Instant)>>,
+}
+
+impl AuthCache {
+    const MAX_ENTRIES: usize = 200_000;
+    /// An entry this young is used without asking PostgreSQL.
+    pub const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+    /// An older one is used only when PostgreSQL does not answer, and not past this age: well
+    /// inside the day a revocation marker is kept.
+    pub const USABLE_FOR: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+    pub fn get(&self, sha256: &str) -> Option<(Caller, std::time::Duration)> {
+        let known = self.known.read().expect("not poisoned");
+        known.get(sha256).map(|(caller, read_at)| (*caller, read_at.elapsed()))
+    }
+
+    pub fn insert(&self, sha256: &str, caller: Caller) {
+        let mut known = self.known.write().expect("not poisoned");
+        if known.len() >= Self::MAX_ENTRIES {
+            known.clear();
+        }
+        known.insert(sha256.to_owned(), (caller, std::time::Instant::now()));
+    }
+
+    pub fn forget(&self, sha256: &str) {
+        self.known.write().expect("not poisoned").remove(sha256);
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.read().expect("not poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -26,6 +26,9 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Requests one credential may make per second (`GATEWAY_RATE_LIMIT_PER_SECOND`).
     pub rate_limit_per_second: u32,
+    /// How long `/grid/report` waits for the orchestrator's decision before answering that the
+    /// credit is pending (`GATEWAY_REPORT_DECISION_WAIT_MS`, default 2000).
+    pub report_decision_wait_ms: u64,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -68,6 +71,7 @@ impl GatewayConfig {
             request_timeout_ms: read(&lookup, "GATEWAY_REQUEST_TIMEOUT_MS", "10000", integer_in(100, 600_000))?,
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
             rate_limit_per_second: read(&lookup, "GATEWAY_RATE_LIMIT_PER_SECOND", "1000", integer_in(1, 1_000_000))?,
+            report_decision_wait_ms: read(&lookup, "GATEWAY_REPORT_DECISION_WAIT_MS", "2000", integer_in(0, 30_000))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')
                     .map(str::trim)

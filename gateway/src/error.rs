@@ -43,6 +43,8 @@ pub enum ApiError {
     NoRoute,
     #[error("a dependency is unavailable")]
     Unavailable(String),
+    #[error("the gateway is at capacity; retry after 1 s")]
+    Overloaded,
     #[error("internal error")]
     Internal(String),
 }
@@ -93,6 +95,7 @@ impl ApiError {
             Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no-route", "No such route"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Over capacity"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
@@ -146,8 +149,15 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::RateLimited { retry_after_seconds } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        match self {
+            Self::RateLimited { retry_after_seconds } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            }
+            // Every 503 says when to come back: a dependency lost, a timeout, or no capacity.
+            Self::Unavailable(_) | Self::Timeout | Self::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         response
     }

@@ -1,17 +1,16 @@
-//! Publishing to the command and report streams: one atomic MULTI that appends the entry and
-//! remembers who issued it (for `GET /v1/commands/{id}` while it is pending).
+//! Publishing to the command and report streams in one Redis round trip: a script admits the
+//! credential (revocation marker, rate limit), honours an `Idempotency-Key`, appends the entry
+//! and remembers its issuer in `{ns}:issuers` until the writer acknowledges it (for
+//! `GET /v1/commands/{id}` while it is pending). Nothing is kept per message past its entry
+//! but the idempotency answer, which expires after 24 h.
 
 use grid_shared::envelope::{Actor, Envelope, Message, Origin};
 use grid_shared::ids::MessageId;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Credential, admission};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// How long a pending command's issuer is remembered; an orchestrator applies commands in
-/// milliseconds, a week covers any outage.
-const ISSUER_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The envelope's origin for a request by `caller`.
 pub fn origin_of(caller: &Caller, correlation_id: Uuid) -> Origin {
@@ -28,54 +27,104 @@ pub enum Stream {
     Reports,
 }
 
+/// An `Idempotency-Key`'s Redis key, and the answer to remember under it.
+pub struct Remember {
+    pub key: String,
+    pub answer: String,
+    pub ttl_seconds: u64,
+}
+
+/// What publishing did.
+pub enum Published {
+    Appended(MessageId),
+    /// The `Idempotency-Key` was seen: the answer remembered under it.
+    Remembered(String),
+}
+
+const PUBLISH: &str = r"
+-- KEYS: 1 rate window, 2 revocation marker, 3 stream, 4 issuers, 5 idempotency key.
+-- ARGV: 1 limit, 2 '1' when the credential is revocable, 3 type, 4 envelope, 5 message id,
+--       6 issuer, 7 answer to remember ('' without an idempotency key), 8 its TTL in seconds.
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+if count > tonumber(ARGV[1]) then return {'limited'} end
+if ARGV[7] ~= '' then
+  local previous = redis.call('GET', KEYS[5])
+  if previous then return {'remembered', previous} end
+  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])
+end
+redis.call('XADD', KEYS[3], '*', 'type', ARGV[3], 'envelope', ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+return {'appended'}
+";
+
+static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PUBLISH));
+
 /// Appends a message to its stream and returns its id.
 pub async fn publish(
     state: &AppState,
     stream: Stream,
-    caller: &Caller,
+    credential: &Credential,
     origin: Origin,
     message: &impl Message,
 ) -> Result<MessageId, ApiError> {
-    publish_with_id(state, stream, caller, origin, MessageId::new(), message).await
+    match publish_once(state, stream, credential, origin, MessageId::new(), message, None).await? {
+        Published::Appended(id) => Ok(id),
+        Published::Remembered(_) => Err(ApiError::Internal("an answer was remembered without a key".to_owned())),
+    }
 }
 
-/// Like [`publish`], with an id chosen by the caller (to remember it before publishing).
-pub async fn publish_with_id(
+/// Like [`publish`], with an id chosen by the caller and an optional `Idempotency-Key`.
+pub async fn publish_once(
     state: &AppState,
     stream: Stream,
-    caller: &Caller,
+    credential: &Credential,
     origin: Origin,
     id: MessageId,
     message: &impl Message,
-) -> Result<MessageId, ApiError> {
+    remember: Option<Remember>,
+) -> Result<Published, ApiError> {
     let envelope = Envelope::wrap_with_id(id, message, origin);
     let keys = state.keys();
     let stream_key = match stream {
         Stream::Commands => keys.commands(),
         Stream::Reports => keys.reports(),
     };
+    let (remember_key, answer, ttl) = match &remember {
+        Some(remember) => (remember.key.as_str(), remember.answer.as_str(), remember.ttl_seconds),
+        None => (stream_key.as_str(), "", 0),
+    };
     let mut conn = state.redis.get().await?;
-    redis::pipe()
-        .atomic()
-        .cmd("XADD")
-        .arg(&stream_key)
-        .arg("*")
-        .arg("type")
+    let reply: Vec<String> = PUBLISH_SCRIPT
+        .key(credential.rate_window(state))
+        .key(keys.revoked_credential(credential.sha256.as_str()))
+        .key(&stream_key)
+        .key(keys.issuers())
+        .key(remember_key)
+        .arg(state.config.rate_limit_per_second)
+        .arg(if credential.revocable() { "1" } else { "0" })
         .arg(&envelope.message_type)
-        .arg("envelope")
         .arg(envelope.to_json())
-        .ignore()
-        .cmd("SET")
-        .arg(keys.command_issuer(envelope.id))
-        .arg(caller.issuer_tag())
-        .arg("EX")
-        .arg(ISSUER_TTL_SECONDS)
-        .ignore()
-        .query_async::<()>(&mut *conn)
+        .arg(envelope.id.to_string())
+        .arg(credential.issuer_tag())
+        .arg(answer)
+        .arg(ttl)
+        .invoke_async(&mut *conn)
         .await?;
-    tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
-        correlation_id = %envelope.correlation_id, "published");
-    Ok(envelope.id)
+    match reply.first().map(String::as_str) {
+        Some("appended") => {
+            tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
+                correlation_id = %envelope.correlation_id, "published");
+            Ok(Published::Appended(envelope.id))
+        }
+        Some("remembered") => Ok(Published::Remembered(reply.get(1).cloned().unwrap_or_default())),
+        Some(verdict) => {
+            admission(verdict, state, credential)?;
+            Err(ApiError::Internal(format!("the publish script answered {verdict:?}")))
+        }
+        None => Err(ApiError::Internal("the publish script answered nothing".to_owned())),
+    }
 }
 
 /// The request's correlation id: the client's `X-Request-Id` when it is a UUID, else a new one.

@@ -12,32 +12,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub redis: deadpool_redis::Pool,
     pub config: Arc<GatewayConfig>,
-    /// Node tokens already looked up (by their SHA-256): a node's identity never changes and
-    /// its token is never reissued, so a heartbeat or a report costs no PostgreSQL lookup.
-    pub node_tokens: Arc<NodeTokenCache>,
-}
-
-/// A bounded map of node-token hashes to the node they authenticate (only found tokens are
-/// kept; past the bound it starts over).
-#[derive(Debug, Default)]
-pub struct NodeTokenCache {
-    known: std::sync::RwLock<std::collections::HashMap<String, crate::auth::NodeCaller>>,
-}
-
-impl NodeTokenCache {
-    const MAX_ENTRIES: usize = 100_000;
-
-    pub fn get(&self, token_hash: &str) -> Option<crate::auth::NodeCaller> {
-        self.known.read().expect("not poisoned").get(token_hash).copied()
-    }
-
-    pub fn insert(&self, token_hash: &str, node: crate::auth::NodeCaller) {
-        let mut known = self.known.write().expect("not poisoned");
-        if known.len() >= Self::MAX_ENTRIES {
-            known.clear();
-        }
-        known.insert(token_hash.to_owned(), node);
-    }
+    /// API keys and node tokens already looked up (see [`crate::auth::Credential`]).
+    pub auth: Arc<crate::auth::AuthCache>,
 }
 
 impl AppState {

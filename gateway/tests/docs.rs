@@ -45,3 +45,54 @@ async fn unknown_routes_and_missing_credentials_are_problems() {
     let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// The README's `result_hash` rule, as a client follows it: the worked example's canonical form
+/// and hash are what the gateway computes, and so are those of the README's Python function,
+/// run here. The number notation the README states is serde_json's.
+#[test]
+fn the_readmes_result_hash_example_is_what_the_gateway_checks() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("<!-- result-hash-example -->").expect("the README has the worked example");
+    let end = readme.find("<!-- /result-hash-example -->").expect("the example ends");
+    let example = &readme[start..end];
+    let fenced = |language: &str| {
+        let open = format!("```{language}\n");
+        let from = example.find(&open).unwrap_or_else(|| panic!("a {language} block")) + open.len();
+        example[from..from + example[from..].find("```").unwrap()].to_owned()
+    };
+    let sent = fenced("json");
+    let value: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    let canonical = value.to_string();
+    assert!(example.contains(&format!("`{canonical}`")), "the README shows the canonical form {canonical}");
+    let hash = grid_shared::messages::Sha256Hex::of_secret(&canonical);
+    assert!(example.contains(&format!("`{}`", hash.as_str())), "the README shows the hash {}", hash.as_str());
+
+    let script = format!("{}\nimport sys\nprint(result_hash(json.loads(sys.stdin.read())))\n", fenced("python"));
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    python.stdin.take().unwrap().write_all(sent.as_bytes()).unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), hash.as_str());
+
+    // The README's notation of numbers and escapes.
+    for (sent, canonical) in [
+        ("2.50", "2.5"),
+        ("8424.0", "8424.0"),
+        ("1E2", "100.0"),
+        ("0.00001", "0.00001"),
+        ("9999999999999998.0", "9999999999999998.0"),
+        ("1e16", "1e+16"),
+        ("1.5e-7", "1.5e-7"),
+        ("-7", "-7"),
+        (r#""tab\tquote\" é \u0001""#, r#""tab\tquote\" é \u0001""#),
+        (r#"{"b": 1, "a": 2, "b": 3}"#, r#"{"a":2,"b":3}"#),
+    ] {
+        assert_eq!(serde_json::from_str::<serde_json::Value>(sent).unwrap().to_string(), canonical, "{sent}");
+    }
+}

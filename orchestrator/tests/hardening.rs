@@ -66,23 +66,46 @@ async fn unknown_fields_wrong_methods_and_huge_bodies_are_refused_as_problems(po
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn an_organisation_rotates_its_key_and_the_old_one_stops_working(pool: PgPool) {
-    let system = spawn_system(pool, &[]).await;
+async fn an_organisation_rotates_its_key_and_the_old_one_stops_working_on_every_gateway(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let other_gateway = system.another_gateway(pool).await;
     let (organization_a, old_key) = system.organization("Rotating").await;
     let (organization_b, key_b) = system.organization("Other").await;
+    // Both gateways know the old key (it is in their caches).
+    let submit = |base: String, key: String| {
+        let http = system.http.clone();
+        async move {
+            http.post(format!("{base}/v1/tasks")).bearer_auth(key).json(&thermal_task()).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(submit(system.base.clone(), old_key.clone()).await, 202);
+    assert_eq!(submit(other_gateway.clone(), old_key.clone()).await, 202);
 
     let response = system.post(&format!("/v1/organizations/{organization_a}/keys"), &old_key, json!({})).await;
     assert_eq!(response.status(), 202);
     let rotated: Value = response.json().await.unwrap();
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     assert!(new_key.starts_with("gk_") && new_key.len() == 67);
-    // The new key is unknown until the command is applied.
-    common::eventually(std::time::Duration::from_secs(10), "the new key to work", || async {
-        (system.get("/v1/tasks", &new_key).await.status() == 200).then_some(())
+    // The new key is unknown until the command is applied (asked with it, the command answers
+    // only once applied); right after, the old one is refused by the other gateway too, for a
+    // write (no PostgreSQL on its path) and for a read.
+    let view = common::eventually(std::time::Duration::from_secs(10), "the rotation to apply", || async {
+        let view: Value = system
+            .get(&format!("/v1/commands/{}", rotated["command_id"].as_str().unwrap()), &new_key)
+            .await
+            .json()
+            .await
+            .ok()?;
+        (view["status"] == "applied").then_some(view)
     })
     .await;
-    assert_eq!(system.settled(rotated["command_id"].as_str().unwrap(), &new_key).await["status"], "applied");
+    assert_eq!(view["status"], "applied");
+    assert_eq!(submit(other_gateway.clone(), old_key.clone()).await, 401);
+    let read = system.http.get(format!("{other_gateway}/v1/tasks")).bearer_auth(&old_key).send().await.unwrap();
+    assert_eq!(read.status(), 401);
+    assert_eq!(submit(system.base.clone(), old_key.clone()).await, 401);
     assert_eq!(system.get("/v1/tasks", &old_key).await.status(), 401);
+    assert_eq!(submit(other_gateway.clone(), new_key.clone()).await, 202);
 
     // Another organisation's keys are "not found"; the operator may rotate them, keeping the old.
     assert_eq!(
@@ -106,5 +129,46 @@ async fn an_organisation_rotates_its_key_and_the_old_one_stops_working(pool: PgP
     );
     assert_eq!(system.get("/v1/tasks", &key_b).await.status(), 200);
     assert_eq!(system.get("/v1/tasks", &second_key_b).await.status(), 200);
+    system.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn known_keys_submit_while_postgres_is_down_and_reads_say_unavailable(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Offline reads").await;
+    // A gateway with a PostgreSQL pool of its own, which it then loses.
+    let own_pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let gateway = system.another_gateway(own_pool.clone()).await;
+    let node = system.manual_node(&api_key, 1, 100.0).await;
+    let submit = || system.http.post(format!("{gateway}/v1/tasks")).bearer_auth(&api_key).json(&thermal_task()).send();
+    assert_eq!(submit().await.unwrap().status(), 202, "the key is looked up once");
+    let heartbeat = || {
+        system
+            .http
+            .post(format!("{gateway}/v1/nodes/{}/heartbeat", node.node_id))
+            .bearer_auth(&node.token)
+            .json(&json!({"cpu_usage": 5.0, "solar_watts": 100.0}))
+            .send()
+    };
+    assert_eq!(heartbeat().await.unwrap().status(), 200);
+    own_pool.close().await;
+
+    let accepted = submit().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(heartbeat().await.unwrap().status(), 200);
+    let read = system.http.get(format!("{gateway}/v1/tasks")).bearer_auth(&api_key).send().await.unwrap();
+    assert_eq!(read.status(), 503);
+    assert_eq!(read.headers()["retry-after"], "1");
+    assert!(is_problem(&read));
+    // An unknown key cannot be checked: refused as unavailable, not let in.
+    let unknown = system.http.post(format!("{gateway}/v1/tasks")).bearer_auth(format!("gk_{}", "0".repeat(64)));
+    assert_eq!(unknown.json(&thermal_task()).send().await.unwrap().status(), 503);
+    // The submission accepted meanwhile is applied (through the first gateway's reads).
+    assert_eq!(system.settled(accepted["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
     system.stop().await;
 }

@@ -175,23 +175,50 @@ async fn an_existing_koprogo_node_client_works_through_the_grid_routes(pool: PgP
     assert!(task["deadline"].is_string() && task["data_url"].is_string() && task["estimated_reward"].is_number());
     assert_eq!(system.get(&format!("/grid/task?node_id={node_id}"), &token).await.status(), 204, "handed out once");
 
-    // 2 µWh with 1 µWh of solar: 180 ng of CO₂, 4 p€, of which 2 for the node.
+    // 2 µWh with 1 µWh of solar: 180 ng of CO₂, 4 p€, of which 2 for the node. The hash is the
+    // KoproGo README's own example: opaque on this route. The answer is what was credited.
     let report = system
-        .post("/grid/report", &token, json!({"task_id": task_id, "result_hash": "ab".repeat(32), "energy_used_wh": 0.000002, "solar_contribution_wh": 0.000001}))
+        .post("/grid/report", &token, json!({"task_id": task_id, "result_hash": "abc123def456", "energy_used_wh": 0.000002, "solar_contribution_wh": 0.000001}))
         .await;
     assert_eq!(report.status(), 200);
     let report: Value = report.json().await.unwrap();
-    assert_eq!(report["message"], "Task completion accepted");
-    assert!(
-        report["carbon_credits"].is_number()
-            && report["node_share_eur"].is_number()
-            && report["cooperative_share_eur"].is_number()
+    assert_eq!(
+        (&report["outcome"], &report["message"], &report["node_share_eur"], &report["cooperative_share_eur"]),
+        (&json!("credited"), &json!("Task completion credited"), &json!(2e-12), &json!(2e-12)),
+        "{report}"
     );
-    eventually(WAIT, "the credit", || async {
-        let task = system.task(&api_key, task_id).await;
-        (task["status"] == "completed" && task["node_share_peur"].as_i64() == Some(2)).then_some(())
+    assert_eq!(report["carbon_credits"].as_f64(), Some(1.8e-10));
+    let task = system.task(&api_key, task_id).await;
+    assert_eq!(
+        (&task["status"], &task["node_share_peur"], &task["result_hash"]),
+        (&json!("completed"), &json!(2), &json!("abc123def456"))
+    );
+
+    // Energy the node could not have used is refused, and the answer says so: nothing credited.
+    let submitted: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let task_id = submitted["task_id"].as_str().unwrap();
+    eventually(WAIT, "a second task to poll", || async {
+        let response = system.get(&format!("/grid/task?node_id={node_id}"), &token).await;
+        (response.status() == 200).then_some(())
     })
     .await;
+    let report: Value = system
+        .post("/grid/report", &token, json!({"task_id": task_id, "result_hash": "abc123def456", "energy_used_wh": 500.0, "solar_contribution_wh": 500.0}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&report["outcome"], &report["node_share_eur"]), (&json!("not_credited"), &json!(0.0)), "{report}");
+    assert!(report["message"].as_str().unwrap().contains("exceeds what 4 cores can draw"), "{report}");
+    // A hash that is not a visible-ASCII string of 1 to 128 characters is a clear 422.
+    let bad = system
+        .post(
+            "/grid/report",
+            &token,
+            json!({"task_id": task_id, "result_hash": "", "energy_used_wh": 0.0, "solar_contribution_wh": 0.0}),
+        )
+        .await;
+    assert_eq!(bad.status(), 422);
 
     let stats: Value = system.get("/grid/stats", &api_key).await.json().await.unwrap();
     for field in [
@@ -244,5 +271,52 @@ async fn a_node_starting_afresh_gets_its_work_in_flight_and_not_its_finished_wor
     let mut idle = system.channel(&node, None).await;
     let third: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
     assert_eq!(task_id(&idle.next(WAIT).await), third["task_id"].as_str().unwrap());
+    system.stop().await;
+}
+
+/// The event types recorded for one task, in order.
+async fn task_events(pool: &PgPool, task_id: &str) -> Vec<String> {
+    sqlx::query_scalar("select event_type from event where envelope -> 'payload' ->> 'task_id' = $1 order by seq")
+        .bind(task_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn short_work_costs_two_requests_and_long_work_says_it_started(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let (_, api_key) = system.organization("Two requests").await;
+    let ended = |task_id: String| {
+        let system = &system;
+        let api_key = &api_key;
+        async move {
+            eventually(WAIT, "the task to complete", || async {
+                (system.task(api_key, &task_id).await["status"] == "completed").then_some(())
+            })
+            .await;
+            task_id
+        }
+    };
+
+    // Work that ends within a second is reported once: no `started`.
+    let (stop, fleet) = system.fleet(&api_key, 1, 1, 1.0, Duration::ZERO).await;
+    let short: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let short = ended(short["task_id"].as_str().unwrap().to_owned()).await;
+    stop.send(true).unwrap();
+    fleet.join().await;
+    let events = task_events(&pool, &short).await;
+    assert!(!events.contains(&"TaskStarted".to_owned()), "{events:?}");
+    assert!(events.contains(&"TaskCompleted".to_owned()), "{events:?}");
+
+    // Work still running after a second says so, before its result.
+    let (stop, fleet) = system.fleet(&api_key, 1, 1, 1.0, Duration::from_millis(1_300)).await;
+    let long: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let long = ended(long["task_id"].as_str().unwrap().to_owned()).await;
+    stop.send(true).unwrap();
+    fleet.join().await;
+    let events = task_events(&pool, &long).await;
+    let position = |kind: &str| events.iter().position(|event| event == kind);
+    assert!(position("TaskStarted") < position("TaskCompleted") && position("TaskStarted").is_some(), "{events:?}");
     system.stop().await;
 }

@@ -142,3 +142,45 @@ async fn no_route_leaks_another_organisations_resources(pool: PgPool) {
     .await;
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_pending_command_is_its_issuers_alone_and_nothing_of_it_stays_in_redis_once_applied(pool: PgPool) {
+    let mut system = spawn_system(pool, &[]).await;
+    let (_, key_a) = system.organization("Issuer").await;
+    let (_, key_b) = system.organization("Bystander").await;
+    system.stop_first_orchestrator().await;
+
+    let submitted: Value = system.post("/v1/tasks", &key_a, thermal_task()).await.json().await.unwrap();
+    let command = format!("/v1/commands/{}", submitted["command_id"].as_str().unwrap());
+    let view: Value = system.get(&command, &key_a).await.json().await.unwrap();
+    assert_eq!(view["status"], "pending");
+    assert_eq!(system.get(&command, &key_b).await.status(), 404, "another organisation's command");
+    assert_eq!(system.get(&command, common::OPERATOR_KEY).await.status(), 200);
+    let unknown = format!("/v1/commands/{}", uuid::Uuid::new_v4());
+    assert_eq!(system.get(&unknown, &key_a).await.status(), 404);
+    let issuers: i64 = redis::cmd("HLEN")
+        .arg(format!("{}:issuers", system.namespace))
+        .query_async(&mut system.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(issuers, 1, "the pending submission's issuer");
+
+    system.add_orchestrator("orchestrator-second");
+    assert_eq!(system.settled(submitted["command_id"].as_str().unwrap(), &key_a).await["status"], "applied");
+    common::eventually(std::time::Duration::from_secs(10), "the issuer to be forgotten", || async {
+        let issuers: i64 = redis::cmd("HLEN")
+            .arg(format!("{}:issuers", system.namespace))
+            .query_async(&mut system.redis.clone())
+            .await
+            .ok()?;
+        (issuers == 0).then_some(())
+    })
+    .await;
+    let per_message: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:command:*", system.namespace))
+        .query_async(&mut system.redis.clone())
+        .await
+        .unwrap();
+    assert!(per_message.is_empty(), "{per_message:?}");
+    system.stop().await;
+}

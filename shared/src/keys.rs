@@ -1,7 +1,7 @@
 //! Every Redis key and stream name, under one namespace prefix, so that many deployments and
 //! parallel tests share one Redis without touching each other.
 
-use crate::ids::{MessageId, NodeId, OrganizationId};
+use crate::ids::{NodeId, OrganizationId};
 
 /// A validated namespace: 1..=48 characters of `[a-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +84,17 @@ impl Keys {
         format!("{}:nodes:alive", self.namespace)
     }
 
-    /// `{ns}:command:<id>`: who issued a command still pending (for `GET /v1/commands/{id}`).
-    pub fn command_issuer(&self, command_id: MessageId) -> String {
-        format!("{}:command:{command_id}", self.namespace)
+    /// `{ns}:issuers`: who issued each command and report still on its stream (field: the
+    /// message id), for `GET /v1/commands/{id}` while it is pending. The gateway sets a field
+    /// with the entry, the writer deletes it when it acknowledges the entry.
+    pub fn issuers(&self) -> String {
+        format!("{}:issuers", self.namespace)
+    }
+
+    /// `{ns}:revoked:<sha256>`: an API key revoked, written by the writer before it commits the
+    /// revocation and kept a day; every gateway refuses a credential marked so, cached or not.
+    pub fn revoked_credential(&self, credential_sha256: &str) -> String {
+        format!("{}:revoked:{credential_sha256}", self.namespace)
     }
 
     /// `{ns}:idempotency:<org>:<key>`: the answer given to a keyed `POST /v1/tasks`.

@@ -218,6 +218,9 @@ fn handle_event(shared: &Arc<Shared>, event: SseEvent) {
     }
 }
 
+/// Work that finishes sooner is reported once, completed or failed, without `started`.
+pub const REPORT_STARTED_AFTER: Duration = Duration::from_secs(1);
+
 #[tracing::instrument(skip_all, fields(task_id = %assignment.task_id, attempt = assignment.attempt, correlation_id = ?correlation_id))]
 async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id: Option<uuid::Uuid>) {
     let config = &shared.config;
@@ -234,14 +237,13 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
         solar_contribution_wh: None,
         error: None,
     };
-    send_report(&shared, &started, correlation_id).await;
     let running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
     let clock = Instant::now();
     let input = assignment.kind.clone();
     let cancelled = flag.clone();
     let min_duration = config.min_task_duration;
     let instant = config.instant_results;
-    let outcome = tokio::task::spawn_blocking(move || {
+    let mut computation = tokio::task::spawn_blocking(move || {
         let result = if instant { tasks::run_instant(&input) } else { tasks::run(&input, &cancelled)? };
         // The simulated Pi is still busy: it stops at once when the task is cancelled.
         while clock.elapsed() < min_duration {
@@ -251,8 +253,16 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
             std::thread::sleep(Duration::from_millis(5).min(min_duration));
         }
         Ok(result)
-    })
-    .await;
+    });
+    // Short work costs two requests (assignment read, result sent): `started` is sent only for
+    // work still running after `REPORT_STARTED_AFTER`, well inside the start lease.
+    let outcome = match tokio::time::timeout(REPORT_STARTED_AFTER, &mut computation).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            send_report(&shared, &started, correlation_id).await;
+            computation.await
+        }
+    };
     let seconds = clock.elapsed().as_secs_f64();
     shared.running.fetch_sub(1, Ordering::Relaxed);
     shared.cancels.lock().expect("not poisoned").remove(&task_id);

@@ -1,5 +1,5 @@
-//! The fate of a command: applied or rejected (from PostgreSQL), else pending while Redis still
-//! remembers its issuer.
+//! The fate of a command: applied or rejected (from PostgreSQL), else pending while its entry
+//! is on its stream (its issuer is in `{ns}:issuers` until the writer acknowledges it).
 
 use grid_shared::ids::MessageId;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,12 @@ pub async fn find_command(
         Caller::Organization(organization_id) => Some(organization_id.as_uuid()),
         Caller::Node(node) => Some(node.organization_id.as_uuid()),
     };
+    // The issuer first: the writer forgets it only after it committed the outcome, so a command
+    // is never missed between the two reads.
+    let mut conn = state.redis.get().await?;
+    let issuer: Option<String> =
+        redis::cmd("HGET").arg(state.keys().issuers()).arg(command_id.to_string()).query_async(&mut *conn).await?;
+    drop(conn);
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "select outcome, reason from processed_message
          where message_id = $1 and ($2::uuid is null or organization_id = $2)",
@@ -38,9 +44,6 @@ pub async fn find_command(
     if let Some((outcome, reason)) = row {
         return Ok(Some(CommandView { command_id: command_id.as_uuid(), status: outcome, reason }));
     }
-    let mut conn = state.redis.get().await?;
-    let issuer: Option<String> =
-        redis::cmd("GET").arg(state.keys().command_issuer(command_id)).query_async(&mut *conn).await?;
     let visible = match issuer {
         Some(issuer) => matches!(caller, Caller::Operator) || issuer == caller.issuer_tag(),
         None => false,

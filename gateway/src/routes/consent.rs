@@ -12,7 +12,7 @@ use grid_shared::messages::{Command, GrantConsent, RevokeConsent};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream, correlation_id, origin_of, publish};
@@ -81,7 +81,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) 
     ))]
 pub async fn grant(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiPath(owner_id): ApiPath<uuid::Uuid>,
@@ -154,7 +154,7 @@ pub async fn read(
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiPath(owner_id): ApiPath<uuid::Uuid>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {

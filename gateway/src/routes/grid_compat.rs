@@ -7,16 +7,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use grid_shared::carbon::MicroWattHours;
+use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::envelope::Envelope;
-use grid_shared::ids::NodeId;
+use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::live::Heartbeat;
 use grid_shared::messages::{NodeMessage, Report};
 use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::publish::{Stream, correlation_id, origin_of, publish};
@@ -55,7 +55,7 @@ pub struct GridRegisterResponse {
     ))]
 pub async fn grid_register(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterNodeRequest>,
 ) -> Result<(StatusCode, Json<GridRegisterResponse>), ApiError> {
@@ -95,12 +95,12 @@ pub struct GridHeartbeatResponse {
     ))]
 pub async fn grid_heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     ApiJson(request): ApiJson<GridHeartbeatRequest>,
 ) -> Result<Json<GridHeartbeatResponse>, ApiError> {
     let node = caller.node(NodeId(request.node_id))?;
     let heartbeat = Heartbeat::parse(request.cpu_usage, request.solar_watts)?;
-    let eco_score = record_heartbeat(&state, &node, heartbeat, 0).await?;
+    let eco_score = record_heartbeat(&state, &caller, &node, heartbeat, 0).await?;
     Ok(Json(GridHeartbeatResponse { id: request.node_id, eco_score }))
 }
 
@@ -185,6 +185,9 @@ pub async fn grid_task(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct GridReportRequest {
     pub task_id: uuid::Uuid,
+    /// The node's own hash of its result, opaque here: 1 to 128 visible ASCII characters. The
+    /// results of a task's replicas are compared by it, so every node must hash the same way.
+    #[schema(min_length = 1, max_length = 128)]
     pub result_hash: String,
     pub energy_used_wh: f64,
     pub solar_contribution_wh: f64,
@@ -197,18 +200,35 @@ pub struct GridReportRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GridReportResponse {
+    /// What became of the report: credited, refused (with the reason) or credit pending.
     pub message: String,
-    /// The credits this report would earn, in kg of CO₂ and euros, if the orchestrator finds it
-    /// plausible (see the task for what was credited).
+    /// `credited`, `pending` (the decision did not come within the wait, or a quorum is still
+    /// open) or `not_credited`.
+    pub outcome: String,
+    /// What this report was actually credited, in kg of CO₂ and euros: zero unless `credited`.
     pub carbon_credits: f64,
     pub node_share_eur: f64,
     pub cooperative_share_eur: f64,
     pub command_id: uuid::Uuid,
 }
 
+/// An opaque result hash: 1 to 128 visible ASCII characters.
+fn opaque_hash(text: &str) -> Result<(), ApiError> {
+    if (1..=128).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::field("result_hash", "must be 1 to 128 visible ASCII characters"))
+    }
+}
+
 #[utoipa::path(post, path = "/grid/report", tag = "koprogo-compat", request_body = GridReportRequest, security(("bearer" = [])),
+    description = "A completion report in the KoproGo shape. The result hash is opaque (the node's own format), \
+        and is not checked against `result_json`. The answer waits, up to `GATEWAY_REPORT_DECISION_WAIT_MS` (2 s), \
+        for the orchestrator's decision and gives what was actually credited: zero with `outcome: pending` when \
+        the decision has not come yet or a quorum is still open, zero with `outcome: not_credited` and the reason \
+        when the report was refused or judged implausible.",
     responses(
-        (status = 200, description = "Report accepted", body = GridReportResponse),
+        (status = 200, description = "Report accepted; what it was credited", body = GridReportResponse),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not a task of this node", body = Problem, content_type = "application/problem+json"),
@@ -216,13 +236,14 @@ pub struct GridReportResponse {
     ))]
 pub async fn grid_report(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiJson(request): ApiJson<GridReportRequest>,
 ) -> Result<Json<GridReportResponse>, ApiError> {
-    let Caller::Node(node) = caller else {
+    let Caller::Node(node) = caller.caller else {
         return Err(ApiError::Forbidden("this route takes a node token"));
     };
+    opaque_hash(&request.result_hash)?;
     let attempt = match request.attempt {
         Some(attempt) => attempt,
         None => sqlx::query_scalar::<_, i32>("select attempts from task where task_id = $1 and node_id = $2")
@@ -232,30 +253,113 @@ pub async fn grid_report(
             .await?
             .ok_or(ApiError::NotFound("task"))?,
     };
-    let report = parse_report(
+    // Checked as a `/v1` report would be, with a stand-in hash: the compatibility hash is opaque.
+    let checked = parse_report(
         node.node_id,
         ReportRequest {
             task_id: request.task_id,
             attempt,
             status: ReportStatus::Completed,
-            result_json: request.result_json,
-            result_hash: Some(request.result_hash),
+            result_json: None,
+            result_hash: Some("0".repeat(64)),
             energy_used_wh: Some(request.energy_used_wh),
             solar_contribution_wh: Some(request.solar_contribution_wh),
             error: None,
         },
     )?;
-    let Report::TaskCompleted(completed) = &report else { unreachable!("built as a completion") };
-    let split = state.config.grid.carbon.credit(completed.solar_contribution);
+    let Report::TaskCompleted(mut completed) = checked else { unreachable!("built as a completion") };
+    completed.result_hash = request.result_hash;
+    completed.result_json = request.result_json;
+    let report = Report::TaskCompleted(completed);
     let command_id =
         publish(&state, Stream::Reports, &caller, origin_of(&caller, correlation_id(&headers)), &report).await?;
-    Ok(Json(GridReportResponse {
-        message: "Task completion accepted".to_owned(),
-        carbon_credits: split.carbon_saved.as_kg(),
-        node_share_eur: split.node_share.as_eur(),
-        cooperative_share_eur: split.cooperative_share.as_eur(),
-        command_id: command_id.as_uuid(),
-    }))
+    let wait = std::time::Duration::from_millis(state.config.report_decision_wait_ms);
+    let decision = decided_credit(&state, command_id, request.task_id, attempt, node.node_id, wait).await?;
+    Ok(Json(decision.answer(command_id.as_uuid())))
+}
+
+/// What the orchestrator made of a completion report.
+enum Decision {
+    Credited { carbon_ng: i64, node_peur: i64, cooperative_peur: i64 },
+    Pending(&'static str),
+    NotCredited(String),
+}
+
+impl Decision {
+    fn answer(self, command_id: uuid::Uuid) -> GridReportResponse {
+        let (message, outcome, carbon_ng, node_peur, cooperative_peur) = match self {
+            Self::Credited { carbon_ng, node_peur, cooperative_peur } => {
+                ("Task completion credited".to_owned(), "credited", carbon_ng, node_peur, cooperative_peur)
+            }
+            Self::Pending(why) => (format!("Task completion accepted; credit pending: {why}"), "pending", 0, 0, 0),
+            Self::NotCredited(reason) => (format!("Task completion not credited: {reason}"), "not_credited", 0, 0, 0),
+        };
+        GridReportResponse {
+            message,
+            outcome: outcome.to_owned(),
+            carbon_credits: Nanograms(carbon_ng).as_kg(),
+            node_share_eur: PicoEuros(node_peur).as_eur(),
+            cooperative_share_eur: PicoEuros(cooperative_peur).as_eur(),
+            command_id,
+        }
+    }
+}
+
+/// Waits, up to `wait`, for the report's command to be decided, then reads what this result
+/// (task, attempt, node) was credited.
+async fn decided_credit(
+    state: &AppState,
+    command_id: MessageId,
+    task_id: uuid::Uuid,
+    attempt: i32,
+    node_id: NodeId,
+    wait: std::time::Duration,
+) -> Result<Decision, ApiError> {
+    let until = tokio::time::Instant::now() + wait;
+    let mut pause = std::time::Duration::from_millis(2);
+    let (outcome, reason) = loop {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("select outcome, reason from processed_message where message_id = $1")
+                .bind(command_id.as_uuid())
+                .fetch_optional(&state.pool)
+                .await?;
+        if let Some(row) = row {
+            break row;
+        }
+        if tokio::time::Instant::now() + pause > until {
+            return Ok(Decision::Pending("the orchestrator has not decided yet; see the task"));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    };
+    if outcome != "applied" {
+        return Ok(Decision::NotCredited(reason.unwrap_or_else(|| outcome.clone())));
+    }
+    let credited: Option<(i64, i64, i64)> = sqlx::query_as(
+        "select carbon_ng, node_peur, cooperative_peur from proof_leaf
+         where task_id = $1 and attempt = $2 and node_id = $3",
+    )
+    .bind(task_id)
+    .bind(attempt)
+    .bind(node_id.as_uuid())
+    .fetch_optional(&state.pool)
+    .await?;
+    if let Some((carbon_ng, node_peur, cooperative_peur)) = credited {
+        return Ok(Decision::Credited { carbon_ng, node_peur, cooperative_peur });
+    }
+    let result: Option<(String, Option<String>)> =
+        sqlx::query_as("select verdict, refusal from task_result where task_id = $1 and attempt = $2 and node_id = $3")
+            .bind(task_id)
+            .bind(attempt)
+            .bind(node_id.as_uuid())
+            .fetch_optional(&state.pool)
+            .await?;
+    Ok(match result {
+        Some((_, Some(refusal))) => Decision::NotCredited(refusal),
+        Some((verdict, None)) if verdict == "pending" => Decision::Pending("the task waits for another replica"),
+        Some((verdict, None)) => Decision::NotCredited(format!("the result's verdict is {verdict}")),
+        None => Decision::NotCredited("the report was not recorded".to_owned()),
+    })
 }
 
 #[utoipa::path(get, path = "/grid/stats", tag = "koprogo-compat", security(("bearer" = [])),

@@ -20,7 +20,7 @@ use grid_shared::messages::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Caller, NODE_TOKEN_PREFIX, NodeCaller, new_secret};
+use crate::auth::{Caller, Credential, NODE_TOKEN_PREFIX, NodeCaller, admission, new_secret};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream as Target, correlation_id, origin_of, publish};
@@ -64,7 +64,7 @@ pub struct RegisterNodeResponse {
 /// Publishes `CMD:REGISTER_NODE` for the calling organisation; answers the id and the token.
 pub async fn register(
     state: &AppState,
-    caller: &Caller,
+    caller: &Credential,
     headers: &HeaderMap,
     request: &RegisterNodeRequest,
 ) -> Result<RegisterNodeResponse, ApiError> {
@@ -87,7 +87,7 @@ pub async fn register(
     ))]
 pub async fn register_node(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterNodeRequest>,
 ) -> Result<(StatusCode, Json<RegisterNodeResponse>), ApiError> {
@@ -115,11 +115,12 @@ pub struct HeartbeatResponse {
     pub eco_score: f64,
 }
 
-/// Writes the node's live state in one MULTI: its hash (with its TTL), its expiry in the index
-/// of live nodes, and an entry on the `{ns}:heartbeats` change feed that the writer's fleet
-/// mirror follows. Answers the eco score.
+/// Admits the node (rate limit) and writes its live state in one round trip (a script): its
+/// hash (with its TTL), its expiry in the index of live nodes, and an entry on the
+/// `{ns}:heartbeats` change feed that the writer's fleet mirror follows. Answers the eco score.
 pub async fn record_heartbeat(
     state: &AppState,
+    credential: &Credential,
     node: &NodeCaller,
     heartbeat: Heartbeat,
     running: u32,
@@ -137,44 +138,55 @@ pub async fn record_heartbeat(
         eco_score: score,
         expires_at_ms,
     };
-    let mut conn = state.redis.get().await?;
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("HSET")
-        .arg(keys.node_state(node.node_id))
-        .arg("cpu_cores")
-        .arg(node.cpu_cores)
-        .arg("has_solar")
-        .arg(u8::from(node.has_solar))
-        .arg("cpu_usage")
-        .arg(heartbeat.cpu_usage())
-        .arg("solar_watts")
-        .arg(heartbeat.solar_watts())
-        .arg("eco_score")
-        .arg(score)
-        .arg("running")
-        .arg(running)
-        .arg("last_heartbeat")
-        .arg(now.to_rfc3339())
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(keys.node_state(node.node_id))
+    let live = [
+        ("cpu_cores", node.cpu_cores.to_string()),
+        ("has_solar", u8::from(node.has_solar).to_string()),
+        ("cpu_usage", heartbeat.cpu_usage().to_string()),
+        ("solar_watts", heartbeat.solar_watts().to_string()),
+        ("eco_score", score.to_string()),
+        ("running", running.to_string()),
+        ("last_heartbeat", now.to_rfc3339()),
+    ];
+    let mut invocation = HEARTBEAT_SCRIPT.key(credential.rate_window(state));
+    invocation
+        .key(keys.node_state(node.node_id))
+        .key(keys.nodes_alive())
+        .key(keys.heartbeats())
+        .arg(state.config.rate_limit_per_second)
         .arg(ttl)
-        .ignore()
-        .cmd("ZADD")
-        .arg(keys.nodes_alive())
         .arg(expires_at_ms)
         .arg(node.node_id.to_string())
-        .ignore();
-    let mut append = redis::cmd("XADD");
-    append.arg(keys.heartbeats()).arg("MAXLEN").arg("~").arg(HEARTBEAT_FEED_MAXLEN).arg("*");
-    for (field, value) in feed.fields() {
-        append.arg(field).arg(value);
+        .arg(HEARTBEAT_FEED_MAXLEN)
+        .arg(live.len() * 2);
+    for (field, value) in &live {
+        invocation.arg(*field).arg(value);
     }
-    pipe.add_command(append).ignore();
-    pipe.query_async::<()>(&mut *conn).await?;
+    for (field, value) in feed.fields() {
+        invocation.arg(field).arg(value);
+    }
+    let mut conn = state.redis.get().await?;
+    let verdict: String = invocation.invoke_async(&mut *conn).await?;
+    admission(&verdict, state, credential)?;
     Ok(score)
 }
+
+const HEARTBEAT: &str = r"
+-- KEYS: 1 rate window, 2 node state, 3 live nodes, 4 heartbeat feed.
+-- ARGV: 1 limit, 2 TTL ms, 3 expiry ms, 4 node id, 5 feed length, 6 n (state fields and
+--       values), then the n state fields and values, then the feed's fields and values.
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+if count > tonumber(ARGV[1]) then return 'limited' end
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + n))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7 + n))
+return 'admitted'
+";
+
+static HEARTBEAT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(HEARTBEAT));
 
 /// The heartbeat feed keeps about this many entries: the writer reads it continuously, and
 /// rebuilds its mirror from the nodes' hashes when it takes over.
@@ -190,13 +202,13 @@ const HEARTBEAT_FEED_MAXLEN: usize = 50_000;
     ))]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     ApiPath(node_id): ApiPath<uuid::Uuid>,
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let heartbeat = Heartbeat::parse(request.cpu_usage, request.solar_watts)?;
-    let eco_score = record_heartbeat(&state, &node, heartbeat, request.running.unwrap_or(0)).await?;
+    let eco_score = record_heartbeat(&state, &caller, &node, heartbeat, request.running.unwrap_or(0)).await?;
     Ok(Json(HeartbeatResponse { node_id, eco_score }))
 }
 
@@ -216,10 +228,17 @@ pub struct ReportRequest {
     #[schema(minimum = 1)]
     pub attempt: i32,
     pub status: ReportStatus,
-    /// Completed: the result, whose compact JSON (keys sorted) hashes to `result_hash`.
+    /// Completed: the result. `result_hash` is the SHA-256 of its canonical form (see there).
     #[serde(default)]
     pub result_json: Option<serde_json::Value>,
-    /// Completed: SHA-256 of the result, 64 lowercase hex digits.
+    /// Completed: SHA-256, as 64 lowercase hex digits, of the UTF-8 canonical form of
+    /// `result_json`: no whitespace; object keys sorted by their UTF-8 bytes; strings escaping
+    /// only `"`, `\` and characters below U+0020 (`\b \f \n \r \t`, else `\u00xx`); integers
+    /// (within 64 bits) as digits; other numbers as 64-bit floats in shortest round-trip digits
+    /// with `.0` when whole, plain when 1e-5 ≤ |x| < 1e16, else like `1e+16` or `1.5e-7`.
+    /// Example: `{"months": [1, 2.50], "heating_kwh": 8424.0, "building": "Parc – bloc B"}` has
+    /// the canonical form `{"building":"Parc – bloc B","heating_kwh":8424.0,"months":[1,2.5]}`
+    /// and the hash `121deb67466edc48766b7e3aac5a533653631eca97b417c5595cd600e78c4539`.
     #[serde(default)]
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub result_hash: Option<String>,
@@ -284,6 +303,11 @@ pub fn parse_report(node_id: NodeId, request: ReportRequest) -> Result<Report, A
 }
 
 #[utoipa::path(post, path = "/v1/nodes/{node_id}/reports", tag = "nodes", request_body = ReportRequest,
+    description = "A node reports each assignment with the `task_id` and `attempt` it came with: `completed` \
+        (with `result_json`, `result_hash`, `energy_used_wh`, `solar_contribution_wh`) or `failed` (with `error`). \
+        `started` is optional: short work costs two requests (the assignment read and this report). An assignment \
+        neither started nor finished within the start lease (`GRID_START_LEASE_MS`, 30 s by default) is taken back, \
+        so a node should send `started` for longer work.",
     params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
     responses(
         (status = 202, description = "Report accepted", body = CommandAccepted),
@@ -293,7 +317,7 @@ pub fn parse_report(node_id: NodeId, request: ReportRequest) -> Result<Report, A
     ))]
 pub async fn report(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiPath(node_id): ApiPath<uuid::Uuid>,
     ApiJson(request): ApiJson<ReportRequest>,

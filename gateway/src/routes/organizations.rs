@@ -10,7 +10,7 @@ use grid_shared::messages::{Command, CreateOrganization, RotateApiKey, Sha256Hex
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{API_KEY_PREFIX, Caller, new_secret};
+use crate::auth::{API_KEY_PREFIX, Caller, Credential, new_secret};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream, correlation_id, origin_of, publish};
@@ -49,7 +49,7 @@ pub struct CreateOrganizationResponse {
     ))]
 pub async fn create_organization(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateOrganizationRequest>,
 ) -> Result<(StatusCode, Json<CreateOrganizationResponse>), ApiError> {
@@ -100,13 +100,13 @@ pub struct RotateKeyResponse {
     ))]
 pub async fn rotate_key(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiPath(organization_id): ApiPath<uuid::Uuid>,
     ApiJson(request): ApiJson<RotateKeyRequest>,
 ) -> Result<(StatusCode, Json<RotateKeyResponse>), ApiError> {
     let organization_id = OrganizationId(organization_id);
-    match caller {
+    match caller.caller {
         Caller::Operator => {}
         Caller::Organization(own) if own == organization_id => {}
         // Another organisation's id is "not found": existence does not leak.

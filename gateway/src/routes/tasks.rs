@@ -11,10 +11,10 @@ use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{Stream, correlation_id, origin_of, publish, publish_with_id};
+use crate::publish::{Published, Remember, Stream, correlation_id, origin_of, publish, publish_once};
 use crate::read_model::tasks::{TaskPage, TaskView, decode_cursor, find_task, list_tasks};
 use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
@@ -150,7 +150,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     ))]
 pub async fn submit_task(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiJson(request): ApiJson<SubmitTaskRequest>,
 ) -> Result<(StatusCode, Json<SubmitTaskResponse>), ApiError> {
@@ -165,31 +165,15 @@ pub async fn submit_task(
     let task_id = TaskId::new();
     let command_id = MessageId::new();
     let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
-    let remembered_key = idempotency.map(|key| state.keys().idempotency(organization_id, &key));
-    if let Some(key) = &remembered_key {
-        let remembered =
-            serde_json::to_string(&Remembered { response: response.clone(), request_sha256: request_sha256.clone() })
-                .expect("serialisable");
-        let mut conn = state.redis.get().await?;
-        let stored: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(&remembered)
-            .arg("NX")
-            .arg("EX")
-            .arg(IDEMPOTENCY_TTL_SECONDS)
-            .query_async(&mut *conn)
-            .await?;
-        if stored.is_none() {
-            let previous: Option<String> = redis::cmd("GET").arg(key).query_async(&mut *conn).await?;
-            let previous: Remembered = previous.and_then(|text| serde_json::from_str(&text).ok()).ok_or_else(|| {
-                ApiError::Conflict("this Idempotency-Key is being used by a concurrent request".to_owned())
-            })?;
-            if previous.request_sha256 != request_sha256 {
-                return Err(ApiError::Conflict("this Idempotency-Key was used for a different request".to_owned()));
-            }
-            return Ok((StatusCode::ACCEPTED, Json(previous.response)));
-        }
-    }
+    let remember = idempotency.map(|key| Remember {
+        key: state.keys().idempotency(organization_id, &key),
+        answer: serde_json::to_string(&Remembered {
+            response: response.clone(),
+            request_sha256: request_sha256.clone(),
+        })
+        .expect("serialisable"),
+        ttl_seconds: IDEMPOTENCY_TTL_SECONDS,
+    });
     let command = Command::SubmitTask(SubmitTask {
         task_id,
         copropriete_id: CoproprieteId(request.copropriete_id),
@@ -199,15 +183,17 @@ pub async fn submit_task(
         replicas,
     });
     let origin = origin_of(&caller, correlation_id(&headers));
-    if let Err(error) = publish_with_id(&state, Stream::Commands, &caller, origin, command_id, &command).await {
-        if let Some(key) = &remembered_key
-            && let Ok(mut conn) = state.redis.get().await
-        {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut *conn).await;
+    match publish_once(&state, Stream::Commands, &caller, origin, command_id, &command, remember).await? {
+        Published::Appended(_) => Ok((StatusCode::ACCEPTED, Json(response))),
+        Published::Remembered(previous) => {
+            let previous: Remembered = serde_json::from_str(&previous)
+                .map_err(|_| ApiError::Internal("an unreadable idempotency answer".to_owned()))?;
+            if previous.request_sha256 != request_sha256 {
+                return Err(ApiError::Conflict("this Idempotency-Key was used for a different request".to_owned()));
+            }
+            Ok((StatusCode::ACCEPTED, Json(previous.response)))
         }
-        return Err(error);
     }
-    Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -273,7 +259,7 @@ pub async fn get_task(
     ))]
 pub async fn cancel_task(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Credential,
     headers: HeaderMap,
     ApiPath(task_id): ApiPath<uuid::Uuid>,
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {

@@ -173,6 +173,11 @@ pub struct Batch {
     pub api_keys: Vec<(String, OrganizationId)>,
     /// Organisations whose keys other than the given one are revoked.
     pub key_revocations: Vec<(OrganizationId, String)>,
+    /// The SHA-256 of each key those revocations end: marked in Redis before the commit, so
+    /// that every gateway refuses them from the moment the revocation can be seen applied.
+    pub revoked_keys: Vec<String>,
+    /// Commands and reports acknowledged in the batch, whose issuer `{ns}:issuers` forgets.
+    pub issued: Vec<MessageId>,
     pub nodes: Vec<NodeInsert>,
     pub consent: Vec<ConsentChange>,
     /// (organisation, owner) whose readings leave every stored task payload.

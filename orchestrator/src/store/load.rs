@@ -322,6 +322,16 @@ fn stored_events(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StoredEvent>, sql
 }
 
 /// How far the events were published to Redis, as the last writer recorded it.
+/// The SHA-256 of API keys revoked within the last `seconds`.
+pub async fn recently_revoked_keys(pool: &PgPool, seconds: u64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select key_hash from api_key where revoked_at > now() - make_interval(secs => $1::double precision)",
+    )
+    .bind(seconds as f64)
+    .fetch_all(pool)
+    .await
+}
+
 pub async fn relay_cursor(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select last_seq from relay_cursor").fetch_one(pool).await
 }

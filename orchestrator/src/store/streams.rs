@@ -128,6 +128,7 @@ pub async fn dead_letter(
     keys: &Keys,
     stream: &str,
     entry: &StreamId,
+    message_id: Option<MessageId>,
     reason: &str,
     deliveries: usize,
 ) -> redis::RedisResult<()> {
@@ -135,9 +136,12 @@ pub async fn dead_letter(
     tracing::warn!(stream, entry_id = entry.id, deliveries, "entry sent to the dead-letter stream");
     let original: String = entry.get("envelope").unwrap_or_default();
     let message_type: String = entry.get("type").unwrap_or_default();
-    redis::pipe()
-        .atomic()
-        .cmd("XADD")
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    if let Some(message_id) = message_id {
+        pipe.cmd("HDEL").arg(keys.issuers()).arg(message_id.to_string()).ignore();
+    }
+    pipe.cmd("XADD")
         .arg(keys.dead_letters())
         .arg("MAXLEN")
         .arg("~")
@@ -360,6 +364,10 @@ pub async fn publish(
     for (stream, ids) in &by_stream {
         pipe.cmd("XACK").arg(*stream).arg(ORCHESTRATOR_GROUP).arg(ids).ignore();
     }
+    if !batch.issued.is_empty() {
+        let ids: Vec<String> = batch.issued.iter().map(ToString::to_string).collect();
+        pipe.cmd("HDEL").arg(keys.issuers()).arg(ids).ignore();
+    }
     if !batch.heartbeat_acks.is_empty() {
         pipe.cmd("XACK").arg(keys.heartbeats()).arg(ORCHESTRATOR_GROUP).arg(&batch.heartbeat_acks).ignore();
     }
@@ -539,6 +547,51 @@ pub async fn marker(conn: &mut impl ConnectionLike, keys: &Keys) -> redis::Redis
 
 pub async fn set_marker(conn: &mut impl ConnectionLike, keys: &Keys, epoch: i64) -> redis::RedisResult<()> {
     redis::cmd("SET").arg(keys.writer_marker()).arg(epoch).query_async(conn).await
+}
+
+/// How long a revoked key's marker is kept: the gateways re-read a cached key from PostgreSQL
+/// well within it (see the gateway's `AuthCache`).
+pub const REVOKED_MARKER_SECONDS: u64 = 24 * 3600;
+
+/// Marks API keys (by their SHA-256) as revoked for every gateway.
+pub async fn mark_revoked(conn: &mut impl ConnectionLike, keys: &Keys, hashes: &[String]) -> redis::RedisResult<()> {
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for hash in hashes {
+        pipe.cmd("SET").arg(keys.revoked_credential(hash)).arg(1).arg("EX").arg(REVOKED_MARKER_SECONDS).ignore();
+    }
+    pipe.query_async(conn).await
+}
+
+/// Makes the revocation markers say what PostgreSQL says: each key revoked within the marker's
+/// lifetime is marked, and a marker of a key that is not revoked (a rotation whose commit
+/// failed and never came again) is removed.
+pub async fn reconcile_revoked(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    revoked: &[String],
+) -> redis::RedisResult<usize> {
+    let pattern = keys.revoked_credential("*");
+    let prefix = pattern.trim_end_matches('*').to_owned();
+    let mut cursor = 0_u64;
+    let mut stale = Vec::new();
+    let known: std::collections::HashSet<&str> = revoked.iter().map(String::as_str).collect();
+    loop {
+        let (next, found): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1_000).query_async(conn).await?;
+        stale.extend(found.into_iter().filter(|key| !known.contains(key.trim_start_matches(prefix.as_str()))));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !stale.is_empty() {
+        redis::cmd("DEL").arg(&stale).query_async::<()>(conn).await?;
+    }
+    mark_revoked(conn, keys, revoked).await?;
+    Ok(stale.len())
 }
 
 /// Replaces the `{ns}:nodes:claimed` hash.

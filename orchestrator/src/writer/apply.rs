@@ -121,6 +121,7 @@ pub fn apply_message(
         organization_id: envelope.organization_id,
         rejection: outcome.err(),
     });
+    batch.issued.push(envelope.id);
     batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
 }
 
@@ -440,7 +441,7 @@ fn rotate_key(
     let organization = state.organizations.entry(command.organization_id).or_default();
     let revoked = if command.revoke_previous {
         let count = organization.active_keys.len() as u64;
-        organization.active_keys.clear();
+        batch.revoked_keys.extend(organization.active_keys.drain());
         batch.key_revocations.push((command.organization_id, key_hash.clone()));
         count
     } else {

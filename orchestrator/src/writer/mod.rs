@@ -283,7 +283,8 @@ impl Writer {
                     Some(conn) => conn,
                     None => conn.insert(self.redis.get().await?),
                 };
-                streams::dead_letter(&mut **conn, &keys, &stream, &entry, &reason, deliveries).await?;
+                let message_id = decoded.as_ref().ok().map(|(envelope, _)| envelope.id);
+                streams::dead_letter(&mut **conn, &keys, &stream, &entry, message_id, &reason, deliveries).await?;
                 continue;
             }
             let (envelope, decoded) = decoded.expect("checked above");
@@ -324,12 +325,14 @@ impl Writer {
             ready.into_iter().partition(|message| lookups.applied.contains(&message.envelope.id));
         for message in applied_before {
             debug!(message_id = %message.envelope.id, "already applied: acknowledging the redelivery");
+            batch.issued.push(message.envelope.id);
             batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
         }
         batch.messages = ready.len();
         let mut seen = HashSet::new();
         for message in ready {
             if !seen.insert(message.envelope.id) {
+                batch.issued.push(message.envelope.id);
                 batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
                 continue;
             }
@@ -406,6 +409,13 @@ impl Writer {
                 self.recorded_seq = self.published_seq;
             }
             return Ok(report);
+        }
+        if !batch.revoked_keys.is_empty() {
+            // Before the commit: once a client can see the rotation applied, no gateway takes
+            // the old key. A commit that then fails leaves markers that the redelivered
+            // rotation makes true, or that the next recovery removes.
+            let mut conn = self.redis.get().await?;
+            streams::mark_revoked(&mut *conn, &self.config.grid.keys, &batch.revoked_keys).await?;
         }
         if batch.writes() {
             let clock = Instant::now();

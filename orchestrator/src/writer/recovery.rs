@@ -94,6 +94,11 @@ impl Writer {
             .map(|node| (node.node_id, node.in_flight.len()))
             .collect();
         streams::write_all_claimed(&mut *conn, &keys, &claimed).await?;
+        let revoked = load::recently_revoked_keys(&self.pool, streams::REVOKED_MARKER_SECONDS).await?;
+        let removed = streams::reconcile_revoked(&mut *conn, &keys, &revoked).await?;
+        if removed > 0 {
+            warn!(removed, "removed revocation markers of keys PostgreSQL does not say revoked");
+        }
         streams::set_marker(&mut *conn, &keys, self.epoch).await?;
         self.redis_suspect = false;
         // Entries left pending (a publication that failed) are read again before new ones.

@@ -135,6 +135,18 @@ impl System {
         format!("{}{path}", self.base)
     }
 
+    /// Starts another gateway over the same namespace, with `pool` for its reads; answers its
+    /// base URL. It stops with the system.
+    pub async fn another_gateway(&self, pool: PgPool) -> String {
+        let config = GatewayConfig::from_lookup(|name| self.settings.get(name).cloned()).expect("valid settings");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let base = format!("http://{}", listener.local_addr().expect("bound"));
+        let state = grid_gateway::app::build_state_with_pool(config, pool).expect("gateway state");
+        let stop = self.shutdown.clone();
+        tokio::spawn(grid_gateway::app::run(listener, state, async move { stop.cancelled().await }));
+        base
+    }
+
     pub async fn post(&self, path: &str, key: &str, body: Value) -> reqwest::Response {
         self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("the gateway answers")
     }
