@@ -28,10 +28,13 @@ pub fn app(state: AppState) -> Router {
         .merge(consent::router())
         .merge(ledger::router())
         .merge(grid_compat::router())
-        .merge(health::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline));
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    // Health is answered even at capacity (a liveness probe must not fail under load).
+    let health = health::router().route_layer(middleware::from_fn_with_state(state.clone(), request_deadline));
     Router::new()
         .merge(bounded)
+        .merge(health)
         .merge(nodes::streaming_router())
         .merge(events::streaming_router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", crate::openapi::spec()))
@@ -40,6 +43,15 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Admission control: past `GATEWAY_MAX_IN_FLIGHT` requests being served, a request is answered
+/// 503 with `Retry-After` at once: no queue grows, and memory stays bounded.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
 }
 
 /// Answers a problem instead of hanging when a request outlives `GATEWAY_REQUEST_TIMEOUT_MS`.
@@ -67,7 +79,17 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         .set_connection_timeout(Some(Duration::from_secs(5)));
     let manager = deadpool_redis::Manager::new_with_config(config.redis_url.as_str(), redis_config)?;
     let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
-    Ok(AppState { pool, redis, config: Arc::new(config), auth: Arc::default() })
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
+    let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+    Ok(AppState {
+        pool,
+        redis,
+        config: Arc::new(config),
+        auth: Arc::default(),
+        channels: Arc::default(),
+        in_flight,
+        streams,
+    })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
@@ -77,7 +99,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, namespace = state.keys().namespace(), "gateway listening");
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let reader_stop = tokio_util::sync::CancellationToken::new();
+    let reader = tokio::spawn(crate::channels::run_reader(
+        state.channels.clone(),
+        state.config.redis_url.clone(),
+        state.keys().clone(),
+        reader_stop.clone(),
+    ));
+    let stop_reader = reader_stop.clone();
+    let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // The task channels end with the reader, so that open streams do not hold the
+            // shutdown back.
+            stop_reader.cancel();
+        })
+        .await;
+    reader_stop.cancel();
+    let _ = reader.await;
+    served
 }

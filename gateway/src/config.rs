@@ -29,6 +29,11 @@ pub struct GatewayConfig {
     /// How long `/grid/report` waits for the orchestrator's decision before answering that the
     /// credit is pending (`GATEWAY_REPORT_DECISION_WAIT_MS`, default 2000).
     pub report_decision_wait_ms: u64,
+    /// Requests served at once, streams aside (`GATEWAY_MAX_IN_FLIGHT`, default 256): past it a
+    /// request is answered 503 with `Retry-After` at once instead of waiting in a queue.
+    pub max_in_flight: usize,
+    /// Server-sent event streams open at once (`GATEWAY_MAX_STREAMS`, default 20000).
+    pub max_streams: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -72,6 +77,8 @@ impl GatewayConfig {
             db_pool_size: read(&lookup, "GATEWAY_DB_POOL_SIZE", "8", integer_in(1, 200))?,
             rate_limit_per_second: read(&lookup, "GATEWAY_RATE_LIMIT_PER_SECOND", "1000", integer_in(1, 1_000_000))?,
             report_decision_wait_ms: read(&lookup, "GATEWAY_REPORT_DECISION_WAIT_MS", "2000", integer_in(0, 30_000))?,
+            max_in_flight: read(&lookup, "GATEWAY_MAX_IN_FLIGHT", "256", integer_in(1, 100_000))?,
+            max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')
                     .map(str::trim)

@@ -6,10 +6,12 @@
 //! - [`auth`]: bearer keys and tokens; [`error`]: problem+json; [`extract`]: JSON/query/path
 //!   extractors that answer problems.
 //! - [`routes`]: one module per resource; [`read_model`]: SELECTs; [`publish`]: XADD of commands.
-//! - [`openapi`]: the generated document; [`sse`]: Redis streams as server-sent events.
+//! - [`openapi`]: the generated document; [`sse`]: Redis streams as server-sent events;
+//!   [`channels`]: the nodes' task channels through one Redis reader.
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod extract;

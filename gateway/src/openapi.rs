@@ -11,7 +11,10 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
     info(
         title = "KoproGo Grid",
         description = "Control plane of the KoproGo cooperative's green computing grid. Commands answer 202 with a command id \
-                       (poll `GET /v1/commands/{id}`); errors are application/problem+json.",
+                       (poll `GET /v1/commands/{id}`); errors are application/problem+json. Every 503 carries `Retry-After`: \
+                       past its capacity (`GATEWAY_MAX_IN_FLIGHT` requests at once, `GATEWAY_MAX_STREAMS` streams) the gateway \
+                       refuses at once rather than queue. A node's `result_hash` is the SHA-256 of the canonical form of its \
+                       `result_json` (see `ReportRequest.result_hash` and the README's Node protocol).",
         license(name = "AGPL-3.0-or-later"),
     ),
     paths(
@@ -59,7 +62,7 @@ const COMMON_PROBLEMS: [(&str, &str); 9] = [
     ("415", "Body is not application/json"),
     ("422", "Invalid input: each field and why"),
     ("429", "Too many requests with this credential; see Retry-After"),
-    ("503", "A backing service is unavailable, or the request timed out"),
+    ("503", "Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds)"),
 ];
 
 impl Modify for CommonProblems {

@@ -14,9 +14,19 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// API keys and node tokens already looked up (see [`crate::auth::Credential`]).
     pub auth: Arc<crate::auth::AuthCache>,
+    /// The nodes connected to this gateway's task channels (fed by one Redis reader).
+    pub channels: Arc<crate::channels::NodeChannels>,
+    /// Admission: requests served at once, and streams open at once (see the config).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
+    /// A place for one more open stream, or 503 at once.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, crate::error::ApiError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| crate::error::ApiError::Overloaded)
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.config.grid.keys
     }

@@ -5,11 +5,18 @@
 use grid_gateway::app::{build_state, run};
 use grid_gateway::config::GatewayConfig;
 
+const OPERATOR_KEY: &str = "docs-test-operator-key-0123456789abcdef";
+
 async fn start() -> String {
+    start_with(&[]).await
+}
+
+async fn start_with(settings: &[(&str, &str)]) -> String {
     let config = GatewayConfig::from_lookup(|name| match name {
         "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
-        "GRID_OPERATOR_KEY" => Some("docs-test-operator-key-0123456789abcdef".to_owned()),
-        _ => None,
+        "GRID_OPERATOR_KEY" => Some(OPERATOR_KEY.to_owned()),
+        "GRID_NAMESPACE" => Some(format!("docs-{}", std::process::id())),
+        _ => settings.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned()),
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,4 +102,48 @@ fn the_readmes_result_hash_example_is_what_the_gateway_checks() {
     ] {
         assert_eq!(serde_json::from_str::<serde_json::Value>(sent).unwrap().to_string(), canonical, "{sent}");
     }
+}
+
+/// Past `GATEWAY_MAX_IN_FLIGHT` requests being served, a request is refused at once with a 503
+/// problem and `Retry-After`, and served again as soon as there is room.
+#[tokio::test]
+async fn past_its_capacity_the_gateway_refuses_at_once_with_retry_after() {
+    use tokio::io::AsyncWriteExt;
+    let base = start_with(&[("GATEWAY_MAX_IN_FLIGHT", "1")]).await;
+    assert_eq!(reqwest::get(format!("{base}/v1/tasks")).await.unwrap().status(), 401);
+    // A request that holds the one place: its body is slow to come.
+    let mut slow = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /v1/organizations HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.flush().await.unwrap();
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let response = reqwest::get(format!("{base}/v1/tasks")).await.unwrap();
+            if response.status() == 503 {
+                return response;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the second request is refused while the first holds the place");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/overloaded"), "{problem}");
+    drop(slow);
+    let served = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if reqwest::get(format!("{base}/v1/tasks")).await.unwrap().status() == 401 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "served again once the place is free (401: no key)");
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200, "health is always answered");
 }

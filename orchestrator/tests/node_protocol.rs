@@ -320,3 +320,46 @@ async fn short_work_costs_two_requests_and_long_work_says_it_started(pool: PgPoo
     assert!(position("TaskStarted") < position("TaskCompleted") && position("TaskStarted").is_some(), "{events:?}");
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_reconnecting_to_another_gateway_resumes_there(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[]).await;
+    let other_gateway = system.another_gateway(pool).await;
+    let (_, api_key) = system.organization("Two doors").await;
+    let node = system.manual_node(&api_key, 4, 300.0).await;
+
+    let mut first = system.channel(&node, None).await;
+    let task_one: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let assigned = first.next(WAIT).await;
+    assert!(assigned.data.contains(task_one["task_id"].as_str().unwrap()));
+    let seen = assigned.id.clone().expect("events carry their stream id");
+    drop(first);
+
+    // Two more assignments while the node is away, then it comes back through the other gateway.
+    let mut expected = Vec::new();
+    for _ in 0..2 {
+        let task: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+        expected.push(task["task_id"].as_str().unwrap().to_owned());
+    }
+    eventually(WAIT, "the two to be assigned", || async {
+        let assigned: i64 = sqlx::query_scalar("select count(*) from task where status = 'assigned'")
+            .fetch_one(&system.pool)
+            .await
+            .ok()?;
+        (assigned == 3).then_some(())
+    })
+    .await;
+    let mut resumed = system.channel_via(&other_gateway, &node, Some(&seen)).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let event = resumed.next(WAIT).await;
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        got.push(data["task_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, expected, "what came while it was away, in order, and not what it had seen");
+    // And what comes next reaches it live through that gateway's one reader.
+    let live: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let event = resumed.next(WAIT).await;
+    assert!(event.data.contains(live["task_id"].as_str().unwrap()), "{}", event.data);
+    system.stop().await;
+}

@@ -133,3 +133,69 @@ fn stream_id(id: &str) -> (u64, u64) {
     let (millis, seq) = id.split_once('-').unwrap();
     (millis.parse().unwrap(), seq.parse().unwrap())
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn while_redis_is_down_the_gateway_answers_503_and_it_goes_on_by_itself_when_redis_is_back(pool: PgPool) {
+    let mut redis = PrivateRedis::start().await;
+    let system = spawn_system(pool.clone(), &[("REDIS_URL", redis.url.as_str())]).await;
+    let (_, api_key) = system.organization("Outage").await;
+    let node = system.manual_node(&api_key, 2, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let before: Value = system.post("/v1/tasks", &api_key, thermal_task()).await.json().await.unwrap();
+    let assigned = channel.next(Duration::from_secs(10)).await;
+    assert!(assigned.data.contains(before["task_id"].as_str().unwrap()));
+    let seen = assigned.id.clone().unwrap();
+
+    redis.stop();
+    // Open task channels are told to reconnect (their stream ends).
+    assert!(channel.ends_within(Duration::from_secs(10)).await, "the channel ends");
+    // Requests get a problem with Retry-After, not a hang and not a 500.
+    for path in ["/v1/tasks", "/v1/commands/00000000-0000-0000-0000-000000000000"] {
+        let response = if path == "/v1/tasks" {
+            system.post(path, &api_key, thermal_task()).await
+        } else {
+            system.get(path, &api_key).await
+        };
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+
+    redis.restart_empty().await;
+    // The gateway reconnects by itself: submissions are accepted again and run.
+    let after: Value = eventually(Duration::from_secs(30), "a submission to be accepted again", || async {
+        let response = system.post("/v1/tasks", &api_key, thermal_task()).await;
+        if response.status() == 202 { response.json().await.ok() } else { None }
+    })
+    .await;
+    // The node resumes after what it saw, reconnecting whenever its stream ends (as `worker`
+    // does): the assignment it held is re-issued, then the new one comes.
+    let mut last = seen;
+    let mut wanted =
+        vec![before["task_id"].as_str().unwrap().to_owned(), after["task_id"].as_str().unwrap().to_owned()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !wanted.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "still waiting for {wanted:?}");
+        let response = system
+            .http
+            .get(system.url(&format!("/v1/nodes/{}/tasks", node.node_id)))
+            .bearer_auth(&node.token)
+            .header("Last-Event-ID", &last)
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let mut channel = common::Channel::of(response);
+        while let Some(event) = channel.next_or_end(Duration::from_secs(30)).await {
+            last = event.id.clone().unwrap_or(last);
+            wanted.retain(|task_id| !event.data.contains(task_id.as_str()));
+            if wanted.is_empty() {
+                break;
+            }
+        }
+    }
+    system.stop().await;
+}

@@ -67,6 +67,13 @@ impl Keys {
         format!("{}:nodes:claimed", self.namespace)
     }
 
+    /// `{ns}:nodes:feed`: one light entry `{n: node id, i: entry id}` per entry appended to a
+    /// node's channel, in the same MULTI (capped): each gateway follows it with one connection
+    /// and reads the entries of the nodes connected to it.
+    pub fn nodes_feed(&self) -> String {
+        format!("{}:nodes:feed", self.namespace)
+    }
+
     /// `{ns}:writer`: the epoch of the active writer, set when it takes over. Its absence tells
     /// the writer that Redis lost its data (restarted empty or flushed).
     pub fn writer_marker(&self) -> String {

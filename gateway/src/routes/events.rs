@@ -88,8 +88,10 @@ fn visible(envelope: &Envelope, scope: Option<OrganizationId>) -> bool {
 }
 
 async fn stream(state: &AppState, scope: Option<OrganizationId>, start: String) -> Result<impl IntoResponse, ApiError> {
+    let permit = state.stream_permit()?;
     let conn = state.blocking_connection().await?;
     let events = crate::sse::follow(conn, state.keys().events(), start, move |entry| {
+        let _open = &permit;
         let text: String = entry.get("envelope")?;
         let envelope = Envelope::from_json(&text).ok()?;
         visible(&envelope, scope)

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, Credential, NODE_TOKEN_PREFIX, NodeCaller, admission, new_secret};
+use crate::channels::{EntryId, read_after};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream as Target, correlation_id, origin_of, publish};
@@ -399,11 +400,52 @@ pub async fn task_channel(
     ApiPath(node_id): ApiPath<uuid::Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
+    let permit = state.stream_permit()?;
     let start = resume_point(&state, node.node_id, &headers).await?;
-    let conn = state.blocking_connection().await?;
-    let stream = crate::sse::follow(conn, state.keys().node_tasks(node.node_id), start, sse_event);
+    let start = EntryId::parse(&start).unwrap_or_default();
+    // Registered before the catch-up read: an entry appended meanwhile comes through the reader.
+    let subscription = state.channels.subscribe(node.node_id);
+    let key = state.keys().node_tasks(node.node_id);
+    let mut conn = state.redis.get().await?;
+    let mut backlog = std::collections::VecDeque::new();
+    let mut last = start;
+    loop {
+        let entries = read_after(&mut *conn, &key, last, CATCH_UP_PAGE).await?;
+        let full = entries.len() == CATCH_UP_PAGE;
+        if let Some(newest) = entries.last().and_then(|entry| EntryId::parse(&entry.id)) {
+            last = newest;
+        }
+        backlog.extend(entries);
+        if !full {
+            break;
+        }
+    }
+    drop(conn);
+    let stream = futures_util::stream::unfold(
+        (backlog, subscription, start, permit),
+        |(mut backlog, mut live, mut sent, permit)| async move {
+            loop {
+                let entry = match backlog.pop_front() {
+                    Some(entry) => entry,
+                    None => live.entries.recv().await?,
+                };
+                let Some(id) = EntryId::parse(&entry.id) else { continue };
+                // The reader may hand over what the catch-up read already had.
+                if id <= sent {
+                    continue;
+                }
+                sent = id;
+                if let Some(event) = sse_event(&entry) {
+                    return Some((Ok::<_, Infallible>(event), (backlog, live, sent, permit)));
+                }
+            }
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+/// Entries read per request while a client catches up from its channel.
+const CATCH_UP_PAGE: usize = 500;
 
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", security(("bearer" = [])),
     responses(

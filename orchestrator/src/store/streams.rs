@@ -21,6 +21,24 @@ use crate::model::message::Source;
 /// Node channels keep about this many entries; a node that was away longer resumes from the
 /// oldest kept (its stale assignments were requeued meanwhile anyway).
 pub const NODE_CHANNEL_MAXLEN: usize = 1_000;
+/// About this many notifications are kept on `{ns}:nodes:feed` (about 100 bytes each): the
+/// gateways read it continuously; one that falls further behind has its clients reconnect.
+pub const NODES_FEED_MAXLEN: usize = 100_000;
+
+/// Appends the notification of a node-channel entry to `{ns}:nodes:feed`.
+fn notify(pipe: &mut redis::Pipeline, keys: &Keys, node_id: NodeId, entry_id: &str) {
+    pipe.cmd("XADD")
+        .arg(keys.nodes_feed())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(NODES_FEED_MAXLEN)
+        .arg("*")
+        .arg("n")
+        .arg(node_id.to_string())
+        .arg("i")
+        .arg(entry_id)
+        .ignore();
+}
 /// The dead-letter stream keeps about this many entries.
 pub const DEAD_LETTERS_MAXLEN: usize = 100_000;
 
@@ -308,6 +326,7 @@ pub async fn publish(
                 .arg("envelope")
                 .arg(message.to_json())
                 .ignore();
+            notify(&mut pipe, keys, node_id, &stream_id);
         }
     }
     for dead in &batch.dead_tasks {
@@ -388,7 +407,8 @@ return 0
 ";
 
 /// Appends an entry with an explicit id only if the stream's last id is lower (an entry
-/// already published, by this writer or the one before, is not published twice).
+/// already published, by this writer or the one before, is not published twice). With a
+/// second key (a node channel's), the entry is notified on `{ns}:nodes:feed` (ARGV 5: the node).
 const XADD_IF_NEWER: &str = r"
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if last[1] then
@@ -396,6 +416,9 @@ if last[1] then
   if seq >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[1] .. '-0', 'type', ARGV[3], 'envelope', ARGV[4])
+if KEYS[2] then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'n', ARGV[5], 'i', ARGV[1] .. '-0')
+end
 return 1
 ";
 
@@ -442,10 +465,13 @@ pub async fn republish(
             pipe.invoke_script(
                 script
                     .key(keys.node_tasks(node_id))
+                    .key(keys.nodes_feed())
                     .arg(event.seq)
                     .arg(NODE_CHANNEL_MAXLEN)
                     .arg(&message.message_type)
-                    .arg(message.to_json()),
+                    .arg(message.to_json())
+                    .arg(node_id.to_string())
+                    .arg(NODES_FEED_MAXLEN),
             )
             .ignore();
         }
@@ -480,17 +506,19 @@ pub async fn reissue(
     pipe.atomic();
     for (node_id, messages) in channels {
         for (index, message) in (1..).zip(messages) {
+            let entry_id = format!("{head}-{}", base + index);
             pipe.cmd("XADD")
                 .arg(keys.node_tasks(*node_id))
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(NODE_CHANNEL_MAXLEN)
-                .arg(format!("{head}-{}", base + index))
+                .arg(&entry_id)
                 .arg("type")
                 .arg(&message.message_type)
                 .arg("envelope")
                 .arg(message.to_json())
                 .ignore();
+            notify(&mut pipe, keys, *node_id, &entry_id);
         }
     }
     pipe.query_async::<()>(conn).await

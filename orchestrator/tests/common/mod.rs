@@ -291,6 +291,38 @@ pub struct Channel {
 }
 
 impl Channel {
+    pub fn of(response: reqwest::Response) -> Self {
+        Self { body: Box::pin(response.bytes_stream()), parser: Default::default(), ready: Default::default() }
+    }
+
+    /// The next event, or `None` when the gateway ends the stream (a client then reconnects).
+    pub async fn next_or_end(&mut self, limit: Duration) -> Option<grid_worker::sse::SseEvent> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await.expect("an event in time") {
+                Some(Ok(chunk)) => self.ready.extend(self.parser.feed(&chunk)),
+                None | Some(Err(_)) => return None,
+            }
+        }
+    }
+
+    /// Whether the gateway ends the stream within `limit` (events before the end are skipped).
+    pub async fn ends_within(&mut self, limit: Duration) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next event, waiting at most `limit`.
     pub async fn next(&mut self, limit: Duration) -> grid_worker::sse::SseEvent {
         use futures_util::StreamExt;
@@ -362,8 +394,12 @@ impl System {
     }
 
     pub async fn channel(&self, node: &ManualNode, last_event_id: Option<&str>) -> Channel {
-        let mut request =
-            self.http.get(self.url(&format!("/v1/nodes/{}/tasks", node.node_id))).bearer_auth(&node.token);
+        self.channel_via(&self.base, node, last_event_id).await
+    }
+
+    /// The node's task channel through the gateway at `base`.
+    pub async fn channel_via(&self, base: &str, node: &ManualNode, last_event_id: Option<&str>) -> Channel {
+        let mut request = self.http.get(format!("{base}/v1/nodes/{}/tasks", node.node_id)).bearer_auth(&node.token);
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last);
         }

@@ -104,7 +104,23 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Stops it (as a crash would), then starts an empty one on the same port.
+    pub async fn restart_empty(&mut self) {
+        self.stop();
+        let port: u16 = self.url.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port");
+        *self = Self::start_on(port).await;
+    }
+
+    /// Stops it: clients get connection errors until it is back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn start_on(port: u16) -> Self {
         let directory = std::env::temp_dir().join(format!("grid-redis-{port}"));
         std::fs::create_dir_all(&directory).expect("a directory for redis");
         let child = Command::new("redis-server")
