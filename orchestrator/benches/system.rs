@@ -468,6 +468,231 @@ async fn open_loop(grid: &Arc<Grid>, rate: u64, seconds: u64) -> anyhow::Result<
     Ok((figures, task_ids))
 }
 
+/// One keep-alive HTTP/1.1 connection speaking just enough of the protocol to offer the
+/// gateway 20,000 requests per second from this machine (reqwest costs more per request than
+/// the gateway does).
+struct RawConnection {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    body: Vec<u8>,
+}
+
+impl RawConnection {
+    async fn connect(address: &str) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(stream), body: Vec::new() })
+    }
+
+    /// Sends one request, reads its answer; the status.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.stream.get_mut().write_all(request).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+fn raw_request(method: &str, path: &str, token: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Offers `rate` copies of `request` per second for `seconds`, open loop over `connections`
+/// keep-alive connections (request i on connection i mod n, due at i / rate; latency counts
+/// from when it was due). Samples the gateway's RSS meanwhile.
+async fn flood(
+    address: &str,
+    request: Arc<Vec<u8>>,
+    rate: u64,
+    seconds: u64,
+    connections: u64,
+    gateway_pid: u32,
+) -> anyhow::Result<Value> {
+    let total = rate * seconds;
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for connection in 0..connections {
+        let (address, request) = (address.to_owned(), request.clone());
+        handles.push(tokio::spawn(async move {
+            let mut answers: Vec<(u16, Duration)> = Vec::new();
+            let mut errors = 0_u64;
+            let mut conn = RawConnection::connect(&address).await.ok();
+            let mut index = connection;
+            while index < total {
+                let due = start + Duration::from_nanos(index * 1_000_000_000 / rate);
+                tokio::time::sleep_until(due).await;
+                let status = match conn.as_mut() {
+                    Some(open) => open.exchange(&request).await.ok(),
+                    None => None,
+                };
+                match status {
+                    Some(status) => answers.push((status, due.elapsed())),
+                    None => {
+                        errors += 1;
+                        conn = RawConnection::connect(&address).await.ok();
+                    }
+                }
+                index += connections;
+            }
+            (answers, errors)
+        }));
+    }
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib_of(gateway_pid));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        })
+    };
+    let mut by_status: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
+    let (mut latencies, mut within, mut errors) = (Vec::new(), 0_u64, 0_u64);
+    for handle in handles {
+        let (answers, failed) = handle.await?;
+        errors += failed;
+        for (status, latency) in answers {
+            *by_status.entry(status).or_default() += 1;
+            within += u64::from(latency <= Duration::from_millis(10));
+            latencies.push(latency);
+        }
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak_rss = sampler.await?;
+    let answered = latencies.len() as u64;
+    Ok(json!({
+        "offered_per_second": rate, "seconds": seconds, "connections": connections, "offered": total,
+        "answered": answered, "errors": errors,
+        "by_status": by_status.iter().map(|(status, count)| (status.to_string(), json!(count))).collect::<serde_json::Map<_, _>>(),
+        "answered_within_10ms_share": within as f64 / total.max(1) as f64,
+        "latency": distribution(latencies),
+        "gateway_peak_rss_mib": peak_rss,
+    }))
+}
+
+/// Resident memory of a process now (VmRSS), in MiB.
+fn rss_mib_of(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The gateway's CPU per request of one kind: `request` offered at `rate` for `seconds` over
+/// 32 connections, less the CPU the gateway spent over as long idle (the fleet's heartbeats and
+/// channels) just before.
+async fn gateway_cpu_per_request(
+    gateway: &Service,
+    address: &str,
+    request: Vec<u8>,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let idle_before = gateway.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let idle = gateway.cpu_seconds() - idle_before;
+    let before = gateway.cpu_seconds();
+    let offered = flood(address, Arc::new(request), rate, seconds, 32, gateway.pid()).await?;
+    let busy = gateway.cpu_seconds() - before;
+    let answered = offered["answered"].as_f64().unwrap_or(0.0).max(1.0);
+    Ok(json!({
+        "offered_per_second": rate, "answered": offered["answered"], "by_status": offered["by_status"],
+        "latency": offered["latency"], "gateway_cpu_seconds": busy, "idle_cpu_seconds": idle,
+        "cpu_us_per_request": (busy - idle).max(0.0) / answered * 1e6,
+    }))
+}
+
+/// Registers `count` more nodes and holds a task channel open for each, as idle Pis would;
+/// the gateway's resident memory before and after, per connection. The connections stay open
+/// until the answer is dropped.
+async fn idle_channels(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    pool: &sqlx::PgPool,
+    gateway: &Service,
+    count: usize,
+) -> anyhow::Result<(Value, Vec<tokio::net::TcpStream>)> {
+    let registered: Vec<(String, String)> = futures_util::stream::iter(0..count)
+        .map(|index| async move {
+            let body = json!({"name": format!("idle-{index}"), "cpu_cores": 4, "has_solar": true, "location": "Liège"});
+            let answer: Value = http
+                .post(format!("{base}/v1/nodes"))
+                .bearer_auth(api_key)
+                .json(&body)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some((answer["node_id"].as_str()?.to_owned(), answer["token"].as_str()?.to_owned()))
+        })
+        .buffer_unordered(64)
+        .filter_map(|registered| async move { registered })
+        .collect()
+        .await;
+    let wanted = registered.len() as i64;
+    support::poll("the idle nodes to be registered", || async {
+        let known: i64 =
+            sqlx::query_scalar("select count(*) from node where name like 'idle-%'").fetch_one(pool).await.ok()?;
+        (known >= wanted).then_some(())
+    })
+    .await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let rss_before = gateway.rss_mib();
+    let mut open = Vec::with_capacity(registered.len());
+    for (node_id, token) in &registered {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        let request = format!(
+            "GET /v1/nodes/{node_id}/tasks HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::ensure!(head.ends_with(b"200"), "a task channel answered {}", String::from_utf8_lossy(&head));
+        open.push(stream);
+    }
+    // The answers' remaining headers are left unread: the connections only need to stay open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = gateway.rss_mib();
+    let figures = json!({
+        "nodes": open.len(), "gateway_rss_before_mib": rss_before, "gateway_rss_after_mib": rss_after,
+        "kib_per_connected_node": (rss_after - rss_before) * 1024.0 / open.len().max(1) as f64,
+    });
+    Ok((figures, open))
+}
+
 /// From each task's due submission time to its completion, as the event stream saw it.
 fn completion_latency(grid: &Grid, submit: &Value, task_ids: &[(String, Instant)]) -> Value {
     let timeline = grid.watch.timeline.lock().expect("not poisoned");
@@ -762,6 +987,7 @@ async fn run() -> anyhow::Result<Value> {
         .await?;
     let (single_id, single_token) =
         (single["node_id"].as_str().unwrap_or_default().to_owned(), single["token"].as_str().unwrap_or_default());
+    let single_token_owned = single_token.to_owned();
     let gateway_arg = format!("--gateway={base}");
     let worker = Service::start(
         "worker",
@@ -880,9 +1106,49 @@ async fn run() -> anyhow::Result<Value> {
     let redis = redis_footprint(&scratch.redis_url, &scratch.namespace).await?;
     eprintln!("redis: {redis}");
     let gateway_rss_before_overload = gateway.peak_rss_mib();
+    let gateway_rss_connected = gateway.rss_mib();
     let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
     eprintln!("open loop: {at_5000}");
     let open = vec![at_1000, at_5000];
+    // The gateway at 20,000 offered requests per second: answered at once (202 or 503).
+    let address = listen.clone();
+    let submission = raw_request("POST", "/v1/tasks", &api_key, &thermal_task(0).to_string());
+    let overload = flood(&address, Arc::new(submission.clone()), 20_000, open_loop_seconds, 128, gateway.pid()).await?;
+    eprintln!("overload: {overload}");
+    // Its accepted tasks run before the next phases (two minutes at most).
+    let drain_until = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < drain_until {
+        let open: i64 =
+            sqlx::query_scalar("select count(*) from task where status in ('queued', 'assigned', 'running')")
+                .fetch_one(&pool)
+                .await?;
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The gateway's CPU per request, one kind at a time, under its capacity.
+    let heartbeat = raw_request(
+        "POST",
+        &format!("/v1/nodes/{single_id}/heartbeat"),
+        &single_token_owned,
+        r#"{"cpu_usage": 10.0, "solar_watts": 400.0}"#,
+    );
+    let per_heartbeat = gateway_cpu_per_request(&gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
+    let per_submission = gateway_cpu_per_request(&gateway, &address, submission, 2_000, open_loop_seconds).await?;
+    eprintln!("gateway CPU: heartbeat {per_heartbeat}, submission {per_submission}");
+    let (idle, connections) =
+        idle_channels(&http, &base, &api_key, &pool, &gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
+    eprintln!("idle channels: {idle}");
+    drop(connections);
+    let gateway_figures = json!({
+        "overload_20000": overload,
+        "cpu_per_heartbeat": per_heartbeat,
+        "cpu_per_submission": per_submission,
+        "rss_with_fleet_connected_mib": gateway_rss_connected,
+        "fleet_connected": nodes + 1,
+        "idle_channels": idle,
+    });
     let memory = json!({
         "gateway_peak_rss_before_overload_mib": gateway_rss_before_overload,
         "gateway_peak_rss_mib": gateway.peak_rss_mib(),
@@ -928,6 +1194,7 @@ async fn run() -> anyhow::Result<Value> {
         "redis": redis,
         "queued": queued,
         "memory": memory,
+        "gateway": gateway_figures,
         "binary_sizes": sizes,
         "other_benches": others,
     }))
@@ -1078,6 +1345,46 @@ fn markdown(report: &Value) -> String {
         "≤ 30",
     ));
     out.push_str(&row("gateway peak RSS after it (MiB)", &["memory", "gateway_peak_rss_mib"], ""));
+    out.push_str(&row(
+        "gateway RSS with the fleet connected, idle moment (MiB)",
+        &["gateway", "rss_with_fleet_connected_mib"],
+        "≤ 30",
+    ));
+    out.push_str(&row("… nodes connected", &["gateway", "fleet_connected"], "1,000"));
+    let overload = &["gateway", "overload_20000"];
+    let at = |key: &'static str| [overload[0], overload[1], key];
+    out.push_str(&row(
+        "offered 20,000 req/s: share answered within 10 ms (202 or 503)",
+        &at("answered_within_10ms_share"),
+        "≥ 0.999",
+    ));
+    out.push_str(&row("… answered 202", &["gateway", "overload_20000", "by_status", "202"], ""));
+    out.push_str(&row("… answered 503", &["gateway", "overload_20000", "by_status", "503"], ""));
+    out.push_str(&row("… connection errors", &at("errors"), "0"));
+    out.push_str(&row("… latency p50 (ms)", &["gateway", "overload_20000", "latency", "p50_ms"], ""));
+    out.push_str(&row("… latency p99 (ms)", &["gateway", "overload_20000", "latency", "p99_ms"], ""));
+    out.push_str(&row("… gateway peak RSS during it (MiB)", &at("gateway_peak_rss_mib"), "≤ 50"));
+    out.push_str(&row(
+        "gateway CPU per heartbeat at 2,000/s (µs)",
+        &["gateway", "cpu_per_heartbeat", "cpu_us_per_request"],
+        "≤ 40",
+    ));
+    out.push_str(&row(
+        "gateway CPU per submission at 2,000/s, with its task's report and channel fan-out (µs)",
+        &["gateway", "cpu_per_submission", "cpu_us_per_request"],
+        "≤ 40 per request",
+    ));
+    out.push_str(&row(
+        "idle task channels opened",
+        &["gateway", "idle_channels", "nodes"],
+        "9,000 (10,000 with the fleet)",
+    ));
+    out.push_str(&row(
+        "gateway RSS with them open (MiB)",
+        &["gateway", "idle_channels", "gateway_rss_after_mib"],
+        "report",
+    ));
+    out.push_str(&row("… per connected node (KiB)", &["gateway", "idle_channels", "kib_per_connected_node"], "small"));
     out.push_str(&row("orchestrator peak RSS (MiB)", &["memory", "orchestrator_peak_rss_mib"], ""));
     out.push_str(&row("single worker peak RSS (MiB)", &["memory", "single_worker_peak_rss_mib"], "≤ 10"));
     out.push_str(&row(
