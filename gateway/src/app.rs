@@ -45,9 +45,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Admission control: past `GATEWAY_MAX_IN_FLIGHT` requests being served, a request is answered
-/// 503 with `Retry-After` at once: no queue grows, and memory stays bounded.
+/// Admission control: past `GATEWAY_MAX_IN_FLIGHT` requests being served, or while the runtime
+/// runs later than `GATEWAY_MAX_DELAY_MS` (except for node traffic that finishes accepted work),
+/// a request is answered 503 with `Retry-After` at once: no queue grows, and memory stays bounded.
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let pressed = state.pressure.delay() > Duration::from_millis(state.config.max_delay_ms);
+    if pressed && !crate::pressure::finishes_work(request.uri().path()) {
+        return ApiError::Overloaded.into_response();
+    }
     match state.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
         Err(_) => ApiError::Overloaded.into_response(),
@@ -89,6 +94,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         channels: Arc::default(),
         in_flight,
         streams,
+        pressure: Arc::default(),
     })
 }
 
@@ -106,6 +112,7 @@ pub async fn run(
         state.keys().clone(),
         reader_stop.clone(),
     ));
+    tokio::spawn(crate::pressure::measure(state.pressure.clone(), reader_stop.clone()));
     let stop_reader = reader_stop.clone();
     let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {

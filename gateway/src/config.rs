@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// Server-sent event streams open at once (`GATEWAY_MAX_STREAMS`, default 20000).
     pub max_streams: usize,
+    /// The runtime delay (see [`crate::pressure`]) past which new work is refused with a 503
+    /// (`GATEWAY_MAX_DELAY_MS`, default 5).
+    pub max_delay_ms: u64,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -79,6 +82,7 @@ impl GatewayConfig {
             report_decision_wait_ms: read(&lookup, "GATEWAY_REPORT_DECISION_WAIT_MS", "2000", integer_in(0, 30_000))?,
             max_in_flight: read(&lookup, "GATEWAY_MAX_IN_FLIGHT", "256", integer_in(1, 100_000))?,
             max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
+            max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "5", integer_in(1, 60_000))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')
                     .map(str::trim)

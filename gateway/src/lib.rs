@@ -7,7 +7,8 @@
 //!   extractors that answer problems.
 //! - [`routes`]: one module per resource; [`read_model`]: SELECTs; [`publish`]: XADD of commands.
 //! - [`openapi`]: the generated document; [`sse`]: Redis streams as server-sent events;
-//!   [`channels`]: the nodes' task channels through one Redis reader.
+//!   [`channels`]: the nodes' task channels through one Redis reader; [`pressure`]: load
+//!   shedding by the runtime's delay.
 
 pub mod app;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pressure;
 pub mod publish;
 pub mod read_model;
 pub mod routes;

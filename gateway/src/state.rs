@@ -19,6 +19,8 @@ pub struct AppState {
     /// Admission: requests served at once, and streams open at once (see the config).
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// How late this gateway's runtime runs (see [`crate::pressure`]).
+    pub pressure: Arc<crate::pressure::Pressure>,
 }
 
 impl AppState {

@@ -16,6 +16,7 @@ async fn start_with(settings: &[(&str, &str)]) -> String {
         "DATABASE_URL" => Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
         "GRID_OPERATOR_KEY" => Some(OPERATOR_KEY.to_owned()),
         "GRID_NAMESPACE" => Some(format!("docs-{}", std::process::id())),
+        "GATEWAY_MAX_DELAY_MS" if !settings.iter().any(|(key, _)| *key == name) => Some("60000".to_owned()),
         _ => settings.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned()),
     })
     .unwrap();

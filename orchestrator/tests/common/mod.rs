@@ -44,6 +44,8 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
         ("GRID_CONSUMER_NAME", "orchestrator-test"),
         ("GRID_ADMIN_LISTEN", "127.0.0.1:0"),
         ("GATEWAY_RATE_LIMIT_PER_SECOND", "100000"),
+        // Tests share a runtime and two cores with the whole suite: no shedding by delay.
+        ("GATEWAY_MAX_DELAY_MS", "60000"),
         // Result validation is off unless a test asks for it (tests/quorum.rs): tests that are
         // about something else then see one result per task.
         ("GRID_TRUST_THRESHOLD", "0"),

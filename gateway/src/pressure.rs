@@ -1,0 +1,80 @@
+//! How busy this gateway is, from the delay of its own runtime: a task that asks to wake every
+//! [`TICK`] measures how late it wakes. When the gateway's CPU is saturated every request
+//! waits as long, before a byte of it is read, and no concurrency count sees it (the queue
+//! is in the sockets). Past `GATEWAY_MAX_DELAY_MS` of delay (smoothed), new work is refused
+//! at once with a 503 until the delay falls again, while nodes' reports and heartbeats, which
+//! finish work already accepted, are still served (the same signal as the event-loop delay of
+//! Node's load-shedding plugins).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+const TICK: Duration = Duration::from_millis(2);
+
+/// The smoothed delay, in microseconds, shared with the admission middleware.
+#[derive(Debug, Default)]
+pub struct Pressure {
+    delay_us: AtomicU64,
+}
+
+impl Pressure {
+    pub fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    /// Takes one sample: the new delay weighs a quarter (about four ticks to follow a change).
+    fn sample(&self, late: Duration) {
+        let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        let previous = self.delay_us.load(Ordering::Relaxed);
+        self.delay_us.store(previous - previous / 4 + late / 4, Ordering::Relaxed);
+    }
+}
+
+/// Measures until `shutdown`.
+pub async fn measure(pressure: std::sync::Arc<Pressure>, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let due = tokio::select! {
+            () = shutdown.cancelled() => return,
+            instant = ticks.tick() => instant,
+        };
+        pressure.sample(due.elapsed());
+    }
+}
+
+/// Whether a request finishes work already accepted (a node's report or heartbeat): it is
+/// served under pressure, when new work is refused.
+pub fn finishes_work(path: &str) -> bool {
+    path.ends_with("/reports") || path.ends_with("/heartbeat") || path == "/grid/report"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_follows_samples_and_falls_back() {
+        let pressure = Pressure::default();
+        for _ in 0..20 {
+            pressure.sample(Duration::from_millis(20));
+        }
+        assert!(pressure.delay() > Duration::from_millis(19), "{:?}", pressure.delay());
+        for _ in 0..40 {
+            pressure.sample(Duration::ZERO);
+        }
+        assert!(pressure.delay() < Duration::from_millis(1), "{:?}", pressure.delay());
+    }
+
+    #[test]
+    fn node_traffic_that_finishes_work_is_told_apart() {
+        assert!(finishes_work("/v1/nodes/5/reports"));
+        assert!(finishes_work("/v1/nodes/5/heartbeat"));
+        assert!(finishes_work("/grid/report"));
+        assert!(finishes_work("/grid/heartbeat"));
+        assert!(!finishes_work("/v1/tasks"));
+        assert!(!finishes_work("/v1/nodes"));
+    }
+}
