@@ -13,8 +13,8 @@
 //! with `Last-Event-ID` and catches up from its channel, losing nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_shared::ids::NodeId;
@@ -46,8 +46,9 @@ impl std::fmt::Display for EntryId {
     }
 }
 
-/// A connected client: its number and its bounded queue.
-type Client = (u64, mpsc::Sender<StreamId>);
+/// A connected client: its number and its bounded queue (of shared entries: a queue's first
+/// block of slots is allocated with it, and stays small).
+type Client = (u64, mpsc::Sender<Arc<StreamId>>);
 
 /// Who is connected to this gateway, by node.
 #[derive(Default)]
@@ -58,10 +59,10 @@ pub struct NodeChannels {
 
 /// A client's registration; dropping it unregisters the client.
 pub struct Subscription {
-    channels: std::sync::Arc<NodeChannels>,
+    channels: Arc<NodeChannels>,
     node_id: NodeId,
     client: u64,
-    pub entries: mpsc::Receiver<StreamId>,
+    pub entries: mpsc::Receiver<Arc<StreamId>>,
 }
 
 impl Drop for Subscription {
@@ -77,7 +78,7 @@ impl Drop for Subscription {
 }
 
 impl NodeChannels {
-    pub fn subscribe(self: &std::sync::Arc<Self>, node_id: NodeId) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, node_id: NodeId) -> Subscription {
         let (sender, entries) = mpsc::channel(CLIENT_QUEUE);
         let client = self.next_client.fetch_add(1, Ordering::Relaxed);
         self.clients.lock().expect("not poisoned").entry(node_id).or_default().push((client, sender));
@@ -95,7 +96,7 @@ impl NodeChannels {
 
     /// Hands an entry to the node's clients; a client whose queue is full is dropped (its
     /// stream ends, and it resumes from its channel).
-    fn deliver(&self, node_id: NodeId, entry: &StreamId) {
+    fn deliver(&self, node_id: NodeId, entry: &Arc<StreamId>) {
         let mut clients = self.clients.lock().expect("not poisoned");
         if let Some(list) = clients.get_mut(&node_id) {
             list.retain(|(_, sender)| match sender.try_send(entry.clone()) {
@@ -120,12 +121,7 @@ impl NodeChannels {
 }
 
 /// Follows `{ns}:nodes:feed` until `shutdown`, reconnecting with a backoff when Redis fails.
-pub async fn run_reader(
-    channels: std::sync::Arc<NodeChannels>,
-    redis_url: String,
-    keys: Keys,
-    shutdown: CancellationToken,
-) {
+pub async fn run_reader(channels: Arc<NodeChannels>, redis_url: String, keys: Keys, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
@@ -192,8 +188,8 @@ async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> r
             }
             let fetched: Vec<StreamRangeReply> = pipe.query_async(&mut conn).await?;
             for ((node_id, _), range) in wanted.iter().zip(fetched) {
-                for entry in &range.ids {
-                    channels.deliver(*node_id, entry);
+                for entry in range.ids {
+                    channels.deliver(*node_id, &Arc::new(entry));
                 }
             }
         }
@@ -247,11 +243,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_falls_behind_is_dropped_and_others_are_not() {
-        let channels = std::sync::Arc::new(NodeChannels::default());
+        let channels = Arc::new(NodeChannels::default());
         let node_id = NodeId::new();
         let mut slow = channels.subscribe(node_id);
         let mut fast = channels.subscribe(node_id);
-        let entry = StreamId { id: "1-0".to_owned(), map: HashMap::new(), ..Default::default() };
+        let entry = Arc::new(StreamId { id: "1-0".to_owned(), map: HashMap::new(), ..Default::default() });
         for _ in 0..CLIENT_QUEUE {
             channels.deliver(node_id, &entry);
             fast.entries.recv().await.unwrap();

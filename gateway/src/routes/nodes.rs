@@ -415,7 +415,7 @@ pub async fn task_channel(
         if let Some(newest) = entries.last().and_then(|entry| EntryId::parse(&entry.id)) {
             last = newest;
         }
-        backlog.extend(entries);
+        backlog.extend(entries.into_iter().map(std::sync::Arc::new));
         if !full {
             break;
         }
