@@ -9,6 +9,7 @@ export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 # Every test: unit, sqlx (one database per test), integration and end-to-end.
 test: services
     command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
+    command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
     cargo test --workspace
 
 # Formatting and lints, as CI checks them.

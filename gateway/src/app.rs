@@ -31,7 +31,9 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Health is answered even at capacity (a liveness probe must not fail under load).
-    let health = health::router().route_layer(middleware::from_fn_with_state(state.clone(), request_deadline));
+    let health = health::router()
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
+        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline));
     Router::new()
         .merge(bounded)
         .merge(health)
@@ -41,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::observe))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -95,6 +98,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         in_flight,
         streams,
         pressure: Arc::default(),
+        metrics: Arc::new(crate::metrics::registry()),
     })
 }
 

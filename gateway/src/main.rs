@@ -9,9 +9,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", grid_gateway::openapi::spec_json());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let config = GatewayConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let state = build_state(config)?;

@@ -27,7 +27,7 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
         events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, crate::metrics::scrape,
     ),
     modifiers(&BearerAuth, &CommonProblems),
 )]

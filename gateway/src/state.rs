@@ -21,6 +21,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// How late this gateway's runtime runs (see [`crate::pressure`]).
     pub pressure: Arc<crate::pressure::Pressure>,
+    /// This gateway's Prometheus figures.
+    pub metrics: Arc<grid_shared::metrics::Registry>,
 }
 
 impl AppState {

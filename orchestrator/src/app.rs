@@ -35,8 +35,10 @@ pub async fn run_with_status(
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|error| anyhow::anyhow!("GRID_ADMIN_LISTEN {address}: {error}"))?;
-        info!(address = %listener.local_addr()?, "admin endpoint (/healthz, /readyz) listening");
-        let router = crate::admin::router(status.clone(), pool.clone(), redis.clone());
+        let bound = listener.local_addr()?;
+        status.update(|snapshot| snapshot.admin_address = Some(bound));
+        info!(address = %bound, "admin endpoint (/healthz, /readyz, /metrics) listening");
+        let router = crate::admin::router(status.clone(), pool.clone(), redis.clone(), config.grid.keys.clone());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let served =

@@ -42,9 +42,7 @@ enum Source {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let config = OrchestratorConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
     let action = cli.command.unwrap_or(Action::Run);

@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use grid_shared::metrics::{Described, Registry};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,10 +42,14 @@ pub struct Snapshot {
     pub blocks_sealed: u64,
     /// Set while the writer cannot reach PostgreSQL or Redis.
     pub problem: Option<String>,
+    /// Where the admin endpoint listens, once bound.
+    pub admin_address: Option<std::net::SocketAddr>,
 }
 
 pub struct Status {
     snapshot: Mutex<Snapshot>,
+    /// This process's Prometheus figures (`/metrics` on the admin endpoint).
+    pub metrics: Registry,
 }
 
 impl Status {
@@ -64,7 +69,9 @@ impl Status {
                 pending_leaves: 0,
                 blocks_sealed: 0,
                 problem: None,
+                admin_address: None,
             }),
+            metrics: Registry::new(&DESCRIBED),
         }
     }
 
@@ -80,3 +87,32 @@ impl Status {
         self.update(|snapshot| snapshot.role = role);
     }
 }
+
+/// The orchestrator's metrics (see `admin.rs` for those read at scrape time).
+const DESCRIBED: [Described; 19] = [
+    Described::Gauge(
+        "grid_writer_role",
+        "1 for this process's role (starting, standby, taking_over, writer, stopping).",
+    ),
+    Described::Gauge("grid_writer_epoch", "The writer's epoch this process holds (or last held)."),
+    Described::Gauge(
+        "grid_tasks",
+        "Tasks open in the writer's memory, by status (queued; on_nodes: assigned or running).",
+    ),
+    Described::Gauge("grid_nodes_alive", "Nodes whose heartbeat has not expired, in the writer's fleet mirror."),
+    Described::Gauge("grid_chain_height", "Height of the last sealed proof block."),
+    Described::Gauge("grid_chain_pending_leaves", "Credits waiting for their block to be sealed."),
+    Described::Counter("grid_batches_total", "Batches committed by this process."),
+    Described::Counter("grid_messages_total", "Commands and reports applied or rejected by this process."),
+    Described::Counter("grid_sql_statements_total", "SQL statements run by this process's batches."),
+    Described::Counter("grid_blocks_sealed_total", "Proof blocks sealed by this process."),
+    Described::Histogram("grid_batch_messages", "Messages in a committed batch."),
+    Described::Histogram("grid_batch_commit_seconds", "Time to write and commit a batch."),
+    Described::Counter("grid_events_total", "Domain events committed, by type (TaskCompleted, TaskFailed, ...)."),
+    Described::Counter("grid_credits_peur_total", "Credits minted, in pico-euros, by account (node, cooperative)."),
+    Described::Counter("grid_carbon_saved_ng_total", "CO2 saved by credited results, in nanograms."),
+    Described::Gauge("grid_stream_length", "Entries in a Redis stream of the grid."),
+    Described::Gauge("grid_stream_pending", "Entries delivered to the orchestrators' group and not acknowledged."),
+    Described::Gauge("grid_stream_lag", "Entries not yet delivered to the orchestrators' group."),
+    Described::Gauge("grid_redis_up", "1 when the last scrape could read Redis."),
+];

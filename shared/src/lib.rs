@@ -17,7 +17,11 @@ pub mod events;
 pub mod ids;
 pub mod keys;
 pub mod live;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod merkle;
 pub mod messages;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod proof;
 pub mod settings;

@@ -104,9 +104,7 @@ enum Action {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     // One thread: a Pi's cores are for the computations (run on the blocking pool).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -640,3 +640,51 @@ pub async fn write_all_claimed(
     }
     pipe.query_async(conn).await
 }
+
+/// A stream's figures for `/metrics`: its length, and for a stream the orchestrators read as a
+/// group, the entries pending (delivered, not acknowledged) and the lag (not yet delivered).
+#[derive(Debug, Default)]
+pub struct StreamFigures {
+    pub stream: &'static str,
+    pub length: u64,
+    pub group: Option<(u64, u64)>,
+}
+
+/// The figures of the grid's streams, in one pipelined round trip.
+pub async fn stream_figures(conn: &mut impl ConnectionLike, keys: &Keys) -> redis::RedisResult<Vec<StreamFigures>> {
+    let streams: [(&'static str, String, bool); 6] = [
+        ("commands", keys.commands(), true),
+        ("reports", keys.reports(), true),
+        ("heartbeats", keys.heartbeats(), true),
+        ("events", keys.events(), false),
+        ("dlq", keys.dead_letters(), false),
+        ("nodes_feed", keys.nodes_feed(), false),
+    ];
+    let mut pipe = redis::pipe();
+    for (_, key, _) in &streams {
+        pipe.cmd("XLEN").arg(key);
+    }
+    let lengths: Vec<u64> = pipe.query_async(&mut *conn).await?;
+    let mut figures = Vec::with_capacity(streams.len());
+    for ((name, key, grouped), length) in streams.iter().zip(lengths) {
+        let group = if *grouped {
+            // A stream or group not created yet answers an error: no group figures then.
+            let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> =
+                redis::cmd("XINFO").arg("GROUPS").arg(key).query_async(&mut *conn).await;
+            groups.ok().and_then(|groups| {
+                let ours = groups.into_iter().find(|group| {
+                    matches!(group.get("name"), Some(redis::Value::BulkString(name)) if name == ORCHESTRATOR_GROUP.as_bytes())
+                })?;
+                let number = |field: &str| match ours.get(field) {
+                    Some(redis::Value::Int(value)) => u64::try_from(*value).ok(),
+                    _ => None,
+                };
+                Some((number("pending").unwrap_or(0), number("lag").unwrap_or(0)))
+            })
+        } else {
+            None
+        };
+        figures.push(StreamFigures { stream: name, length, group });
+    }
+    Ok(figures)
+}

@@ -115,6 +115,10 @@ pub fn apply_message(
         },
         Decoded::Report(report) => apply_report(state, rules, batch, origin, report, now),
     };
+    match &outcome {
+        Ok(()) => tracing::debug!("message applied"),
+        Err(reason) => tracing::debug!(reason, "message rejected"),
+    }
     batch.processed.push(Processed {
         message_id: envelope.id,
         message_type: envelope.message_type.clone(),

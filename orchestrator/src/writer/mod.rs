@@ -22,7 +22,7 @@ mod term;
 
 pub use term::serve;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,32 @@ impl Writer {
         self.mode = ReadMode::Pending { one_by_one };
         self.pending_after = start_of_pending();
         self.pass_failed = false;
+    }
+
+    /// A committed batch's figures for `/metrics`: its size and commit time, its events by type,
+    /// the credits it minted.
+    fn record_metrics(&self, batch: &Batch, commit_seconds: f64) {
+        let metrics = &self.status.metrics;
+        metrics.histogram("grid_batch_messages", &[]).record(batch.messages as f64);
+        metrics.histogram("grid_batch_commit_seconds", &[]).record(commit_seconds);
+        let mut by_type: HashMap<&'static str, u64> = HashMap::new();
+        for event in &batch.events {
+            *by_type.entry(event.event_type).or_default() += 1;
+        }
+        for (event_type, count) in by_type {
+            metrics.counter("grid_events_total", &[("type", event_type)]).increment(count);
+        }
+        if !batch.credits.is_empty() {
+            let (mut node, mut cooperative, mut carbon) = (0_u64, 0_u64, 0_u64);
+            for credit in &batch.credits {
+                node += u64::try_from(credit.split.node_share.0).unwrap_or(0);
+                cooperative += u64::try_from(credit.split.cooperative_share.0).unwrap_or(0);
+                carbon += u64::try_from(credit.split.carbon_saved.0).unwrap_or(0);
+            }
+            metrics.counter("grid_credits_peur_total", &[("account", "node")]).increment(node);
+            metrics.counter("grid_credits_peur_total", &[("account", "cooperative")]).increment(cooperative);
+            metrics.counter("grid_carbon_saved_ng_total", &[]).increment(carbon);
+        }
     }
 
     fn report_status(&self) {
@@ -417,9 +443,11 @@ impl Writer {
             let mut conn = self.redis.get().await?;
             streams::mark_revoked(&mut *conn, &self.config.grid.keys, &batch.revoked_keys).await?;
         }
+        let mut commit_seconds = None;
         if batch.writes() {
             let clock = Instant::now();
             let stats = postgres::flush(&self.pool, self.epoch, &mut batch, self.published_seq).await?;
+            commit_seconds = Some(clock.elapsed().as_secs_f64());
             self.recorded_seq = self.published_seq;
             report.statements = stats.statements;
             self.commits += 1;
@@ -465,6 +493,9 @@ impl Writer {
         }
         for dead in &batch.dead_tasks {
             warn!(task_id = %dead.task_id, attempts = dead.attempts, "task failed for good; sent to the dead-letter stream");
+        }
+        if let Some(seconds) = commit_seconds {
+            self.record_metrics(&batch, seconds);
         }
         self.report_status();
         Ok(report)

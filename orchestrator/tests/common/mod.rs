@@ -29,6 +29,8 @@ pub struct System {
     pub redis: redis::aio::MultiplexedConnection,
     pub shutdown: CancellationToken,
     orchestrator: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The first orchestrator's status (its role, its admin endpoint's address, its metrics).
+    pub status: std::sync::Arc<grid_orchestrator::status::Status>,
     /// Stops the first orchestrator alone.
     orchestrator_stop: CancellationToken,
     extra: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -92,8 +94,14 @@ async fn spawn_services(pool: PgPool, overrides: &[(&str, &str)], with_orchestra
     let gateway_config = GatewayConfig::from_lookup(|name| map.get(name).cloned()).expect("valid gateway settings");
     let shutdown = CancellationToken::new();
     let orchestrator_stop = shutdown.child_token();
+    let status = std::sync::Arc::new(grid_orchestrator::status::Status::new("orchestrator-test"));
     let orchestrator = with_orchestrator.then(|| {
-        tokio::spawn(grid_orchestrator::app::run(orchestrator_config, pool.clone(), orchestrator_stop.clone()))
+        tokio::spawn(grid_orchestrator::app::run_with_status(
+            orchestrator_config,
+            pool.clone(),
+            orchestrator_stop.clone(),
+            status.clone(),
+        ))
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
@@ -111,6 +119,7 @@ async fn spawn_services(pool: PgPool, overrides: &[(&str, &str)], with_orchestra
         redis,
         shutdown,
         orchestrator,
+        status,
         orchestrator_stop,
         extra: Vec::new(),
     }
