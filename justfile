@@ -9,7 +9,9 @@ export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 # Every test: unit, sqlx (one database per test), integration and end-to-end.
 test: services
     command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
-    command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+    python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
+    command -v promtool >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium chromium-driver)
     cargo test --workspace
 
 # Formatting and lints, as CI checks them.
@@ -36,6 +38,15 @@ bench-consent: services
 # Replay and proof-chain verification speed over a synthetic archive of 200,000 events.
 bench-audit: services
     cargo bench -p grid-orchestrator --bench audit
+
+# Rebuild the dashboard (gateway/assets/dashboard.js) from dashboard/: the client types are
+# generated from openapi/openapi.json (openapi-typescript), type-checked (tsc) and bundled
+# (esbuild). `just dashboard-check` fails when the committed files are not what this builds.
+dashboard:
+    cd dashboard && npm ci --no-audit --no-fund --silent && npm run build --silent
+
+dashboard-check: dashboard
+    git diff --exit-code -- dashboard/src/api.d.ts gateway/assets/dashboard.js
 
 # Regenerate the committed OpenAPI document from the gateway's code.
 openapi:
@@ -111,6 +122,9 @@ demo seconds="120" nodes="6" tasks="300": services
     echo "KoproGo Grid is running (logs in $logs/):"
     echo "  orchestrator-1  $(role 127.0.0.1:8091)   (curl http://127.0.0.1:8091/readyz)"
     echo "  orchestrator-2  $(role 127.0.0.1:8092)   (curl http://127.0.0.1:8092/readyz)"
+    echo "  dashboard    $gateway_url/dashboard   (sign in with the organisation's key: $api_key;"
+    echo "               or the operator key, to see every organisation)"
+    echo "  metrics      curl $gateway_url/metrics   (and http://127.0.0.1:8091/metrics for the orchestrator)"
     echo "  Swagger UI   $gateway_url/swagger-ui"
     echo "  stats        curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/stats"
     echo "  proofs       curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/proofs/verify"

@@ -16,7 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
-use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, organizations, tasks};
+use crate::routes::{commands, consent, dashboard, events, grid_compat, health, ledger, nodes, organizations, tasks};
 use crate::state::AppState;
 
 pub fn app(state: AppState) -> Router {
@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(bounded)
         .merge(health)
+        .merge(dashboard::router())
         .merge(nodes::streaming_router())
         .merge(events::streaming_router())
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", crate::openapi::spec()))

@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod consent;
+pub mod dashboard;
 pub mod events;
 pub mod grid_compat;
 pub mod health;
