@@ -295,6 +295,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/owners": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/owners/{owner_id}/consent": {
         parameters: {
             query?: never;
@@ -808,6 +824,25 @@ export interface components {
              */
             trust: number;
         };
+        OwnerConsent: {
+            consent_version: string;
+            granted: boolean;
+            /** Format: date-time */
+            granted_at?: string | null;
+            /** Format: uuid */
+            owner_id: string;
+            /** Format: date-time */
+            revoked_at?: string | null;
+        };
+        OwnerPage: {
+            /**
+             * Format: uuid
+             * @description Pass as `after` for the next page; absent on the last one.
+             */
+            next_after?: string | null;
+            /** @description By owner id. */
+            owners: components["schemas"]["OwnerConsent"][];
+        };
         ParticipantBody: {
             /** Format: uuid */
             owner_id: string;
@@ -1033,6 +1068,12 @@ export interface components {
             total_tasks: number;
         };
         TaskView: {
+            /**
+             * @description Why the task went where it went: the payload of its latest `TaskAssigned` event
+             *     (`node_id`, `attempt`, and the `chosen` node and `runner_up` with their score inputs:
+             *     solar watts, CPU usage, eco score, cores, running). Absent before its first assignment.
+             */
+            assignment?: unknown;
             /** Format: int32 */
             attempts: number;
             /** Format: double */
@@ -3088,6 +3129,112 @@ export interface operations {
                 };
             };
             /** @description Invalid input: each field and why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list: {
+        parameters: {
+            query?: {
+                /** @description Owners after this one (the previous page's `next_after`). */
+                after?: string;
+                /** @description 1 to 1000; 100 when absent. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The organisation's data owners with their consent state (the history is on each owner's consent) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OwnerPage"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description These credentials may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid query */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -206,15 +206,14 @@ async function taskView(taskId: string) {
     el("p", {}, `Status: `, el("strong", { id: "task-status" }, task.status), ` · ${task.kind} · attempts ${task.attempts}`),
     el("p", {}, `Credits: node ${eur(task.node_share_eur)} (${task.node_share_peur ?? 0} p€), cooperative ${eur(task.cooperative_share_eur)} (${task.cooperative_share_peur ?? 0} p€), ${kg(task.carbon_saved_kg)} (${task.carbon_saved_ng ?? 0} ng)`),
   );
-  const why = live.events.filter((event) => event.type === "TaskAssigned" && event.payload.task_id === taskId);
   container.append(el("h3", {}, "Why it went where it went"));
-  if (why.length === 0) container.append(el("p", {}, "The assignment happened before this page followed the events."));
-  for (const event of why) {
-    const chosen = event.payload.chosen as Record<string, unknown> | undefined;
-    const runnerUp = event.payload.runner_up as Record<string, unknown> | undefined;
+  const assigned = task.assignment as Record<string, unknown> | null | undefined;
+  if (!assigned) container.append(el("p", {}, "Not assigned yet."));
+  else {
     container.append(
-      el("p", {}, `Attempt ${event.payload.attempt} → node ${event.payload.node_id}: `,
-        el("code", {}, JSON.stringify(chosen ?? {})), " runner-up ", el("code", {}, JSON.stringify(runnerUp ?? null))),
+      el("p", { id: "assignment" }, `Attempt ${assigned.attempt} → node ${assigned.node_id}: `,
+        el("code", {}, JSON.stringify(assigned.chosen ?? {})), " runner-up ",
+        el("code", {}, JSON.stringify(assigned.runner_up ?? null))),
     );
   }
   container.append(el("h3", {}, "Results and quorum verdicts"));
@@ -313,18 +312,26 @@ async function proofsView() {
 async function consentView() {
   const container = el("section");
   main().replaceChildren(container);
-  const input = el("input", { id: "owner", placeholder: "owner id (UUID)" }) as HTMLInputElement;
-  const out = el("div");
-  const look = el("button", {}, "Show consent");
-  look.addEventListener("click", async () => {
-    const { data, error } = await api.GET("/v1/owners/{owner_id}/consent", { params: { path: { owner_id: input.value.trim() } } });
-    if (error || !data) return void out.replaceChildren(el("p", { class: "error" }, problem(error)));
-    out.replaceChildren(
-      el("p", {}, `${data.granted ? "granted" : "not granted"} (version ${data.consent_version ?? "—"})`),
-      ...data.history.map((change) => el("p", {}, `${change.at}: ${change.action} ${change.consent_version ?? ""}`)),
-    );
-  });
-  container.append(el("h2", {}, "Consent"), input, look, out);
+  const history = el("div", { id: "consent-history" });
+  const table = el("table", { id: "owners" });
+  container.append(el("h2", {}, "Consent"), table, history);
+  const { data, error } = await api.GET("/v1/owners", { params: { query: { limit: 1000 } } });
+  if (error || !data) return void table.replaceChildren(el("tr", {}, el("td", {}, problem(error))));
+  table.append(el("tr", {}, ...["owner", "state", "clause version", "since"].map((title) => el("th", {}, title))));
+  for (const owner of data.owners) {
+    const row = el("tr", { class: "clickable" }, el("td", {}, owner.owner_id),
+      el("td", {}, owner.granted ? "granted" : "revoked"), el("td", {}, owner.consent_version),
+      el("td", {}, (owner.granted ? owner.granted_at : owner.revoked_at) ?? ""));
+    row.addEventListener("click", async () => {
+      const { data: one, error: failed } = await api.GET("/v1/owners/{owner_id}/consent",
+        { params: { path: { owner_id: owner.owner_id } } });
+      if (failed || !one) return void history.replaceChildren(el("p", { class: "error" }, problem(failed)));
+      history.replaceChildren(el("h3", {}, `History of ${one.owner_id}`),
+        ...one.history.map((change) => el("p", {}, `${change.at}: ${change.action} (version ${change.consent_version ?? "—"})`)));
+    });
+    table.append(row);
+  }
+  if (data.owners.length === 0) table.append(el("tr", {}, el("td", {}, "No owner has given consent yet.")));
 }
 
 let current: (() => void) | null = null;

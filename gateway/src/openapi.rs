@@ -22,7 +22,7 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
         nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
         tasks::submit_task, tasks::get_tasks, tasks::get_task, tasks::cancel_task,
         commands::get_command,
-        consent::grant, consent::read, consent::revoke,
+        consent::list, consent::grant, consent::read, consent::revoke,
         ledger::stats, ledger::credits, ledger::verify_proofs, ledger::blocks, ledger::proofs, ledger::proofs_of_task,
         events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,

@@ -198,3 +198,40 @@ async fn consent_is_checked_again_at_dispatch(pool: PgPool) {
     assert_eq!(system.task(&api_key, group["task_id"].as_str().unwrap()).await["status"], "queued");
     system.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_organisation_lists_its_owners_consent_page_by_page_and_no_one_elses(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, key_a) = system.organization("Owners A").await;
+    let (_, key_b) = system.organization("Owners B").await;
+    let mut owners_a: Vec<String> = Vec::new();
+    for (key, count) in [(&key_a, 3), (&key_b, 1)] {
+        for _ in 0..count {
+            let owner = uuid::Uuid::new_v4().to_string();
+            let response = system.http.put(system.url(&format!("/v1/owners/{owner}/consent"))).bearer_auth(key);
+            let accepted: Value =
+                response.json(&json!({"consent_version": "2026-01"})).send().await.unwrap().json().await.unwrap();
+            assert_eq!(system.settled(accepted["command_id"].as_str().unwrap(), key).await["status"], "applied");
+            if key == &key_a {
+                owners_a.push(owner);
+            }
+        }
+    }
+    owners_a.sort();
+    let first: Value = system.get("/v1/owners?limit=2", &key_a).await.json().await.unwrap();
+    let listed: Vec<&str> =
+        first["owners"].as_array().unwrap().iter().map(|owner| owner["owner_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, owners_a[..2].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(first["owners"][0]["granted"], true);
+    let next = first["next_after"].as_str().unwrap();
+    let rest: Value = system.get(&format!("/v1/owners?limit=2&after={next}"), &key_a).await.json().await.unwrap();
+    assert_eq!(rest["owners"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["owners"][0]["owner_id"].as_str(), Some(owners_a[2].as_str()));
+    assert!(rest["next_after"].is_null());
+    let other: Value = system.get("/v1/owners", &key_b).await.json().await.unwrap();
+    assert_eq!(other["owners"].as_array().unwrap().len(), 1, "B sees its own owner only");
+    assert!(!owners_a.iter().any(|owner| other.to_string().contains(owner.as_str())));
+    assert_eq!(system.get("/v1/owners?limit=0", &key_a).await.status(), 422);
+    assert_eq!(system.get("/v1/owners", common::OPERATOR_KEY).await.status(), 403, "an organisation's route");
+    system.stop().await;
+}

@@ -44,6 +44,10 @@ pub struct TaskView {
     pub quorum: i16,
     /// Every result reported for the task's assignments, in order.
     pub results: Vec<ResultView>,
+    /// Why the task went where it went: the payload of its latest `TaskAssigned` event
+    /// (`node_id`, `attempt`, and the `chosen` node and `runner_up` with their score inputs:
+    /// solar watts, CPU usage, eco score, cores, running). Absent before its first assignment.
+    pub assignment: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -72,7 +76,8 @@ const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node
         (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
                     'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
                     'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
-         from task_result r where r.task_id = t.task_id) as results
+         from task_result r where r.task_id = t.task_id) as results,
+        (select e.envelope -> 'payload' from event e where e.seq = t.assignment_seq) as assignment
     from task t
     left join lateral (
         select sum(carbon_ng) filter (where account = 'node')::bigint as carbon_ng,
@@ -111,6 +116,7 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         quorum: row.try_get("quorum")?,
         results: serde_json::from_value(row.try_get("results")?)
             .map_err(|error| sqlx::Error::Decode(format!("task results: {error}").into()))?,
+        assignment: row.try_get("assignment")?,
     })
 }
 

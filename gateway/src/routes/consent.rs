@@ -1,5 +1,6 @@
 //! `PUT`, `GET`, `DELETE /v1/owners/{owner_id}/consent`: an owner's GDPR consent within the
-//! calling organisation. The address recorded with a grant is the peer's (GDPR Art. 30).
+//! calling organisation, and `GET /v1/owners`: its owners' states. The address recorded with a
+//! grant is the peer's (GDPR Art. 30).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,7 +21,79 @@ use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/owners/{owner_id}/consent", put(grant).get(read).delete(revoke))
+    Router::new()
+        .route("/v1/owners", axum::routing::get(list))
+        .route("/v1/owners/{owner_id}/consent", put(grant).get(read).delete(revoke))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OwnerQuery {
+    /// Owners after this one (the previous page's `next_after`).
+    pub after: Option<uuid::Uuid>,
+    /// 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OwnerConsent {
+    pub owner_id: uuid::Uuid,
+    pub granted: bool,
+    pub granted_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub consent_version: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OwnerPage {
+    /// By owner id.
+    pub owners: Vec<OwnerConsent>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<uuid::Uuid>,
+}
+
+#[utoipa::path(get, path = "/v1/owners", tag = "consent", params(OwnerQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organisation's data owners with their consent state (the history is on each owner's consent)", body = OwnerPage),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::extract::ApiQuery(query): crate::extract::ApiQuery<OwnerQuery>,
+) -> Result<Json<OwnerPage>, ApiError> {
+    let organization_id = caller.organization()?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    type Row = (uuid::Uuid, bool, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select owner_id, granted, granted_at, revoked_at, consent_version from consent
+         where organization_id = $1 and ($2::uuid is null or owner_id > $2) order by owner_id limit $3",
+    )
+    .bind(organization_id.as_uuid())
+    .bind(query.after)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut owners: Vec<OwnerConsent> = rows
+        .into_iter()
+        .map(|(owner_id, granted, granted_at, revoked_at, consent_version)| OwnerConsent {
+            owner_id,
+            granted,
+            granted_at,
+            revoked_at,
+            consent_version,
+        })
+        .collect();
+    let more = owners.len() as i64 > limit;
+    owners.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_after = if more { owners.last().map(|owner| owner.owner_id) } else { None };
+    Ok(Json(OwnerPage { owners, next_after }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

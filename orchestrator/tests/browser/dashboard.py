@@ -7,11 +7,12 @@ reload, opens its detail and sees its inclusion proof verified in the browser, s
 screenshot, reloads (the state comes back from the API), and verifies the chain. Exit 0 when
 all of it held; prints what it saw as JSON.
 """
-import datetime, json, sys, urllib.request, uuid
+import datetime, json, sys, time, urllib.request, uuid
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 base, key, screenshot = sys.argv[1:4]
@@ -20,8 +21,17 @@ options.binary_location = "/usr/bin/chromium"
 for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100"]:
     options.add_argument(argument)
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 30)
+# The live views redraw as events come: an element found may be replaced before it is used.
+wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
 seen = {}
+
+
+def click(selector):
+    """Clicks what `selector` finds, finding it again if the page redrew it meanwhile."""
+    def clicked(page):
+        page.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+    wait.until(clicked)
 
 
 def row_completed(task_id):
@@ -50,7 +60,7 @@ try:
     assert driver.execute_script("return window.sameDocument === true"), "no reload happened"
     seen["completed_live"] = True
 
-    driver.find_element(By.CSS_SELECTOR, f'tr[data-task="{task_id}"]').click()
+    click(f'tr[data-task="{task_id}"]')
     wait.until(lambda page: page.find_element(By.ID, "task-status").text == "completed")
     wait.until(lambda page: "verified in the browser" in page.find_element(By.ID, "proofs").text)
     detail = driver.find_element(By.ID, "task-detail").text
@@ -62,12 +72,35 @@ try:
     wait.until(lambda page: page.find_element(By.ID, "live").text == "live")
     wait.until(row_completed(task_id))
     seen["after_reload"] = "completed"
+    # After the reload the page has seen no event of the task: why it went where it went comes
+    # from the API.
+    click(f'tr[data-task="{task_id}"]')
+    wait.until(lambda page: "runner-up" in page.find_element(By.ID, "assignment").text)
+    seen["why_after_reload"] = driver.find_element(By.ID, "assignment").text[:120]
 
-    driver.find_element(By.CSS_SELECTOR, '[data-view="fleet"]').click()
+    click('[data-view="fleet"]')
     wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#nodes tr")) >= 3)
-    driver.find_element(By.CSS_SELECTOR, '[data-view="credits"]').click()
+    click('[data-view="credits"]')
     wait.until(lambda page: "Cooperative fund" in page.find_element(By.ID, "view").text)
-    driver.find_element(By.CSS_SELECTOR, '[data-view="proofs"]').click()
+    owner = str(uuid.uuid4())
+    grant = urllib.request.Request(base + f"/v1/owners/{owner}/consent", data=b'{"consent_version": "2026-01"}',
+                                   method="PUT", headers={"Authorization": "Bearer " + key,
+                                                          "Content-Type": "application/json"})
+    urllib.request.urlopen(grant)
+
+    # The grant is applied asynchronously: the view is opened again until it lists the owner.
+    for _ in range(60):
+        click('[data-view="consent"]')
+        time.sleep(0.5)
+        tables = driver.find_elements(By.ID, "owners")
+        if tables and owner in tables[0].text:
+            break
+    else:
+        raise AssertionError("the owner's consent never showed")
+    wait.until(lambda page: next(row for row in page.find_elements(By.CSS_SELECTOR, "#owners tr") if owner in row.text).click() or True)
+    wait.until(lambda page: "granted (version 2026-01)" in page.find_element(By.ID, "consent-history").text)
+    seen["consent"] = driver.find_element(By.ID, "consent-history").text[:200]
+    click('[data-view="proofs"]')
     wait.until(lambda page: page.find_element(By.ID, "chain-verdict").text.startswith("Chain verified"))
     seen["chain"] = driver.find_element(By.ID, "chain-verdict").text
     print(json.dumps(seen))
