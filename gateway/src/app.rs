@@ -118,6 +118,13 @@ pub async fn run(
         reader_stop.clone(),
     ));
     tokio::spawn(crate::pressure::measure(state.pressure.clone(), reader_stop.clone()));
+    let (metrics, upkeep_stop) = (state.metrics.clone(), reader_stop.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(grid_shared::metrics::UPKEEP_EVERY);
+        while tokio::select! { () = upkeep_stop.cancelled() => false, _ = ticks.tick() => true } {
+            metrics.upkeep();
+        }
+    });
     let stop_reader = reader_stop.clone();
     let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {

@@ -48,6 +48,13 @@ pub async fn run_with_status(
             }
         });
     }
+    let (upkeep_status, upkeep_stop) = (status.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(grid_shared::metrics::UPKEEP_EVERY);
+        while tokio::select! { () = upkeep_stop.cancelled() => false, _ = ticks.tick() => true } {
+            upkeep_status.metrics.upkeep();
+        }
+    });
     info!(name = config.consumer_name, namespace = config.grid.keys.namespace(), "orchestrator started");
     while !shutdown.is_cancelled() {
         status.set_role(Role::Standby);

@@ -79,7 +79,16 @@ impl Registry {
     pub fn render(&self) -> String {
         self.handle.render()
     }
+
+    /// Folds the histograms' recorded samples into their buckets. Without a scrape they would
+    /// pile up: the services call this every few seconds ([`UPKEEP_EVERY`]).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
 }
+
+/// How often a service folds its histograms' samples (see [`Registry::upkeep`]).
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The content type of [`Registry::render`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
