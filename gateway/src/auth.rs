@@ -115,6 +115,17 @@ impl Credential {
         state.keys().rate_window(&self.sha256.as_str()[..16], chrono::Utc::now().timestamp())
     }
 
+    /// An invocation of `script` with the keys and arguments of its admission check (see
+    /// [`admission_lua`]); the script's own follow.
+    pub fn admission(&self, state: &AppState, script: &'static redis::Script) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.key(self.rate_window(state));
+        invocation
+            .key(state.keys().revoked_credential(self.sha256.as_str()))
+            .arg(state.config.rate_limit_per_second)
+            .arg(if self.revocable() { "1" } else { "0" });
+        invocation
+    }
+
     /// Whether a revocation marker can refuse it: API keys only (the operator key comes from the
     /// configuration, node tokens are never revoked).
     pub fn revocable(&self) -> bool {
@@ -134,27 +145,32 @@ pub fn admission(verdict: &str, state: &AppState, credential: &Credential) -> Re
     }
 }
 
-/// Revocation and the rate limit, for a request that writes nothing to Redis.
-const ADMIT: &str = r"
--- KEYS: 1 rate window, 2 revocation marker. ARGV: 1 limit, 2 '1' when the credential is revocable.
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 'revoked' end
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-if count > tonumber(ARGV[1]) then return 'limited' end
-return 'admitted'
-";
+/// The admission check every script of the gateway starts with (Lua): `refusal()` answers
+/// `'revoked'`, `'limited'` or nil. KEYS[1] is the credential's rate window, KEYS[2] its
+/// revocation marker; ARGV[1] the limit per second, ARGV[2] `'1'` when it can be revoked (see
+/// [`Credential::admission`]). A script's own keys and arguments start at 3.
+macro_rules! admission_lua {
+    () => {
+        r"
+local function refusal()
+  if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 'revoked' end
+  local count = redis.call('INCR', KEYS[1])
+  if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+  if count > tonumber(ARGV[1]) then return 'limited' end
+  return nil
+end
+"
+    };
+}
+pub(crate) use admission_lua;
 
-static ADMIT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(ADMIT));
+/// Revocation and the rate limit, for a request that writes nothing to Redis.
+static ADMIT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(concat!(admission_lua!(), "return refusal() or 'admitted'\n")));
 
 async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
     let mut conn = state.redis.get().await?;
-    let verdict: String = ADMIT_SCRIPT
-        .key(credential.rate_window(state))
-        .key(state.keys().revoked_credential(credential.sha256.as_str()))
-        .arg(state.config.rate_limit_per_second)
-        .arg(if credential.revocable() { "1" } else { "0" })
-        .invoke_async(&mut *conn)
-        .await?;
+    let verdict: String = credential.admission(state, &ADMIT_SCRIPT).invoke_async(&mut *conn).await?;
     admission(&verdict, state, credential)
 }
 

@@ -41,14 +41,15 @@ pub enum Published {
     Remembered(String),
 }
 
-const PUBLISH: &str = r"
--- KEYS: 1 rate window, 2 revocation marker, 3 stream, 4 issuers, 5 idempotency key.
--- ARGV: 1 limit, 2 '1' when the credential is revocable, 3 type, 4 envelope, 5 message id,
---       6 issuer, 7 answer to remember ('' without an idempotency key), 8 its TTL in seconds.
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-if count > tonumber(ARGV[1]) then return {'limited'} end
+/// Admission (see [`crate::auth::admission_lua`]), then the `Idempotency-Key`, the entry and
+/// its issuer. KEYS: 3 stream, 4 issuers, 5 idempotency key. ARGV: 3 type, 4 envelope,
+/// 5 message id, 6 issuer, 7 answer to remember ('' without an idempotency key), 8 its TTL.
+static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        crate::auth::admission_lua!(),
+        r"
+local refused = refusal()
+if refused then return {refused} end
 if ARGV[7] ~= '' then
   local previous = redis.call('GET', KEYS[5])
   if previous then return {'remembered', previous} end
@@ -57,9 +58,9 @@ end
 redis.call('XADD', KEYS[3], '*', 'type', ARGV[3], 'envelope', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
 return {'appended'}
-";
-
-static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(PUBLISH));
+"
+    ))
+});
 
 /// Appends a message to its stream and returns its id.
 pub async fn publish(
@@ -96,14 +97,11 @@ pub async fn publish_once(
         None => (stream_key.as_str(), "", 0),
     };
     let mut conn = state.redis.get().await?;
-    let reply: Vec<String> = PUBLISH_SCRIPT
-        .key(credential.rate_window(state))
-        .key(keys.revoked_credential(credential.sha256.as_str()))
+    let reply: Vec<String> = credential
+        .admission(state, &PUBLISH_SCRIPT)
         .key(&stream_key)
         .key(keys.issuers())
         .key(remember_key)
-        .arg(state.config.rate_limit_per_second)
-        .arg(if credential.revocable() { "1" } else { "0" })
         .arg(&envelope.message_type)
         .arg(envelope.to_json())
         .arg(envelope.id.to_string())

@@ -65,24 +65,12 @@ impl Service {
 
     /// Peak resident memory (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
+        memory_mib_of(self.pid(), "VmHWM:")
     }
 
     /// Resident memory now (VmRSS), in MiB.
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        kib / 1024.0
+        memory_mib_of(self.pid(), "VmRSS:")
     }
 
     /// User + system CPU time so far, in seconds.
@@ -601,7 +589,7 @@ async fn flood(
         tokio::spawn(async move {
             let mut peak: f64 = 0.0;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_mib_of(gateway_pid));
+                peak = peak.max(memory_mib_of(gateway_pid, "VmRSS:"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             peak
@@ -631,12 +619,12 @@ async fn flood(
     }))
 }
 
-/// Resident memory of a process now (VmRSS), in MiB.
-fn rss_mib_of(pid: u32) -> f64 {
+/// A memory figure of a process (`VmRSS:` now, `VmHWM:` its peak) from `/proc`, in MiB.
+fn memory_mib_of(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     kib / 1024.0
@@ -718,8 +706,8 @@ async fn idle_channels(
         anyhow::ensure!(head.ends_with(b"200"), "a task channel answered {}", String::from_utf8_lossy(&head));
         open.push(stream);
     }
-    // The answers' remaining headers are left unread: the connections only need to stay open.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Each channel answered 200 after its catch-up read: every connection is set up. The rest of
+    // the answers' headers is left unread: the connections only need to stay open.
     let rss_after = gateway.rss_mib();
     let figures = json!({
         "nodes": open.len(), "gateway_rss_before_mib": rss_before, "gateway_rss_after_mib": rss_after,

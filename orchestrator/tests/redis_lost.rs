@@ -176,18 +176,18 @@ async fn while_redis_is_down_the_gateway_answers_503_and_it_goes_on_by_itself_wh
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !wanted.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "still waiting for {wanted:?}");
-        let response = system
-            .http
-            .get(system.url(&format!("/v1/nodes/{}/tasks", node.node_id)))
-            .bearer_auth(&node.token)
-            .header("Last-Event-ID", &last)
-            .send()
-            .await
-            .unwrap();
-        if response.status() != 200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
+        let response = eventually(Duration::from_secs(30), "the channel to open", || async {
+            let response = system
+                .http
+                .get(system.url(&format!("/v1/nodes/{}/tasks", node.node_id)))
+                .bearer_auth(&node.token)
+                .header("Last-Event-ID", &last)
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(response)
+        })
+        .await;
         let mut channel = common::Channel::of(response);
         while let Some(event) = channel.next_or_end(Duration::from_secs(30)).await {
             last = event.id.clone().unwrap_or(last);

@@ -148,12 +148,11 @@ pub async fn record_heartbeat(
         ("running", running.to_string()),
         ("last_heartbeat", now.to_rfc3339()),
     ];
-    let mut invocation = HEARTBEAT_SCRIPT.key(credential.rate_window(state));
+    let mut invocation = credential.admission(state, &HEARTBEAT_SCRIPT);
     invocation
         .key(keys.node_state(node.node_id))
         .key(keys.nodes_alive())
         .key(keys.heartbeats())
-        .arg(state.config.rate_limit_per_second)
         .arg(ttl)
         .arg(expires_at_ms)
         .arg(node.node_id.to_string())
@@ -171,23 +170,24 @@ pub async fn record_heartbeat(
     Ok(score)
 }
 
-const HEARTBEAT: &str = r"
--- KEYS: 1 rate window, 2 node state, 3 live nodes, 4 heartbeat feed.
--- ARGV: 1 limit, 2 TTL ms, 3 expiry ms, 4 node id, 5 feed length, 6 n (state fields and
---       values), then the n state fields and values, then the feed's fields and values.
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-if count > tonumber(ARGV[1]) then return 'limited' end
-local n = tonumber(ARGV[6])
-redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + n))
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7 + n))
+/// Admission (see [`crate::auth::admission_lua`]), then the live state. KEYS: 3 node state,
+/// 4 live nodes, 5 heartbeat feed. ARGV: 3 TTL ms, 4 expiry ms, 5 node id, 6 feed length, 7 n
+/// (state fields and values), then the n state fields and values, then the feed's.
+static HEARTBEAT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(concat!(
+        crate::auth::admission_lua!(),
+        r"
+local refused = refusal()
+if refused then return refused end
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[3], unpack(ARGV, 8, 7 + n))
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8 + n))
 return 'admitted'
-";
-
-static HEARTBEAT_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(HEARTBEAT));
+"
+    ))
+});
 
 /// The heartbeat feed keeps about this many entries: the writer reads it continuously, and
 /// rebuilds its mirror from the nodes' hashes when it takes over.

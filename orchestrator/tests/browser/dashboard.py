@@ -7,7 +7,7 @@ reload, opens its detail and sees its inclusion proof verified in the browser, s
 screenshot, reloads (the state comes back from the API), and verifies the chain. Exit 0 when
 all of it held; prints what it saw as JSON.
 """
-import datetime, json, sys, time, urllib.request, uuid
+import datetime, json, sys, urllib.request, uuid
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -86,17 +86,16 @@ try:
     grant = urllib.request.Request(base + f"/v1/owners/{owner}/consent", data=b'{"consent_version": "2026-01"}',
                                    method="PUT", headers={"Authorization": "Bearer " + key,
                                                           "Content-Type": "application/json"})
-    urllib.request.urlopen(grant)
+    command = json.load(urllib.request.urlopen(grant))["command_id"]
 
-    # The grant is applied asynchronously: the view is opened again until it lists the owner.
-    for _ in range(60):
-        click('[data-view="consent"]')
-        time.sleep(0.5)
-        tables = driver.find_elements(By.ID, "owners")
-        if tables and owner in tables[0].text:
-            break
-    else:
-        raise AssertionError("the owner's consent never showed")
+    def applied(_page):
+        asked = urllib.request.Request(base + f"/v1/commands/{command}", headers={"Authorization": "Bearer " + key})
+        return json.load(urllib.request.urlopen(asked))["status"] == "applied"
+
+    # The grant is applied asynchronously: the view is opened once it is.
+    wait.until(applied)
+    click('[data-view="consent"]')
+    wait.until(lambda page: owner in page.find_element(By.ID, "owners").text)
     wait.until(lambda page: next(row for row in page.find_elements(By.CSS_SELECTOR, "#owners tr") if owner in row.text).click() or True)
     wait.until(lambda page: "granted (version 2026-01)" in page.find_element(By.ID, "consent-history").text)
     seen["consent"] = driver.find_element(By.ID, "consent-history").text[:200]

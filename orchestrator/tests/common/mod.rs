@@ -336,16 +336,7 @@ impl Channel {
 
     /// The next event, waiting at most `limit`.
     pub async fn next(&mut self, limit: Duration) -> grid_worker::sse::SseEvent {
-        use futures_util::StreamExt;
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return event;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.expect("an event in time");
-            let chunk = chunk.expect("the stream stays open").expect("readable");
-            self.ready.extend(self.parser.feed(&chunk));
-        }
+        self.next_or_end(limit).await.expect("the stream stays open")
     }
 }
 
