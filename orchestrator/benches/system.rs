@@ -644,6 +644,7 @@ async fn gateway_cpu_per_request(
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let idle = gateway.cpu_seconds() - idle_before;
     let before = gateway.cpu_seconds();
+    eprintln!("gateway CPU: offering {rate} requests/s for {seconds} s");
     let offered = flood(address, Arc::new(request), rate, seconds, 32, gateway.pid()).await?;
     let busy = gateway.cpu_seconds() - before;
     let answered = offered["answered"].as_f64().unwrap_or(0.0).max(1.0);
@@ -714,6 +715,62 @@ async fn idle_channels(
         "kib_per_connected_node": (rss_after - rss_before) * 1024.0 / open.len().max(1) as f64,
     });
     Ok((figures, open))
+}
+
+/// What the gateway phases need of the running grid.
+struct GatewayPhases<'a> {
+    gateway: &'a Service,
+    listen: &'a str,
+    base: &'a str,
+    api_key: &'a str,
+    pool: &'a sqlx::PgPool,
+    http: &'a reqwest::Client,
+}
+
+impl GatewayPhases<'_> {
+    /// The gateway at 20,000 offered requests per second, its CPU per request of each kind,
+    /// and its memory with 9,000 more idle task channels (`BENCH_IDLE_NODES`).
+    async fn run(&self, single_id: &str, single_token: &str, open_loop_seconds: u64) -> anyhow::Result<Value> {
+        // The gateway at 20,000 offered requests per second: answered at once (202 or 503).
+        let address = self.listen.to_owned();
+        let (gateway, api_key, pool, http, base) = (self.gateway, self.api_key, self.pool, self.http, self.base);
+        let submission = raw_request("POST", "/v1/tasks", api_key, &thermal_task(0).to_string());
+        let overload =
+            flood(&address, Arc::new(submission.clone()), 20_000, open_loop_seconds, 128, gateway.pid()).await?;
+        eprintln!("overload: {overload}");
+        // Its accepted tasks run before the next phases (two minutes at most).
+        let drain_until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < drain_until {
+            let open: i64 =
+                sqlx::query_scalar("select count(*) from task where status in ('queued', 'assigned', 'running')")
+                    .fetch_one(pool)
+                    .await?;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The gateway's CPU per request, one kind at a time, under its capacity.
+        let heartbeat = raw_request(
+            "POST",
+            &format!("/v1/nodes/{single_id}/heartbeat"),
+            single_token,
+            r#"{"cpu_usage": 10.0, "solar_watts": 400.0}"#,
+        );
+        let per_heartbeat = gateway_cpu_per_request(gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
+        let per_submission = gateway_cpu_per_request(gateway, &address, submission, 2_000, open_loop_seconds).await?;
+        eprintln!("gateway CPU: heartbeat {per_heartbeat}, submission {per_submission}");
+        let (idle, connections) =
+            idle_channels(http, base, api_key, pool, gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
+        eprintln!("idle channels: {idle}");
+        drop(connections);
+        Ok(json!({
+            "overload_20000": overload,
+            "cpu_per_heartbeat": per_heartbeat,
+            "cpu_per_submission": per_submission,
+            "idle_channels": idle,
+        }))
+    }
 }
 
 /// From each task's due submission time to its completion, as the event stream saw it.
@@ -1075,6 +1132,27 @@ async fn run() -> anyhow::Result<Value> {
         watch,
         shed: Default::default(),
     });
+    if std::env::var_os("BENCH_GATEWAY_ONLY").is_some() {
+        // The gateway's phases alone (for working on the gateway): printed, not written.
+        let (at_1000, _) = open_loop(&grid, 1000, open_loop_seconds).await?;
+        eprintln!("open loop: {at_1000}");
+        let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
+        eprintln!("open loop: {at_5000}");
+        let phases = GatewayPhases {
+            gateway: &gateway,
+            listen: &listen,
+            base: &base,
+            api_key: &api_key,
+            pool: &pool,
+            http: &http,
+        };
+        let figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
+        follower.abort();
+        drop((fleet, worker, gateway, orchestrators));
+        pool.close().await;
+        scratch.remove().await?;
+        return Ok(json!({"gateway_only": {"open_loop_submit": [at_1000, at_5000], "gateway": figures}}));
+    }
     let sequential = sequential(&grid, sequential_tasks).await?;
     eprintln!("sequential: {sequential}");
     // Submit latency at 1,000 req/s on an idle grid, then its tasks drain before the throughput
@@ -1139,45 +1217,11 @@ async fn run() -> anyhow::Result<Value> {
     let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
     eprintln!("open loop: {at_5000}");
     let open = vec![at_1000, at_5000];
-    // The gateway at 20,000 offered requests per second: answered at once (202 or 503).
-    let address = listen.clone();
-    let submission = raw_request("POST", "/v1/tasks", &api_key, &thermal_task(0).to_string());
-    let overload = flood(&address, Arc::new(submission.clone()), 20_000, open_loop_seconds, 128, gateway.pid()).await?;
-    eprintln!("overload: {overload}");
-    // Its accepted tasks run before the next phases (two minutes at most).
-    let drain_until = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < drain_until {
-        let open: i64 =
-            sqlx::query_scalar("select count(*) from task where status in ('queued', 'assigned', 'running')")
-                .fetch_one(&pool)
-                .await?;
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // The gateway's CPU per request, one kind at a time, under its capacity.
-    let heartbeat = raw_request(
-        "POST",
-        &format!("/v1/nodes/{single_id}/heartbeat"),
-        &single_token_owned,
-        r#"{"cpu_usage": 10.0, "solar_watts": 400.0}"#,
-    );
-    let per_heartbeat = gateway_cpu_per_request(&gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
-    let per_submission = gateway_cpu_per_request(&gateway, &address, submission, 2_000, open_loop_seconds).await?;
-    eprintln!("gateway CPU: heartbeat {per_heartbeat}, submission {per_submission}");
-    let (idle, connections) =
-        idle_channels(&http, &base, &api_key, &pool, &gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
-    eprintln!("idle channels: {idle}");
-    drop(connections);
-    let gateway_figures = json!({
-        "overload_20000": overload,
-        "cpu_per_heartbeat": per_heartbeat,
-        "cpu_per_submission": per_submission,
-        "rss_with_fleet_connected_mib": gateway_rss_connected,
-        "fleet_connected": nodes + 1,
-        "idle_channels": idle,
-    });
+    let phases =
+        GatewayPhases { gateway: &gateway, listen: &listen, base: &base, api_key: &api_key, pool: &pool, http: &http };
+    let mut gateway_figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
+    gateway_figures["rss_with_fleet_connected_mib"] = json!(gateway_rss_connected);
+    gateway_figures["fleet_connected"] = json!(nodes + 1);
     let memory = json!({
         "gateway_peak_rss_before_overload_mib": gateway_rss_before_overload,
         "gateway_peak_rss_mib": gateway.peak_rss_mib(),
@@ -1448,6 +1492,10 @@ fn markdown(report: &Value) -> String {
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run())?;
+    if let Some(gateway) = report.get("gateway_only") {
+        println!("{}", serde_json::to_string_pretty(gateway)?);
+        return Ok(());
+    }
     let directory = workspace().join("bench/results");
     std::fs::create_dir_all(&directory)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
