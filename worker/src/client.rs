@@ -10,6 +10,18 @@ use serde_json::json;
 use crate::sse::{SseEvent, SseParser};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times a registration is offered to a gateway that answers 503.
+const REGISTRATION_TRIES: u32 = 30;
+
+/// A 503's `Retry-After` (seconds), one second when absent, at most a minute.
+fn retry_after(response: &reqwest::Response) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds.clamp(1, 60))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -80,16 +92,26 @@ impl GatewayClient {
         Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
     }
 
+    /// Registers a node. A gateway at capacity answers 503 before doing anything: the request
+    /// is sent again after its `Retry-After`, up to [`REGISTRATION_TRIES`] times.
     pub async fn register(&self, api_key: &str, node: &NodeDeclaration) -> Result<Registration, ClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/nodes", self.base))
-            .bearer_auth(api_key)
-            .timeout(REQUEST_TIMEOUT)
-            .json(node)
-            .send()
-            .await?;
-        Ok(checked(response).await?.json().await?)
+        let mut tries = 1;
+        loop {
+            let response = self
+                .http
+                .post(format!("{}/v1/nodes", self.base))
+                .bearer_auth(api_key)
+                .timeout(REQUEST_TIMEOUT)
+                .json(node)
+                .send()
+                .await?;
+            if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && tries < REGISTRATION_TRIES {
+                tokio::time::sleep(retry_after(&response)).await;
+                tries += 1;
+                continue;
+            }
+            return Ok(checked(response).await?.json().await?);
+        }
     }
 
     /// Sends live state; answers the eco score.
