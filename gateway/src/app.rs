@@ -28,7 +28,6 @@ pub fn app(state: AppState) -> Router {
         .merge(consent::router())
         .merge(ledger::router())
         .merge(grid_compat::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), request_deadline))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Health is answered even at capacity (a liveness probe must not fail under load).
     let health = health::router()
@@ -45,22 +44,32 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::observe))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen (dependency lost, internal error), once; not
+        // every refusal of an overloaded gateway.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 
 /// Admission control: past `GATEWAY_MAX_IN_FLIGHT` requests being served, or while the runtime
-/// runs later than `GATEWAY_MAX_DELAY_MS` (except for node traffic that finishes accepted work),
-/// a request is answered 503 with `Retry-After` at once: no queue grows, and memory stays bounded.
+/// runs later than `GATEWAY_MAX_DELAY_MS`, or (for commands) while the grid's backlog is known
+/// to be full (except for node traffic that finishes accepted work), a request is answered 503
+/// with `Retry-After` at once: no queue grows, and memory stays bounded. An admitted request
+/// has its deadline ([`request_deadline`]).
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let pressed = state.pressure.delay() > Duration::from_millis(state.config.max_delay_ms);
-    if pressed && !crate::pressure::finishes_work(request.uri().path()) {
+    if !crate::pressure::finishes_work(request.uri().path()) {
+        if state.pressure.delay() > Duration::from_millis(state.config.max_delay_ms) {
+            return ApiError::Overloaded.into_response();
+        }
+        // A command (every write but a node's report or heartbeat) while the grid's backlog is
+        // known to be full: refused before its body is read.
+        if request.method() != axum::http::Method::GET && state.pressure.backlog_is_full() {
+            return ApiError::Backlogged.into_response();
+        }
+    }
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return ApiError::Overloaded.into_response();
-    }
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => ApiError::Overloaded.into_response(),
-    }
+    };
+    request_deadline(State(state), request, next).await
 }
 
 /// Answers a problem instead of hanging when a request outlives `GATEWAY_REQUEST_TIMEOUT_MS`.
@@ -90,7 +99,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
     let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Shared {
         pool,
         redis,
         config: Arc::new(config),
@@ -100,7 +109,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         streams,
         pressure: Arc::default(),
         metrics: Arc::new(crate::metrics::registry()),
-    })
+    }))
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

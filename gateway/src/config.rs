@@ -37,6 +37,13 @@ pub struct GatewayConfig {
     /// The runtime delay (see [`crate::pressure`]) past which new work is refused with a 503
     /// (`GATEWAY_MAX_DELAY_MS`, default 5).
     pub max_delay_ms: u64,
+    /// Commands waiting to be applied past which new commands are refused with a 503
+    /// (`GATEWAY_MAX_BACKLOG`, default 10000, about four seconds of the writer's work here; 0:
+    /// no bound). Node reports are never refused for it.
+    pub max_backlog: u64,
+    /// Threads serving requests (`GATEWAY_WORKER_THREADS`, default 1). One thread serves a
+    /// request with no hand-over between threads; more spread a gateway over more cores.
+    pub worker_threads: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -83,6 +90,8 @@ impl GatewayConfig {
             max_in_flight: read(&lookup, "GATEWAY_MAX_IN_FLIGHT", "256", integer_in(1, 100_000))?,
             max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
             max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "5", integer_in(1, 60_000))?,
+            max_backlog: read(&lookup, "GATEWAY_MAX_BACKLOG", "10000", integer_in(0, 100_000_000))?,
+            worker_threads: read(&lookup, "GATEWAY_WORKER_THREADS", "1", integer_in(1, 1024))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')
                     .map(str::trim)

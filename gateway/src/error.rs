@@ -45,6 +45,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("the gateway is at capacity; retry after 1 s")]
     Overloaded,
+    #[error("the grid has as many commands waiting as it takes (GATEWAY_MAX_BACKLOG); retry after 1 s")]
+    Backlogged,
     #[error("internal error")]
     Internal(String),
 }
@@ -95,7 +97,7 @@ impl ApiError {
             Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no-route", "No such route"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Over capacity"),
+            Self::Overloaded | Self::Backlogged => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Over capacity"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
         }
     }
@@ -154,7 +156,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
             // Every 503 says when to come back: a dependency lost, a timeout, or no capacity.
-            Self::Unavailable(_) | Self::Timeout | Self::Overloaded => {
+            Self::Unavailable(_) | Self::Timeout | Self::Overloaded | Self::Backlogged => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}

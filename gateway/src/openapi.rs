@@ -13,7 +13,8 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
         description = "Control plane of the KoproGo cooperative's green computing grid. Commands answer 202 with a command id \
                        (poll `GET /v1/commands/{id}`); errors are application/problem+json. Every 503 carries `Retry-After`: \
                        past its capacity (`GATEWAY_MAX_IN_FLIGHT` requests at once, `GATEWAY_MAX_STREAMS` streams) the gateway \
-                       refuses at once rather than queue. A node's `result_hash` is the SHA-256 of the canonical form of its \
+                       refuses at once rather than queue, and a command that finds `GATEWAY_MAX_BACKLOG` commands not yet \
+                       applied is refused (503 `overloaded`; nodes' reports never are). A node's `result_hash` is the SHA-256 of the canonical form of its \
                        `result_json` (see `ReportRequest.result_hash` and the README's Node protocol).",
         license(name = "AGPL-3.0-or-later"),
     ),

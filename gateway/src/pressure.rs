@@ -13,15 +13,39 @@ use tokio_util::sync::CancellationToken;
 
 const TICK: Duration = Duration::from_millis(2);
 
-/// The smoothed delay, in microseconds, shared with the admission middleware.
+/// How long a full backlog is remembered: new commands meanwhile are refused without asking
+/// Redis (a client told to come back after a second loses nothing by it).
+pub const BACKLOG_MEMORY: Duration = Duration::from_millis(100);
+
+/// The moment the gateway's clocks count from.
+static ORIGIN: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+
+fn now_us() -> u64 {
+    u64::try_from(ORIGIN.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The smoothed delay, in microseconds, shared with the admission middleware; and until when
+/// the grid's command backlog is known to be full.
 #[derive(Debug, Default)]
 pub struct Pressure {
     delay_us: AtomicU64,
+    backlog_full_until_us: AtomicU64,
 }
 
 impl Pressure {
     pub fn delay(&self) -> Duration {
         Duration::from_micros(self.delay_us.load(Ordering::Relaxed))
+    }
+
+    /// A command was refused for the backlog (`GATEWAY_MAX_BACKLOG`): remember it a moment.
+    pub fn backlog_full(&self) {
+        let until = now_us().saturating_add(u64::try_from(BACKLOG_MEMORY.as_micros()).unwrap_or(u64::MAX));
+        self.backlog_full_until_us.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether a backlog refusal is recent enough to refuse the next command at once.
+    pub fn backlog_is_full(&self) -> bool {
+        now_us() < self.backlog_full_until_us.load(Ordering::Relaxed)
     }
 
     /// Takes one sample: the new delay weighs a quarter (about four ticks to follow a change).
@@ -66,6 +90,16 @@ mod tests {
             pressure.sample(Duration::ZERO);
         }
         assert!(pressure.delay() < Duration::from_millis(1), "{:?}", pressure.delay());
+    }
+
+    #[test]
+    fn a_full_backlog_is_remembered_a_moment() {
+        let pressure = Pressure::default();
+        assert!(!pressure.backlog_is_full());
+        pressure.backlog_full();
+        assert!(pressure.backlog_is_full());
+        std::thread::sleep(BACKLOG_MEMORY + Duration::from_millis(20));
+        assert!(!pressure.backlog_is_full(), "forgotten after {BACKLOG_MEMORY:?}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! credential (revocation marker, rate limit), honours an `Idempotency-Key`, appends the entry
 //! and remembers its issuer in `{ns}:issuers` until the writer acknowledges it (for
 //! `GET /v1/commands/{id}` while it is pending). Nothing is kept per message past its entry
-//! but the idempotency answer, which expires after 24 h.
+//! but the idempotency answer, which expires after 24 h. A command finding
+//! `GATEWAY_MAX_BACKLOG` commands not yet applied is refused (503, `Retry-After`): the grid
+//! takes no more work than its writer can catch up with.
 
 use grid_shared::envelope::{Actor, Envelope, Message, Origin};
 use grid_shared::ids::MessageId;
@@ -41,9 +43,11 @@ pub enum Published {
     Remembered(String),
 }
 
-/// Admission (see [`crate::auth::admission_lua`]), then the `Idempotency-Key`, the entry and
-/// its issuer. KEYS: 3 stream, 4 issuers, 5 idempotency key. ARGV: 3 type, 4 envelope,
-/// 5 message id, 6 issuer, 7 answer to remember ('' without an idempotency key), 8 its TTL.
+/// Admission (see [`crate::auth::admission_lua`]), then the `Idempotency-Key`, the backlog
+/// bound, the entry and its issuer. KEYS: 3 stream, 4 issuers, 5 idempotency key. ARGV: 3 type,
+/// 4 envelope, 5 message id, 6 issuer, 7 answer to remember ('' without an idempotency key),
+/// 8 its TTL, 9 the most entries the stream may hold ('0': no bound). The writer trims the
+/// stream behind what it has acknowledged, so its length is the work not yet applied.
 static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(concat!(
         crate::auth::admission_lua!(),
@@ -53,8 +57,9 @@ if refused then return {refused} end
 if ARGV[7] ~= '' then
   local previous = redis.call('GET', KEYS[5])
   if previous then return {'remembered', previous} end
-  redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8])
 end
+if ARGV[9] ~= '0' and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[9]) then return {'backlogged'} end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8]) end
 redis.call('XADD', KEYS[3], '*', 'type', ARGV[3], 'envelope', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
 return {'appended'}
@@ -88,9 +93,10 @@ pub async fn publish_once(
 ) -> Result<Published, ApiError> {
     let envelope = Envelope::wrap_with_id(id, message, origin);
     let keys = state.keys();
-    let stream_key = match stream {
-        Stream::Commands => keys.commands(),
-        Stream::Reports => keys.reports(),
+    // New work waits behind a bounded backlog; reports finish work already accepted.
+    let (stream_key, max_backlog) = match stream {
+        Stream::Commands => (keys.commands(), state.config.max_backlog),
+        Stream::Reports => (keys.reports(), 0),
     };
     let (remember_key, answer, ttl) = match &remember {
         Some(remember) => (remember.key.as_str(), remember.answer.as_str(), remember.ttl_seconds),
@@ -108,6 +114,7 @@ pub async fn publish_once(
         .arg(credential.issuer_tag())
         .arg(answer)
         .arg(ttl)
+        .arg(max_backlog)
         .invoke_async(&mut *conn)
         .await?;
     match reply.first().map(String::as_str) {
@@ -117,6 +124,10 @@ pub async fn publish_once(
             Ok(Published::Appended(envelope.id))
         }
         Some("remembered") => Ok(Published::Remembered(reply.get(1).cloned().unwrap_or_default())),
+        Some("backlogged") => {
+            state.pressure.backlog_full();
+            Err(ApiError::Backlogged)
+        }
         Some(verdict) => {
             admission(verdict, state, credential)?;
             Err(ApiError::Internal(format!("the publish script answered {verdict:?}")))

@@ -7,8 +7,26 @@ use sqlx::PgPool;
 
 use crate::config::GatewayConfig;
 
+/// What every handler shares, behind one reference count (each request clones it for each
+/// layer it passes).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: PgPool,
     pub redis: deadpool_redis::Pool,
     pub config: Arc<GatewayConfig>,

@@ -5,6 +5,7 @@ mod common;
 use common::{spawn_system, thermal_task};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use std::time::Duration;
 
 fn is_problem(response: &reqwest::Response) -> bool {
     response.headers().get("content-type").is_some_and(|value| value == "application/problem+json")
@@ -170,5 +171,56 @@ async fn known_keys_submit_while_postgres_is_down_and_reads_say_unavailable(pool
     assert_eq!(unknown.json(&thermal_task()).send().await.unwrap().status(), 503);
     // The submission accepted meanwhile is applied (through the first gateway's reads).
     assert_eq!(system.settled(accepted["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    system.stop().await;
+}
+
+/// Past `GATEWAY_MAX_BACKLOG` commands not yet applied (here no writer runs), new commands are
+/// refused at once with a 503 and `Retry-After`, and nothing is appended; a repeated request
+/// with its `Idempotency-Key` still gets its first answer, and node reports, which finish work
+/// already accepted, are still taken.
+#[sqlx::test(migrations = "../migrations")]
+async fn past_its_backlog_the_grid_refuses_new_commands_but_not_reports(pool: PgPool) {
+    const BACKLOG: i64 = 10;
+    let mut system = spawn_system(pool, &[("GATEWAY_MAX_BACKLOG", "10")]).await;
+    let (_, api_key) = system.organization("Busy").await;
+    let node = system.manual_node(&api_key, 4, 400.0).await;
+    system.stop_first_orchestrator().await;
+    let waiting = system.xlen("commands").await;
+    assert!(waiting < BACKLOG, "{waiting} commands left behind by the setup");
+    let (http, tasks, task) = (system.http.clone(), system.url("/v1/tasks"), thermal_task());
+    let submit = |key: Option<&'static str>| {
+        let mut request = http.post(&tasks).bearer_auth(&api_key).json(&task);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        async move { request.send().await.expect("the gateway answers") }
+    };
+    let first = submit(Some("first-of-the-backlog")).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    for _ in waiting + 1..BACKLOG {
+        assert_eq!(submit(None).await.status(), 202);
+    }
+    let refused = submit(None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(is_problem(&refused));
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/overloaded"), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("GATEWAY_MAX_BACKLOG"), "{problem}");
+    assert_eq!(system.xlen("commands").await, BACKLOG, "the refused command was not appended");
+    // The gateway remembers the full backlog a moment, and refuses without asking Redis; after
+    // it, a retry with its key gets its first answer.
+    assert_eq!(submit(None).await.status(), 503);
+    let again = common::eventually(Duration::from_secs(5), "the retry's first answer", || async {
+        let answer = submit(Some("first-of-the-backlog")).await;
+        (answer.status() == 202).then_some(answer)
+    })
+    .await;
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    let report =
+        system.report(&node, json!({"task_id": uuid::Uuid::new_v4(), "attempt": 1, "status": "started"})).await;
+    assert_eq!(report.status(), 202, "reports are taken whatever the backlog");
+    assert_eq!(system.xlen("commands").await, BACKLOG);
     system.stop().await;
 }
