@@ -2,7 +2,6 @@
 //! shutdown)` for the binary, which drains connections on shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,15 +134,67 @@ pub async fn run(
         }
     });
     let stop_reader = reader_stop.clone();
-    let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // The task channels end with the reader, so that open streams do not hold the
-            // shutdown back.
-            stop_reader.cancel();
-        })
-        .await;
+    let served = serve(listener, app(state.clone()), &state.config, async move {
+        shutdown.await;
+        // The task channels end with the reader, so that open streams do not hold the
+        // shutdown back.
+        stop_reader.cancel();
+    })
+    .await;
     reader_stop.cancel();
     let _ = reader.await;
     served
+}
+
+/// Accepts connections until `shutdown`, then lets the open ones finish. Each connection is HTTP/1.1 with
+/// keep-alive; one that sends no request head for `GATEWAY_IDLE_TIMEOUT_MS` (idle between
+/// requests, or slow to send its head) is closed, and past `GATEWAY_MAX_CONNECTIONS` a new
+/// connection is closed at once: connections cannot hold the gateway's memory unbounded.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: &GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_millis(config.idle_timeout_ms));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, or a connection reset before it was accepted: the
+                // listener goes on after a pause.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "GATEWAY_MAX_CONNECTIONS reached: connection closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, request).await }
+        });
+        let connection = graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -41,6 +41,13 @@ pub struct GatewayConfig {
     /// (`GATEWAY_MAX_BACKLOG`, default 10000, about four seconds of the writer's work here; 0:
     /// no bound). Node reports are never refused for it.
     pub max_backlog: u64,
+    /// How long a connection may go without sending a request head, idle between requests or
+    /// slow to send one, before it is closed (`GATEWAY_IDLE_TIMEOUT_MS`, default 30000). Streams
+    /// being answered are not idle.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once (`GATEWAY_MAX_CONNECTIONS`, default 25000): past it a new one
+    /// is closed at once.
+    pub max_connections: usize,
     /// Threads serving requests (`GATEWAY_WORKER_THREADS`, default 1). One thread serves a
     /// request with no hand-over between threads; more spread a gateway over more cores.
     pub worker_threads: usize,
@@ -91,6 +98,8 @@ impl GatewayConfig {
             max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
             max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "5", integer_in(1, 60_000))?,
             max_backlog: read(&lookup, "GATEWAY_MAX_BACKLOG", "10000", integer_in(0, 100_000_000))?,
+            idle_timeout_ms: read(&lookup, "GATEWAY_IDLE_TIMEOUT_MS", "30000", integer_in(100, 3_600_000))?,
+            max_connections: read(&lookup, "GATEWAY_MAX_CONNECTIONS", "25000", integer_in(1, 10_000_000))?,
             worker_threads: read(&lookup, "GATEWAY_WORKER_THREADS", "1", integer_in(1, 1024))?,
             trusted_proxies: read(&lookup, "GATEWAY_TRUSTED_PROXIES", "", |text| {
                 text.split(',')

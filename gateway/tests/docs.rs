@@ -148,3 +148,73 @@ async fn past_its_capacity_the_gateway_refuses_at_once_with_retry_after() {
     assert!(served.is_ok(), "served again once the place is free (401: no key)");
     assert_eq!(reqwest::get(format!("{base}/healthz")).await.unwrap().status(), 200, "health is always answered");
 }
+
+/// Reads until the gateway closes the connection (end of stream or reset); what it sent.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// A connection that sends no request head for `GATEWAY_IDLE_TIMEOUT_MS` is closed: silent from
+/// the start, stalled in the middle of its head, or idle after a keep-alive request.
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let base = start_with(&[("GATEWAY_IDLE_TIMEOUT_MS", "300")]).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let bound = std::time::Duration::from_secs(10);
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n").await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(&address).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n").await.unwrap();
+    let (silent, stalled, kept) = tokio::time::timeout(bound, async {
+        tokio::join!(until_closed(&mut silent), until_closed(&mut stalled), until_closed(&mut kept))
+    })
+    .await
+    .expect("the gateway closes every idle connection");
+    assert_eq!(silent, "");
+    assert!(!stalled.contains("200 OK"), "{stalled}");
+    assert!(kept.starts_with("HTTP/1.1 200 OK"), "the kept-alive request was answered first: {kept}");
+}
+
+/// Past `GATEWAY_MAX_CONNECTIONS` a new connection is closed at once; a place freed is taken
+/// again.
+#[tokio::test]
+async fn past_its_connection_limit_a_new_connection_is_closed_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let base = start_with(&[("GATEWAY_MAX_CONNECTIONS", "2")]).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let bound = std::time::Duration::from_secs(10);
+    let first = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The second is answered: both places are taken once it is.
+    second.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    let mut head = [0_u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut second, &mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut third = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n").await;
+    let answer = tokio::time::timeout(bound, until_closed(&mut third)).await.expect("closed at once");
+    assert_eq!(answer, "", "nothing is answered past the limit");
+    drop(first);
+    let served = tokio::time::timeout(bound, async {
+        loop {
+            if let Ok(response) = reqwest::get(format!("{base}/healthz")).await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "a freed place is taken again");
+}
