@@ -9,7 +9,10 @@
 //!
 //! Sizes can be changed with `BENCH_NODES` (1000), `BENCH_TASKS` (50000), `BENCH_SEQUENTIAL`
 //! (1000), `BENCH_E2E_SECONDS` (150: the throughput phase stops waiting after this) and
-//! `BENCH_OPEN_LOOP_SECONDS` (3 per rate).
+//! `BENCH_OPEN_LOOP_SECONDS` (3 per rate); `BENCH_HALF_RATE` fixes the half-capacity rate.
+//! For working on one part, nothing written: `BENCH_GATEWAY_ONLY=1` runs the gateway's phases
+//! alone, `BENCH_STOP_AFTER_HALF=1` stops after the half-capacity phase, and
+//! `BENCH_GATEWAY_BINARY=<path>` runs another build of the gateway (to compare two on one grid).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,7 +54,12 @@ impl Service {
         let logs = workspace().join("target/bench/logs");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
-        let mut command = Command::new(workspace().join("target/release").join(binary));
+        // `BENCH_GATEWAY_BINARY`: another build of the gateway, to compare it on the same grid.
+        let path = match std::env::var("BENCH_GATEWAY_BINARY") {
+            Ok(path) if binary == "gateway" => PathBuf::from(path),
+            _ => workspace().join("target/release").join(binary),
+        };
+        let mut command = Command::new(path);
         command.args(args).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
         for (key, value) in env {
             command.env(key, value);
@@ -1203,11 +1211,19 @@ async fn run() -> anyhow::Result<Value> {
     });
     eprintln!("throughput: {throughput}");
     // Submitted → completed at half the measured capacity, open loop.
-    let half = (throughput["tasks_per_second"].as_f64().unwrap_or(0.0) / 2.0).max(10.0) as u64;
+    let half =
+        setting("BENCH_HALF_RATE", (throughput["tasks_per_second"].as_f64().unwrap_or(0.0) / 2.0).max(10.0) as u64);
     let (half_load, half_ids) = open_loop(&grid, half, open_loop_seconds.max(5)).await?;
     drain(&grid, &half_ids, Duration::from_secs(60)).await;
     let at_half = completion_latency(&grid, &half_load, &half_ids);
     eprintln!("half load: {at_half}");
+    if std::env::var_os("BENCH_STOP_AFTER_HALF").is_some() {
+        follower.abort();
+        drop((fleet, worker, gateway, orchestrators));
+        pool.close().await;
+        scratch.remove().await?;
+        return Ok(json!({"gateway_only": {"half": at_half, "throughput": throughput}}));
+    }
     let takeovers = takeovers(&mut orchestrators, &env, &http, &grid).await?;
     eprintln!("takeovers: {takeovers}");
     let redis = redis_footprint(&scratch.redis_url, &scratch.namespace).await?;
