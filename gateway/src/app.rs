@@ -146,10 +146,10 @@ pub async fn run(
     served
 }
 
-/// Accepts connections until `shutdown`, then lets the open ones finish. Each connection is HTTP/1.1 with
-/// keep-alive; one that sends no request head for `GATEWAY_IDLE_TIMEOUT_MS` (idle between
-/// requests, or slow to send its head) is closed, and past `GATEWAY_MAX_CONNECTIONS` a new
-/// connection is closed at once: connections cannot hold the gateway's memory unbounded.
+/// Accepts connections until `shutdown`, then lets the open ones finish. Each connection is
+/// HTTP/1.1 with keep-alive; one that sends no request head for `GATEWAY_IDLE_TIMEOUT_MS` (idle
+/// between requests, or slow to send its head) is closed, and past `GATEWAY_MAX_CONNECTIONS` a
+/// new connection is closed at once: connections cannot hold the gateway's memory unbounded.
 async fn serve(
     listener: TcpListener,
     router: Router,

@@ -39,13 +39,21 @@ impl Pressure {
 
     /// A command was refused for the backlog (`GATEWAY_MAX_BACKLOG`): remember it a moment.
     pub fn backlog_full(&self) {
-        let until = now_us().saturating_add(u64::try_from(BACKLOG_MEMORY.as_micros()).unwrap_or(u64::MAX));
-        self.backlog_full_until_us.fetch_max(until, Ordering::Relaxed);
+        self.backlog_full_at(now_us());
     }
 
     /// Whether a backlog refusal is recent enough to refuse the next command at once.
     pub fn backlog_is_full(&self) -> bool {
-        now_us() < self.backlog_full_until_us.load(Ordering::Relaxed)
+        self.backlog_is_full_at(now_us())
+    }
+
+    fn backlog_full_at(&self, now_us: u64) {
+        let until = now_us.saturating_add(u64::try_from(BACKLOG_MEMORY.as_micros()).unwrap_or(u64::MAX));
+        self.backlog_full_until_us.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn backlog_is_full_at(&self, now_us: u64) -> bool {
+        now_us < self.backlog_full_until_us.load(Ordering::Relaxed)
     }
 
     /// Takes one sample: the new delay weighs a quarter (about four ticks to follow a change).
@@ -95,11 +103,16 @@ mod tests {
     #[test]
     fn a_full_backlog_is_remembered_a_moment() {
         let pressure = Pressure::default();
+        let memory = u64::try_from(BACKLOG_MEMORY.as_micros()).unwrap();
         assert!(!pressure.backlog_is_full());
-        pressure.backlog_full();
-        assert!(pressure.backlog_is_full());
-        std::thread::sleep(BACKLOG_MEMORY + Duration::from_millis(20));
-        assert!(!pressure.backlog_is_full(), "forgotten after {BACKLOG_MEMORY:?}");
+        pressure.backlog_full_at(1_000_000);
+        assert!(pressure.backlog_is_full_at(1_000_000));
+        assert!(pressure.backlog_is_full_at(1_000_000 + memory - 1));
+        assert!(!pressure.backlog_is_full_at(1_000_000 + memory), "forgotten after {BACKLOG_MEMORY:?}");
+        // And through the real clock.
+        let fresh = Pressure::default();
+        fresh.backlog_full();
+        assert!(fresh.backlog_is_full());
     }
 
     #[test]
