@@ -6,13 +6,25 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 
-# Every test: unit, sqlx (one database per test), integration and end-to-end.
+# Every test: unit, sqlx (one database per test), integration and end-to-end, then the
+# simulator of the grid's core over 300 seeded histories of 3,000 steps (release build).
 test: services
     command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
     python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
     command -v promtool >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium chromium-driver)
     cargo test --workspace
+    just sim 300 3000
+
+# Explore seeded random histories of the grid's core in memory (no services needed), checking
+# its invariants after every step: `just sim 2000 10000` is a long soak. A failing seed prints
+# the command that replays it and the shortest history that still fails.
+sim seeds="300" steps="3000" first="1":
+    cargo run --quiet --release -p grid-orchestrator --bin orchestrator -- simulate --seeds {{seeds}} --steps {{steps}} --first-seed {{first}}
+
+# Replay one seed of `just sim`, as a failure prints it.
+sim-seed seed steps="3000":
+    cargo run --quiet --release -p grid-orchestrator --bin orchestrator -- simulate --seed {{seed}} --steps {{steps}}
 
 # Formatting and lints, as CI checks them.
 lint:

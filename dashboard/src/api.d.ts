@@ -480,7 +480,14 @@ export interface components {
         CommandView: {
             /** Format: uuid */
             command_id: string;
+            /** @description Why it was rejected, in a sentence. */
             reason?: string | null;
+            /**
+             * @description Why it was rejected, as an object with a stable `code` (`stale_report`, `not_in_flight`,
+             *     `task_not_open`, `k_anonymity_violated`, `consent_not_granted`, `deadline_passed`,
+             *     `duplicate_task`, `invariant`, ...) and the fields of that code.
+             */
+            refusal?: Record<string, never> | null;
             /** @description `pending`, `applied` or `rejected`. */
             status: string;
         };
@@ -1103,10 +1110,18 @@ export interface components {
             /** Format: int32 */
             quorum: number;
             /**
-             * @description Why the task was rejected, failed, cancelled or not credited (a rejection is an object
-             *     with a `code`).
+             * @description Why the task is where it is: an object with a stable `code` and that code's fields.
+             *     `taken_back` (`cause`: `node_offline`, `start_lease_expired` or `node_reported_failure`
+             *     with `error`; the task waits out a backoff), `attempts_exhausted` (`attempts`, `last`),
+             *     `no_quorum` (`results`, `distinct_hashes`, `quorum`), `deadline_exceeded`,
+             *     `cancelled_by_request`, `consent_revoked`, `not_credited` (`detail`), `quarantined`
+             *     (`problem`), a rejection's code (`k_anonymity_violated`, `consent_not_granted`,
+             *     `deadline_passed`, `not_enough_node_owners`, ...), or `legacy` (`text`, written before
+             *     the codes).
              */
-            reason?: unknown;
+            reason?: Record<string, never> | null;
+            /** @description The same, in a sentence. */
+            reason_text?: string | null;
             /**
              * Format: int32
              * @description Results asked for (1 to 3) and agreeing results needed to complete (raised to 2 when a
@@ -1119,7 +1134,11 @@ export interface components {
             results: components["schemas"]["ResultView"][];
             /** Format: double */
             solar_contribution_wh?: number | null;
-            /** @description `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled` or `rejected`. */
+            /**
+             * @description `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled`, `rejected` or
+             *     `quarantined` (a writer found its stored row contradicting itself and took it out of
+             *     scheduling; `reason.problem` says what was wrong, an operator decides).
+             */
             status: string;
             /** Format: date-time */
             submitted_at: string;

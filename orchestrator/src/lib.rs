@@ -10,6 +10,8 @@
 //! - [`writer`]: the batched loop.
 //! - [`ledger`]: reading and verifying the green-proof chain; [`replay`]: projections rebuilt
 //!   from events alone, diffed against the tables.
+//! - [`simulation`]: the decide path run through seeded random histories, its invariants
+//!   checked after every step (`orchestrator simulate`, `just sim`).
 
 pub mod admin;
 pub mod app;
@@ -20,6 +22,7 @@ pub mod ledger;
 pub mod model;
 pub mod replay;
 pub mod scheduler;
+pub mod simulation;
 pub mod status;
 pub mod store;
 pub mod validation;

@@ -1,4 +1,5 @@
-//! `orchestrator [run]`, `orchestrator migrate`, `orchestrator verify-proofs`, `orchestrator replay`.
+//! `orchestrator [run]`, `orchestrator migrate`, `orchestrator verify-proofs`, `orchestrator replay`,
+//! `orchestrator simulate`.
 
 use clap::{Parser, Subcommand};
 use grid_orchestrator::app::{MIGRATOR, run};
@@ -32,6 +33,22 @@ enum Action {
         #[arg(long, default_value_t = 1)]
         from: i64,
     },
+    /// Explore seeded random histories of the grid's core in memory (no database, no Redis),
+    /// checking its invariants after every step; exits 1 when a seed fails, printing the
+    /// command that replays it and the shortest history that still fails.
+    Simulate {
+        /// How many seeds, from `--first-seed`.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Operations per seed.
+        #[arg(long, default_value_t = 5_000)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Replay this one seed (as printed by a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,8 +59,12 @@ enum Source {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
+    if let Some(Action::Simulate { seeds, steps, first_seed, seed }) = cli.command {
+        let (first, count) = seed.map_or((first_seed, seeds), |seed| (seed, 1));
+        std::process::exit(simulate(first, count, steps));
+    }
+    grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let config = OrchestratorConfig::from_env().map_err(|error| anyhow::anyhow!("configuration: {error}"))?;
     let action = cli.command.unwrap_or(Action::Run);
     if matches!(action, Action::Run | Action::Migrate) && !sqlx::Postgres::database_exists(&config.database_url).await?
@@ -96,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Action::Simulate { .. } => Ok(()),
         Action::VerifyProofs => {
             let verdict = verify_stored_chain(&pool, config.grid.proof_difficulty).await?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
@@ -105,6 +127,59 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Explores seeds in chunks, saying how far it got; the exit code.
+fn simulate(first: u64, seeds: u64, steps: usize) -> i32 {
+    use grid_orchestrator::simulation::{Settings, Stats, describe_failure, explore};
+    let settings = Settings::default();
+    println!("simulating seeds {first}..{} with {steps} operations each", first.saturating_add(seeds));
+    let clock = std::time::Instant::now();
+    let (mut stats, mut done, mut failed) = (Stats::default(), 0, 0);
+    let chunk = 10.max(seeds / 20);
+    while done < seeds {
+        let count = chunk.min(seeds - done);
+        let exploration = explore(first + done, count, steps, &settings);
+        stats += exploration.stats;
+        done += count;
+        for outcome in &exploration.failures {
+            failed += 1;
+            if let Some(failure) = &outcome.failure {
+                println!("{}", describe_failure(outcome.seed, steps, failure, &settings));
+            }
+        }
+        let seconds = clock.elapsed().as_secs_f64();
+        println!(
+            "{done}/{seeds} seeds, {} operations ({:.0}/s), {} commits, {} takeovers, {} Redis losses, {} failed",
+            stats.operations,
+            stats.operations as f64 / seconds.max(1e-9),
+            stats.commits,
+            stats.takeovers,
+            stats.redis_losses,
+            failed
+        );
+    }
+    println!(
+        "done in {:.1} s: {} operations, {} writer steps, {} messages, {} events; {} tasks submitted: {} completed, \
+         {} failed, {} cancelled, {} rejected; {} credits, {} node deaths, {} crashes, {} quarantined, {:.0} open tasks \
+         per commit; {failed} seeds failed",
+        clock.elapsed().as_secs_f64(),
+        stats.operations,
+        stats.writer_steps,
+        stats.messages,
+        stats.events,
+        stats.submitted,
+        stats.completed,
+        stats.failed,
+        stats.cancelled,
+        stats.rejected,
+        stats.credited,
+        stats.node_deaths,
+        stats.crashes,
+        stats.quarantined,
+        stats.open_at_commits as f64 / stats.commits.max(1) as f64
+    );
+    i32::from(failed > 0)
 }
 
 async fn shutdown_signal() {

@@ -86,6 +86,7 @@ impl Projection {
             }
             Event::TaskFailed(failed) => self.task(failed.task_id).status = TaskStatus::Failed,
             Event::TaskCancelled(cancelled) => self.task(cancelled.task_id).status = TaskStatus::Cancelled,
+            Event::TaskQuarantined(quarantined) => self.task(quarantined.task_id).status = TaskStatus::Quarantined,
             Event::CreditsDistributed(credits) => {
                 *self.node_credits.entry(credits.node_id).or_default() += credits.split.node_share.0;
                 *self.node_carbon.entry(credits.node_id).or_default() += credits.split.carbon_saved.0;

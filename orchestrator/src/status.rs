@@ -89,7 +89,7 @@ impl Status {
 }
 
 /// The orchestrator's metrics (see `admin.rs` for those read at scrape time).
-const DESCRIBED: [Described; 19] = [
+const DESCRIBED: [Described; 21] = [
     Described::Gauge(
         "grid_writer_role",
         "1 for this process's role (starting, standby, taking_over, writer, stopping).",
@@ -111,6 +111,14 @@ const DESCRIBED: [Described; 19] = [
     Described::Counter("grid_events_total", "Domain events committed, by type (TaskCompleted, TaskFailed, ...)."),
     Described::Counter("grid_credits_peur_total", "Credits minted, in pico-euros, by account (node, cooperative)."),
     Described::Counter("grid_carbon_saved_ng_total", "CO2 saved by credited results, in nanograms."),
+    Described::Counter(
+        "grid_invariant_violations_total",
+        "Messages and timers the writer refused because it met state it did not expect (each is logged with its task).",
+    ),
+    Described::Counter(
+        "grid_tasks_quarantined_total",
+        "Tasks whose stored rows contradicted themselves at a takeover.",
+    ),
     Described::Gauge("grid_stream_length", "Entries in a Redis stream of the grid."),
     Described::Gauge("grid_stream_pending", "Entries delivered to the orchestrators' group and not acknowledged."),
     Described::Gauge("grid_stream_lag", "Entries not yet delivered to the orchestrators' group."),

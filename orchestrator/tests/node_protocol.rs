@@ -103,6 +103,8 @@ async fn a_silent_nodes_task_is_requeued_and_its_late_report_is_not_credited(poo
     let view = system.settled(late["command_id"].as_str().unwrap(), &silent.token).await;
     assert_eq!(view["status"], "rejected");
     assert!(view["reason"].as_str().unwrap().contains("stale"), "{view}");
+    // Completed meanwhile: the task is no longer in flight.
+    assert_eq!(view["refusal"]["code"], "not_in_flight", "{view}");
     let task = system.task(&api_key, task_id).await;
     assert_eq!(
         (task["status"].as_str(), task["node_id"].as_str()),
@@ -128,7 +130,8 @@ async fn energy_a_node_could_not_have_used_is_not_credited(pool: PgPool) {
     let task = system.task(&api_key, task_id).await;
     assert_eq!(task["status"], "completed");
     assert!(task["node_share_peur"].is_null(), "{task}");
-    assert!(task["reason"].as_str().unwrap().contains("exceeds what 4 cores can draw"), "{task}");
+    assert_eq!(task["reason"]["code"], "not_credited", "{task}");
+    assert!(task["reason"]["detail"].as_str().unwrap().contains("exceeds what 4 cores can draw"), "{task}");
     system.stop().await;
 }
 

@@ -79,7 +79,8 @@ async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: Pg
         assert_eq!(task["attempts"], 2);
     }
     let requeued: i64 = sqlx::query_scalar(
-        "select count(*) from event where event_type = 'TaskRequeued' and envelope -> 'payload' ->> 'reason' = 'node_offline'
+        "select count(*) from event where event_type = 'TaskRequeued'
+             and envelope -> 'payload' -> 'reason' = '{\"code\": \"taken_back\", \"cause\": {\"code\": \"node_offline\"}}'
              and envelope -> 'payload' ->> 'node_id' = $1",
     )
     .bind(&victim_id)
@@ -158,7 +159,7 @@ async fn a_task_past_its_deadline_fails_its_node_is_told_and_nothing_is_credited
     let data: Value = serde_json::from_str(&cancelled.data).unwrap();
     assert_eq!((data["task_id"].as_str(), data["reason"].as_str()), (Some(task_id), Some("deadline_exceeded")));
     let task = system.task(&api_key, task_id).await;
-    assert_eq!((task["status"].as_str(), task["reason"].as_str()), (Some("failed"), Some("deadline_exceeded")));
+    assert_eq!((task["status"].as_str(), task["reason"]["code"].as_str()), (Some("failed"), Some("deadline_exceeded")));
     let late: Value = system.report(&node, completion(task_id, 1, 0.000001, 0.0)).await.json().await.unwrap();
     assert_eq!(system.settled(late["command_id"].as_str().unwrap(), &node.token).await["status"], "rejected");
     let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
@@ -358,9 +359,11 @@ async fn after_the_attempt_limit_a_task_fails_into_the_dead_letter_stream(pool: 
         (task["status"] == "failed").then_some(task)
     })
     .await;
-    assert_eq!(task["reason"], "attempts_exhausted: node_offline");
+    assert_eq!(task["reason"], json!({"code": "attempts_exhausted", "attempts": 1, "last": {"code": "node_offline"}}));
+    assert_eq!(task["reason_text"], "failed after 1 attempts; the last one ended because its node went offline");
     let letter = system.first_dead_letter(WAIT, "the dead letter").await;
     assert_eq!(letter.get::<String>("entry_id").as_deref(), Some(task_id.as_str()));
-    assert_eq!(letter.get::<String>("reason").as_deref(), Some("attempts_exhausted: node_offline"));
+    assert_eq!(letter.get::<String>("code").as_deref(), Some("attempts_exhausted"));
+    assert_eq!(letter.get::<String>("reason"), task["reason_text"].as_str().map(str::to_owned));
     system.stop().await;
 }

@@ -201,7 +201,8 @@ pub fn parse_deadline(deadline: DateTime<Utc>, now: DateTime<Utc>) -> Result<Dat
 
 /// Where a task is in its life. `Queued → Assigned → Running → Completed | Failed`, `Cancelled`
 /// from any non-final state, `Rejected` at admission. `Assigned → Queued` is the requeue of a
-/// task whose node died or whose lease passed.
+/// task whose node died or whose lease passed. `Quarantined` is where a writer puts a task whose
+/// stored row contradicts itself: out of scheduling, for an operator to decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -212,11 +213,20 @@ pub enum TaskStatus {
     Failed,
     Cancelled,
     Rejected,
+    Quarantined,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] =
-        [Self::Queued, Self::Assigned, Self::Running, Self::Completed, Self::Failed, Self::Cancelled, Self::Rejected];
+    pub const ALL: [TaskStatus; 8] = [
+        Self::Queued,
+        Self::Assigned,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Rejected,
+        Self::Quarantined,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -227,6 +237,7 @@ impl TaskStatus {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Rejected => "rejected",
+            Self::Quarantined => "quarantined",
         }
     }
 
@@ -234,8 +245,14 @@ impl TaskStatus {
         Self::ALL.into_iter().find(|status| status.as_str() == raw)
     }
 
+    /// Completed, failed, cancelled or rejected: nothing more happens to the task.
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Rejected)
+    }
+
+    /// Queued, assigned or running: the writer holds it in memory.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Queued | Self::Assigned | Self::Running)
     }
 
     /// Whether the state machine allows `self → next`.
@@ -247,7 +264,9 @@ impl TaskStatus {
             // A completion may arrive before its start report: a fast task is still a task.
             (Assigned | Running, Completed | Failed) => true,
             (Queued, Failed) => true,
-            (from, Cancelled) => !from.is_final(),
+            (from, Cancelled) => from.is_open(),
+            // A writer that finds the row contradicting itself takes it out of scheduling.
+            (from, Quarantined) => from.is_open(),
             _ => false,
         }
     }
@@ -255,6 +274,12 @@ impl TaskStatus {
     /// `Ok(next)` when the transition is legal, else an error naming both ends.
     pub fn transition(self, next: TaskStatus) -> Result<TaskStatus, IllegalTransition> {
         if self.can_become(next) { Ok(next) } else { Err(IllegalTransition { from: self, to: next }) }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -494,7 +519,7 @@ mod tests {
         for from in [Queued, Assigned, Running] {
             assert!(from.can_become(Cancelled));
         }
-        for final_status in [Completed, Failed, Cancelled, Rejected] {
+        for final_status in [Completed, Failed, Cancelled, Rejected, Quarantined] {
             for next in TaskStatus::ALL {
                 assert!(!final_status.can_become(next), "{final_status:?} -> {next:?}");
             }

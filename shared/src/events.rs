@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::carbon::{CarbonPolicy, CreditSplit, MicroWattHours};
 use crate::domain::{Priority, RejectionReason};
 use crate::ids::{CoproprieteId, NodeId, OrganizationId, OwnerId, TaskId};
+use crate::reasons::{TaskReason, task_reason_or_text};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrganizationCreated {
@@ -83,7 +84,9 @@ pub struct TaskRequeued {
     pub node_id: NodeId,
     /// The attempt that was taken back.
     pub attempt: i32,
-    pub reason: String,
+    /// Why (prose in events written before reasons had codes).
+    #[serde(deserialize_with = "task_reason_or_text")]
+    pub reason: TaskReason,
     /// The backoff before the task may be placed again.
     pub retry_after_ms: i64,
 }
@@ -173,7 +176,8 @@ pub struct TaskFailed {
     pub task_id: TaskId,
     pub node_id: Option<NodeId>,
     pub attempt: i32,
-    pub reason: String,
+    #[serde(deserialize_with = "task_reason_or_text")]
+    pub reason: TaskReason,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,7 +185,18 @@ pub struct TaskCancelled {
     pub task_id: TaskId,
     pub node_id: Option<NodeId>,
     pub attempt: i32,
-    pub reason: String,
+    #[serde(deserialize_with = "task_reason_or_text")]
+    pub reason: TaskReason,
+}
+
+/// A writer taking over found the task's stored row contradicting itself: the task leaves
+/// scheduling (status `quarantined`) instead of stopping the writer. `problem` says what was
+/// wrong; `status` is the status the row claimed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskQuarantined {
+    pub task_id: TaskId,
+    pub status: String,
+    pub problem: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,6 +285,7 @@ crate::message_family!(
         NodeTrustChanged(NodeTrustChanged) = "NodeTrustChanged",
         TaskFailed(TaskFailed) = "TaskFailed",
         TaskCancelled(TaskCancelled) = "TaskCancelled",
+        TaskQuarantined(TaskQuarantined) = "TaskQuarantined",
         CreditsDistributed(CreditsDistributed) = "CreditsDistributed",
         GreenProofAppended(GreenProofAppended) = "GreenProofAppended",
         BlockSealed(BlockSealed) = "BlockSealed",
@@ -338,7 +354,7 @@ mod tests {
                 task_id,
                 node_id,
                 attempt: 1,
-                reason: "node offline".into(),
+                reason: TaskReason::taken_back(crate::reasons::TakeBack::NodeOffline),
                 retry_after_ms: 500,
             }),
             Event::TaskCompleted(TaskCompleted {
@@ -382,12 +398,17 @@ mod tests {
                 needed: ReplicaNeeded::SpotCheck { draw_ppm: 120, rate_ppm: 50_000 },
             }),
             Event::NodeTrustChanged(NodeTrustChanged { node_id, task_id, agreed: false, trust: 0 }),
-            Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt: 0, reason: "deadline_exceeded".into() }),
+            Event::TaskFailed(TaskFailed { task_id, node_id: None, attempt: 0, reason: TaskReason::DeadlineExceeded }),
             Event::TaskCancelled(TaskCancelled {
                 task_id,
                 node_id: Some(node_id),
                 attempt: 1,
-                reason: "by request".into(),
+                reason: TaskReason::CancelledByRequest,
+            }),
+            Event::TaskQuarantined(TaskQuarantined {
+                task_id,
+                status: "assigned".into(),
+                problem: "an assigned task with no attempt".into(),
             }),
             Event::CreditsDistributed(CreditsDistributed {
                 task_id,
@@ -437,6 +458,14 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_written_as_prose_before_the_codes_still_reads() {
+        let text = r#"{"task_id":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","node_id":"6f9619ff-8b86-d011-b42d-00cf4fc964fe",
+            "attempt":2,"reason":"start_lease_expired","retry_after_ms":500}"#;
+        let requeued: TaskRequeued = serde_json::from_str(text).unwrap();
+        assert_eq!(requeued.reason, TaskReason::taken_back(crate::reasons::TakeBack::StartLeaseExpired));
+    }
+
+    #[test]
     fn every_event_round_trips_through_its_envelope() {
         let events = every_event();
         assert_eq!(events.len(), Event::TYPES.len());
@@ -450,6 +479,9 @@ mod tests {
             let envelope = Envelope::wrap(&event, origin);
             let back = Envelope::from_json(&envelope.to_json()).unwrap();
             assert_eq!(back.decode::<Event>().unwrap(), event);
+            // The writer's text, written from the event, is the same envelope.
+            let header = Envelope::header_at(envelope.id, envelope.occurred_at, &event, origin);
+            assert_eq!(Envelope::from_json(&header.text_with(&event)).unwrap(), envelope);
         }
     }
 }

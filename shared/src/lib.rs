@@ -7,6 +7,8 @@
 //! - [`messages`]: commands, reports and node messages; [`events`]: domain events.
 //! - [`carbon`]: carbon credits in exact integers; [`proof`]: the green-proof chain.
 //! - [`keys`]: Redis key and stream names under a namespace; [`live`]: heartbeat state, eco score.
+//! - [`reasons`]: why a task is where it is ([`reasons::TaskReason`]) and why a message was
+//!   refused ([`reasons::Refusal`]), serialised in one place.
 //! - [`settings`]: settings read by several services, parsed from environment-like lookups.
 
 pub mod blocks;
@@ -24,4 +26,5 @@ pub mod messages;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod proof;
+pub mod reasons;
 pub mod settings;

@@ -146,6 +146,26 @@ crate::message_family!(
     }
 );
 
+impl Report {
+    /// The task the report is about.
+    pub fn task_id(&self) -> TaskId {
+        match self {
+            Self::TaskStarted(report) => report.task_id,
+            Self::TaskCompleted(report) => report.task_id,
+            Self::TaskFailed(report) => report.task_id,
+        }
+    }
+
+    /// The node that sends it.
+    pub fn node_id(&self) -> NodeId {
+        match self {
+            Self::TaskStarted(report) => report.node_id,
+            Self::TaskCompleted(report) => report.node_id,
+            Self::TaskFailed(report) => report.node_id,
+        }
+    }
+}
+
 /// `TASK:ASSIGNED` as a node receives it (the SSE `data:`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignment {

@@ -2,6 +2,7 @@
 //! is on its stream (its issuer is in `{ns}:issuers` until the writer acknowledges it).
 
 use grid_shared::ids::MessageId;
+use grid_shared::reasons::Refusal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,7 +15,13 @@ pub struct CommandView {
     pub command_id: uuid::Uuid,
     /// `pending`, `applied` or `rejected`.
     pub status: String,
+    /// Why it was rejected, in a sentence.
     pub reason: Option<String>,
+    /// Why it was rejected, as an object with a stable `code` (`stale_report`, `not_in_flight`,
+    /// `task_not_open`, `k_anonymity_violated`, `consent_not_granted`, `deadline_passed`,
+    /// `duplicate_task`, `invariant`, ...) and the fields of that code.
+    #[schema(value_type = Option<Object>)]
+    pub refusal: Option<serde_json::Value>,
 }
 
 pub async fn find_command(
@@ -42,11 +49,22 @@ pub async fn find_command(
     .fetch_optional(&state.pool)
     .await?;
     if let Some((outcome, reason)) = row {
-        return Ok(Some(CommandView { command_id: command_id.as_uuid(), status: outcome, reason }));
+        let refusal = reason.as_deref().map(Refusal::from_stored);
+        return Ok(Some(CommandView {
+            command_id: command_id.as_uuid(),
+            status: outcome,
+            reason: refusal.as_ref().map(Refusal::to_string),
+            refusal: refusal.and_then(|refusal| serde_json::to_value(refusal).ok()),
+        }));
     }
     let visible = match issuer {
         Some(issuer) => matches!(caller, Caller::Operator) || issuer == caller.issuer_tag(),
         None => false,
     };
-    Ok(visible.then(|| CommandView { command_id: command_id.as_uuid(), status: "pending".to_owned(), reason: None }))
+    Ok(visible.then(|| CommandView {
+        command_id: command_id.as_uuid(),
+        status: "pending".to_owned(),
+        reason: None,
+        refusal: None,
+    }))
 }

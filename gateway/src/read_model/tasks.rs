@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use grid_shared::carbon::Nanograms;
 use grid_shared::domain::TaskStatus;
 use grid_shared::ids::{OrganizationId, TaskId};
+use grid_shared::reasons::TaskReason;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -16,7 +17,9 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
     pub task_id: uuid::Uuid,
-    /// `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled` or `rejected`.
+    /// `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled`, `rejected` or
+    /// `quarantined` (a writer found its stored row contradicting itself and took it out of
+    /// scheduling; `reason.problem` says what was wrong, an operator decides).
     pub status: String,
     pub priority: i16,
     pub deadline: DateTime<Utc>,
@@ -32,9 +35,18 @@ pub struct TaskView {
     pub node_share_peur: Option<i64>,
     pub cooperative_share_peur: Option<i64>,
     pub kind: String,
-    /// Why the task was rejected, failed, cancelled or not credited (a rejection is an object
-    /// with a `code`).
+    /// Why the task is where it is: an object with a stable `code` and that code's fields.
+    /// `taken_back` (`cause`: `node_offline`, `start_lease_expired` or `node_reported_failure`
+    /// with `error`; the task waits out a backoff), `attempts_exhausted` (`attempts`, `last`),
+    /// `no_quorum` (`results`, `distinct_hashes`, `quorum`), `deadline_exceeded`,
+    /// `cancelled_by_request`, `consent_revoked`, `not_credited` (`detail`), `quarantined`
+    /// (`problem`), a rejection's code (`k_anonymity_violated`, `consent_not_granted`,
+    /// `deadline_passed`, `not_enough_node_owners`, ...), or `legacy` (`text`, written before
+    /// the codes).
+    #[schema(value_type = Option<Object>)]
     pub reason: Option<serde_json::Value>,
+    /// The same, in a sentence.
+    pub reason_text: Option<String>,
     pub energy_used_wh: Option<f64>,
     pub solar_contribution_wh: Option<f64>,
     pub submitted_at: DateTime<Utc>,
@@ -89,7 +101,8 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
     let carbon: Option<i64> = row.try_get("carbon_ng")?;
     let node_share: Option<i64> = row.try_get("node_peur")?;
     let cooperative_share: Option<i64> = row.try_get("cooperative_peur")?;
-    let reason: Option<String> = row.try_get("reason")?;
+    let reason: Option<TaskReason> =
+        row.try_get::<Option<String>, _>("reason")?.as_deref().map(TaskReason::from_stored);
     let energy: Option<i64> = row.try_get("energy_uwh")?;
     let solar: Option<i64> = row.try_get("solar_uwh")?;
     Ok(TaskView {
@@ -108,7 +121,8 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         node_share_peur: node_share,
         cooperative_share_peur: cooperative_share,
         kind: row.try_get("kind_type")?,
-        reason: reason.map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
+        reason: reason.as_ref().and_then(|reason| serde_json::to_value(reason).ok()),
+        reason_text: reason.as_ref().map(TaskReason::to_string),
         energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
         solar_contribution_wh: solar.map(|uwh| uwh as f64 / 1e6),
         submitted_at: row.try_get("submitted_at")?,

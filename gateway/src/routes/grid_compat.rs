@@ -12,6 +12,7 @@ use grid_shared::envelope::Envelope;
 use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::live::Heartbeat;
 use grid_shared::messages::{NodeMessage, Report};
+use grid_shared::reasons::Refusal;
 use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -333,6 +334,7 @@ async fn decided_credit(
         pause = (pause * 2).min(std::time::Duration::from_millis(50));
     };
     if outcome != "applied" {
+        let reason = reason.map(|text| Refusal::from_stored(&text).to_string());
         return Ok(Decision::NotCredited(reason.unwrap_or_else(|| outcome.clone())));
     }
     let credited: Option<(i64, i64, i64)> = sqlx::query_as(

@@ -8,8 +8,10 @@ use grid_shared::domain::{TaskInput, TaskStatus};
 use grid_shared::envelope::{Envelope, Origin};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
+use grid_shared::reasons::{Refusal, TaskReason};
 use std::sync::Arc;
 
+use crate::model::context::Context;
 use crate::model::lifecycle::{Credit, Effects, FinalResult, Recorded, Verdict};
 use crate::model::{State, Task, TaskResult};
 
@@ -27,7 +29,7 @@ pub struct Processed {
     pub message_type: String,
     pub organization_id: Option<OrganizationId>,
     /// `None` when applied; the reason shown to the issuer when rejected.
-    pub rejection: Option<String>,
+    pub rejection: Option<Refusal>,
 }
 
 /// What PostgreSQL holds of an owner's data in one organisation, read before a revocation.
@@ -50,6 +52,8 @@ pub struct NumberedEvent {
     pub organization_id: Option<OrganizationId>,
     pub notify_node: Option<NodeId>,
     pub occurred_at: DateTime<Utc>,
+    /// The envelope without its payload (`null`): the event is beside it, and the text holds
+    /// both.
     pub envelope: Envelope,
     /// The JSON text of the envelope, written to PostgreSQL and published as is.
     pub text: String,
@@ -85,7 +89,7 @@ pub struct TaskRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub not_before: Option<DateTime<Utc>>,
-    pub reason: Option<String>,
+    pub reason: Option<TaskReason>,
     pub quorum: u8,
     pub result_limit: u8,
     pub assignment_seq: Option<i64>,
@@ -150,7 +154,17 @@ pub struct NodeInsert {
 pub struct DeadTask {
     pub task_id: TaskId,
     pub attempts: i32,
-    pub reason: String,
+    pub reason: TaskReason,
+}
+
+/// The writer met state it did not expect and refused a message or a timer instead of acting
+/// on it: logged with the task, counted in `grid_invariant_violations_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub task_id: Option<TaskId>,
+    /// What was refused: a message type, or a timer.
+    pub refused: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +205,11 @@ pub struct Batch {
     pub claimed_changed: HashSet<NodeId>,
     /// Nodes that went offline (their entry in `{ns}:nodes:alive` goes, unless renewed).
     pub offline_nodes: Vec<NodeId>,
+    /// Tasks a writer taking over found contradicting themselves: their rows become
+    /// `quarantined` with this reason (the rest of the row stays, as evidence).
+    pub quarantined: Vec<(TaskId, TaskReason)>,
+    /// Messages and timers refused on unexpected state.
+    pub violations: Vec<Violation>,
     /// Messages read in the batch (applied, rejected or duplicate).
     pub messages: usize,
     /// Tasks placed in the batch.
@@ -200,17 +219,22 @@ pub struct Batch {
 impl Batch {
     /// Whether the batch changes anything in PostgreSQL.
     pub fn writes(&self) -> bool {
-        !self.processed.is_empty() || !self.events.is_empty() || !self.task_rows.is_empty() || !self.sealed.is_empty()
+        !self.processed.is_empty()
+            || !self.events.is_empty()
+            || !self.task_rows.is_empty()
+            || !self.sealed.is_empty()
+            || !self.quarantined.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
         !self.writes() && self.acks.is_empty() && self.heartbeat_acks.is_empty()
     }
 
-    /// Numbers and wraps an event.
+    /// Numbers and wraps an event (its id and time from the context).
     pub fn record(
         &mut self,
         state: &mut State,
+        context: &mut Context,
         origin: Origin,
         organization_id: Option<OrganizationId>,
         recorded: Recorded,
@@ -219,8 +243,8 @@ impl Batch {
         let seq = state.next_seq;
         state.next_seq += 1;
         let origin = Origin { organization_id, ..origin };
-        let envelope = Envelope::wrap(&recorded.event, origin);
-        let text = envelope.to_json();
+        let envelope = Envelope::header_at(context.message_id(), context.now(), &recorded.event, origin);
+        let text = envelope.text_with(&recorded.event);
         let event_type = grid_shared::envelope::Message::message_type(&recorded.event);
         self.events.push(NumberedEvent {
             seq,
@@ -253,16 +277,17 @@ impl Batch {
     pub fn apply_effects(
         &mut self,
         state: &mut State,
+        context: &mut Context,
         task: &mut Task,
         origin: Origin,
         effects: Effects,
-        now: DateTime<Utc>,
     ) {
+        let now = context.now();
         let organization = Some(task.organization_id);
         for recorded in effects.events {
             let assignment = matches!(recorded.event, Event::TaskAssigned(_));
             let input = if assignment { task.input.clone() } else { None };
-            let seq = self.record(state, origin, organization, recorded, input);
+            let seq = self.record(state, context, origin, organization, recorded, input);
             if assignment {
                 // The node's channel entry of this assignment is `<seq>-0`.
                 task.assignment_seq = Some(seq);

@@ -6,8 +6,8 @@
 //! Each transition changes the task in place and returns its [`Effects`]: the events it
 //! records (with the node to tell, if any) and the rows it changes besides the task's own (task
 //! results, verdicts, credits, trust). The writer writes the task's row from the task as it is
-//! afterwards. A refusal (a stale report, an illegal transition) is an `Err` with the reason
-//! the issuer sees, and changes nothing.
+//! afterwards. A refusal (a stale report, an illegal transition, a state the transition does
+//! not expect) is an `Err(Refusal)`, and changes nothing: no transition panics.
 
 use chrono::{DateTime, Duration, Utc};
 use grid_shared::blocks::Leaf;
@@ -20,6 +20,7 @@ use grid_shared::events::{
 use grid_shared::ids::{NodeId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
 use grid_shared::proof::storable_time;
+use grid_shared::reasons::{Refusal, TakeBack, TaskReason};
 
 use super::{Node, ProofChain, Rules, Task, TaskResult};
 use crate::scheduler::{DEFERRAL_SAFETY_RUNTIMES, Placement};
@@ -97,7 +98,7 @@ pub struct Effects {
     /// Nodes whose trust changed, with the new value.
     pub trust: Vec<(NodeId, u32)>,
     /// Set when the task failed for good: the reason, for the dead-letter stream.
-    pub dead_letter: Option<String>,
+    pub dead_letter: Option<TaskReason>,
     /// Set when the task completed.
     pub result: Option<FinalResult>,
 }
@@ -154,10 +155,22 @@ pub fn admission_problem(
 // Placement and start
 // ---------------------------------------------------------------------------------------------
 
+/// A refusal for a transition that met a state it does not expect.
+fn unexpected(task: &Task, what: &str) -> Refusal {
+    Refusal::Invariant {
+        detail: format!(
+            "{what}: task {} is {} on node {:?} at attempt {}",
+            task.task_id, task.status, task.node_id, task.attempts
+        ),
+    }
+}
+
 /// `Queued → Assigned` on the node the scheduler chose: a new attempt, which fences off the
 /// reports of earlier ones.
-pub fn place(task: &mut Task, placement: Placement, now: DateTime<Utc>, rules: &Rules) -> Effects {
-    debug_assert_eq!(task.status, TaskStatus::Queued);
+pub fn place(task: &mut Task, placement: Placement, now: DateTime<Utc>, rules: &Rules) -> Result<Effects, Refusal> {
+    if task.status != TaskStatus::Queued || task.node_id.is_some() {
+        return Err(unexpected(task, "placing a task that is not queued"));
+    }
     task.status = TaskStatus::Assigned;
     task.attempts += 1;
     task.node_id = Some(placement.node_id);
@@ -174,29 +187,23 @@ pub fn place(task: &mut Task, placement: Placement, now: DateTime<Utc>, rules: &
         runner_up: placement.runner_up,
         assigned_by: rules.writer_name.clone(),
     });
-    Effects::with(Recorded::to_node(event, Some(placement.node_id)))
+    Ok(Effects::with(Recorded::to_node(event, Some(placement.node_id))))
 }
 
 /// Refuses a report that is not about the task's current assignment (same node, same attempt).
-fn check_assignment(task: &Task, node_id: NodeId, attempt: i32) -> Result<(), String> {
+fn check_assignment(task: &Task, node_id: NodeId, attempt: i32) -> Result<(), Refusal> {
     if task.node_id != Some(node_id) || task.attempts != attempt {
-        return Err(format!(
-            "stale report: attempt {attempt} on node {node_id} is not the task's current assignment (attempt {})",
-            task.attempts
-        ));
+        return Err(Refusal::StaleReport { attempt, node_id, current_attempt: task.attempts });
     }
     Ok(())
 }
 
-/// The reason given for a report about a task that is not open (final, or never known).
-pub fn not_in_flight() -> String {
-    "stale report: the task is not in flight (already final, or unknown)".to_owned()
-}
-
 /// `Assigned → Running`.
-pub fn start(task: &mut Task, report: &TaskStartedReport, now: DateTime<Utc>) -> Result<Effects, String> {
+pub fn start(task: &mut Task, report: &TaskStartedReport, now: DateTime<Utc>) -> Result<Effects, Refusal> {
     check_assignment(task, report.node_id, report.attempt)?;
-    task.status.transition(TaskStatus::Running).map_err(|illegal| illegal.to_string())?;
+    task.status
+        .transition(TaskStatus::Running)
+        .map_err(|illegal| Refusal::IllegalTransition { from: illegal.from, to: illegal.to })?;
     task.status = TaskStatus::Running;
     task.started_at = Some(now);
     let event =
@@ -248,13 +255,16 @@ pub struct CompletionContext<'a> {
 pub fn complete(
     task: &mut Task,
     report: TaskCompletedReport,
-    nodes: &mut std::collections::HashMap<NodeId, Node>,
+    nodes: &mut super::Map<NodeId, Node>,
     chain: &mut ProofChain,
     context: &CompletionContext<'_>,
-) -> Result<Effects, String> {
+) -> Result<Effects, Refusal> {
     check_assignment(task, report.node_id, report.attempt)?;
+    if !matches!(task.status, TaskStatus::Assigned | TaskStatus::Running) {
+        return Err(unexpected(task, "a completion for a task that is not on its node"));
+    }
     let Some(reporter) = nodes.get(&report.node_id) else {
-        return Err(format!("unknown node {}", report.node_id));
+        return Err(Refusal::UnknownNode { node_id: report.node_id });
     };
     let rules = context.rules;
     let assigned_at = task.assigned_at.unwrap_or(context.now);
@@ -309,7 +319,7 @@ pub fn complete(
         }
         Outcome::NoQuorum { results: count, distinct_hashes, quorum } => {
             let reason =
-                format!("no_quorum: {count} results with {distinct_hashes} distinct hashes, none reached {quorum}");
+                TaskReason::NoQuorum { results: count as u64, distinct_hashes: distinct_hashes as u64, quorum };
             effects.new_results.push((this, Verdict::Inconclusive, report.result_json));
             effects.verdicts = task.results.iter().map(|result| (result.attempt, Verdict::Inconclusive)).collect();
             task.results.clear();
@@ -339,7 +349,7 @@ pub fn complete(
                 solar: report.solar_contribution,
             });
             // The row keeps why the energy earns nothing, or no reason at all.
-            task.reason = check.refusal.clone();
+            task.reason = check.refusal.clone().map(|detail| TaskReason::NotCredited { detail });
             task.status = TaskStatus::Completed;
             effects.events.push(Recorded::new(Event::TaskCompleted(TaskCompleted {
                 task_id: task.task_id,
@@ -442,7 +452,7 @@ pub fn backoff_ms(base_ms: i64, failures: i32) -> i64 {
     base_ms.saturating_mul(1_i64 << exponent).min(MAX_BACKOFF_MS)
 }
 
-fn back_to_queue(task: &mut Task, reason: Option<String>, not_before: Option<DateTime<Utc>>) {
+fn back_to_queue(task: &mut Task, reason: Option<TaskReason>, not_before: Option<DateTime<Utc>>) {
     task.status = TaskStatus::Queued;
     task.node_id = None;
     task.assigned_at = None;
@@ -451,8 +461,7 @@ fn back_to_queue(task: &mut Task, reason: Option<String>, not_before: Option<Dat
     task.not_before = not_before;
 }
 
-fn finish(task: &mut Task, status: TaskStatus, reason: Option<String>) {
-    debug_assert!(status.is_final());
+fn finish(task: &mut Task, status: TaskStatus, reason: Option<TaskReason>) {
     task.status = status;
     if reason.is_some() {
         task.reason = reason;
@@ -466,26 +475,30 @@ fn inconclusive(task: &mut Task, effects: &mut Effects) {
 
 /// Takes a task off its node: requeued after a backoff, or failed when its attempts are spent
 /// (assignments that ended in a recorded result are not failed attempts). With `tell_node`,
-/// the node hears of it (it may still start the task late).
-pub fn take_back(task: &mut Task, reason: &str, now: DateTime<Utc>, rules: &Rules, tell_node: bool) -> Effects {
-    debug_assert!(matches!(task.status, TaskStatus::Assigned | TaskStatus::Running));
-    let node_id = task.node_id.expect("an assigned or running task has a node");
+/// the node hears of it (it may still start the task late). A task that is not on a node is
+/// refused: taking it back twice (a node's expiry and a lease due together) must not act twice.
+pub fn take_back(
+    task: &mut Task,
+    cause: TakeBack,
+    now: DateTime<Utc>,
+    rules: &Rules,
+    tell_node: bool,
+) -> Result<Effects, Refusal> {
+    let (TaskStatus::Assigned | TaskStatus::Running, Some(node_id)) = (task.status, task.node_id) else {
+        return Err(unexpected(task, "taking back a task that is not on a node"));
+    };
     let attempt = task.attempts;
     let failures = task.attempts - i32::try_from(task.results.len()).unwrap_or(0);
     let notify = tell_node.then_some(node_id);
     if failures < rules.max_attempts {
         let retry_after_ms = backoff_ms(rules.requeue_backoff_ms, failures);
-        back_to_queue(task, Some(reason.to_owned()), Some(now + Duration::milliseconds(retry_after_ms)));
-        let event = Event::TaskRequeued(TaskRequeued {
-            task_id: task.task_id,
-            node_id,
-            attempt,
-            reason: reason.to_owned(),
-            retry_after_ms,
-        });
-        return Effects::with(Recorded::to_node(event, notify));
+        let reason = TaskReason::taken_back(cause);
+        back_to_queue(task, Some(reason.clone()), Some(now + Duration::milliseconds(retry_after_ms)));
+        let event =
+            Event::TaskRequeued(TaskRequeued { task_id: task.task_id, node_id, attempt, reason, retry_after_ms });
+        return Ok(Effects::with(Recorded::to_node(event, notify)));
     }
-    let final_reason = format!("attempts_exhausted: {reason}");
+    let final_reason = TaskReason::AttemptsExhausted { attempts: task.attempts, last: cause };
     let mut effects = Effects::default();
     inconclusive(task, &mut effects);
     finish(task, TaskStatus::Failed, Some(final_reason.clone()));
@@ -497,7 +510,7 @@ pub fn take_back(task: &mut Task, reason: &str, now: DateTime<Utc>, rules: &Rule
     });
     effects.events.push(Recorded::to_node(event, notify));
     effects.dead_letter = Some(final_reason);
-    effects
+    Ok(effects)
 }
 
 /// The node reported that it could not run the task: taken back.
@@ -506,14 +519,16 @@ pub fn fail_report(
     report: &TaskFailedReport,
     now: DateTime<Utc>,
     rules: &Rules,
-) -> Result<Effects, String> {
+) -> Result<Effects, Refusal> {
     check_assignment(task, report.node_id, report.attempt)?;
-    Ok(take_back(task, &format!("node reported failure: {}", report.error), now, rules, false))
+    take_back(task, TakeBack::NodeReportedFailure { error: report.error.clone() }, now, rules, false)
 }
 
 /// Cancelled (by request, or because consent was revoked); a node holding it is told.
-pub fn cancel(task: &mut Task, reason: &str) -> Result<Effects, String> {
-    task.status.transition(TaskStatus::Cancelled).map_err(|illegal| format!("cannot cancel: {illegal}"))?;
+pub fn cancel(task: &mut Task, reason: TaskReason) -> Result<Effects, Refusal> {
+    task.status
+        .transition(TaskStatus::Cancelled)
+        .map_err(|illegal| Refusal::IllegalTransition { from: illegal.from, to: illegal.to })?;
     let on_node = matches!(task.status, TaskStatus::Assigned | TaskStatus::Running);
     let mut effects = Effects::default();
     inconclusive(task, &mut effects);
@@ -521,10 +536,10 @@ pub fn cancel(task: &mut Task, reason: &str) -> Result<Effects, String> {
         task_id: task.task_id,
         node_id: task.node_id,
         attempt: task.attempts,
-        reason: reason.to_owned(),
+        reason: reason.clone(),
     });
     effects.events.push(Recorded::to_node(event, if on_node { task.node_id } else { None }));
-    finish(task, TaskStatus::Cancelled, Some(reason.to_owned()));
+    finish(task, TaskStatus::Cancelled, Some(reason));
     Ok(effects)
 }
 
@@ -537,10 +552,10 @@ pub fn deadline_passed(task: &mut Task) -> Effects {
         task_id: task.task_id,
         node_id: task.node_id,
         attempt: task.attempts,
-        reason: "deadline_exceeded".to_owned(),
+        reason: TaskReason::DeadlineExceeded,
     });
     effects.events.push(Recorded::to_node(event, if on_node { task.node_id } else { None }));
-    finish(task, TaskStatus::Failed, Some("deadline_exceeded".to_owned()));
+    finish(task, TaskStatus::Failed, Some(TaskReason::DeadlineExceeded));
     effects
 }
 

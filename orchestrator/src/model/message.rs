@@ -42,11 +42,7 @@ pub fn decode(source: Source, envelope_text: Option<&str>) -> Result<(Envelope, 
         Source::Commands => Decoded::Command(envelope.decode()?),
         Source::Reports => {
             let report: Report = envelope.decode()?;
-            let reporter = match &report {
-                Report::TaskStarted(payload) => payload.node_id,
-                Report::TaskCompleted(payload) => payload.node_id,
-                Report::TaskFailed(payload) => payload.node_id,
-            };
+            let reporter = report.node_id();
             if envelope.actor != Actor::Node(reporter) {
                 return Err(DecodeError::Payload {
                     message_type: envelope.message_type.clone(),

@@ -8,17 +8,21 @@
 //! - [`queue`]: the queued tasks, by priority and by deadline; [`timers`]: what is due when.
 //! - [`batch`]: what the writer decided since its last commit, as rows and Redis work;
 //!   [`message`]: a stream entry decoded into the message it carries.
+//! - [`context`]: the clock, ids and random draws decisions take (never the world's own).
+//! - [`restore`]: the state rebuilt from what was committed (a [`restore::Snapshot`] of the
+//!   rows), with the tasks whose rows contradict themselves quarantined instead of trusted.
 //!
 //! Nothing here does I/O.
 
 pub mod batch;
 pub mod chain;
+pub mod context;
 pub mod lifecycle;
 pub mod message;
 pub mod queue;
+pub mod restore;
 pub mod timers;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +31,7 @@ use grid_shared::domain::{TaskInput, TaskStatus};
 use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::proof::GENESIS_HASH;
+use grid_shared::reasons::TaskReason;
 
 pub use chain::ProofChain;
 
@@ -35,6 +40,12 @@ use crate::scheduler::{LiveNode, Policy, RankedFleet};
 use crate::validation::Requirement;
 pub use queue::Queue;
 pub use timers::Timers;
+
+/// A map of the writer's state. Hashed with foldhash, seeded per process: SipHash was a tenth
+/// of a decision's time, and no decision depends on a map's order (each that iterates sorts).
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A set of the writer's state (see [`Map`]).
+pub type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// An anonymised task input at most this large (numbers of readings) is kept in memory for
 /// the assignment message; a larger one is read back from its row when the task is placed.
@@ -69,7 +80,7 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     /// A requeued task waits out its backoff until then.
     pub not_before: Option<DateTime<Utc>>,
-    pub reason: Option<String>,
+    pub reason: Option<TaskReason>,
     pub requirement: Requirement,
     /// The id of the request that submitted the task: it follows the task to the node.
     pub correlation_id: uuid::Uuid,
@@ -102,7 +113,7 @@ pub struct Node {
     /// Consecutive results confirmed by a quorum.
     pub trust: u32,
     /// Tasks assigned to or running on it (each holds one core).
-    pub in_flight: HashSet<TaskId>,
+    pub in_flight: Set<TaskId>,
 }
 
 /// The live state of a node from its last heartbeat.
@@ -117,7 +128,7 @@ pub struct Live {
 /// An organisation and its API keys (as hashes) that still work.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Organization {
-    pub active_keys: HashSet<String>,
+    pub active_keys: Set<String>,
 }
 
 /// The settings decisions depend on, taken from the configuration once.
@@ -161,24 +172,24 @@ impl Rules {
 /// Everything the writer decides from.
 #[derive(Debug, Clone)]
 pub struct State {
-    pub tasks: HashMap<TaskId, Task>,
+    pub tasks: Map<TaskId, Task>,
     pub queue: Queue,
     pub timers: Timers,
-    pub nodes: HashMap<NodeId, Node>,
+    pub nodes: Map<NodeId, Node>,
     /// Live state of the nodes whose last heartbeat has not expired.
-    pub live: HashMap<NodeId, Live>,
+    pub live: Map<NodeId, Live>,
     /// The live nodes, ranked for placement (kept in step with `live` and `nodes`).
     pub fleet: RankedFleet,
     /// How many registered nodes each owner has.
-    pub nodes_per_owner: HashMap<OrganizationId, u32>,
+    pub nodes_per_owner: Map<OrganizationId, u32>,
     /// How many live nodes each owner has (kept with `live`).
-    pub live_per_owner: HashMap<OrganizationId, u32>,
-    pub organizations: HashMap<OrganizationId, Organization>,
+    pub live_per_owner: Map<OrganizationId, u32>,
+    pub organizations: Map<OrganizationId, Organization>,
     /// Every API key hash and node token hash ever issued (they must be unique).
-    pub key_hashes: HashSet<String>,
-    pub token_hashes: HashSet<String>,
+    pub key_hashes: Set<String>,
+    pub token_hashes: Set<String>,
     /// (organisation, owner) pairs whose consent is granted.
-    pub consent: HashSet<(OrganizationId, OwnerId)>,
+    pub consent: Set<(OrganizationId, OwnerId)>,
     pub chain: ProofChain,
     /// The seq the next event gets.
     pub next_seq: i64,
@@ -187,18 +198,18 @@ pub struct State {
 impl State {
     pub fn new(policy: Policy) -> Self {
         Self {
-            tasks: HashMap::new(),
+            tasks: Map::default(),
             queue: Queue::default(),
             timers: Timers::default(),
-            nodes: HashMap::new(),
-            live: HashMap::new(),
+            nodes: Map::default(),
+            live: Map::default(),
             fleet: RankedFleet::new(policy.watts_per_core),
-            nodes_per_owner: HashMap::new(),
-            live_per_owner: HashMap::new(),
-            organizations: HashMap::new(),
-            key_hashes: HashSet::new(),
-            token_hashes: HashSet::new(),
-            consent: HashSet::new(),
+            nodes_per_owner: Map::default(),
+            live_per_owner: Map::default(),
+            organizations: Map::default(),
+            key_hashes: Set::default(),
+            token_hashes: Set::default(),
+            consent: Set::default(),
             chain: ProofChain::new(0, GENESIS_HASH),
             next_seq: 1,
         }
@@ -257,8 +268,9 @@ impl State {
         match self.live.get(&entry.node_id) {
             Some(previous) => self.timers.forget_node_expiry(previous.expires_at, entry.node_id),
             None => {
-                let owner = self.nodes[&entry.node_id].owner_id;
-                *self.live_per_owner.entry(owner).or_default() += 1;
+                if let Some(node) = self.nodes.get(&entry.node_id) {
+                    *self.live_per_owner.entry(node.owner_id).or_default() += 1;
+                }
             }
         }
         let live =
@@ -365,7 +377,7 @@ mod tests {
     use crate::model::lifecycle::tests::rules;
 
     fn node_of(owner_id: OrganizationId) -> Node {
-        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, trust: 0, in_flight: HashSet::new() }
+        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, trust: 0, in_flight: Set::default() }
     }
 
     fn heartbeat_of(node_id: NodeId, solar_watts: f64) -> HeartbeatEntry {

@@ -43,6 +43,22 @@ impl Queue {
         self.by_priority.is_empty()
     }
 
+    /// Whether the task is in the queue (as it is now: a changed task must be removed first).
+    pub fn contains(&self, task: &Task) -> bool {
+        self.by_priority.contains(&Self::key(task))
+    }
+
+    /// Every task in the queue, in queue order (for checks that both orders hold the same).
+    pub fn task_ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        self.by_priority.iter().map(|key| key.3)
+    }
+
+    /// Whether the two orders hold the same tasks.
+    pub fn orders_agree(&self) -> bool {
+        self.by_priority.len() == self.by_deadline.len()
+            && self.by_deadline.iter().all(|(deadline, key)| *deadline == key.1 && self.by_priority.contains(key))
+    }
+
     /// Up to `limit` tasks from the head of each order, without repeats, in queue order.
     /// O(limit × log limit).
     pub fn candidates(&self, limit: usize) -> Vec<TaskId> {

@@ -251,8 +251,11 @@ impl RankedFleet {
 
     /// The best two ranked nodes the task may go to (chosen, runner-up).
     fn best_two(&self, excluded: &dyn Fn(NodeId) -> bool) -> (Option<&LiveNode>, Option<&LiveNode>) {
-        let mut eligible =
-            self.ranked.iter().filter(|rank| !excluded(rank.node_id)).map(|rank| &self.nodes[&rank.node_id].0);
+        let mut eligible = self
+            .ranked
+            .iter()
+            .filter(|rank| !excluded(rank.node_id))
+            .filter_map(|rank| self.nodes.get(&rank.node_id).map(|(node, _)| node));
         (eligible.next(), eligible.next())
     }
 }
@@ -285,7 +288,10 @@ pub fn place(
         (Some(chosen), runner_up) => (chosen.clone(), runner_up.map(LiveNode::score_inputs)),
         (None, _) => return Decision::NoEligibleNode,
     };
-    debug_assert!(chosen.has_free_core(), "only nodes with a free core are ranked");
+    if !chosen.has_free_core() {
+        // Only nodes with a free core are ranked; were one full, placing would overfill it.
+        return Decision::NoCapacity;
+    }
     let deferrable = now < policy.wait_for_sun_until_deadline(deadline);
     if deferrable && chosen.solar_surplus(policy.watts_per_core) < 0.0 {
         return Decision::WaitForSun;

@@ -6,64 +6,62 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use grid_shared::carbon::MicroWattHours;
-use grid_shared::domain::{TaskKind, TaskStatus};
+use grid_shared::domain::TaskKind;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use sqlx::{PgPool, Row};
 
 use crate::model::batch::PurgeTargets;
-use crate::model::{Node, Organization, ProofChain, Rules, State, Task, TaskResult};
-use crate::validation::Requirement;
+use crate::model::restore::{Quarantined, Restore, StoredNode, StoredTask};
+use crate::model::{Rules, State, TaskResult};
 
-fn small(row: &sqlx::postgres::PgRow, column: &str) -> Result<u8, sqlx::Error> {
-    let value: i16 = row.try_get(column)?;
-    u8::try_from(value).map_err(|_| sqlx::Error::Decode(format!("{column} {value} out of range").into()))
-}
-
-/// Rebuilds the writer's state: organisations and keys, nodes, consent, every open task with
-/// its pending results, the chain head and the next event seq. Live state comes from Redis.
-pub async fn load_state(pool: &PgPool, rules: &Rules) -> Result<State, sqlx::Error> {
-    let mut state = State::new(rules.policy);
-    let keys: Vec<(String, uuid::Uuid, bool)> =
-        sqlx::query_as("select key_hash, organization_id, revoked_at is null from api_key").fetch_all(pool).await?;
+/// Rebuilds the writer's state ([`Restore`]): organisations and keys, nodes, consent, every
+/// open task with its pending results, the chain head and the next event seq; with the tasks
+/// whose rows contradict themselves, quarantined. Live state comes from Redis.
+pub async fn load_state(
+    pool: &PgPool,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<(State, Vec<Quarantined>), sqlx::Error> {
+    let mut restore = Restore::new(rules, now);
     let organizations: Vec<uuid::Uuid> =
         sqlx::query_scalar("select organization_id from organization").fetch_all(pool).await?;
     for organization_id in organizations {
-        state.organizations.insert(OrganizationId(organization_id), Organization::default());
+        restore.organization(OrganizationId(organization_id));
     }
+    let keys: Vec<(String, uuid::Uuid, bool)> =
+        sqlx::query_as("select key_hash, organization_id, revoked_at is null from api_key").fetch_all(pool).await?;
     for (hash, organization_id, active) in keys {
-        if active && let Some(organization) = state.organizations.get_mut(&OrganizationId(organization_id)) {
-            organization.active_keys.insert(hash.clone());
-        }
-        state.key_hashes.insert(hash);
+        restore.api_key(hash, OrganizationId(organization_id), active);
     }
     let nodes: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, String)> =
         sqlx::query_as("select node_id, organization_id, cpu_cores, trust, token_hash from node")
             .fetch_all(pool)
             .await?;
-    for (node_id, owner_id, cores, trust, token_hash) in nodes {
-        state.token_hashes.insert(token_hash);
-        state.add_node(Node {
+    for (node_id, owner_id, cpu_cores, trust, token_hash) in nodes {
+        restore.node(StoredNode {
             node_id: NodeId(node_id),
             owner_id: OrganizationId(owner_id),
-            cpu_cores: u16::try_from(cores).unwrap_or(u16::MAX),
-            trust: u32::try_from(trust).unwrap_or(0),
-            in_flight: HashSet::new(),
+            cpu_cores,
+            trust,
+            token_hash,
         });
     }
     let consent: Vec<(uuid::Uuid, uuid::Uuid)> =
         sqlx::query_as("select organization_id, owner_id from consent where granted").fetch_all(pool).await?;
-    state.consent =
-        consent.into_iter().map(|(organization, owner)| (OrganizationId(organization), OwnerId(owner))).collect();
-    load_open_tasks(pool, |task| state.insert_task(task, rules)).await?;
-    state.chain = load_chain(pool).await?;
+    for (organization_id, owner_id) in consent {
+        restore.consent(OrganizationId(organization_id), OwnerId(owner_id));
+    }
+    load_open_tasks(pool, |task| restore.task(task)).await?;
+    let (height, head_hash, leaves) = load_chain(pool).await?;
+    restore.chain(height, &head_hash, leaves);
     let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from event").fetch_one(pool).await?;
-    state.next_seq = last_seq + 1;
-    Ok(state)
+    restore.last_seq(last_seq);
+    Ok(restore.finish())
 }
 
 /// The proof chain's head (the last block, else the last `kgp1` link, else the genesis hash)
 /// and the leaves credited but not sealed yet.
-async fn load_chain(pool: &PgPool) -> Result<ProofChain, sqlx::Error> {
+async fn load_chain(pool: &PgPool) -> Result<(i64, String, Vec<(i64, grid_shared::merkle::Hash)>), sqlx::Error> {
     let block: Option<(i64, String)> =
         sqlx::query_as("select height, hash from proof_block order by height desc limit 1")
             .fetch_optional(pool)
@@ -88,13 +86,13 @@ async fn load_chain(pool: &PgPool) -> Result<ProofChain, sqlx::Error> {
         hex::decode_to_slice(&hash, &mut bytes).map(|()| (height, bytes))
     });
     let leaves = leaves.collect::<Result<Vec<_>, _>>().map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
-    Ok(ProofChain::new(height, &head_hash).with_pending(leaves, chrono::Utc::now()))
+    Ok((height, head_hash, leaves))
 }
 
 /// Every task not final, with its pending results, handed to `take` one by one (rows are
 /// streamed, not gathered: 100,000 queued tasks must not cost their rows and their state at
 /// once). Thermal inputs are small and kept; group inputs are read back when placed.
-async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(Task)) -> Result<(), sqlx::Error> {
+async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(StoredTask)) -> Result<(), sqlx::Error> {
     use futures_util::TryStreamExt;
     let results = sqlx::query(
         "select r.task_id, r.attempt, r.node_id, r.owner_id, r.result_hash, r.energy_uwh, r.solar_uwh, r.refusal
@@ -130,20 +128,17 @@ async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(Task)) -> Result<()
     while let Some(row) = rows.try_next().await? {
         let row = &row;
         let task_id = TaskId(row.try_get("task_id")?);
-        let status: String = row.try_get("status")?;
-        let status = TaskStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown task status {status:?}").into()))?;
         let kind: Option<serde_json::Value> = row.try_get("small_kind")?;
         let input =
             kind.and_then(|kind| serde_json::from_value::<TaskKind>(kind).ok()).map(|kind| Arc::new(kind.anonymised()));
         let participants: Vec<uuid::Uuid> = row.try_get("participants")?;
         let mut participants: Vec<OwnerId> = participants.into_iter().map(OwnerId).collect();
         participants.sort();
-        take(Task {
+        take(StoredTask {
             task_id,
             organization_id: OrganizationId(row.try_get("organization_id")?),
-            status,
-            priority: small(row, "priority")?,
+            status: row.try_get("status")?,
+            priority: row.try_get("priority")?,
             deadline: row.try_get("deadline")?,
             submitted_at: row.try_get("submitted_at")?,
             attempts: row.try_get("attempts")?,
@@ -152,11 +147,9 @@ async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(Task)) -> Result<()
             started_at: row.try_get("started_at")?,
             not_before: row.try_get::<Option<DateTime<Utc>>, _>("not_before")?,
             reason: row.try_get("reason")?,
-            requirement: Requirement {
-                replicas: small(row, "replicas")?,
-                quorum: small(row, "quorum")?,
-                result_limit: small(row, "result_limit")?,
-            },
+            replicas: row.try_get("replicas")?,
+            quorum: row.try_get("quorum")?,
+            result_limit: row.try_get("result_limit")?,
             correlation_id: row.try_get("correlation_id")?,
             participants,
             input,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use grid_shared::domain::{TaskInput, TaskKind};
+use grid_shared::events::Event;
 use grid_shared::ids::TaskId;
+use grid_shared::reasons::{Refusal, TaskReason};
 use sqlx::{PgConnection, PgPool};
 
 use crate::model::batch::Batch;
@@ -165,8 +167,12 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
     let mut statements = 0;
     let inserted: HashSet<TaskId> = batch.task_inserts.iter().map(|insert| insert.task_id).collect();
     if !batch.task_inserts.is_empty() {
-        let rows: Vec<_> =
-            batch.task_inserts.iter().map(|insert| (insert, &batch.task_rows[&insert.task_id])).collect();
+        // Every insert has its row (`Batch::task_row` is called with each).
+        let rows: Vec<_> = batch
+            .task_inserts
+            .iter()
+            .filter_map(|insert| batch.task_rows.get(&insert.task_id).map(|row| (insert, row)))
+            .collect();
         sqlx::query(
             "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
                  attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
@@ -196,7 +202,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(rows.iter().map(|(_, row)| row.started_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, row)| row.finished_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, row)| row.not_before).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.reason.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, row)| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>())
         .bind(rows.iter().map(|(insert, _)| insert.correlation_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|(insert, _)| insert.submitted_entry_id.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|(insert, _)| i16::from(insert.replicas)).collect::<Vec<_>>())
@@ -212,7 +218,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .task_order
         .iter()
         .filter(|task_id| !inserted.contains(task_id))
-        .map(|task_id| &batch.task_rows[task_id])
+        .filter_map(|task_id| batch.task_rows.get(task_id))
         .collect();
     if !updated.is_empty() {
         sqlx::query(
@@ -238,7 +244,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(updated.iter().map(|row| row.started_at).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.finished_at).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.not_before).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.reason.as_deref()).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| i16::from(row.quorum)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| i16::from(row.result_limit)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.assignment_seq).collect::<Vec<_>>())
@@ -246,6 +252,18 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
+    if !batch.quarantined.is_empty() {
+        // Only the status and the reason change: the rest of the row is the evidence.
+        sqlx::query(
+            "update task t set status = 'quarantined', reason = g.reason, updated_at = now()
+             from unnest($1::uuid[], $2::text[]) as g(task_id, reason) where t.task_id = g.task_id",
+        )
+        .bind(batch.quarantined.iter().map(|(task_id, _)| task_id.as_uuid()).collect::<Vec<_>>())
+        .bind(batch.quarantined.iter().map(|(_, reason)| reason.to_stored()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -400,8 +418,9 @@ async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Resu
         .events
         .iter_mut()
         .filter(assigned)
-        .filter_map(|event| {
-            event.envelope.payload.get("task_id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok())
+        .filter_map(|event| match &event.event {
+            Event::TaskAssigned(assigned) => Some(assigned.task_id.as_uuid()),
+            _ => None,
         })
         .collect();
     if wanted.is_empty() {
@@ -426,14 +445,22 @@ async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Resu
                 .await?;
         statements += 1;
         for (task_id, kind) in rows {
-            let kind: TaskKind = serde_json::from_value(kind)
-                .map_err(|error| sqlx::Error::Decode(format!("task {task_id} kind: {error}").into()))?;
-            inputs.insert(task_id, Arc::new(kind.anonymised()));
+            // A stored kind that does not parse must not fail every batch that places its task:
+            // the assignment is not sent, and its start lease takes the task back.
+            match serde_json::from_value::<TaskKind>(kind) {
+                Ok(kind) => {
+                    inputs.insert(task_id, Arc::new(kind.anonymised()));
+                }
+                Err(error) => {
+                    tracing::error!(%task_id, %error, "a stored task kind does not parse; its assignment is not sent")
+                }
+            }
         }
     }
     for event in batch.events.iter_mut().filter(|event| event.event_type == "TaskAssigned" && event.input.is_none()) {
-        let task_id = event.envelope.payload.get("task_id").and_then(|id| id.as_str()).and_then(|id| id.parse().ok());
-        event.input = task_id.and_then(|task_id: uuid::Uuid| inputs.get(&task_id).cloned());
+        if let Event::TaskAssigned(assigned) = &event.event {
+            event.input = inputs.get(&assigned.task_id.as_uuid()).cloned();
+        }
     }
     Ok(statements)
 }
@@ -470,7 +497,7 @@ async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64
         .bind(processed.iter().map(|message| message.message_id.as_uuid()).collect::<Vec<_>>())
         .bind(processed.iter().map(|message| message.message_type.as_str()).collect::<Vec<_>>())
         .bind(processed.iter().map(|message| message.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(processed.iter().map(|message| message.rejection.as_deref()).collect::<Vec<_>>())
+        .bind(processed.iter().map(|message| message.rejection.as_ref().map(Refusal::to_stored)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;

@@ -259,18 +259,18 @@ pub fn node_message(envelope: &Envelope, event: &Event, input: Option<&TaskInput
         Event::TaskCancelled(cancelled) => NodeMessage::TaskCancelled(TaskCancellation {
             task_id: cancelled.task_id,
             attempt: cancelled.attempt,
-            reason: cancelled.reason.clone(),
+            reason: cancelled.reason.for_node().to_owned(),
         }),
         // A task taken back or failed while on the node: the node must stop it.
         Event::TaskRequeued(requeued) => NodeMessage::TaskCancelled(TaskCancellation {
             task_id: requeued.task_id,
             attempt: requeued.attempt,
-            reason: requeued.reason.clone(),
+            reason: requeued.reason.for_node().to_owned(),
         }),
         Event::TaskFailed(failed) => NodeMessage::TaskCancelled(TaskCancellation {
             task_id: failed.task_id,
             attempt: failed.attempt,
-            reason: failed.reason.clone(),
+            reason: failed.reason.for_node().to_owned(),
         }),
         _ => return None,
     };
@@ -343,7 +343,9 @@ pub async fn publish(
             .arg("type")
             .arg("TASK:FAILED")
             .arg("reason")
-            .arg(&dead.reason)
+            .arg(dead.reason.to_string())
+            .arg("code")
+            .arg(dead.reason.code())
             .arg("deliveries")
             .arg(dead.attempts)
             .ignore();

@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use grid_shared::domain::{RejectionReason, TaskKind, TaskStatus};
 use grid_shared::envelope::{Actor, Envelope, Origin};
 use grid_shared::events::{
@@ -18,12 +17,14 @@ use grid_shared::messages::{
     CancelTask, Command, CreateOrganization, GrantConsent, RegisterNode, Report, RevokeConsent, RotateApiKey,
     SubmitTask,
 };
+use grid_shared::reasons::{Refusal, TaskReason};
 
-use crate::model::batch::{Batch, ConsentChange, EntryRef, NodeInsert, Processed, PurgeTargets, TaskInsert};
+use crate::model::batch::{Batch, ConsentChange, EntryRef, NodeInsert, Processed, PurgeTargets, TaskInsert, Violation};
+use crate::model::context::Context;
 use crate::model::lifecycle::{self, Admission, CompletionContext, Effects, Recorded};
 use crate::model::message::{Decoded, Ready};
-use crate::model::{INPUT_KEPT_READINGS, Node, Organization, Rules, State, Task};
-use crate::validation::{Requirement, draw_ppm};
+use crate::model::{INPUT_KEPT_READINGS, Node, Organization, Rules, Set, State, Task};
+use crate::validation::Requirement;
 
 /// The origin of events caused by the writer itself (placements, timers) for a task.
 pub fn task_origin(task: &Task) -> Origin {
@@ -40,27 +41,28 @@ pub fn task_origin(task: &Task) -> Origin {
 pub(super) fn transition(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     task_id: TaskId,
     origin: Origin,
-    now: DateTime<Utc>,
-    decide: impl FnOnce(&mut Task, &mut State) -> Result<Effects, String>,
-) -> Result<(), String> {
+    decide: impl FnOnce(&mut Task, &mut State, &mut Context) -> Result<Effects, Refusal>,
+) -> Result<(), Refusal> {
     let Some(mut task) = state.tasks.remove(&task_id) else {
-        return Err(lifecycle::not_in_flight());
+        return Err(Refusal::NotInFlight);
     };
     state.untrack(&task, rules);
     let node_before = task.node_id;
-    let decided = decide(&mut task, state);
+    let decided = decide(&mut task, state, context);
     let node_after = task.node_id;
     match decided {
         Err(reason) => {
+            // Transitions change nothing when they refuse.
             state.track(&task, rules);
             state.tasks.insert(task_id, task);
             Err(reason)
         }
         Ok(effects) => {
-            batch.apply_effects(state, &mut task, origin, effects, now);
+            batch.apply_effects(state, context, &mut task, origin, effects);
             batch.claimed_changed.extend(node_before.into_iter().chain(node_after));
             if !task.status.is_final() {
                 state.track(&task, rules);
@@ -80,44 +82,58 @@ pub struct Lookups {
     pub purge: Option<PurgeTargets>,
 }
 
-/// Applies one message. Its outcome (applied, or rejected with the reason) goes in the batch.
+/// Applies one message. Its outcome (applied, or rejected with the reason) goes in the batch;
+/// a refusal on state the writer did not expect is also a [`Violation`].
 pub fn apply_message(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     message: Ready,
     lookups: &Lookups,
-    now: DateTime<Utc>,
 ) {
     let purge = lookups.purge.as_ref();
     let envelope = &message.envelope;
     let origin = envelope.follow_up(Actor::Orchestrator);
+    let mut about = None;
     let outcome = match message.decoded.clone() {
         Decoded::Command(command) => match command {
-            Command::CreateOrganization(command) => create_organization(state, batch, origin, command),
-            Command::RegisterNode(command) => register_node(state, batch, envelope, origin, command),
+            Command::CreateOrganization(command) => create_organization(state, context, batch, origin, command),
+            Command::RegisterNode(command) => register_node(state, context, batch, envelope, origin, command),
             Command::SubmitTask(command) => {
+                about = Some(command.task_id);
                 let known = state.tasks.contains_key(&command.task_id)
                     || lookups.existing_tasks.contains(&command.task_id)
                     || batch.task_rows.contains_key(&command.task_id);
                 if known {
-                    Err(RejectionReason::DuplicateTask.to_string())
+                    Err(RejectionReason::DuplicateTask.into())
                 } else {
-                    submit_task(state, rules, batch, &message, origin, command, now)
+                    submit_task(state, rules, context, batch, &message, origin, command)
                 }
             }
-            Command::CancelTask(command) => cancel_task(state, rules, batch, envelope, origin, command, now),
-            Command::GrantConsent(command) => grant_consent(state, batch, envelope, origin, command, now),
-            Command::RevokeConsent(command) => {
-                revoke_consent(state, rules, batch, envelope, origin, command, purge, now)
+            Command::CancelTask(command) => {
+                about = Some(command.task_id);
+                cancel_task(state, rules, context, batch, envelope, origin, command)
             }
-            Command::RotateApiKey(command) => rotate_key(state, batch, envelope, origin, command),
+            Command::GrantConsent(command) => grant_consent(state, context, batch, envelope, origin, command),
+            Command::RevokeConsent(command) => {
+                revoke_consent(state, rules, context, batch, envelope, origin, command, purge)
+            }
+            Command::RotateApiKey(command) => rotate_key(state, context, batch, envelope, origin, command),
         },
-        Decoded::Report(report) => apply_report(state, rules, batch, origin, report, now),
+        Decoded::Report(report) => {
+            about = Some(report.task_id());
+            apply_report(state, rules, context, batch, origin, report)
+        }
     };
     match &outcome {
         Ok(()) => tracing::debug!("message applied"),
-        Err(reason) => tracing::debug!(reason, "message rejected"),
+        Err(reason) if reason.is_invariant() => batch.violations.push(Violation {
+            task_id: about,
+            refused: envelope.message_type.clone(),
+            detail: reason.to_string(),
+        }),
+        Err(reason) => tracing::debug!(reason = %reason, "message rejected"),
     }
     batch.processed.push(Processed {
         message_id: envelope.id,
@@ -131,25 +147,26 @@ pub fn apply_message(
 
 fn create_organization(
     state: &mut State,
+    context: &mut Context,
     batch: &mut Batch,
     origin: Origin,
     command: CreateOrganization,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let key_hash = command.api_key_hash.as_str().to_owned();
     if state.key_hashes.contains(&key_hash) {
-        return Err("this API key is already in use".to_owned());
+        return Err(Refusal::ApiKeyInUse);
     }
     if state.organizations.contains_key(&command.organization_id) {
-        return Err("an organisation with this id already exists".to_owned());
+        return Err(Refusal::OrganizationExists);
     }
     let organization_id = command.organization_id;
     state.key_hashes.insert(key_hash.clone());
-    state.organizations.insert(organization_id, Organization { active_keys: HashSet::from([key_hash.clone()]) });
+    state.organizations.insert(organization_id, Organization { active_keys: Set::from_iter([key_hash.clone()]) });
     batch.organizations.push((organization_id, command.name.as_str().to_owned()));
     batch.api_keys.push((key_hash, organization_id));
     let event =
         Event::OrganizationCreated(OrganizationCreated { organization_id, name: command.name.as_str().to_owned() });
-    batch.record(state, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
 }
 
@@ -159,16 +176,16 @@ fn issuing_organization(state: &State, envelope: &Envelope) -> Option<Organizati
 
 fn register_node(
     state: &mut State,
+    context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
     origin: Origin,
     command: RegisterNode,
-) -> Result<(), String> {
-    let organization_id =
-        issuing_organization(state, envelope).ok_or("the issuing organisation does not exist".to_owned())?;
+) -> Result<(), Refusal> {
+    let organization_id = issuing_organization(state, envelope).ok_or(Refusal::UnknownIssuer)?;
     let token_hash = command.token_hash.as_str().to_owned();
     if state.nodes.contains_key(&command.node_id) || state.token_hashes.contains(&token_hash) {
-        return Err("a node with this id or token already exists".to_owned());
+        return Err(Refusal::NodeExists);
     }
     let spec = &command.spec;
     state.token_hashes.insert(token_hash.clone());
@@ -177,7 +194,7 @@ fn register_node(
         owner_id: organization_id,
         cpu_cores: spec.cpu_cores(),
         trust: 0,
-        in_flight: HashSet::new(),
+        in_flight: Set::default(),
     });
     batch.nodes.push(NodeInsert {
         node_id: command.node_id,
@@ -196,7 +213,7 @@ fn register_node(
         has_solar: spec.has_solar(),
         location: spec.location().to_owned(),
     });
-    batch.record(state, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
 }
 
@@ -214,16 +231,20 @@ fn kept_input(kind: &TaskKind) -> Option<Arc<grid_shared::domain::TaskInput>> {
 fn submit_task(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     message: &Ready,
     origin: Origin,
     command: SubmitTask,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
+    let now = context.now();
     let envelope = &message.envelope;
     let Some(organization_id) = issuing_organization(state, envelope) else {
         // Nothing is stored for an organisation that does not exist.
-        return Err(RejectionReason::UnknownOrganization.to_string());
+        return Err(RejectionReason::UnknownOrganization.into());
+    };
+    let Ok(kind) = serde_json::to_value(&command.kind) else {
+        return Err(Refusal::Invariant { detail: "the task's kind does not serialise".to_owned() });
     };
     let participants: Vec<_> = match &command.kind {
         TaskKind::EnergyGroupOptimisation { participants, .. } => {
@@ -255,7 +276,7 @@ fn submit_task(
         organization_id,
         copropriete_id: command.copropriete_id.as_uuid(),
         kind_type: command.kind.type_name(),
-        kind: serde_json::to_value(&command.kind).expect("a task kind always serialises"),
+        kind,
         priority: command.priority.value(),
         deadline: command.deadline,
         correlation_id: envelope.correlation_id,
@@ -290,13 +311,12 @@ fn submit_task(
     };
     let organization = Some(organization_id);
     if let Some(reason) = problem {
-        let text = reason.to_string();
         task.status = TaskStatus::Rejected;
-        task.reason = Some(serde_json::to_string(&reason).expect("reasons serialise"));
+        task.reason = Some(TaskReason::Rejected(reason.clone()));
         batch.task_row(&task, now);
-        let event = Event::TaskRejected(TaskRejected { task_id: task.task_id, reason });
-        batch.record(state, origin, organization, Recorded { event, notify_node: None }, None);
-        return Err(text);
+        let event = Event::TaskRejected(TaskRejected { task_id: task.task_id, reason: reason.clone() });
+        batch.record(state, context, origin, organization, Recorded { event, notify_node: None }, None);
+        return Err(reason.into());
     }
     let event = Event::TaskAccepted(TaskAccepted {
         task_id: command.task_id,
@@ -306,44 +326,41 @@ fn submit_task(
         deadline: command.deadline,
         participant_count: task.participants.len(),
     });
-    batch.record(state, origin, organization, Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, organization, Recorded { event, notify_node: None }, None);
     batch.task_row(&task, now);
     state.insert_task(task, rules);
     Ok(())
 }
 
-/// The reason given for a cancellation of a task that is not open here.
-const NOT_OPEN: &str = "the task is not open (already final, or not found)";
-
 fn cancel_task(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
     origin: Origin,
     command: CancelTask,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    let Some(task) = state.tasks.get(&command.task_id) else { return Err(NOT_OPEN.to_owned()) };
+) -> Result<(), Refusal> {
+    let Some(task) = state.tasks.get(&command.task_id) else { return Err(Refusal::TaskNotOpen) };
     if Some(task.organization_id) != envelope.organization_id {
         // Another organisation's task is "not found": existence does not leak.
-        return Err(NOT_OPEN.to_owned());
+        return Err(Refusal::TaskNotOpen);
     }
-    transition(state, rules, batch, command.task_id, origin, now, |task, _| {
-        lifecycle::cancel(task, "cancelled_by_request")
+    transition(state, rules, context, batch, command.task_id, origin, |task, _, _| {
+        lifecycle::cancel(task, TaskReason::CancelledByRequest)
     })
 }
 
 fn grant_consent(
     state: &mut State,
+    context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
     origin: Origin,
     command: GrantConsent,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    let organization_id =
-        issuing_organization(state, envelope).ok_or("the issuing organisation does not exist".to_owned())?;
+) -> Result<(), Refusal> {
+    let now = context.now();
+    let organization_id = issuing_organization(state, envelope).ok_or(Refusal::UnknownIssuer)?;
     state.consent.insert((organization_id, command.owner_id));
     batch.consent.push(ConsentChange {
         organization_id,
@@ -355,7 +372,7 @@ fn grant_consent(
     });
     let event =
         Event::ConsentGranted(ConsentGranted { owner_id: command.owner_id, consent_version: command.consent_version });
-    batch.record(state, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
 }
 
@@ -366,19 +383,20 @@ fn grant_consent(
 fn revoke_consent(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
     origin: Origin,
     command: RevokeConsent,
     purge: Option<&PurgeTargets>,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
+    let now = context.now();
     let Some(organization_id) = envelope.organization_id else {
-        return Err("the command names no organisation".to_owned());
+        return Err(Refusal::NoOrganization);
     };
     let owner = command.owner_id;
     if !state.consent.remove(&(organization_id, owner)) {
-        return Err("no granted consent to revoke for this owner".to_owned());
+        return Err(Refusal::NoConsentToRevoke);
     }
     let organization = Some(organization_id);
     batch.consent.push(ConsentChange {
@@ -391,6 +409,7 @@ fn revoke_consent(
     });
     batch.record(
         state,
+        context,
         origin,
         organization,
         Recorded { event: Event::ConsentRevoked(ConsentRevoked { owner_id: owner }), notify_node: None },
@@ -404,7 +423,18 @@ fn revoke_consent(
         .collect();
     open.sort();
     for task_id in &open {
-        transition(state, rules, batch, *task_id, origin, now, |task, _| lifecycle::cancel(task, "consent_revoked"))?;
+        let cancelled = transition(state, rules, context, batch, *task_id, origin, |task, _, _| {
+            lifecycle::cancel(task, TaskReason::ConsentRevoked)
+        });
+        if let Err(refusal) = cancelled {
+            // Every open task can be cancelled: anything else is state not expected. The
+            // revocation stands; that task is refused and counted.
+            batch.violations.push(Violation {
+                task_id: Some(*task_id),
+                refused: "a consent revocation's cancellation".to_owned(),
+                detail: refusal.to_string(),
+            });
+        }
     }
     let targets = purge.cloned().unwrap_or_default();
     let mut purged: Vec<TaskId> = targets.task_ids.iter().chain(&open).copied().collect();
@@ -417,17 +447,18 @@ fn revoke_consent(
     batch.deleted_submissions.extend(targets.submissions);
     batch.deleted_assignments.extend(targets.assignments);
     let event = Event::ParticipantDataPurged(ParticipantDataPurged { owner_id: owner, task_ids: purged });
-    batch.record(state, origin, organization, Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, organization, Recorded { event, notify_node: None }, None);
     Ok(())
 }
 
 fn rotate_key(
     state: &mut State,
+    context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
     origin: Origin,
     command: RotateApiKey,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     // The operator may rotate any organisation's key; an organisation only its own.
     let allowed = match envelope.actor {
         Actor::Operator => true,
@@ -435,11 +466,11 @@ fn rotate_key(
         _ => false,
     };
     if !allowed || !state.organizations.contains_key(&command.organization_id) {
-        return Err("organisation not found".to_owned());
+        return Err(Refusal::OrganizationNotFound);
     }
     let key_hash = command.api_key_hash.as_str().to_owned();
     if state.key_hashes.contains(&key_hash) {
-        return Err("this API key is already in use".to_owned());
+        return Err(Refusal::ApiKeyInUse);
     }
     state.key_hashes.insert(key_hash.clone());
     let organization = state.organizations.entry(command.organization_id).or_default();
@@ -457,36 +488,39 @@ fn rotate_key(
         organization_id: command.organization_id,
         previous_keys_revoked: revoked,
     });
-    batch.record(state, origin, Some(command.organization_id), Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, Some(command.organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
 }
 
 fn apply_report(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     origin: Origin,
     report: Report,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
+    let now = context.now();
     match report {
         Report::TaskStarted(report) => {
-            transition(state, rules, batch, report.task_id, origin, now, |task, _| lifecycle::start(task, &report, now))
+            transition(state, rules, context, batch, report.task_id, origin, |task, _, _| {
+                lifecycle::start(task, &report, now)
+            })
         }
         Report::TaskCompleted(report) => {
             let task_id = report.task_id;
-            transition(state, rules, batch, task_id, origin, now, |task, state| {
+            transition(state, rules, context, batch, task_id, origin, |task, state, context| {
                 let owner = state.nodes.get(&report.node_id).map(|node| node.owner_id);
-                let context = CompletionContext {
+                let completion = CompletionContext {
                     now,
                     rules,
-                    draw_ppm: draw_ppm(),
+                    draw_ppm: context.draw_ppm(),
                     another_owner_has_live_nodes: owner.is_some_and(|owner| state.another_owner_has_live_nodes(owner)),
                 };
-                lifecycle::complete(task, report, &mut state.nodes, &mut state.chain, &context)
+                lifecycle::complete(task, report, &mut state.nodes, &mut state.chain, &completion)
             })
         }
-        Report::TaskFailed(report) => transition(state, rules, batch, report.task_id, origin, now, |task, _| {
+        Report::TaskFailed(report) => transition(state, rules, context, batch, report.task_id, origin, |task, _, _| {
             lifecycle::fail_report(task, &report, now, rules)
         }),
     }

@@ -15,6 +15,7 @@
 //! work in flight re-issued to the nodes' channels.
 
 pub mod apply;
+pub mod decide;
 mod recovery;
 pub mod rounds;
 mod sealing;
@@ -22,27 +23,29 @@ mod term;
 
 pub use term::serve;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deadpool_redis::Pool;
 use grid_shared::blocks::Block;
-use grid_shared::ids::{MessageId, NodeId, TaskId};
+use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::messages::Command;
 use redis::aio::MultiplexedConnection;
 use sqlx::PgPool;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Fault, OrchestratorConfig};
-use crate::model::batch::{Batch, EntryRef};
+use crate::model::batch::Batch;
+use crate::model::context::Context;
 use crate::model::message::{Decoded, Ready, Source, decode};
+use crate::model::restore::Quarantined;
 use crate::model::{Rules, State};
 use crate::status::{Role, Status};
 use crate::store::postgres;
 use crate::store::{load, streams};
-use apply::Lookups;
+use decide::BatchLookups;
 use rounds::place_round;
 
 /// How often a writer waiting for messages looks whether the block being mined is done.
@@ -83,6 +86,11 @@ pub struct Writer {
     reader: MultiplexedConnection,
     epoch: i64,
     state: State,
+    /// The clock, ids and draws of the decide path: seeded once at takeover, its time set at
+    /// each step.
+    context: Context,
+    /// Tasks the last restore quarantined, written with the next batch.
+    quarantined: Vec<Quarantined>,
     /// The last event seq published to Redis, and the last one recorded as published in
     /// `relay_cursor` (each batch records the previous ones; an idle writer catches up).
     published_seq: i64,
@@ -121,7 +129,7 @@ impl Writer {
         let clock = Instant::now();
         let rules = Rules::from_config(&config);
         let reader = streams::blocking_connection(&config.redis_url).await?;
-        let state = load::load_state(&pool, &rules).await?;
+        let (state, quarantined) = load::load_state(&pool, &rules, Utc::now()).await?;
         let published_seq = load::relay_cursor(&pool).await?;
         let mut writer = Self {
             config,
@@ -131,6 +139,8 @@ impl Writer {
             reader,
             epoch,
             state,
+            context: Context::from_entropy(Utc::now()),
+            quarantined,
             published_seq,
             recorded_seq: published_seq,
             carry: VecDeque::new(),
@@ -154,9 +164,14 @@ impl Writer {
         };
         writer.mirror_fleet().await?;
         writer.recover_redis().await?;
+        // Shown at zero from the start, so that an alert can watch them.
+        writer.status.metrics.counter("grid_invariant_violations_total", &[]).increment(0);
+        let quarantined = writer.quarantined.len() as u64;
+        writer.status.metrics.counter("grid_tasks_quarantined_total", &[]).increment(quarantined);
         info!(
             epoch,
             open_tasks = writer.state.tasks.len(),
+            quarantined = writer.quarantined.len(),
             queued = writer.state.queue.len(),
             live_nodes = writer.state.fleet.len(),
             claimed_entries = claimed,
@@ -313,8 +328,9 @@ impl Writer {
                 streams::dead_letter(&mut **conn, &keys, &stream, &entry, message_id, &reason, deliveries).await?;
                 continue;
             }
-            let (envelope, decoded) = decoded.expect("checked above");
-            ready.push(Ready { stream, entry_id: entry.id, envelope, decoded });
+            if let Ok((envelope, decoded)) = decoded {
+                ready.push(Ready { stream, entry_id: entry.id, envelope, decoded });
+            }
         }
         Ok(ready)
     }
@@ -328,54 +344,50 @@ impl Writer {
         Ok(())
     }
 
-    /// One batch: read, decide, commit, publish, acknowledge.
+    /// One batch: read, decide ([`decide`]), commit, publish, acknowledge.
     pub async fn step(&mut self) -> Result<StepReport, WriterError> {
         if self.redis_suspect {
             self.recover_redis().await?;
         }
         let mut batch = Batch::default();
         let mut ready = self.read(&mut batch).await?;
-        let now = Utc::now();
-        // A consent revocation goes at the head of a batch of its own.
-        if let Some(index) = ready.iter().position(Ready::needs_own_batch) {
-            let split = if index == 0 { 1 } else { index };
-            self.carry.extend(ready.drain(split..));
-        }
+        self.context.set_now(Utc::now());
+        self.carry.extend(decide::split_for_own_batch(&mut ready));
         let lookups = self.lookups(&ready).await?;
         let one_by_one = self.mode == (ReadMode::Pending { one_by_one: true });
-        if !one_by_one {
-            let fired = rounds::fire_timers(&mut self.state, &self.rules, &mut batch, now);
-            self.placement_due |= fired > 0;
+        if !self.quarantined.is_empty() {
+            let quarantined = std::mem::take(&mut self.quarantined);
+            decide::quarantine(&mut self.state, &mut self.context, &mut batch, &quarantined);
         }
-        let (applied_before, ready): (Vec<Ready>, Vec<Ready>) =
-            ready.into_iter().partition(|message| lookups.applied.contains(&message.envelope.id));
-        for message in applied_before {
-            debug!(message_id = %message.envelope.id, "already applied: acknowledging the redelivery");
-            batch.issued.push(message.envelope.id);
-            batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
-        }
-        batch.messages = ready.len();
-        let mut seen = HashSet::new();
-        for message in ready {
-            if !seen.insert(message.envelope.id) {
-                batch.issued.push(message.envelope.id);
-                batch.acks.push(EntryRef { stream: message.stream, id: message.entry_id });
-                continue;
-            }
-            let span = tracing::info_span!("apply", message_id = %message.envelope.id,
-                message_type = %message.envelope.message_type, correlation_id = %message.envelope.correlation_id);
-            let _entered = span.enter();
-            apply::apply_message(&mut self.state, &self.rules, &mut batch, message, &lookups.decide, now);
-        }
-        self.placement_due |= batch.writes();
+        let fired =
+            decide::messages(&mut self.state, &self.rules, &mut self.context, &mut batch, ready, &lookups, one_by_one);
+        self.placement_due |= fired > 0 || batch.writes();
         let periodic = self.last_round.elapsed() >= Duration::from_millis(self.config.tick_ms);
         if !one_by_one && (self.placement_due || periodic) {
-            batch.placed = self.placement(&mut batch, now).await?;
+            batch.placed = self.placement(&mut batch).await?;
         }
         if !one_by_one {
-            self.seal(&mut batch, Utc::now()).await;
+            self.context.set_now(Utc::now());
+            self.seal(&mut batch).await;
         }
+        self.count_violations(&batch);
         self.commit(batch).await
+    }
+
+    /// Logs and counts what the batch refused on state it did not expect.
+    fn count_violations(&self, batch: &Batch) {
+        for violation in &batch.violations {
+            error!(
+                task_id = ?violation.task_id,
+                refused = violation.refused,
+                detail = violation.detail,
+                "invariant violated: refused, and going on"
+            );
+        }
+        if !batch.violations.is_empty() {
+            let count = batch.violations.len() as u64;
+            self.status.metrics.counter("grid_invariant_violations_total", &[]).increment(count);
+        }
     }
 
     /// What a batch must read from PostgreSQL before it is decided.
@@ -385,13 +397,7 @@ impl Writer {
             return Ok(lookups);
         }
         let message_ids: Vec<MessageId> = ready.iter().map(|message| message.envelope.id).collect();
-        let task_ids: Vec<TaskId> = ready
-            .iter()
-            .filter_map(|message| match &message.decoded {
-                Decoded::Command(Command::SubmitTask(submit)) => Some(submit.task_id),
-                _ => None,
-            })
-            .collect();
+        let task_ids = decide::submitted_tasks(ready);
         let (applied, existing) = load::already_known(&self.pool, &message_ids, &task_ids).await?;
         lookups.applied = applied;
         lookups.decide.existing_tasks = existing;
@@ -405,23 +411,14 @@ impl Writer {
     }
 
     /// A placement round over the head of the queue.
-    async fn placement(&mut self, batch: &mut Batch, now: chrono::DateTime<Utc>) -> Result<usize, WriterError> {
+    async fn placement(&mut self, batch: &mut Batch) -> Result<usize, WriterError> {
         self.placement_due = false;
         self.last_round = Instant::now();
-        if self.state.queue.is_empty() || self.state.fleet.free_cores() == 0 {
-            return Ok(0);
-        }
-        let candidates = self.state.queue.candidates(rounds::round_size(self.state.fleet.free_cores()));
+        let Some((candidates, groups)) = decide::placement_candidates(&self.state) else { return Ok(0) };
         // Group tasks: their consent is checked against PostgreSQL too before their data leaves.
-        let groups: Vec<_> = candidates
-            .iter()
-            .filter_map(|task_id| self.state.tasks.get(task_id))
-            .filter(|task| !task.participants.is_empty())
-            .map(|task| (task.task_id, task.organization_id, task.participants.clone()))
-            .collect();
         let blocked =
-            if groups.is_empty() { HashSet::new() } else { load::consent_withdrawn(&self.pool, &groups).await? };
-        Ok(place_round(&mut self.state, &self.rules, batch, &candidates, &blocked, now))
+            if groups.is_empty() { Default::default() } else { load::consent_withdrawn(&self.pool, &groups).await? };
+        Ok(place_round(&mut self.state, &self.rules, &mut self.context, batch, &candidates, &blocked))
     }
 
     /// Commits the batch, publishes it and acknowledges its entries.
@@ -500,10 +497,4 @@ impl Writer {
         self.report_status();
         Ok(report)
     }
-}
-
-#[derive(Debug, Default)]
-struct BatchLookups {
-    applied: HashSet<MessageId>,
-    decide: Lookups,
 }

@@ -149,7 +149,10 @@ impl Writer {
             // Mined from a state that is being replaced: the reloaded chain says what to seal.
             sealing.abort();
         }
-        self.state = load::load_state(&self.pool, &self.rules).await?;
+        let (state, quarantined) = load::load_state(&self.pool, &self.rules, Utc::now()).await?;
+        self.state = state;
+        self.status.metrics.counter("grid_tasks_quarantined_total", &[]).increment(quarantined.len() as u64);
+        self.quarantined = quarantined;
         self.carry.clear();
         if self.mode == ReadMode::New {
             self.enter_pending(true);

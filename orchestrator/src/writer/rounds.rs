@@ -3,41 +3,66 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::{Actor, Origin};
 use grid_shared::events::{Event, NodeWentOffline};
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
+use grid_shared::reasons::{Refusal, TakeBack};
 
 use super::apply::{task_origin, transition};
-use crate::model::batch::Batch;
+use crate::model::batch::{Batch, Violation};
+use crate::model::context::Context;
 use crate::model::lifecycle::{self, Recorded};
 use crate::model::timers::Due;
 use crate::model::{Rules, State};
 use crate::scheduler::{self, Decision};
 
-/// Fires every timer due at `now`: dead nodes' tasks are taken back, unstarted assignments past
-/// their lease too (their node is told), overdue work fails, and backoffs end.
-pub fn fire_timers(state: &mut State, rules: &Rules, batch: &mut Batch, now: DateTime<Utc>) -> usize {
+/// Counts a refused timer or placement: the writer met state it did not expect.
+fn refused(batch: &mut Batch, task_id: TaskId, what: &str, refusal: Refusal) {
+    batch.violations.push(Violation { task_id: Some(task_id), refused: what.to_owned(), detail: refusal.to_string() });
+}
+
+/// Fires every timer due at the context's time: dead nodes' tasks are taken back, unstarted
+/// assignments past their lease too (their node is told), overdue work fails, and backoffs
+/// end. A timer acts only on the state and attempt it was set for: one made stale by an earlier
+/// timer of the same round (a dead node's task whose lease was due too) does nothing.
+pub fn fire_timers(state: &mut State, rules: &Rules, context: &mut Context, batch: &mut Batch) -> usize {
+    let now = context.now();
     let due = state.timers.take_due(now);
     let fired = due.len();
     for due in due {
+        let task_id = match due {
+            Due::NodeExpired(node_id) => {
+                node_expired(state, rules, context, batch, node_id);
+                continue;
+            }
+            Due::Deadline(task_id) | Due::StartLease { task_id, .. } | Due::BackoffEnded { task_id, .. } => task_id,
+        };
+        let Some(task) = state.tasks.get(&task_id) else { continue };
+        if !due.applies_to(task) {
+            tracing::debug!(%task_id, ?due, "a stale timer: the task changed since it was set");
+            continue;
+        }
+        let origin = task_origin(task);
         match due {
-            Due::NodeExpired(node_id) => node_expired(state, rules, batch, node_id, now),
-            Due::Deadline(task_id) => {
-                let Some(origin) = state.tasks.get(&task_id).map(task_origin) else { continue };
-                let _ = transition(state, rules, batch, task_id, origin, now, |task, _| {
+            Due::Deadline(_) => {
+                let failed = transition(state, rules, context, batch, task_id, origin, |task, _, _| {
                     Ok(lifecycle::deadline_passed(task))
                 });
+                if let Err(refusal) = failed {
+                    refused(batch, task_id, "deadline timer", refusal);
+                }
             }
-            Due::StartLease(task_id) => {
-                let Some(origin) = state.tasks.get(&task_id).map(task_origin) else { continue };
+            Due::StartLease { .. } => {
                 tracing::warn!(%task_id, "assignment not started in time: taken back");
-                let _ = transition(state, rules, batch, task_id, origin, now, |task, _| {
-                    Ok(lifecycle::take_back(task, "start_lease_expired", now, rules, true))
+                let taken = transition(state, rules, context, batch, task_id, origin, |task, _, context| {
+                    lifecycle::take_back(task, TakeBack::StartLeaseExpired, context.now(), rules, true)
                 });
+                if let Err(refusal) = taken {
+                    refused(batch, task_id, "start lease timer", refusal);
+                }
             }
-            Due::BackoffEnded(task_id) => {
+            Due::BackoffEnded { .. } => {
                 if let Some(mut task) = state.tasks.remove(&task_id) {
                     state.untrack(&task, rules);
                     task.not_before = None;
@@ -45,12 +70,14 @@ pub fn fire_timers(state: &mut State, rules: &Rules, batch: &mut Batch, now: Dat
                     state.tasks.insert(task_id, task);
                 }
             }
+            Due::NodeExpired(_) => {}
         }
     }
     fired
 }
 
-fn node_expired(state: &mut State, rules: &Rules, batch: &mut Batch, node_id: NodeId, now: DateTime<Utc>) {
+fn node_expired(state: &mut State, rules: &Rules, context: &mut Context, batch: &mut Batch, node_id: NodeId) {
+    let now = context.now();
     if state.live.get(&node_id).is_some_and(|live| live.expires_at > now) {
         return;
     }
@@ -62,9 +89,12 @@ fn node_expired(state: &mut State, rules: &Rules, batch: &mut Batch, node_id: No
     for task_id in &tasks {
         let Some(origin) = state.tasks.get(task_id).map(task_origin) else { continue };
         tracing::info!(%task_id, %node_id, "task taken from an offline node");
-        let _ = transition(state, rules, batch, *task_id, origin, now, |task, _| {
-            Ok(lifecycle::take_back(task, "node_offline", now, rules, false))
+        let taken = transition(state, rules, context, batch, *task_id, origin, |task, _, context| {
+            lifecycle::take_back(task, TakeBack::NodeOffline, context.now(), rules, false)
         });
+        if let Err(refusal) = taken {
+            refused(batch, *task_id, "node expiry", refusal);
+        }
     }
     let origin = Origin {
         correlation_id: node_id.as_uuid(),
@@ -73,7 +103,7 @@ fn node_expired(state: &mut State, rules: &Rules, batch: &mut Batch, node_id: No
         actor: Actor::Orchestrator,
     };
     let event = Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: tasks });
-    batch.record(state, origin, None, Recorded { event, notify_node: None }, None);
+    batch.record(state, context, origin, None, Recorded { event, notify_node: None }, None);
 }
 
 /// How many queued tasks a round looks at: twice the free cores (room for tasks that wait for
@@ -90,11 +120,12 @@ pub fn round_size(free_cores: u64) -> usize {
 pub fn place_round(
     state: &mut State,
     rules: &Rules,
+    context: &mut Context,
     batch: &mut Batch,
     candidates: &[TaskId],
     blocked: &HashSet<TaskId>,
-    now: DateTime<Utc>,
 ) -> usize {
+    let now = context.now();
     let mut placed = 0;
     for task_id in candidates {
         let Some(task) = state.tasks.get(task_id) else { continue };
@@ -117,12 +148,21 @@ pub fn place_round(
         match decision {
             Decision::Placed(placement) => {
                 let node_id = placement.node_id;
-                let placed_ok = transition(state, rules, batch, *task_id, origin, now, |task, _| {
-                    Ok(lifecycle::place(task, placement, now, rules))
+                let placed_now = transition(state, rules, context, batch, *task_id, origin, |task, _, _| {
+                    lifecycle::place(task, placement, now, rules)
                 });
-                debug_assert!(placed_ok.is_ok());
-                batch.claimed_changed.insert(node_id);
-                placed += 1;
+                match placed_now {
+                    Ok(()) => {
+                        batch.claimed_changed.insert(node_id);
+                        placed += 1;
+                    }
+                    Err(refusal) => {
+                        // The scheduler took a core for it: given back, counted from the node.
+                        let claimed = u32::try_from(state.claimed(node_id)).unwrap_or(u32::MAX);
+                        state.fleet.set_claimed(node_id, claimed);
+                        refused(batch, *task_id, "placement", refusal);
+                    }
+                }
             }
             Decision::WaitForSun | Decision::NoEligibleNode => {}
             Decision::NoCapacity => break,

@@ -1,6 +1,6 @@
 //! Real processes for the tests that kill them: orchestrator binaries (`kill -9`, injected
-//! aborts) and a Redis server of the test's own (flushed or stopped without touching the
-//! shared one).
+//! aborts, `SIGSTOP`), a fleet of simulated nodes in a `worker` process of its own, and a Redis
+//! server of the test's own (flushed or stopped without touching the shared one).
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -24,10 +24,110 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("bound").port()
 }
 
+fn log_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs").join(format!("{name}.log"))
+}
+
 fn log_file(name: &str) -> std::fs::File {
-    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs");
-    std::fs::create_dir_all(&directory).expect("the log directory");
-    std::fs::File::create(directory.join(format!("{name}.log"))).expect("a log file")
+    let path = log_path(name);
+    std::fs::create_dir_all(path.parent().expect("a directory")).expect("the log directory");
+    std::fs::File::create(path).expect("a log file")
+}
+
+/// What a process wrote to its log so far.
+pub fn log_of(name: &str) -> String {
+    std::fs::read_to_string(log_path(name)).unwrap_or_default()
+}
+
+/// Sends a signal to a process (`kill -<signal> <pid>`).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The `worker` binary, built (once per test binary) if it is not up to date: it belongs to
+/// another package, so cargo does not hand its path to this one's tests.
+pub fn worker_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "grid-worker", "--bin", "worker"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the worker binary builds");
+            // Beside this package's own binaries, in the same profile's directory.
+            let orchestrator = std::path::Path::new(env!("CARGO_BIN_EXE_orchestrator"));
+            orchestrator.with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX))
+        })
+        .clone()
+}
+
+/// A fleet of simulated nodes in a `worker simulate` process of its own, killed (SIGKILL) when
+/// dropped: `kill -9` is a neighbourhood losing power.
+pub struct WorkerFleet {
+    child: Child,
+}
+
+impl WorkerFleet {
+    /// `nodes` nodes of `cores` cores, in sun, each task lasting at least `min_task_ms`.
+    pub fn start(name: &str, gateway: &str, api_key: &str, nodes: usize, cores: u16, min_task_ms: u64) -> Self {
+        let log = log_file(name);
+        let child = Command::new(worker_binary())
+            .args(["--gateway", gateway, "simulate", "--api-key", api_key])
+            .args(["--nodes", &nodes.to_string(), "--cores", &cores.to_string(), "--solar-fraction", "1"])
+            .args(["--constant-solar-watts", "300", "--heartbeat-ms", "200", "--min-task-ms", &min_task_ms.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("the worker binary starts");
+        Self { child }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("the fleet can be killed");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerFleet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A core kept busy (a spinning thread) until dropped: the machine under load, as the crash
+/// was first met.
+pub struct BusyCore {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCore {
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinning = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut x = 0_u64;
+            while !spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// An orchestrator binary, killed (SIGKILL) when dropped.
@@ -74,6 +174,26 @@ impl Orchestrator {
     pub fn kill(&mut self) {
         self.child.kill().expect("the orchestrator can be killed");
         let _ = self.child.wait();
+    }
+
+    /// `kill -STOP`: the process is frozen (its connections stay open, its lease held) until
+    /// [`Orchestrator::resume`], as a VM paused or a process swapped out.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
+    /// Whether it is still running (it did not exit, by a panic or otherwise).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("the child can be waited for").is_none()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        log_of(&self.name)
     }
 
     /// Waits until the process exits by itself; its exit status.

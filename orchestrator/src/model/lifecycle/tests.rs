@@ -1,7 +1,5 @@
 //! Given a task in some state, when a transition happens, then these events and rows.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Duration, Utc};
 use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
 use grid_shared::domain::{RejectionReason, TaskStatus};
@@ -9,10 +7,11 @@ use grid_shared::events::{Event, ReplicaNeeded, ScoreInputs, Validation};
 use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
 use grid_shared::proof::GENESIS_HASH;
+use grid_shared::reasons::{Refusal, TakeBack, TaskReason};
 
 use super::*;
 use crate::config::Validation as ValidationSettings;
-use crate::model::{Node, ProofChain, Rules, Task};
+use crate::model::{Map, Node, ProofChain, Rules, Set, Task};
 use crate::scheduler::{Placement, Policy};
 use crate::validation::Requirement;
 
@@ -58,7 +57,7 @@ pub(crate) fn queued_task(now: DateTime<Utc>) -> Task {
 }
 
 fn node(cores: u16, trust: u32) -> Node {
-    Node { node_id: NodeId::new(), owner_id: OrganizationId::new(), cpu_cores: cores, trust, in_flight: HashSet::new() }
+    Node { node_id: NodeId::new(), owner_id: OrganizationId::new(), cpu_cores: cores, trust, in_flight: Set::default() }
 }
 
 fn inputs(node_id: NodeId) -> ScoreInputs {
@@ -68,7 +67,7 @@ fn inputs(node_id: NodeId) -> ScoreInputs {
 fn placed_on(task: &mut Task, node: &Node, at: DateTime<Utc>) -> Effects {
     let placement =
         Placement { task_id: task.task_id, node_id: node.node_id, chosen: inputs(node.node_id), runner_up: None };
-    place(task, placement, at, &rules())
+    place(task, placement, at, &rules()).expect("a queued task can be placed")
 }
 
 fn completion(task: &Task, node: &Node, hash: &str, energy: i64, solar: i64) -> TaskCompletedReport {
@@ -89,7 +88,7 @@ fn kinds(effects: &Effects) -> Vec<&'static str> {
 }
 
 struct World {
-    nodes: HashMap<NodeId, Node>,
+    nodes: Map<NodeId, Node>,
     chain: ProofChain,
 }
 
@@ -108,7 +107,7 @@ impl World {
         rules: &Rules,
         now: DateTime<Utc>,
         draw_ppm: u32,
-    ) -> Result<Effects, String> {
+    ) -> Result<Effects, Refusal> {
         let report = report(task);
         self.complete(task, report, rules, now, draw_ppm)
     }
@@ -120,7 +119,7 @@ impl World {
         rules: &Rules,
         now: DateTime<Utc>,
         draw_ppm: u32,
-    ) -> Result<Effects, String> {
+    ) -> Result<Effects, Refusal> {
         let context = CompletionContext { now, rules, draw_ppm, another_owner_has_live_nodes: self.nodes.len() > 1 };
         complete(task, report, &mut self.nodes, &mut self.chain, &context)
     }
@@ -150,7 +149,10 @@ fn a_start_report_for_another_attempt_is_refused_and_changes_nothing() {
     placed_on(&mut task, &pi, now);
     let before = task.clone();
     let stale = TaskStartedReport { node_id: pi.node_id, task_id: task.task_id, attempt: 2 };
-    assert!(start(&mut task, &stale, now).unwrap_err().contains("stale report"));
+    assert_eq!(
+        start(&mut task, &stale, now).unwrap_err(),
+        Refusal::StaleReport { attempt: 2, node_id: pi.node_id, current_attempt: 1 }
+    );
     let elsewhere = TaskStartedReport { node_id: NodeId::new(), task_id: task.task_id, attempt: 1 };
     assert!(start(&mut task, &elsewhere, now).is_err());
     assert_eq!(task, before);
@@ -165,7 +167,10 @@ fn a_start_runs_the_task_once() {
     let report = TaskStartedReport { node_id: pi.node_id, task_id: task.task_id, attempt: 1 };
     let effects = start(&mut task, &report, now).unwrap();
     assert_eq!((task.status, kinds(&effects)), (TaskStatus::Running, vec!["TaskStarted"]));
-    assert!(start(&mut task, &report, now).unwrap_err().contains("Running"));
+    assert_eq!(
+        start(&mut task, &report, now).unwrap_err(),
+        Refusal::IllegalTransition { from: TaskStatus::Running, to: TaskStatus::Running }
+    );
 }
 
 #[test]
@@ -205,7 +210,8 @@ fn energy_the_cores_could_not_draw_completes_the_task_but_earns_nothing() {
     let report = completion(&task, &pi, "ab", 10_000_000, 0);
     let effects = world.complete(&mut task, report, &rules(), now + Duration::seconds(1), 999_999).unwrap();
     assert_eq!(task.status, TaskStatus::Completed);
-    assert!(task.reason.as_deref().unwrap().contains("exceeds what 4 cores can draw"));
+    let Some(TaskReason::NotCredited { detail }) = &task.reason else { panic!("{:?}", task.reason) };
+    assert!(detail.contains("exceeds what 4 cores can draw"), "{detail}");
     assert!(effects.credits.is_empty());
     assert_eq!(kinds(&effects), ["TaskCompleted"]);
     assert_eq!(world.chain, ProofChain::new(0, GENESIS_HASH));
@@ -273,7 +279,7 @@ fn disagreeing_results_up_to_the_limit_fail_the_task_with_no_quorum() {
     placed_on(&mut task, &b, now);
     let effects = world.complete_with(&mut task, |task| completion(task, &b, "bb", 1, 1), &rules(), now, 0).unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
-    assert!(task.reason.as_deref().unwrap().starts_with("no_quorum"));
+    assert_eq!(task.reason, Some(TaskReason::NoQuorum { results: 2, distinct_hashes: 2, quorum: 2 }));
     assert_eq!(effects.verdicts, vec![(1, Verdict::Inconclusive)]);
     assert_eq!(effects.new_results[0].1, Verdict::Inconclusive);
     assert!(effects.credits.is_empty() && effects.trust.is_empty());
@@ -299,11 +305,12 @@ fn a_node_failure_requeues_with_a_growing_backoff_until_the_attempt_limit() {
         task.not_before = None;
     }
     placed_on(&mut task, &pi, now);
-    let effects = take_back(&mut task, "start_lease_expired", now, &rules, true);
+    let effects = take_back(&mut task, TakeBack::StartLeaseExpired, now, &rules, true).unwrap();
+    let exhausted = TaskReason::AttemptsExhausted { attempts: 3, last: TakeBack::StartLeaseExpired };
     assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.reason.as_deref(), Some("attempts_exhausted: start_lease_expired"));
+    assert_eq!(task.reason.as_ref(), Some(&exhausted));
     assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
-    assert_eq!(effects.dead_letter.as_deref(), Some("attempts_exhausted: start_lease_expired"));
+    assert_eq!(effects.dead_letter, Some(exhausted));
 }
 
 #[test]
@@ -322,17 +329,38 @@ fn a_recorded_replica_is_not_a_failed_attempt() {
         refusal: None,
     });
     task.attempts = 3;
-    take_back(&mut task, "node_offline", now, &rules(), false);
+    take_back(&mut task, TakeBack::NodeOffline, now, &rules(), false).unwrap();
     assert_eq!(task.status, TaskStatus::Queued, "two failures of three attempts");
+}
+
+#[test]
+fn taking_back_a_task_that_is_not_on_a_node_is_refused_and_changes_nothing() {
+    let now = Utc::now();
+    let mut task = queued_task(now);
+    let pi = node(2, 0);
+    placed_on(&mut task, &pi, now);
+    take_back(&mut task, TakeBack::NodeOffline, now, &rules(), false).unwrap();
+    let before = task.clone();
+    // The node's expiry took it back; its start lease, due in the same round, comes after.
+    let refusal = take_back(&mut task, TakeBack::StartLeaseExpired, now, &rules(), true).unwrap_err();
+    assert!(refusal.is_invariant(), "{refusal:?}");
+    assert_eq!(task, before);
+    let placement =
+        Placement { task_id: task.task_id, node_id: pi.node_id, chosen: inputs(pi.node_id), runner_up: None };
+    task.status = TaskStatus::Running;
+    assert!(place(&mut task, placement, now, &rules()).unwrap_err().is_invariant());
 }
 
 #[test]
 fn cancelling_tells_the_node_that_holds_the_task_and_not_a_final_one() {
     let now = Utc::now();
     let mut queued = queued_task(now);
-    let effects = cancel(&mut queued, "cancelled_by_request").unwrap();
+    let effects = cancel(&mut queued, TaskReason::CancelledByRequest).unwrap();
     assert_eq!((queued.status, effects.events[0].notify_node), (TaskStatus::Cancelled, None));
-    assert!(cancel(&mut queued, "again").unwrap_err().starts_with("cannot cancel"));
+    assert!(matches!(
+        cancel(&mut queued, TaskReason::CancelledByRequest).unwrap_err(),
+        Refusal::IllegalTransition { from: TaskStatus::Cancelled, .. }
+    ));
 
     let mut running = queued_task(now);
     let pi = node(2, 0);
@@ -346,10 +374,10 @@ fn cancelling_tells_the_node_that_holds_the_task_and_not_a_final_one() {
         solar: MicroWattHours(1),
         refusal: None,
     });
-    let effects = cancel(&mut running, "consent_revoked").unwrap();
+    let effects = cancel(&mut running, TaskReason::ConsentRevoked).unwrap();
     assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
     assert_eq!(effects.verdicts, vec![(0, Verdict::Inconclusive)]);
-    assert_eq!(running.reason.as_deref(), Some("consent_revoked"));
+    assert_eq!(running.reason, Some(TaskReason::ConsentRevoked));
 }
 
 #[test]
@@ -359,7 +387,7 @@ fn a_passed_deadline_fails_the_task_and_tells_its_node() {
     let pi = node(2, 0);
     placed_on(&mut task, &pi, now);
     let effects = deadline_passed(&mut task);
-    assert_eq!((task.status, task.reason.as_deref()), (TaskStatus::Failed, Some("deadline_exceeded")));
+    assert_eq!((task.status, task.reason), (TaskStatus::Failed, Some(TaskReason::DeadlineExceeded)));
     assert_eq!(effects.events[0].notify_node, Some(pi.node_id));
 }
 
