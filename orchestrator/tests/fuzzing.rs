@@ -15,29 +15,27 @@ mod common;
 use common::spawn_system;
 use sqlx::PgPool;
 
-#[sqlx::test(migrations = "../migrations")]
-async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgPool) {
-    let system = spawn_system(pool, &[]).await;
-    let (_, api_key) = system.organization("Fuzzed").await;
+/// Runs schemathesis against the system with these arguments; its report, and how many
+/// operations it tested.
+async fn schemathesis(system: &common::System, api_key: &str, report_name: &str, arguments: &[&str]) -> (String, usize) {
     let program = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
     let output = tokio::process::Command::new(&program)
         .args(["run", &system.url("/api-docs/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {api_key}")])
         // The event log answers a stream to `Accept: text/event-stream`: ask for pages.
         .args(["--header", "Accept: application/json"])
-        .args(["--checks", "all"])
-        .args(["--exclude-checks", "positive_data_acceptance,ensure_resource_availability,use_after_free"])
-        .args(["--max-examples", "30", "--generation-deterministic", "--request-timeout", "20"])
+        .args(arguments)
+        .args(["--generation-deterministic", "--request-timeout", "20"])
         .env("NO_COLOR", "1")
         .output()
         .await
         .unwrap_or_else(|error| {
             panic!("{program} could not run ({error}): install it with `pip install schemathesis`")
         });
-    let report = String::from_utf8_lossy(&output.stdout);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     // Kept for whoever reads a failure later.
-    let _ =
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/schemathesis-report.txt"), report.as_bytes());
+    let path = format!("{}/../target/{report_name}.txt", env!("CARGO_MANIFEST_DIR"));
+    let _ = std::fs::write(path, report.as_bytes());
     assert!(
         output.status.success(),
         "schemathesis found problems:\n{report}\n{}",
@@ -49,6 +47,44 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
         .and_then(|count| count.split('/').next())
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(0);
+    (report, tested)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Fuzzed").await;
+    let arguments = [
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance,ensure_resource_availability,use_after_free",
+        "--max-examples",
+        "30",
+    ];
+    let (report, tested) = schemathesis(&system, &api_key, "schemathesis-report", &arguments).await;
     assert!(tested >= 20, "schemathesis tested {tested} operations:\n{report}");
+    system.stop().await;
+}
+
+/// The case an early fuzzing run recorded against task submission (schemathesis's
+/// negative-data check on `POST /v1/tasks`: participants that are not objects, a huge array of
+/// readings), explored harder: every body the schema forbids is refused with a 4xx problem.
+#[sqlx::test(migrations = "../migrations")]
+async fn every_task_submission_the_schema_forbids_is_refused(pool: PgPool) {
+    let system = spawn_system(pool, &[]).await;
+    let (_, api_key) = system.organization("Fuzzed harder").await;
+    let arguments = [
+        "--include-name",
+        "POST /v1/tasks",
+        "--mode",
+        "negative",
+        "--checks",
+        "negative_data_rejection,not_a_server_error,status_code_conformance,response_schema_conformance",
+        "--max-examples",
+        "150",
+    ];
+    let (report, tested) = schemathesis(&system, &api_key, "schemathesis-task-submission", &arguments).await;
+    assert_eq!(tested, 1, "only POST /v1/tasks:\n{report}");
     system.stop().await;
 }
