@@ -186,7 +186,9 @@ async fn serve(
             let mut router = router.clone();
             async move { tower_service::Service::call(&mut router, request).await }
         });
-        let connection = graceful.watch(http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        // Closed lingering: a refused request's client still sending its body gets the answer.
+        let io = hyper_util::rt::TokioIo::new(crate::linger::Lingering::new(stream));
+        let connection = graceful.watch(http1.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended");

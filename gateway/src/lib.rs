@@ -16,6 +16,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod linger;
 pub mod metrics;
 pub mod openapi;
 pub mod pressure;

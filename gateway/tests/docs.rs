@@ -218,3 +218,86 @@ async fn past_its_connection_limit_a_new_connection_is_closed_at_once() {
     .await;
     assert!(served.is_ok(), "a freed place is taken again");
 }
+
+/// Sends `head` and then a body of `body_bytes` (in the background: the gateway may answer
+/// before reading it), and returns the status line it answers, or the error that ended the
+/// connection before one came.
+async fn answer_to_a_large_body(address: &str, head: String, body_bytes: usize) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(head.as_bytes()).await?;
+    let sending = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_bytes {
+            if writer.write_all(&chunk[..chunk.len().min(body_bytes - sent)]).await.is_err() {
+                return;
+            }
+            sent += chunk.len();
+        }
+        let _ = writer.shutdown().await;
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        answer.extend_from_slice(&buffer[..read]);
+        if read == 0 || answer.windows(4).any(|window| window == b"\r\n\r\n") {
+            break;
+        }
+    }
+    sending.abort();
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// A request refused before its body is read (too large: 413; no credentials: 401) still gets
+/// its answer, on a busy machine, instead of a connection reset: the gateway reads and drops a
+/// bounded amount of what the client is still sending before it closes.
+#[tokio::test]
+async fn a_large_body_refused_unread_still_gets_its_answer() {
+    let base = start_with(&[("GATEWAY_MAX_BODY_BYTES", "1048576")]).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        })
+    };
+    let size = 8 * 1024 * 1024;
+    let too_large = format!(
+        "POST /v1/organizations HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let anonymous =
+        format!("POST /v1/tasks HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n");
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(answer_to_a_large_body(&address, too_large.clone(), size).await.map_err(|error| error.kind()));
+        answers.push(answer_to_a_large_body(&address, anonymous.clone(), size).await.map_err(|error| error.kind()));
+    }
+    // As an HTTP client sends it: the whole body, then the answer.
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let sent = client
+            .post(format!("{base}/v1/organizations"))
+            .bearer_auth(OPERATOR_KEY)
+            .header("content-type", "application/json")
+            .body(vec![b' '; size])
+            .send()
+            .await;
+        let status = sent.map(|response| response.status().as_u16()).map_err(|error| format!("{error:?}"));
+        assert_eq!(status, Ok(413));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    for (index, answer) in answers.iter().enumerate() {
+        let expected = if index % 2 == 0 { "HTTP/1.1 413 Payload Too Large" } else { "HTTP/1.1 401 Unauthorized" };
+        assert_eq!(answer.as_deref(), Ok(expected), "answer {index} of {answers:?}");
+    }
+}
