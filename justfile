@@ -102,7 +102,21 @@ services:
     pg_up || { echo "PostgreSQL still does not answer" >&2; exit 1; }
     redis_up || { echo "Redis still does not answer" >&2; exit 1; }
 
-# Run everything (services, 2 orchestrators, gateway, simulated solar fleet, sample tasks) for `seconds`.
+# Forget the demo's state: its database (koprogo_grid_demo, which the demo creates) and its
+# Redis keys (the `demo:` namespace only). `just demo` does it first unless DEMO_KEEP=1.
+demo-reset: services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    database="${DEMO_DATABASE:-koprogo_grid_demo}"
+    namespace="${GRID_NAMESPACE:-demo}"
+    PGOPTIONS='--client-min-messages=warning' psql -q -h 127.0.0.1 -U postgres -d postgres \
+        -c "drop database if exists \"$database\" with (force)"
+    redis-cli -h 127.0.0.1 --scan --pattern "$namespace:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
+    echo "demo state reset (database $database, Redis keys $namespace:*)"
+
+# Run everything (services, 2 orchestrators, gateway, simulated solar fleet, sample tasks), then
+# keep it running `seconds` (0: stop once the tasks are done). Exits non-zero when a sample task
+# does not complete. Starts from a clean state each run (DEMO_KEEP=1 keeps the last one's).
 demo seconds="120" nodes="6" tasks="300": services
     #!/usr/bin/env bash
     set -euo pipefail
@@ -110,10 +124,12 @@ demo seconds="120" nodes="6" tasks="300": services
     bin=target/release
     logs=target/demo
     mkdir -p "$logs"
-    export DATABASE_URL="${DEMO_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/koprogo_grid_demo}"
+    export DEMO_DATABASE="${DEMO_DATABASE:-koprogo_grid_demo}"
+    export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DEMO_DATABASE"
     export GRID_NAMESPACE="${GRID_NAMESPACE:-demo}"
     export GRID_OPERATOR_KEY="${GRID_OPERATOR_KEY:-demo-operator-key-change-me-0123456789}"
     export GATEWAY_LISTEN="${GATEWAY_LISTEN:-127.0.0.1:8081}"
+    [ "${DEMO_KEEP:-0}" = 1 ] || just demo-reset
     gateway_url="http://$GATEWAY_LISTEN"
     pids=()
     stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -121,16 +137,20 @@ demo seconds="120" nodes="6" tasks="300": services
     "$bin/orchestrator" migrate
     # Two orchestrators: the first to take the writer's lease writes, the other stands by and
     # takes over within about a second if it dies. Each says which it is on its /readyz.
-    GRID_CONSUMER_NAME=orchestrator-1 GRID_ADMIN_LISTEN=127.0.0.1:8091 "$bin/orchestrator" run > "$logs/orchestrator-1.log" 2>&1 & pids+=($!)
-    GRID_CONSUMER_NAME=orchestrator-2 GRID_ADMIN_LISTEN=127.0.0.1:8092 "$bin/orchestrator" run > "$logs/orchestrator-2.log" 2>&1 & pids+=($!)
+    GRID_CONSUMER_NAME=orchestrator-1 GRID_ADMIN_LISTEN=127.0.0.1:8091 "$bin/orchestrator" run > "$logs/orchestrator-1.log" 2>&1 & pids+=($!); first=$!
+    GRID_CONSUMER_NAME=orchestrator-2 GRID_ADMIN_LISTEN=127.0.0.1:8092 "$bin/orchestrator" run > "$logs/orchestrator-2.log" 2>&1 & pids+=($!); second=$!
     "$bin/gateway" > "$logs/gateway.log" 2>&1 & pids+=($!)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/${GATEWAY_LISTEN%:*}/${GATEWAY_LISTEN##*:}) 2>/dev/null && break; sleep 0.1; done
     role() { curl -s "http://$1/readyz" | sed -n 's/.*"role":"\([a-z_]*\)".*/\1/p'; }
-    for _ in $(seq 100); do [ -n "$(role 127.0.0.1:8091)" ] && [ -n "$(role 127.0.0.1:8092)" ] && break; sleep 0.1; done
+    for _ in $(seq 100); do [ "$(role 127.0.0.1:8091)" = writer ] || [ "$(role 127.0.0.1:8092)" = writer ] && break; sleep 0.1; done
     organization=$("$bin/worker" --gateway "$gateway_url" organization --name "Demo copropriété")
     api_key=$(printf '%s' "$organization" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
-    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds 240 \
+    day=240
+    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds $day \
         > "$logs/fleet.log" 2>&1 & pids+=($!)
+    started=$(date +%s)
+    at() { date -d "@$((started + $1))" +%H:%M:%S; }
+    if [ "$(role 127.0.0.1:8091)" = writer ]; then writer=$first; standby=$second; else writer=$second; standby=$first; fi
     echo "KoproGo Grid is running (logs in $logs/):"
     echo "  orchestrator-1  $(role 127.0.0.1:8091)   (curl http://127.0.0.1:8091/readyz)"
     echo "  orchestrator-2  $(role 127.0.0.1:8092)   (curl http://127.0.0.1:8092/readyz)"
@@ -141,9 +161,14 @@ demo seconds="120" nodes="6" tasks="300": services
     echo "  stats        curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/stats"
     echo "  proofs       curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/proofs/verify"
     echo "  tasks        curl -H 'Authorization: Bearer $api_key' '$gateway_url/v1/tasks?limit=5'"
+    echo "  takeover     kill -9 $writer   (the writer; the standby, pid $standby, takes over within a second)"
+    echo "the {{nodes}} simulated Pis live a ${day} s day: sun until $(at 90), night until $(at 210) (tasks submitted"
+    echo "then wait for the sun, each until three expected runtimes before its deadline), next sunrise at $(at 210)"
     echo "submitting {{tasks}} sample tasks to {{nodes}} simulated nodes..."
-    RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}}
+    RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}} --require-all
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify"; echo
-    echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it); kill -9 the writer to see the standby take over"
-    sleep {{seconds}}
+    if [ {{seconds}} -gt 0 ]; then
+        echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it); kill -9 $writer to see the standby take over"
+        sleep {{seconds}}
+    fi

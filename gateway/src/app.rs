@@ -50,13 +50,14 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Admission control: past `GATEWAY_MAX_IN_FLIGHT` requests being served, or while the runtime
-/// runs later than `GATEWAY_MAX_DELAY_MS`, or (for commands) while the grid's backlog is known
+/// is saturated (every tick of `GATEWAY_MAX_DELAY_WINDOW_MS` later than `GATEWAY_MAX_DELAY_MS`,
+/// see [`crate::pressure`]), or (for commands) while the grid's backlog is known
 /// to be full (except for node traffic that finishes accepted work), a request is answered 503
 /// with `Retry-After` at once: no queue grows, and memory stays bounded. An admitted request
 /// has its deadline ([`request_deadline`]).
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !crate::pressure::finishes_work(request.uri().path()) {
-        if state.pressure.delay() > Duration::from_millis(state.config.max_delay_ms) {
+        if state.pressure.saturated() {
             return ApiError::Overloaded.into_response();
         }
         // A command (every write but a node's report or heartbeat) while the grid's backlog is
@@ -98,6 +99,10 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
     let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+    let pressure = Arc::new(crate::pressure::Pressure::new(
+        Duration::from_millis(config.max_delay_ms),
+        Duration::from_millis(config.max_delay_window_ms),
+    ));
     Ok(AppState::new(crate::state::Shared {
         pool,
         redis,
@@ -106,7 +111,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         channels: Arc::default(),
         in_flight,
         streams,
-        pressure: Arc::default(),
+        pressure,
         metrics: Arc::new(crate::metrics::registry()),
     }))
 }

@@ -34,9 +34,12 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// Server-sent event streams open at once (`GATEWAY_MAX_STREAMS`, default 20000).
     pub max_streams: usize,
-    /// The runtime delay (see [`crate::pressure`]) past which new work is refused with a 503
-    /// (`GATEWAY_MAX_DELAY_MS`, default 5).
+    /// A runtime tick later than this is late (see [`crate::pressure`]; `GATEWAY_MAX_DELAY_MS`,
+    /// default 20).
     pub max_delay_ms: u64,
+    /// Every tick late for this long, new work is refused with a 503
+    /// (`GATEWAY_MAX_DELAY_WINDOW_MS`, default 250).
+    pub max_delay_window_ms: u64,
     /// Commands waiting to be applied past which new commands are refused with a 503
     /// (`GATEWAY_MAX_BACKLOG`, default 10000, about four seconds of the writer's work here; 0:
     /// no bound). Node reports are never refused for it.
@@ -96,7 +99,8 @@ impl GatewayConfig {
             report_decision_wait_ms: read(&lookup, "GATEWAY_REPORT_DECISION_WAIT_MS", "2000", integer_in(0, 30_000))?,
             max_in_flight: read(&lookup, "GATEWAY_MAX_IN_FLIGHT", "256", integer_in(1, 100_000))?,
             max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
-            max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "5", integer_in(1, 60_000))?,
+            max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "20", integer_in(1, 60_000))?,
+            max_delay_window_ms: read(&lookup, "GATEWAY_MAX_DELAY_WINDOW_MS", "250", integer_in(1, 60_000))?,
             max_backlog: read(&lookup, "GATEWAY_MAX_BACKLOG", "10000", integer_in(0, 100_000_000))?,
             idle_timeout_ms: read(&lookup, "GATEWAY_IDLE_TIMEOUT_MS", "30000", integer_in(100, 3_600_000))?,
             max_connections: read(&lookup, "GATEWAY_MAX_CONNECTIONS", "25000", integer_in(1, 10_000_000))?,

@@ -20,7 +20,10 @@ pub const LINGER_TIME: Duration = Duration::from_secs(5);
 enum Closing {
     Open,
     /// Write side shut down; draining what the client still sends.
-    Draining { drained: usize, until: Pin<Box<tokio::time::Sleep>> },
+    Draining {
+        drained: usize,
+        until: Pin<Box<tokio::time::Sleep>>,
+    },
     Closed,
 }
 
@@ -135,9 +138,7 @@ mod tests {
     async fn a_peer_that_sends_too_much_is_given_up_on_after_the_linger_bytes() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let mut lingering = Lingering::with_limits(ours, 4_096, Duration::from_secs(60));
-        let flood = tokio::spawn(async move {
-            while theirs.write_all(&[b'x'; 1024]).await.is_ok() {}
-        });
+        let flood = tokio::spawn(async move { while theirs.write_all(&[b'x'; 1024]).await.is_ok() {} });
         tokio::time::timeout(Duration::from_secs(5), lingering.shutdown()).await.unwrap().unwrap();
         drop(lingering);
         flood.await.unwrap();

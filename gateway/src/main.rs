@@ -3,7 +3,15 @@
 use grid_gateway::app::{build_state, run};
 use grid_gateway::config::GatewayConfig;
 
-fn main() -> anyhow::Result<()> {
+/// One line on failure (the cause chain), not a backtrace: `RUST_BACKTRACE` is for panics.
+fn main() {
+    if let Err(error) = start() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         print!("{}", grid_gateway::openapi::spec_json());
         return Ok(());

@@ -274,8 +274,9 @@ async fn a_large_body_refused_unread_still_gets_its_answer() {
         "POST /v1/organizations HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {OPERATOR_KEY}\r\n\
          Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
     );
-    let anonymous =
-        format!("POST /v1/tasks HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n");
+    let anonymous = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    );
     let mut answers = Vec::new();
     for _ in 0..10 {
         answers.push(answer_to_a_large_body(&address, too_large.clone(), size).await.map_err(|error| error.kind()));

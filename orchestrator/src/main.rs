@@ -57,8 +57,17 @@ enum Source {
     Redis,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+/// One line on failure (the cause chain), not a backtrace: `RUST_BACKTRACE` is for panics.
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let outcome = runtime.map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(run_command()));
+    if let Err(error) = outcome {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run_command() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Action::Simulate { seeds, steps, first_seed, seed }) = cli.command {
         let (first, count) = seed.map_or((first_seed, seeds), |seed| (seed, 1));

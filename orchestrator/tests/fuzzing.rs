@@ -17,7 +17,12 @@ use sqlx::PgPool;
 
 /// Runs schemathesis against the system with these arguments; its report, and how many
 /// operations it tested.
-async fn schemathesis(system: &common::System, api_key: &str, report_name: &str, arguments: &[&str]) -> (String, usize) {
+async fn schemathesis(
+    system: &common::System,
+    api_key: &str,
+    report_name: &str,
+    arguments: &[&str],
+) -> (String, usize) {
     let program = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
     let output = tokio::process::Command::new(&program)
         .args(["run", &system.url("/api-docs/openapi.json")])

@@ -119,7 +119,11 @@ pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>)
                 debug!(%node_id, "task channel closed; reconnecting");
                 backoff = Duration::from_millis(100);
             }
-            Some(Err(error)) => warn!(%node_id, %error, "task channel failed; reconnecting"),
+            Some(Err(error)) => {
+                warn!(%node_id, %error, "task channel failed; reconnecting");
+                // A busy gateway says when to come back.
+                backoff = backoff.max(error.retry_after().unwrap_or_default());
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -296,14 +300,22 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
 async fn send_report(shared: &Shared, report: &ReportBody, correlation_id: Option<uuid::Uuid>) {
     let config = &shared.config;
     let mut delay = Duration::from_millis(100);
-    for _ in 0..8 {
+    let (mut failures, mut busy) = (0, 0);
+    while failures < 8 && busy < crate::client::BUSY_TRIES {
         match config.client.report(config.node_id, &config.token, report, correlation_id).await {
             Ok(()) => return,
             Err(ClientError::Refused { status, detail }) if status < 500 => {
                 warn!(task_id = %report.task_id, status, detail, "report refused");
                 return;
             }
+            // The gateway is busy and says when to come back: a report is not lost for it.
+            Err(ClientError::Busy { retry_after, .. }) => {
+                busy += 1;
+                debug!(task_id = %report.task_id, ?retry_after, "gateway busy; report sent again after its Retry-After");
+                tokio::time::sleep(retry_after).await;
+            }
             Err(error) => {
+                failures += 1;
                 warn!(task_id = %report.task_id, %error, "report failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -10,10 +10,11 @@ use serde_json::json;
 use crate::sse::{SseEvent, SseParser};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many times a registration is offered to a gateway that answers 503.
-const REGISTRATION_TRIES: u32 = 30;
+/// How many times a request is offered to a gateway that answers it busy (503 at capacity,
+/// 429 over the rate), each time after its `Retry-After`: about half a minute of refusals.
+pub const BUSY_TRIES: u32 = 30;
 
-/// A 503's `Retry-After` (seconds), one second when absent, at most a minute.
+/// A busy answer's `Retry-After` (seconds), one second when absent, at most a minute.
 fn retry_after(response: &reqwest::Response) -> Duration {
     let seconds = response
         .headers()
@@ -30,8 +31,43 @@ pub enum ClientError {
     /// The gateway does not know the token yet (registration not applied) or at all.
     #[error("the gateway refused the credentials ({0})")]
     Unauthorized(u16),
+    /// The gateway is at capacity (503) or the credential over its rate (429): the request may
+    /// be sent again after `retry_after`.
+    #[error("the gateway is busy ({status}); it asks to come back after {}s", retry_after.as_secs())]
+    Busy { status: u16, retry_after: Duration },
     #[error("the gateway answered {status}: {detail}")]
     Refused { status: u16, detail: String },
+}
+
+impl ClientError {
+    /// How long to wait before sending again, when the gateway said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// Sends `request`, and again after each busy answer's `Retry-After` (503, 429), at most
+/// `tries` times in all; answers the first other response, checked. A refused burst is slowed,
+/// never fatal (unless the gateway stays busy for all of it).
+pub async fn send_patiently(request: reqwest::RequestBuilder, tries: u32) -> Result<reqwest::Response, ClientError> {
+    let mut tried = 1;
+    loop {
+        let attempt = request.try_clone().ok_or(ClientError::Refused {
+            status: 0,
+            detail: "a request with a streamed body cannot be sent again".to_owned(),
+        })?;
+        match checked(attempt.send().await?).await {
+            Err(ClientError::Busy { retry_after, .. }) if tried < tries => {
+                tracing::debug!(?retry_after, tried, "the gateway is busy; sending again after its Retry-After");
+                tokio::time::sleep(retry_after).await;
+                tried += 1;
+            }
+            answered => return answered,
+        }
+    }
 }
 
 /// What `POST /v1/nodes` answers.
@@ -74,13 +110,17 @@ pub struct GatewayClient {
     base: String,
 }
 
-async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+/// The response when successful, else its refusal.
+pub async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
     if status == reqwest::StatusCode::UNAUTHORIZED {
         return Err(ClientError::Unauthorized(status.as_u16()));
+    }
+    if matches!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS) {
+        return Err(ClientError::Busy { status: status.as_u16(), retry_after: retry_after(&response) });
     }
     let detail = response.text().await.unwrap_or_default();
     Err(ClientError::Refused { status: status.as_u16(), detail })
@@ -93,25 +133,11 @@ impl GatewayClient {
     }
 
     /// Registers a node. A gateway at capacity answers 503 before doing anything: the request
-    /// is sent again after its `Retry-After`, up to [`REGISTRATION_TRIES`] times.
+    /// is sent again after its `Retry-After`, up to [`BUSY_TRIES`] times.
     pub async fn register(&self, api_key: &str, node: &NodeDeclaration) -> Result<Registration, ClientError> {
-        let mut tries = 1;
-        loop {
-            let response = self
-                .http
-                .post(format!("{}/v1/nodes", self.base))
-                .bearer_auth(api_key)
-                .timeout(REQUEST_TIMEOUT)
-                .json(node)
-                .send()
-                .await?;
-            if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && tries < REGISTRATION_TRIES {
-                tokio::time::sleep(retry_after(&response)).await;
-                tries += 1;
-                continue;
-            }
-            return Ok(checked(response).await?.json().await?);
-        }
+        let request =
+            self.http.post(format!("{}/v1/nodes", self.base)).bearer_auth(api_key).timeout(REQUEST_TIMEOUT).json(node);
+        Ok(send_patiently(request, BUSY_TRIES).await?.json().await?)
     }
 
     /// Sends live state; answers the eco score.
@@ -179,5 +205,54 @@ impl GatewayClient {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each connection's request with the next of `answers`.
+    async fn answering(answers: Vec<&'static str>) -> (String, tokio::task::JoinHandle<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request).await.unwrap();
+                stream.write_all(answer.as_bytes()).await.unwrap();
+                stream.shutdown().await.unwrap();
+                served += 1;
+            }
+            served
+        });
+        (base, server)
+    }
+
+    const BUSY: &str =
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    const ACCEPTED: &str = "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"ok\":true}";
+
+    #[tokio::test]
+    async fn a_busy_gateway_is_asked_again_after_its_retry_after() {
+        let (base, server) = answering(vec![BUSY, ACCEPTED]).await;
+        let started = std::time::Instant::now();
+        let request = reqwest::Client::new().post(format!("{base}/v1/tasks")).json(&json!({"a": 1}));
+        let response = send_patiently(request, 5).await.unwrap();
+        assert_eq!(response.status(), 202);
+        assert!(started.elapsed() >= Duration::from_secs(1), "waited the Retry-After");
+        assert_eq!(server.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_busy_for_every_try_is_an_error_that_says_when_to_come_back() {
+        let (base, server) = answering(vec![BUSY, BUSY]).await;
+        let request = reqwest::Client::new().get(format!("{base}/v1/tasks"));
+        let error = send_patiently(request, 2).await.unwrap_err();
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(1)), "{error}");
+        assert_eq!(server.await.unwrap(), 2);
     }
 }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tracing::info;
 
-use crate::client::ClientError;
+use crate::client::{BUSY_TRIES, ClientError, send_patiently};
 
 pub struct Driver {
     http: reqwest::Client,
@@ -25,24 +25,28 @@ pub struct LoadReport {
     pub seconds: f64,
 }
 
+/// Where the submitted tasks stand, while they are waited for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub completed: usize,
+    pub unsuccessful: usize,
+    /// Waiting in the queue: for a free core, or (deferrable ones) for a node in the sun.
+    pub queued: usize,
+    /// Assigned to a node or running there.
+    pub on_nodes: usize,
+    pub seconds: u64,
+}
+
 impl LoadReport {
     pub fn tasks_per_second(&self) -> f64 {
         if self.seconds > 0.0 { self.completed as f64 / self.seconds } else { 0.0 }
     }
 }
 
-async fn json_of(response: reqwest::Response) -> Result<Value, ClientError> {
-    let status = response.status();
-    if status == reqwest::StatusCode::UNAUTHORIZED {
-        return Err(ClientError::Unauthorized(401));
-    }
-    if !status.is_success() {
-        return Err(ClientError::Refused {
-            status: status.as_u16(),
-            detail: response.text().await.unwrap_or_default(),
-        });
-    }
-    Ok(response.json().await?)
+/// Sends a request, honouring the gateway's `503`/`429` + `Retry-After` (see
+/// [`send_patiently`]), and reads the JSON it answers.
+async fn json_of(request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+    Ok(send_patiently(request, BUSY_TRIES).await?.json().await?)
 }
 
 impl Driver {
@@ -52,10 +56,8 @@ impl Driver {
 
     async fn wait_for_command(&self, key: &str, command_id: &str) -> Result<Value, ClientError> {
         loop {
-            let view = json_of(
-                self.http.get(format!("{}/v1/commands/{command_id}", self.base)).bearer_auth(key).send().await?,
-            )
-            .await?;
+            let view =
+                json_of(self.http.get(format!("{}/v1/commands/{command_id}", self.base)).bearer_auth(key)).await?;
             if view["status"] != "pending" {
                 return Ok(view);
             }
@@ -70,9 +72,7 @@ impl Driver {
             self.http
                 .post(format!("{}/v1/organizations", self.base))
                 .bearer_auth(operator_key)
-                .json(&json!({"name": name}))
-                .send()
-                .await?,
+                .json(&json!({"name": name})),
         )
         .await?;
         let view = self.wait_for_command(operator_key, created["command_id"].as_str().unwrap_or_default()).await?;
@@ -83,12 +83,13 @@ impl Driver {
     }
 
     /// Submits `count` sample tasks (one in four a group optimisation), then waits until each is
-    /// final or `timeout` passes.
+    /// final or `timeout` passes, telling `progress` where they stand every few seconds.
     pub async fn submit_samples(
         &self,
         api_key: &str,
         count: usize,
         timeout: Duration,
+        mut progress: impl FnMut(Progress),
     ) -> Result<LoadReport, ClientError> {
         let owners: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
         for owner in &owners {
@@ -96,9 +97,7 @@ impl Driver {
                 self.http
                     .put(format!("{}/v1/owners/{owner}/consent", self.base))
                     .bearer_auth(api_key)
-                    .json(&json!({"consent_version": "demo-2026"}))
-                    .send()
-                    .await?,
+                    .json(&json!({"consent_version": "demo-2026"})),
             )
             .await?;
             self.wait_for_command(api_key, granted["command_id"].as_str().unwrap_or_default()).await?;
@@ -112,7 +111,7 @@ impl Driver {
                     .post(format!("{}/v1/tasks", self.base))
                     .bearer_auth(api_key)
                     .json(&sample_task(index, &owners));
-                async move { json_of(request.send().await?).await }
+                async move { json_of(request).await }
             })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
@@ -124,18 +123,20 @@ impl Driver {
         info!(count, seconds = clock.elapsed().as_secs_f64(), "tasks submitted; waiting for them");
         let deadline = Instant::now() + timeout;
         let (mut completed, mut unsuccessful) = (0, 0);
+        let mut last_told = Instant::now();
         while !waiting.is_empty() && Instant::now() < deadline {
             // Newest first: our tasks are on the first pages.
             let mut cursor: Option<String> = None;
             let outstanding = waiting.len();
             let mut seen = 0;
+            let (mut queued, mut on_nodes) = (0, 0);
             loop {
                 let mut request =
                     self.http.get(format!("{}/v1/tasks", self.base)).bearer_auth(api_key).query(&[("limit", "500")]);
                 if let Some(after) = &cursor {
                     request = request.query(&[("cursor", after)]);
                 }
-                let page = json_of(request.send().await?).await?;
+                let page = json_of(request).await?;
                 for task in page["tasks"].as_array().into_iter().flatten() {
                     let Some(task_id) = task["task_id"].as_str() else { continue };
                     if !waiting.contains(task_id) {
@@ -144,8 +145,15 @@ impl Driver {
                     seen += 1;
                     match task["status"].as_str() {
                         Some("completed") => completed += 1,
-                        Some("failed" | "rejected" | "cancelled") => unsuccessful += 1,
-                        _ => continue,
+                        Some("failed" | "rejected" | "cancelled" | "quarantined") => unsuccessful += 1,
+                        Some("queued") => {
+                            queued += 1;
+                            continue;
+                        }
+                        _ => {
+                            on_nodes += 1;
+                            continue;
+                        }
                     }
                     waiting.remove(task_id);
                 }
@@ -156,6 +164,11 @@ impl Driver {
             }
             if !waiting.is_empty() {
                 info!(completed, waiting = waiting.len(), "progress");
+                if last_told.elapsed() >= Duration::from_secs(5) {
+                    last_told = Instant::now();
+                    let seconds = clock.elapsed().as_secs();
+                    progress(Progress { completed, unsuccessful, queued, on_nodes, seconds });
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use grid_shared::ids::NodeId;
 use grid_worker::agent::{AgentConfig, run_agent};
 use grid_worker::client::{GatewayClient, NodeDeclaration};
-use grid_worker::load::Driver;
+use grid_worker::load::{Driver, Progress};
 use grid_worker::power::PowerModel;
 use grid_worker::simulate::{FleetConfig, launch};
 use grid_worker::solar::SolarSource;
@@ -72,6 +72,9 @@ enum Action {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Exit with an error unless every task completed (the demo in CI).
+        #[arg(long)]
+        require_all: bool,
     },
     /// Run a fleet of simulated nodes in this process.
     Simulate {
@@ -103,7 +106,15 @@ enum Action {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// One line on failure (the cause chain), not a backtrace: `RUST_BACKTRACE` is for panics.
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     grid_shared::logging::init().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     // One thread: a Pi's cores are for the computations (run on the blocking pool).
@@ -130,9 +141,23 @@ fn main() -> anyhow::Result<()> {
                 let created = Driver::new(&cli.gateway).create_organization(&operator_key, &name).await?;
                 println!("{}", serde_json::to_string_pretty(&created)?);
             }
-            Action::Submit { api_key, tasks, timeout } => {
-                let report =
-                    Driver::new(&cli.gateway).submit_samples(&api_key, tasks, Duration::from_secs(timeout)).await?;
+            Action::Submit { api_key, tasks, timeout, require_all } => {
+                let tell = |progress: Progress| {
+                    let waiting = if progress.queued > 0 {
+                        format!(
+                            "; {} queued (waiting for a free core, or, deferrable, for a node in the sun)",
+                            progress.queued
+                        )
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "  {:>4} s: {} completed, {} on nodes{waiting}",
+                        progress.seconds, progress.completed, progress.on_nodes
+                    );
+                };
+                let driver = Driver::new(&cli.gateway);
+                let report = driver.submit_samples(&api_key, tasks, Duration::from_secs(timeout), tell).await?;
                 println!(
                     "{} submitted, {} completed, {} failed or rejected, in {:.2} s: {:.1} tasks/s",
                     report.submitted,
@@ -141,6 +166,13 @@ fn main() -> anyhow::Result<()> {
                     report.seconds,
                     report.tasks_per_second()
                 );
+                if require_all && report.completed < report.submitted {
+                    anyhow::bail!(
+                        "{} of {} tasks did not complete (see GET /v1/tasks for their reasons)",
+                        report.submitted - report.completed,
+                        report.submitted
+                    );
+                }
             }
             Action::Run { node_id, token, cores, solar_watts, peak_watts, interval } => {
                 let solar = match solar_watts {
