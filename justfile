@@ -33,23 +33,23 @@ lint:
 
 # Every figure: builds the release binaries and the edge worker, runs the scheduler, audit and
 # consent benches, then the real binaries end to end (1,000 simulated nodes, 50,000 tasks);
-# writes bench/results/<time>-<commit>.md and .json (and latest.*). See orchestrator/benches/system.rs.
+# writes bench/results/<time>-<commit>.md and .json (and latest.*). See system-tests/benches/system/.
 bench: services
     cargo build --release --bins
     cargo build --profile edge -p grid-worker
-    cargo bench -p grid-orchestrator --bench scheduler --bench audit --bench consent --bench system
+    cargo bench -p grid-system-tests --bench scheduler --bench audit --bench consent --bench system
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services
-    cargo bench -p grid-orchestrator --bench scheduler
+    cargo bench -p grid-system-tests --bench scheduler
 
 # Latency from a consent revocation to the node running the owner's task being told.
 bench-consent: services
-    cargo bench -p grid-orchestrator --bench consent
+    cargo bench -p grid-system-tests --bench consent
 
 # Replay and proof-chain verification speed over a synthetic archive of 200,000 events.
 bench-audit: services
-    cargo bench -p grid-orchestrator --bench audit
+    cargo bench -p grid-system-tests --bench audit
 
 # Rebuild the dashboard (gateway/assets/dashboard.js) from dashboard/: the client types are
 # generated from openapi/openapi.json (openapi-typescript), type-checked (tsc) and bundled

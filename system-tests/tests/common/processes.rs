@@ -45,23 +45,40 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// The `worker` binary, built (once per test binary) if it is not up to date: it belongs to
-/// another package, so cargo does not hand its path to this one's tests.
+/// A binary of the workspace (`orchestrator` of `grid-orchestrator`, `worker` of
+/// `grid-worker`), built if it is not up to date (once per test binary): they belong to other
+/// packages, so cargo does not hand their paths to these tests. It sits in the profile
+/// directory this test binary runs from (`target/debug/deps/..`).
+fn binary(package: &str, name: &str) -> std::path::PathBuf {
+    let profile_directory = std::env::current_exe()
+        .expect("the test's own path")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests run from <target>/<profile>/deps")
+        .to_owned();
+    let profile = match profile_directory.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--profile", &profile, "-p", package, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the {name} binary builds");
+    profile_directory.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The `orchestrator` binary (see [`binary`]).
+pub fn orchestrator_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| binary("grid-orchestrator", "orchestrator")).clone()
+}
+
+/// The `worker` binary (see [`binary`]).
 pub fn worker_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "grid-worker", "--bin", "worker"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the worker binary builds");
-            // Beside this package's own binaries, in the same profile's directory.
-            let orchestrator = std::path::Path::new(env!("CARGO_BIN_EXE_orchestrator"));
-            orchestrator.with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
+    BUILT.get_or_init(|| binary("grid-worker", "worker")).clone()
 }
 
 /// A fleet of simulated nodes in a `worker simulate` process of its own, killed (SIGKILL) when
@@ -144,7 +161,7 @@ impl Orchestrator {
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
         let log = log_file(name);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        let mut command = Command::new(orchestrator_binary());
         command.arg("run").stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
         command.envs(settings.iter());
         command.env("GRID_CONSUMER_NAME", name).env("GRID_ADMIN_LISTEN", &admin).env("RUST_LOG", "info");

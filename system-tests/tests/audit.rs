@@ -138,7 +138,7 @@ async fn the_replay_command_exits_non_zero_on_a_divergence(pool: PgPool) {
     let base = std::env::var("DATABASE_URL").unwrap();
     let url = format!("{}/{database}", base.rsplit_once('/').unwrap().0);
     let replay = |from: &str| {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        let mut command = tokio::process::Command::new(common::processes::orchestrator_binary());
         command
             .args(["replay", "--from", from])
             .env("DATABASE_URL", &url)

@@ -1,0 +1,263 @@
+//! The gateway alone (`spawn_app`: the real router on port 0 over the test's own database and
+//! Redis namespace, no orchestrator): what each request adds to the streams and the live state,
+//! and what it refuses without adding anything. The rows a writer would have committed
+//! (organisations, keys, nodes) are inserted by the test.
+
+use grid_gateway::app::{build_state_with_pool, run};
+use grid_gateway::config::GatewayConfig;
+use grid_shared::envelope::{Actor, Envelope};
+use grid_shared::ids::{NodeId, OrganizationId};
+use grid_shared::keys::Keys;
+use grid_shared::messages::{Command, Report, Sha256Hex};
+use redis::streams::StreamRangeReply;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const OPERATOR_KEY: &str = "api-test-operator-key-0123456789abcdef0123";
+
+struct TestApp {
+    base: String,
+    keys: Keys,
+    redis: redis::aio::MultiplexedConnection,
+    http: reqwest::Client,
+    pool: PgPool,
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn spawn_app(pool: PgPool) -> TestApp {
+    let namespace = format!("gateway-api-{}", uuid::Uuid::new_v4().simple());
+    let settings = [
+        ("DATABASE_URL", "postgres://unused".to_owned()),
+        ("REDIS_URL", redis_url()),
+        ("GRID_NAMESPACE", namespace.clone()),
+        ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
+        ("GATEWAY_MAX_DELAY_MS", "60000".to_owned()),
+    ];
+    let config = GatewayConfig::from_lookup(|name| {
+        settings.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone())
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = build_state_with_pool(config, pool.clone()).unwrap();
+    tokio::spawn(run(listener, state, std::future::pending()));
+    let client = redis::Client::open(redis_url()).unwrap();
+    let redis = client.get_multiplexed_async_connection().await.unwrap();
+    TestApp { base, keys: Keys::new(&namespace).unwrap(), redis, http: reqwest::Client::new(), pool }
+}
+
+impl TestApp {
+    /// An organisation and its API key, as the writer would have committed them.
+    async fn organization(&self) -> (OrganizationId, String) {
+        let organization_id = OrganizationId::new();
+        let key = format!("gk_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query("insert into organization (organization_id, name) values ($1, 'Tested')")
+            .bind(organization_id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        sqlx::query("insert into api_key (key_hash, organization_id) values ($1, $2)")
+            .bind(Sha256Hex::of_secret(&key).as_str())
+            .bind(organization_id.as_uuid())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        (organization_id, key)
+    }
+
+    /// A registered node of the organisation and its token.
+    async fn node(&self, organization_id: OrganizationId) -> (NodeId, String) {
+        let node_id = NodeId::new();
+        let token = format!("gn_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(
+            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash)
+             values ($1, $2, 'pi', 4, true, 'Namur', $3)",
+        )
+        .bind(node_id.as_uuid())
+        .bind(organization_id.as_uuid())
+        .bind(Sha256Hex::of_secret(&token).as_str())
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        (node_id, token)
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Every entry of a stream: (entry id, its `type` field, its envelope).
+    async fn entries(&mut self, stream: &str) -> Vec<(String, String, Envelope)> {
+        let range: StreamRangeReply =
+            redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut self.redis).await.unwrap();
+        range
+            .ids
+            .iter()
+            .map(|entry| {
+                let message_type: String = entry.get("type").unwrap_or_default();
+                let text: String = entry.get("envelope").expect("an entry carries its envelope");
+                (entry.id.clone(), message_type, Envelope::from_json(&text).unwrap())
+            })
+            .collect()
+    }
+
+    async fn forget(mut self) {
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(self.keys.all_keys_pattern()).query_async(&mut self.redis).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut self.redis).await.unwrap();
+        }
+    }
+}
+
+fn thermal(deadline_minutes: i64) -> Value {
+    let deadline = (chrono::Utc::now() + chrono::Duration::minutes(deadline_minutes)).to_rfc3339();
+    json!({"copropriete_id": uuid::Uuid::new_v4(), "priority": 7, "deadline": deadline,
+           "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
+                    "insulation_score": 0.4, "surface_m2": 90.0, "heating_degree_days": 2400.0}})
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_submission_is_one_command_on_the_stream_with_the_ids_it_answers(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (organization_id, key) = app.organization().await;
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let response = app.post("/v1/tasks", &key, thermal(30), &[("x-request-id", &correlation)]).await;
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    let entries = app.entries(&app.keys.commands()).await;
+    assert_eq!(entries.len(), 1);
+    let (_, message_type, envelope) = &entries[0];
+    assert_eq!(message_type, "CMD:SUBMIT_TASK");
+    assert_eq!(envelope.id.to_string(), answer["command_id"].as_str().unwrap());
+    assert_eq!(envelope.correlation_id.to_string(), correlation, "the request's id follows the command");
+    assert_eq!(
+        (envelope.actor, envelope.organization_id),
+        (Actor::Organization(organization_id), Some(organization_id))
+    );
+    let Command::SubmitTask(submitted) = envelope.decode::<Command>().unwrap() else { panic!("{envelope:?}") };
+    assert_eq!(submitted.task_id.to_string(), answer["task_id"].as_str().unwrap());
+    assert_eq!((submitted.priority.value(), submitted.replicas.value()), (7, 1));
+    // Its issuer is known until the writer acknowledges it: `GET /v1/commands/{id}` says pending.
+    let view: Value = app
+        .http
+        .get(format!("{}/v1/commands/{}", app.base, envelope.id))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "pending");
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_repeated_submission_with_its_idempotency_key_is_published_once(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (_, key) = app.organization().await;
+    let body = thermal(30);
+    let first: Value =
+        app.post("/v1/tasks", &key, body.clone(), &[("idempotency-key", "batch-7")]).await.json().await.unwrap();
+    let again = app.post("/v1/tasks", &key, body, &[("idempotency-key", "batch-7")]).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.json::<Value>().await.unwrap(), first, "the first answer, again");
+    let other = app.post("/v1/tasks", &key, thermal(40), &[("idempotency-key", "batch-7")]).await;
+    assert_eq!(other.status(), 409, "the key was used for another request");
+    assert_eq!(app.entries(&app.keys.commands()).await.len(), 1);
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_invalid_submission_is_a_problem_and_publishes_nothing(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (_, key) = app.organization().await;
+    let mut body = thermal(30);
+    body["priority"] = json!(11);
+    body["kind"]["insulation_score"] = json!(3.0);
+    let response = app.post("/v1/tasks", &key, body, &[]).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: Value = response.json().await.unwrap();
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().filter_map(|error| error["field"].as_str()).collect();
+    assert!(fields.contains(&"priority"), "{problem}");
+    let past = app.post("/v1/tasks", &key, thermal(-5), &[]).await;
+    assert_eq!(past.status(), 422, "a deadline already passed");
+    assert_eq!(app.entries(&app.keys.commands()).await.len(), 0);
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_heartbeat_writes_the_nodes_live_state_with_its_ttl_and_the_change_feed(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (organization_id, _) = app.organization().await;
+    let (node_id, token) = app.node(organization_id).await;
+    let beat = json!({"cpu_usage": 25.0, "solar_watts": 180.0, "running": 1});
+    let response = app.post(&format!("/v1/nodes/{node_id}/heartbeat"), &token, beat, &[]).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert!(answer["eco_score"].as_f64().is_some_and(|score| (0.0..=1.0).contains(&score)), "{answer}");
+    let state: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(app.keys.node_state(node_id)).query_async(&mut app.redis).await.unwrap();
+    assert_eq!(state.get("solar_watts").map(String::as_str), Some("180"), "{state:?}");
+    assert_eq!(state.get("cpu_usage").map(String::as_str), Some("25"), "{state:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(app.keys.node_state(node_id)).query_async(&mut app.redis).await.unwrap();
+    assert!(ttl > 0 && ttl <= 15_000, "the live state expires with the node TTL: {ttl} ms");
+    let feed: StreamRangeReply =
+        redis::cmd("XRANGE").arg(app.keys.heartbeats()).arg("-").arg("+").query_async(&mut app.redis).await.unwrap();
+    assert_eq!(feed.ids.len(), 1);
+    assert_eq!(feed.ids[0].get::<String>("node_id"), Some(node_id.to_string()));
+    // Another node's token may not beat for it: to that token, this node does not exist.
+    let (_, stranger) = app.node(organization_id).await;
+    let beat = json!({"cpu_usage": 1.0, "solar_watts": 0.0});
+    let refused = app.post(&format!("/v1/nodes/{node_id}/heartbeat"), &stranger, beat, &[]).await;
+    assert_eq!(refused.status(), 404);
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_report_is_published_with_its_node_as_actor_and_only_by_that_node(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (organization_id, _) = app.organization().await;
+    let (node_id, token) = app.node(organization_id).await;
+    let task_id = uuid::Uuid::new_v4();
+    let result = json!({"heat_loss_kwh": 1234.5});
+    let report = json!({"task_id": task_id, "attempt": 2, "status": "completed", "result_json": result,
+        "result_hash": Sha256Hex::of_secret(&result.to_string()).as_str(), "energy_used_wh": 0.5,
+        "solar_contribution_wh": 0.25});
+    let response = app.post(&format!("/v1/nodes/{node_id}/reports"), &token, report.clone(), &[]).await;
+    assert_eq!(response.status(), 202);
+    let entries = app.entries(&app.keys.reports()).await;
+    assert_eq!(entries.len(), 1);
+    let (_, message_type, envelope) = &entries[0];
+    assert_eq!(message_type, "RPT:TASK_COMPLETED");
+    assert_eq!(envelope.actor, Actor::Node(node_id));
+    let Report::TaskCompleted(completed) = envelope.decode::<Report>().unwrap() else { panic!("{envelope:?}") };
+    assert_eq!((completed.node_id, completed.task_id.as_uuid(), completed.attempt), (node_id, task_id, 2));
+    assert_eq!((completed.energy_used.0, completed.solar_contribution.0), (500_000, 250_000), "µWh, exact");
+    let (_, stranger) = app.node(organization_id).await;
+    let refused = app.post(&format!("/v1/nodes/{node_id}/reports"), &stranger, report, &[]).await;
+    assert_eq!(refused.status(), 404, "to another node's token, this node does not exist");
+    assert_eq!(app.entries(&app.keys.reports()).await.len(), 1, "nothing more published");
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_unknown_key_publishes_nothing_and_the_operator_cannot_submit_tasks(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let unknown = app.post("/v1/tasks", "gk_unknown", thermal(30), &[]).await;
+    assert_eq!(unknown.status(), 401);
+    let operator = app.post("/v1/tasks", OPERATOR_KEY, thermal(30), &[]).await;
+    assert_eq!(operator.status(), 403, "tasks belong to an organisation");
+    assert_eq!(app.entries(&app.keys.commands()).await.len(), 0);
+    app.forget().await;
+}

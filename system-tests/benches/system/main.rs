@@ -1,0 +1,357 @@
+//! `just bench`: the real binaries (`target/release/{orchestrator,gateway,worker}`) over a
+//! scratch database and Redis namespace, driven over HTTP. The simulated fleet answers each task
+//! at once (`worker simulate --instant-results`): the figures are the control plane's, not the
+//! Pis' computations (one real `worker run` computes beside it, for its memory figure). It measures the sequential round
+//! trip, end-to-end throughput with a fleet of simulated nodes, open-loop submit latency, memory
+//! and CPU, gathers the figures of the other benches (`target/bench/*.json`) and writes the
+//! report to `bench/results/` (markdown and JSON). A report, not a test: nothing here asserts a
+//! time.
+//!
+//! Sizes can be changed with `BENCH_NODES` (1000), `BENCH_TASKS` (50000), `BENCH_SEQUENTIAL`
+//! (1000), `BENCH_E2E_SECONDS` (150: the throughput phase stops waiting after this) and
+//! `BENCH_OPEN_LOOP_SECONDS` (3 per rate); `BENCH_HALF_RATE` fixes the half-capacity rate.
+//! For working on one part, nothing written: `BENCH_GATEWAY_ONLY=1` runs the gateway's phases
+//! alone, `BENCH_STOP_AFTER_HALF=1` stops after the half-capacity phase, and
+//! `BENCH_GATEWAY_BINARY=<path>` runs another build of the gateway (to compare two on one grid).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+mod measures;
+mod phases;
+mod processes;
+mod report;
+#[path = "../support/mod.rs"]
+mod support;
+
+use measures::*;
+use phases::*;
+use processes::*;
+use report::*;
+
+use support::{Scratch, percentile};
+
+const OPERATOR_KEY: &str = "bench-operator-key-0123456789abcdef0123456789";
+/// The power model for control-plane CPU: one busy server core draws this many watts.
+const WATTS_PER_BUSY_CORE: f64 = 15.0;
+/// The seed's grid intensity, kg CO₂ per kWh.
+const GRID_KG_PER_KWH: f64 = 0.18;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn run() -> anyhow::Result<Value> {
+    let nodes = setting("BENCH_NODES", 1000);
+    let tasks = setting("BENCH_TASKS", 50_000) as usize;
+    let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
+    let budget = Duration::from_secs(setting("BENCH_E2E_SECONDS", 150));
+    let open_loop_seconds = setting("BENCH_OPEN_LOOP_SECONDS", 3);
+
+    let scratch = Scratch::new("system").await?;
+    let machine = machine(&scratch.database_url).await;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let base = format!("http://{listen}");
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", scratch.database_url.clone()),
+        ("REDIS_URL", scratch.redis_url.clone()),
+        ("GRID_NAMESPACE", scratch.namespace.clone()),
+        ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
+        ("GATEWAY_LISTEN", listen.clone()),
+        ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let migrated = Command::new(workspace().join("target/release/orchestrator"))
+        .arg("migrate")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .status()?;
+    anyhow::ensure!(migrated.success(), "orchestrator migrate failed");
+    // A request that takes longer than 10 s counts as an error (an overloaded open-loop phase
+    // then ends in bounded time).
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(10)).build()?;
+    // The writer, and a standby for the takeover trials.
+    let writer = Orchestrator::start("orchestrator-a", &env)?;
+    writer.wait_for_role(&http, "writer").await;
+    let mut orchestrators = [writer, Orchestrator::start("orchestrator-b", &env)?];
+    orchestrators[1].wait_for_role(&http, "standby").await;
+    let gateway = Service::start("gateway", "gateway", &[], &env)?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&scratch.database_url).await?;
+    support::poll("the gateway", || async {
+        let answered = http.get(format!("{base}/healthz")).send().await.ok()?;
+        answered.status().is_success().then_some(())
+    })
+    .await;
+    let created: Value = http
+        .post(format!("{base}/v1/organizations"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_key = created["api_key"].as_str().unwrap_or_default().to_owned();
+    support::poll("the organisation", || async {
+        let answered = http.get(format!("{base}/v1/tasks?limit=1")).bearer_auth(&api_key).send().await.ok()?;
+        (answered.status() == 200).then_some(())
+    })
+    .await;
+
+    let watch = Arc::new(Watch::default());
+    // A client of its own: reqwest's timeout covers a whole response, and this one never ends.
+    let follower = tokio::spawn(follow_events(reqwest::Client::new(), base.clone(), watch.clone()));
+
+    // One real worker, as on a Pi, and the simulated fleet in one process.
+    let single: Value = http
+        .post(format!("{base}/v1/nodes"))
+        .bearer_auth(&api_key)
+        .json(&json!({"name": "bench-pi", "cpu_cores": 4, "has_solar": true, "location": "Namur"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let (single_id, single_token) =
+        (single["node_id"].as_str().unwrap_or_default().to_owned(), single["token"].as_str().unwrap_or_default());
+    let single_token_owned = single_token.to_owned();
+    let gateway_arg = format!("--gateway={base}");
+    let worker = Service::start(
+        "worker",
+        "worker",
+        &[
+            &gateway_arg,
+            "run",
+            "--node-id",
+            &single_id,
+            "--token",
+            single_token,
+            "--solar-watts",
+            "400",
+            "--interval",
+            "2",
+        ],
+        &[("RUST_LOG", "warn".to_owned())],
+    )?;
+    let fleet_started = Instant::now();
+    let nodes_arg = nodes.to_string();
+    let fleet = Service::start(
+        "fleet",
+        "worker",
+        &[
+            &gateway_arg,
+            "simulate",
+            "--api-key",
+            &api_key,
+            "--nodes",
+            &nodes_arg,
+            "--cores",
+            "4",
+            "--solar-fraction",
+            "1",
+            "--constant-solar-watts",
+            "400",
+            // A real worker's default interval (`worker run --interval 5`).
+            "--heartbeat-ms",
+            "5000",
+            "--instant-results",
+        ],
+        &[("RUST_LOG", "warn".to_owned())],
+    )?;
+    let wanted = nodes as i64 + 1;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let stats: Value = http.get(format!("{base}/v1/stats")).bearer_auth(&api_key).send().await?.json().await?;
+        let active = stats["nodes"]["active_nodes"].as_i64().unwrap_or(0);
+        if active >= wanted {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {active} of {wanted} nodes came alive in 300 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fleet_seconds = fleet_started.elapsed().as_secs_f64();
+    eprintln!("{wanted} nodes alive after {fleet_seconds:.1} s");
+
+    let grid = Arc::new(Grid {
+        base: base.clone(),
+        http: http.clone(),
+        api_key: api_key.clone(),
+        watch,
+        shed: Default::default(),
+    });
+    if std::env::var_os("BENCH_GATEWAY_ONLY").is_some() {
+        // The gateway's phases alone (for working on the gateway): printed, not written.
+        let (at_1000, _) = open_loop(&grid, 1000, open_loop_seconds).await?;
+        eprintln!("open loop: {at_1000}");
+        let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
+        eprintln!("open loop: {at_5000}");
+        let phases = GatewayPhases {
+            gateway: &gateway,
+            listen: &listen,
+            base: &base,
+            api_key: &api_key,
+            pool: &pool,
+            http: &http,
+        };
+        let figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
+        follower.abort();
+        drop((fleet, worker, gateway, orchestrators));
+        pool.close().await;
+        scratch.remove().await?;
+        return Ok(json!({"gateway_only": {"open_loop_submit": [at_1000, at_5000], "gateway": figures}}));
+    }
+    let sequential = sequential(&grid, sequential_tasks).await?;
+    eprintln!("sequential: {sequential}");
+    // Submit latency at 1,000 req/s on an idle grid, then its tasks drain before the throughput
+    // phase; 5,000 req/s last, as it overloads this machine.
+    let (at_1000, submitted) = open_loop(&grid, 1000, open_loop_seconds).await?;
+    eprintln!("open loop: {at_1000}");
+    let drained = drain(&grid, &submitted, Duration::from_secs(90)).await;
+    let control_plane_cpu = || {
+        (
+            orchestrators.iter().map(|orchestrator| orchestrator.service.cpu_seconds()).sum::<f64>(),
+            gateway.cpu_seconds(),
+        )
+    };
+    let (postgres_before, writer_before) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
+    let mut throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
+    let (postgres_after, writer_after) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
+    let completed = throughput["tasks_completed"].as_f64().unwrap_or(0.0).max(1.0);
+    let per_task = |value: f64| value / completed;
+    let statements = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => delta(after, before, "statements"),
+        _ => 0.0,
+    };
+    let batches = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => delta(after, before, "batches"),
+        _ => 0.0,
+    };
+    let blocks_sealed = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => delta(after, before, "blocks_sealed"),
+        _ => 0.0,
+    };
+    let phase_seconds = throughput["seconds"].as_f64().unwrap_or(1.0).max(f64::EPSILON);
+    throughput["per_task"] = json!({
+        "orchestrator_cpu_us": per_task(throughput["orchestrator_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "gateway_cpu_us": per_task(throughput["gateway_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "postgresql_cpu_us": per_task(throughput["postgresql_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "redis_cpu_us": per_task(throughput["redis_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
+        "sql_statements": per_task(statements),
+        "wal_bytes": per_task(delta(&postgres_after, &postgres_before, "wal_bytes")),
+        "wal_flushes": per_task(delta(&postgres_after, &postgres_before, "wal_flushes")),
+        "task_row_versions": per_task(delta(&postgres_after, &postgres_before, "task_inserts") + delta(&postgres_after, &postgres_before, "task_updates")),
+        "task_hot_update_share": delta(&postgres_after, &postgres_before, "task_hot_updates") / delta(&postgres_after, &postgres_before, "task_updates").max(1.0),
+        "tasks_per_batch": completed / batches.max(1.0),
+    });
+    throughput["proof_blocks"] = json!({
+        "sealed": blocks_sealed,
+        "per_second": blocks_sealed / phase_seconds,
+        "leaves_per_block": completed / blocks_sealed.max(1.0),
+    });
+    eprintln!("throughput: {throughput}");
+    // Submitted → completed at half the measured capacity, open loop.
+    let half =
+        setting("BENCH_HALF_RATE", (throughput["tasks_per_second"].as_f64().unwrap_or(0.0) / 2.0).max(10.0) as u64);
+    let (half_load, half_ids) = open_loop(&grid, half, open_loop_seconds.max(5)).await?;
+    drain(&grid, &half_ids, Duration::from_secs(60)).await;
+    let at_half = completion_latency(&grid, &half_load, &half_ids);
+    eprintln!("half load: {at_half}");
+    if std::env::var_os("BENCH_STOP_AFTER_HALF").is_some() {
+        follower.abort();
+        drop((fleet, worker, gateway, orchestrators));
+        pool.close().await;
+        scratch.remove().await?;
+        return Ok(json!({"gateway_only": {"half": at_half, "throughput": throughput}}));
+    }
+    let takeovers = takeovers(&mut orchestrators, &env, &http, &grid).await?;
+    eprintln!("takeovers: {takeovers}");
+    let redis = redis_footprint(&scratch.redis_url, &scratch.namespace).await?;
+    eprintln!("redis: {redis}");
+    let gateway_rss_before_overload = gateway.peak_rss_mib();
+    let gateway_rss_connected = gateway.rss_mib();
+    let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
+    eprintln!("open loop: {at_5000}");
+    let open = vec![at_1000, at_5000];
+    let phases =
+        GatewayPhases { gateway: &gateway, listen: &listen, base: &base, api_key: &api_key, pool: &pool, http: &http };
+    let mut gateway_figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
+    gateway_figures["rss_with_fleet_connected_mib"] = json!(gateway_rss_connected);
+    gateway_figures["fleet_connected"] = json!(nodes + 1);
+    let memory = json!({
+        "gateway_peak_rss_before_overload_mib": gateway_rss_before_overload,
+        "gateway_peak_rss_mib": gateway.peak_rss_mib(),
+        "orchestrator_peak_rss_mib": orchestrators.iter().map(|orchestrator| orchestrator.service.peak_rss_mib()).fold(0.0, f64::max),
+        "single_worker_peak_rss_mib": worker.peak_rss_mib(),
+        "fleet_process_peak_rss_mib": fleet.peak_rss_mib(),
+        "fleet_nodes": nodes,
+    });
+    follower.abort();
+    let release = workspace().join("target/release");
+    let sizes = json!({
+        "gateway_mib": file_size_mib(&release.join("gateway")),
+        "orchestrator_mib": file_size_mib(&release.join("orchestrator")),
+        "worker_mib": file_size_mib(&release.join("worker")),
+        "worker_edge_mib": file_size_mib(&workspace().join("target/edge/worker")),
+    });
+    for service in [fleet, worker, gateway] {
+        eprintln!("stopping {}", service.name);
+        drop(service);
+    }
+    drop(orchestrators);
+    pool.close().await;
+    scratch.remove().await?;
+    let queued = queued_memory(&env_template(), setting("BENCH_QUEUED", 100_000) as usize).await?;
+    eprintln!("queued: {queued}");
+    let mut others = serde_json::Map::new();
+    for name in ["scheduler", "audit", "consent"] {
+        let path = workspace().join(format!("target/bench/{name}.json"));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            others.insert(name.to_owned(), serde_json::from_str(&text)?);
+        }
+    }
+    Ok(json!({
+        "machine": machine,
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "fleet": {"nodes": nodes, "cores_per_node": 4, "seconds_to_come_alive": fleet_seconds},
+        "sequential": sequential,
+        "throughput": throughput,
+        "open_loop_submit": open,
+        "open_loop_1000_drained_before_throughput": drained,
+        "half_capacity": at_half,
+        "takeover": takeovers,
+        "redis": redis,
+        "queued": queued,
+        "memory": memory,
+        "gateway": gateway_figures,
+        "binary_sizes": sizes,
+        "other_benches": others,
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(run())?;
+    if let Some(gateway) = report.get("gateway_only") {
+        println!("{}", serde_json::to_string_pretty(gateway)?);
+        return Ok(());
+    }
+    let directory = workspace().join("bench/results");
+    std::fs::create_dir_all(&directory)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let commit = report["machine"]["commit"].as_str().unwrap_or("unknown").to_owned();
+    let text = markdown(&report);
+    for name in [format!("{stamp}-{commit}"), "latest".to_owned()] {
+        std::fs::write(directory.join(format!("{name}.json")), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(directory.join(format!("{name}.md")), &text)?;
+    }
+    println!("{text}\n(written to bench/results/{stamp}-{commit}.md and .json, and latest.md)");
+    Ok(())
+}

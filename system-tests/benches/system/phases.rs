@@ -1,0 +1,735 @@
+//! The phases of a run: the sequential round trip, end-to-end throughput, open-loop
+//! submissions, the gateway under a flood and per request, idle channels, takeovers, queued
+//! memory; each returns its figures.
+
+use super::*;
+
+/// When each task was assigned and completed, as the operator's event stream tells it.
+#[derive(Default)]
+pub(crate) struct Timeline {
+    pub(crate) assigned: HashMap<String, Instant>,
+    pub(crate) completed: HashMap<String, Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct Watch {
+    pub(crate) timeline: Mutex<Timeline>,
+    pub(crate) changed: Notify,
+}
+
+/// Follows `GET /v1/events` (SSE) as the operator and records assignments and completions.
+pub(crate) async fn follow_events(http: reqwest::Client, base: String, watch: Arc<Watch>) -> anyhow::Result<()> {
+    let response = http
+        .get(format!("{base}/v1/events"))
+        .bearer_auth(OPERATOR_KEY)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "the event stream answered {}", response.status());
+    let mut body = response.bytes_stream();
+    let mut parser = grid_worker::sse::SseParser::default();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let now = Instant::now();
+        let mut any = false;
+        for event in parser.feed(&chunk) {
+            let kind = event.event.as_deref().unwrap_or_default();
+            if kind != "TaskAssigned" && kind != "TaskCompleted" && kind != "TaskFailed" {
+                continue;
+            }
+            let envelope: Value = serde_json::from_str(&event.data)?;
+            let Some(task_id) = envelope["payload"]["task_id"].as_str() else { continue };
+            let mut timeline = watch.timeline.lock().expect("not poisoned");
+            let map = if kind == "TaskAssigned" { &mut timeline.assigned } else { &mut timeline.completed };
+            map.entry(task_id.to_owned()).or_insert(now);
+            any = true;
+        }
+        if any {
+            watch.changed.notify_waiters();
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn thermal_task(index: usize) -> Value {
+    json!({
+        "copropriete_id": uuid::Uuid::new_v4(),
+        "priority": 5,
+        "deadline": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
+        "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
+                 "insulation_score": (index % 100) as f64 / 100.0, "surface_m2": 60.0 + (index % 90) as f64,
+                 "heating_degree_days": 2400.0}
+    })
+}
+
+pub(crate) struct Grid {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) api_key: String,
+    pub(crate) watch: Arc<Watch>,
+    /// Submissions answered 503 (and tried again) so far.
+    pub(crate) shed: std::sync::atomic::AtomicU64,
+}
+
+impl Grid {
+    pub(crate) async fn submit(&self, index: usize) -> anyhow::Result<String> {
+        let response =
+            self.http.post(format!("{}/v1/tasks", self.base)).bearer_auth(&self.api_key).json(&thermal_task(index));
+        let response = response.send().await?;
+        if response.status() == 503 {
+            self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        anyhow::ensure!(response.status() == 202, "submit answered {}", response.status());
+        let body: Value = response.json().await?;
+        Ok(body["task_id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Submits as a well-behaved client does: a 503 is tried again after its `Retry-After`.
+    pub(crate) async fn submit_until_accepted(&self, index: usize) -> anyhow::Result<String> {
+        for _ in 0..60 {
+            let response = self
+                .http
+                .post(format!("{}/v1/tasks", self.base))
+                .bearer_auth(&self.api_key)
+                .json(&thermal_task(index))
+                .send()
+                .await?;
+            if response.status() == 503 {
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(1);
+                self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            anyhow::ensure!(response.status() == 202, "submit answered {}", response.status());
+            let body: Value = response.json().await?;
+            return Ok(body["task_id"].as_str().unwrap_or_default().to_owned());
+        }
+        anyhow::bail!("still refused after a minute")
+    }
+
+    /// Waits until `task_id` is completed (or failed), for at most `limit`.
+    pub(crate) async fn completion(&self, task_id: &str, limit: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.watch.changed.notified();
+            if let Some(at) = self.watch.timeline.lock().expect("not poisoned").completed.get(task_id) {
+                return Some(*at);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+pub(crate) fn distribution(mut samples: Vec<Duration>) -> Value {
+    if samples.is_empty() {
+        return json!({"samples": 0});
+    }
+    samples.sort();
+    json!({
+        "samples": samples.len(),
+        "p50_ms": millis(percentile(&samples, 0.50)),
+        "p95_ms": millis(percentile(&samples, 0.95)),
+        "p99_ms": millis(percentile(&samples, 0.99)),
+        "p999_ms": millis(percentile(&samples, 0.999)),
+        "max_ms": millis(*samples.last().expect("not empty")),
+    })
+}
+
+pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Value> {
+    let mut round_trips = Vec::with_capacity(count);
+    let started = Instant::now();
+    for index in 0..count {
+        let sent = Instant::now();
+        let task_id = grid.submit(index).await?;
+        let done = grid
+            .completion(&task_id, Duration::from_secs(30))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("task {index} of the sequential run did not complete in 30 s"))?;
+        round_trips.push(done - sent);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({"tasks": count, "seconds": seconds, "round_trip": distribution(round_trips)}))
+}
+
+/// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway.
+pub(crate) async fn throughput(
+    grid: &Arc<Grid>,
+    tasks: usize,
+    budget: Duration,
+    cpu: &dyn Fn() -> (f64, f64),
+) -> anyhow::Result<Value> {
+    let cpu_before = cpu();
+    let servers_before = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
+    let started = Instant::now();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let submitted = Arc::new(Mutex::new(Vec::with_capacity(tasks)));
+    let mut handles = Vec::with_capacity(tasks);
+    for index in 0..tasks {
+        let permit = in_flight.clone().acquire_owned().await?;
+        let (grid, submitted) = (grid.clone(), submitted.clone());
+        handles.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let task_id = grid.submit_until_accepted(index).await;
+            drop(permit);
+            if let Ok(task_id) = task_id {
+                submitted.lock().expect("not poisoned").push((task_id, sent));
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    let submit_seconds = started.elapsed().as_secs_f64();
+    let submitted = std::mem::take(&mut *submitted.lock().expect("not poisoned"));
+    let deadline = started + budget;
+    loop {
+        let done = {
+            let timeline = grid.watch.timeline.lock().expect("not poisoned");
+            submitted.iter().filter(|(task_id, _)| timeline.completed.contains_key(task_id)).count()
+        };
+        if done == submitted.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu_after = cpu();
+    let postgres_cpu = cpu_seconds_of("postgres") - servers_before.0;
+    let redis_cpu = cpu_seconds_of("redis-server") - servers_before.1;
+    let (orchestrator_cpu, gateway_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+    let cpu_seconds = orchestrator_cpu + gateway_cpu;
+    let timeline = grid.watch.timeline.lock().expect("not poisoned");
+    let mut to_completed = Vec::new();
+    let mut to_assigned = Vec::new();
+    let mut last_completion = started;
+    for (task_id, sent) in &submitted {
+        if let Some(done) = timeline.completed.get(task_id) {
+            to_completed.push(*done - *sent);
+            last_completion = last_completion.max(*done);
+        }
+        if let Some(assigned) = timeline.assigned.get(task_id) {
+            to_assigned.push(*assigned - *sent);
+        }
+    }
+    let completed = to_completed.len();
+    let seconds = (last_completion - started).as_secs_f64().max(f64::EPSILON);
+    let cpu_per_task_us = if completed > 0 { cpu_seconds / completed as f64 * 1e6 } else { 0.0 };
+    // CPU seconds × W → Wh → kWh × kg/kWh → g, shown in µg.
+    let micrograms_per_task = cpu_per_task_us / 1e6 * WATTS_PER_BUSY_CORE / 3600.0 / 1000.0 * GRID_KG_PER_KWH * 1e9;
+    Ok(json!({
+        "tasks_submitted": submitted.len(),
+        "submissions_refused_503_then_retried": grid.shed.load(std::sync::atomic::Ordering::Relaxed),
+        "tasks_completed": completed,
+        "submit_seconds": submit_seconds,
+        "seconds": seconds,
+        "gave_up_after_budget": completed < submitted.len(),
+        "tasks_per_second": completed as f64 / seconds,
+        "submit_to_completed": distribution(to_completed),
+        "submit_to_assigned": distribution(to_assigned),
+        "control_plane_cpu_seconds": cpu_seconds,
+        "orchestrator_cpu_seconds": orchestrator_cpu,
+        "gateway_cpu_seconds": gateway_cpu,
+        "postgresql_cpu_seconds": postgres_cpu,
+        "redis_cpu_seconds": redis_cpu,
+        "control_plane_cpu_us_per_task": cpu_per_task_us,
+        "co2_micrograms_per_task": micrograms_per_task,
+        "power_model": format!("{WATTS_PER_BUSY_CORE} W per busy server core, {GRID_KG_PER_KWH} kg CO2/kWh"),
+    }))
+}
+
+/// Offers `rate` submissions per second for `seconds`, each sent at its scheduled time whatever
+/// the previous ones do (open loop); latency counts from the scheduled time.
+/// Also returns the ids of the tasks it submitted, with the time each was due.
+pub(crate) async fn open_loop(
+    grid: &Arc<Grid>,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(Value, Vec<(String, Instant)>)> {
+    let total = rate * seconds;
+    let shed_before = grid.shed.load(std::sync::atomic::Ordering::Relaxed);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut handles = Vec::with_capacity(total as usize);
+    for index in 0..total {
+        let at = start + Duration::from_nanos(index * 1_000_000_000 / rate);
+        let grid = grid.clone();
+        handles.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let submitted = grid.submit(index as usize).await.ok();
+            (submitted, at.elapsed(), at.into_std())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(handles.len());
+    let mut task_ids = Vec::with_capacity(handles.len());
+    let mut errors = 0;
+    for handle in handles {
+        match handle.await? {
+            (Some(task_id), latency, due) => {
+                latencies.push(latency);
+                task_ids.push((task_id, due));
+            }
+            (None, _, _) => errors += 1,
+        }
+    }
+    let shed = grid.shed.load(std::sync::atomic::Ordering::Relaxed) - shed_before;
+    let figures = json!({"offered_per_second": rate, "seconds": seconds, "errors": errors, "of_which_503": shed,
+        "latency": distribution(latencies)});
+    Ok((figures, task_ids))
+}
+
+/// One keep-alive HTTP/1.1 connection speaking just enough of the protocol to offer the
+/// gateway 20,000 requests per second from this machine (reqwest costs more per request than
+/// the gateway does).
+pub(crate) struct RawConnection {
+    pub(crate) stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl RawConnection {
+    pub(crate) async fn connect(address: &str) -> std::io::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(stream), body: Vec::new() })
+    }
+
+    /// Sends one request, reads its answer; the status.
+    pub(crate) async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.stream.get_mut().write_all(request).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        let mut length = 0;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        Ok(status)
+    }
+}
+
+pub(crate) fn raw_request(method: &str, path: &str, token: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Offers `rate` copies of `request` per second for `seconds`, open loop over `connections`
+/// keep-alive connections (request i on connection i mod n, due at i / rate; latency counts
+/// from when it was due). Samples the gateway's RSS meanwhile.
+pub(crate) async fn flood(
+    address: &str,
+    request: Arc<Vec<u8>>,
+    rate: u64,
+    seconds: u64,
+    connections: u64,
+    gateway_pid: u32,
+) -> anyhow::Result<Value> {
+    let total = rate * seconds;
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for connection in 0..connections {
+        let (address, request) = (address.to_owned(), request.clone());
+        handles.push(tokio::spawn(async move {
+            let mut answers: Vec<(u16, Duration)> = Vec::new();
+            let mut errors = 0_u64;
+            let mut conn = RawConnection::connect(&address).await.ok();
+            let mut index = connection;
+            while index < total {
+                let due = start + Duration::from_nanos(index * 1_000_000_000 / rate);
+                tokio::time::sleep_until(due).await;
+                let status = match conn.as_mut() {
+                    Some(open) => open.exchange(&request).await.ok(),
+                    None => None,
+                };
+                match status {
+                    Some(status) => answers.push((status, due.elapsed())),
+                    None => {
+                        errors += 1;
+                        conn = RawConnection::connect(&address).await.ok();
+                    }
+                }
+                index += connections;
+            }
+            (answers, errors)
+        }));
+    }
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(memory_mib_of(gateway_pid, "VmRSS:"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            peak
+        })
+    };
+    let mut by_status: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
+    let (mut latencies, mut within, mut errors) = (Vec::new(), 0_u64, 0_u64);
+    for handle in handles {
+        let (answers, failed) = handle.await?;
+        errors += failed;
+        for (status, latency) in answers {
+            *by_status.entry(status).or_default() += 1;
+            within += u64::from(latency <= Duration::from_millis(10));
+            latencies.push(latency);
+        }
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak_rss = sampler.await?;
+    let answered = latencies.len() as u64;
+    Ok(json!({
+        "offered_per_second": rate, "seconds": seconds, "connections": connections, "offered": total,
+        "answered": answered, "errors": errors,
+        "by_status": by_status.iter().map(|(status, count)| (status.to_string(), json!(count))).collect::<serde_json::Map<_, _>>(),
+        "answered_within_10ms_share": within as f64 / total.max(1) as f64,
+        "latency": distribution(latencies),
+        "gateway_peak_rss_mib": peak_rss,
+    }))
+}
+
+/// The gateway's CPU per request of one kind: `request` offered at `rate` for `seconds` over
+/// 32 connections, less the CPU the gateway spent over as long idle (the fleet's heartbeats and
+/// channels) just before.
+pub(crate) async fn gateway_cpu_per_request(
+    gateway: &Service,
+    address: &str,
+    request: Vec<u8>,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let idle_before = gateway.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let idle = gateway.cpu_seconds() - idle_before;
+    let before = gateway.cpu_seconds();
+    eprintln!("gateway CPU: offering {rate} requests/s for {seconds} s");
+    let offered = flood(address, Arc::new(request), rate, seconds, 32, gateway.pid()).await?;
+    let busy = gateway.cpu_seconds() - before;
+    let answered = offered["answered"].as_f64().unwrap_or(0.0).max(1.0);
+    Ok(json!({
+        "offered_per_second": rate, "answered": offered["answered"], "by_status": offered["by_status"],
+        "latency": offered["latency"], "gateway_cpu_seconds": busy, "idle_cpu_seconds": idle,
+        "cpu_us_per_request": (busy - idle).max(0.0) / answered * 1e6,
+    }))
+}
+
+/// Registers `count` more nodes and holds a task channel open for each, as idle Pis would;
+/// the gateway's resident memory before and after, per connection. The connections stay open
+/// until the answer is dropped.
+pub(crate) async fn idle_channels(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    pool: &sqlx::PgPool,
+    gateway: &Service,
+    count: usize,
+) -> anyhow::Result<(Value, Vec<tokio::net::TcpStream>)> {
+    let registered: Vec<(String, String)> = futures_util::stream::iter(0..count)
+        .map(|index| async move {
+            let body = json!({"name": format!("idle-{index}"), "cpu_cores": 4, "has_solar": true, "location": "Liège"});
+            let answer: Value = http
+                .post(format!("{base}/v1/nodes"))
+                .bearer_auth(api_key)
+                .json(&body)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some((answer["node_id"].as_str()?.to_owned(), answer["token"].as_str()?.to_owned()))
+        })
+        .buffer_unordered(64)
+        .filter_map(|registered| async move { registered })
+        .collect()
+        .await;
+    let wanted = registered.len() as i64;
+    support::poll("the idle nodes to be registered", || async {
+        let known: i64 =
+            sqlx::query_scalar("select count(*) from node where name like 'idle-%'").fetch_one(pool).await.ok()?;
+        (known >= wanted).then_some(())
+    })
+    .await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let rss_before = gateway.rss_mib();
+    let mut open = Vec::with_capacity(registered.len());
+    for (node_id, token) in &registered {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        let request = format!(
+            "GET /v1/nodes/{node_id}/tasks HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0_u8; 12];
+        stream.read_exact(&mut head).await?;
+        anyhow::ensure!(head.ends_with(b"200"), "a task channel answered {}", String::from_utf8_lossy(&head));
+        open.push(stream);
+    }
+    // Each channel answered 200 after its catch-up read: every connection is set up. The rest of
+    // the answers' headers is left unread: the connections only need to stay open.
+    let rss_after = gateway.rss_mib();
+    let figures = json!({
+        "nodes": open.len(), "gateway_rss_before_mib": rss_before, "gateway_rss_after_mib": rss_after,
+        "kib_per_connected_node": (rss_after - rss_before) * 1024.0 / open.len().max(1) as f64,
+    });
+    Ok((figures, open))
+}
+
+/// What the gateway phases need of the running grid.
+pub(crate) struct GatewayPhases<'a> {
+    pub(crate) gateway: &'a Service,
+    pub(crate) listen: &'a str,
+    pub(crate) base: &'a str,
+    pub(crate) api_key: &'a str,
+    pub(crate) pool: &'a sqlx::PgPool,
+    pub(crate) http: &'a reqwest::Client,
+}
+
+impl GatewayPhases<'_> {
+    /// The gateway at 20,000 offered requests per second, its CPU per request of each kind,
+    /// and its memory with 9,000 more idle task channels (`BENCH_IDLE_NODES`).
+    pub(crate) async fn run(
+        &self,
+        single_id: &str,
+        single_token: &str,
+        open_loop_seconds: u64,
+    ) -> anyhow::Result<Value> {
+        // The gateway at 20,000 offered requests per second: answered at once (202 or 503).
+        let address = self.listen.to_owned();
+        let (gateway, api_key, pool, http, base) = (self.gateway, self.api_key, self.pool, self.http, self.base);
+        let submission = raw_request("POST", "/v1/tasks", api_key, &thermal_task(0).to_string());
+        let overload =
+            flood(&address, Arc::new(submission.clone()), 20_000, open_loop_seconds, 128, gateway.pid()).await?;
+        eprintln!("overload: {overload}");
+        // Its accepted tasks run before the next phases (two minutes at most).
+        let drain_until = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < drain_until {
+            let open: i64 =
+                sqlx::query_scalar("select count(*) from task where status in ('queued', 'assigned', 'running')")
+                    .fetch_one(pool)
+                    .await?;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The gateway's CPU per request, one kind at a time, under its capacity.
+        let heartbeat = raw_request(
+            "POST",
+            &format!("/v1/nodes/{single_id}/heartbeat"),
+            single_token,
+            r#"{"cpu_usage": 10.0, "solar_watts": 400.0}"#,
+        );
+        let per_heartbeat = gateway_cpu_per_request(gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
+        let per_submission = gateway_cpu_per_request(gateway, &address, submission, 2_000, open_loop_seconds).await?;
+        eprintln!("gateway CPU: heartbeat {per_heartbeat}, submission {per_submission}");
+        let (idle, connections) =
+            idle_channels(http, base, api_key, pool, gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
+        eprintln!("idle channels: {idle}");
+        drop(connections);
+        Ok(json!({
+            "overload_20000": overload,
+            "cpu_per_heartbeat": per_heartbeat,
+            "cpu_per_submission": per_submission,
+            "idle_channels": idle,
+        }))
+    }
+}
+
+/// From each task's due submission time to its completion, as the event stream saw it.
+pub(crate) fn completion_latency(grid: &Grid, submit: &Value, task_ids: &[(String, Instant)]) -> Value {
+    let timeline = grid.watch.timeline.lock().expect("not poisoned");
+    let latencies: Vec<Duration> =
+        task_ids.iter().filter_map(|(task_id, due)| Some(*timeline.completed.get(task_id)? - *due)).collect();
+    json!({"offered_per_second": submit["offered_per_second"], "submitted": task_ids.len(), "completed": latencies.len(),
+        "submit": submit["latency"], "submitted_to_completed": distribution(latencies)})
+}
+
+/// `kill -9` of the writer, five times: the time until the standby reports itself the writer
+/// (it has reloaded the state from PostgreSQL and made Redis whole), and until a task submitted
+/// then completes. The killed process comes back as the standby.
+pub(crate) async fn takeovers(
+    orchestrators: &mut [Orchestrator; 2],
+    env: &[(&str, String)],
+    http: &reqwest::Client,
+    grid: &Grid,
+) -> anyhow::Result<Value> {
+    let mut to_writer = Vec::new();
+    let mut to_completed = Vec::new();
+    for trial in 0..5 {
+        let mut writer = 0;
+        for (index, orchestrator) in orchestrators.iter().enumerate() {
+            if orchestrator.readiness(http).await.is_some_and(|readiness| readiness["role"] == "writer") {
+                writer = index;
+            }
+        }
+        let standby = 1 - writer;
+        let killed = Instant::now();
+        orchestrators[writer].service.child.kill()?;
+        let _ = orchestrators[writer].service.child.wait();
+        orchestrators[standby].wait_for_role(http, "writer").await;
+        to_writer.push(killed.elapsed());
+        let task_id = grid.submit(trial).await?;
+        grid.completion(&task_id, Duration::from_secs(30))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no task completed after takeover {trial}"))?;
+        to_completed.push(killed.elapsed());
+        let name = orchestrators[writer].service.name;
+        orchestrators[writer] = Orchestrator::start(name, env)?;
+        orchestrators[writer].wait_for_role(http, "standby").await;
+    }
+    Ok(json!({"trials": to_writer.len(), "kill_to_writer": distribution(to_writer),
+        "kill_to_next_task_completed": distribution(to_completed)}))
+}
+
+/// The settings of a grid of its own (a scratch database and namespace).
+pub(crate) fn env_template() -> Vec<(&'static str, String)> {
+    vec![("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()), ("RUST_LOG", "info".to_owned())]
+}
+
+/// The writer's memory with `count` tasks queued (no node to run them), and the time a standby
+/// takes over that state after a `kill -9`. The submissions go straight onto the commands
+/// stream, as the gateway writes them.
+pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: usize) -> anyhow::Result<Value> {
+    use grid_shared::domain::{OrganizationName, Priority, Replicas, TaskKind};
+    use grid_shared::envelope::{Actor, Envelope, Origin};
+    use grid_shared::ids::{BuildingId, CoproprieteId, OrganizationId, TaskId};
+    use grid_shared::messages::{Command, CreateOrganization, Sha256Hex, SubmitTask};
+
+    let scratch = Scratch::new("queued").await?;
+    let mut env = base_env.to_vec();
+    env.push(("DATABASE_URL", scratch.database_url.clone()));
+    env.push(("REDIS_URL", scratch.redis_url.clone()));
+    env.push(("GRID_NAMESPACE", scratch.namespace.clone()));
+    let http = reqwest::Client::new();
+    let writer = Orchestrator::start("queued-a", &env)?;
+    writer.wait_for_role(&http, "writer").await;
+    let mut orchestrators = [writer, Orchestrator::start("queued-b", &env)?];
+    orchestrators[1].wait_for_role(&http, "standby").await;
+    let keys = grid_shared::keys::Keys::new(&scratch.namespace).map_err(anyhow::Error::msg)?;
+    let client = redis::Client::open(scratch.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let organization_id = OrganizationId::new();
+    let operator = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: None,
+        actor: Actor::Operator,
+    };
+    let create = Command::CreateOrganization(CreateOrganization {
+        organization_id,
+        name: OrganizationName::parse("queued").map_err(|error| anyhow::anyhow!("{error}"))?,
+        api_key_hash: Sha256Hex::of_secret(&uuid::Uuid::new_v4().to_string()),
+    });
+    let origin = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: Some(organization_id),
+        actor: Actor::Organization(organization_id),
+    };
+    let deadline = chrono::Utc::now() + chrono::Duration::days(30);
+    let mut first = true;
+    for chunk in (0..count).collect::<Vec<_>>().chunks(5_000) {
+        let mut pipe = redis::pipe();
+        if first {
+            let envelope = Envelope::wrap(&create, operator);
+            pipe.cmd("XADD")
+                .arg(keys.commands())
+                .arg("*")
+                .arg("type")
+                .arg(&envelope.message_type)
+                .arg("envelope")
+                .arg(envelope.to_json())
+                .ignore();
+            first = false;
+        }
+        for index in chunk {
+            let submit = Command::SubmitTask(SubmitTask {
+                task_id: TaskId::new(),
+                copropriete_id: CoproprieteId::new(),
+                priority: Priority::DEFAULT,
+                deadline,
+                kind: TaskKind::BuildingThermalSimulation {
+                    building_id: BuildingId::new(),
+                    insulation_score: (*index % 100) as f64 / 100.0,
+                    surface_m2: 90.0,
+                    heating_degree_days: 2400.0,
+                },
+                replicas: Replicas::ONE,
+            });
+            let envelope = Envelope::wrap(&submit, origin);
+            pipe.cmd("XADD")
+                .arg(keys.commands())
+                .arg("*")
+                .arg("type")
+                .arg(&envelope.message_type)
+                .arg("envelope")
+                .arg(envelope.to_json())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    let applied = Instant::now();
+    support::poll("the queue", || async {
+        let readiness = orchestrators[0].readiness(&http).await?;
+        (readiness["queued_tasks"].as_u64()? >= count as u64).then_some(())
+    })
+    .await;
+    let apply_seconds = applied.elapsed().as_secs_f64();
+    let writer_rss_mib = orchestrators[0].service.rss_mib();
+    let killed = Instant::now();
+    orchestrators[0].service.child.kill()?;
+    let _ = orchestrators[0].service.child.wait();
+    let readiness = orchestrators[1].wait_for_role(&http, "writer").await;
+    let takeover = killed.elapsed();
+    let standby_rss_mib = orchestrators[1].service.rss_mib();
+    drop(orchestrators);
+    scratch.remove().await?;
+    Ok(json!({"queued": count, "seconds_to_apply_submissions": apply_seconds, "writer_rss_mib": writer_rss_mib,
+        "takeover_ms": millis(takeover), "queued_after_takeover": readiness["queued_tasks"],
+        "new_writer_rss_mib": standby_rss_mib}))
+}
+
+/// Waits (at most `limit`) until the given tasks are completed, so that the next phase starts
+/// on a grid without backlog.
+pub(crate) async fn drain(grid: &Grid, task_ids: &[(String, Instant)], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let pending = {
+            let timeline = grid.watch.timeline.lock().expect("not poisoned");
+            task_ids.iter().filter(|(task_id, _)| !timeline.completed.contains_key(task_id)).count()
+        };
+        if pending == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,150 @@
+//! The processes a run starts and measures: services (gateway, orchestrators, workers) from
+//! `target/release`, killed when dropped, with their CPU and memory read from `/proc`.
+
+use super::*;
+
+/// A child process, killed when dropped.
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+}
+
+impl Service {
+    pub(crate) fn start(
+        name: &'static str,
+        binary: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let logs = workspace().join("target/bench/logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        // `BENCH_GATEWAY_BINARY`: another build of the gateway, to compare it on the same grid.
+        let path = match std::env::var("BENCH_GATEWAY_BINARY") {
+            Ok(path) if binary == "gateway" => PathBuf::from(path),
+            _ => workspace().join("target/release").join(binary),
+        };
+        let mut command = Command::new(path);
+        command.args(args).stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Ok(Self { name, child: command.spawn()? })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM), in MiB.
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
+        memory_mib_of(self.pid(), "VmHWM:")
+    }
+
+    /// Resident memory now (VmRSS), in MiB.
+    pub(crate) fn rss_mib(&self) -> f64 {
+        memory_mib_of(self.pid(), "VmRSS:")
+    }
+
+    /// User + system CPU time so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
+        let ticks: f64 = [11, 12].iter().filter_map(|index| fields.get(*index)?.parse::<f64>().ok()).sum();
+        ticks / clock_ticks_per_second()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds so far of every process whose name is `comm` (PostgreSQL's backends, Redis):
+/// the machine's servers, busy with this bench while it runs.
+pub(crate) fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let mut ticks = 0.0;
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        if head.split_once('(').map(|(_, name)| name) != Some(comm) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += [11, 12].iter().filter_map(|index| fields.get(*index)?.parse::<f64>().ok()).sum::<f64>();
+    }
+    ticks / clock_ticks_per_second()
+}
+
+pub(crate) fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// An orchestrator process with its admin endpoint.
+pub(crate) struct Orchestrator {
+    pub(crate) service: Service,
+    pub(crate) admin: String,
+}
+
+impl Orchestrator {
+    pub(crate) fn start(name: &'static str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let admin = format!("127.0.0.1:{}", free_port()?);
+        let mut env: Vec<(&str, String)> = env.to_vec();
+        env.push(("GRID_CONSUMER_NAME", name.to_owned()));
+        env.push(("RUST_LOG", "info".to_owned()));
+        env.push(("GRID_ADMIN_LISTEN", admin.clone()));
+        Ok(Self { service: Service::start(name, "orchestrator", &["run"], &env)?, admin })
+    }
+
+    pub(crate) async fn readiness(&self, http: &reqwest::Client) -> Option<Value> {
+        http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?.json().await.ok()
+    }
+
+    pub(crate) async fn wait_for_role(&self, http: &reqwest::Client, role: &str) -> Value {
+        support::poll(role, || async {
+            let readiness = self.readiness(http).await?;
+            (readiness["role"] == role && readiness["status"] == "ready").then_some(readiness)
+        })
+        .await
+    }
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A memory figure of a process (`VmRSS:` now, `VmHWM:` its peak) from `/proc`, in MiB.
+pub(crate) fn memory_mib_of(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+pub(crate) fn file_size_mib(path: &Path) -> Option<f64> {
+    std::fs::metadata(path).ok().map(|meta| meta.len() as f64 / 1024.0 / 1024.0)
+}
+
+pub(crate) fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
