@@ -11,6 +11,7 @@ export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 test: services
     command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
     python3 -c "import selenium" 2>/dev/null || python3 -m pip install --quiet selenium
+    [ -f dashboard/node_modules/axe-core/axe.min.js ] || (cd dashboard && npm ci --no-audit --no-fund --silent)
     command -v promtool >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium chromium-driver)
     cargo test --workspace

@@ -263,6 +263,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/operations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["operations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/organizations": {
         parameters: {
             query?: never;
@@ -425,6 +441,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tasks/counts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_task_counts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tasks/{task_id}": {
         parameters: {
             query?: never;
@@ -540,6 +572,13 @@ export interface components {
             node_credits_peur: number;
             /** @description The nodes in scope (an organisation's own, or all for the operator) that earned credits. */
             nodes: components["schemas"]["NodeCredits"][];
+            /**
+             * Format: date-time
+             * @description The period the figures cover (credits at or after `since`, before `until`), when asked.
+             */
+            since?: string | null;
+            /** Format: date-time */
+            until?: string | null;
         };
         EventPage: {
             events: components["schemas"]["EventView"][];
@@ -745,7 +784,8 @@ export interface components {
             carbon_saved_ng: number;
             /**
              * Format: int64
-             * @description Credited results (one per task and node; a replicated task credits each agreeing node).
+             * @description Credited results (one per task and node; a replicated task credits each agreeing node),
+             *     in the period asked for.
              */
             credited_results: number;
             /** Format: double */
@@ -757,8 +797,17 @@ export interface components {
             credits_peur: number;
             /** Format: uuid */
             node_id: string;
+            node_name: string;
             /** Format: uuid */
             organization_id: string;
+            organization_name: string;
+            /**
+             * Format: int64
+             * @description The recent average credit, as BOINC's RAC: every credit of the node (whatever the period)
+             *     weighed down by half a week later, half again the next, … (a one-week half-life), per day,
+             *     in pico-euros.
+             */
+            recent_average_peur_per_day: number;
         };
         NodeStats: {
             /** Format: int64 */
@@ -812,6 +861,11 @@ export interface components {
             /** Format: int32 */
             cpu_cores: number;
             has_solar: boolean;
+            /**
+             * Format: date-time
+             * @description When it last reported a result (an offline node's last sign of life the grid keeps).
+             */
+            last_result_at?: string | null;
             live?: components["schemas"]["LiveState"] | null;
             location: string;
             name: string;
@@ -821,6 +875,7 @@ export interface components {
             online: boolean;
             /** Format: uuid */
             organization_id: string;
+            organization_name: string;
             /** Format: date-time */
             registered_at: string;
             totals: components["schemas"]["NodeTotals"];
@@ -830,6 +885,33 @@ export interface components {
              *     below the orchestrator's `GRID_TRUST_THRESHOLD` has each result checked by a replica.
              */
             trust: number;
+        };
+        Operations: {
+            /**
+             * Format: int64
+             * @description Commands (submissions, registrations, consent, keys) on their stream, not yet trimmed:
+             *     about those the writer has not applied yet (it trims to within about 100).
+             */
+            command_backlog: number;
+            /**
+             * Format: int64
+             * @description Entries on the dead-letter stream (undecodable messages, tasks failed for good).
+             */
+            dead_letters: number;
+            /**
+             * Format: int64
+             * @description Requests this gateway refused with 503 for capacity, load or the grid's backlog, since it
+             *     started (poll it for a rate).
+             */
+            gateway_refusals: number;
+            /** @description Where the Grafana board of these series is (`GATEWAY_GRAFANA_URL`). */
+            grafana_url: string;
+            /**
+             * Format: int64
+             * @description Nodes' reports likewise.
+             */
+            report_backlog: number;
+            writer: components["schemas"]["WriterLease"];
         };
         OwnerConsent: {
             consent_version: string;
@@ -1014,6 +1096,14 @@ export interface components {
             /** Format: uuid */
             task_id: string;
         };
+        /** @description How many tasks are in each status (every status named, zero included). */
+        TaskCounts: {
+            counts: {
+                [key: string]: number;
+            };
+            /** Format: int64 */
+            total: number;
+        };
         /** @description The computation to run. */
         TaskKindBody: {
             /** Format: uuid */
@@ -1076,6 +1166,11 @@ export interface components {
         };
         TaskView: {
             /**
+             * Format: date-time
+             * @description When its current (or last) assignment was made, started and when it ended.
+             */
+            assigned_at?: string | null;
+            /**
              * @description Why the task went where it went: the payload of its latest `TaskAssigned` event
              *     (`node_id`, `attempt`, and the `chosen` node and `runner_up` with their score inputs:
              *     solar watts, CPU usage, eco score, cores, running). Absent before its first assignment.
@@ -1098,13 +1193,27 @@ export interface components {
             deadline: string;
             /** Format: double */
             energy_used_wh?: number | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+            /**
+             * @description What the task computes: a thermal simulation's inputs; for a group optimisation, its
+             *     building, months and the number of participants (never their ids or readings).
+             */
+            input: Record<string, never>;
             kind: string;
             /** Format: uuid */
             node_id?: string | null;
+            /** @description The name of its node (the last it was assigned to), when it has one. */
+            node_name?: string | null;
             /** Format: double */
             node_share_eur?: number | null;
             /** Format: int64 */
             node_share_peur?: number | null;
+            /**
+             * Format: date-time
+             * @description A queued task taken back waits until then before it may be placed again.
+             */
+            not_before?: string | null;
             /** Format: int32 */
             priority: number;
             /** Format: int32 */
@@ -1134,6 +1243,8 @@ export interface components {
             results: components["schemas"]["ResultView"][];
             /** Format: double */
             solar_contribution_wh?: number | null;
+            /** Format: date-time */
+            started_at?: string | null;
             /**
              * @description `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled`, `rejected` or
              *     `quarantined` (a writer found its stored row contradicting itself and took it out of
@@ -1176,6 +1287,18 @@ export interface components {
             length: number;
             reason?: string | null;
             valid: boolean;
+        };
+        /** @description The writer's lease, as the `writer` row holds it. */
+        WriterLease: {
+            /**
+             * Format: int64
+             * @description Incremented at every takeover; every write of the writer checks it.
+             */
+            epoch: number;
+            /** @description The orchestrator process that holds it (its `GRID_CONSUMER_NAME`); the others stand by. */
+            holder: string;
+            /** Format: date-time */
+            since: string;
         };
     };
     responses: never;
@@ -2121,14 +2244,19 @@ export interface operations {
     };
     credits: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Credits at or after this instant (RFC 3339). */
+                since?: string;
+                /** @description Credits before this instant (RFC 3339). */
+                until?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Credits per node (an organisation sees its own nodes) and the cooperative fund */
+            /** @description Credits per node (an organisation sees its own nodes) and the cooperative fund, in the period asked for (all time when none), with each node's recent average per day */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2191,7 +2319,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid input: each field and why */
+            /** @description Invalid period */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2227,6 +2355,11 @@ export interface operations {
                 after?: number;
                 /** @description 1 to 1000; 100 when absent (JSON only). */
                 limit?: number;
+                /**
+                 * @description SSE only: start at the stream's end, with the events that come from now on (a live view
+                 *     that counts what happens now; `after` and `Last-Event-ID` resume instead).
+                 */
+                tail?: boolean;
             };
             header?: {
                 /** @description Resume the stream after this id (`<seq>-0`) */
@@ -2935,6 +3068,107 @@ export interface operations {
                 };
             };
             /** @description Invalid Last-Event-ID */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    operations: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The writer's lease, the backlogs and dead letters, this gateway's refusals (operator only) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Operations"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not the operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: each field and why */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4121,9 +4355,22 @@ export interface operations {
             query?: {
                 /** @description Only tasks in this status. */
                 status?: string;
+                /** @description Only tasks of this kind. */
+                kind?: string;
+                /** @description Only tasks last assigned to this node. */
+                node_id?: string;
+                /** @description Only tasks submitted at or after this instant (RFC 3339). */
+                since?: string;
+                /** @description Only tasks submitted before this instant (RFC 3339). */
+                until?: string;
+                /**
+                 * @description Only tasks whose id starts with these characters (4 to 36 of the lowercase hyphenated
+                 *     form: hexadecimal digits and dashes).
+                 */
+                id_prefix?: string;
                 /** @description 1 to 500; 100 when absent. */
                 limit?: number;
-                /** @description From a previous page's `next_cursor`. */
+                /** @description From a previous page's `next_cursor` (the same filters must be given with it). */
                 cursor?: string;
             };
             header?: never;
@@ -4313,6 +4560,112 @@ export interface operations {
                 };
             };
             /** @description Invalid body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_task_counts: {
+        parameters: {
+            query?: {
+                kind?: string;
+                node_id?: string;
+                since?: string;
+                until?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The organisation's tasks counted by status (the operator: every task) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskCounts"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description These credentials may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid filter */
             422: {
                 headers: {
                     [name: string]: unknown;

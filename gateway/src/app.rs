@@ -15,7 +15,9 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
-use crate::routes::{commands, consent, dashboard, events, grid_compat, health, ledger, nodes, organizations, tasks};
+use crate::routes::{
+    commands, consent, dashboard, events, grid_compat, health, ledger, nodes, operations, organizations, tasks,
+};
 use crate::state::AppState;
 
 pub fn app(state: AppState) -> Router {
@@ -26,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(commands::router())
         .merge(consent::router())
         .merge(ledger::router())
+        .merge(operations::router())
         .merge(grid_compat::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Health is answered even at capacity (a liveness probe must not fail under load).
@@ -58,15 +61,18 @@ pub fn app(state: AppState) -> Router {
 async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if !crate::pressure::finishes_work(request.uri().path()) {
         if state.pressure.saturated() {
+            state.pressure.refused();
             return ApiError::Overloaded.into_response();
         }
         // A command (every write but a node's report or heartbeat) while the grid's backlog is
         // known to be full: refused before its body is read.
         if request.method() != axum::http::Method::GET && state.pressure.backlog_is_full() {
+            state.pressure.refused();
             return ApiError::Backlogged.into_response();
         }
     }
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.pressure.refused();
         return ApiError::Overloaded.into_response();
     };
     request_deadline(State(state), request, next).await

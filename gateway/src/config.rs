@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     /// Every tick late for this long, new work is refused with a 503
     /// (`GATEWAY_MAX_DELAY_WINDOW_MS`, default 250).
     pub max_delay_window_ms: u64,
+    /// Where the operators' Grafana board is (`GATEWAY_GRAFANA_URL`; the one of
+    /// `docker-compose.yml` by default), for the dashboard's link.
+    pub grafana_url: String,
     /// Commands waiting to be applied past which new commands are refused with a 503
     /// (`GATEWAY_MAX_BACKLOG`, default 10000, about four seconds of the writer's work here; 0:
     /// no bound). Node reports are never refused for it.
@@ -101,6 +104,13 @@ impl GatewayConfig {
             max_streams: read(&lookup, "GATEWAY_MAX_STREAMS", "20000", integer_in(1, 1_000_000))?,
             max_delay_ms: read(&lookup, "GATEWAY_MAX_DELAY_MS", "20", integer_in(1, 60_000))?,
             max_delay_window_ms: read(&lookup, "GATEWAY_MAX_DELAY_WINDOW_MS", "250", integer_in(1, 60_000))?,
+            grafana_url: read(&lookup, "GATEWAY_GRAFANA_URL", "http://127.0.0.1:3000/d/koprogo-grid", |text| {
+                if text.starts_with("http://") || text.starts_with("https://") {
+                    Ok(text.to_owned())
+                } else {
+                    Err("must be an http:// or https:// address".to_owned())
+                }
+            })?,
             max_backlog: read(&lookup, "GATEWAY_MAX_BACKLOG", "10000", integer_in(0, 100_000_000))?,
             idle_timeout_ms: read(&lookup, "GATEWAY_IDLE_TIMEOUT_MS", "30000", integer_in(100, 3_600_000))?,
             max_connections: read(&lookup, "GATEWAY_MAX_CONNECTIONS", "25000", integer_in(1, 10_000_000))?,

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, organizations, tasks};
+use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,14 +21,14 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
     paths(
         organizations::create_organization, organizations::rotate_key,
         nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
-        tasks::submit_task, tasks::get_tasks, tasks::get_task, tasks::cancel_task,
+        tasks::submit_task, tasks::get_tasks, tasks::get_task_counts, tasks::get_task, tasks::cancel_task,
         commands::get_command,
         consent::list, consent::grant, consent::read, consent::revoke,
         ledger::stats, ledger::credits, ledger::verify_proofs, ledger::blocks, ledger::proofs, ledger::proofs_of_task,
         events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,
-        health::healthz, health::readyz, crate::metrics::scrape,
+        health::healthz, health::readyz, crate::metrics::scrape, operations::operations,
     ),
     modifiers(&BearerAuth, &CommonProblems),
 )]

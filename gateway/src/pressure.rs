@@ -31,6 +31,8 @@ fn now_us() -> u64 {
 /// grid's command backlog is known to be full.
 #[derive(Debug)]
 pub struct Pressure {
+    /// Requests refused with 503 for capacity, load or the backlog (for `GET /v1/operations`).
+    refused: AtomicU64,
     delay_us: AtomicU64,
     late_since_us: AtomicU64,
     backlog_full_until_us: AtomicU64,
@@ -49,12 +51,23 @@ impl Default for Pressure {
 impl Pressure {
     pub fn new(max_delay: Duration, window: Duration) -> Self {
         Self {
+            refused: AtomicU64::new(0),
             delay_us: AtomicU64::new(0),
             late_since_us: AtomicU64::new(0),
             backlog_full_until_us: AtomicU64::new(0),
             max_delay_us: u64::try_from(max_delay.as_micros()).unwrap_or(u64::MAX),
             window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// Counts a request refused for capacity, load or the backlog.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests refused so far.
+    pub fn refusals(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The runtime's delay, smoothed over a few ticks.

@@ -261,3 +261,111 @@ async fn an_unknown_key_publishes_nothing_and_the_operator_cannot_submit_tasks(p
     assert_eq!(app.entries(&app.keys.commands()).await.len(), 0);
     app.forget().await;
 }
+
+impl TestApp {
+    /// A task row, as the writer would have committed it.
+    async fn task_row(
+        &self,
+        organization_id: OrganizationId,
+        status: &str,
+        kind: &str,
+        minutes_ago: i64,
+    ) -> uuid::Uuid {
+        let task_id = uuid::Uuid::new_v4();
+        let kind_json = if kind == "building_thermal_simulation" {
+            json!({"type": kind, "building_id": uuid::Uuid::new_v4(), "insulation_score": 0.5, "surface_m2": 80.0,
+                   "heating_degree_days": 2000.0})
+        } else {
+            json!({"type": kind, "building_id": uuid::Uuid::new_v4(), "simulation_months": 12, "participants": []})
+        };
+        let finished = ["completed", "failed", "cancelled", "rejected"].contains(&status);
+        sqlx::query(
+            "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
+                 correlation_id, submitted_at, finished_at)
+             values ($1, $2, $3, $4, $5, 5, now() + interval '1 hour', $6, $3, now() - make_interval(mins => $7::int),
+                 case when $8 then now() end)",
+        )
+        .bind(task_id)
+        .bind(organization_id.as_uuid())
+        .bind(uuid::Uuid::new_v4())
+        .bind(kind)
+        .bind(kind_json)
+        .bind(status)
+        .bind(i32::try_from(minutes_ago).unwrap())
+        .bind(finished)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        task_id
+    }
+
+    async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap()
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tasks_are_listed_and_counted_by_status_kind_time_and_id(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (organization_id, key) = app.organization().await;
+    let (other_organization, _) = app.organization().await;
+    let old_completed = app.task_row(organization_id, "completed", "building_thermal_simulation", 120).await;
+    let queued = app.task_row(organization_id, "queued", "building_thermal_simulation", 5).await;
+    let group = app.task_row(organization_id, "rejected", "energy_group_optimisation", 3).await;
+    app.task_row(other_organization, "completed", "building_thermal_simulation", 1).await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["tasks"].as_array().unwrap().iter().map(|task| task["task_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let all: Value = app.get("/v1/tasks", &key).await.json().await.unwrap();
+    assert_eq!(ids(&all), [group.to_string(), queued.to_string(), old_completed.to_string()], "newest first, its own");
+    let groups: Value = app.get("/v1/tasks?kind=energy_group_optimisation", &key).await.json().await.unwrap();
+    assert_eq!(ids(&groups), [group.to_string()]);
+    assert_eq!(groups["tasks"][0]["input"]["participants"], 0, "a group's size, never its readings");
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(60)).to_rfc3339();
+    let recent: Value = app
+        .http
+        .get(format!("{}/v1/tasks", app.base))
+        .query(&[("since", since.as_str()), ("status", "queued")])
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&recent), [queued.to_string()]);
+    let prefix = &old_completed.to_string()[..8];
+    let found: Value = app.get(&format!("/v1/tasks?id_prefix={prefix}"), &key).await.json().await.unwrap();
+    assert_eq!(ids(&found), [old_completed.to_string()]);
+    let counts: Value = app.get("/v1/tasks/counts", &key).await.json().await.unwrap();
+    assert_eq!((counts["total"].as_i64(), counts["counts"]["completed"].as_i64()), (Some(3), Some(1)), "{counts}");
+    assert_eq!(counts["counts"]["quarantined"], 0, "every status named");
+    for bad in ["/v1/tasks?kind=poetry", "/v1/tasks?id_prefix=XYZ!", "/v1/tasks?status=sleeping"] {
+        let refused = app.get(bad, &key).await;
+        assert_eq!(refused.status(), 422, "{bad}");
+    }
+    let backwards = app
+        .http
+        .get(format!("{}/v1/tasks/counts", app.base))
+        .query(&[("since", since.as_str()), ("until", "2000-01-01T00:00:00Z")])
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backwards.status(), 422);
+    app.forget().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_operator_sees_the_writers_lease_the_backlogs_and_the_refusals(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (_, key) = app.organization().await;
+    app.post("/v1/tasks", &key, thermal(30), &[]).await;
+    let operations: Value = app.get("/v1/operations", OPERATOR_KEY).await.json().await.unwrap();
+    assert_eq!(operations["writer"]["epoch"], 0, "no writer took the lease yet: {operations}");
+    assert_eq!((operations["command_backlog"].as_i64(), operations["dead_letters"].as_i64()), (Some(1), Some(0)));
+    assert!(operations["grafana_url"].as_str().unwrap().starts_with("http"), "{operations}");
+    assert_eq!(app.get("/v1/operations", &key).await.status(), 403, "operators only");
+    assert_eq!(app.entries(&app.keys.commands()).await.len(), 1);
+    app.forget().await;
+}

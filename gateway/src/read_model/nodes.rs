@@ -42,11 +42,14 @@ pub struct NodeTotals {
 pub struct NodeView {
     pub node_id: uuid::Uuid,
     pub organization_id: uuid::Uuid,
+    pub organization_name: String,
     pub name: String,
     pub cpu_cores: i32,
     pub has_solar: bool,
     pub location: String,
     pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// When it last reported a result (an offline node's last sign of life the grid keeps).
+    pub last_result_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether a heartbeat arrived within the node TTL.
     pub online: bool,
     pub live: Option<LiveState>,
@@ -62,7 +65,8 @@ pub async fn list_nodes(
     only: Option<NodeId>,
 ) -> Result<Vec<NodeView>, ApiError> {
     let rows = sqlx::query(
-        "select n.node_id, n.organization_id, n.name, n.cpu_cores, n.has_solar, n.location, n.registered_at,
+        "select n.node_id, n.organization_id, o.name as organization_name, n.name, n.cpu_cores, n.has_solar,
+                n.location, n.registered_at, t.last_reported,
                 n.trust, coalesce(t.completed, 0)::bigint as completed, coalesce(t.disagreed, 0)::bigint as disagreed,
                 coalesce(t.energy, 0)::bigint as energy,
                 coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
@@ -70,8 +74,9 @@ pub async fn list_nodes(
          from node n
          left join (select node_id, count(*) filter (where verdict in ('agreed', 'unchecked')) as completed,
                            count(*) filter (where verdict = 'disagreed') as disagreed,
-                           sum(energy_uwh) as energy, sum(solar_uwh) as solar
+                           sum(energy_uwh) as energy, sum(solar_uwh) as solar, max(reported_at) as last_reported
                     from task_result group by node_id) t using (node_id)
+         join organization o on o.organization_id = n.organization_id
          left join (select node_id, sum(carbon_ng) as carbon, sum(amount_peur) as amount
                     from credit_entry where account = 'node' group by node_id) c using (node_id)
          where ($1::uuid is null or n.organization_id = $1) and ($2::uuid is null or n.node_id = $2)
@@ -111,11 +116,13 @@ pub async fn list_nodes(
         views.push(NodeView {
             node_id: row.try_get("node_id")?,
             organization_id: row.try_get("organization_id")?,
+            organization_name: row.try_get("organization_name")?,
             name: row.try_get("name")?,
             cpu_cores: row.try_get("cpu_cores")?,
             has_solar: row.try_get("has_solar")?,
             location: row.try_get("location")?,
             registered_at: row.try_get("registered_at")?,
+            last_result_at: row.try_get("last_reported")?,
             online: live.is_some(),
             live,
             totals: NodeTotals {

@@ -35,6 +35,18 @@ pub struct TaskView {
     pub node_share_peur: Option<i64>,
     pub cooperative_share_peur: Option<i64>,
     pub kind: String,
+    /// What the task computes: a thermal simulation's inputs; for a group optimisation, its
+    /// building, months and the number of participants (never their ids or readings).
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// The name of its node (the last it was assigned to), when it has one.
+    pub node_name: Option<String>,
+    /// When its current (or last) assignment was made, started and when it ended.
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// A queued task taken back waits until then before it may be placed again.
+    pub not_before: Option<DateTime<Utc>>,
     /// Why the task is where it is: an object with a stable `code` and that code's fields.
     /// `taken_back` (`cause`: `node_offline`, `start_lease_expired` or `node_reported_failure`
     /// with `error`; the task waits out a backoff), `attempts_exhausted` (`attempts`, `last`),
@@ -84,6 +96,12 @@ pub struct TaskPage {
 
 const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
         t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
+        t.assigned_at, t.started_at, t.finished_at, t.not_before,
+        (select n.name from node n where n.node_id = t.node_id) as node_name,
+        case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,
+                 'building_id', t.kind -> 'building_id', 'simulation_months', t.kind -> 'simulation_months',
+                 'participants', jsonb_array_length(t.kind -> 'participants'))
+             else t.kind end as input,
         c.carbon_ng, c.node_peur, c.cooperative_peur,
         (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
                     'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
@@ -121,6 +139,12 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         node_share_peur: node_share,
         cooperative_share_peur: cooperative_share,
         kind: row.try_get("kind_type")?,
+        input: row.try_get("input")?,
+        node_name: row.try_get("node_name")?,
+        assigned_at: row.try_get("assigned_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        not_before: row.try_get("not_before")?,
         reason: reason.as_ref().and_then(|reason| serde_json::to_value(reason).ok()),
         reason_text: reason.as_ref().map(TaskReason::to_string),
         energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
@@ -158,21 +182,89 @@ pub fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, uuid::Uuid), ApiError
     Ok((at, uuid::Uuid::parse_str(id).map_err(|_| invalid())?))
 }
 
+/// Which tasks a list or a count is about (each filter optional).
+#[derive(Debug, Clone, Default)]
+pub struct TaskSearch {
+    pub status: Option<TaskStatus>,
+    /// A kind's `type` (`building_thermal_simulation`, `energy_group_optimisation`).
+    pub kind: Option<String>,
+    pub node_id: Option<uuid::Uuid>,
+    /// Submitted at or after, and before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The first hexadecimal digits of the task id (with its dashes), lowercase.
+    pub id_prefix: Option<String>,
+}
+
+/// The filters of [`TaskSearch`] as SQL over `t`, from parameter `$first` on (7 parameters,
+/// bound by [`bind_search`]).
+fn search_sql(first: usize) -> String {
+    let at = |offset: usize| first + offset;
+    format!(
+        "(${0}::uuid is null or t.organization_id = ${0}) and (${1}::text is null or t.status = ${1})
+           and (${2}::text is null or t.kind_type = ${2}) and (${3}::uuid is null or t.node_id = ${3})
+           and (${4}::timestamptz is null or t.submitted_at >= ${4})
+           and (${5}::timestamptz is null or t.submitted_at < ${5})
+           and (${6}::text is null or t.task_id::text like ${6} || '%')",
+        at(0),
+        at(1),
+        at(2),
+        at(3),
+        at(4),
+        at(5),
+        at(6)
+    )
+}
+
+fn bind_search<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    scope: Option<OrganizationId>,
+    search: &'q TaskSearch,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(scope.map(|id| id.as_uuid()))
+        .bind(search.status.map(TaskStatus::as_str))
+        .bind(search.kind.as_deref())
+        .bind(search.node_id)
+        .bind(search.since)
+        .bind(search.until)
+        .bind(search.id_prefix.as_deref())
+}
+
+/// How many tasks are in each status, among those of `search` (its status aside).
+pub async fn count_tasks(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    search: &TaskSearch,
+) -> Result<std::collections::BTreeMap<String, i64>, ApiError> {
+    let search = TaskSearch { status: None, ..search.clone() };
+    let sql =
+        sqlx::AssertSqlSafe(format!("select t.status, count(*) from task t where {} group by t.status", search_sql(1)));
+    let rows: Vec<(String, i64)> = bind_search(sqlx::query(sql), scope, &search)
+        .fetch_all(&state.pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    let mut counts: std::collections::BTreeMap<String, i64> =
+        TaskStatus::ALL.iter().map(|status| (status.as_str().to_owned(), 0)).collect();
+    counts.extend(rows);
+    Ok(counts)
+}
+
 pub async fn list_tasks(
     state: &AppState,
     scope: Option<OrganizationId>,
-    status: Option<TaskStatus>,
+    search: &TaskSearch,
     after: Option<(DateTime<Utc>, uuid::Uuid)>,
     limit: i64,
 ) -> Result<TaskPage, ApiError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "{SELECT} where ($1::uuid is null or t.organization_id = $1) and ($2::text is null or t.status = $2)
-           and ($3::timestamptz is null or (t.submitted_at, t.task_id) < ($3, $4))
-         order by t.submitted_at desc, t.task_id desc limit $5"
+        "{SELECT} where {} and ($8::timestamptz is null or (t.submitted_at, t.task_id) < ($8, $9))
+         order by t.submitted_at desc, t.task_id desc limit $10",
+        search_sql(1)
     ));
-    let rows = sqlx::query(sql)
-        .bind(scope.map(|id| id.as_uuid()))
-        .bind(status.map(TaskStatus::as_str))
+    let rows = bind_search(sqlx::query(sql), scope, search)
         .bind(after.map(|(at, _)| at))
         .bind(after.map(|(_, id)| id))
         .bind(limit + 1)

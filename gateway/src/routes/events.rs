@@ -35,6 +35,9 @@ pub struct EventQuery {
     /// 1 to 1000; 100 when absent (JSON only).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// SSE only: start at the stream's end, with the events that come from now on (a live view
+    /// that counts what happens now; `after` and `Last-Event-ID` resume instead).
+    pub tail: Option<bool>,
 }
 
 fn wants_stream(headers: &HeaderMap) -> bool {
@@ -78,9 +81,24 @@ pub async fn events(
                 .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an id like 12-0"))?;
             format!("{seq}-0")
         }
+        None if query.tail == Some(true) => last_event_id(&state).await?,
         None => format!("{after}-0"),
     };
     Ok(stream(&state, scope, start).await?.into_response())
+}
+
+/// The id of the last entry on the events stream (`0-0` when it is empty).
+async fn last_event_id(state: &AppState) -> Result<String, ApiError> {
+    let mut conn = state.redis.get().await?;
+    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(state.keys().events())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut *conn)
+        .await?;
+    Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone()))
 }
 
 fn visible(envelope: &Envelope, scope: Option<OrganizationId>) -> bool {

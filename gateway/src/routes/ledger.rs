@@ -16,6 +16,8 @@ use crate::read_model::proof_pages::{self, BlockPage, ProofPage};
 use crate::read_model::proofs::{TaskProofsView, VerifyView, task_proofs, verify_chain};
 use crate::read_model::stats::{GridStats, grid_stats};
 use crate::state::AppState;
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -130,14 +132,35 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
     Ok(Json(grid_stats(&state).await?))
 }
 
-#[utoipa::path(get, path = "/v1/credits", tag = "ledger", security(("bearer" = [])),
+/// A period of the ledger.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreditPeriod {
+    /// Credits at or after this instant (RFC 3339).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Credits before this instant (RFC 3339).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[utoipa::path(get, path = "/v1/credits", tag = "ledger", params(CreditPeriod), security(("bearer" = [])),
     responses(
-        (status = 200, description = "Credits per node (an organisation sees its own nodes) and the cooperative fund", body = CreditsView),
+        (status = 200, description = "Credits per node (an organisation sees its own nodes) and the cooperative fund, in the period asked for (all time when none), with each node's recent average per day", body = CreditsView),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid period", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn credits(State(state): State<AppState>, caller: Caller) -> Result<Json<CreditsView>, ApiError> {
+pub async fn credits(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(period): ApiQuery<CreditPeriod>,
+) -> Result<Json<CreditsView>, ApiError> {
     let scope = caller.read_scope()?;
-    Ok(Json(ledger_credits::credits(&state, scope).await?))
+    if let (Some(since), Some(until)) = (period.since, period.until)
+        && until <= since
+    {
+        return Err(ApiError::field("until", "must be after since"));
+    }
+    Ok(Json(ledger_credits::credits(&state, scope, (period.since, period.until)).await?))
 }
 
 #[utoipa::path(get, path = "/v1/proofs/verify", tag = "ledger", security(("bearer" = [])),

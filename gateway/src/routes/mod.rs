@@ -8,5 +8,6 @@ pub mod grid_compat;
 pub mod health;
 pub mod ledger;
 pub mod nodes;
+pub mod operations;
 pub mod organizations;
 pub mod tasks;

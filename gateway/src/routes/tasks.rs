@@ -15,7 +15,7 @@ use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::publish::{Published, Remember, Stream, correlation_id, origin_of, publish, publish_once};
-use crate::read_model::tasks::{TaskPage, TaskView, decode_cursor, find_task, list_tasks};
+use crate::read_model::tasks::{TaskPage, TaskSearch, TaskView, count_tasks, decode_cursor, find_task, list_tasks};
 use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
 
@@ -25,6 +25,7 @@ const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(submit_task).get(get_tasks))
+        .route("/v1/tasks/counts", get(get_task_counts))
         .route("/v1/tasks/{task_id}", get(get_task).delete(cancel_task))
 }
 
@@ -201,13 +202,110 @@ pub async fn submit_task(
 #[into_params(parameter_in = Query)]
 pub struct TaskFilter {
     /// Only tasks in this status.
-    #[param(pattern = "^(queued|assigned|running|completed|failed|cancelled|rejected)$")]
+    #[param(pattern = "^(queued|assigned|running|completed|failed|cancelled|rejected|quarantined)$")]
     pub status: Option<String>,
+    /// Only tasks of this kind.
+    #[param(pattern = "^(building_thermal_simulation|energy_group_optimisation)$")]
+    pub kind: Option<String>,
+    /// Only tasks last assigned to this node.
+    pub node_id: Option<uuid::Uuid>,
+    /// Only tasks submitted at or after this instant (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only tasks submitted before this instant (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Only tasks whose id starts with these characters (4 to 36 of the lowercase hyphenated
+    /// form: hexadecimal digits and dashes).
+    #[param(pattern = "^[0-9a-f-]{4,36}$")]
+    pub id_prefix: Option<String>,
     /// 1 to 500; 100 when absent.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// From a previous page's `next_cursor`.
+    /// From a previous page's `next_cursor` (the same filters must be given with it).
     pub cursor: Option<String>,
+}
+
+impl TaskFilter {
+    /// The filters, checked (the limit and cursor aside).
+    fn search(&self) -> Result<TaskSearch, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|text| TaskStatus::parse(text).ok_or_else(|| ApiError::field("status", "is not a task status")))
+            .transpose()?;
+        const KINDS: [&str; 2] = ["building_thermal_simulation", "energy_group_optimisation"];
+        if let Some(kind) = &self.kind
+            && !KINDS.contains(&kind.as_str())
+        {
+            return Err(ApiError::field("kind", "must be building_thermal_simulation or energy_group_optimisation"));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && until <= since
+        {
+            return Err(ApiError::field("until", "must be after since"));
+        }
+        if let Some(prefix) = &self.id_prefix {
+            let valid = (4..=36).contains(&prefix.len())
+                && prefix.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f' | b'-'));
+            if !valid {
+                return Err(ApiError::field("id_prefix", "must be 4 to 36 lowercase hexadecimal digits and dashes"));
+            }
+        }
+        Ok(TaskSearch {
+            status,
+            kind: self.kind.clone(),
+            node_id: self.node_id,
+            since: self.since,
+            until: self.until,
+            id_prefix: self.id_prefix.clone(),
+        })
+    }
+}
+
+/// The filters of `GET /v1/tasks/counts`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskCountFilter {
+    #[param(pattern = "^(building_thermal_simulation|energy_group_optimisation)$")]
+    pub kind: Option<String>,
+    pub node_id: Option<uuid::Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// How many tasks are in each status (every status named, zero included).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskCounts {
+    pub counts: std::collections::BTreeMap<String, i64>,
+    pub total: i64,
+}
+
+#[utoipa::path(get, path = "/v1/tasks/counts", tag = "tasks", params(TaskCountFilter), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The organisation's tasks counted by status (the operator: every task)", body = TaskCounts),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_task_counts(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(filter): ApiQuery<TaskCountFilter>,
+) -> Result<Json<TaskCounts>, ApiError> {
+    let scope = caller.read_scope()?;
+    let search = TaskFilter {
+        status: None,
+        kind: filter.kind,
+        node_id: filter.node_id,
+        since: filter.since,
+        until: filter.until,
+        id_prefix: None,
+        limit: None,
+        cursor: None,
+    }
+    .search()?;
+    let counts = count_tasks(&state, scope, &search).await?;
+    let total = counts.values().sum();
+    Ok(Json(TaskCounts { counts, total }))
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(TaskFilter), security(("bearer" = [])),
@@ -222,17 +320,13 @@ pub async fn get_tasks(
     ApiQuery(filter): ApiQuery<TaskFilter>,
 ) -> Result<Json<TaskPage>, ApiError> {
     let scope = caller.read_scope()?;
-    let status = filter
-        .status
-        .as_deref()
-        .map(|text| TaskStatus::parse(text).ok_or_else(|| ApiError::field("status", "is not a task status")))
-        .transpose()?;
+    let search = filter.search()?;
     let limit = filter.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 500"));
     }
     let after = filter.cursor.as_deref().map(decode_cursor).transpose()?;
-    Ok(Json(list_tasks(&state, scope, status, after, limit).await?))
+    Ok(Json(list_tasks(&state, scope, &search, after, limit).await?))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{task_id}", tag = "tasks",

@@ -1,0 +1,35 @@
+// Health (operators): who writes and at which epoch, the backlogs, the dead letters, the
+// gateway's refusals per second, and the Grafana board.
+
+import { api, problem } from "../client";
+import { el, facts, link, notice } from "../dom";
+import { when } from "../format";
+
+export async function healthView(root: HTMLElement, signal: AbortSignal) {
+  const body = el("div", { id: "health", "aria-live": "polite" });
+  root.replaceChildren(el("h2", {}, "Health"), body);
+  let previous: { at: number; refusals: number } | null = null;
+  const refresh = async () => {
+    const { data, error } = await api.GET("/v1/operations");
+    if (signal.aborted) return;
+    if (error || !data) return void body.replaceChildren(notice(problem(error), "error"));
+    const now = Date.now();
+    const rate = previous ? ((data.gateway_refusals - previous.refusals) * 1000) / Math.max(1, now - previous.at) : null;
+    previous = { at: now, refusals: data.gateway_refusals };
+    body.replaceChildren(
+      facts([
+        ["Writer", `${data.writer.holder}, epoch ${data.writer.epoch}`],
+        ["Writer since", when(data.writer.since)],
+        ["Standbys", "each orchestrator's /readyz says standby; the writer's lease moves to one within a second when it dies"],
+        ["Commands waiting", String(data.command_backlog)],
+        ["Reports waiting", String(data.report_backlog)],
+        ["Dead letters", String(data.dead_letters)],
+        ["Refusals of this gateway", rate === null ? `${data.gateway_refusals} so far` : `${rate.toFixed(1)} a second (${data.gateway_refusals} so far)`],
+      ]),
+      el("p", {}, link(data.grafana_url, "The Grafana board of these series", { rel: "noopener" })),
+    );
+  };
+  await refresh();
+  const timer = setInterval(() => void refresh(), 5_000);
+  signal.addEventListener("abort", () => clearInterval(timer));
+}

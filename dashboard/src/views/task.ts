@@ -1,0 +1,188 @@
+// One task: where it stands and why, its timeline, why it went where it went, its input and
+// result, its credits and its proof checked in the browser; cancel it, or submit it again.
+// Live: it is drawn again as its events come.
+
+import { api, problem, type Task } from "../client";
+import { button, el, exact, facts, link, notice, table } from "../dom";
+import { between, co2, duration, energy, kindName, money, percent, shortId, watts, when } from "../format";
+import { subscribe } from "../live";
+import { go, href } from "../router";
+import { verifyInclusion } from "../proof";
+import { credit, statusBadge } from "./tasks";
+
+interface ScoreInputs {
+  node_id: string;
+  solar_watts: number;
+  cpu_usage: number;
+  running: number;
+  cpu_cores: number;
+  eco_score: number;
+}
+
+const OPEN = ["queued", "assigned", "running"];
+
+async function nodeNames(): Promise<Map<string, string>> {
+  const { data } = await api.GET("/v1/nodes");
+  return new Map((data ?? []).map((node) => [node.node_id, node.name]));
+}
+
+function timeline(task: Task, names: Map<string, string>): HTMLElement {
+  const steps: [string | null | undefined, string][] = [[task.submitted_at, `Submitted, priority ${task.priority}`]];
+  const reason = task.reason as { code?: string } | null | undefined;
+  if (task.status === "queued") {
+    if (task.not_before && new Date(task.not_before).getTime() > Date.now()) {
+      steps.push([task.not_before, `Waits until then before it may be placed again (${task.reason_text ?? "taken back"})`]);
+    } else if (task.attempts > 0 && task.results.length > 0) {
+      steps.push([null, "Waits for a node of another owner, for another replica of its result"]);
+    } else {
+      steps.push([null, "Queued: waits for a free core, or for a node in the sun while its deadline leaves time (it is then placed on any node, never late)"]);
+    }
+  }
+  if (task.assigned_at) {
+    const node = task.node_id ? names.get(task.node_id) ?? shortId(task.node_id) : "a node";
+    steps.push([task.assigned_at, `Assigned to ${node} (attempt ${task.attempts})`]);
+  }
+  if (task.started_at) steps.push([task.started_at, "Started on its node"]);
+  for (const result of task.results) {
+    steps.push([result.reported_at, `Result of attempt ${result.attempt} from ${names.get(result.node_id) ?? shortId(result.node_id)}: ${result.verdict}${result.refusal ? ` (${result.refusal})` : ""}`]);
+  }
+  if (task.finished_at) {
+    const why = task.reason_text ? `: ${task.reason_text}` : "";
+    steps.push([task.finished_at, `${task.status[0].toUpperCase()}${task.status.slice(1)}${why}`]);
+  }
+  if (task.node_share_peur != null) steps.push([task.finished_at, `Credited ${credit(task)} (70 % to the node's owner, 30 % to the cooperative fund)`]);
+  if (reason?.code === "quarantined") steps.push([null, "Quarantined: out of scheduling until an operator decides"]);
+  return el("ol", { class: "timeline", id: "timeline" }, ...steps.map(([at, text]) =>
+    el("li", {}, at ? when(at, false) : "", at ? " — " : "", text)));
+}
+
+function why(task: Task, names: Map<string, string>): HTMLElement {
+  const assignment = task.assignment as { attempt?: number; chosen?: ScoreInputs; runner_up?: ScoreInputs | null } | null | undefined;
+  if (!assignment?.chosen) {
+    return notice(task.status === "rejected" ? "Never placed: it was rejected at admission." : "Not placed on a node yet.");
+  }
+  const describe = (role: string, inputs: ScoreInputs) => el("tr", {},
+    el("th", { scope: "row" }, role),
+    el("td", {}, link(href(["nodes", inputs.node_id]), names.get(inputs.node_id) ?? shortId(inputs.node_id))),
+    el("td", {}, watts(inputs.solar_watts)), el("td", {}, percent(inputs.cpu_usage)),
+    el("td", {}, `${inputs.running} of ${inputs.cpu_cores}`), el("td", {}, inputs.eco_score.toFixed(2)));
+  const rows = [describe("chosen", assignment.chosen)];
+  if (assignment.runner_up) rows.push(describe("runner-up", assignment.runner_up));
+  const tableElement = table(`Attempt ${assignment.attempt}: the node chosen, and the next best`,
+    ["Role", "Node", "Sun", "Load", "Cores busy", "Eco score"], rows, { id: "assignment" });
+  return el("div", {}, tableElement,
+    el("p", { class: "hint" }, "Nodes rank by solar surplus once this task runs, then load, then eco score."));
+}
+
+function inputOf(task: Task): HTMLElement {
+  const input = task.input as Record<string, unknown>;
+  if (task.kind === "building_thermal_simulation") {
+    return facts([["Building", String(input.building_id ?? "—")], ["Insulation score", String(input.insulation_score ?? "—")],
+      ["Surface", `${input.surface_m2 ?? "—"} m²`], ["Heating degree days", String(input.heating_degree_days ?? "—")]]);
+  }
+  return facts([["Building", String(input.building_id ?? "—")], ["Months simulated", String(input.simulation_months ?? "—")],
+    ["Participants", `${input.participants ?? "—"} (their readings are not shown)`]]);
+}
+
+async function proofs(task: Task, container: HTMLElement, signal: AbortSignal) {
+  if (task.status !== "completed" || task.node_share_peur == null) {
+    return void container.replaceChildren(notice(task.status === "completed" ? "Completed without credit: no proof." : "No credit yet."));
+  }
+  for (let attempt = 0; attempt < 40 && !signal.aborted; attempt++) {
+    const { data } = await api.GET("/v1/proofs/tasks/{task_id}", { params: { path: { task_id: task.task_id } } });
+    const sealed = data?.proofs.filter((proof) => proof.status === "sealed") ?? [];
+    if (data && sealed.length > 0 && sealed.length === data.proofs.length) {
+      const lines = [];
+      for (const proof of data.proofs) {
+        const broken = await verifyInclusion(proof);
+        lines.push(el("p", { class: broken ? "error" : "verified" }, broken
+          ? `The proof of ${shortId(proof.node_id)} does not hold: ${broken}`
+          : `Inclusion proof verified in the browser: leaf ${proof.leaf_index} of block ${proof.block_height} (${proof.audit_path.length} hashes)`));
+      }
+      return void container.replaceChildren(...lines);
+    }
+    if (data && data.links.length > 0) return void container.replaceChildren(notice(`Chained as ${data.links.length} v1 link(s).`));
+    container.replaceChildren(notice("Its proof waits for its block to be sealed (about a second)…"));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: string) {
+  const draw = async () => {
+    const [{ data: task, error }, names] = await Promise.all([
+      api.GET("/v1/tasks/{task_id}", { params: { path: { task_id: taskId } } }),
+      nodeNames(),
+    ]);
+    if (signal.aborted) return;
+    if (error || !task) return void root.replaceChildren(el("h2", {}, "Task"), notice(problem(error), "error"));
+    const actions = el("div", { class: "actions" });
+    const said = el("p", { id: "action-result", role: "status" });
+    if (OPEN.includes(task.status)) {
+      actions.append(button("Cancel this task", async () => {
+        if (!confirm(`Cancel task ${shortId(task.task_id)}? A node running it is told to stop.`)) return;
+        const { data, error: refused } = await api.DELETE("/v1/tasks/{task_id}", { params: { path: { task_id: task.task_id } } });
+        said.textContent = refused || !data ? problem(refused) : "Cancellation sent; the task is cancelled once the grid applies it.";
+      }, { id: "cancel-task", class: "danger" }));
+    }
+    if (["failed", "cancelled", "quarantined"].includes(task.status)) {
+      if (task.kind === "building_thermal_simulation") {
+        actions.append(button("Submit it again", async () => {
+          const input = task.input as Record<string, unknown>;
+          const deadline = new Date(Date.now() + 3_600_000).toISOString();
+          const { data, error: refused } = await api.POST("/v1/tasks", { body: {
+            copropriete_id: crypto.randomUUID(), priority: task.priority, deadline,
+            kind: { type: "building_thermal_simulation", building_id: String(input.building_id),
+              insulation_score: Number(input.insulation_score), surface_m2: Number(input.surface_m2),
+              heating_degree_days: Number(input.heating_degree_days) } } });
+          if (refused || !data) return void (said.textContent = problem(refused));
+          go(["tasks", data.task_id]);
+        }, { id: "resubmit-task" }));
+      } else {
+        actions.append(el("p", { class: "hint" }, "A group optimisation is submitted again by its organisation with its participants' readings, which this page never holds."));
+      }
+    }
+    const ran = between(task.started_at ?? task.assigned_at, task.finished_at);
+    const result = task.result_json == null ? notice("No result yet.") : el("pre", { id: "result" }, JSON.stringify(task.result_json, null, 2));
+    const proofBox = el("div", { id: "proofs", "aria-live": "polite" });
+    root.replaceChildren(el("section", { id: "task-detail" },
+      el("h2", {}, `Task ${shortId(task.task_id)} `, statusBadge(task.status)),
+      el("p", { id: "task-status-line", "aria-live": "polite" }, el("span", { id: "task-status", class: "visually-hidden" }, task.status),
+        task.reason_text ? el("strong", { id: "task-reason" }, task.reason_text) : ""),
+      actions, said,
+      facts([
+        ["Id", el("code", {}, task.task_id)],
+        ["Kind", kindName(task.kind)],
+        ["Priority", String(task.priority)],
+        ["Deadline", when(task.deadline)],
+        ["Submitted", when(task.submitted_at)],
+        ["Attempts", String(task.attempts)],
+        ["Node", task.node_id ? link(href(["nodes", task.node_id]), names.get(task.node_id) ?? shortId(task.node_id)) : "—"],
+        ["Took", duration(ran)],
+        ["Energy", energy(task.energy_used_wh)],
+        ["Sun in it", energy(task.solar_contribution_wh)],
+        ["Replicas", `${task.replicas} asked, ${task.quorum} must agree`],
+        ["Credit", task.node_share_peur == null ? "—"
+          : exact(`${credit(task)} · ${co2(task.carbon_saved_ng)} avoided`,
+            `node ${task.node_share_peur} p€ + cooperative ${task.cooperative_share_peur} p€; ${task.carbon_saved_ng} ng CO₂ (node share ${money(task.node_share_peur)})`)],
+      ]),
+      el("h3", {}, "Timeline"), timeline(task, names),
+      el("h3", {}, "Why it went where it went"), why(task, names),
+      el("h3", {}, "Input"), inputOf(task),
+      el("h3", {}, "Result"), result,
+      task.results.length > 0 ? table("Results and their quorum verdicts", ["Attempt", "Node", "Verdict", "Not credited because", "Reported"],
+        task.results.map((one) => el("tr", {}, el("td", {}, String(one.attempt)),
+          el("td", {}, link(href(["nodes", one.node_id]), names.get(one.node_id) ?? shortId(one.node_id))),
+          el("td", {}, one.verdict), el("td", {}, one.refusal ?? ""), el("td", {}, when(one.reported_at, false))))) : "",
+      el("h3", {}, "Green proof"), proofBox,
+    ));
+    await proofs(task, proofBox, signal);
+  };
+  await draw();
+  let pending = false;
+  const unsubscribe = subscribe((event) => {
+    if (event.payload.task_id !== taskId || pending) return;
+    pending = true;
+    setTimeout(() => { pending = false; if (!signal.aborted) void draw(); }, 300);
+  });
+  signal.addEventListener("abort", unsubscribe);
+}

@@ -1,0 +1,78 @@
+//! `GET /v1/operations`: what an operator watches, in one answer: which process writes and at
+//! which epoch, the commands and reports waiting for it, the dead letters, this gateway's
+//! refusals, and where the Grafana board is.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/operations", get(operations))
+}
+
+/// The writer's lease, as the `writer` row holds it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WriterLease {
+    /// The orchestrator process that holds it (its `GRID_CONSUMER_NAME`); the others stand by.
+    pub holder: String,
+    /// Incremented at every takeover; every write of the writer checks it.
+    pub epoch: i64,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Operations {
+    pub writer: WriterLease,
+    /// Commands (submissions, registrations, consent, keys) on their stream, not yet trimmed:
+    /// about those the writer has not applied yet (it trims to within about 100).
+    pub command_backlog: i64,
+    /// Nodes' reports likewise.
+    pub report_backlog: i64,
+    /// Entries on the dead-letter stream (undecodable messages, tasks failed for good).
+    pub dead_letters: i64,
+    /// Requests this gateway refused with 503 for capacity, load or the grid's backlog, since it
+    /// started (poll it for a rate).
+    pub gateway_refusals: u64,
+    /// Where the Grafana board of these series is (`GATEWAY_GRAFANA_URL`).
+    pub grafana_url: String,
+}
+
+#[utoipa::path(get, path = "/v1/operations", tag = "health", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The writer's lease, the backlogs and dead letters, this gateway's refusals (operator only)", body = Operations),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the operator", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result<Json<Operations>, ApiError> {
+    caller.operator()?;
+    let (holder, epoch, since): (String, i64, DateTime<Utc>) =
+        sqlx::query_as("select holder, epoch, since from writer order by partition limit 1")
+            .fetch_one(&state.pool)
+            .await?;
+    let keys = state.keys();
+    let mut conn = state.redis.get().await?;
+    let (command_backlog, report_backlog, dead_letters): (i64, i64, i64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(keys.commands())
+        .cmd("XLEN")
+        .arg(keys.reports())
+        .cmd("XLEN")
+        .arg(keys.dead_letters())
+        .query_async(&mut *conn)
+        .await?;
+    Ok(Json(Operations {
+        writer: WriterLease { holder, epoch, since },
+        command_backlog,
+        report_backlog,
+        dead_letters,
+        gateway_refusals: state.pressure.refusals(),
+        grafana_url: state.config.grafana_url.clone(),
+    }))
+}
