@@ -1,11 +1,11 @@
 //! `just bench`: the real binaries (`target/release/{orchestrator,gateway,worker}`) over a
 //! scratch database and Redis namespace, driven over HTTP. The simulated fleet answers each task
 //! at once (`worker simulate --instant-results`): the figures are the control plane's, not the
-//! Pis' computations (one real `worker run` computes beside it, for its memory figure). It measures the sequential round
-//! trip, end-to-end throughput with a fleet of simulated nodes, open-loop submit latency, memory
-//! and CPU, gathers the figures of the other benches (`target/bench/*.json`) and writes the
-//! report to `bench/results/` (markdown and JSON). A report, not a test: nothing here asserts a
-//! time.
+//! Pis' computations (one real `worker run` computes beside it, for its memory figure). It
+//! measures the sequential round trip, end-to-end throughput with a fleet of simulated nodes,
+//! open-loop submit latency, memory and CPU, gathers the figures of the other benches
+//! (`target/bench/*.json`) and writes the report to `bench/results/` (markdown and JSON, both
+//! from the typed figures of `figures.rs`). A report, not a test: nothing here asserts a time.
 //!
 //! Sizes can be changed with `BENCH_NODES` (1000), `BENCH_TASKS` (50000), `BENCH_SEQUENTIAL`
 //! (1000), `BENCH_E2E_SECONDS` (150: the throughput phase stops waiting after this) and
@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
+mod figures;
 mod measures;
 mod phases;
 mod processes;
@@ -31,6 +32,7 @@ mod report;
 #[path = "../support/mod.rs"]
 mod support;
 
+use figures::*;
 use measures::*;
 use phases::*;
 use processes::*;
@@ -52,7 +54,7 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-async fn run() -> anyhow::Result<Value> {
+async fn run() -> anyhow::Result<Outcome> {
     let nodes = setting("BENCH_NODES", 1000);
     let tasks = setting("BENCH_TASKS", 50_000) as usize;
     let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
@@ -190,9 +192,9 @@ async fn run() -> anyhow::Result<Value> {
     if std::env::var_os("BENCH_GATEWAY_ONLY").is_some() {
         // The gateway's phases alone (for working on the gateway): printed, not written.
         let (at_1000, _) = open_loop(&grid, 1000, open_loop_seconds).await?;
-        eprintln!("open loop: {at_1000}");
+        eprintln!("open loop: {}", line(&at_1000));
         let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
-        eprintln!("open loop: {at_5000}");
+        eprintln!("open loop: {}", line(&at_5000));
         let phases = GatewayPhases {
             gateway: &gateway,
             listen: &listen,
@@ -206,14 +208,14 @@ async fn run() -> anyhow::Result<Value> {
         drop((fleet, worker, gateway, orchestrators));
         pool.close().await;
         scratch.remove().await?;
-        return Ok(json!({"gateway_only": {"open_loop_submit": [at_1000, at_5000], "gateway": figures}}));
+        return Ok(Outcome::GatewayOnly { open_loop_submit: vec![at_1000, at_5000], gateway: Box::new(figures) });
     }
     let sequential = sequential(&grid, sequential_tasks).await?;
-    eprintln!("sequential: {sequential}");
+    eprintln!("sequential: {}", line(&sequential));
     // Submit latency at 1,000 req/s on an idle grid, then its tasks drain before the throughput
     // phase; 5,000 req/s last, as it overloads this machine.
     let (at_1000, submitted) = open_loop(&grid, 1000, open_loop_seconds).await?;
-    eprintln!("open loop: {at_1000}");
+    eprintln!("open loop: {}", line(&at_1000));
     let drained = drain(&grid, &submitted, Duration::from_secs(90)).await;
     let control_plane_cpu = || {
         (
@@ -224,83 +226,81 @@ async fn run() -> anyhow::Result<Value> {
     let (postgres_before, writer_before) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
     let mut throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
     let (postgres_after, writer_after) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
-    let completed = throughput["tasks_completed"].as_f64().unwrap_or(0.0).max(1.0);
+    let completed = throughput.tasks_completed.max(1) as f64;
     let per_task = |value: f64| value / completed;
-    let statements = match (&writer_before, &writer_after) {
-        (Some(before), Some(after)) => delta(after, before, "statements"),
-        _ => 0.0,
+    let (statements, batches, blocks_sealed) = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => (
+            after.statements.saturating_sub(before.statements) as f64,
+            after.batches.saturating_sub(before.batches) as f64,
+            after.blocks_sealed.saturating_sub(before.blocks_sealed) as f64,
+        ),
+        _ => (0.0, 0.0, 0.0),
     };
-    let batches = match (&writer_before, &writer_after) {
-        (Some(before), Some(after)) => delta(after, before, "batches"),
-        _ => 0.0,
+    let written = postgres_after - postgres_before;
+    throughput.per_task = PerTask {
+        orchestrator_cpu_us: per_task(throughput.orchestrator_cpu_seconds) * 1e6,
+        gateway_cpu_us: per_task(throughput.gateway_cpu_seconds) * 1e6,
+        postgresql_cpu_us: per_task(throughput.postgresql_cpu_seconds) * 1e6,
+        redis_cpu_us: per_task(throughput.redis_cpu_seconds) * 1e6,
+        sql_statements: per_task(statements),
+        wal_bytes: per_task(written.wal_bytes),
+        wal_flushes: per_task(written.wal_flushes),
+        task_row_versions: per_task(written.task_inserts + written.task_updates),
+        task_hot_update_share: written.task_hot_updates / written.task_updates.max(1.0),
+        tasks_per_batch: completed / batches.max(1.0),
     };
-    let blocks_sealed = match (&writer_before, &writer_after) {
-        (Some(before), Some(after)) => delta(after, before, "blocks_sealed"),
-        _ => 0.0,
+    throughput.proof_blocks = ProofBlocks {
+        sealed: blocks_sealed,
+        per_second: blocks_sealed / throughput.seconds.max(f64::EPSILON),
+        leaves_per_block: completed / blocks_sealed.max(1.0),
     };
-    let phase_seconds = throughput["seconds"].as_f64().unwrap_or(1.0).max(f64::EPSILON);
-    throughput["per_task"] = json!({
-        "orchestrator_cpu_us": per_task(throughput["orchestrator_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
-        "gateway_cpu_us": per_task(throughput["gateway_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
-        "postgresql_cpu_us": per_task(throughput["postgresql_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
-        "redis_cpu_us": per_task(throughput["redis_cpu_seconds"].as_f64().unwrap_or(0.0)) * 1e6,
-        "sql_statements": per_task(statements),
-        "wal_bytes": per_task(delta(&postgres_after, &postgres_before, "wal_bytes")),
-        "wal_flushes": per_task(delta(&postgres_after, &postgres_before, "wal_flushes")),
-        "task_row_versions": per_task(delta(&postgres_after, &postgres_before, "task_inserts") + delta(&postgres_after, &postgres_before, "task_updates")),
-        "task_hot_update_share": delta(&postgres_after, &postgres_before, "task_hot_updates") / delta(&postgres_after, &postgres_before, "task_updates").max(1.0),
-        "tasks_per_batch": completed / batches.max(1.0),
-    });
-    throughput["proof_blocks"] = json!({
-        "sealed": blocks_sealed,
-        "per_second": blocks_sealed / phase_seconds,
-        "leaves_per_block": completed / blocks_sealed.max(1.0),
-    });
-    eprintln!("throughput: {throughput}");
+    eprintln!("throughput: {}", line(&throughput));
     // Submitted → completed at half the measured capacity, open loop.
-    let half =
-        setting("BENCH_HALF_RATE", (throughput["tasks_per_second"].as_f64().unwrap_or(0.0) / 2.0).max(10.0) as u64);
+    let half = setting("BENCH_HALF_RATE", (throughput.tasks_per_second / 2.0).max(10.0) as u64);
     let (half_load, half_ids) = open_loop(&grid, half, open_loop_seconds.max(5)).await?;
     drain(&grid, &half_ids, Duration::from_secs(60)).await;
     let at_half = completion_latency(&grid, &half_load, &half_ids);
-    eprintln!("half load: {at_half}");
+    eprintln!("half load: {}", line(&at_half));
     if std::env::var_os("BENCH_STOP_AFTER_HALF").is_some() {
         follower.abort();
         drop((fleet, worker, gateway, orchestrators));
         pool.close().await;
         scratch.remove().await?;
-        return Ok(json!({"gateway_only": {"half": at_half, "throughput": throughput}}));
+        return Ok(Outcome::StoppedAfterHalf { half: at_half, throughput: Box::new(throughput) });
     }
     let takeovers = takeovers(&mut orchestrators, &env, &http, &grid).await?;
-    eprintln!("takeovers: {takeovers}");
+    eprintln!("takeovers: {}", line(&takeovers));
     let redis = redis_footprint(&scratch.redis_url, &scratch.namespace).await?;
-    eprintln!("redis: {redis}");
+    eprintln!("redis: {}", line(&redis));
     let gateway_rss_before_overload = gateway.peak_rss_mib();
     let gateway_rss_connected = gateway.rss_mib();
     let (at_5000, _) = open_loop(&grid, 5000, open_loop_seconds).await?;
-    eprintln!("open loop: {at_5000}");
+    eprintln!("open loop: {}", line(&at_5000));
     let open = vec![at_1000, at_5000];
     let phases =
         GatewayPhases { gateway: &gateway, listen: &listen, base: &base, api_key: &api_key, pool: &pool, http: &http };
     let mut gateway_figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
-    gateway_figures["rss_with_fleet_connected_mib"] = json!(gateway_rss_connected);
-    gateway_figures["fleet_connected"] = json!(nodes + 1);
-    let memory = json!({
-        "gateway_peak_rss_before_overload_mib": gateway_rss_before_overload,
-        "gateway_peak_rss_mib": gateway.peak_rss_mib(),
-        "orchestrator_peak_rss_mib": orchestrators.iter().map(|orchestrator| orchestrator.service.peak_rss_mib()).fold(0.0, f64::max),
-        "single_worker_peak_rss_mib": worker.peak_rss_mib(),
-        "fleet_process_peak_rss_mib": fleet.peak_rss_mib(),
-        "fleet_nodes": nodes,
-    });
+    gateway_figures.rss_with_fleet_connected_mib = Some(gateway_rss_connected);
+    gateway_figures.fleet_connected = Some(nodes + 1);
+    let memory = Memory {
+        gateway_peak_rss_before_overload_mib: gateway_rss_before_overload,
+        gateway_peak_rss_mib: gateway.peak_rss_mib(),
+        orchestrator_peak_rss_mib: orchestrators
+            .iter()
+            .map(|orchestrator| orchestrator.service.peak_rss_mib())
+            .fold(0.0, f64::max),
+        single_worker_peak_rss_mib: worker.peak_rss_mib(),
+        fleet_process_peak_rss_mib: fleet.peak_rss_mib(),
+        fleet_nodes: nodes,
+    };
     follower.abort();
     let release = workspace().join("target/release");
-    let sizes = json!({
-        "gateway_mib": file_size_mib(&release.join("gateway")),
-        "orchestrator_mib": file_size_mib(&release.join("orchestrator")),
-        "worker_mib": file_size_mib(&release.join("worker")),
-        "worker_edge_mib": file_size_mib(&workspace().join("target/edge/worker")),
-    });
+    let sizes = BinarySizes {
+        gateway_mib: file_size_mib(&release.join("gateway")),
+        orchestrator_mib: file_size_mib(&release.join("orchestrator")),
+        worker_mib: file_size_mib(&release.join("worker")),
+        worker_edge_mib: file_size_mib(&workspace().join("target/edge/worker")),
+    };
     for service in [fleet, worker, gateway] {
         eprintln!("stopping {}", service.name);
         drop(service);
@@ -309,44 +309,48 @@ async fn run() -> anyhow::Result<Value> {
     pool.close().await;
     scratch.remove().await?;
     let queued = queued_memory(&env_template(), setting("BENCH_QUEUED", 100_000) as usize).await?;
-    eprintln!("queued: {queued}");
-    let mut others = serde_json::Map::new();
-    for name in ["scheduler", "audit", "consent"] {
-        let path = workspace().join(format!("target/bench/{name}.json"));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            others.insert(name.to_owned(), serde_json::from_str(&text)?);
-        }
-    }
-    Ok(json!({
-        "machine": machine,
-        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "fleet": {"nodes": nodes, "cores_per_node": 4, "seconds_to_come_alive": fleet_seconds},
-        "sequential": sequential,
-        "throughput": throughput,
-        "open_loop_submit": open,
-        "open_loop_1000_drained_before_throughput": drained,
-        "half_capacity": at_half,
-        "takeover": takeovers,
-        "redis": redis,
-        "queued": queued,
-        "memory": memory,
-        "gateway": gateway_figures,
-        "binary_sizes": sizes,
-        "other_benches": others,
-    }))
+    eprintln!("queued: {}", line(&queued));
+    Ok(Outcome::Report(Box::new(Report {
+        machine,
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        fleet: Fleet { nodes, cores_per_node: 4, seconds_to_come_alive: fleet_seconds },
+        sequential,
+        throughput,
+        open_loop_submit: open,
+        open_loop_1000_drained_before_throughput: drained,
+        half_capacity: at_half,
+        takeover: takeovers,
+        redis,
+        queued,
+        memory,
+        gateway: gateway_figures,
+        binary_sizes: sizes,
+        other_benches: OtherBenches { scheduler: other_bench("scheduler")?, audit: other_bench("audit")? },
+    })))
+}
+
+/// The figures another bench left in `target/bench/<name>.json`, if it ran.
+fn other_bench<T: serde::de::DeserializeOwned>(name: &str) -> anyhow::Result<Option<T>> {
+    let path = workspace().join(format!("target/bench/{name}.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let figures = serde_json::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("{} is not what the {name} bench writes: {error}", path.display()))?;
+    Ok(Some(figures))
 }
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(run())?;
-    if let Some(gateway) = report.get("gateway_only") {
-        println!("{}", serde_json::to_string_pretty(gateway)?);
-        return Ok(());
-    }
+    let report = match runtime.block_on(run())? {
+        Outcome::Report(report) => report,
+        part => {
+            println!("{}", serde_json::to_string_pretty(&part)?);
+            return Ok(());
+        }
+    };
     let directory = workspace().join("bench/results");
     std::fs::create_dir_all(&directory)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let commit = report["machine"]["commit"].as_str().unwrap_or("unknown").to_owned();
+    let commit = if report.machine.commit.is_empty() { "unknown" } else { report.machine.commit.as_str() };
     let text = markdown(&report);
     for name in [format!("{stamp}-{commit}"), "latest".to_owned()] {
         std::fs::write(directory.join(format!("{name}.json")), serde_json::to_string_pretty(&report)?)?;

@@ -3,27 +3,51 @@
 
 use super::*;
 
-/// What PostgreSQL wrote: WAL bytes and WAL flushes (fsyncs, the cluster's), and task-row
-/// versions (the scratch database's).
-pub(crate) async fn postgres_counters(pool: &sqlx::PgPool) -> anyhow::Result<Value> {
+/// What PostgreSQL wrote so far: WAL bytes and WAL flushes (fsyncs, the cluster's), and
+/// task-row versions (the scratch database's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PostgresCounters {
+    pub(crate) wal_bytes: f64,
+    pub(crate) wal_flushes: f64,
+    pub(crate) task_inserts: f64,
+    pub(crate) task_updates: f64,
+    pub(crate) task_hot_updates: f64,
+}
+
+impl std::ops::Sub for PostgresCounters {
+    type Output = Self;
+
+    fn sub(self, before: Self) -> Self {
+        Self {
+            wal_bytes: self.wal_bytes - before.wal_bytes,
+            wal_flushes: self.wal_flushes - before.wal_flushes,
+            task_inserts: self.task_inserts - before.task_inserts,
+            task_updates: self.task_updates - before.task_updates,
+            task_hot_updates: self.task_hot_updates - before.task_hot_updates,
+        }
+    }
+}
+
+pub(crate) async fn postgres_counters(pool: &sqlx::PgPool) -> anyhow::Result<PostgresCounters> {
     let (wal_bytes, wal_flushes): (f64, i64) =
         sqlx::query_as("select wal_bytes::float8, wal_sync from pg_stat_wal").fetch_one(pool).await?;
     let (inserted, updated, hot): (i64, i64, i64) =
         sqlx::query_as("select n_tup_ins, n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = 'task'")
             .fetch_one(pool)
             .await?;
-    Ok(json!({"wal_bytes": wal_bytes, "wal_flushes": wal_flushes,
-        "task_inserts": inserted, "task_updates": updated, "task_hot_updates": hot}))
-}
-
-pub(crate) fn delta(after: &Value, before: &Value, key: &str) -> f64 {
-    after[key].as_f64().unwrap_or(0.0) - before[key].as_f64().unwrap_or(0.0)
+    Ok(PostgresCounters {
+        wal_bytes,
+        wal_flushes: wal_flushes as f64,
+        task_inserts: inserted as f64,
+        task_updates: updated as f64,
+        task_hot_updates: hot as f64,
+    })
 }
 
 /// What the namespace holds in Redis (its keys' `MEMORY USAGE`, every element counted), the
 /// length of each of its streams, and the whole server's memory (shared with whatever else
 /// the server holds).
-pub(crate) async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow::Result<Value> {
+pub(crate) async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow::Result<RedisFootprint> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
@@ -58,16 +82,25 @@ pub(crate) async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow:
         let usages: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
         bytes += usages.into_iter().flatten().sum::<u64>();
     }
-    let mut streams = serde_json::Map::new();
-    for stream in ["commands", "reports", "events", "heartbeats", "dlq"] {
-        let length: i64 = redis::cmd("XLEN").arg(format!("{namespace}:{stream}")).query_async(&mut conn).await?;
-        streams.insert(stream.to_owned(), json!(length));
+    let mut streams = StreamLengths::default();
+    for (stream, length) in [
+        ("commands", &mut streams.commands),
+        ("reports", &mut streams.reports),
+        ("events", &mut streams.events),
+        ("heartbeats", &mut streams.heartbeats),
+        ("dlq", &mut streams.dlq),
+    ] {
+        *length = redis::cmd("XLEN").arg(format!("{namespace}:{stream}")).query_async(&mut conn).await?;
     }
-    Ok(json!({"namespace_mib": bytes as f64 / 1024.0 / 1024.0, "namespace_keys": keys.len(),
-        "server_used_memory_mib": server / 1024.0 / 1024.0, "stream_lengths": streams}))
+    Ok(RedisFootprint {
+        namespace_mib: bytes as f64 / 1024.0 / 1024.0,
+        namespace_keys: keys.len(),
+        server_used_memory_mib: server / 1024.0 / 1024.0,
+        stream_lengths: streams,
+    })
 }
 
-pub(crate) async fn machine(database_url: &str) -> Value {
+pub(crate) async fn machine(database_url: &str) -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -90,15 +123,15 @@ pub(crate) async fn machine(database_url: &str) -> Value {
         }
         Err(_) => String::new(),
     };
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory": memory,
-        "kernel": command_output("uname", &["-r"]),
-        "postgresql": postgres,
-        "postgresql_synchronous_commit": synchronous_commit,
-        "redis": command_output("redis-server", &["--version"]),
-        "commit": command_output("git", &["rev-parse", "--short", "HEAD"]),
-        "uncommitted_changes": !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty(),
-    })
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        memory,
+        kernel: command_output("uname", &["-r"]),
+        postgresql: postgres,
+        postgresql_synchronous_commit: synchronous_commit,
+        redis: command_output("redis-server", &["--version"]),
+        commit: command_output("git", &["rev-parse", "--short", "HEAD"]),
+        uncommitted_changes: !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+    }
 }

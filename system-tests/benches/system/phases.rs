@@ -130,22 +130,21 @@ pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-pub(crate) fn distribution(mut samples: Vec<Duration>) -> Value {
-    if samples.is_empty() {
-        return json!({"samples": 0});
-    }
+pub(crate) fn distribution(mut samples: Vec<Duration>) -> Distribution {
     samples.sort();
-    json!({
-        "samples": samples.len(),
-        "p50_ms": millis(percentile(&samples, 0.50)),
-        "p95_ms": millis(percentile(&samples, 0.95)),
-        "p99_ms": millis(percentile(&samples, 0.99)),
-        "p999_ms": millis(percentile(&samples, 0.999)),
-        "max_ms": millis(*samples.last().expect("not empty")),
-    })
+    let Some(max) = samples.last() else { return Distribution::default() };
+    let at = |quantile| Some(millis(percentile(&samples, quantile)));
+    Distribution {
+        samples: samples.len(),
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: Some(millis(*max)),
+    }
 }
 
-pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Value> {
+pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Sequential> {
     let mut round_trips = Vec::with_capacity(count);
     let started = Instant::now();
     for index in 0..count {
@@ -158,7 +157,7 @@ pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Valu
         round_trips.push(done - sent);
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(json!({"tasks": count, "seconds": seconds, "round_trip": distribution(round_trips)}))
+    Ok(Sequential { tasks: count, seconds, round_trip: distribution(round_trips) })
 }
 
 /// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway.
@@ -167,7 +166,7 @@ pub(crate) async fn throughput(
     tasks: usize,
     budget: Duration,
     cpu: &dyn Fn() -> (f64, f64),
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Throughput> {
     let cpu_before = cpu();
     let servers_before = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
     let started = Instant::now();
@@ -225,25 +224,27 @@ pub(crate) async fn throughput(
     let cpu_per_task_us = if completed > 0 { cpu_seconds / completed as f64 * 1e6 } else { 0.0 };
     // CPU seconds × W → Wh → kWh × kg/kWh → g, shown in µg.
     let micrograms_per_task = cpu_per_task_us / 1e6 * WATTS_PER_BUSY_CORE / 3600.0 / 1000.0 * GRID_KG_PER_KWH * 1e9;
-    Ok(json!({
-        "tasks_submitted": submitted.len(),
-        "submissions_refused_503_then_retried": grid.shed.load(std::sync::atomic::Ordering::Relaxed),
-        "tasks_completed": completed,
-        "submit_seconds": submit_seconds,
-        "seconds": seconds,
-        "gave_up_after_budget": completed < submitted.len(),
-        "tasks_per_second": completed as f64 / seconds,
-        "submit_to_completed": distribution(to_completed),
-        "submit_to_assigned": distribution(to_assigned),
-        "control_plane_cpu_seconds": cpu_seconds,
-        "orchestrator_cpu_seconds": orchestrator_cpu,
-        "gateway_cpu_seconds": gateway_cpu,
-        "postgresql_cpu_seconds": postgres_cpu,
-        "redis_cpu_seconds": redis_cpu,
-        "control_plane_cpu_us_per_task": cpu_per_task_us,
-        "co2_micrograms_per_task": micrograms_per_task,
-        "power_model": format!("{WATTS_PER_BUSY_CORE} W per busy server core, {GRID_KG_PER_KWH} kg CO2/kWh"),
-    }))
+    Ok(Throughput {
+        tasks_submitted: submitted.len(),
+        submissions_refused_503_then_retried: grid.shed.load(std::sync::atomic::Ordering::Relaxed),
+        tasks_completed: completed,
+        submit_seconds,
+        seconds,
+        gave_up_after_budget: completed < submitted.len(),
+        tasks_per_second: completed as f64 / seconds,
+        submit_to_completed: distribution(to_completed),
+        submit_to_assigned: distribution(to_assigned),
+        control_plane_cpu_seconds: cpu_seconds,
+        orchestrator_cpu_seconds: orchestrator_cpu,
+        gateway_cpu_seconds: gateway_cpu,
+        postgresql_cpu_seconds: postgres_cpu,
+        redis_cpu_seconds: redis_cpu,
+        control_plane_cpu_us_per_task: cpu_per_task_us,
+        co2_micrograms_per_task: micrograms_per_task,
+        power_model: format!("{WATTS_PER_BUSY_CORE} W per busy server core, {GRID_KG_PER_KWH} kg CO2/kWh"),
+        per_task: PerTask::default(),
+        proof_blocks: ProofBlocks::default(),
+    })
 }
 
 /// Offers `rate` submissions per second for `seconds`, each sent at its scheduled time whatever
@@ -253,7 +254,7 @@ pub(crate) async fn open_loop(
     grid: &Arc<Grid>,
     rate: u64,
     seconds: u64,
-) -> anyhow::Result<(Value, Vec<(String, Instant)>)> {
+) -> anyhow::Result<(OpenLoop, Vec<(String, Instant)>)> {
     let total = rate * seconds;
     let shed_before = grid.shed.load(std::sync::atomic::Ordering::Relaxed);
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -280,8 +281,8 @@ pub(crate) async fn open_loop(
         }
     }
     let shed = grid.shed.load(std::sync::atomic::Ordering::Relaxed) - shed_before;
-    let figures = json!({"offered_per_second": rate, "seconds": seconds, "errors": errors, "of_which_503": shed,
-        "latency": distribution(latencies)});
+    let figures =
+        OpenLoop { offered_per_second: rate, seconds, errors, of_which_503: shed, latency: distribution(latencies) };
     Ok((figures, task_ids))
 }
 
@@ -347,7 +348,7 @@ pub(crate) async fn flood(
     seconds: u64,
     connections: u64,
     gateway_pid: u32,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Flood> {
     let total = rate * seconds;
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let mut handles = Vec::new();
@@ -389,7 +390,7 @@ pub(crate) async fn flood(
             peak
         })
     };
-    let mut by_status: std::collections::BTreeMap<u16, u64> = std::collections::BTreeMap::new();
+    let mut by_status = std::collections::BTreeMap::new();
     let (mut latencies, mut within, mut errors) = (Vec::new(), 0_u64, 0_u64);
     for handle in handles {
         let (answers, failed) = handle.await?;
@@ -403,14 +404,18 @@ pub(crate) async fn flood(
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak_rss = sampler.await?;
     let answered = latencies.len() as u64;
-    Ok(json!({
-        "offered_per_second": rate, "seconds": seconds, "connections": connections, "offered": total,
-        "answered": answered, "errors": errors,
-        "by_status": by_status.iter().map(|(status, count)| (status.to_string(), json!(count))).collect::<serde_json::Map<_, _>>(),
-        "answered_within_10ms_share": within as f64 / total.max(1) as f64,
-        "latency": distribution(latencies),
-        "gateway_peak_rss_mib": peak_rss,
-    }))
+    Ok(Flood {
+        offered_per_second: rate,
+        seconds,
+        connections,
+        offered: total,
+        answered,
+        errors,
+        by_status,
+        answered_within_10ms_share: within as f64 / total.max(1) as f64,
+        latency: distribution(latencies),
+        gateway_peak_rss_mib: peak_rss,
+    })
 }
 
 /// The gateway's CPU per request of one kind: `request` offered at `rate` for `seconds` over
@@ -422,7 +427,7 @@ pub(crate) async fn gateway_cpu_per_request(
     request: Vec<u8>,
     rate: u64,
     seconds: u64,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<CpuPerRequest> {
     let idle_before = gateway.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let idle = gateway.cpu_seconds() - idle_before;
@@ -430,12 +435,15 @@ pub(crate) async fn gateway_cpu_per_request(
     eprintln!("gateway CPU: offering {rate} requests/s for {seconds} s");
     let offered = flood(address, Arc::new(request), rate, seconds, 32, gateway.pid()).await?;
     let busy = gateway.cpu_seconds() - before;
-    let answered = offered["answered"].as_f64().unwrap_or(0.0).max(1.0);
-    Ok(json!({
-        "offered_per_second": rate, "answered": offered["answered"], "by_status": offered["by_status"],
-        "latency": offered["latency"], "gateway_cpu_seconds": busy, "idle_cpu_seconds": idle,
-        "cpu_us_per_request": (busy - idle).max(0.0) / answered * 1e6,
-    }))
+    Ok(CpuPerRequest {
+        offered_per_second: rate,
+        answered: offered.answered,
+        cpu_us_per_request: (busy - idle).max(0.0) / offered.answered.max(1) as f64 * 1e6,
+        by_status: offered.by_status,
+        latency: offered.latency,
+        gateway_cpu_seconds: busy,
+        idle_cpu_seconds: idle,
+    })
 }
 
 /// Registers `count` more nodes and holds a task channel open for each, as idle Pis would;
@@ -448,7 +456,7 @@ pub(crate) async fn idle_channels(
     pool: &sqlx::PgPool,
     gateway: &Service,
     count: usize,
-) -> anyhow::Result<(Value, Vec<tokio::net::TcpStream>)> {
+) -> anyhow::Result<(IdleChannels, Vec<tokio::net::TcpStream>)> {
     let registered: Vec<(String, String)> = futures_util::stream::iter(0..count)
         .map(|index| async move {
             let body = json!({"name": format!("idle-{index}"), "cpu_cores": 4, "has_solar": true, "location": "Liège"});
@@ -493,10 +501,12 @@ pub(crate) async fn idle_channels(
     // Each channel answered 200 after its catch-up read: every connection is set up. The rest of
     // the answers' headers is left unread: the connections only need to stay open.
     let rss_after = gateway.rss_mib();
-    let figures = json!({
-        "nodes": open.len(), "gateway_rss_before_mib": rss_before, "gateway_rss_after_mib": rss_after,
-        "kib_per_connected_node": (rss_after - rss_before) * 1024.0 / open.len().max(1) as f64,
-    });
+    let figures = IdleChannels {
+        nodes: open.len(),
+        gateway_rss_before_mib: rss_before,
+        gateway_rss_after_mib: rss_after,
+        kib_per_connected_node: (rss_after - rss_before) * 1024.0 / open.len().max(1) as f64,
+    };
     Ok((figures, open))
 }
 
@@ -518,14 +528,14 @@ impl GatewayPhases<'_> {
         single_id: &str,
         single_token: &str,
         open_loop_seconds: u64,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<GatewayFigures> {
         // The gateway at 20,000 offered requests per second: answered at once (202 or 503).
         let address = self.listen.to_owned();
         let (gateway, api_key, pool, http, base) = (self.gateway, self.api_key, self.pool, self.http, self.base);
         let submission = raw_request("POST", "/v1/tasks", api_key, &thermal_task(0).to_string());
         let overload =
             flood(&address, Arc::new(submission.clone()), 20_000, open_loop_seconds, 128, gateway.pid()).await?;
-        eprintln!("overload: {overload}");
+        eprintln!("overload: {}", line(&overload));
         // Its accepted tasks run before the next phases (two minutes at most).
         let drain_until = Instant::now() + Duration::from_secs(120);
         while Instant::now() < drain_until {
@@ -547,27 +557,34 @@ impl GatewayPhases<'_> {
         );
         let per_heartbeat = gateway_cpu_per_request(gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
         let per_submission = gateway_cpu_per_request(gateway, &address, submission, 2_000, open_loop_seconds).await?;
-        eprintln!("gateway CPU: heartbeat {per_heartbeat}, submission {per_submission}");
+        eprintln!("gateway CPU: heartbeat {}, submission {}", line(&per_heartbeat), line(&per_submission));
         let (idle, connections) =
             idle_channels(http, base, api_key, pool, gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
-        eprintln!("idle channels: {idle}");
+        eprintln!("idle channels: {}", line(&idle));
         drop(connections);
-        Ok(json!({
-            "overload_20000": overload,
-            "cpu_per_heartbeat": per_heartbeat,
-            "cpu_per_submission": per_submission,
-            "idle_channels": idle,
-        }))
+        Ok(GatewayFigures {
+            overload_20000: overload,
+            cpu_per_heartbeat: per_heartbeat,
+            cpu_per_submission: per_submission,
+            idle_channels: idle,
+            rss_with_fleet_connected_mib: None,
+            fleet_connected: None,
+        })
     }
 }
 
 /// From each task's due submission time to its completion, as the event stream saw it.
-pub(crate) fn completion_latency(grid: &Grid, submit: &Value, task_ids: &[(String, Instant)]) -> Value {
+pub(crate) fn completion_latency(grid: &Grid, submit: &OpenLoop, task_ids: &[(String, Instant)]) -> HalfCapacity {
     let timeline = grid.watch.timeline.lock().expect("not poisoned");
     let latencies: Vec<Duration> =
         task_ids.iter().filter_map(|(task_id, due)| Some(*timeline.completed.get(task_id)? - *due)).collect();
-    json!({"offered_per_second": submit["offered_per_second"], "submitted": task_ids.len(), "completed": latencies.len(),
-        "submit": submit["latency"], "submitted_to_completed": distribution(latencies)})
+    HalfCapacity {
+        offered_per_second: submit.offered_per_second,
+        submitted: task_ids.len(),
+        completed: latencies.len(),
+        submit: submit.latency.clone(),
+        submitted_to_completed: distribution(latencies),
+    }
 }
 
 /// `kill -9` of the writer, five times: the time until the standby reports itself the writer
@@ -578,13 +595,13 @@ pub(crate) async fn takeovers(
     env: &[(&str, String)],
     http: &reqwest::Client,
     grid: &Grid,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Takeovers> {
     let mut to_writer = Vec::new();
     let mut to_completed = Vec::new();
     for trial in 0..5 {
         let mut writer = 0;
         for (index, orchestrator) in orchestrators.iter().enumerate() {
-            if orchestrator.readiness(http).await.is_some_and(|readiness| readiness["role"] == "writer") {
+            if orchestrator.readiness(http).await.is_some_and(|readiness| readiness.role == "writer") {
                 writer = index;
             }
         }
@@ -603,8 +620,11 @@ pub(crate) async fn takeovers(
         orchestrators[writer] = Orchestrator::start(name, env)?;
         orchestrators[writer].wait_for_role(http, "standby").await;
     }
-    Ok(json!({"trials": to_writer.len(), "kill_to_writer": distribution(to_writer),
-        "kill_to_next_task_completed": distribution(to_completed)}))
+    Ok(Takeovers {
+        trials: to_writer.len(),
+        kill_to_writer: distribution(to_writer),
+        kill_to_next_task_completed: distribution(to_completed),
+    })
 }
 
 /// The settings of a grid of its own (a scratch database and namespace).
@@ -615,7 +635,7 @@ pub(crate) fn env_template() -> Vec<(&'static str, String)> {
 /// The writer's memory with `count` tasks queued (no node to run them), and the time a standby
 /// takes over that state after a `kill -9`. The submissions go straight onto the commands
 /// stream, as the gateway writes them.
-pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: usize) -> anyhow::Result<Value> {
+pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: usize) -> anyhow::Result<QueuedMemory> {
     use grid_shared::domain::{OrganizationName, Priority, Replicas, TaskKind};
     use grid_shared::envelope::{Actor, Envelope, Origin};
     use grid_shared::ids::{BuildingId, CoproprieteId, OrganizationId, TaskId};
@@ -697,7 +717,7 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
     let applied = Instant::now();
     support::poll("the queue", || async {
         let readiness = orchestrators[0].readiness(&http).await?;
-        (readiness["queued_tasks"].as_u64()? >= count as u64).then_some(())
+        (readiness.queued_tasks >= count as u64).then_some(())
     })
     .await;
     let apply_seconds = applied.elapsed().as_secs_f64();
@@ -710,9 +730,14 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
     let standby_rss_mib = orchestrators[1].service.rss_mib();
     drop(orchestrators);
     scratch.remove().await?;
-    Ok(json!({"queued": count, "seconds_to_apply_submissions": apply_seconds, "writer_rss_mib": writer_rss_mib,
-        "takeover_ms": millis(takeover), "queued_after_takeover": readiness["queued_tasks"],
-        "new_writer_rss_mib": standby_rss_mib}))
+    Ok(QueuedMemory {
+        queued: count,
+        seconds_to_apply_submissions: apply_seconds,
+        writer_rss_mib,
+        takeover_ms: millis(takeover),
+        queued_after_takeover: readiness.queued_tasks,
+        new_writer_rss_mib: standby_rss_mib,
+    })
 }
 
 /// Waits (at most `limit`) until the given tasks are completed, so that the next phase starts

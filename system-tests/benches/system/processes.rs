@@ -90,6 +90,17 @@ pub(crate) fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// What an orchestrator's `GET /readyz` tells of it (the fields a run reads).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct Readiness {
+    pub(crate) status: String,
+    pub(crate) role: String,
+    pub(crate) queued_tasks: u64,
+    pub(crate) batches: u64,
+    pub(crate) statements: u64,
+    pub(crate) blocks_sealed: u64,
+}
+
 /// An orchestrator process with its admin endpoint.
 pub(crate) struct Orchestrator {
     pub(crate) service: Service,
@@ -106,14 +117,14 @@ impl Orchestrator {
         Ok(Self { service: Service::start(name, "orchestrator", &["run"], &env)?, admin })
     }
 
-    pub(crate) async fn readiness(&self, http: &reqwest::Client) -> Option<Value> {
+    pub(crate) async fn readiness(&self, http: &reqwest::Client) -> Option<Readiness> {
         http.get(format!("http://{}/readyz", self.admin)).send().await.ok()?.json().await.ok()
     }
 
-    pub(crate) async fn wait_for_role(&self, http: &reqwest::Client, role: &str) -> Value {
+    pub(crate) async fn wait_for_role(&self, http: &reqwest::Client, role: &str) -> Readiness {
         support::poll(role, || async {
             let readiness = self.readiness(http).await?;
-            (readiness["role"] == role && readiness["status"] == "ready").then_some(readiness)
+            (readiness.role == role && readiness.status == "ready").then_some(readiness)
         })
         .await
     }
