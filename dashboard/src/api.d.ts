@@ -907,11 +907,29 @@ export interface components {
             /** @description Where the Grafana board of these series is (`GATEWAY_GRAFANA_URL`). */
             grafana_url: string;
             /**
+             * @description The orchestrator processes connected to this grid's database: the writer, then the
+             *     standbys that would take over if it died (none listed: no takeover is possible).
+             */
+            orchestrators: components["schemas"]["OrchestratorProcess"][];
+            /**
              * Format: int64
              * @description Nodes' reports likewise.
              */
             report_backlog: number;
             writer: components["schemas"]["WriterLease"];
+        };
+        /** @description An orchestrator process, as PostgreSQL sees its lease session. */
+        OrchestratorProcess: {
+            /** @description Its `GRID_CONSUMER_NAME`. */
+            name: string;
+            /** @description `writer` (it holds the lease) or `standby` (it waits for it). */
+            role: string;
+            /**
+             * Format: date-time
+             * @description When its lease session opened: since when it has stood by (or, for the writer, since
+             *     when it waited before taking over).
+             */
+            since: string;
         };
         OwnerConsent: {
             consent_version: string;

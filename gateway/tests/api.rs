@@ -363,6 +363,7 @@ async fn the_operator_sees_the_writers_lease_the_backlogs_and_the_refusals(pool:
     app.post("/v1/tasks", &key, thermal(30), &[]).await;
     let operations: Value = app.get("/v1/operations", OPERATOR_KEY).await.json().await.unwrap();
     assert_eq!(operations["writer"]["epoch"], 0, "no writer took the lease yet: {operations}");
+    assert_eq!(operations["orchestrators"], serde_json::json!([]), "no orchestrator runs: {operations}");
     assert_eq!((operations["command_backlog"].as_i64(), operations["dead_letters"].as_i64()), (Some(1), Some(0)));
     assert!(operations["grafana_url"].as_str().unwrap().starts_with("http"), "{operations}");
     assert_eq!(app.get("/v1/operations", &key).await.status(), 403, "operators only");

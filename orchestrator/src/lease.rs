@@ -17,6 +17,9 @@ use crate::store::postgres::PARTITION;
 /// The advisory lock key of partition 0's writer ("KG" and 0x10).
 pub const WRITER_LOCK: i64 = 0x4B47_0010;
 
+/// The `application_name` of a lease's session: this prefix, then the process's name.
+pub const APPLICATION_PREFIX: &str = "grid-orchestrator:";
+
 pub struct Lease {
     connection: PgConnection,
     pub epoch: i64,
@@ -32,6 +35,12 @@ impl Lease {
         let connection: PoolConnection<Postgres> = pool.acquire().await?;
         // The lock lives as long as this session: the connection leaves the pool for good.
         let mut connection = connection.detach();
+        // Named, so that an operator (and `GET /v1/operations`) sees who holds the lock and who
+        // waits on it: `pg_stat_activity.application_name` beside `pg_locks`.
+        sqlx::query("select set_config('application_name', $1, false)")
+            .bind(format!("{APPLICATION_PREFIX}{holder}"))
+            .execute(&mut connection)
+            .await?;
         let locked = tokio::select! {
             locked = sqlx::query("select pg_advisory_lock($1)").bind(WRITER_LOCK + i64::from(PARTITION)).execute(&mut connection) => locked,
             () = shutdown.cancelled() => return Ok(None),

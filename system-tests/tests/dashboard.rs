@@ -2,13 +2,14 @@
 //! WebDriver by `tests/browser/dashboard.py` with selenium), as a member uses it: an address
 //! opened before signing in, a task completing live, filters and pages, a refused task's
 //! reason, a waiting task cancelled, a consent granted and revoked, Back and Forward, a reload,
-//! 400 px, and axe-core (from npm) on every view. Screenshots of each view go to `target/`.
+//! 400 px, and axe-core (from npm) on every view, the operator's Health view included.
+//! Screenshots of each view go to `target/`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::spawn_system;
+use common::{OPERATOR_KEY, spawn_system};
 use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../migrations")]
@@ -18,13 +19,15 @@ async fn a_member_uses_the_dashboard_with_the_keyboard_and_every_view_passes_axe
     // No panels: a task with an hour of slack waits for the sun, one due soon runs at once.
     let (stop, fleet) = system.fleet(&api_key, 2, 2, 0.0, Duration::ZERO).await;
     let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
-    for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs", "tasks-400px"] {
+    for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs", "health", "tasks-400px"] {
         let _ = std::fs::remove_file(format!("{shots}/dashboard-{view}.png"));
     }
     let axe = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboard/node_modules/axe-core/axe.min.js");
     assert!(std::path::Path::new(axe).exists(), "axe-core is installed (`cd dashboard && npm ci`; just test does it)");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.py");
-    let run = tokio::process::Command::new("python3").args([script, &system.base, &api_key, shots, axe]).output();
+    let run = tokio::process::Command::new("python3")
+        .args([script, &system.base, &api_key, shots, axe, OPERATOR_KEY])
+        .output();
     let output = tokio::time::timeout(Duration::from_secs(300), run)
         .await
         .expect("the browser test ends")
@@ -38,7 +41,8 @@ async fn a_member_uses_the_dashboard_with_the_keyboard_and_every_view_passes_axe
     assert!(seen["deep_link_after_sign_in"].as_str().unwrap().starts_with("/tasks/"), "{seen}");
     assert!(seen["refused_reason"].as_str().unwrap().contains("k-anonymity"), "{seen}");
     assert!(seen["chain"].as_str().unwrap().starts_with("Chain verified"), "{seen}");
-    for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs"] {
+    assert!(seen["health"].as_str().unwrap().contains("Writer"), "{seen}");
+    for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs", "health"] {
         let file = format!("{shots}/dashboard-{view}.png");
         assert!(std::fs::metadata(&file).map(|meta| meta.len()).unwrap_or(0) > 10_000, "a screenshot at {file}");
     }

@@ -209,12 +209,25 @@ async fn a_cancelled_running_task_is_stopped_on_its_node(pool: PgPool) {
     system.stop().await;
 }
 
+/// The orchestrator processes `GET /v1/operations` lists, as "<role> <name>".
+async fn orchestrators(system: &common::System) -> Option<Vec<String>> {
+    let operations: Value = system.get("/v1/operations", common::OPERATOR_KEY).await.json().await.ok()?;
+    let listed = operations["orchestrators"].as_array()?;
+    listed.iter().map(|one| Some(format!("{} {}", one["role"].as_str()?, one["name"].as_str()?))).collect()
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_standby_takes_over_from_a_stopping_writer_without_overfilling_or_assigning_twice(pool: PgPool) {
     let mut system = spawn_system(pool.clone(), &[]).await;
     let (_, api_key) = system.organization("Relay").await;
     // The first orchestrator is the writer by now (it applied the organisation); this one waits.
     system.add_orchestrator("orchestrator-standby");
+    // The operator sees both: the writer, and the standby that would take over.
+    eventually(WAIT, "the writer and its standby in /v1/operations", || async {
+        let listed = orchestrators(&system).await?;
+        (listed == ["writer orchestrator-test", "standby orchestrator-standby"]).then_some(())
+    })
+    .await;
     let (stop, fleet) = system.fleet(&api_key, 20, 2, 1.0, Duration::ZERO).await;
 
     // Sample the fleet while tasks run, across the handover.
@@ -245,6 +258,11 @@ async fn a_standby_takes_over_from_a_stopping_writer_without_overfilling_or_assi
     })
     .await;
     system.stop_first_orchestrator().await;
+    eventually(WAIT, "the standby listed as the writer, alone", || async {
+        let listed = orchestrators(&system).await?;
+        (listed == ["writer orchestrator-standby"]).then_some(())
+    })
+    .await;
     let second_half = submit_all(&system, &api_key, (0..500).map(|_| thermal_task()).collect()).await;
     assert_eq!(first_half.len() + second_half.len(), 1000);
     wait_all_completed(&pool, 1000, Duration::from_secs(240)).await;

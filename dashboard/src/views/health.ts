@@ -1,8 +1,8 @@
-// Health (operators): who writes and at which epoch, the backlogs, the dead letters, the
-// gateway's refusals per second, and the Grafana board.
+// Health (operators): who writes and at which epoch, the standbys ready to take over, the
+// backlogs, the dead letters, the gateway's refusals per second, and the Grafana board.
 
 import { api, problem } from "../client";
-import { el, facts, link, notice } from "../dom";
+import { el, facts, link, notice, row, table } from "../dom";
 import { when } from "../format";
 
 export async function healthView(root: HTMLElement, signal: AbortSignal) {
@@ -16,16 +16,23 @@ export async function healthView(root: HTMLElement, signal: AbortSignal) {
     const now = Date.now();
     const rate = previous ? ((data.gateway_refusals - previous.refusals) * 1000) / Math.max(1, now - previous.at) : null;
     previous = { at: now, refusals: data.gateway_refusals };
+    const standbys = data.orchestrators.filter((one) => one.role === "standby").length;
     body.replaceChildren(
       facts([
         ["Writer", `${data.writer.holder}, epoch ${data.writer.epoch}`],
         ["Writer since", when(data.writer.since)],
-        ["Standbys", "each orchestrator's /readyz says standby; the writer's lease moves to one within a second when it dies"],
+        ["Standbys", standbys === 0
+          ? el("strong", { class: "error" }, "none: if the writer dies, nothing takes over until an orchestrator starts")
+          : `${standbys}, the first takes over within a second if the writer dies`],
         ["Commands waiting", String(data.command_backlog)],
         ["Reports waiting", String(data.report_backlog)],
         ["Dead letters", String(data.dead_letters)],
         ["Refusals of this gateway", rate === null ? `${data.gateway_refusals} so far` : `${rate.toFixed(1)} a second (${data.gateway_refusals} so far)`],
       ]),
+      table("Orchestrator processes: the writer holds the lease, the standbys wait for it",
+        ["Process", "Role", "Connected since"],
+        data.orchestrators.map((one) => row([one.name, one.role, when(one.since)])),
+        { id: "orchestrators" }),
       el("p", {}, link(data.grafana_url, "The Grafana board of these series", { rel: "noopener" })),
     );
   };

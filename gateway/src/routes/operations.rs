@@ -27,9 +27,24 @@ pub struct WriterLease {
     pub since: DateTime<Utc>,
 }
 
+/// An orchestrator process, as PostgreSQL sees its lease session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrchestratorProcess {
+    /// Its `GRID_CONSUMER_NAME`.
+    pub name: String,
+    /// `writer` (it holds the lease) or `standby` (it waits for it).
+    pub role: String,
+    /// When its lease session opened: since when it has stood by (or, for the writer, since
+    /// when it waited before taking over).
+    pub since: DateTime<Utc>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Operations {
     pub writer: WriterLease,
+    /// The orchestrator processes connected to this grid's database: the writer, then the
+    /// standbys that would take over if it died (none listed: no takeover is possible).
+    pub orchestrators: Vec<OrchestratorProcess>,
     /// Commands (submissions, registrations, consent, keys) on their stream, not yet trimmed:
     /// about those the writer has not applied yet (it trims to within about 100).
     pub command_backlog: i64,
@@ -56,6 +71,25 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
         sqlx::query_as("select holder, epoch, since from writer order by partition limit 1")
             .fetch_one(&state.pool)
             .await?;
+    // Each orchestrator's lease session is named `grid-orchestrator:<name>` and holds the
+    // writer's advisory lock (the writer) or waits on it (a standby).
+    let processes: Vec<(String, bool, DateTime<Utc>)> = sqlx::query_as(
+        "select substr(a.application_name, length('grid-orchestrator:') + 1), bool_or(l.granted), min(a.backend_start)
+         from pg_stat_activity a join pg_locks l on l.pid = a.pid and l.locktype = 'advisory'
+         where a.datname = current_database() and a.application_name like 'grid-orchestrator:%'
+         group by a.pid, a.application_name
+         order by 2 desc, 3",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let orchestrators = processes
+        .into_iter()
+        .map(|(name, writing, since)| OrchestratorProcess {
+            name,
+            role: if writing { "writer" } else { "standby" }.to_owned(),
+            since,
+        })
+        .collect();
     let keys = state.keys();
     let mut conn = state.redis.get().await?;
     let (command_backlog, report_backlog, dead_letters): (i64, i64, i64) = redis::pipe()
@@ -69,6 +103,7 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
         .await?;
     Ok(Json(Operations {
         writer: WriterLease { holder, epoch, since },
+        orchestrators,
         command_backlog,
         report_backlog,
         dead_letters,

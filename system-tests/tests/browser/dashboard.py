@@ -1,13 +1,15 @@
 """Drives the dashboard in Debian's headless Chromium over WebDriver (selenium), as a member would.
 
-    dashboard.py BASE_URL API_KEY SCREENSHOT_DIRECTORY AXE_SCRIPT
+    dashboard.py BASE_URL API_KEY SCREENSHOT_DIRECTORY AXE_SCRIPT OPERATOR_KEY
 
 The grid's nodes have no panels: a task with an hour of slack waits for the sun (queued), one
 due within three minutes runs at once. The script opens a task's address before signing in and
 lands on it after; sees a task complete live; filters and pages the task table; reads a refused
 task's reason; cancels a waiting task; grants and revokes a consent; goes Back and Forward;
 runs axe-core on every view (no serious or critical violation); checks the layout at 400 px;
-saves a screenshot of each view. Exit 0 when all of it held; prints what it saw as JSON.
+saves a screenshot of each view. Then it signs out and in again as the operator and reads the
+Health view (the writer listed, axe-core again). Exit 0 when all of it held; prints what it saw
+as JSON.
 """
 import datetime, json, os, sys, urllib.request, uuid
 
@@ -18,7 +20,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from selenium.common.exceptions import StaleElementReferenceException
 
-base, key, shots, axe_script = sys.argv[1:5]
+base, key, shots, axe_script, operator_key = sys.argv[1:6]
 options = webdriver.ChromeOptions()
 options.binary_location = "/usr/bin/chromium"
 for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100",
@@ -212,6 +214,19 @@ try:
     assert overflow <= 0, f"the page is {overflow} px wider than a 400 px screen"
     driver.save_screenshot(os.path.join(shots, "dashboard-tasks-400px.png"))
     seen["narrow"] = True
+    driver.set_window_size(1280, 1100)
+
+    # The operator's Health view: the writer's process listed with its role.
+    click("#sign-out")
+    wait.until(lambda page: page.find_element(By.ID, "key").is_displayed())
+    driver.find_element(By.ID, "key").send_keys(operator_key)
+    driver.find_element(By.ID, "key").send_keys(Keys.ENTER)
+    wait.until(lambda page: page.find_element(By.ID, "who").text == "operator")
+    view("health")
+    wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#orchestrators tbody tr"))
+    seen["health"] = text("#health")[:400]
+    assert "writer" in text("#orchestrators"), text("#orchestrators")
+    audit("health")
     print(json.dumps(seen))
 except Exception as error:
     print(json.dumps({"error": repr(error), "seen": seen, "url": driver.current_url,
