@@ -473,6 +473,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tasks/{task_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_task_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1121,6 +1137,33 @@ export interface components {
             };
             /** Format: int64 */
             total: number;
+        };
+        /** @description One event of a task's history. */
+        TaskEvent: {
+            /** @description The versioned envelope, as archived. */
+            envelope: unknown;
+            /** Format: date-time */
+            occurred_at: string;
+            /**
+             * @description Why, in a sentence, for the events that carry a reason (refused, taken back, failed,
+             *     cancelled, completed without credit, another replica needed, quarantined).
+             */
+            reason_text?: string | null;
+            /** Format: int64 */
+            seq: number;
+            type: string;
+        };
+        /** @description One task's archived events, in commit order. */
+        TaskHistory: {
+            /**
+             * @description Accepted (or rejected), each assignment, start, requeue, result, verdict, completion,
+             *     failure or cancellation, credit: every event about this task, oldest first.
+             */
+            events: components["schemas"]["TaskEvent"][];
+            /** Format: uuid */
+            task_id: string;
+            /** @description Set when the task had more than 1,000 events: the first 1,000 are listed. */
+            truncated: boolean;
         };
         /** @description The computation to run. */
         TaskKindBody: {
@@ -4835,6 +4878,110 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CommandAccepted"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description These credentials may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such task for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: each field and why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_task_events: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The task */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The task's history: every archived event about it, in commit order (at most 1,000) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskHistory"];
                 };
             };
             /** @description Malformed request (not JSON, or not the JSON shape) */

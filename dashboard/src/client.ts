@@ -7,6 +7,7 @@ import type { components, paths } from "./api";
 export type Schemas = components["schemas"];
 export type Task = Schemas["TaskView"];
 export type NodeView = Schemas["NodeView"];
+export type TaskEvent = Schemas["TaskEvent"];
 
 export const KEY = "koprogo-grid-key";
 export const key = () => sessionStorage.getItem(KEY) ?? "";

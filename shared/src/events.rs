@@ -296,6 +296,36 @@ crate::message_family!(
     }
 );
 
+impl Event {
+    /// The one task this event is about, if any: the archive files the event under it (the
+    /// `task_id` column), so that a task's history reads without scanning the archive.
+    pub fn task_id(&self) -> Option<TaskId> {
+        match self {
+            Self::TaskAccepted(event) => Some(event.task_id),
+            Self::TaskRejected(event) => Some(event.task_id),
+            Self::TaskAssigned(event) => Some(event.task_id),
+            Self::TaskStarted(event) => Some(event.task_id),
+            Self::TaskRequeued(event) => Some(event.task_id),
+            Self::TaskCompleted(event) => Some(event.task_id),
+            Self::TaskResultRecorded(event) => Some(event.task_id),
+            Self::NodeTrustChanged(event) => Some(event.task_id),
+            Self::TaskFailed(event) => Some(event.task_id),
+            Self::TaskCancelled(event) => Some(event.task_id),
+            Self::TaskQuarantined(event) => Some(event.task_id),
+            Self::CreditsDistributed(event) => Some(event.task_id),
+            Self::GreenProofAppended(event) => Some(event.task_id),
+            Self::OrganizationCreated(_)
+            | Self::NodeRegistered(_)
+            | Self::NodeWentOffline(_)
+            | Self::BlockSealed(_)
+            | Self::ConsentGranted(_)
+            | Self::ConsentRevoked(_)
+            | Self::ParticipantDataPurged(_)
+            | Self::ApiKeyRotated(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +512,24 @@ mod tests {
             // The writer's text, written from the event, is the same envelope.
             let header = Envelope::header_at(envelope.id, envelope.occurred_at, &event, origin);
             assert_eq!(Envelope::from_json(&header.text_with(&event)).unwrap(), envelope);
+        }
+    }
+
+    #[test]
+    fn every_event_with_a_task_id_is_filed_under_it() {
+        for event in every_event() {
+            let payload = Envelope::wrap(
+                &event,
+                Origin {
+                    correlation_id: uuid::Uuid::new_v4(),
+                    causation_id: None,
+                    organization_id: None,
+                    actor: Actor::Orchestrator,
+                },
+            )
+            .payload;
+            let named = payload["task_id"].as_str().map(|id| id.parse::<uuid::Uuid>().unwrap());
+            assert_eq!(event.task_id().map(|id| id.as_uuid()), named, "{payload}");
         }
     }
 }

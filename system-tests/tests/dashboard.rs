@@ -42,6 +42,7 @@ async fn a_member_uses_the_dashboard_with_the_keyboard_and_every_view_passes_axe
     assert!(seen["refused_reason"].as_str().unwrap().contains("k-anonymity"), "{seen}");
     assert!(seen["chain"].as_str().unwrap().starts_with("Chain verified"), "{seen}");
     assert!(seen["health"].as_str().unwrap().contains("Writer"), "{seen}");
+    assert!(seen["timeline"].as_str().unwrap().contains("Credited"), "{seen}");
     for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs", "health"] {
         let file = format!("{shots}/dashboard-{view}.png");
         assert!(std::fs::metadata(&file).map(|meta| meta.len()).unwrap_or(0) > 10_000, "a screenshot at {file}");

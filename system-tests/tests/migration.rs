@@ -32,6 +32,13 @@ async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
     MIGRATOR.run(&pool).await.unwrap();
     let (after, divergences) = replay::audit(&pool, 1).await.unwrap();
     assert_eq!(after, before, "the events are untouched");
+    assert_eq!(
+        count(&pool, "select count(*) from event where (envelope -> 'payload' ? 'task_id') <> (task_id is not null)")
+            .await,
+        0,
+        "every archived event about a task is filed under it"
+    );
+    assert!(count(&pool, "select count(*) from event where task_id is not null").await > 0);
     assert_eq!(divergences, vec![], "the migrated tables replay");
     assert_eq!(count(&pool, "select count(*) from task where status = 'rejected' and finished_at is null").await, 0);
     assert_eq!(

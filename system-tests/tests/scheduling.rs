@@ -88,6 +88,38 @@ async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: Pg
     .await
     .unwrap();
     assert_eq!(requeued, 2);
+    // Each task's history, as its organisation reads it: both attempts, and why the first ended.
+    let history: Value = system.get(&format!("/v1/tasks/{}/events", tasks[0]), &api_key).await.json().await.unwrap();
+    // (The rescuer's start report may come after its completion report was applied: a
+    // completion needs no start, so the second attempt's `TaskStarted` may be missing.)
+    let events: Vec<&Value> = history["events"].as_array().unwrap().iter().collect();
+    let attempt = |event: &Value| event["envelope"]["payload"]["attempt"].as_i64();
+    let second_start = |event: &&Value| event["type"] == "TaskStarted" && attempt(event) == Some(2);
+    let steps: Vec<(&str, Option<i64>)> = events
+        .iter()
+        .filter(|event| !second_start(event))
+        .map(|event| (event["type"].as_str().unwrap(), attempt(event)))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("TaskAccepted", None),
+            ("TaskAssigned", Some(1)),
+            ("TaskStarted", Some(1)),
+            ("TaskRequeued", Some(1)),
+            ("TaskAssigned", Some(2)),
+            ("TaskCompleted", Some(2)),
+            ("CreditsDistributed", None)
+        ],
+        "{history}"
+    );
+    assert!(events.windows(2).all(|pair| pair[0]["seq"].as_i64() < pair[1]["seq"].as_i64()), "in commit order");
+    let taken_back = events[3]["reason_text"].as_str().unwrap();
+    assert!(taken_back.starts_with("taken back: "), "{taken_back}");
+    assert_eq!(history["truncated"], false);
+    let (_, stranger) = system.organization("Stranger").await;
+    let hidden = system.get(&format!("/v1/tasks/{}/events", tasks[0]), &stranger).await;
+    assert_eq!(hidden.status(), 404, "another organisation's task has no history to read");
     // The victim's computations finish after it was killed and report late: refused.
     eventually(WAIT, "the victim's late reports to be refused", || async {
         let refused: i64 = sqlx::query_scalar(

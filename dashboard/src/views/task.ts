@@ -2,7 +2,7 @@
 // result, its credits and its proof checked in the browser; cancel it, or submit it again.
 // Live: it is drawn again as its events come.
 
-import { api, problem, type Task } from "../client";
+import { api, problem, type Task, type TaskEvent } from "../client";
 import { button, el, exact, facts, link, notice, table } from "../dom";
 import { between, co2, duration, energy, kindName, money, percent, shortId, watts, when } from "../format";
 import { subscribe } from "../live";
@@ -26,7 +26,69 @@ async function nodeNames(): Promise<Map<string, string>> {
   return new Map((data ?? []).map((node) => [node.node_id, node.name]));
 }
 
-function timeline(task: Task, names: Map<string, string>): HTMLElement {
+// Payloads are read by the event type (the OpenAPI document types the envelope as any JSON).
+type Payload = Record<string, any>;
+
+/** One archived event of the task, in a sentence (null for one a member need not read). */
+function sentence(event: TaskEvent, names: Map<string, string>): string | null {
+  const payload = (event.envelope as { payload?: Payload }).payload ?? {};
+  const node = (id: unknown) => (typeof id === "string" ? names.get(id) ?? shortId(id) : "its node");
+  const because = event.reason_text ? `: ${event.reason_text}` : "";
+  switch (event.type) {
+    case "TaskAccepted":
+      return `Submitted and accepted, priority ${payload.priority}${payload.participant_count ? `, ${payload.participant_count} participants` : ""}`;
+    case "TaskRejected": return `Refused at admission${because}`;
+    case "TaskAssigned": return `Assigned to ${node(payload.node_id)} (attempt ${payload.attempt})`;
+    case "TaskStarted": return `Started on ${node(payload.node_id)} (attempt ${payload.attempt})`;
+    case "TaskRequeued":
+      return `Taken back from ${node(payload.node_id)} (attempt ${payload.attempt})${because}; may be placed again after ${duration(payload.retry_after_ms)}`;
+    case "TaskResultRecorded":
+      return `Result of attempt ${payload.attempt} from ${node(payload.node_id)}: ${payload.results} of ${payload.quorum} agreeing results needed so far; another replica is asked for${because}`;
+    case "NodeTrustChanged":
+      return `${node(payload.node_id)} ${payload.agreed ? "agreed with the quorum" : "disagreed with the quorum"} (its trust is now ${payload.trust})`;
+    case "TaskCompleted": {
+      const validation = payload.validation as Payload | undefined;
+      const checked = validation?.outcome === "quorum" ? `, ${validation.quorum} results agreeing` : validation?.outcome === "unchecked" ? ", accepted without a replica" : "";
+      return `Completed on ${node(payload.node_id)} (attempt ${payload.attempt}${checked}), ${energy(payload.energy_used / 1e6)} used, ${energy(payload.solar_contribution / 1e6)} from the sun${because ? `; not credited${because}` : ""}`;
+    }
+    case "TaskFailed": return `Failed${because}`;
+    case "TaskCancelled": return `Cancelled${because}`;
+    case "TaskQuarantined": return `Quarantined: out of scheduling until an operator decides${because}`;
+    case "CreditsDistributed": {
+      const split = payload.split as Payload;
+      const leaf = payload.leaf as Payload | undefined;
+      return `Credited ${money(split.node_share)} to ${node(payload.node_id)}'s owner and ${money(split.cooperative_share)} to the cooperative fund (70/30), ${co2(split.carbon_saved)} avoided${leaf ? `; leaf ${leaf.leaf_index} of proof block ${leaf.block_height}` : ""}`;
+    }
+    case "GreenProofAppended": return `Chained as green-proof link ${payload.seq}`;
+    default: return null;
+  }
+}
+
+function timeline(task: Task, history: TaskEvent[] | null, names: Map<string, string>): HTMLElement {
+  if (history) {
+    const steps: [string | null, string][] = history.flatMap((event) => {
+      const text = sentence(event, names);
+      return text ? [[event.occurred_at, text] as [string, string]] : [];
+    });
+    steps.push(...waiting(task));
+    return el("ol", { class: "timeline", id: "timeline" }, ...steps.map(([at, text]) =>
+      el("li", {}, at ? when(at, false) : "", at ? " — " : "", text)));
+  }
+  return fromRow(task, names);
+}
+
+/** What an open task waits for now (the archive tells what happened; this, what is). */
+function waiting(task: Task): [string | null, string][] {
+  if (task.status !== "queued") return [];
+  if (task.not_before && new Date(task.not_before).getTime() > Date.now()) {
+    return [[task.not_before, `Waits until then before it may be placed again (${task.reason_text ?? "taken back"})`]];
+  }
+  if (task.attempts > 0 && task.results.length > 0) return [[null, "Waits for a node of another owner, for another replica of its result"]];
+  return [[null, "Queued: waits for a free core, or for a node in the sun while its deadline leaves time (it is then placed on any node, never late)"]];
+}
+
+/** The timeline from the task's row, when its history cannot be read. */
+function fromRow(task: Task, names: Map<string, string>): HTMLElement {
   const steps: [string | null | undefined, string][] = [[task.submitted_at, `Submitted, priority ${task.priority}`]];
   const reason = task.reason as { code?: string } | null | undefined;
   if (task.status === "queued") {
@@ -109,8 +171,9 @@ async function proofs(task: Task, container: HTMLElement, signal: AbortSignal) {
 
 export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: string) {
   const draw = async () => {
-    const [{ data: task, error }, names] = await Promise.all([
+    const [{ data: task, error }, { data: history }, names] = await Promise.all([
       api.GET("/v1/tasks/{task_id}", { params: { path: { task_id: taskId } } }),
+      api.GET("/v1/tasks/{task_id}/events", { params: { path: { task_id: taskId } } }),
       nodeNames(),
     ]);
     if (signal.aborted) return;
@@ -165,7 +228,8 @@ export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: s
           : exact(`${credit(task)} · ${co2(task.carbon_saved_ng)} avoided`,
             `node ${task.node_share_peur} p€ + cooperative ${task.cooperative_share_peur} p€; ${task.carbon_saved_ng} ng CO₂ (node share ${money(task.node_share_peur)})`)],
       ]),
-      el("h3", {}, "Timeline"), timeline(task, names),
+      el("h3", {}, "Timeline"), timeline(task, history?.events ?? null, names),
+      history?.truncated ? notice("Its first 1,000 events are listed.") : "",
       el("h3", {}, "Why it went where it went"), why(task, names),
       el("h3", {}, "Input"), inputOf(task),
       el("h3", {}, "Result"), result,

@@ -1,6 +1,9 @@
-//! The event archive, as pages: an organisation sees its own events, the operator all.
+//! The event archive, as pages: an organisation sees its own events, the operator all; and one
+//! task's history.
 
-use grid_shared::ids::OrganizationId;
+use grid_shared::envelope::Envelope;
+use grid_shared::events::{Event, ReplicaNeeded};
+use grid_shared::ids::{OrganizationId, TaskId};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
@@ -26,6 +29,105 @@ pub struct EventPage {
     pub next_after: Option<i64>,
 }
 
+/// The most events one task's history returns (a task has a few per attempt, and at most a
+/// handful of attempts).
+pub const TASK_HISTORY_LIMIT: i64 = 1_000;
+
+/// One event of a task's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskEvent {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// The versioned envelope, as archived.
+    pub envelope: serde_json::Value,
+    /// Why, in a sentence, for the events that carry a reason (refused, taken back, failed,
+    /// cancelled, completed without credit, another replica needed, quarantined).
+    pub reason_text: Option<String>,
+}
+
+/// One task's archived events, in commit order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskHistory {
+    pub task_id: uuid::Uuid,
+    /// Accepted (or rejected), each assignment, start, requeue, result, verdict, completion,
+    /// failure or cancellation, credit: every event about this task, oldest first.
+    pub events: Vec<TaskEvent>,
+    /// Set when the task had more than 1,000 events: the first 1,000 are listed.
+    pub truncated: bool,
+}
+
+/// The archived events about `task_id`, if the task is the caller's (`scope`; the operator
+/// sees every task's).
+pub async fn of_task(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    task_id: TaskId,
+) -> Result<Option<TaskHistory>, ApiError> {
+    let visible: Option<i32> =
+        sqlx::query_scalar("select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2)")
+            .bind(task_id.as_uuid())
+            .bind(scope.map(|id| id.as_uuid()))
+            .fetch_optional(&state.pool)
+            .await?;
+    if visible.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "select seq, event_type, occurred_at, envelope from event where task_id = $1 order by seq limit $2",
+    )
+    .bind(task_id.as_uuid())
+    .bind(TASK_HISTORY_LIMIT + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let truncated = rows.len() as i64 > TASK_HISTORY_LIMIT;
+    let events = rows
+        .iter()
+        .take(TASK_HISTORY_LIMIT as usize)
+        .map(|row| {
+            let EventView { seq, event_type, occurred_at, envelope } = event_view(row)?;
+            let reason_text = reason_text(&envelope);
+            Ok(TaskEvent { seq, event_type, occurred_at, envelope, reason_text })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some(TaskHistory { task_id: task_id.as_uuid(), events, truncated }))
+}
+
+/// The sentence an archived event's reason reads as (none for an event without one, or one this
+/// gateway cannot decode).
+fn reason_text(envelope: &serde_json::Value) -> Option<String> {
+    let envelope = Envelope::deserialize(envelope).ok()?;
+    match envelope.decode::<Event>().ok()? {
+        Event::TaskRejected(event) => Some(event.reason.to_string()),
+        Event::TaskRequeued(event) => Some(event.reason.to_string()),
+        Event::TaskFailed(event) => Some(event.reason.to_string()),
+        Event::TaskCancelled(event) => Some(event.reason.to_string()),
+        Event::TaskCompleted(event) => event.check.refusal,
+        Event::TaskResultRecorded(event) => Some(match event.needed {
+            ReplicaNeeded::Requested { replicas } => format!("{replicas} replicas were asked for"),
+            ReplicaNeeded::UntrustedNode { trust, threshold } => {
+                format!("its node's results are checked until its trust reaches {threshold} (it has {trust})")
+            }
+            ReplicaNeeded::SpotCheck { .. } => "drawn for a spot check".to_owned(),
+            ReplicaNeeded::Disagreement { distinct_hashes } => {
+                format!("the results so far disagree ({distinct_hashes} distinct hashes)")
+            }
+        }),
+        Event::TaskQuarantined(event) => Some(event.problem),
+        _ => None,
+    }
+}
+
+fn event_view(row: &sqlx::postgres::PgRow) -> Result<EventView, sqlx::Error> {
+    Ok(EventView {
+        seq: row.try_get("seq")?,
+        event_type: row.try_get("event_type")?,
+        occurred_at: row.try_get("occurred_at")?,
+        envelope: row.try_get("envelope")?,
+    })
+}
+
 pub async fn page(
     state: &AppState,
     scope: Option<OrganizationId>,
@@ -42,17 +144,7 @@ pub async fn page(
     .bind(limit)
     .fetch_all(&state.pool)
     .await?;
-    let events = rows
-        .iter()
-        .map(|row| {
-            Ok(EventView {
-                seq: row.try_get("seq")?,
-                event_type: row.try_get("event_type")?,
-                occurred_at: row.try_get("occurred_at")?,
-                envelope: row.try_get("envelope")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let events = rows.iter().map(event_view).collect::<Result<Vec<_>, sqlx::Error>>()?;
     let next_after = if events.len() as i64 == limit { events.last().map(|event| event.seq) } else { None };
     Ok(EventPage { events, next_after })
 }

@@ -15,6 +15,7 @@ use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::publish::{Published, Remember, Stream, correlation_id, origin_of, publish, publish_once};
+use crate::read_model::events::{TaskHistory, of_task};
 use crate::read_model::tasks::{TaskPage, TaskSearch, TaskView, count_tasks, decode_cursor, find_task, list_tasks};
 use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tasks", post(submit_task).get(get_tasks))
         .route("/v1/tasks/counts", get(get_task_counts))
         .route("/v1/tasks/{task_id}", get(get_task).delete(cancel_task))
+        .route("/v1/tasks/{task_id}/events", get(get_task_events))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -342,6 +344,21 @@ pub async fn get_task(
     ApiPath(task_id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<TaskView>, ApiError> {
     find_task(&state, caller.read_scope()?, TaskId(task_id)).await?.map(Json).ok_or(ApiError::NotFound("task"))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/events", tag = "tasks",
+    params(("task_id" = uuid::Uuid, Path, description = "The task")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task's history: every archived event about it, in commit order (at most 1,000)", body = TaskHistory),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_task_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(task_id): ApiPath<uuid::Uuid>,
+) -> Result<Json<TaskHistory>, ApiError> {
+    of_task(&state, caller.read_scope()?, TaskId(task_id)).await?.map(Json).ok_or(ApiError::NotFound("task"))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{task_id}", tag = "tasks",

@@ -471,10 +471,11 @@ async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64
     if !batch.events.is_empty() {
         let events = &batch.events;
         sqlx::query(
-            "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope)
-             select seq, id, kind, organization, node, at, body::jsonb
-             from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[])
-                 as given(seq, id, kind, organization, node, at, body)",
+            "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope, task_id)
+             select seq, id, kind, organization, node, at, body::jsonb, task
+             from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[],
+                 $8::uuid[])
+                 as given(seq, id, kind, organization, node, at, body, task)",
         )
         .bind(events.iter().map(|event| event.seq).collect::<Vec<_>>())
         .bind(events.iter().map(|event| event.envelope.id.as_uuid()).collect::<Vec<_>>())
@@ -483,6 +484,7 @@ async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64
         .bind(events.iter().map(|event| event.notify_node.map(|id| id.as_uuid())).collect::<Vec<_>>())
         .bind(events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>())
         .bind(events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|event| event.event.task_id().map(|id| id.as_uuid())).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;

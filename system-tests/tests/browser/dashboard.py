@@ -107,6 +107,11 @@ try:
     wait.until(lambda page: "verified in the browser" in page.find_element(By.ID, "proofs").text)
     assert "chosen" in text("#assignment") and "Sun" in text("#assignment"), text("#assignment")
     seen["why"] = text("#assignment")[:160]
+    # The timeline is the task's archived history (GET /v1/tasks/{id}/events), in sentences.
+    wait.until(lambda page: "Credited" in page.find_element(By.ID, "timeline").text)
+    seen["timeline"] = text("#timeline")
+    for step in ("Submitted and accepted", "Assigned to", "Completed on"):
+        assert step in seen["timeline"], seen["timeline"]
     audit("task")
 
     # Flow: a task completes while the page is open, without a reload.
