@@ -43,6 +43,7 @@ async fn a_member_uses_the_dashboard_with_the_keyboard_and_every_view_passes_axe
     assert!(seen["chain"].as_str().unwrap().starts_with("Chain verified"), "{seen}");
     assert!(seen["health"].as_str().unwrap().contains("Writer"), "{seen}");
     assert!(seen["timeline"].as_str().unwrap().contains("Credited"), "{seen}");
+    assert!(seen["not_yet"].as_str().unwrap().contains("appears once the grid applies it"), "{seen}");
     for view in ["task", "flow", "tasks", "consent", "fleet", "node", "credits", "proofs", "health"] {
         let file = format!("{shots}/dashboard-{view}.png");
         assert!(std::fs::metadata(&file).map(|meta| meta.len()).unwrap_or(0) > 10_000, "a screenshot at {file}");

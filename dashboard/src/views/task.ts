@@ -169,14 +169,24 @@ async function proofs(task: Task, container: HTMLElement, signal: AbortSignal) {
   }
 }
 
+/** How long a task not found yet is looked for again: one just submitted (202) appears once
+ * the grid applies it, within a second on a healthy grid. */
+const LOOK_AGAIN_MS = [250, 500, 1_000, 2_000, 4_000, 8_000];
+
 export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: string) {
-  const draw = async () => {
-    const [{ data: task, error }, { data: history }, names] = await Promise.all([
+  let lookedAgain = 0;
+  const draw = async (): Promise<void> => {
+    const [{ data: task, error, response }, { data: history }, names] = await Promise.all([
       api.GET("/v1/tasks/{task_id}", { params: { path: { task_id: taskId } } }),
       api.GET("/v1/tasks/{task_id}/events", { params: { path: { task_id: taskId } } }),
       nodeNames(),
     ]);
     if (signal.aborted) return;
+    if (response.status === 404 && lookedAgain < LOOK_AGAIN_MS.length) {
+      root.replaceChildren(el("h2", {}, "Task"), notice(`No task ${shortId(taskId)} yet: a task just submitted appears once the grid applies it. Looking again…`));
+      await new Promise((resolve) => setTimeout(resolve, LOOK_AGAIN_MS[lookedAgain++]));
+      return signal.aborted ? undefined : draw();
+    }
     if (error || !task) return void root.replaceChildren(el("h2", {}, "Task"), notice(problem(error), "error"));
     const actions = el("div", { class: "actions" });
     const said = el("p", { id: "action-result", role: "status" });

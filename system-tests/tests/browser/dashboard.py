@@ -144,6 +144,11 @@ try:
     seen["pages"] = [len(first_page), len(second_page)]
     audit("tasks")
 
+    # A task not applied yet (here: no such task) is looked for again rather than given up at once.
+    driver.get(f"{base}/dashboard#/tasks/{uuid.uuid4()}")
+    wait.until(lambda page: "Looking again" in page.find_element(By.ID, "view").text)
+    seen["not_yet"] = text("#view")
+
     # A refused task's reason: a group of three owners is below k-anonymity.
     owners = [str(uuid.uuid4()) for _ in range(3)]
     refused_id = task(60, type="energy_group_optimisation", building_id=str(uuid.uuid4()), simulation_months=12,
