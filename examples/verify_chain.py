@@ -8,13 +8,14 @@ Python standard library.
 Chain input (stdin): {"links": [...], "blocks": [...], "leaves": [...]}, the rows of the
 `green_proof`, `proof_block` and `proof_leaf` tables (a bare array is read as links alone).
 The `kgp1` links are checked in seq order; then the `kgp2` blocks in height order, the first
-chaining onto the last link: each leaf against its stored hash and its place, the RFC 6962
-Merkle root of the leaves, the block line's hash and its difficulty. Output: {"valid", "length",
+chaining onto the last link: each leaf against its stored hash and its place, a `kgp3` leaf's
+credit recomputed from the carbon signal and rates it records, the RFC 6962 Merkle root of the
+leaves, the block line's hash and its difficulty. Output: {"valid", "length",
 "blocks", "leaves", "head_hash", "head_height", "first_invalid_seq", "first_invalid_block",
 "first_invalid_leaf", "reason"}.
 
 Proof input: the answer of GET /v1/proofs/tasks/{task_id}. Each sealed proof is checked from
-the leaf line to the block: leaf hash, the root its audit path implies, the block line's root,
+the leaf line to the block: a `kgp3` leaf's credit recomputed from its line, leaf hash, the root its audit path implies, the block line's root,
 the block's hash and difficulty. Output: {"valid", "proofs": [{"node_id", "status", "valid",
 "reason"}]}.
 
@@ -112,13 +113,40 @@ def root_from_path(leaf, index, size, path):
     return digest if sn == 0 else None
 
 
-# --- kgp2 leaves and blocks ------------------------------------------------------------------
+# --- leaves (kgp3, and kgp2 from before carbon signals) and blocks -----------------------------
 
 def leaf_line(leaf):
-    fields = ["kgp2-leaf", leaf["task_id"].lower(), leaf["node_id"].lower(), leaf["attempt"], leaf["energy_uwh"],
-              leaf["solar_uwh"], leaf["carbon_ng"], leaf["node_peur"], leaf["cooperative_peur"],
-              canonical_time(leaf["credited_at"])]
+    head = [leaf["task_id"].lower(), leaf["node_id"].lower(), leaf["attempt"], leaf["energy_uwh"], leaf["solar_uwh"]]
+    tail = [leaf["carbon_ng"], leaf["node_peur"], leaf["cooperative_peur"], canonical_time(leaf["credited_at"])]
+    if leaf.get("zone") is None:
+        fields = ["kgp2-leaf", *head, *tail]
+    else:
+        basis = [leaf["zone"], canonical_time(leaf["intensity_hour"]), leaf["intensity_mg_per_kwh"],
+                 leaf["intensity_kind"], leaf["intensity_source"], leaf["price_peur_per_kg"], leaf["node_share_percent"]]
+        fields = ["kgp3-leaf", *head, *basis, *tail]
     return "|".join(str(field) for field in fields).encode("utf-8")
+
+
+def recompute_leaf(line):
+    """None when a kgp3 leaf line's credit follows from the signal and rates it records (kgp2
+    lines record no inputs), else the reason. Every division rounds down."""
+    fields = line.split("|")
+    if fields[0] == "kgp2-leaf" and len(fields) == 10:
+        return None
+    if fields[0] != "kgp3-leaf" or len(fields) != 17:
+        return "the leaf line is neither a kgp2 nor a kgp3 line"
+    try:
+        solar, intensity, price, percent, carbon, node, cooperative = (int(fields[i]) for i in (5, 8, 11, 12, 13, 14, 15))
+    except ValueError:
+        return "a figure of the leaf is not a whole number"
+    expected_carbon = solar * intensity // 1000
+    total = expected_carbon * price // 10**12
+    expected_node = total * percent // 100
+    if carbon != expected_carbon:
+        return f"the credit does not follow from its basis: {carbon} ng recorded, {expected_carbon} ng recomputed"
+    if (node, cooperative) != (expected_node, total - expected_node):
+        return "the credit does not follow from its basis: its shares are not the rule's split"
+    return None
 
 
 def block_line(block):
@@ -141,9 +169,13 @@ def check_block(block, leaves, expected_height, prev_hash, min_difficulty):
         if leaf["leaf_index"] != position:
             reason = f"leaf {position} is missing" if leaf["leaf_index"] > position else f"leaf {leaf['leaf_index']} appears twice"
             return height, position, reason
-        digest = leaf_hash(leaf_line(leaf))
+        line = leaf_line(leaf)
+        digest = leaf_hash(line)
         if digest.hex() != leaf["leaf_hash"]:
             return height, position, "the leaf does not match its hash"
+        misreckoned = recompute_leaf(line.decode("utf-8"))
+        if misreckoned:
+            return height, position, misreckoned
         hashes.append(digest)
     if len(leaves) != block["leaf_count"]:
         missing = len(leaves) if len(leaves) < block["leaf_count"] else None
@@ -189,6 +221,9 @@ def verify_chain(chain, min_difficulty=0):
 
 def verify_proof(proof):
     """None when the sealed proof holds from the leaf line to the block, else the reason."""
+    misreckoned = recompute_leaf(proof["leaf_line"])
+    if misreckoned:
+        return misreckoned
     leaf = leaf_hash(proof["leaf_line"].encode("utf-8"))
     if leaf.hex() != proof["leaf_hash"]:
         return "the leaf line does not hash to the leaf hash"

@@ -383,7 +383,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description The inclusion proof of each credited result of the task: the leaf line (`kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`), its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results credited before blocks existed are under `links` (`kgp1`). Another organisation's task is a 404. */
+        /** @description The inclusion proof of each credited result of the task: the leaf line (`kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`, whose figures follow from its inputs: carbon_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000, total = carbon_ng × price_peur_per_kg ÷ 10^12, node_peur = total × node_share_percent ÷ 100, cooperative_peur = total − node_peur, each division rounding down; credits from before carbon signals have the `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at` line), its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results credited before blocks existed are under `links` (`kgp1`). Another organisation's task is a 404. */
         get: operations["proofs_of_task"];
         put?: never;
         post?: never;
@@ -572,6 +572,54 @@ export interface components {
             command_id: string;
             /** Format: uuid */
             organization_id: string;
+        };
+        /**
+         * @description One credited result: what it earned and the intensity it was computed from. Anyone can
+         *     recompute it: `carbon_saved_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000`, the total in
+         *     pico-euros `= carbon_saved_ng × price_peur_per_kg ÷ 10^12`, `node_share_peur = total ×
+         *     node_share_percent ÷ 100`, the cooperative's share the rest (each division rounds down).
+         *     The signal fields are absent for credits made before carbon signals (at the then fixed
+         *     intensity, 180,000 mg/kWh by default).
+         */
+        CreditView: {
+            /** Format: int32 */
+            attempt: number;
+            /** Format: int64 */
+            carbon_saved_ng: number;
+            /** Format: int64 */
+            cooperative_share_peur: number;
+            /** Format: date-time */
+            credited_at: string;
+            /**
+             * Format: date-time
+             * @description The UTC hour whose intensity was used (the hour the result was credited in).
+             */
+            hour?: string | null;
+            /** @description `average` or `marginal`. */
+            intensity_kind?: string | null;
+            /**
+             * Format: int64
+             * @description mg CO₂ per kWh (integer).
+             */
+            intensity_mg_per_kwh?: number | null;
+            /**
+             * @description Where the intensity came from: `file:<name>:<basis>` (with `+typical-<year>` when a
+             *     bundled typical year answered another year's hour), `electricitymaps:<basis>`,
+             *     `watttime:co2_moer`, or `fixed` (the configured factor, when no source knew the hour).
+             */
+            intensity_source?: string | null;
+            /** Format: uuid */
+            node_id: string;
+            /** Format: int32 */
+            node_share_percent?: number | null;
+            /** Format: int64 */
+            node_share_peur: number;
+            /** Format: int64 */
+            price_peur_per_kg?: number | null;
+            /** Format: int64 */
+            solar_uwh: number;
+            /** @description The node's carbon zone (Electricity Maps zone id). */
+            zone?: string | null;
         };
         CreditsView: {
             /** Format: double */
@@ -762,7 +810,12 @@ export interface components {
             leaf_hash: string;
             /** Format: int64 */
             leaf_index: number;
-            /** @description `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`. */
+            /**
+             * @description `kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|
+             *     intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`
+             *     (one line), or for credits from before carbon signals
+             *     `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`.
+             */
             leaf_line: string;
             /** Format: uuid */
             node_id: string;
@@ -901,6 +954,8 @@ export interface components {
              *     below the orchestrator's `GRID_TRUST_THRESHOLD` has each result checked by a replica.
              */
             trust: number;
+            /** @description Its carbon zone (an Electricity Maps zone id): its credits use that zone's intensity. */
+            zone: string;
         };
         Operations: {
             /**
@@ -1028,6 +1083,13 @@ export interface components {
             has_solar: boolean;
             location: string;
             name: string;
+            /**
+             * @description The node's carbon zone, an Electricity Maps zone id (`BE`, `FR`, `DE`, ...): its credits
+             *     use that zone's grid intensity at the hour of the work. One of the zones the grid knows
+             *     (`GRID_ZONES`); absent, the grid's default zone (`GRID_DEFAULT_ZONE`, `BE`).
+             * @example BE
+             */
+            zone?: string | null;
         };
         RegisterNodeResponse: {
             /** Format: uuid */
@@ -1250,6 +1312,12 @@ export interface components {
             cooperative_share_eur?: number | null;
             /** Format: int64 */
             cooperative_share_peur?: number | null;
+            /**
+             * @description Each credited result, with the carbon signal it was credited at: its node's zone, the
+             *     hour, the intensity and where it came from. The task's `carbon_saved_ng` and shares are
+             *     their sums.
+             */
+            credits: components["schemas"]["CreditView"][];
             /** Format: date-time */
             deadline: string;
             /** Format: double */

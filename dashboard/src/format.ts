@@ -25,6 +25,23 @@ export function co2(ng: number | null | undefined): string {
   return `${significant(ng / 1e3)} µg CO₂`;
 }
 
+/** A grid's carbon intensity, from mg CO₂ per kWh (integer) to grams, as people quote it. */
+export function intensity(mgPerKwh: number | null | undefined): string {
+  if (mgPerKwh === null || mgPerKwh === undefined) return "—";
+  return `${(mgPerKwh / 1000).toFixed(mgPerKwh >= 100_000 ? 0 : 1)} g CO₂/kWh`;
+}
+
+/** Where an intensity came from, in words. */
+export function sourceName(source: string | null | undefined): string {
+  if (!source) return "the fixed factor (before carbon signals)";
+  if (source === "fixed") return "the grid's fixed factor";
+  if (source.startsWith("electricitymaps:")) return `Electricity Maps (${source.split(":")[1]})`;
+  if (source.startsWith("watttime:")) return "WattTime (marginal)";
+  const file = source.match(/^file:([^:]+):([a-z]+)(\+typical-(\d+))?$/);
+  if (file) return `the file ${file[1]} (${file[2]}${file[4] ? `, its ${file[4]} hour as a typical year` : ""})`;
+  return source;
+}
+
 export const watts = (value: number | null | undefined) => (value === null || value === undefined ? "—" : `${Math.round(value)} W`);
 
 export function energy(wh: number | null | undefined): string {

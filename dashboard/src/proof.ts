@@ -1,7 +1,8 @@
 // An inclusion proof checked in the browser with WebCrypto's SHA-256 (README "Auditing"):
-// the leaf line hashes to the leaf hash (RFC 6962: SHA-256(0x00 ‖ line)), the audit path
-// leads to the block line's Merkle root, the block line hashes to the block's hash, which has
-// the block's difficulty in leading zero bits.
+// a kgp3 leaf's credit follows from the carbon signal and rates it records, the leaf line
+// hashes to the leaf hash (RFC 6962: SHA-256(0x00 ‖ line)), the audit path leads to the block
+// line's Merkle root, the block line hashes to the block's hash, which has the block's
+// difficulty in leading zero bits.
 
 import type { components } from "./api";
 
@@ -65,9 +66,30 @@ function leadingZeroBits(bytes: Uint8Array): number {
   return bits;
 }
 
+/** `null` when a leaf line's figures follow from what it records, else why not. A `kgp3` line:
+ * `kgp3-leaf|task|node|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|kind|source|
+ * price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`;
+ * a `kgp2` line (credited at the then fixed intensity) records no inputs to recompute. */
+export function recomputeLeaf(line: string): string | null {
+  const fields = line.split("|");
+  if (fields[0] === "kgp2-leaf") return fields.length === 10 ? null : "the kgp2 leaf line does not have 10 fields";
+  if (fields[0] !== "kgp3-leaf" || fields.length !== 17) return "the leaf line is neither a kgp2 nor a kgp3 line";
+  const number = (index: number) => (/^[0-9]+$/.test(fields[index]) ? BigInt(fields[index]) : null);
+  const [solar, mg, price, percent, carbon, node, cooperative] = [5, 8, 11, 12, 13, 14, 15].map(number);
+  if ([solar, mg, price, percent, carbon, node, cooperative].some((value) => value === null)) return "a figure of the leaf is not a whole number";
+  const expectedCarbon = (solar! * mg!) / 1000n;
+  const total = (expectedCarbon * price!) / 1_000_000_000_000n;
+  const expectedNode = (total * percent!) / 100n;
+  if (carbon !== expectedCarbon) return `the leaf's CO₂ (${carbon} ng) is not its sun × intensity (${expectedCarbon} ng)`;
+  if (node !== expectedNode || cooperative !== total - expectedNode) return "the leaf's shares are not its rule's split of its CO₂'s value";
+  return null;
+}
+
 /** `null` when the proof holds, else why it does not. */
 export async function verifyInclusion(proof: Inclusion): Promise<string | null> {
   if (proof.status !== "sealed" || !proof.block || proof.tree_size == null) return "not sealed yet";
+  const misreckoned = recomputeLeaf(proof.leaf_line);
+  if (misreckoned) return misreckoned;
   const leaf = await leafHash(proof.leaf_line);
   if (hex(leaf) !== proof.leaf_hash) return "the leaf line does not hash to the leaf hash";
   const path = proof.audit_path.map(unhex);

@@ -370,3 +370,55 @@ async fn the_operator_sees_the_writers_lease_the_backlogs_and_the_refusals(pool:
     assert_eq!(app.entries(&app.keys.commands()).await.len(), 1);
     app.forget().await;
 }
+
+/// A registration names its carbon zone, one the grid knows, or gets the default one; a zone
+/// the grid does not know, or that is not a zone id, is refused with the reason and nothing is
+/// published. The node's view shows its zone.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_registers_in_a_known_carbon_zone_or_the_default(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (organization_id, key) = app.organization().await;
+    let body = |zone: Option<&str>| {
+        let mut body = json!({"name": "pi", "cpu_cores": 4, "has_solar": true, "location": "Liège"});
+        if let Some(zone) = zone {
+            body["zone"] = json!(zone);
+        }
+        body
+    };
+    for (zone, reason) in [("NL", "the grid knows the zones BE, DE, FR"), ("be", "Electricity Maps zone id")] {
+        let refused = app.post("/v1/nodes", &key, body(Some(zone)), &[]).await;
+        assert_eq!(refused.status(), 422, "{zone}");
+        assert_eq!(refused.headers()["content-type"], "application/problem+json");
+        let problem: Value = refused.json().await.unwrap();
+        assert!(problem.to_string().contains(reason), "{zone}: {problem}");
+    }
+    assert!(app.entries(&app.keys.commands()).await.is_empty(), "a refused registration publishes nothing");
+
+    assert_eq!(app.post("/v1/nodes", &key, body(Some("FR")), &[]).await.status(), 202);
+    assert_eq!(app.post("/v1/nodes", &key, body(None), &[]).await.status(), 202);
+    let zones: Vec<Option<String>> = app
+        .entries(&app.keys.commands())
+        .await
+        .into_iter()
+        .map(|(_, _, envelope)| match envelope.into_message::<Command>().unwrap() {
+            Command::RegisterNode(register) => register.spec.zone().map(ToString::to_string),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(zones, [Some("FR".to_owned()), Some("BE".to_owned())], "the default zone is named in the command");
+
+    // A node registered before zones (no zone in its row) is in the default zone.
+    let (node_id, _) = app.node(organization_id).await;
+    let view: Value = app
+        .http
+        .get(format!("{}/v1/nodes/{node_id}", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["zone"], "BE", "{view}");
+    app.forget().await;
+}

@@ -55,7 +55,24 @@ pub async fn run_with_status(
             upkeep_status.metrics.upkeep();
         }
     });
-    info!(name = config.consumer_name, namespace = config.grid.keys.namespace(), "orchestrator started");
+    let signals = config.signals.has_live_source().then(|| {
+        let (sender, feed) = tokio::sync::watch::channel(config.signals.initial.clone());
+        let fetcher = crate::signals::run_fetcher(
+            config.signals.clone(),
+            config.grid.zones.clone(),
+            sender,
+            status.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(fetcher);
+        feed
+    });
+    info!(
+        name = config.consumer_name,
+        namespace = config.grid.keys.namespace(),
+        signals = ?config.signals,
+        "orchestrator started"
+    );
     while !shutdown.is_cancelled() {
         status.set_role(Role::Standby);
         info!(name = config.consumer_name, "standby: waiting for the writer's lease");
@@ -72,7 +89,8 @@ pub async fn run_with_status(
             }
         };
         info!(name = config.consumer_name, epoch = lease.epoch, "this process is now the writer");
-        crate::writer::serve(config.clone(), pool.clone(), redis.clone(), lease, status.clone(), &shutdown).await;
+        let feed = signals.clone();
+        crate::writer::serve(config.clone(), pool.clone(), redis.clone(), lease, status.clone(), feed, &shutdown).await;
     }
     status.set_role(Role::Stopping);
     info!("orchestrator stopped");

@@ -40,6 +40,8 @@ pub struct OrchestratorConfig {
     pub requeue_backoff_ms: i64,
     /// Result validation: see [`Validation`].
     pub validation: Validation,
+    /// Where carbon intensity comes from: see [`crate::signals`].
+    pub signals: crate::signals::SignalSettings,
 }
 
 /// A fault the writer injects on purpose, so that tests can crash it at a chosen point.
@@ -132,6 +134,7 @@ impl OrchestratorConfig {
                 spot_check_ppm: read(&lookup, "GRID_SPOT_CHECK_PPM", "50000", integer_in(0, 1_000_000))?,
                 extra_replicas: read(&lookup, "GRID_EXTRA_REPLICAS", "2", integer_in(0, 5))?,
             },
+            signals: crate::signals::SignalSettings::from_lookup(&lookup, grid.carbon.grid_intensity_mg_per_kwh)?,
             grid,
         })
     }

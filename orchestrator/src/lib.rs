@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod model;
 pub mod replay;
 pub mod scheduler;
+pub mod signals;
 pub mod simulation;
 pub mod status;
 pub mod store;

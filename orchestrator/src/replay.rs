@@ -42,6 +42,9 @@ pub struct Projection {
     pub block_head: Option<(i64, String)>,
     /// Each node's trust, as the last quorum that judged one of its results left it.
     pub node_trust: BTreeMap<NodeId, u32>,
+    /// Credits whose recorded split does not follow from their recorded inputs (solar energy,
+    /// the signal's intensity, the policy's price and share): each is recomputed as replayed.
+    pub misreckoned: Vec<Divergence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +91,21 @@ impl Projection {
             Event::TaskCancelled(cancelled) => self.task(cancelled.task_id).status = TaskStatus::Cancelled,
             Event::TaskQuarantined(quarantined) => self.task(quarantined.task_id).status = TaskStatus::Quarantined,
             Event::CreditsDistributed(credits) => {
+                let recomputed = credits.recomputed();
+                if recomputed != credits.split {
+                    let show = |split: &grid_shared::carbon::CreditSplit| {
+                        format!(
+                            "{} ng, {} + {} p€",
+                            split.carbon_saved.0, split.node_share.0, split.cooperative_share.0
+                        )
+                    };
+                    self.misreckoned.push(divergence(
+                        format!("credit of task {} to node {} (event {seq})", credits.task_id, credits.node_id),
+                        "split",
+                        show(&recomputed),
+                        show(&credits.split),
+                    ));
+                }
                 *self.node_credits.entry(credits.node_id).or_default() += credits.split.node_share.0;
                 *self.node_carbon.entry(credits.node_id).or_default() += credits.split.carbon_saved.0;
                 self.cooperative_fund += credits.split.cooperative_share.0;
@@ -290,7 +308,7 @@ fn divergence(entity: String, field: &str, expected: impl ToString, found: impl 
 /// Compares a projection with the tables. With `whole` false (a replay from a later seq), only
 /// the tasks the replay saw are compared.
 pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
-    let mut divergences = Vec::new();
+    let mut divergences = projection.misreckoned.clone();
     let rows = sqlx::query("select task_id, status, node_id, attempts from task").fetch_all(&mut *db).await?;
     let mut stored: HashMap<TaskId, (String, Option<uuid::Uuid>, i32)> = HashMap::with_capacity(rows.len());
     for row in &rows {

@@ -89,7 +89,7 @@ impl Status {
 }
 
 /// The orchestrator's metrics (see `admin.rs` for those read at scrape time).
-const DESCRIBED: [Described; 21] = [
+const DESCRIBED: [Described; 23] = [
     Described::Gauge(
         "grid_writer_role",
         "1 for this process's role (starting, standby, taking_over, writer, stopping).",
@@ -119,6 +119,11 @@ const DESCRIBED: [Described; 21] = [
         "grid_tasks_quarantined_total",
         "Tasks whose stored rows contradicted themselves at a takeover.",
     ),
+    Described::Counter(
+        "grid_carbon_source_failures_total",
+        "Carbon signal sources that failed or answered nonsense, by source (the round skipped them).",
+    ),
+    Described::Counter("grid_carbon_source_updates_total", "Rounds in which a live carbon signal source answered."),
     Described::Gauge("grid_stream_length", "Entries in a Redis stream of the grid."),
     Described::Gauge("grid_stream_pending", "Entries delivered to the orchestrators' group and not acknowledged."),
     Described::Gauge("grid_stream_lag", "Entries not yet delivered to the orchestrators' group."),

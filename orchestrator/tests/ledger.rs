@@ -13,6 +13,7 @@ use grid_orchestrator::store::postgres::{self, StoreError};
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::proof::{GENESIS_HASH, ProofDraft, mine, storable_time};
+use grid_shared::signals::SignalBook;
 use sqlx::PgPool;
 
 const DIFFICULTY: u8 = 6;
@@ -48,7 +49,9 @@ async fn credit(
     solar_wh: i64,
 ) -> Result<(), StoreError> {
     let mut batch = Batch::default();
-    batch.credits.push(lifecycle::credit(task_id, &result(node_id, solar_wh), chain, Utc::now(), &rules()));
+    let rules = rules();
+    let signal = SignalBook::fixed(rules.carbon.grid_intensity_mg_per_kwh).lookup(&rules.default_zone, Utc::now());
+    batch.credits.push(lifecycle::credit(task_id, &result(node_id, solar_wh), signal, chain, Utc::now(), &rules));
     postgres::flush(pool, 0, &mut batch, 0).await.map(|_| ())
 }
 
@@ -206,6 +209,13 @@ async fn an_edited_leaf_field_is_found_at_its_leaf(pool: PgPool) {
         ("credited_at", "timestamptz", "credited_at + interval '1 microsecond'"),
         ("leaf_hash", "text", "repeat('0', 64)"),
         ("leaf_index", "integer", "leaf_index + 10"),
+        ("zone", "text", "'FR'"),
+        ("intensity_hour", "timestamptz", "intensity_hour - interval '1 hour'"),
+        ("intensity_mg_per_kwh", "bigint", "intensity_mg_per_kwh + 1"),
+        ("intensity_kind", "text", "'marginal'"),
+        ("intensity_source", "text", "'file:forged.csv'"),
+        ("price_peur_per_kg", "bigint", "price_peur_per_kg + 1"),
+        ("node_share_percent", "smallint", "node_share_percent - 1"),
     ];
     for (column, kind, change) in edits {
         let original: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -231,6 +241,40 @@ async fn an_edited_leaf_field_is_found_at_its_leaf(pool: PgPool) {
         .unwrap();
         assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid, "{column} restored");
     }
+}
+
+/// A leaf whose intensity was lowered and its hash recomputed to match still does not hold:
+/// its figures no longer follow from its basis, and the verifier names it.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_credit_that_does_not_follow_from_its_basis_is_found_at_its_leaf(pool: PgPool) {
+    chain_of_three_blocks(&pool).await;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {} from proof_leaf where block_height = 2 and leaf_index = 1",
+        grid_shared::blocks::LEAF_COLUMNS
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut stored = grid_orchestrator::ledger::stored_leaf(&row).unwrap();
+    let basis = stored.leaf.basis.as_mut().expect("a kgp3 leaf");
+    assert_eq!(basis.intensity_source.as_str(), "fixed");
+    basis.intensity_mg_per_kwh /= 2;
+    let forged_hash = hex::encode(stored.leaf.hash());
+    sqlx::query(
+        "update proof_leaf set intensity_mg_per_kwh = $1, leaf_hash = $2 where block_height = 2 and leaf_index = 1",
+    )
+    .bind(basis_intensity(&stored))
+    .bind(&forged_hash)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(broken_at(&pool).await, (Some(2), Some(1)));
+    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    assert!(verdict.reason.unwrap().contains("does not follow from its basis"));
+}
+
+fn basis_intensity(stored: &grid_shared::blocks::StoredLeaf) -> i64 {
+    stored.leaf.basis.as_ref().map(|basis| basis.intensity_mg_per_kwh).unwrap_or_default()
 }
 
 /// Each column of a block row, changed, is found at that block.

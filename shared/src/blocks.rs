@@ -2,13 +2,21 @@
 //! *leaf*; a *block* seals a batch of leaves under their RFC 6962 Merkle root and chains onto
 //! the block before it (the first block onto the last `kgp1` link, see [`crate::proof`]).
 //!
-//! Leaf line, the UTF-8 bytes of:
+//! Leaf line, the UTF-8 bytes of (since carbon signals, version `kgp3-leaf`):
 //!
 //! ```text
-//! kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at
+//! kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|
+//!     intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at
 //! ```
 //!
-//! and leaf hash `SHA-256(0x00 ‖ line)`. Block line:
+//! (one line, no break), whose figures follow from its inputs by the rule of
+//! [`crate::carbon`], so that anyone can recompute the credit from the leaf alone:
+//! `carbon_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000`, `total = carbon_ng ×
+//! price_peur_per_kg ÷ 10¹²`, `node_peur = total × node_share_percent ÷ 100`,
+//! `cooperative_peur = total − node_peur` (each division rounding down). Leaves credited before
+//! signals keep version `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|
+//! node_peur|cooperative_peur|credited_at` (at the then fixed intensity) and verify beside them.
+//! Leaf hash `SHA-256(0x00 ‖ line)`. Block line:
 //!
 //! ```text
 //! kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce
@@ -23,14 +31,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use crate::carbon::{CarbonPolicy, CreditSplit, MicroWattHours, Nanograms, PicoEuros};
 use crate::ids::{NodeId, TaskId};
 use crate::merkle::{self, Hash};
 use crate::proof::{
     ChainVerdict, ChainVerifier, ProofLink, canonical_time, leading_zero_bits, mine_line, write_canonical_time,
 };
+use crate::signals::{IntensityKind, Signal, SourceName, Zone};
 
-pub const LEAF_VERSION: &str = "kgp2-leaf";
+/// The leaf version of credits that record their carbon signal.
+pub const LEAF_VERSION: &str = "kgp3-leaf";
+/// The leaf version of credits made at the one fixed intensity, before signals.
+pub const LEAF_VERSION_FIXED: &str = "kgp2-leaf";
 pub const BLOCK_VERSION: &str = "kgp2";
 
 /// One credited result.
@@ -45,11 +57,84 @@ pub struct Leaf {
     pub node_share: PicoEuros,
     pub cooperative_share: PicoEuros,
     pub credited_at: DateTime<Utc>,
+    /// What the credit was computed from (`kgp3`); absent in `kgp2` leaves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<CreditBasis>,
 }
+
+/// What a credit was computed from: the carbon signal of the node's zone and hour, and the
+/// rates of the rule that priced it. With the leaf's solar energy, it gives the leaf's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditBasis {
+    pub zone: Zone,
+    pub hour: DateTime<Utc>,
+    pub intensity_mg_per_kwh: i64,
+    pub intensity_kind: IntensityKind,
+    pub intensity_source: SourceName,
+    pub price_peur_per_kg: i64,
+    pub node_share_percent: u8,
+}
+
+impl CreditBasis {
+    pub fn new(signal: &Signal, policy: &CarbonPolicy) -> Self {
+        Self {
+            zone: signal.zone.clone(),
+            hour: signal.hour,
+            intensity_mg_per_kwh: signal.intensity_mg_per_kwh,
+            intensity_kind: signal.kind,
+            intensity_source: signal.source.clone(),
+            price_peur_per_kg: policy.price_pico_eur_per_kg,
+            node_share_percent: policy.node_share_percent,
+        }
+    }
+
+    /// The credit these inputs give for `solar`.
+    pub fn split(&self, solar: MicroWattHours) -> CreditSplit {
+        let policy = CarbonPolicy {
+            grid_intensity_mg_per_kwh: self.intensity_mg_per_kwh,
+            price_pico_eur_per_kg: self.price_peur_per_kg,
+            node_share_percent: self.node_share_percent,
+        };
+        policy.credit_at(solar, self.intensity_mg_per_kwh)
+    }
+
+    /// Rebuilds a basis from its stored columns (all present for a `kgp3` leaf, all absent for
+    /// a `kgp2` one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_columns(
+        zone: Option<String>,
+        hour: Option<DateTime<Utc>>,
+        intensity_mg_per_kwh: Option<i64>,
+        intensity_kind: Option<String>,
+        intensity_source: Option<String>,
+        price_peur_per_kg: Option<i64>,
+        node_share_percent: Option<i16>,
+    ) -> Result<Option<Self>, String> {
+        let (Some(zone), Some(hour), Some(intensity), Some(kind), Some(source), Some(price), Some(percent)) =
+            (zone, hour, intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            zone: Zone::parse(&zone).map_err(|error| error.reason)?,
+            hour,
+            intensity_mg_per_kwh: intensity,
+            intensity_kind: IntensityKind::parse(&kind).ok_or_else(|| format!("{kind:?} is not an intensity kind"))?,
+            intensity_source: SourceName::parse(&source)?,
+            price_peur_per_kg: price,
+            node_share_percent: u8::try_from(percent).map_err(|_| format!("{percent} is not a percentage"))?,
+        }))
+    }
+}
+
+/// The columns of a `proof_leaf` row, in the order [`Leaf`] readers select them.
+pub const LEAF_COLUMNS: &str = "block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, \
+    carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour, intensity_mg_per_kwh, \
+    intensity_kind, intensity_source, price_peur_per_kg, node_share_percent";
 
 impl Leaf {
     pub fn line(&self) -> String {
-        let mut line = String::with_capacity(200);
+        let mut line = String::with_capacity(256);
         self.write_line(&mut line);
         line
     }
@@ -57,20 +142,47 @@ impl Leaf {
     /// Appends the leaf line to `out` (a verifier reuses one buffer for every leaf).
     pub fn write_line(&self, out: &mut String) {
         use std::fmt::Write;
-        write!(
-            out,
-            "{LEAF_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|",
-            self.task_id,
-            self.node_id,
-            self.attempt,
-            self.energy.0,
-            self.solar.0,
-            self.carbon.0,
-            self.node_share.0,
-            self.cooperative_share.0,
-        )
-        .expect("writing to a string does not fail");
+        let (task, node, attempt, energy, solar) =
+            (self.task_id, self.node_id, self.attempt, self.energy.0, self.solar.0);
+        let written = match &self.basis {
+            None => write!(out, "{LEAF_VERSION_FIXED}|{task}|{node}|{attempt}|{energy}|{solar}|"),
+            Some(basis) => write!(out, "{LEAF_VERSION}|{task}|{node}|{attempt}|{energy}|{solar}|{}|", basis.zone)
+                .and_then(|()| {
+                    write_canonical_time(out, basis.hour);
+                    write!(
+                        out,
+                        "|{}|{}|{}|{}|{}|",
+                        basis.intensity_mg_per_kwh,
+                        basis.intensity_kind.as_str(),
+                        basis.intensity_source,
+                        basis.price_peur_per_kg,
+                        basis.node_share_percent
+                    )
+                }),
+        };
+        written
+            .and_then(|()| write!(out, "{}|{}|{}|", self.carbon.0, self.node_share.0, self.cooperative_share.0))
+            .expect("writing to a string does not fail");
         write_canonical_time(out, self.credited_at);
+    }
+
+    /// Why the leaf's figures do not follow from its basis, when they do not (`kgp2` leaves
+    /// carry no basis and are not recomputed).
+    pub fn misreckoned(&self) -> Option<String> {
+        let basis = self.basis.as_ref()?;
+        let expected = basis.split(self.solar);
+        let recorded = (self.carbon, self.node_share, self.cooperative_share);
+        (recorded != (expected.carbon_saved, expected.node_share, expected.cooperative_share)).then(|| {
+            format!(
+                "the credit does not follow from its basis: {} ng, {} + {} p€ recorded, {} ng, {} + {} p€ recomputed",
+                self.carbon.0,
+                self.node_share.0,
+                self.cooperative_share.0,
+                expected.carbon_saved.0,
+                expected.node_share.0,
+                expected.cooperative_share.0
+            )
+        })
     }
 
     pub fn hash(&self) -> Hash {
@@ -241,6 +353,9 @@ fn check_block(
         if hex::decode_to_slice(&stored.leaf_hash, &mut recorded).is_err() || recorded != hash {
             return Err((draft.height, Some(position), "the leaf does not match its hash".to_owned()));
         }
+        if let Some(reason) = stored.leaf.misreckoned() {
+            return Err((draft.height, Some(position), reason));
+        }
         hashes.push(hash);
     }
     if i64::try_from(leaves.len()).unwrap_or(i64::MAX) != draft.leaf_count {
@@ -397,6 +512,28 @@ mod tests {
             node_share: PicoEuros(189_000),
             cooperative_share: PicoEuros(81_000),
             credited_at: "2026-11-30T12:00:00.000001Z".parse().unwrap(),
+            basis: None,
+        }
+    }
+
+    /// A leaf credited at the signal of its zone and hour: 60 mWh of solar in DE at 412.5 g/kWh.
+    fn signal_leaf(index: u32) -> Leaf {
+        let basis = CreditBasis {
+            zone: Zone::parse("DE").unwrap(),
+            hour: "2026-11-30T11:00:00Z".parse().unwrap(),
+            intensity_mg_per_kwh: 412_500,
+            intensity_kind: IntensityKind::Average,
+            intensity_source: SourceName::parse("file:carbon-intensity-synthetic-2026.csv:lifecycle").unwrap(),
+            price_peur_per_kg: 25_000_000_000,
+            node_share_percent: 70,
+        };
+        let split = basis.split(MicroWattHours(60_000));
+        Leaf {
+            carbon: split.carbon_saved,
+            node_share: split.node_share,
+            cooperative_share: split.cooperative_share,
+            basis: Some(basis),
+            ..leaf(index)
         }
     }
 
@@ -416,7 +553,10 @@ mod tests {
         let mut prev = GENESIS_HASH.to_owned();
         (0..blocks)
             .map(|height| {
-                let leaves: Vec<Leaf> = (0..leaves_per_block).map(|index| leaf(height as u32 * 1000 + index)).collect();
+                let leaves: Vec<Leaf> = (0..leaves_per_block)
+                    .map(|index| height as u32 * 1000 + index)
+                    .map(|index| if index % 2 == 0 { leaf(index) } else { signal_leaf(index) })
+                    .collect();
                 let hashes: Vec<Hash> = leaves.iter().map(Leaf::hash).collect();
                 let block =
                     BlockDraft::of_leaves(height as i64 + 1, &prev, &hashes, storable_time(Utc::now()), 6).mine();
@@ -458,6 +598,57 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_leaf_line_carries_its_basis_and_its_figures_follow_from_it() {
+        let nil = "00000000-0000-0000-0000-000000000002";
+        let leaf = signal_leaf(1);
+        // 60,000 µWh × 412,500 mg/kWh ÷ 1000 = 24,750,000 ng; × €0.025/kg = 618,750 p€; 70 % = 433,125.
+        assert_eq!(
+            leaf.line(),
+            format!(
+                "kgp3-leaf|{nil}|00000000-0000-0000-0000-000000000007|1|100001|60000|DE|2026-11-30T11:00:00.000000Z|\
+                 412500|average|file:carbon-intensity-synthetic-2026.csv:lifecycle|25000000000|70|24750000|433125|185625|\
+                 2026-11-30T12:00:00.000001Z"
+            )
+        );
+        assert_eq!(leaf.misreckoned(), None);
+        let inflated = Leaf { carbon: Nanograms(24_750_001), ..leaf.clone() };
+        assert!(inflated.misreckoned().unwrap().contains("does not follow from its basis"));
+        // A leaf whose figures were inflated, then re-hashed, is named by the verifier.
+        let mut blocks = chain(2, 4);
+        blocks[1].1[1].leaf.node_share = PicoEuros(blocks[1].1[1].leaf.node_share.0 * 2);
+        blocks[1].1[1].leaf_hash = hex::encode(blocks[1].1[1].leaf.hash());
+        let broken = verify(&blocks).unwrap();
+        assert_eq!((broken.height, broken.leaf_index), (2, Some(1)));
+        assert!(broken.reason.contains("does not follow from its basis"), "{}", broken.reason);
+    }
+
+    #[test]
+    fn a_basis_is_all_its_columns_or_none() {
+        let basis = signal_leaf(1).basis.unwrap();
+        let columns = CreditBasis::from_columns(
+            Some("DE".into()),
+            Some(basis.hour),
+            Some(412_500),
+            Some("average".into()),
+            Some(basis.intensity_source.to_string()),
+            Some(25_000_000_000),
+            Some(70),
+        );
+        assert_eq!(columns, Ok(Some(basis.clone())));
+        assert_eq!(CreditBasis::from_columns(None, None, None, None, None, None, None), Ok(None));
+        let bad_kind = CreditBasis::from_columns(
+            Some("DE".into()),
+            Some(basis.hour),
+            Some(1),
+            Some("median".into()),
+            Some("fixed".into()),
+            Some(1),
+            Some(70),
+        );
+        assert!(bad_kind.is_err());
+    }
+
+    #[test]
     fn a_mined_block_meets_its_difficulty() {
         let block = BlockDraft::of_leaves(1, GENESIS_HASH, &[leaf(0).hash()], Utc::now(), 10).mine();
         assert!(leading_zero_bits(&hex::decode(&block.hash).unwrap()) >= 10);
@@ -487,9 +678,10 @@ mod tests {
 
     #[test]
     fn a_leaf_edited_with_its_hash_breaks_the_root() {
+        // Leaf 2 is a kgp2 leaf: nothing in it to recompute, so the root is what breaks.
         let mut blocks = chain(3, 5);
-        blocks[1].1[3].leaf.solar = MicroWattHours(60_001);
-        blocks[1].1[3].leaf_hash = hex::encode(blocks[1].1[3].leaf.hash());
+        blocks[1].1[2].leaf.solar = MicroWattHours(60_001);
+        blocks[1].1[2].leaf_hash = hex::encode(blocks[1].1[2].leaf.hash());
         let broken = verify(&blocks).unwrap();
         assert_eq!((broken.height, broken.leaf_index), (2, None));
         assert!(broken.reason.contains("Merkle root"));

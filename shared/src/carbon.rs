@@ -99,10 +99,17 @@ pub struct CreditSplit {
 }
 
 impl CarbonPolicy {
-    /// Credits for a task that drew `solar` from the sun. Negative energy earns nothing.
+    /// Credits for a task that drew `solar` from the sun, at the fixed intensity.
     pub fn credit(&self, solar: MicroWattHours) -> CreditSplit {
+        self.credit_at(solar, self.grid_intensity_mg_per_kwh)
+    }
+
+    /// Credits for a task that drew `solar` from the sun where the grid it displaced emitted
+    /// `intensity_mg_per_kwh` (the signal of the node's zone and hour). Negative energy or
+    /// intensity earns nothing.
+    pub fn credit_at(&self, solar: MicroWattHours, intensity_mg_per_kwh: i64) -> CreditSplit {
         let solar_uwh = i128::from(solar.0.max(0));
-        let carbon_ng = solar_uwh * i128::from(self.grid_intensity_mg_per_kwh) / 1_000;
+        let carbon_ng = solar_uwh * i128::from(intensity_mg_per_kwh.max(0)) / 1_000;
         let total = carbon_ng * i128::from(self.price_pico_eur_per_kg) / 1_000_000_000_000;
         let node = total * i128::from(self.node_share_percent) / 100;
         let split = CreditSplit {

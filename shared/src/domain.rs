@@ -76,6 +76,9 @@ pub struct NodeSpec {
     cpu_cores: u16,
     has_solar: bool,
     location: String,
+    /// Its carbon zone; absent in registrations written before zones (the grid's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<crate::signals::Zone>,
 }
 
 impl NodeSpec {
@@ -87,7 +90,16 @@ impl NodeSpec {
             return Err(FieldError::new("cpu_cores", format!("must be between 1 and {}", Self::MAX_CORES)));
         }
         let location = bounded_text("location", location, 100)?;
-        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location })
+        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location, zone: None })
+    }
+
+    /// The same node in the carbon zone `zone`.
+    pub fn in_zone(self, zone: crate::signals::Zone) -> Self {
+        Self { zone: Some(zone), ..self }
+    }
+
+    pub fn zone(&self) -> Option<&crate::signals::Zone> {
+        self.zone.as_ref()
     }
     pub fn name(&self) -> &str {
         &self.name

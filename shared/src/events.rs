@@ -9,6 +9,7 @@ use crate::carbon::{CarbonPolicy, CreditSplit, MicroWattHours};
 use crate::domain::{Priority, RejectionReason};
 use crate::ids::{CoproprieteId, NodeId, OrganizationId, OwnerId, TaskId};
 use crate::reasons::{TaskReason, task_reason_or_text};
+use crate::signals::{Signal, Zone};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrganizationCreated {
@@ -24,6 +25,9 @@ pub struct NodeRegistered {
     pub cpu_cores: u16,
     pub has_solar: bool,
     pub location: String,
+    /// Its carbon zone (absent in events written before zones: the grid's default, BE then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<Zone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,11 +209,26 @@ pub struct CreditsDistributed {
     pub node_id: NodeId,
     pub solar_contribution: MicroWattHours,
     pub policy: CarbonPolicy,
+    /// The intensity the credit used (its zone's and hour's, from the source named); absent
+    /// in events written before signals, whose credits used `policy`'s fixed intensity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Signal>,
     pub split: CreditSplit,
     /// The credit's leaf in the proof chain (absent for credits chained as `kgp1` links, which
     /// had a `GreenProofAppended` each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leaf: Option<LeafPosition>,
+}
+
+impl CreditsDistributed {
+    /// The credit its inputs give: the solar energy at the recorded signal's intensity (or, for
+    /// a credit from before signals, the policy's fixed one), priced by the policy. Replay
+    /// compares it with `split`.
+    pub fn recomputed(&self) -> CreditSplit {
+        let intensity =
+            self.signal.as_ref().map_or(self.policy.grid_intensity_mg_per_kwh, |signal| signal.intensity_mg_per_kwh);
+        self.policy.credit_at(self.solar_contribution, intensity)
+    }
 }
 
 /// Where a credit's leaf sits, and what else its leaf line holds: with the event's other
@@ -356,6 +375,7 @@ mod tests {
                 cpu_cores: 4,
                 has_solar: true,
                 location: "Namur".into(),
+                zone: Some(Zone::parse("BE").unwrap()),
             }),
             Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: vec![task_id] }),
             Event::TaskAccepted(TaskAccepted {
@@ -445,7 +465,10 @@ mod tests {
                 node_id,
                 solar_contribution: MicroWattHours(60),
                 policy: CarbonPolicy::default(),
-                split: CarbonPolicy::default().credit(MicroWattHours(60)),
+                signal: Some(
+                    crate::signals::SignalBook::fixed(150_000).lookup(&Zone::parse("FR").unwrap(), Utc::now()),
+                ),
+                split: CarbonPolicy::default().credit_at(MicroWattHours(60), 150_000),
                 leaf: Some(LeafPosition {
                     block_height: 3,
                     leaf_index: 17,

@@ -9,6 +9,7 @@
 //! - [`keys`]: Redis key and stream names under a namespace; [`live`]: heartbeat state, eco score.
 //! - [`reasons`]: why a task is where it is ([`reasons::TaskReason`]) and why a message was
 //!   refused ([`reasons::Refusal`]), serialised in one place.
+//! - [`signals`]: carbon intensity per zone and hour, from a chain of sources.
 //! - [`settings`]: settings read by several services, parsed from environment-like lookups.
 
 pub mod blocks;
@@ -28,3 +29,4 @@ pub mod metrics;
 pub mod proof;
 pub mod reasons;
 pub mod settings;
+pub mod signals;

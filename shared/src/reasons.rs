@@ -221,6 +221,9 @@ pub enum Refusal {
     UnknownIssuer,
     #[error("a node with this id or token already exists")]
     NodeExists,
+    /// A registration in a carbon zone the grid does not know (`GRID_ZONES`).
+    #[error("the grid knows no carbon zone {zone}")]
+    UnknownZone { zone: String },
     /// A cancellation of a task that is not open (or not the organisation's).
     #[error("the task is not open (already final, or not found)")]
     TaskNotOpen,
@@ -254,6 +257,7 @@ impl Refusal {
             Self::OrganizationNotFound => "organization_not_found",
             Self::UnknownIssuer => "unknown_issuer",
             Self::NodeExists => "node_exists",
+            Self::UnknownZone { .. } => "unknown_zone",
             Self::TaskNotOpen => "task_not_open",
             Self::NoConsentToRevoke => "no_consent_to_revoke",
             Self::NoOrganization => "no_organization",

@@ -5,6 +5,7 @@ use crate::carbon::{CarbonPolicy, parse_scaled_decimal};
 use crate::keys::Keys;
 use crate::live::DEFAULT_MAX_MILLIWATTS_PER_CORE;
 use crate::proof::MAX_DIFFICULTY;
+use crate::signals::{Zone, parse_zones};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -22,6 +23,11 @@ pub struct GridSettings {
     pub carbon: CarbonPolicy,
     pub proof_difficulty: u8,
     pub max_milliwatts_per_core: i64,
+    /// The carbon zones nodes may register in (`GRID_ZONES`, default those of the bundled
+    /// intensity file), the default one included.
+    pub zones: Vec<Zone>,
+    /// The zone of a node that names none (`GRID_DEFAULT_ZONE`, default `BE`).
+    pub default_zone: Zone,
 }
 
 impl Default for GridSettings {
@@ -67,9 +73,17 @@ impl GridSettings {
             let milliwatts = parse_scaled_decimal(text, 3)?;
             if milliwatts == 0 { Err("must be above 0".to_owned()) } else { Ok(milliwatts) }
         })?;
+        let default_zone =
+            read(&lookup, "GRID_DEFAULT_ZONE", "BE", |text| Zone::parse(text).map_err(|error| error.reason))?;
+        let mut zones = read(&lookup, "GRID_ZONES", "BE,DE,FR", parse_zones)?;
+        if !zones.contains(&default_zone) {
+            zones.push(default_zone.clone());
+        }
         Ok(Self {
             keys,
             node_ttl_ms,
+            zones,
+            default_zone,
             carbon: CarbonPolicy { grid_intensity_mg_per_kwh, price_pico_eur_per_kg, node_share_percent },
             proof_difficulty,
             max_milliwatts_per_core,
@@ -89,6 +103,20 @@ mod tests {
         assert_eq!(settings.carbon, CarbonPolicy::default());
         assert_eq!(settings.max_milliwatts_per_core, 2_000);
         assert_eq!(settings.proof_difficulty, 8);
+        assert_eq!(settings.default_zone.as_str(), "BE");
+        let zones: Vec<&str> = settings.zones.iter().map(Zone::as_str).collect();
+        assert_eq!(zones, ["BE", "DE", "FR"]);
+    }
+
+    #[test]
+    fn the_default_zone_is_always_a_known_zone() {
+        let map: HashMap<&str, &str> = [("GRID_ZONES", "FR"), ("GRID_DEFAULT_ZONE", "NL")].into();
+        let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();
+        let zones: Vec<&str> = settings.zones.iter().map(Zone::as_str).collect();
+        assert_eq!(zones, ["FR", "NL"]);
+        let map: HashMap<&str, &str> = [("GRID_DEFAULT_ZONE", "be")].into();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
+        assert_eq!(error.variable, "GRID_DEFAULT_ZONE");
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn events_of(task_id: TaskId, node_id: NodeId) -> [Event; 5] {
             node_id,
             solar_contribution: solar,
             policy,
+            signal: None,
             split: policy.credit(solar),
             leaf: None,
         }),
@@ -90,6 +91,9 @@ fn leaf_of(task_id: TaskId, node_id: NodeId) -> Leaf {
         node_share: split.node_share,
         cooperative_share: split.cooperative_share,
         credited_at: storable_time(Utc::now()),
+        // The synthetic archive is of fixed-intensity (kgp2) leaves, as a grid from before
+        // carbon signals holds them; a kgp3 line is about 120 bytes longer to hash.
+        basis: None,
     }
 }
 

@@ -244,6 +244,20 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
     forged["proofs"][0]["leaf_line"] = json!(line);
     let (code, _) = python_verifier(&["--proof"], &forged).await;
     assert_eq!(code, Some(1), "a forged leaf line is refused");
+    // The leaf records the carbon signal its credit used (kgp3). A forger who inflates the
+    // credit in the line and re-hashes it is caught: the figures no longer follow from it.
+    let line = proofs["proofs"][0]["leaf_line"].as_str().unwrap();
+    let mut fields: Vec<String> = line.split('|').map(str::to_owned).collect();
+    assert_eq!((fields[0].as_str(), fields.len()), ("kgp3-leaf", 17), "{line}");
+    assert_eq!(fields[6], "BE", "the node's zone: the grid's default");
+    fields[13] = (fields[13].parse::<i64>().unwrap() + 1_000).to_string();
+    let inflated_line = fields.join("|");
+    let mut inflated = proofs.clone();
+    inflated["proofs"][0]["leaf_hash"] = json!(hex::encode(grid_shared::merkle::leaf_hash(inflated_line.as_bytes())));
+    inflated["proofs"][0]["leaf_line"] = json!(inflated_line);
+    let (code, checked) = python_verifier(&["--proof"], &inflated).await;
+    assert_eq!(code, Some(1), "{checked}");
+    assert!(checked["proofs"][0]["reason"].as_str().unwrap().contains("does not follow from its basis"), "{checked}");
 
     // An edited leaf is named; a forged block appended is found.
     let edit = |delta: i64| {

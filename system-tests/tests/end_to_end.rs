@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{OPERATOR_KEY, eventually, spawn_system};
 use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
+use grid_shared::signals::{Basis, SignalBook, Zone, bundled_layer};
 use grid_worker::simulate::{FleetConfig, launch};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -114,11 +115,21 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     let entries: i64 = sqlx::query_scalar("select count(*) from credit_entry").fetch_one(&pool).await.unwrap();
     assert_eq!((proofs, entries), (100, 200));
 
-    // Credits follow the formula, and the shares add up exactly.
+    // Credits follow the formula at the intensity of the node's zone (the default, BE) in the
+    // hour of the credit, from the bundled file, and the shares add up exactly.
     let policy = CarbonPolicy::default();
+    let signals = SignalBook::fixed(policy.grid_intensity_mg_per_kwh).then(bundled_layer(Basis::Lifecycle));
     for task in &tasks {
         let solar = MicroWattHours((task["solar_contribution_wh"].as_f64().unwrap() * 1e6).round() as i64);
-        let split = policy.credit(solar);
+        let credit = &task["credits"][0];
+        assert_eq!(task["credits"].as_array().map(Vec::len), Some(1), "{task}");
+        let hour: chrono::DateTime<chrono::Utc> = serde_json::from_value(credit["hour"].clone()).unwrap();
+        let expected = signals.lookup(&Zone::parse("BE").unwrap(), hour);
+        assert_eq!(credit["zone"], "BE");
+        assert_eq!(credit["intensity_mg_per_kwh"].as_i64(), Some(expected.intensity_mg_per_kwh), "{credit}");
+        assert_eq!(credit["intensity_source"], expected.source.as_str());
+        assert_eq!(credit["intensity_kind"], "average");
+        let split = policy.credit_at(solar, expected.intensity_mg_per_kwh);
         assert_eq!(task["carbon_saved_ng"].as_i64(), Some(split.carbon_saved.0), "{task}");
         assert_eq!(task["node_share_peur"].as_i64(), Some(split.node_share.0));
         assert_eq!(task["cooperative_share_peur"].as_i64(), Some(split.cooperative_share.0));

@@ -137,7 +137,8 @@ async fn energy_a_node_could_not_have_used_is_not_credited(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn an_existing_koprogo_node_client_works_through_the_grid_routes(pool: PgPool) {
-    let system = spawn_system(pool, &[]).await;
+    // Credits at the fixed factor alone (the chain `fixed`), so that the figures below are the README's.
+    let system = spawn_system(pool, &[("GRID_CARBON_SOURCES", "fixed")]).await;
     let (_, api_key) = system.organization("Legacy").await;
     let registered = system
         .post(

@@ -79,6 +79,7 @@ export async function nodeView(root: HTMLElement, signal: AbortSignal, nodeId: s
       ["Id", el("code", {}, node.node_id)],
       ["Organisation", node.organization_name],
       ["Where", node.location],
+      ["Carbon zone", node.zone],
       ["Cores", String(node.cpu_cores)],
       ["Panels", node.has_solar ? "yes" : "no"],
       ["Registered", when(node.registered_at)],

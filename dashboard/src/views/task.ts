@@ -4,7 +4,7 @@
 
 import { api, problem, type Task, type TaskEvent } from "../client";
 import { button, el, exact, facts, link, notice, table } from "../dom";
-import { between, co2, duration, energy, kindName, money, percent, shortId, watts, when } from "../format";
+import { between, co2, duration, energy, intensity, kindName, money, percent, shortId, sourceName, watts, when } from "../format";
 import { subscribe } from "../live";
 import { go, href } from "../router";
 import { verifyInclusion } from "../proof";
@@ -57,7 +57,9 @@ function sentence(event: TaskEvent, names: Map<string, string>): string | null {
     case "CreditsDistributed": {
       const split = payload.split as Payload;
       const leaf = payload.leaf as Payload | undefined;
-      return `Credited ${money(split.node_share)} to ${node(payload.node_id)}'s owner and ${money(split.cooperative_share)} to the cooperative fund (70/30), ${co2(split.carbon_saved)} avoided${leaf ? `; leaf ${leaf.leaf_index} of proof block ${leaf.block_height}` : ""}`;
+      const used = payload.signal as Payload | undefined;
+      const at = used ? ` at ${used.zone}'s ${intensity(used.intensity_mg_per_kwh)} (${sourceName(used.source)})` : "";
+      return `Credited ${money(split.node_share)} to ${node(payload.node_id)}'s owner and ${money(split.cooperative_share)} to the cooperative fund (70/30), ${co2(split.carbon_saved)} avoided${at}${leaf ? `; leaf ${leaf.leaf_index} of proof block ${leaf.block_height}` : ""}`;
     }
     case "GreenProofAppended": return `Chained as green-proof link ${payload.seq}`;
     default: return null;
@@ -144,6 +146,28 @@ function inputOf(task: Task): HTMLElement {
   }
   return facts([["Building", String(input.building_id ?? "—")], ["Months simulated", String(input.simulation_months ?? "—")],
     ["Participants", `${input.participants ?? "—"} (their readings are not shown)`]]);
+}
+
+/** How each credit was computed: the zone, hour and intensity it used, and where that came
+ * from, with the rule that turns them into the figures (so anyone can recompute them). */
+function carbon(task: Task, names: Map<string, string>): HTMLElement {
+  return el("section", { id: "task-carbon" },
+    el("h3", {}, "How the credit was computed"),
+    el("p", { class: "hint" }, "CO₂ avoided = the sun's energy × the grid intensity of the node's zone in that hour; "
+      + "its value = CO₂ × the price per kg, 70 % to the node's owner, 30 % to the cooperative fund (each step rounds down)."),
+    table("Credits and the carbon signal each used", ["Node", "Zone", "Hour (UTC)", "Grid intensity", "Kind", "Source", "Sun", "CO₂ avoided", "Node's share", "Cooperative"],
+      task.credits.map((one) => el("tr", {},
+        el("td", {}, link(href(["nodes", one.node_id]), names.get(one.node_id) ?? shortId(one.node_id))),
+        el("td", {}, one.zone ?? "—"),
+        el("td", {}, one.hour ? when(one.hour, false) : "—"),
+        el("td", {}, one.intensity_mg_per_kwh == null ? "fixed factor"
+          : exact(intensity(one.intensity_mg_per_kwh), `${one.intensity_mg_per_kwh} mg CO₂/kWh`)),
+        el("td", {}, one.intensity_kind ?? "average"),
+        el("td", {}, sourceName(one.intensity_source)),
+        el("td", {}, exact(energy(one.solar_uwh / 1e6), `${one.solar_uwh} µWh`)),
+        el("td", {}, exact(co2(one.carbon_saved_ng), `${one.carbon_saved_ng} ng`)),
+        el("td", {}, exact(money(one.node_share_peur), `${one.node_share_peur} p€`)),
+        el("td", {}, exact(money(one.cooperative_share_peur), `${one.cooperative_share_peur} p€`))))));
 }
 
 async function proofs(task: Task, container: HTMLElement, signal: AbortSignal) {
@@ -238,6 +262,7 @@ export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: s
           : exact(`${credit(task)} · ${co2(task.carbon_saved_ng)} avoided`,
             `node ${task.node_share_peur} p€ + cooperative ${task.cooperative_share_peur} p€; ${task.carbon_saved_ng} ng CO₂ (node share ${money(task.node_share_peur)})`)],
       ]),
+      task.credits.length > 0 ? carbon(task, names) : "",
       el("h3", {}, "Timeline"), timeline(task, history?.events ?? null, names),
       history?.truncated ? notice("Its first 1,000 events are listed.") : "",
       el("h3", {}, "Why it went where it went"), why(task, names),

@@ -2,7 +2,7 @@
 //! pages as `GET /v1/proofs/links` and `GET /v1/proofs`; and the inclusion proofs of a task's
 //! credited results (`GET /v1/proofs/tasks/{task_id}`).
 
-use grid_shared::blocks::{ChainAudit, StoredLeaf};
+use grid_shared::blocks::{ChainAudit, CreditBasis, LEAF_COLUMNS, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::merkle::{self, Hash};
@@ -96,11 +96,10 @@ async fn block_leaves(
     first: i64,
     last: i64,
 ) -> Result<std::collections::HashMap<i64, Vec<StoredLeaf>>, ApiError> {
-    let rows = sqlx::query(
-        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
-             cooperative_peur, credited_at, leaf_hash
-         from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index",
-    )
+    // LEAF_COLUMNS is a constant: nothing from outside enters the statement.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {LEAF_COLUMNS} from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index"
+    )))
     .bind(first)
     .bind(last)
     .fetch_all(&state.pool)
@@ -127,6 +126,16 @@ fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Error> {
             node_share: PicoEuros(row.try_get("node_peur")?),
             cooperative_share: PicoEuros(row.try_get("cooperative_peur")?),
             credited_at: row.try_get("credited_at")?,
+            basis: CreditBasis::from_columns(
+                row.try_get("zone")?,
+                row.try_get("intensity_hour")?,
+                row.try_get("intensity_mg_per_kwh")?,
+                row.try_get("intensity_kind")?,
+                row.try_get("intensity_source")?,
+                row.try_get("price_peur_per_kg")?,
+                row.try_get("node_share_percent")?,
+            )
+            .map_err(|reason| sqlx::Error::Decode(format!("proof_leaf basis: {reason}").into()))?,
         },
         leaf_hash: row.try_get("leaf_hash")?,
     })
@@ -158,6 +167,9 @@ pub struct InclusionView {
     pub node_id: uuid::Uuid,
     /// `sealed`, or `pending` until the leaf's block is sealed (within about a second).
     pub status: String,
+    /// `kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|
+    /// intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`
+    /// (one line), or for credits from before carbon signals
     /// `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`.
     pub leaf_line: String,
     /// SHA-256 of 0x00 followed by the leaf line.
@@ -196,11 +208,9 @@ pub async fn task_proofs(
     if !visible {
         return Ok(None);
     }
-    let rows = sqlx::query(
-        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
-             cooperative_peur, credited_at, leaf_hash
-         from proof_leaf where task_id = $1 order by block_height, leaf_index",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {LEAF_COLUMNS} from proof_leaf where task_id = $1 order by block_height, leaf_index"
+    )))
     .bind(task_id.as_uuid())
     .fetch_all(&state.pool)
     .await?;

@@ -68,6 +68,10 @@ pub struct TaskView {
     pub quorum: i16,
     /// Every result reported for the task's assignments, in order.
     pub results: Vec<ResultView>,
+    /// Each credited result, with the carbon signal it was credited at: its node's zone, the
+    /// hour, the intensity and where it came from. The task's `carbon_saved_ng` and shares are
+    /// their sums.
+    pub credits: Vec<CreditView>,
     /// Why the task went where it went: the payload of its latest `TaskAssigned` event
     /// (`node_id`, `attempt`, and the `chosen` node and `runner_up` with their score inputs:
     /// solar watts, CPU usage, eco score, cores, running). Absent before its first assignment.
@@ -85,6 +89,37 @@ pub struct ResultView {
     /// Why the reported energy earns no credit, when it does not.
     pub refusal: Option<String>,
     pub reported_at: DateTime<Utc>,
+}
+
+/// One credited result: what it earned and the intensity it was computed from. Anyone can
+/// recompute it: `carbon_saved_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000`, the total in
+/// pico-euros `= carbon_saved_ng × price_peur_per_kg ÷ 10^12`, `node_share_peur = total ×
+/// node_share_percent ÷ 100`, the cooperative's share the rest (each division rounds down).
+/// The signal fields are absent for credits made before carbon signals (at the then fixed
+/// intensity, 180,000 mg/kWh by default).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreditView {
+    pub node_id: uuid::Uuid,
+    pub attempt: i32,
+    pub solar_uwh: i64,
+    /// The node's carbon zone (Electricity Maps zone id).
+    pub zone: Option<String>,
+    /// The UTC hour whose intensity was used (the hour the result was credited in).
+    pub hour: Option<DateTime<Utc>>,
+    /// mg CO₂ per kWh (integer).
+    pub intensity_mg_per_kwh: Option<i64>,
+    /// `average` or `marginal`.
+    pub intensity_kind: Option<String>,
+    /// Where the intensity came from: `file:<name>:<basis>` (with `+typical-<year>` when a
+    /// bundled typical year answered another year's hour), `electricitymaps:<basis>`,
+    /// `watttime:co2_moer`, or `fixed` (the configured factor, when no source knew the hour).
+    pub intensity_source: Option<String>,
+    pub price_peur_per_kg: Option<i64>,
+    pub node_share_percent: Option<i16>,
+    pub carbon_saved_ng: i64,
+    pub node_share_peur: i64,
+    pub cooperative_share_peur: i64,
+    pub credited_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -107,6 +142,14 @@ const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node
                     'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
                     'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
          from task_result r where r.task_id = t.task_id) as results,
+        (select coalesce(jsonb_agg(jsonb_build_object('node_id', l.node_id, 'attempt', l.attempt,
+                    'solar_uwh', l.solar_uwh, 'zone', l.zone, 'hour', l.intensity_hour,
+                    'intensity_mg_per_kwh', l.intensity_mg_per_kwh, 'intensity_kind', l.intensity_kind,
+                    'intensity_source', l.intensity_source, 'price_peur_per_kg', l.price_peur_per_kg,
+                    'node_share_percent', l.node_share_percent, 'carbon_saved_ng', l.carbon_ng,
+                    'node_share_peur', l.node_peur, 'cooperative_share_peur', l.cooperative_peur,
+                    'credited_at', l.credited_at) order by l.block_height, l.leaf_index), '[]'::jsonb)
+         from proof_leaf l where l.task_id = t.task_id) as credits,
         (select e.envelope -> 'payload' from event e where e.seq = t.assignment_seq) as assignment
     from task t
     left join lateral (
@@ -154,6 +197,8 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         quorum: row.try_get("quorum")?,
         results: serde_json::from_value(row.try_get("results")?)
             .map_err(|error| sqlx::Error::Decode(format!("task results: {error}").into()))?,
+        credits: serde_json::from_value(row.try_get("credits")?)
+            .map_err(|error| sqlx::Error::Decode(format!("task credits: {error}").into()))?,
         assignment: row.try_get("assignment")?,
     })
 }

@@ -87,7 +87,12 @@ pub async fn blocks(
 #[utoipa::path(get, path = "/v1/proofs/tasks/{task_id}", tag = "ledger",
     params(("task_id" = uuid::Uuid, Path, description = "The task")), security(("bearer" = [])),
     description = "The inclusion proof of each credited result of the task: the leaf line \
-                   (`kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at`), \
+                   (`kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|\
+                   intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`, whose \
+                   figures follow from its inputs: carbon_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000, total = carbon_ng × \
+                   price_peur_per_kg ÷ 10^12, node_peur = total × node_share_percent ÷ 100, cooperative_peur = total − node_peur, \
+                   each division rounding down; credits from before carbon signals have the `kgp2-leaf|task_id|node_id|attempt|\
+                   energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at` line), \
                    its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf \
                    up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with \
                    the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain \

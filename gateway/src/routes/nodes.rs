@@ -10,13 +10,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use grid_shared::carbon::MicroWattHours;
-use grid_shared::domain::NodeSpec;
+use grid_shared::domain::{FieldError, NodeSpec};
 use grid_shared::envelope::Envelope;
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::live::{Heartbeat, HeartbeatEntry, eco_score};
 use grid_shared::messages::{
     Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
+use grid_shared::signals::Zone;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,6 +53,24 @@ pub struct RegisterNodeRequest {
     pub has_solar: bool,
     #[schema(min_length = 1, max_length = 100)]
     pub location: String,
+    /// The node's carbon zone, an Electricity Maps zone id (`BE`, `FR`, `DE`, ...): its credits
+    /// use that zone's grid intensity at the hour of the work. One of the zones the grid knows
+    /// (`GRID_ZONES`); absent, the grid's default zone (`GRID_DEFAULT_ZONE`, `BE`).
+    #[serde(default)]
+    #[schema(example = "BE", pattern = "^[A-Z][A-Z0-9-]{0,31}$")]
+    pub zone: Option<String>,
+}
+
+/// The zone a registration names, checked against the zones the grid knows, or the default.
+pub fn registration_zone(state: &AppState, requested: Option<&str>) -> Result<Zone, ApiError> {
+    let grid = &state.config.grid;
+    let Some(requested) = requested else { return Ok(grid.default_zone.clone()) };
+    let zone = Zone::parse(requested)?;
+    if !grid.zones.contains(&zone) {
+        let known: Vec<&str> = grid.zones.iter().map(Zone::as_str).collect();
+        return Err(FieldError::new("zone", format!("the grid knows the zones {}", known.join(", "))).into());
+    }
+    Ok(zone)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -70,7 +89,8 @@ pub async fn register(
     request: &RegisterNodeRequest,
 ) -> Result<RegisterNodeResponse, ApiError> {
     caller.organization()?;
-    let spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?;
+    let spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?
+        .in_zone(registration_zone(state, request.zone.as_deref())?);
     let node_id = NodeId::new();
     let token = new_secret(NODE_TOKEN_PREFIX);
     let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: Sha256Hex::of_secret(&token) });

@@ -1,7 +1,7 @@
 //! Reading the stored chain back and verifying it: the `kgp1` links page by page from the
 //! first, then the `kgp2` blocks with their leaves.
 
-use grid_shared::blocks::{Block, BlockDraft, ChainAudit, Leaf, StoredLeaf};
+use grid_shared::blocks::{Block, BlockDraft, ChainAudit, CreditBasis, LEAF_COLUMNS, Leaf, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::proof::{ChainVerdict, ProofDraft, ProofLink};
@@ -79,11 +79,10 @@ pub async fn load_block_page(
     }
     let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { return Ok(blocks) };
     let (first, last) = (first.0.draft.height, last.0.draft.height);
-    let leaves = sqlx::query(
-        "select block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng, node_peur,
-             cooperative_peur, credited_at, leaf_hash
-         from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index",
-    )
+    // LEAF_COLUMNS is a constant: nothing from outside enters the statement.
+    let leaves = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {LEAF_COLUMNS} from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index"
+    )))
     .bind(first)
     .bind(last)
     .fetch_all(pool)
@@ -111,6 +110,16 @@ pub fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Erro
             node_share: PicoEuros(row.try_get("node_peur")?),
             cooperative_share: PicoEuros(row.try_get("cooperative_peur")?),
             credited_at: row.try_get("credited_at")?,
+            basis: CreditBasis::from_columns(
+                row.try_get("zone")?,
+                row.try_get("intensity_hour")?,
+                row.try_get("intensity_mg_per_kwh")?,
+                row.try_get("intensity_kind")?,
+                row.try_get("intensity_source")?,
+                row.try_get("price_peur_per_kg")?,
+                row.try_get("node_share_percent")?,
+            )
+            .map_err(|reason| sqlx::Error::Decode(format!("proof_leaf basis: {reason}").into()))?,
         },
         leaf_hash: row.try_get("leaf_hash")?,
     })

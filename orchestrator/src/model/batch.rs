@@ -9,6 +9,7 @@ use grid_shared::envelope::{Envelope, Origin};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::reasons::{Refusal, TaskReason};
+use grid_shared::signals::Zone;
 use std::sync::Arc;
 
 use crate::model::context::Context;
@@ -147,6 +148,7 @@ pub struct NodeInsert {
     pub has_solar: bool,
     pub location: String,
     pub token_hash: String,
+    pub zone: Zone,
 }
 
 /// A task that failed for good, for the dead-letter stream.

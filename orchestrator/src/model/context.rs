@@ -1,13 +1,17 @@
-//! What a decision takes from the world: the time, fresh ids and random draws, all from one
-//! [`Context`] handed to the decide path. Nothing under it reads the clock, makes a UUID or
+//! What a decision takes from the world: the time, fresh ids, random draws and the carbon
+//! signals (the intensity of each zone by hour), all from one [`Context`] handed to the decide
+//! path. Nothing under it reads the clock, makes a UUID or
 //! asks the operating system for randomness, so a seeded simulation replays any history
 //! exactly (`crate::simulation`).
 //!
 //! The writer seeds its context once from the operating system when it takes over and sets its
 //! time at each step; the simulator seeds it from the seed it explores.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use grid_shared::ids::MessageId;
+use grid_shared::signals::SignalBook;
 
 /// A small, fast, seedable generator (xoshiro256**, seeded through splitmix64). Not for
 /// secrets: it draws spot checks and makes ids unique, nothing an attacker could exploit by
@@ -69,17 +73,21 @@ impl Rng {
     }
 }
 
-/// The clock, id source and random draws of the decide path.
+/// The clock, id source, random draws and carbon signals of the decide path.
 #[derive(Debug, Clone)]
 pub struct Context {
     now: DateTime<Utc>,
     rng: Rng,
+    /// Fetched off the decide path (the writer's signal fetcher) and swapped in between steps.
+    signals: Arc<SignalBook>,
 }
 
 impl Context {
     /// A context drawing from `seed` (simulations and tests).
     pub fn seeded(seed: u64, now: DateTime<Utc>) -> Self {
-        Self { now, rng: Rng::seeded(seed) }
+        let signals =
+            Arc::new(SignalBook::fixed(grid_shared::carbon::CarbonPolicy::default().grid_intensity_mg_per_kwh));
+        Self { now, rng: Rng::seeded(seed), signals }
     }
 
     /// A context seeded once from the operating system (a writer taking over).
@@ -96,6 +104,16 @@ impl Context {
     /// Moves the decisions' time (the writer at each step, the simulator as its clock goes).
     pub fn set_now(&mut self, now: DateTime<Utc>) {
         self.now = now;
+    }
+
+    /// The carbon signals decisions credit with.
+    pub fn signals(&self) -> &Arc<SignalBook> {
+        &self.signals
+    }
+
+    /// Hands the decisions a newer book of signals (the writer, when its fetcher has news).
+    pub fn set_signals(&mut self, signals: Arc<SignalBook>) {
+        self.signals = signals;
     }
 
     /// A fresh message id (an event's envelope).

@@ -10,7 +10,7 @@
 //! not expect) is an `Err(Refusal)`, and changes nothing: no transition panics.
 
 use chrono::{DateTime, Duration, Utc};
-use grid_shared::blocks::Leaf;
+use grid_shared::blocks::{CreditBasis, Leaf};
 use grid_shared::carbon::{CreditSplit, MicroWattHours};
 use grid_shared::domain::{RejectionReason, TaskStatus};
 use grid_shared::events::{
@@ -21,6 +21,7 @@ use grid_shared::ids::{NodeId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
 use grid_shared::proof::storable_time;
 use grid_shared::reasons::{Refusal, TakeBack, TaskReason};
+use grid_shared::signals::{Signal, SignalBook};
 
 use super::{Node, ProofChain, Rules, Task, TaskResult};
 use crate::scheduler::{DEFERRAL_SAFETY_RUNTIMES, Placement};
@@ -243,6 +244,8 @@ pub fn check_energy(
 pub struct CompletionContext<'a> {
     pub now: DateTime<Utc>,
     pub rules: &'a Rules,
+    /// The intensity of each zone by hour, that credits use.
+    pub signals: &'a SignalBook,
     /// A uniform draw in 0 .. 1,000,000 for the spot check.
     pub draw_ppm: u32,
     /// Whether a node of an owner other than the reporter's is live.
@@ -376,12 +379,16 @@ pub fn complete(
                 }
             }
             for result in results.iter().filter(|result| result.result_hash == winner && result.refusal.is_none()) {
-                let credit = credit(task.task_id, result, chain, context.now, rules);
+                let zone =
+                    nodes.get(&result.node_id).and_then(|node| node.zone.as_ref()).unwrap_or(&rules.default_zone);
+                let signal = context.signals.lookup(zone, context.now);
+                let credit = credit(task.task_id, result, signal.clone(), chain, context.now, rules);
                 effects.events.push(Recorded::new(Event::CreditsDistributed(CreditsDistributed {
                     task_id: task.task_id,
                     node_id: result.node_id,
                     solar_contribution: result.solar,
                     policy: rules.carbon,
+                    signal: Some(signal),
                     split: credit.split,
                     leaf: Some(LeafPosition {
                         block_height: credit.block_height,
@@ -416,16 +423,19 @@ fn second_opinion_impossible(task: &Task, reporter: &Node, context: &CompletionC
     None
 }
 
-/// Credits one accepted result: its split, and its leaf, which takes the next place of the
-/// chain's open block (sealed later, off the round trip).
+/// Credits one accepted result at the carbon signal of its node's zone and hour: its split,
+/// and its leaf (which records the signal and the rates, so the split can be recomputed from
+/// it), which takes the next place of the chain's open block (sealed later, off the round trip).
 pub fn credit(
     task_id: TaskId,
     result: &TaskResult,
+    signal: Signal,
     chain: &mut ProofChain,
     now: DateTime<Utc>,
     rules: &Rules,
 ) -> Credit {
-    let split = rules.carbon.credit(result.solar);
+    let basis = CreditBasis::new(&signal, &rules.carbon);
+    let split = basis.split(result.solar);
     let leaf = Leaf {
         task_id,
         node_id: result.node_id,
@@ -436,6 +446,7 @@ pub fn credit(
         node_share: split.node_share,
         cooperative_share: split.cooperative_share,
         credited_at: storable_time(now),
+        basis: Some(basis),
     };
     let leaf_hash = leaf.hash();
     let (block_height, leaf_index) = chain.add_leaf(leaf_hash, now);

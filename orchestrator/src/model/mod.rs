@@ -32,6 +32,7 @@ use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::proof::GENESIS_HASH;
 use grid_shared::reasons::TaskReason;
+use grid_shared::signals::Zone;
 
 pub use chain::ProofChain;
 
@@ -110,6 +111,8 @@ pub struct Node {
     pub node_id: NodeId,
     pub owner_id: OrganizationId,
     pub cpu_cores: u16,
+    /// Its carbon zone; `None` for a node registered before zones (the grid's default zone).
+    pub zone: Option<Zone>,
     /// Consecutive results confirmed by a quorum.
     pub trust: u32,
     /// Tasks assigned to or running on it (each holds one core).
@@ -142,6 +145,9 @@ pub struct Rules {
     pub policy: Policy,
     pub max_milliwatts_per_core: i64,
     pub carbon: CarbonPolicy,
+    /// The carbon zones a node may register in, and the zone of one that names none.
+    pub zones: Vec<Zone>,
+    pub default_zone: Zone,
     pub proof_difficulty: u8,
     /// A block closes when it holds this many leaves, or when its first leaf is this old.
     pub block_max_leaves: usize,
@@ -161,6 +167,8 @@ impl Rules {
             policy: config.scheduling_policy(),
             max_milliwatts_per_core: config.grid.max_milliwatts_per_core,
             carbon: config.grid.carbon,
+            zones: config.grid.zones.clone(),
+            default_zone: config.grid.default_zone.clone(),
             proof_difficulty: config.grid.proof_difficulty,
             block_max_leaves: config.block_max_leaves,
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
@@ -377,7 +385,7 @@ mod tests {
     use crate::model::lifecycle::tests::rules;
 
     fn node_of(owner_id: OrganizationId) -> Node {
-        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, trust: 0, in_flight: Set::default() }
+        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, zone: None, trust: 0, in_flight: Set::default() }
     }
 
     fn heartbeat_of(node_id: NodeId, solar_watts: f64) -> HeartbeatEntry {

@@ -27,6 +27,8 @@ pub struct StoredNode {
     pub cpu_cores: i32,
     pub trust: i32,
     pub token_hash: String,
+    /// `None`: registered before zones (the grid's default zone).
+    pub zone: Option<grid_shared::signals::Zone>,
 }
 
 /// An open task's row (`queued`, `assigned` or `running`, not finished), as read: the columns
@@ -159,6 +161,7 @@ impl<'a> Restore<'a> {
             owner_id: node.owner_id,
             // At least one core: a node row with none could never take work anyway.
             cpu_cores: u16::try_from(node.cpu_cores).unwrap_or(u16::MAX).max(1),
+            zone: node.zone,
             trust: u32::try_from(node.trust).unwrap_or(0),
             in_flight: Set::default(),
         });
@@ -337,6 +340,7 @@ mod tests {
             cpu_cores: 1,
             trust: 0,
             token_hash: "t".into(),
+            zone: None,
         };
         let other = StoredNode { node_id: NodeId::new(), cpu_cores: 2, token_hash: "u".into(), ..node.clone() };
         let good_queued = stored(organization_id, "queued", None);

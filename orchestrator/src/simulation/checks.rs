@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use grid_shared::domain::TaskStatus;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
+use grid_shared::signals::SignalBook;
 
 use super::store::Store;
 use crate::model::batch::Batch;
@@ -227,9 +228,11 @@ fn compare<T: PartialEq + std::fmt::Debug>(what: &str, memory: &T, restored: &T)
     ))
 }
 
-/// Each credit of the batch is split 70/30 exactly to the pico-euro, goes to a completed task,
-/// and has its leaf (the store refuses a second credit of a (task, node)).
-pub fn credits(store: &Store, batch: &Batch, rules: &Rules) -> Result<(), String> {
+/// Each credit of the batch is split 70/30 exactly to the pico-euro, at the intensity of its
+/// node's zone in the hour it was credited (as the signals answer it), follows from the basis
+/// its leaf records, goes to a completed task, and has its leaf (the store refuses a second
+/// credit of a (task, node)).
+pub fn credits(store: &Store, batch: &Batch, rules: &Rules, signals: &SignalBook) -> Result<(), String> {
     for credit in &batch.credits {
         let split = credit.split;
         let task_id = credit.leaf.task_id;
@@ -243,7 +246,21 @@ pub fn credits(store: &Store, batch: &Batch, rules: &Rules) -> Result<(), String
                 split.node_share.0, rules.carbon.node_share_percent, split.total.0
             ));
         }
-        if rules.carbon.credit(credit.leaf.solar) != split {
+        let Some(basis) = &credit.leaf.basis else {
+            return Err(format!("task {task_id}'s credit records no carbon signal"));
+        };
+        let zone = store
+            .nodes
+            .get(&credit.leaf.node_id)
+            .and_then(|node| node.zone.clone())
+            .unwrap_or_else(|| rules.default_zone.clone());
+        let expected = signals.lookup(&zone, credit.leaf.credited_at);
+        if (&basis.zone, basis.hour, basis.intensity_mg_per_kwh, &basis.intensity_source)
+            != (&expected.zone, expected.hour, expected.intensity_mg_per_kwh, &expected.source)
+        {
+            return Err(format!("task {task_id}'s credit used {basis:?}, not its zone's signal {expected:?}"));
+        }
+        if basis.split(credit.leaf.solar) != split || credit.leaf.misreckoned().is_some() {
             return Err(format!("task {task_id}'s credit is not the rule's for {} µWh of sun", credit.leaf.solar.0));
         }
         let completed = store.tasks.get(&task_id).is_some_and(|row| row.stored.status == "completed");
@@ -264,6 +281,9 @@ pub fn store_follows_events(
     touched: Option<&[TaskId]>,
     quarantined: &HashSet<TaskId>,
 ) -> Result<(), String> {
+    if let Some(misreckoned) = projection.misreckoned.first() {
+        return Err(format!("a replayed credit does not follow from its inputs: {misreckoned:?}"));
+    }
     let all: Vec<TaskId>;
     let tasks = match touched {
         Some(touched) => touched,

@@ -96,6 +96,7 @@ impl Store {
                     cpu_cores: i32::from(node.cpu_cores),
                     trust: 0,
                     token_hash: node.token_hash.clone(),
+                    zone: Some(node.zone.clone()),
                 },
             );
         }

@@ -5,6 +5,7 @@
 //! clock that moves when the history says so. One [`World::apply`] per operation.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use grid_shared::blocks::BlockDraft;
@@ -18,6 +19,7 @@ use grid_shared::messages::{
     CancelTask, Command, CreateOrganization, GrantConsent, RegisterNode, Report, RevokeConsent, Sha256Hex, SubmitTask,
     TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
+use grid_shared::signals::{Basis, SignalBook, Zone, bundled_layer};
 
 use super::checks;
 use super::history::{CrashPoint, Op, Work};
@@ -72,11 +74,30 @@ pub fn rules() -> Rules {
         policy: crate::scheduler::Policy { watts_per_core: 2.0, expected_runtime: Duration::seconds(60) },
         max_milliwatts_per_core: 2_000,
         carbon: grid_shared::carbon::CarbonPolicy::default(),
+        zones: SIMULATED_ZONES.iter().map(|zone| zone_of(zone)).collect(),
+        default_zone: zone_of("BE"),
         proof_difficulty: 0,
         block_max_leaves: 8,
         seal_interval: Duration::seconds(1),
         writer_name: "simulated-writer".to_owned(),
     }
+}
+
+/// The zones simulated nodes register in (the bundled file's); a node may also name none (the
+/// default zone) or one the grid does not know (refused).
+const SIMULATED_ZONES: [&str; 3] = ["BE", "DE", "FR"];
+
+fn zone_of(name: &str) -> Zone {
+    Zone::parse(name).unwrap_or_else(|_| unreachable!("the simulated zones are zone ids"))
+}
+
+/// The signals every simulated writer credits with: the bundled year, then the fixed factor.
+fn signals() -> Arc<SignalBook> {
+    static SIGNALS: std::sync::LazyLock<Arc<SignalBook>> = std::sync::LazyLock::new(|| {
+        let fixed = grid_shared::carbon::CarbonPolicy::default().grid_intensity_mg_per_kwh;
+        Arc::new(SignalBook::fixed(fixed).then(bundled_layer(Basis::Lifecycle)))
+    });
+    SIGNALS.clone()
 }
 
 /// What a node reads on its channel.
@@ -296,6 +317,12 @@ impl World {
         let node_id = NodeId(self.rng.uuid());
         let spec = NodeSpec::parse(&format!("sim-pi-{}", self.nodes.len()), i64::from(cores), solar, "Liège")
             .unwrap_or_else(|_| unreachable!());
+        // Mostly a known zone; sometimes none (the default); rarely one the grid refuses.
+        let spec = match self.rng.below(20) {
+            0 => spec,
+            1 => spec.in_zone(zone_of("NL")),
+            draw => spec.in_zone(zone_of(SIMULATED_ZONES[draw as usize % SIMULATED_ZONES.len()])),
+        };
         let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: self.hash() });
         self.as_organization(organization, command);
         self.nodes.push(SimNode {
@@ -623,7 +650,8 @@ impl World {
             state.timers.node_expires(grace, node_id);
         }
         self.redis.heartbeats.clear();
-        let context = Context::seeded(self.rng.next_u64(), self.clock);
+        let mut context = Context::seeded(self.rng.next_u64(), self.clock);
+        context.set_signals(signals());
         self.core = Some(Core {
             state,
             context,
@@ -788,7 +816,7 @@ impl World {
                 checks::same_durable_state(&core.state, &restored)?;
             }
         }
-        checks::credits(&self.store, batch, &self.rules)?;
+        checks::credits(&self.store, batch, &self.rules, &signals())?;
         checks::store_follows_events(&self.store, &self.projection, Some(&batch.task_order), &self.quarantined)
     }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::TaskKind;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
+use grid_shared::signals::Zone;
 use sqlx::{PgPool, Row};
 
 use crate::model::batch::PurgeTargets;
@@ -33,17 +34,19 @@ pub async fn load_state(
     for (hash, organization_id, active) in keys {
         restore.api_key(hash, OrganizationId(organization_id), active);
     }
-    let nodes: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, String)> =
-        sqlx::query_as("select node_id, organization_id, cpu_cores, trust, token_hash from node")
+    let nodes: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, String, Option<String>)> =
+        sqlx::query_as("select node_id, organization_id, cpu_cores, trust, token_hash, zone from node")
             .fetch_all(pool)
             .await?;
-    for (node_id, owner_id, cpu_cores, trust, token_hash) in nodes {
+    for (node_id, owner_id, cpu_cores, trust, token_hash, zone) in nodes {
         restore.node(StoredNode {
             node_id: NodeId(node_id),
             owner_id: OrganizationId(owner_id),
             cpu_cores,
             trust,
             token_hash,
+            // The column's check admits only zone ids; anything else would be the default zone.
+            zone: zone.and_then(|zone| Zone::parse(&zone).ok()),
         });
     }
     let consent: Vec<(uuid::Uuid, uuid::Uuid)> =

@@ -105,8 +105,9 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
     if !batch.nodes.is_empty() {
         let nodes = &batch.nodes;
         sqlx::query(
-            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash)
-             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[])",
+            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[],
+                 $8::text[])",
         )
         .bind(nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>())
@@ -115,6 +116,7 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
         .bind(nodes.iter().map(|node| node.has_solar).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.location.as_str()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.zone.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -367,9 +369,11 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
                          with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
                  ) as both_accounts order by position, account desc)
              insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
-                 carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash)
+                 carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour,
+                 intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent)
              select * from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],
-                 $11::int8[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[], $12::text[])",
+                 $11::int8[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[], $12::text[], $13::text[],
+                 $14::timestamptz[], $15::int8[], $16::text[], $17::text[], $18::int8[], $19::int2[])",
         )
         .bind(leaves.iter().map(|leaf| leaf.task_id.as_uuid()).collect::<Vec<_>>())
         .bind(leaves.iter().map(|leaf| leaf.node_id.as_uuid()).collect::<Vec<_>>())
@@ -383,6 +387,28 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
         .bind(leaves.iter().map(|leaf| leaf.energy.0).collect::<Vec<_>>())
         .bind(leaves.iter().map(|leaf| leaf.solar.0).collect::<Vec<_>>())
         .bind(credits.iter().map(|credit| hex::encode(credit.leaf_hash)).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.zone.as_str())).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.hour)).collect::<Vec<_>>())
+        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_mg_per_kwh)).collect::<Vec<_>>())
+        .bind(
+            leaves
+                .iter()
+                .map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_kind.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            leaves
+                .iter()
+                .map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_source.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.price_peur_per_kg)).collect::<Vec<_>>())
+        .bind(
+            leaves
+                .iter()
+                .map(|leaf| leaf.basis.as_ref().map(|basis| i16::from(basis.node_share_percent)))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
         statements += 1;

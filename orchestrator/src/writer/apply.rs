@@ -99,7 +99,7 @@ pub fn apply_message(
     let outcome = match message.decoded.clone() {
         Decoded::Command(command) => match command {
             Command::CreateOrganization(command) => create_organization(state, context, batch, origin, command),
-            Command::RegisterNode(command) => register_node(state, context, batch, envelope, origin, command),
+            Command::RegisterNode(command) => register_node(state, rules, context, batch, envelope, origin, command),
             Command::SubmitTask(command) => {
                 about = Some(command.task_id);
                 let known = state.tasks.contains_key(&command.task_id)
@@ -176,6 +176,7 @@ fn issuing_organization(state: &State, envelope: &Envelope) -> Option<Organizati
 
 fn register_node(
     state: &mut State,
+    rules: &Rules,
     context: &mut Context,
     batch: &mut Batch,
     envelope: &Envelope,
@@ -188,11 +189,16 @@ fn register_node(
         return Err(Refusal::NodeExists);
     }
     let spec = &command.spec;
+    let zone = spec.zone().unwrap_or(&rules.default_zone).clone();
+    if !rules.zones.contains(&zone) {
+        return Err(Refusal::UnknownZone { zone: zone.to_string() });
+    }
     state.token_hashes.insert(token_hash.clone());
     state.add_node(Node {
         node_id: command.node_id,
         owner_id: organization_id,
         cpu_cores: spec.cpu_cores(),
+        zone: Some(zone.clone()),
         trust: 0,
         in_flight: Set::default(),
     });
@@ -204,6 +210,7 @@ fn register_node(
         has_solar: spec.has_solar(),
         location: spec.location().to_owned(),
         token_hash,
+        zone: zone.clone(),
     });
     let event = Event::NodeRegistered(NodeRegistered {
         node_id: command.node_id,
@@ -212,6 +219,7 @@ fn register_node(
         cpu_cores: spec.cpu_cores(),
         has_solar: spec.has_solar(),
         location: spec.location().to_owned(),
+        zone: Some(zone),
     });
     batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
@@ -511,10 +519,12 @@ fn apply_report(
             let task_id = report.task_id;
             transition(state, rules, context, batch, task_id, origin, |task, state, context| {
                 let owner = state.nodes.get(&report.node_id).map(|node| node.owner_id);
+                let draw_ppm = context.draw_ppm();
                 let completion = CompletionContext {
                     now,
                     rules,
-                    draw_ppm: context.draw_ppm(),
+                    signals: context.signals(),
+                    draw_ppm,
                     another_owner_has_live_nodes: owner.is_some_and(|owner| state.another_owner_has_live_nodes(owner)),
                 };
                 lifecycle::complete(task, report, &mut state.nodes, &mut state.chain, &completion)

@@ -114,6 +114,8 @@ pub struct Writer {
     /// The proof of work of the next block, mined on a blocking thread.
     sealing: Option<tokio::task::JoinHandle<Block>>,
     blocks_sealed: u64,
+    /// Newer carbon signals from the fetcher, when live sources are configured.
+    signals: Option<crate::signals::Feed>,
 }
 
 impl Writer {
@@ -131,6 +133,8 @@ impl Writer {
         let reader = streams::blocking_connection(&config.redis_url).await?;
         let (state, quarantined) = load::load_state(&pool, &rules, Utc::now()).await?;
         let published_seq = load::relay_cursor(&pool).await?;
+        let mut context = Context::from_entropy(Utc::now());
+        context.set_signals(config.signals.initial.clone());
         let mut writer = Self {
             config,
             rules,
@@ -139,7 +143,7 @@ impl Writer {
             reader,
             epoch,
             state,
-            context: Context::from_entropy(Utc::now()),
+            context,
             quarantined,
             published_seq,
             recorded_seq: published_seq,
@@ -156,6 +160,7 @@ impl Writer {
             statements: 0,
             sealing: None,
             blocks_sealed: 0,
+            signals: None,
         };
         let claimed = {
             let mut conn = writer.redis.get().await?;
@@ -344,10 +349,22 @@ impl Writer {
         Ok(())
     }
 
+    /// Credits with the books `feed` hands over (the live sources' fetcher), from the next step.
+    pub fn follow_signals(&mut self, mut feed: crate::signals::Feed) {
+        self.context.set_signals(feed.borrow_and_update().clone());
+        self.signals = Some(feed);
+    }
+
     /// One batch: read, decide ([`decide`]), commit, publish, acknowledge.
     pub async fn step(&mut self) -> Result<StepReport, WriterError> {
         if self.redis_suspect {
             self.recover_redis().await?;
+        }
+        if let Some(feed) = &mut self.signals
+            && feed.has_changed().unwrap_or(false)
+        {
+            // Swapped between steps: a decision never waits on a source.
+            self.context.set_signals(feed.borrow_and_update().clone());
         }
         let mut batch = Batch::default();
         let mut ready = self.read(&mut batch).await?;

@@ -19,6 +19,7 @@ pub async fn serve(
     redis: Pool,
     mut lease: crate::lease::Lease,
     status: Arc<Status>,
+    signals: Option<crate::signals::Feed>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) {
     let epoch = lease.epoch;
@@ -28,7 +29,12 @@ pub async fn serve(
     });
     let mut writer = loop {
         match Writer::take_over(config.clone(), pool.clone(), redis.clone(), epoch, status.clone()).await {
-            Ok(writer) => break writer,
+            Ok(mut writer) => {
+                if let Some(feed) = &signals {
+                    writer.follow_signals(feed.clone());
+                }
+                break writer;
+            }
             Err(error) => {
                 error!(%error, "taking over failed; retrying");
                 status.update(|snapshot| snapshot.problem = Some(error.to_string()));

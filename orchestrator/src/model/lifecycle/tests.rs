@@ -8,6 +8,7 @@ use grid_shared::ids::{NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
 use grid_shared::proof::GENESIS_HASH;
 use grid_shared::reasons::{Refusal, TakeBack, TaskReason};
+use grid_shared::signals::{Basis, SignalBook, Zone, bundled_layer};
 
 use super::*;
 use crate::config::Validation as ValidationSettings;
@@ -25,6 +26,8 @@ pub(crate) fn rules() -> Rules {
         policy: Policy { watts_per_core: 2.0, expected_runtime: Duration::seconds(60) },
         max_milliwatts_per_core: 2_000,
         carbon: CarbonPolicy::default(),
+        zones: ["BE", "DE", "FR"].map(|zone| Zone::parse(zone).unwrap()).to_vec(),
+        default_zone: Zone::parse("BE").unwrap(),
         proof_difficulty: 4,
         block_max_leaves: 2_000,
         seal_interval: Duration::milliseconds(250),
@@ -57,7 +60,14 @@ pub(crate) fn queued_task(now: DateTime<Utc>) -> Task {
 }
 
 fn node(cores: u16, trust: u32) -> Node {
-    Node { node_id: NodeId::new(), owner_id: OrganizationId::new(), cpu_cores: cores, trust, in_flight: Set::default() }
+    Node {
+        node_id: NodeId::new(),
+        owner_id: OrganizationId::new(),
+        cpu_cores: cores,
+        zone: None,
+        trust,
+        in_flight: Set::default(),
+    }
 }
 
 fn inputs(node_id: NodeId) -> ScoreInputs {
@@ -90,6 +100,7 @@ fn kinds(effects: &Effects) -> Vec<&'static str> {
 struct World {
     nodes: Map<NodeId, Node>,
     chain: ProofChain,
+    signals: SignalBook,
 }
 
 impl World {
@@ -97,6 +108,8 @@ impl World {
         Self {
             nodes: nodes.iter().map(|node| (node.node_id, (*node).clone())).collect(),
             chain: ProofChain::new(0, GENESIS_HASH),
+            signals: SignalBook::fixed(CarbonPolicy::default().grid_intensity_mg_per_kwh)
+                .then(bundled_layer(Basis::Lifecycle)),
         }
     }
 
@@ -120,7 +133,13 @@ impl World {
         now: DateTime<Utc>,
         draw_ppm: u32,
     ) -> Result<Effects, Refusal> {
-        let context = CompletionContext { now, rules, draw_ppm, another_owner_has_live_nodes: self.nodes.len() > 1 };
+        let context = CompletionContext {
+            now,
+            rules,
+            signals: &self.signals,
+            draw_ppm,
+            another_owner_has_live_nodes: self.nodes.len() > 1,
+        };
         complete(task, report, &mut self.nodes, &mut self.chain, &context)
     }
 }
@@ -198,6 +217,53 @@ fn a_plausible_single_result_completes_is_credited_and_chained() {
     let position = credited.leaf.as_ref().expect("a v2 credit names its leaf");
     assert_eq!((position.block_height, position.leaf_index), (1, 0));
     assert_eq!(effects.result.as_ref().map(|result| result.result_hash.as_str()), Some("ab"));
+}
+
+#[test]
+fn each_result_is_credited_at_its_own_zone_and_hour_and_says_so() {
+    let rules = rules();
+    let now: DateTime<Utc> = "2026-06-21T12:20:00Z".parse().unwrap();
+    let mut task = queued_task(now);
+    task.requirement = Requirement { replicas: 2, quorum: 2, result_limit: 3 };
+    let german = Node { zone: Some(Zone::parse("DE").unwrap()), ..node(4, 5) };
+    let french = Node { zone: Some(Zone::parse("FR").unwrap()), ..node(4, 5) };
+    let mut world = World::with(&[&german, &french]);
+    placed_on(&mut task, &german, now);
+    let minute = now + Duration::seconds(60);
+    let report = |task: &Task| completion(task, &german, "ab", 100_000, 60_000);
+    world.complete_with(&mut task, report, &rules, minute, 0).unwrap();
+    placed_on(&mut task, &french, minute);
+    let later = minute + Duration::seconds(60);
+    let report = completion(&task, &french, "ab", 100_000, 60_000);
+    let effects = world.complete(&mut task, report, &rules, later, 0).unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    let hour: DateTime<Utc> = "2026-06-21T12:00:00Z".parse().unwrap();
+    let mut seen = Vec::new();
+    for (credit, zone) in effects.credits.iter().zip(["DE", "FR"]) {
+        let basis = credit.leaf.basis.as_ref().expect("a credit records its basis");
+        let expected = world.signals.lookup(&Zone::parse(zone).unwrap(), later);
+        assert_eq!((basis.zone.as_str(), basis.hour), (zone, hour));
+        assert_eq!(basis.intensity_mg_per_kwh, expected.intensity_mg_per_kwh);
+        assert_eq!(basis.intensity_source.as_str(), "file:carbon-intensity-synthetic-2026.csv:lifecycle");
+        assert_eq!(credit.split, basis.split(MicroWattHours(60_000)));
+        assert_eq!(credit.leaf.misreckoned(), None);
+        assert!(credit.leaf.line().starts_with("kgp3-leaf|"));
+        seen.push(credit.split.carbon_saved.0);
+    }
+    assert!(seen[0] > 3 * seen[1], "DE's grid at noon emits more than FR's: {seen:?}");
+    let signals: Vec<_> = effects
+        .events
+        .iter()
+        .filter_map(|recorded| match &recorded.event {
+            Event::CreditsDistributed(credited) => Some(credited),
+            _ => None,
+        })
+        .map(|credited| {
+            assert_eq!(credited.recomputed(), credited.split, "replay recomputes the same credit");
+            credited.signal.as_ref().map(|signal| signal.zone.to_string())
+        })
+        .collect();
+    assert_eq!(signals, [Some("DE".to_owned()), Some("FR".to_owned())]);
 }
 
 #[test]
