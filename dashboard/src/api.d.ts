@@ -295,6 +295,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/organizations/{organization_id}/energy-contract": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Declares the electricity contract of the organisation's nodes: the factor of its market-based (Scope 2) figures in `GET /v1/reports/emissions`, reported beside the location-based ones and never netted into them. A new declaration replaces the previous one from the time it is applied. */
+        put: operations["declare_energy_contract"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/organizations/{organization_id}/keys": {
         parameters: {
             query?: never;
@@ -401,6 +418,23 @@ export interface paths {
             cookie?: never;
         };
         get: operations["verify_proofs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/reports/emissions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Emissions over the credited results of the period (an organisation sees its own nodes, the operator all), grouped by node, organisation or carbon zone: energy, the sun's share, Scope 2 location-based emissions (grid energy, energy − solar, × the intensity of the node's zone in that hour, as its credit recorded it) and market-based emissions (grid energy × the factor of the electricity contract the node's organisation declared, `PUT /v1/organizations/{id}/energy-contract`, over the results it covers), side by side and never netted; avoided emissions (the credits' CO₂, solar × intensity) and credits. Exact integers: ng CO₂e, µWh, pico-euros; each division rounds down per result. `format=csv` answers the same as CSV with a header line and the totals last. */
+        get: operations["emissions"];
         put?: never;
         post?: never;
         delete?: never;
@@ -644,6 +678,84 @@ export interface components {
             /** Format: date-time */
             until?: string | null;
         };
+        EmissionsReport: {
+            /** Format: date-time */
+            from?: string | null;
+            group_by: components["schemas"]["GroupBy"];
+            /** @description Ordered by name, then group id. */
+            rows: components["schemas"]["EmissionsRow"][];
+            /** Format: date-time */
+            to?: string | null;
+            totals: components["schemas"]["EmissionsRow"];
+        };
+        /**
+         * @description One group's figures. Emissions and avoided emissions in ng CO₂e, energy in µWh, money in
+         *     pico-euros.
+         */
+        EmissionsRow: {
+            /**
+             * Format: int64
+             * @description The grid emissions the sun's energy avoided: the credits' CO₂ (solar × intensity).
+             */
+            avoided_ng: number;
+            /** Format: int64 */
+            cooperative_credits_peur: number;
+            /** Format: int64 */
+            energy_uwh: number;
+            /** @description The node's or organisation's id, or the zone id; `total` for the totals. */
+            group: string;
+            /**
+             * Format: int64
+             * @description Scope 2, location-based: the grid energy (energy − solar) × the intensity of the node's
+             *     zone in that hour, the one its credit recorded (credits from before carbon signals: the
+             *     fixed factor, `GRID_INTENSITY_KG_PER_KWH`).
+             */
+            location_based_ng: number;
+            /**
+             * Format: int64
+             * @description Scope 2, market-based: the grid energy × the factor of the electricity contract the
+             *     node's organisation declared, over the results whose organisation declared one (see
+             *     `market_based_results`). Reported beside the location-based figure, never netted.
+             */
+            market_based_ng: number;
+            /**
+             * Format: int64
+             * @description Results whose organisation had declared a contract (the market-based figure covers these).
+             */
+            market_based_results: number;
+            /** @description The node's or organisation's name, or the zone id. */
+            name: string;
+            /** Format: int64 */
+            node_credits_peur: number;
+            /**
+             * Format: int64
+             * @description Credited results in the period.
+             */
+            results: number;
+            /** @description The sun's share of the energy, in percent with two decimals (rounded down), as text. */
+            solar_share_percent: string;
+            /** Format: int64 */
+            solar_uwh: number;
+        };
+        EnergyContractRequest: {
+            /**
+             * Format: int64
+             * @description The emission factor of the contract the organisation's nodes draw grid energy under, in
+             *     mg CO₂e per kWh (integer, 0 to 2,000,000): 0 for a tariff backed by guarantees of origin
+             *     of wind or sun, the supplier's disclosed mix otherwise.
+             * @example 0
+             */
+            factor_mg_per_kwh: number;
+            /**
+             * @description What the contract is (1 to 100 characters), shown beside the market-based figures.
+             * @example Green tariff, wind guarantees of origin
+             */
+            label: string;
+        };
+        EnergyContractResponse: {
+            /** Format: uuid */
+            command_id: string;
+        };
         EventPage: {
             events: components["schemas"]["EventView"][];
             /**
@@ -767,6 +879,11 @@ export interface components {
             kind: unknown;
             task_type: string;
         };
+        /**
+         * @description What a report's rows are.
+         * @enum {string}
+         */
+        GroupBy: "node" | "organisation" | "zone";
         Health: {
             status: string;
         };
@@ -3431,6 +3548,114 @@ export interface operations {
             };
         };
     };
+    declare_energy_contract: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The organisation */
+                organization_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EnergyContractRequest"];
+            };
+        };
+        responses: {
+            /** @description Declaration accepted; poll the command */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EnergyContractResponse"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description These credentials may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not this caller's organisation */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid factor or label */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     rotate_key: {
         parameters: {
             query?: never;
@@ -4350,6 +4575,116 @@ export interface operations {
                 };
             };
             /** @description Invalid input: each field and why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    emissions: {
+        parameters: {
+            query?: {
+                /** @description Results credited at or after this instant (RFC 3339); all time when absent. */
+                from?: string;
+                /** @description Results credited before this instant (RFC 3339). */
+                to?: string;
+                /** @description `node`, `organisation` or `zone`; `organisation` when absent. */
+                group_by?: components["schemas"]["GroupBy"];
+                /** @description `json` (default) or `csv` (RFC 4180, `text/csv`, the totals as the last line). */
+                format?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The report (JSON, or text/csv with format=csv) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmissionsReport"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description These credentials may not use this route */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid period, grouping or format */
             422: {
                 headers: {
                     [name: string]: unknown;

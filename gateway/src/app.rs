@@ -16,7 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::routes::{
-    commands, consent, dashboard, events, grid_compat, health, ledger, nodes, operations, organizations, tasks,
+    commands, consent, dashboard, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
 };
 use crate::state::AppState;
 
@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .merge(commands::router())
         .merge(consent::router())
         .merge(ledger::router())
+        .merge(reports::router())
         .merge(operations::router())
         .merge(grid_compat::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));

@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, tasks};
+use crate::routes::{
+    commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,12 +21,13 @@ use crate::routes::{commands, consent, events, grid_compat, health, ledger, node
         license(name = "AGPL-3.0-or-later"),
     ),
     paths(
-        organizations::create_organization, organizations::rotate_key,
+        organizations::create_organization, organizations::rotate_key, organizations::declare_energy_contract,
         nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
         tasks::submit_task, tasks::get_tasks, tasks::get_task_counts, tasks::get_task, tasks::get_task_events, tasks::cancel_task,
         commands::get_command,
         consent::list, consent::grant, consent::read, consent::revoke,
         ledger::stats, ledger::credits, ledger::verify_proofs, ledger::blocks, ledger::proofs, ledger::proofs_of_task,
+        reports::emissions,
         events::events,
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,

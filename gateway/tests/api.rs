@@ -422,3 +422,174 @@ async fn a_node_registers_in_a_known_carbon_zone_or_the_default(pool: PgPool) {
     assert_eq!(view["zone"], "BE", "{view}");
     app.forget().await;
 }
+
+/// The emissions report over a fixed ledger, as CSV, is byte for byte the golden files
+/// `tests/golden/emissions-by-*.csv` (`UPDATE_GOLDEN=1` rewrites them: only when the report's
+/// rule changes, checked by hand and said in the commit): location-based and market-based figures side by side, a kgp2
+/// credit at the fixed factor, an organisation sees its own nodes only.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_emissions_report_matches_its_golden_csv(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    // Fixed ids, so that the files name them.
+    let organization = |id: &str, name: &str, factor: Option<i64>| {
+        let (pool, id, name) = (pool.clone(), uuid::Uuid::parse_str(id).unwrap(), name.to_owned());
+        async move {
+            let key = format!("gk_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(
+                "insert into organization (organization_id, name, market_factor_mg_per_kwh) values ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(&name)
+            .bind(factor)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query("insert into api_key (key_hash, organization_id) values ($1, $2)")
+                .bind(Sha256Hex::of_secret(&key).as_str())
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            (OrganizationId(id), key)
+        }
+    };
+    // Green Coop declared a supplier's mix of 25 g/kWh; Plain declared nothing.
+    let (green, green_key) = organization("00000000-0000-0000-0000-0000000000f1", "Green Coop", Some(25_000)).await;
+    let (plain, plain_key) = organization("00000000-0000-0000-0000-0000000000f2", "Plain, Inc.", None).await;
+    let nodes = [
+        ("00000000-0000-0000-0000-00000000000a", green, "pi-liege", Some("BE")),
+        ("00000000-0000-0000-0000-00000000000b", green, "pi-lyon", Some("FR")),
+        ("00000000-0000-0000-0000-00000000000c", plain, "pi-old", None),
+    ];
+    for (id, organization, name, zone) in nodes {
+        sqlx::query(
+            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone)
+             values ($1::uuid, $2, $3, 4, true, 'x', md5($3) || md5($3), $4)",
+        )
+        .bind(id)
+        .bind(organization.as_uuid())
+        .bind(name)
+        .bind(zone)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // (node, energy µWh, solar µWh, zone, intensity mg/kWh, credited at): the figures a writer
+    // would have recorded, each split by the rule (price €0.025/kg, 70 %).
+    let leaves = [
+        ("a", 100_000, 60_000, Some("BE"), Some(150_000), "2026-12-01T10:00:00Z"),
+        ("a", 50_000, 0, Some("BE"), Some(210_500), "2026-12-01T20:00:00Z"),
+        ("b", 80_000, 80_000, Some("FR"), Some(40_000), "2026-12-02T12:00:00Z"),
+        ("c", 120_000, 30_000, None, None, "2026-11-20T12:00:00Z"),
+        ("c", 10_000, 10_000, Some("BE"), Some(999_999), "2026-12-05T00:00:00Z"),
+    ];
+    for (index, (node, energy, solar, zone, intensity, at)) in leaves.into_iter().enumerate() {
+        let used = intensity.unwrap_or(180_000);
+        let carbon: i64 = solar * used / 1_000;
+        let total = i64::try_from(i128::from(carbon) * 25_000_000_000 / 1_000_000_000_000).unwrap();
+        let node_share = total * 70 / 100;
+        sqlx::query(
+            "insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
+                 carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour,
+                 intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent)
+             values (1, $1, gen_random_uuid(), ('00000000-0000-0000-0000-00000000000' || $2)::uuid, 1, $3, $4, $5, $6,
+                 $7, $8::timestamptz, repeat('0', 64), $9, case when $9 is null then null else date_trunc('hour', $8::timestamptz) end,
+                 $10, case when $9 is null then null else 'average' end,
+                 case when $9 is null then null else 'file:carbon-intensity-synthetic-2026.csv:lifecycle' end,
+                 case when $9 is null then null else 25000000000 end, case when $9 is null then null else 70 end)",
+        )
+        .bind(i32::try_from(index).unwrap())
+        .bind(node)
+        .bind(energy)
+        .bind(solar)
+        .bind(carbon)
+        .bind(node_share)
+        .bind(total - node_share)
+        .bind(at)
+        .bind(zone)
+        .bind(intensity)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let get = |path: String, key: String| {
+        let request = app.http.get(format!("{}{path}", app.base)).bearer_auth(key);
+        async move { request.send().await.unwrap() }
+    };
+    let period = "from=2026-11-01T00:00:00Z&to=2026-12-05T00:00:00Z";
+    for group in ["zone", "node", "organisation"] {
+        let response =
+            get(format!("/v1/reports/emissions?{period}&group_by={group}&format=csv"), OPERATOR_KEY.into()).await;
+        assert_eq!(response.status(), 200, "{group}");
+        assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+        let csv = response.text().await.unwrap();
+        let golden_path = format!("{}/tests/golden/emissions-by-{group}.csv", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden_path, &csv).unwrap();
+        }
+        let golden = std::fs::read_to_string(&golden_path).unwrap_or_default();
+        assert_eq!(csv, golden, "{group}: the report differs from {golden_path}:\n{csv}");
+    }
+    // An organisation reads its own nodes only; JSON totals are the CSV's last line.
+    let own: Value =
+        get(format!("/v1/reports/emissions?{period}&group_by=node"), plain_key.clone()).await.json().await.unwrap();
+    assert_eq!(own["rows"].as_array().unwrap().len(), 1, "{own}");
+    assert_eq!(own["rows"][0]["name"], "pi-old");
+    assert_eq!(own["totals"]["location_based_ng"], 16_200_000, "a kgp2 credit at the fixed factor: 90 mWh × 180 g/kWh");
+    assert_eq!(own["totals"]["market_based_results"], 0, "no contract declared, no market-based figure");
+    let green_report: Value = get(format!("/v1/reports/emissions?{period}"), green_key).await.json().await.unwrap();
+    assert_eq!(green_report["totals"]["market_based_results"], 3);
+    for (query, field) in [
+        ("group_by=planet", "group_by"),
+        ("format=xml", "format"),
+        ("from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z", "to"),
+    ] {
+        let refused = get(format!("/v1/reports/emissions?{query}"), plain_key.clone()).await;
+        assert_eq!(refused.status(), 422, "{query}");
+        let problem: Value = refused.json().await.unwrap();
+        assert!(problem.to_string().contains(field), "{query}: {problem}");
+    }
+    app.forget().await;
+}
+
+/// An organisation declares its electricity contract: one command on the stream with the
+/// factor and label; a factor out of bounds or an empty label is refused with nothing
+/// published; another organisation's id is a 404.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_energy_contract_is_one_command_and_bad_ones_publish_nothing(pool: PgPool) {
+    let mut app = spawn_app(pool).await;
+    let (organization_id, key) = app.organization().await;
+    let (other, _) = app.organization().await;
+    let (http, base) = (app.http.clone(), app.base.clone());
+    let put = |organization: OrganizationId, body: Value| {
+        let request =
+            http.put(format!("{base}/v1/organizations/{organization}/energy-contract")).bearer_auth(&key).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    for (body, field) in [
+        (json!({"factor_mg_per_kwh": -1, "label": "x"}), "factor_mg_per_kwh"),
+        (json!({"factor_mg_per_kwh": 2_000_001, "label": "x"}), "factor_mg_per_kwh"),
+        (json!({"factor_mg_per_kwh": 0, "label": "  "}), "label"),
+    ] {
+        let refused = put(organization_id, body.clone()).await;
+        assert_eq!(refused.status(), 422, "{body}");
+        let problem: Value = refused.json().await.unwrap();
+        assert!(problem.to_string().contains(field), "{body}: {problem}");
+    }
+    assert_eq!(put(other, json!({"factor_mg_per_kwh": 0, "label": "x"})).await.status(), 404);
+    assert!(app.entries(&app.keys.commands()).await.is_empty(), "nothing published");
+    let accepted = put(organization_id, json!({"factor_mg_per_kwh": 12_000, "label": " Green tariff "})).await;
+    assert_eq!(accepted.status(), 202);
+    let entries = app.entries(&app.keys.commands()).await;
+    assert_eq!(entries.len(), 1);
+    let (_, message_type, envelope) = entries.into_iter().next().unwrap();
+    assert_eq!(message_type, "CMD:DECLARE_ENERGY_CONTRACT");
+    match envelope.into_message::<Command>().unwrap() {
+        Command::DeclareEnergyContract(contract) => {
+            assert_eq!((contract.organization_id, contract.factor_mg_per_kwh), (organization_id, 12_000));
+            assert_eq!(contract.label, "Green tariff");
+        }
+        other => panic!("{other:?}"),
+    }
+    app.forget().await;
+}

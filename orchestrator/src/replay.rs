@@ -127,7 +127,8 @@ impl Projection {
             | Event::ConsentGranted(_)
             | Event::ConsentRevoked(_)
             | Event::ParticipantDataPurged(_)
-            | Event::ApiKeyRotated(_) => {}
+            | Event::ApiKeyRotated(_)
+            | Event::EnergyContractDeclared(_) => {}
         }
     }
 

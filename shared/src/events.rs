@@ -271,6 +271,14 @@ pub struct ApiKeyRotated {
     pub previous_keys_revoked: u64,
 }
 
+/// An organisation declared the electricity contract of its nodes (market-based reports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyContractDeclared {
+    pub organization_id: OrganizationId,
+    pub factor_mg_per_kwh: i64,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsentGranted {
     pub owner_id: OwnerId,
@@ -312,6 +320,7 @@ crate::message_family!(
         ConsentRevoked(ConsentRevoked) = "ConsentRevoked",
         ParticipantDataPurged(ParticipantDataPurged) = "ParticipantDataPurged",
         ApiKeyRotated(ApiKeyRotated) = "ApiKeyRotated",
+        EnergyContractDeclared(EnergyContractDeclared) = "EnergyContractDeclared",
     }
 );
 
@@ -340,7 +349,8 @@ impl Event {
             | Self::ConsentGranted(_)
             | Self::ConsentRevoked(_)
             | Self::ParticipantDataPurged(_)
-            | Self::ApiKeyRotated(_) => None,
+            | Self::ApiKeyRotated(_)
+            | Self::EnergyContractDeclared(_) => None,
         }
     }
 }
@@ -498,6 +508,11 @@ mod tests {
             Event::ConsentRevoked(ConsentRevoked { owner_id }),
             Event::ParticipantDataPurged(ParticipantDataPurged { owner_id, task_ids: vec![task_id] }),
             Event::ApiKeyRotated(ApiKeyRotated { organization_id: OrganizationId::new(), previous_keys_revoked: 1 }),
+            Event::EnergyContractDeclared(EnergyContractDeclared {
+                organization_id: OrganizationId::new(),
+                factor_mg_per_kwh: 0,
+                label: "100 % wind, GoO-backed".into(),
+            }),
         ]
     }
 

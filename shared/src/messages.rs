@@ -93,6 +93,16 @@ pub struct RotateApiKey {
     pub revoke_previous: bool,
 }
 
+/// The electricity contract an organisation declares for its nodes' grid energy (a green tariff
+/// with guarantees of origin, a supplier's mix): the factor of market-based (Scope 2) reports,
+/// reported beside the location-based figure, never netted into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeclareEnergyContract {
+    pub organization_id: OrganizationId,
+    pub factor_mg_per_kwh: i64,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevokeConsent {
     pub owner_id: OwnerId,
@@ -108,6 +118,7 @@ crate::message_family!(
         GrantConsent(GrantConsent) = "CMD:GRANT_CONSENT",
         RevokeConsent(RevokeConsent) = "CMD:REVOKE_CONSENT",
         RotateApiKey(RotateApiKey) = "CMD:ROTATE_API_KEY",
+        DeclareEnergyContract(DeclareEnergyContract) = "CMD:DECLARE_ENERGY_CONTRACT",
     }
 );
 
@@ -249,6 +260,11 @@ mod tests {
                 organization_id: OrganizationId::new(),
                 api_key_hash: Sha256Hex::of_secret("gk_new"),
                 revoke_previous: true,
+            }),
+            Command::DeclareEnergyContract(DeclareEnergyContract {
+                organization_id: OrganizationId::new(),
+                factor_mg_per_kwh: 12_000,
+                label: "green tariff".into(),
             }),
         ]
     }

@@ -1,9 +1,11 @@
 // Credits: by node, member and organisation, in the period chosen, with each node's recent
-// average (BOINC's RAC), the cooperative fund, the rule in a sentence, and a CSV export.
+// average (BOINC's RAC), the cooperative fund, the rule in a sentence, and a CSV export; the
+// emissions report (location-based and market-based side by side) by zone, node or member,
+// with its CSV export from the API.
 
-import { api, problem, type Schemas } from "../client";
+import { api, key, problem, type Schemas } from "../client";
 import { button, el, exact, notice, row, table } from "../dom";
-import { co2, money } from "../format";
+import { co2, energy, money } from "../format";
 import { current, replaceQuery } from "../router";
 
 const PERIODS: [string, string, number | null][] = [
@@ -31,7 +33,7 @@ export async function creditsView(root: HTMLElement, signal: AbortSignal, operat
   const body = el("div", { id: "credits" });
   root.replaceChildren(
     el("h2", {}, "Credits"),
-    el("p", {}, "The rule: each completed task's solar energy is worth the CO₂ it kept off the grid (the grid's intensity, 0.18 kg per kWh unless the grid is set otherwise) at a price per kilogram (€0.025 by default); its node's owner gets 70 % of it, the cooperative fund 30 %, exact to the pico-euro."),
+    el("p", {}, "The rule: each completed task's solar energy is worth the CO₂ it kept off the grid (the intensity of its node's carbon zone in that hour; each task's page shows which and where it came from) at a price per kilogram (€0.025 by default); its node's owner gets 70 % of it, the cooperative fund 30 %, exact to the pico-euro."),
     el("label", {}, "Period ", select),
     body,
   );
@@ -73,6 +75,42 @@ export async function creditsView(root: HTMLElement, signal: AbortSignal, operat
       el("p", { class: "hint" }, "The recent average is BOINC's RAC: each credit counts half after a week, a quarter after two, per day."),
     );
   };
-  select.addEventListener("change", () => { replaceQuery({ period: select.value }); void load(); });
-  await load();
+  const grouping = el("select", { id: "emissions-group" },
+    el("option", { value: "zone" }, "carbon zone"), el("option", { value: "node" }, "node"), el("option", { value: "organisation" }, "member"));
+  const report = el("section", { id: "emissions", "aria-live": "polite" });
+  const loadReport = async () => {
+    const span = PERIODS.find(([value]) => value === select.value)?.[2] ?? null;
+    const from = span ? new Date(Date.now() - span).toISOString() : undefined;
+    const group_by = grouping.value as "zone" | "node" | "organisation";
+    const { data, error } = await api.GET("/v1/reports/emissions", { params: { query: { from, group_by } } });
+    if (signal.aborted) return;
+    if (error || !data) return void report.replaceChildren(notice(problem(error), "error"));
+    const download = button("Download the emissions report (CSV)", async () => {
+      const query = new URLSearchParams({ group_by, format: "csv", ...(from ? { from } : {}) });
+      const response = await fetch(`/v1/reports/emissions?${query}`, { headers: { Authorization: `Bearer ${key()}` } });
+      if (!response.ok) return void report.append(notice(`The export failed: ${response.status}`, "error"));
+      const anchor = el("a", { href: URL.createObjectURL(await response.blob()), download: `koprogo-grid-emissions-by-${group_by}-${select.value}.csv` });
+      anchor.click();
+      URL.revokeObjectURL(anchor.href);
+    }, { id: "emissions-csv" });
+    const line = (one: Schemas["EmissionsRow"], name: string) => row([name, String(one.results),
+      exact(energy(one.energy_uwh / 1e6), `${one.energy_uwh} µWh`), `${one.solar_share_percent} %`,
+      exact(co2(one.location_based_ng), `${one.location_based_ng} ng`),
+      one.market_based_results === 0 ? "no contract declared"
+        : exact(`${co2(one.market_based_ng)} (${one.market_based_results} of ${one.results} results)`, `${one.market_based_ng} ng`),
+      exact(co2(one.avoided_ng), `${one.avoided_ng} ng`),
+      exact(money(one.node_credits_peur + one.cooperative_credits_peur), `${one.node_credits_peur} + ${one.cooperative_credits_peur} p€`)]);
+    report.replaceChildren(
+      el("h3", {}, "Emissions"),
+      el("p", { class: "hint" }, "Scope 2 of the grid energy the tasks drew (energy − sun): location-based at the intensity of each node's zone and hour, market-based at the factor of the electricity contract its member declared. The two are reported side by side, never netted; the sun's energy is what the credits count as avoided."),
+      el("label", {}, "By ", grouping), download,
+      data.rows.length === 0 ? notice("No credited result in this period.")
+        : table("Emissions of the credited results", ["Group", "Results", "Energy", "Sun's share", "Location-based", "Market-based", "Avoided", "Credits"],
+          [...data.rows.map((one) => line(one, one.name)), line(data.totals, "Total")], { id: "emissions-table" }),
+    );
+  };
+  grouping.addEventListener("change", () => void loadReport());
+  select.addEventListener("change", () => { replaceQuery({ period: select.value }); void load(); void loadReport(); });
+  root.append(report);
+  await Promise.all([load(), loadReport()]);
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod nodes;
 pub mod proof_pages;
 pub mod proofs;
+pub mod reports;
 pub mod stats;
 pub mod tasks;
 

@@ -10,4 +10,5 @@ pub mod ledger;
 pub mod nodes;
 pub mod operations;
 pub mod organizations;
+pub mod reports;
 pub mod tasks;

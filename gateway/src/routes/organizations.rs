@@ -2,11 +2,13 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{post, put};
 use axum::{Json, Router};
+use grid_shared::domain::FieldError;
 use grid_shared::domain::OrganizationName;
 use grid_shared::ids::{MessageId, OrganizationId};
-use grid_shared::messages::{Command, CreateOrganization, RotateApiKey, Sha256Hex};
+use grid_shared::messages::{Command, CreateOrganization, DeclareEnergyContract, RotateApiKey, Sha256Hex};
+use grid_shared::signals::MAX_INTENSITY_MG_PER_KWH;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -20,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/organizations", post(create_organization))
         .route("/v1/organizations/{organization_id}/keys", post(rotate_key))
+        .route("/v1/organizations/{organization_id}/energy-contract", put(declare_energy_contract))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,4 +127,72 @@ pub async fn rotate_key(
     let command_id =
         publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
     Ok((StatusCode::ACCEPTED, Json(RotateKeyResponse { api_key, command_id: command_id.as_uuid() })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyContractRequest {
+    /// The emission factor of the contract the organisation's nodes draw grid energy under, in
+    /// mg CO₂e per kWh (integer, 0 to 2,000,000): 0 for a tariff backed by guarantees of origin
+    /// of wind or sun, the supplier's disclosed mix otherwise.
+    #[schema(minimum = 0, maximum = 2000000, example = 0)]
+    pub factor_mg_per_kwh: i64,
+    /// What the contract is (1 to 100 characters), shown beside the market-based figures.
+    #[schema(min_length = 1, max_length = 100, example = "Green tariff, wind guarantees of origin")]
+    pub label: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnergyContractResponse {
+    pub command_id: uuid::Uuid,
+}
+
+#[utoipa::path(put, path = "/v1/organizations/{organization_id}/energy-contract", tag = "organizations",
+    request_body = EnergyContractRequest,
+    params(("organization_id" = uuid::Uuid, Path, description = "The organisation")),
+    security(("bearer" = [])),
+    description = "Declares the electricity contract of the organisation's nodes: the factor of its market-based (Scope 2) \
+                   figures in `GET /v1/reports/emissions`, reported beside the location-based ones and never netted into \
+                   them. A new declaration replaces the previous one from the time it is applied.",
+    responses(
+        (status = 202, description = "Declaration accepted; poll the command", body = EnergyContractResponse),
+        (status = 404, description = "Not this caller's organisation", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid factor or label", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn declare_energy_contract(
+    State(state): State<AppState>,
+    caller: Credential,
+    headers: HeaderMap,
+    ApiPath(organization_id): ApiPath<uuid::Uuid>,
+    ApiJson(request): ApiJson<EnergyContractRequest>,
+) -> Result<(StatusCode, Json<EnergyContractResponse>), ApiError> {
+    let organization_id = OrganizationId(organization_id);
+    match caller.caller {
+        Caller::Operator => {}
+        Caller::Organization(own) if own == organization_id => {}
+        Caller::Organization(_) => return Err(ApiError::NotFound("organisation")),
+        Caller::Node(_) => {
+            return Err(ApiError::Forbidden("this route takes an organisation API key or the operator key"));
+        }
+    }
+    let mut problems = Vec::new();
+    if !(0..=MAX_INTENSITY_MG_PER_KWH).contains(&request.factor_mg_per_kwh) {
+        problems
+            .push(FieldError::new("factor_mg_per_kwh", format!("must be between 0 and {MAX_INTENSITY_MG_PER_KWH}")));
+    }
+    let label = request.label.trim();
+    if label.is_empty() || label.chars().count() > 100 || label.chars().any(char::is_control) {
+        problems.push(FieldError::new("label", "must be 1 to 100 characters, without control characters"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let command = Command::DeclareEnergyContract(DeclareEnergyContract {
+        organization_id,
+        factor_mg_per_kwh: request.factor_mg_per_kwh,
+        label: label.to_owned(),
+    });
+    let command_id =
+        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    Ok((StatusCode::ACCEPTED, Json(EnergyContractResponse { command_id: command_id.as_uuid() })))
 }

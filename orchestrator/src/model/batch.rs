@@ -189,6 +189,8 @@ pub struct Batch {
     pub api_keys: Vec<(String, OrganizationId)>,
     /// Organisations whose keys other than the given one are revoked.
     pub key_revocations: Vec<(OrganizationId, String)>,
+    /// Electricity contracts declared: (organisation, factor in mg/kWh, label).
+    pub energy_contracts: Vec<(OrganizationId, i64, String)>,
     /// The SHA-256 of each key those revocations end: marked in Redis before the commit, so
     /// that every gateway refuses them from the moment the revocation can be seen applied.
     pub revoked_keys: Vec<String>,

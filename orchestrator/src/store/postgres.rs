@@ -91,6 +91,19 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
             .await?;
         statements += 1;
     }
+    for (organization_id, factor, label) in &batch.energy_contracts {
+        sqlx::query(
+            "update organization set market_factor_mg_per_kwh = $2, market_factor_label = $3,
+                 market_factor_declared_at = now()
+             where organization_id = $1",
+        )
+        .bind(organization_id.as_uuid())
+        .bind(factor)
+        .bind(label)
+        .execute(&mut *conn)
+        .await?;
+        statements += 1;
+    }
     for (organization_id, kept) in &batch.key_revocations {
         sqlx::query(
             "update api_key set revoked_at = now()

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use grid_shared::domain::{RejectionReason, TaskKind, TaskStatus};
 use grid_shared::envelope::{Actor, Envelope, Origin};
 use grid_shared::events::{
-    ApiKeyRotated, ConsentGranted, ConsentRevoked, Event, NodeRegistered, OrganizationCreated, ParticipantDataPurged,
-    TaskAccepted, TaskRejected,
+    ApiKeyRotated, ConsentGranted, ConsentRevoked, EnergyContractDeclared, Event, NodeRegistered, OrganizationCreated,
+    ParticipantDataPurged, TaskAccepted, TaskRejected,
 };
 use grid_shared::ids::{OrganizationId, TaskId};
 use grid_shared::messages::{
-    CancelTask, Command, CreateOrganization, GrantConsent, RegisterNode, Report, RevokeConsent, RotateApiKey,
-    SubmitTask,
+    CancelTask, Command, CreateOrganization, DeclareEnergyContract, GrantConsent, RegisterNode, Report, RevokeConsent,
+    RotateApiKey, SubmitTask,
 };
 use grid_shared::reasons::{Refusal, TaskReason};
+use grid_shared::signals::MAX_INTENSITY_MG_PER_KWH;
 
 use crate::model::batch::{Batch, ConsentChange, EntryRef, NodeInsert, Processed, PurgeTargets, TaskInsert, Violation};
 use crate::model::context::Context;
@@ -120,6 +121,9 @@ pub fn apply_message(
                 revoke_consent(state, rules, context, batch, envelope, origin, command, purge)
             }
             Command::RotateApiKey(command) => rotate_key(state, context, batch, envelope, origin, command),
+            Command::DeclareEnergyContract(command) => {
+                declare_contract(state, context, batch, envelope, origin, command)
+            }
         },
         Decoded::Report(report) => {
             about = Some(report.task_id());
@@ -495,6 +499,41 @@ fn rotate_key(
     let event = Event::ApiKeyRotated(ApiKeyRotated {
         organization_id: command.organization_id,
         previous_keys_revoked: revoked,
+    });
+    batch.record(state, context, origin, Some(command.organization_id), Recorded { event, notify_node: None }, None);
+    Ok(())
+}
+
+fn declare_contract(
+    state: &mut State,
+    context: &mut Context,
+    batch: &mut Batch,
+    envelope: &Envelope,
+    origin: Origin,
+    command: DeclareEnergyContract,
+) -> Result<(), Refusal> {
+    let allowed = match envelope.actor {
+        Actor::Operator => true,
+        Actor::Organization(caller) => caller == command.organization_id,
+        _ => false,
+    };
+    if !allowed || !state.organizations.contains_key(&command.organization_id) {
+        return Err(Refusal::OrganizationNotFound);
+    }
+    // The gateway checked both; a command from elsewhere is checked again.
+    let label = command.label.trim();
+    if !(0..=MAX_INTENSITY_MG_PER_KWH).contains(&command.factor_mg_per_kwh)
+        || label.is_empty()
+        || label.chars().count() > 100
+        || label.chars().any(char::is_control)
+    {
+        return Err(Refusal::Invariant { detail: "an energy contract out of its bounds".to_owned() });
+    }
+    batch.energy_contracts.push((command.organization_id, command.factor_mg_per_kwh, label.to_owned()));
+    let event = Event::EnergyContractDeclared(EnergyContractDeclared {
+        organization_id: command.organization_id,
+        factor_mg_per_kwh: command.factor_mg_per_kwh,
+        label: label.to_owned(),
     });
     batch.record(state, context, origin, Some(command.organization_id), Recorded { event, notify_node: None }, None);
     Ok(())

@@ -112,6 +112,10 @@ try:
     seen["timeline"] = text("#timeline")
     for step in ("Submitted and accepted", "Assigned to", "Completed on"):
         assert step in seen["timeline"], seen["timeline"]
+    # How the credit was computed: the node's zone, the hour's intensity and its source.
+    carbon = text("#task-carbon")
+    assert "BE" in carbon and "g CO₂/kWh" in carbon and "carbon-intensity-synthetic-2026.csv" in carbon, carbon
+    seen["carbon"] = carbon[-200:]
     audit("task")
 
     # Flow: a task completes while the page is open, without a reload.
@@ -203,6 +207,11 @@ try:
     view("credits")
     wait.until(lambda page: "Cooperative fund" in page.find_element(By.ID, "fund").text)
     wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#credit-nodes tbody tr"))
+    # The emissions report by carbon zone: the default zone, location-based beside market-based.
+    wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#emissions-table tbody tr"))
+    emissions = text("#emissions-table")
+    assert "BE" in emissions and "no contract declared" in emissions, emissions
+    seen["emissions"] = emissions[:200]
     audit("credits")
 
     view("proofs")
