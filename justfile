@@ -38,11 +38,16 @@ lint:
 bench: services
     cargo build --release --bins
     cargo build --profile edge -p grid-worker
-    cargo bench -p grid-system-tests --bench scheduler --bench audit --bench consent --bench system
+    cargo bench -p grid-system-tests --bench deferral --bench scheduler --bench audit --bench consent --bench system
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services
     cargo bench -p grid-system-tests --bench scheduler
+
+# Forecast-aware deferral over a year of hourly intensity (DE, FR, BE from the bundled file):
+# emissions against running at once and against the solar-first rule alone. No services needed.
+bench-deferral:
+    cargo bench -p grid-system-tests --bench deferral
 
 # Latency from a consent revocation to the node running the owner's task being told.
 bench-consent: services

@@ -42,6 +42,19 @@ pub struct OrchestratorConfig {
     pub validation: Validation,
     /// Where carbon intensity comes from: see [`crate::signals`].
     pub signals: crate::signals::SignalSettings,
+    /// How a deferrable task without sun waits (`GRID_DEFERRAL`, `GRID_DEFERRAL_MIN_SAVING_PERCENT`).
+    pub deferral: Deferral,
+}
+
+/// How a deferrable task that finds no node in the sun waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// `solar`: it waits for a node in the sun until the end of its window, then runs anywhere.
+    Solar,
+    /// `carbon`: as `solar`, but it runs on the grid in the hour of its window the forecast
+    /// expects to be cleanest (when that hour is at least `min_saving_percent` cleaner than the
+    /// present one it waits for it; see [`crate::scheduler::carbon`]).
+    Carbon { min_saving_percent: u8 },
 }
 
 /// A fault the writer injects on purpose, so that tests can crash it at a chosen point.
@@ -135,6 +148,14 @@ impl OrchestratorConfig {
                 extra_replicas: read(&lookup, "GRID_EXTRA_REPLICAS", "2", integer_in(0, 5))?,
             },
             signals: crate::signals::SignalSettings::from_lookup(&lookup, grid.carbon.grid_intensity_mg_per_kwh)?,
+            deferral: {
+                let min_saving_percent = read(&lookup, "GRID_DEFERRAL_MIN_SAVING_PERCENT", "5", integer_in(0, 99))?;
+                read(&lookup, "GRID_DEFERRAL", "solar", |text| match text {
+                    "solar" => Ok(Deferral::Solar),
+                    "carbon" => Ok(Deferral::Carbon { min_saving_percent }),
+                    other => Err(format!("{other:?} is neither solar nor carbon")),
+                })?
+            },
             grid,
         })
     }

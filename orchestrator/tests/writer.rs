@@ -80,10 +80,14 @@ impl Harness {
     }
 
     async fn heartbeat(&mut self, node_id: NodeId, expires_in: chrono::Duration) {
+        self.heartbeat_with_sun(node_id, expires_in, 300.0).await;
+    }
+
+    async fn heartbeat_with_sun(&mut self, node_id: NodeId, expires_in: chrono::Duration, solar_watts: f64) {
         let entry = HeartbeatEntry {
             node_id,
             cpu_usage: 5.0,
-            solar_watts: 300.0,
+            solar_watts,
             eco_score: 0.8,
             expires_at_ms: (Utc::now() + expires_in).timestamp_millis(),
         };
@@ -141,14 +145,19 @@ impl Harness {
         node_id
     }
 
-    /// Adds a submission (not stepped).
+    /// Adds a submission due in an hour (not stepped).
     async fn submit(&mut self, organization_id: OrganizationId) -> (TaskId, Envelope) {
+        self.submit_due(organization_id, chrono::Duration::hours(1)).await
+    }
+
+    /// Adds a submission due in `due` (not stepped).
+    async fn submit_due(&mut self, organization_id: OrganizationId, due: chrono::Duration) -> (TaskId, Envelope) {
         let task_id = TaskId::new();
         let submit = Command::SubmitTask(SubmitTask {
             task_id,
             copropriete_id: CoproprieteId::new(),
             priority: Priority::default(),
-            deadline: Utc::now() + chrono::Duration::hours(1),
+            deadline: Utc::now() + due,
             kind: TaskKind::BuildingThermalSimulation {
                 building_id: BuildingId::new(),
                 insulation_score: 0.5,
@@ -269,4 +278,61 @@ async fn a_dead_nodes_task_whose_lease_falls_due_with_its_expiry_is_taken_back_o
     assert_eq!(harness.count("select count(*) from event where event_type = 'NodeWentOffline'").await, 1);
     let metrics = harness.status.metrics.render();
     assert!(metrics.contains("grid_invariant_violations_total 0"), "nothing refused on unexpected state:\n{metrics}");
+}
+
+/// An intensity file (the data portal's columns) for BE around the present hour: `values[k]`
+/// g/kWh for the hour k after the present one, from an hour before it.
+fn intensity_file(values: &[&str]) -> std::path::PathBuf {
+    use chrono::DurationRound;
+    let hour = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap();
+    let mut text =
+        String::from("Datetime (UTC),Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (LCA)\n");
+    for (offset, value) in (-1..).zip(std::iter::once(&"500").chain(values)) {
+        let at = hour + chrono::Duration::hours(offset);
+        text.push_str(&format!("{},BE,{value},{value}\n", at.format("%Y-%m-%d %H:%M:%S")));
+    }
+    let path = std::env::temp_dir().join(format!("intensity-{}.csv", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The status of a task after the step that applies its submission, with a node in the zone
+/// (BE) and no sun, under a deferral rule and an intensity file.
+async fn placed_without_sun(pool: PgPool, deferral: &str, values: &[&str]) -> String {
+    let file = intensity_file(values);
+    let path = file.to_string_lossy().into_owned();
+    let mut harness = harness(pool, &[("GRID_DEFERRAL", deferral), ("GRID_CARBON_FILE", &path)]).await;
+    std::fs::remove_file(&file).unwrap();
+    let organization_id = harness.organization().await;
+    let node_id = harness.register(organization_id, 2).await;
+    harness.heartbeat_with_sun(node_id, chrono::Duration::seconds(15), 0.0).await;
+    // Three hours of slack: the next hour always starts within the window.
+    let (task_id, submission) = harness.submit_due(organization_id, chrono::Duration::hours(3)).await;
+    harness.step_until_processed(&submission).await;
+    sqlx::query_scalar("select status from task where task_id = $1")
+        .bind(task_id.as_uuid())
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap()
+}
+
+/// Where the rules agree: the grid is expected cleaner later (100 against 400 g/kWh), so
+/// under the forecast rule the task waits for that hour, as it waits for the sun under the
+/// solar-first rule.
+#[sqlx::test(migrations = "../migrations")]
+async fn without_sun_a_task_waits_when_a_cleaner_hour_is_coming(pool: PgPool) {
+    // (Each figure holds for two hours, so that an hour turning during the test changes nothing.)
+    assert_eq!(placed_without_sun(pool, "carbon", &["400", "400", "100", "350", "350"]).await, "queued");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn without_sun_the_solar_first_rule_waits_for_the_sun(pool: PgPool) {
+    assert_eq!(placed_without_sun(pool, "solar", &["100", "400", "400", "400"]).await, "queued");
+}
+
+/// Where they differ: this hour is the cleanest of the window (100 against 400 g/kWh later), so
+/// the forecast rule runs the task on the grid now instead of waiting for the sun.
+#[sqlx::test(migrations = "../migrations")]
+async fn without_sun_the_forecast_rule_runs_a_task_in_the_cleanest_hour(pool: PgPool) {
+    assert_eq!(placed_without_sun(pool, "carbon", &["100", "100", "400", "400", "400"]).await, "assigned");
 }

@@ -148,6 +148,8 @@ pub struct Rules {
     /// The carbon zones a node may register in, and the zone of one that names none.
     pub zones: Vec<Zone>,
     pub default_zone: Zone,
+    /// How a deferrable task without sun waits.
+    pub deferral: crate::config::Deferral,
     pub proof_difficulty: u8,
     /// A block closes when it holds this many leaves, or when its first leaf is this old.
     pub block_max_leaves: usize,
@@ -169,6 +171,7 @@ impl Rules {
             carbon: config.grid.carbon,
             zones: config.grid.zones.clone(),
             default_zone: config.grid.default_zone.clone(),
+            deferral: config.deferral,
             proof_difficulty: config.grid.proof_difficulty,
             block_max_leaves: config.block_max_leaves,
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),

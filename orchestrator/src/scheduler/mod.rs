@@ -15,6 +15,8 @@
 //!   while `now < deadline − 3 × expected_runtime` (three runtimes: one to run, two to absorb a
 //!   requeue), and is placed on any node after that, so waiting never makes it miss its deadline.
 
+pub mod carbon;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 
@@ -249,6 +251,11 @@ impl RankedFleet {
         self.ranked.first().map(|rank| rank.surplus)
     }
 
+    /// The best ranked node a task may go to.
+    pub fn best(&self, excluded: &dyn Fn(NodeId) -> bool) -> Option<&LiveNode> {
+        self.best_two(excluded).0
+    }
+
     /// The best two ranked nodes the task may go to (chosen, runner-up).
     fn best_two(&self, excluded: &dyn Fn(NodeId) -> bool) -> (Option<&LiveNode>, Option<&LiveNode>) {
         let mut eligible = self
@@ -281,6 +288,28 @@ pub fn place(
     deadline: DateTime<Utc>,
     excluded: &dyn Fn(NodeId) -> bool,
 ) -> Decision {
+    let deferrable = now < policy.wait_for_sun_until_deadline(deadline);
+    place_on_best(fleet, policy, task_id, deferrable, excluded)
+}
+
+/// Places a task on the best node it may go to, in the sun or not (the forecast found this hour
+/// the cleanest of its window: see [`carbon`]).
+pub fn place_now(
+    fleet: &mut RankedFleet,
+    policy: Policy,
+    task_id: TaskId,
+    excluded: &dyn Fn(NodeId) -> bool,
+) -> Decision {
+    place_on_best(fleet, policy, task_id, false, excluded)
+}
+
+fn place_on_best(
+    fleet: &mut RankedFleet,
+    policy: Policy,
+    task_id: TaskId,
+    deferrable: bool,
+    excluded: &dyn Fn(NodeId) -> bool,
+) -> Decision {
     if fleet.ranked.is_empty() {
         return Decision::NoCapacity;
     }
@@ -292,7 +321,6 @@ pub fn place(
         // Only nodes with a free core are ranked; were one full, placing would overfill it.
         return Decision::NoCapacity;
     }
-    let deferrable = now < policy.wait_for_sun_until_deadline(deadline);
     if deferrable && chosen.solar_surplus(policy.watts_per_core) < 0.0 {
         return Decision::WaitForSun;
     }

@@ -76,6 +76,8 @@ pub fn rules() -> Rules {
         carbon: grid_shared::carbon::CarbonPolicy::default(),
         zones: SIMULATED_ZONES.iter().map(|zone| zone_of(zone)).collect(),
         default_zone: zone_of("BE"),
+        // The forecast rule is explored (it includes the solar-first one): never late.
+        deferral: crate::config::Deferral::Carbon { min_saving_percent: 5 },
         proof_difficulty: 0,
         block_max_leaves: 8,
         seal_interval: Duration::seconds(1),

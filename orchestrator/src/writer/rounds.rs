@@ -1,20 +1,23 @@
 //! What the writer decides without a message: timers that fell due (dead nodes, start leases,
 //! deadlines, backoffs) and placement rounds over the head of the queue. No I/O.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::{Actor, Origin};
 use grid_shared::events::{Event, NodeWentOffline};
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::reasons::{Refusal, TakeBack};
+use grid_shared::signals::Zone;
 
 use super::apply::{task_origin, transition};
+use crate::config::Deferral;
 use crate::model::batch::{Batch, Violation};
 use crate::model::context::Context;
 use crate::model::lifecycle::{self, Recorded};
 use crate::model::timers::Due;
 use crate::model::{Rules, State};
+use crate::scheduler::carbon::{CarbonChoice, Outlook};
 use crate::scheduler::{self, Decision};
 
 /// Counts a refused timer or placement: the writer met state it did not expect.
@@ -127,6 +130,8 @@ pub fn place_round(
 ) -> usize {
     let now = context.now();
     let mut placed = 0;
+    // The forecast of each zone met in this round, computed once (see `scheduler::carbon`).
+    let mut outlooks: HashMap<Zone, Outlook> = HashMap::new();
     for task_id in candidates {
         let Some(task) = state.tasks.get(task_id) else { continue };
         if task.status != TaskStatus::Queued || task.deadline <= now || blocked.contains(task_id) {
@@ -143,7 +148,29 @@ pub fn place_round(
             let is_excluded = |node_id: NodeId| {
                 !excluded.is_empty() && nodes.get(&node_id).is_some_and(|node| excluded.contains(&node.owner_id))
             };
-            scheduler::place(&mut state.fleet, now, rules.policy, *task_id, deadline, &is_excluded)
+            let decision = scheduler::place(&mut state.fleet, now, rules.policy, *task_id, deadline, &is_excluded);
+            match (decision, rules.deferral) {
+                (Decision::WaitForSun, Deferral::Carbon { min_saving_percent }) => {
+                    let zone = state
+                        .fleet
+                        .best(&is_excluded)
+                        .and_then(|best| nodes.get(&best.node_id))
+                        .and_then(|node| node.zone.clone())
+                        .unwrap_or_else(|| rules.default_zone.clone());
+                    let outlook =
+                        outlooks.entry(zone).or_insert_with_key(|zone| Outlook::of(context.signals(), zone, now));
+                    let latest = rules.policy.wait_for_sun_until_deadline(deadline);
+                    match outlook.decide(now, latest, min_saving_percent) {
+                        // This hour is the cleanest of its window: on the grid, now.
+                        CarbonChoice::RunNow => {
+                            scheduler::place_now(&mut state.fleet, rules.policy, *task_id, &is_excluded)
+                        }
+                        // A cleaner hour is coming (or the sun, first): the task waits for it.
+                        CarbonChoice::WaitUntil { .. } => Decision::WaitForSun,
+                    }
+                }
+                (decision, _) => decision,
+            }
         };
         match decision {
             Decision::Placed(placement) => {

@@ -28,6 +28,7 @@ pub(crate) fn rules() -> Rules {
         carbon: CarbonPolicy::default(),
         zones: ["BE", "DE", "FR"].map(|zone| Zone::parse(zone).unwrap()).to_vec(),
         default_zone: Zone::parse("BE").unwrap(),
+        deferral: crate::config::Deferral::Solar,
         proof_difficulty: 4,
         block_max_leaves: 2_000,
         seal_interval: Duration::milliseconds(250),
