@@ -1046,6 +1046,11 @@ export interface components {
         NodeView: {
             /** Format: int32 */
             cpu_cores: number;
+            /**
+             * Format: int64
+             * @description The embodied emissions it declared, g CO₂e (absent: the grid's default is used).
+             */
+            embodied_g_co2e?: number | null;
             has_solar: boolean;
             /**
              * Format: date-time
@@ -1197,6 +1202,14 @@ export interface components {
              * @description 1 to 256.
              */
             cpu_cores: number;
+            /**
+             * Format: int64
+             * @description What making the node emitted, in g CO₂e (1 to 10,000,000), from its maker's product carbon
+             *     footprint: its share goes into each task's SCI. Absent: the grid's default for a Raspberry
+             *     Pi (`GRID_EMBODIED_KG_CO2E`, 10 kg, an estimate; see the README).
+             * @example 10000
+             */
+            embodied_g_co2e?: number | null;
             has_solar: boolean;
             location: string;
             name: string;
@@ -1281,6 +1294,22 @@ export interface components {
             api_key: string;
             /** Format: uuid */
             command_id: string;
+        };
+        /**
+         * @description A task's Software Carbon Intensity (ISO/IEC 21031: SCI = (E × I + M) per R, R = one task),
+         *     in ng CO₂e. `operational_ng`: each result's grid energy (energy − solar) × the intensity of
+         *     its node's zone in the hour the task completed, plus its solar energy × the panels' own
+         *     factor (`GRID_SOLAR_INTENSITY_KG_PER_KWH`); results whose energy was refused as implausible
+         *     count none. `embodied_ng`: the completing node's embodied emissions × the time its assignment
+         *     held one core ÷ its lifetime (`GRID_EMBODIED_LIFETIME_YEARS`) ÷ its cores.
+         */
+        SciView: {
+            /** Format: int64 */
+            embodied_ng: number;
+            /** Format: int64 */
+            operational_ng: number;
+            /** Format: int64 */
+            total_ng: number;
         };
         SubmitTaskRequest: {
             /** Format: uuid */
@@ -1487,6 +1516,7 @@ export interface components {
             result_json?: unknown;
             /** @description Every result reported for the task's assignments, in order. */
             results: components["schemas"]["ResultView"][];
+            sci?: components["schemas"]["SciView"] | null;
             /** Format: double */
             solar_contribution_wh?: number | null;
             /** Format: date-time */

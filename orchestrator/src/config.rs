@@ -44,6 +44,20 @@ pub struct OrchestratorConfig {
     pub signals: crate::signals::SignalSettings,
     /// How a deferrable task without sun waits (`GRID_DEFERRAL`, `GRID_DEFERRAL_MIN_SAVING_PERCENT`).
     pub deferral: Deferral,
+    /// What a task's Software Carbon Intensity takes besides the grid's intensity.
+    pub sci: SciSettings,
+}
+
+/// The factors of each task's SCI (see `grid_shared::carbon::Sci`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SciSettings {
+    /// The panels' own life-cycle intensity, mg CO₂e/kWh (`GRID_SOLAR_INTENSITY_KG_PER_KWH`,
+    /// 0.041: IPCC AR5 WGIII Annex III, median of rooftop PV).
+    pub solar_intensity_mg_per_kwh: i64,
+    /// The embodied emissions of a node that declares none, g CO₂e (`GRID_EMBODIED_KG_CO2E`, 10).
+    pub default_embodied_g: i64,
+    /// Over how long a node's embodied emissions are spread (`GRID_EMBODIED_LIFETIME_YEARS`, 5).
+    pub lifetime_ms: i64,
 }
 
 /// How a deferrable task that finds no node in the sun waits.
@@ -148,6 +162,21 @@ impl OrchestratorConfig {
                 extra_replicas: read(&lookup, "GRID_EXTRA_REPLICAS", "2", integer_in(0, 5))?,
             },
             signals: crate::signals::SignalSettings::from_lookup(&lookup, grid.carbon.grid_intensity_mg_per_kwh)?,
+            sci: SciSettings {
+                solar_intensity_mg_per_kwh: read(&lookup, "GRID_SOLAR_INTENSITY_KG_PER_KWH", "0.041", |text| {
+                    grid_shared::carbon::parse_scaled_decimal(text, 6)
+                })?,
+                default_embodied_g: read(&lookup, "GRID_EMBODIED_KG_CO2E", "10", |text| {
+                    let grams = grid_shared::carbon::parse_scaled_decimal(text, 3)?;
+                    if (1..=10_000_000).contains(&grams) {
+                        Ok(grams)
+                    } else {
+                        Err("must be above 0 and at most 10000".into())
+                    }
+                })?,
+                lifetime_ms: read(&lookup, "GRID_EMBODIED_LIFETIME_YEARS", "5", integer_in::<i64>(1, 50))?
+                    * grid_shared::carbon::MS_PER_YEAR,
+            },
             deferral: {
                 let min_saving_percent = read(&lookup, "GRID_DEFERRAL_MIN_SAVING_PERCENT", "5", integer_in(0, 99))?;
                 read(&lookup, "GRID_DEFERRAL", "solar", |text| match text {

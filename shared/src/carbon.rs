@@ -123,6 +123,49 @@ impl CarbonPolicy {
     }
 }
 
+/// Milliseconds in a year of 365.25 days (an embodied lifetime's unit).
+pub const MS_PER_YEAR: i64 = 31_557_600_000;
+
+/// The Software Carbon Intensity of one task (ISO/IEC 21031:2024, SCI = (E × I + M) per R, with
+/// R one task): its operational emissions, the grid energy at the grid's intensity plus the
+/// sun's energy at the panels' own life-cycle factor, and its embodied share, the node's
+/// embodied emissions for the time the task held one of its cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Sci {
+    pub operational_ng: i64,
+    pub embodied_ng: i64,
+}
+
+impl Sci {
+    pub fn total_ng(&self) -> i64 {
+        self.operational_ng.saturating_add(self.embodied_ng)
+    }
+
+    /// The operational part of one result: `(energy − solar) × intensity ÷ 1000 + solar ×
+    /// solar_intensity ÷ 1000` (ng, from µWh and mg/kWh).
+    pub fn operational(
+        energy: MicroWattHours,
+        solar: MicroWattHours,
+        intensity_mg_per_kwh: i64,
+        solar_intensity_mg_per_kwh: i64,
+    ) -> i64 {
+        let solar_uwh = i128::from(solar.0.max(0));
+        let grid_uwh = (i128::from(energy.0) - solar_uwh).max(0);
+        saturate(
+            grid_uwh * i128::from(intensity_mg_per_kwh.max(0)) / 1_000
+                + solar_uwh * i128::from(solar_intensity_mg_per_kwh.max(0)) / 1_000,
+        )
+    }
+
+    /// The embodied share of a task that held one of `cpu_cores` cores for `runtime_ms` of a
+    /// node whose making emitted `embodied_g` g CO₂e over `lifetime_ms`: `TE × (TiR ÷ EL) × (RR ÷
+    /// ToR)` in the specification's terms (ng).
+    pub fn embodied(embodied_g: i64, runtime_ms: i64, lifetime_ms: i64, cpu_cores: u16) -> i64 {
+        let denominator = i128::from(lifetime_ms.max(1)) * i128::from(cpu_cores.max(1));
+        saturate(i128::from(embodied_g.max(0)) * 1_000_000_000 * i128::from(runtime_ms.max(0)) / denominator)
+    }
+}
+
 fn saturate(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -193,6 +236,23 @@ mod tests {
         assert!(parse_scaled_decimal("-1", 6).is_err());
         assert!(parse_scaled_decimal("1e3", 6).is_err());
         assert!(parse_scaled_decimal("", 6).is_err());
+    }
+
+    #[test]
+    fn sci_is_operational_plus_embodied_in_exact_integers() {
+        // 100 mWh, 60 of them solar: 40 mWh at 180 g/kWh = 7.2 mg; 60 mWh at 41 g/kWh = 2.46 mg.
+        let operational = Sci::operational(MicroWattHours(100_000), MicroWattHours(60_000), 180_000, 41_000);
+        assert_eq!(operational, 7_200_000 + 2_460_000);
+        // 10 kg over 5 years, one of 4 cores for a minute: 10¹³ ng × 60,000 ms ÷ (157,788,000,000 ms × 4),
+        // rounded down.
+        let five_years_ms = 5 * MS_PER_YEAR;
+        assert_eq!(Sci::embodied(10_000, 60_000, five_years_ms, 4), 950_642);
+        assert_eq!(Sci { operational_ng: 3, embodied_ng: 4 }.total_ng(), 7);
+        assert_eq!(
+            Sci::operational(MicroWattHours(10), MicroWattHours(50), 1_000, 0),
+            0,
+            "solar above energy: no grid"
+        );
     }
 
     proptest! {

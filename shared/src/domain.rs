@@ -79,6 +79,10 @@ pub struct NodeSpec {
     /// Its carbon zone; absent in registrations written before zones (the grid's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     zone: Option<crate::signals::Zone>,
+    /// What making it emitted, in g CO₂e (its share goes into each task's SCI); absent: the
+    /// grid's default for a Raspberry Pi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    embodied_g_co2e: Option<i64>,
 }
 
 impl NodeSpec {
@@ -90,7 +94,22 @@ impl NodeSpec {
             return Err(FieldError::new("cpu_cores", format!("must be between 1 and {}", Self::MAX_CORES)));
         }
         let location = bounded_text("location", location, 100)?;
-        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location, zone: None })
+        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location, zone: None, embodied_g_co2e: None })
+    }
+
+    /// The most a node's embodied emissions may be declared at: 10 t CO₂e.
+    pub const MAX_EMBODIED_G: i64 = 10_000_000;
+
+    /// The same node, whose making emitted `grams` g CO₂e (1 g to 10 t).
+    pub fn with_embodied(self, grams: i64) -> Result<Self, FieldError> {
+        if !(1..=Self::MAX_EMBODIED_G).contains(&grams) {
+            return Err(FieldError::new("embodied_g_co2e", format!("must be between 1 and {}", Self::MAX_EMBODIED_G)));
+        }
+        Ok(Self { embodied_g_co2e: Some(grams), ..self })
+    }
+
+    pub fn embodied_g_co2e(&self) -> Option<i64> {
+        self.embodied_g_co2e
     }
 
     /// The same node in the carbon zone `zone`.

@@ -28,6 +28,9 @@ pub struct NodeRegistered {
     /// Its carbon zone (absent in events written before zones: the grid's default, BE then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<Zone>,
+    /// Its declared embodied emissions, g CO₂e (absent: the grid's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embodied_g_co2e: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +134,9 @@ pub struct TaskCompleted {
     /// Absent in events written before result validation existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
+    /// The task's Software Carbon Intensity (absent in events written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sci: Option<crate::carbon::Sci>,
 }
 
 /// Why a task needs one more result before it can complete.
@@ -386,6 +392,7 @@ mod tests {
                 has_solar: true,
                 location: "Namur".into(),
                 zone: Some(Zone::parse("BE").unwrap()),
+                embodied_g_co2e: Some(8_000),
             }),
             Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: vec![task_id] }),
             Event::TaskAccepted(TaskAccepted {
@@ -437,6 +444,7 @@ mod tests {
                     agreeing: vec![node_id, NodeId::new()],
                     disagreeing: vec![NodeId::new()],
                 }),
+                sci: Some(crate::carbon::Sci { operational_ng: 7, embodied_ng: 2 }),
             }),
             Event::TaskResultRecorded(TaskResultRecorded {
                 task_id,

@@ -66,6 +66,7 @@ fn events_of(task_id: TaskId, node_id: NodeId) -> [Event; 5] {
                 refusal: None,
             },
             validation: None,
+            sci: None,
         }),
         Event::CreditsDistributed(CreditsDistributed {
             task_id,

@@ -130,6 +130,16 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
         assert_eq!(credit["intensity_source"], expected.source.as_str());
         assert_eq!(credit["intensity_kind"], "average");
         let split = policy.credit_at(solar, expected.intensity_mg_per_kwh);
+        // Its SCI: operational (grid energy at the zone's intensity, the sun at the panels'
+        // factor) plus an embodied share, apart and summed.
+        let sci = &task["sci"];
+        let (operational, embodied) = (sci["operational_ng"].as_i64().unwrap(), sci["embodied_ng"].as_i64().unwrap());
+        let energy = MicroWattHours((task["energy_used_wh"].as_f64().unwrap() * 1e6).round() as i64);
+        let expected_operational =
+            grid_shared::carbon::Sci::operational(energy, solar, expected.intensity_mg_per_kwh, 41_000);
+        assert_eq!(operational, expected_operational, "{task}");
+        assert!(embodied >= 0, "{task}");
+        assert_eq!(sci["total_ng"].as_i64(), Some(operational + embodied));
         assert_eq!(task["carbon_saved_ng"].as_i64(), Some(split.carbon_saved.0), "{task}");
         assert_eq!(task["node_share_peur"].as_i64(), Some(split.node_share.0));
         assert_eq!(task["cooperative_share_peur"].as_i64(), Some(split.cooperative_share.0));

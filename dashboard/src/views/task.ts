@@ -258,6 +258,9 @@ export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: s
         ["Energy", energy(task.energy_used_wh)],
         ["Sun in it", energy(task.solar_contribution_wh)],
         ["Replicas", `${task.replicas} asked, ${task.quorum} must agree`],
+        ["Software carbon intensity", task.sci == null ? "—"
+          : exact(`${co2(task.sci.total_ng)} for this task (${co2(task.sci.operational_ng)} operational + ${co2(task.sci.embodied_ng)} embodied)`,
+            `SCI = ${task.sci.operational_ng} + ${task.sci.embodied_ng} = ${task.sci.total_ng} ng CO₂e per task`)],
         ["Credit", task.node_share_peur == null ? "—"
           : exact(`${credit(task)} · ${co2(task.carbon_saved_ng)} avoided`,
             `node ${task.node_share_peur} p€ + cooperative ${task.cooperative_share_peur} p€; ${task.carbon_saved_ng} ng CO₂ (node share ${money(task.node_share_peur)})`)],

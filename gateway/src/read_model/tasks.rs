@@ -72,6 +72,9 @@ pub struct TaskView {
     /// hour, the intensity and where it came from. The task's `carbon_saved_ng` and shares are
     /// their sums.
     pub credits: Vec<CreditView>,
+    /// The task's Software Carbon Intensity once completed (absent before, and for tasks
+    /// completed before it was measured).
+    pub sci: Option<SciView>,
     /// Why the task went where it went: the payload of its latest `TaskAssigned` event
     /// (`node_id`, `attempt`, and the `chosen` node and `runner_up` with their score inputs:
     /// solar watts, CPU usage, eco score, cores, running). Absent before its first assignment.
@@ -89,6 +92,19 @@ pub struct ResultView {
     /// Why the reported energy earns no credit, when it does not.
     pub refusal: Option<String>,
     pub reported_at: DateTime<Utc>,
+}
+
+/// A task's Software Carbon Intensity (ISO/IEC 21031: SCI = (E × I + M) per R, R = one task),
+/// in ng CO₂e. `operational_ng`: each result's grid energy (energy − solar) × the intensity of
+/// its node's zone in the hour the task completed, plus its solar energy × the panels' own
+/// factor (`GRID_SOLAR_INTENSITY_KG_PER_KWH`); results whose energy was refused as implausible
+/// count none. `embodied_ng`: the completing node's embodied emissions × the time its assignment
+/// held one core ÷ its lifetime (`GRID_EMBODIED_LIFETIME_YEARS`) ÷ its cores.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SciView {
+    pub operational_ng: i64,
+    pub embodied_ng: i64,
+    pub total_ng: i64,
 }
 
 /// One credited result: what it earned and the intensity it was computed from. Anyone can
@@ -131,7 +147,7 @@ pub struct TaskPage {
 
 const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
         t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
-        t.assigned_at, t.started_at, t.finished_at, t.not_before,
+        t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
         (select n.name from node n where n.node_id = t.node_id) as node_name,
         case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,
                  'building_id', t.kind -> 'building_id', 'simulation_months', t.kind -> 'simulation_months',
@@ -197,6 +213,15 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
         quorum: row.try_get("quorum")?,
         results: serde_json::from_value(row.try_get("results")?)
             .map_err(|error| sqlx::Error::Decode(format!("task results: {error}").into()))?,
+        sci: match (
+            row.try_get::<Option<i64>, _>("sci_operational_ng")?,
+            row.try_get::<Option<i64>, _>("sci_embodied_ng")?,
+        ) {
+            (Some(operational_ng), Some(embodied_ng)) => {
+                Some(SciView { operational_ng, embodied_ng, total_ng: operational_ng.saturating_add(embodied_ng) })
+            }
+            _ => None,
+        },
         credits: serde_json::from_value(row.try_get("credits")?)
             .map_err(|error| sqlx::Error::Decode(format!("task credits: {error}").into()))?,
         assignment: row.try_get("assignment")?,

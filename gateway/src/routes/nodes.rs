@@ -59,6 +59,12 @@ pub struct RegisterNodeRequest {
     #[serde(default)]
     #[schema(example = "BE", pattern = "^[A-Z][A-Z0-9-]{0,31}$")]
     pub zone: Option<String>,
+    /// What making the node emitted, in g CO₂e (1 to 10,000,000), from its maker's product carbon
+    /// footprint: its share goes into each task's SCI. Absent: the grid's default for a Raspberry
+    /// Pi (`GRID_EMBODIED_KG_CO2E`, 10 kg, an estimate; see the README).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000000, example = 10000)]
+    pub embodied_g_co2e: Option<i64>,
 }
 
 /// The zone a registration names, checked against the zones the grid knows, or the default.
@@ -89,8 +95,11 @@ pub async fn register(
     request: &RegisterNodeRequest,
 ) -> Result<RegisterNodeResponse, ApiError> {
     caller.organization()?;
-    let spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?
+    let mut spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?
         .in_zone(registration_zone(state, request.zone.as_deref())?);
+    if let Some(grams) = request.embodied_g_co2e {
+        spec = spec.with_embodied(grams)?;
+    }
     let node_id = NodeId::new();
     let token = new_secret(NODE_TOKEN_PREFIX);
     let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: Sha256Hex::of_secret(&token) });

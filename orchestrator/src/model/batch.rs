@@ -149,6 +149,7 @@ pub struct NodeInsert {
     pub location: String,
     pub token_hash: String,
     pub zone: Zone,
+    pub embodied_g: Option<i64>,
 }
 
 /// A task that failed for good, for the dead-letter stream.

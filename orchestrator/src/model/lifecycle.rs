@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use grid_shared::blocks::{CreditBasis, Leaf};
-use grid_shared::carbon::{CreditSplit, MicroWattHours};
+use grid_shared::carbon::{CreditSplit, MicroWattHours, Sci};
 use grid_shared::domain::{RejectionReason, TaskStatus};
 use grid_shared::events::{
     CreditsDistributed, EnergyCheck, Event, LeafPosition, NodeTrustChanged, TaskAssigned, TaskCancelled, TaskCompleted,
@@ -85,6 +85,7 @@ pub struct FinalResult {
     pub result_hash: String,
     pub energy: MicroWattHours,
     pub solar: MicroWattHours,
+    pub sci: Option<Sci>,
 }
 
 /// What a transition changes besides the task.
@@ -345,11 +346,13 @@ pub fn complete(
             };
             effects.verdicts = task.results.iter().map(|result| (result.attempt, verdict_of(result))).collect();
             effects.new_results.push((this.clone(), verdict_of(&this), report.result_json.clone()));
+            let sci = task_sci(&results, reporter, runtime_ms, nodes, context);
             effects.result = Some(FinalResult {
                 result_json: report.result_json,
                 result_hash: report.result_hash.clone(),
                 energy: report.energy_used,
                 solar: report.solar_contribution,
+                sci: Some(sci),
             });
             // The row keeps why the energy earns nothing, or no reason at all.
             task.reason = check.refusal.clone().map(|detail| TaskReason::NotCredited { detail });
@@ -363,6 +366,7 @@ pub fn complete(
                 solar_contribution: report.solar_contribution,
                 check,
                 validation: Some(validation),
+                sci: Some(sci),
             })));
             if validated {
                 for result in &results {
@@ -405,6 +409,32 @@ pub fn complete(
         }
     }
     Ok(effects)
+}
+
+/// A completed task's Software Carbon Intensity: the operational emissions of every result it
+/// took (grid energy at the intensity of each node's zone in this hour, the sun's at the
+/// panels' factor; a result whose energy was refused as implausible counts none), and the
+/// embodied share of the completing node for the time its assignment held a core.
+fn task_sci(
+    results: &[TaskResult],
+    reporter: &Node,
+    runtime_ms: i64,
+    nodes: &super::Map<NodeId, Node>,
+    context: &CompletionContext<'_>,
+) -> Sci {
+    let rules = context.rules;
+    let operational_ng = results
+        .iter()
+        .filter(|result| result.refusal.is_none())
+        .map(|result| {
+            let zone = nodes.get(&result.node_id).and_then(|node| node.zone.as_ref()).unwrap_or(&rules.default_zone);
+            let intensity = context.signals.lookup(zone, context.now).intensity_mg_per_kwh;
+            Sci::operational(result.energy, result.solar, intensity, rules.sci.solar_intensity_mg_per_kwh)
+        })
+        .fold(0_i64, i64::saturating_add);
+    let embodied_g = reporter.embodied_g.unwrap_or(rules.sci.default_embodied_g);
+    let embodied_ng = Sci::embodied(embodied_g, runtime_ms, rules.sci.lifetime_ms, reporter.cpu_cores);
+    Sci { operational_ng, embodied_ng }
 }
 
 /// Why a second opinion cannot be had for a single-replica result, when one is due.

@@ -113,6 +113,8 @@ pub struct Node {
     pub cpu_cores: u16,
     /// Its carbon zone; `None` for a node registered before zones (the grid's default zone).
     pub zone: Option<Zone>,
+    /// Its declared embodied emissions in g CO₂e; `None`: the grid's default.
+    pub embodied_g: Option<i64>,
     /// Consecutive results confirmed by a quorum.
     pub trust: u32,
     /// Tasks assigned to or running on it (each holds one core).
@@ -150,6 +152,7 @@ pub struct Rules {
     pub default_zone: Zone,
     /// How a deferrable task without sun waits.
     pub deferral: crate::config::Deferral,
+    pub sci: crate::config::SciSettings,
     pub proof_difficulty: u8,
     /// A block closes when it holds this many leaves, or when its first leaf is this old.
     pub block_max_leaves: usize,
@@ -172,6 +175,7 @@ impl Rules {
             zones: config.grid.zones.clone(),
             default_zone: config.grid.default_zone.clone(),
             deferral: config.deferral,
+            sci: config.sci,
             proof_difficulty: config.grid.proof_difficulty,
             block_max_leaves: config.block_max_leaves,
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
@@ -388,7 +392,15 @@ mod tests {
     use crate::model::lifecycle::tests::rules;
 
     fn node_of(owner_id: OrganizationId) -> Node {
-        Node { node_id: NodeId::new(), owner_id, cpu_cores: 2, zone: None, trust: 0, in_flight: Set::default() }
+        Node {
+            node_id: NodeId::new(),
+            owner_id,
+            cpu_cores: 2,
+            zone: None,
+            embodied_g: None,
+            trust: 0,
+            in_flight: Set::default(),
+        }
     }
 
     fn heartbeat_of(node_id: NodeId, solar_watts: f64) -> HeartbeatEntry {

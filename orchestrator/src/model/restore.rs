@@ -29,6 +29,8 @@ pub struct StoredNode {
     pub token_hash: String,
     /// `None`: registered before zones (the grid's default zone).
     pub zone: Option<grid_shared::signals::Zone>,
+    /// `None`: none declared (the grid's default).
+    pub embodied_g: Option<i64>,
 }
 
 /// An open task's row (`queued`, `assigned` or `running`, not finished), as read: the columns
@@ -162,6 +164,7 @@ impl<'a> Restore<'a> {
             // At least one core: a node row with none could never take work anyway.
             cpu_cores: u16::try_from(node.cpu_cores).unwrap_or(u16::MAX).max(1),
             zone: node.zone,
+            embodied_g: node.embodied_g,
             trust: u32::try_from(node.trust).unwrap_or(0),
             in_flight: Set::default(),
         });
@@ -341,6 +344,7 @@ mod tests {
             trust: 0,
             token_hash: "t".into(),
             zone: None,
+            embodied_g: None,
         };
         let other = StoredNode { node_id: NodeId::new(), cpu_cores: 2, token_hash: "u".into(), ..node.clone() };
         let good_queued = stored(organization_id, "queued", None);

@@ -97,6 +97,7 @@ impl Store {
                     trust: 0,
                     token_hash: node.token_hash.clone(),
                     zone: Some(node.zone.clone()),
+                    embodied_g: node.embodied_g,
                 },
             );
         }

@@ -78,6 +78,11 @@ pub fn rules() -> Rules {
         default_zone: zone_of("BE"),
         // The forecast rule is explored (it includes the solar-first one): never late.
         deferral: crate::config::Deferral::Carbon { min_saving_percent: 5 },
+        sci: crate::config::SciSettings {
+            solar_intensity_mg_per_kwh: 41_000,
+            default_embodied_g: 10_000,
+            lifetime_ms: 5 * grid_shared::carbon::MS_PER_YEAR,
+        },
         proof_difficulty: 0,
         block_max_leaves: 8,
         seal_interval: Duration::seconds(1),

@@ -34,11 +34,13 @@ pub async fn load_state(
     for (hash, organization_id, active) in keys {
         restore.api_key(hash, OrganizationId(organization_id), active);
     }
-    let nodes: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, String, Option<String>)> =
-        sqlx::query_as("select node_id, organization_id, cpu_cores, trust, token_hash, zone from node")
-            .fetch_all(pool)
-            .await?;
-    for (node_id, owner_id, cpu_cores, trust, token_hash, zone) in nodes {
+    type NodeRow = (uuid::Uuid, uuid::Uuid, i32, i32, String, Option<String>, Option<i64>);
+    let nodes: Vec<NodeRow> = sqlx::query_as(
+        "select node_id, organization_id, cpu_cores, trust, token_hash, zone, embodied_g_co2e from node",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (node_id, owner_id, cpu_cores, trust, token_hash, zone, embodied_g) in nodes {
         restore.node(StoredNode {
             node_id: NodeId(node_id),
             owner_id: OrganizationId(owner_id),
@@ -47,6 +49,7 @@ pub async fn load_state(
             token_hash,
             // The column's check admits only zone ids; anything else would be the default zone.
             zone: zone.and_then(|zone| Zone::parse(&zone).ok()),
+            embodied_g,
         });
     }
     let consent: Vec<(uuid::Uuid, uuid::Uuid)> =

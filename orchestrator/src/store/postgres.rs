@@ -118,9 +118,10 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
     if !batch.nodes.is_empty() {
         let nodes = &batch.nodes;
         sqlx::query(
-            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone)
+            "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone,
+                 embodied_g_co2e)
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[],
-                 $8::text[])",
+                 $8::text[], $9::int8[])",
         )
         .bind(nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>())
@@ -130,6 +131,7 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
         .bind(nodes.iter().map(|node| node.location.as_str()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.zone.as_str()).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.embodied_g).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -242,12 +244,15 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
                  not_before = g.not_before, reason = g.reason, quorum = g.quorum, result_limit = g.result_limit,
                  assignment_seq = g.assignment_seq, result_json = coalesce(g.result_json, t.result_json),
                  result_hash = coalesce(g.result_hash, t.result_hash), energy_uwh = coalesce(g.energy_uwh, t.energy_uwh),
-                 solar_uwh = coalesce(g.solar_uwh, t.solar_uwh), updated_at = now()
+                 solar_uwh = coalesce(g.solar_uwh, t.solar_uwh),
+                 sci_operational_ng = coalesce(g.sci_operational_ng, t.sci_operational_ng),
+                 sci_embodied_ng = coalesce(g.sci_embodied_ng, t.sci_embodied_ng), updated_at = now()
              from unnest($1::uuid[], $2::text[], $3::int4[], $4::uuid[], $5::timestamptz[], $6::timestamptz[],
                  $7::timestamptz[], $8::timestamptz[], $9::text[], $10::int2[], $11::int2[], $12::int8[],
-                 $13::jsonb[], $14::text[], $15::int8[], $16::int8[])
+                 $13::jsonb[], $14::text[], $15::int8[], $16::int8[], $17::int8[], $18::int8[])
                  as g(task_id, status, attempts, node_id, assigned_at, started_at, finished_at, not_before, reason,
-                      quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh)
+                      quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh,
+                      sci_operational_ng, sci_embodied_ng)
              where t.task_id = g.task_id",
         )
         .persistent(false)
@@ -267,6 +272,8 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.operational_ng)).collect::<Vec<_>>())
+        .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.embodied_ng)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -300,6 +307,10 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         statements += 1;
     }
     Ok(statements)
+}
+
+fn row_sci(row: &crate::model::batch::TaskRow) -> Option<grid_shared::carbon::Sci> {
+    row.result.as_ref().and_then(|result| result.sci)
 }
 
 async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {

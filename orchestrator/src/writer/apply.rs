@@ -203,6 +203,7 @@ fn register_node(
         owner_id: organization_id,
         cpu_cores: spec.cpu_cores(),
         zone: Some(zone.clone()),
+        embodied_g: spec.embodied_g_co2e(),
         trust: 0,
         in_flight: Set::default(),
     });
@@ -215,6 +216,7 @@ fn register_node(
         location: spec.location().to_owned(),
         token_hash,
         zone: zone.clone(),
+        embodied_g: spec.embodied_g_co2e(),
     });
     let event = Event::NodeRegistered(NodeRegistered {
         node_id: command.node_id,
@@ -224,6 +226,7 @@ fn register_node(
         has_solar: spec.has_solar(),
         location: spec.location().to_owned(),
         zone: Some(zone),
+        embodied_g_co2e: spec.embodied_g_co2e(),
     });
     batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())

@@ -29,6 +29,11 @@ pub(crate) fn rules() -> Rules {
         zones: ["BE", "DE", "FR"].map(|zone| Zone::parse(zone).unwrap()).to_vec(),
         default_zone: Zone::parse("BE").unwrap(),
         deferral: crate::config::Deferral::Solar,
+        sci: crate::config::SciSettings {
+            solar_intensity_mg_per_kwh: 41_000,
+            default_embodied_g: 10_000,
+            lifetime_ms: 5 * grid_shared::carbon::MS_PER_YEAR,
+        },
         proof_difficulty: 4,
         block_max_leaves: 2_000,
         seal_interval: Duration::milliseconds(250),
@@ -66,6 +71,7 @@ fn node(cores: u16, trust: u32) -> Node {
         owner_id: OrganizationId::new(),
         cpu_cores: cores,
         zone: None,
+        embodied_g: None,
         trust,
         in_flight: Set::default(),
     }
@@ -252,6 +258,14 @@ fn each_result_is_credited_at_its_own_zone_and_hour_and_says_so() {
         seen.push(credit.split.carbon_saved.0);
     }
     assert!(seen[0] > 3 * seen[1], "DE's grid at noon emits more than FR's: {seen:?}");
+    // The task's SCI: both results' grid energy (40 mWh each) at their zone's intensity, their
+    // sun (60 mWh each) at 41 g/kWh, and the French node's embodied share for its minute.
+    let intensity = |zone: &str| world.signals.lookup(&Zone::parse(zone).unwrap(), later).intensity_mg_per_kwh;
+    let operational = (40_000 * intensity("DE") / 1_000 + 60_000 * 41_000 / 1_000)
+        + (40_000 * intensity("FR") / 1_000 + 60_000 * 41_000 / 1_000);
+    let embodied = grid_shared::carbon::Sci::embodied(10_000, 60_000, 5 * grid_shared::carbon::MS_PER_YEAR, 4);
+    let sci = effects.result.as_ref().and_then(|result| result.sci).expect("a completed task has its SCI");
+    assert_eq!((sci.operational_ng, sci.embodied_ng), (operational, embodied));
     let signals: Vec<_> = effects
         .events
         .iter()
