@@ -168,8 +168,9 @@ demo seconds="120" nodes="6" tasks="300": services
     echo "  proofs       curl -H 'Authorization: Bearer $api_key' $gateway_url/v1/proofs/verify"
     echo "  tasks        curl -H 'Authorization: Bearer $api_key' '$gateway_url/v1/tasks?limit=5'"
     echo "  takeover     kill -9 $writer   (the writer; the standby, pid $standby, takes over within a second)"
-    echo "the {{nodes}} simulated Pis live a ${day} s day: sun until $(at 90), night until $(at 210) (tasks submitted"
-    echo "then wait for the sun, each until three expected runtimes before its deadline), next sunrise at $(at 210)"
+    echo "the {{nodes}} simulated Pis live a ${day} s day: sun until $(at 90), night until $(at 210), next sunrise at $(at 210)"
+    echo "(a task submitted at night waits for the sun, or for the hour its zone's grid is expected to be cleanest,"
+    echo "each at most until three expected runtimes before its deadline; each credit uses its zone's intensity of the hour)"
     echo "submitting {{tasks}} sample tasks to {{nodes}} simulated nodes..."
     RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}} --require-all
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo

@@ -179,7 +179,7 @@ impl OrchestratorConfig {
             },
             deferral: {
                 let min_saving_percent = read(&lookup, "GRID_DEFERRAL_MIN_SAVING_PERCENT", "5", integer_in(0, 99))?;
-                read(&lookup, "GRID_DEFERRAL", "solar", |text| match text {
+                read(&lookup, "GRID_DEFERRAL", "carbon", |text| match text {
                     "solar" => Ok(Deferral::Solar),
                     "carbon" => Ok(Deferral::Carbon { min_saving_percent }),
                     other => Err(format!("{other:?} is neither solar nor carbon")),

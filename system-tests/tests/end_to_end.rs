@@ -158,6 +158,11 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     .await
     .unwrap();
     assert_eq!(stats["cooperative_fund_peur"].as_i64(), Some(fund));
+    let solar: i64 = sqlx::query_scalar("select coalesce(sum(solar_uwh), 0)::bigint from proof_leaf")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stats["total_solar_uwh"].as_i64(), Some(solar), "the credited sun, from the block leaves");
     assert_eq!(stats["tasks"]["completed_tasks"], 100);
     assert_eq!(stats["nodes"]["total_nodes"], 3);
     assert_eq!(stats["nodes"]["active_nodes"], 3);

@@ -56,7 +56,9 @@ pub async fn grid_stats(state: &AppState) -> Result<GridStats, ApiError> {
             (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative') as fund,
             (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'node') as node_credits,
             (select coalesce(sum(carbon_ng), 0)::bigint from credit_entry) as carbon,
-            (select coalesce(sum(solar_uwh), 0)::bigint from green_proof) as solar",
+            -- Credited solar energy: the v1 links' and the block leaves' (since v2).
+            ((select coalesce(sum(solar_uwh), 0) from green_proof)
+                + (select coalesce(sum(solar_uwh), 0) from proof_leaf))::bigint as solar",
     )
     .fetch_one(&state.pool)
     .await?;

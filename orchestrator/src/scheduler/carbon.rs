@@ -4,7 +4,9 @@
 //!
 //! The rule (`GRID_DEFERRAL=carbon`) keeps the solar-first rule and refines it:
 //! - a node in the sun takes the task at once (both rules agree: no grid energy at all);
-//! - otherwise the task waits while a later hour of its window is expected to be cleaner than
+//! - while some node of the fleet is in the sun but has no free core, the task waits for one (a
+//!   core frees within a task's runtime: solar-first);
+//! - with no sun anywhere, the task waits while a later hour of its window is expected to be cleaner than
 //!   this one by at least `min_saving_percent`, and runs on the grid in the cleanest hour
 //!   (solar-first alone waits for the sun until the end of its window, then runs in whatever
 //!   hour that is); the sun still takes it at once if it comes first.

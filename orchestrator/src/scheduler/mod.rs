@@ -172,12 +172,15 @@ pub struct RankedFleet {
     nodes: HashMap<NodeId, (LiveNode, Rank)>,
     ranked: BTreeSet<Rank>,
     free_cores: u64,
+    /// Live nodes whose panels could power a task now (`solar_watts ≥ watts_per_core`), free
+    /// cores or not.
+    sunny: u64,
     watts_per_core: f64,
 }
 
 impl RankedFleet {
     pub fn new(watts_per_core: f64) -> Self {
-        Self { nodes: HashMap::new(), ranked: BTreeSet::new(), free_cores: 0, watts_per_core }
+        Self { nodes: HashMap::new(), ranked: BTreeSet::new(), free_cores: 0, sunny: 0, watts_per_core }
     }
 
     /// The nodes of a snapshot that are live at `now`.
@@ -201,6 +204,7 @@ impl RankedFleet {
             self.ranked.insert(rank);
         }
         self.free_cores += Self::free_of(&node);
+        self.sunny += u64::from(node.solar_watts >= self.watts_per_core);
         self.nodes.insert(node.node_id, (node, rank));
     }
 
@@ -209,6 +213,7 @@ impl RankedFleet {
         let (node, rank) = self.nodes.remove(&node_id)?;
         self.ranked.remove(&rank);
         self.free_cores -= Self::free_of(&node);
+        self.sunny -= u64::from(node.solar_watts >= self.watts_per_core);
         Some(node)
     }
 
@@ -227,6 +232,11 @@ impl RankedFleet {
     /// The draw of one busy core the ranking uses.
     pub fn watts_per_core(&self) -> f64 {
         self.watts_per_core
+    }
+
+    /// Live nodes in the sun (their panels could power a task), whether or not a core is free.
+    pub fn sunny_nodes(&self) -> u64 {
+        self.sunny
     }
 
     /// Free cores on live nodes.

@@ -193,3 +193,17 @@ proptest! {
         prop_assert_eq!(plan, again);
     }
 }
+
+#[test]
+fn the_fleet_counts_its_nodes_in_the_sun_busy_or_not() {
+    let now = Utc::now();
+    let (busy_in_sun, shaded, dim) = (node(300.0, 2, 2), node(0.0, 2, 0), node(1.0, 2, 0));
+    let mut fleet = RankedFleet::from_nodes(now, &[busy_in_sun.clone(), shaded.clone(), dim], POLICY.watts_per_core);
+    assert_eq!(fleet.sunny_nodes(), 1, "a node whose panels could power a task counts, with no free core");
+    fleet.upsert(LiveNode { solar_watts: 0.0, ..busy_in_sun.clone() });
+    assert_eq!(fleet.sunny_nodes(), 0, "its sun set");
+    fleet.upsert(LiveNode { solar_watts: 50.0, ..shaded.clone() });
+    assert_eq!(fleet.sunny_nodes(), 1);
+    fleet.remove(shaded.node_id);
+    assert_eq!(fleet.sunny_nodes(), 0, "gone offline");
+}

@@ -150,7 +150,9 @@ pub fn place_round(
             };
             let decision = scheduler::place(&mut state.fleet, now, rules.policy, *task_id, deadline, &is_excluded);
             match (decision, rules.deferral) {
-                (Decision::WaitForSun, Deferral::Carbon { min_saving_percent }) => {
+                // While some node is in the sun, a core there frees soon: the task waits for it
+                // (solar-first). Without sun anywhere, the grid's forecast decides.
+                (Decision::WaitForSun, Deferral::Carbon { min_saving_percent }) if state.fleet.sunny_nodes() == 0 => {
                     let zone = state
                         .fleet
                         .best(&is_excluded)
