@@ -14,9 +14,7 @@ use sqlx::PgPool;
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_member_uses_the_dashboard_with_the_keyboard_and_every_view_passes_axe(pool: PgPool) {
-    // The solar-first rule alone (GRID_DEFERRAL=solar): under the forecast rule, whether a task
-    // with slack waits would depend on this hour's intensity.
-    let system = spawn_system(pool, &[("GRID_BLOCK_MAX_LEAVES", "1"), ("GRID_DEFERRAL", "solar")]).await;
+    let system = spawn_system(pool, &[("GRID_BLOCK_MAX_LEAVES", "1")]).await;
     let (_, api_key) = system.organization("Dashboard").await;
     // No panels: a task with an hour of slack waits for the sun, one due soon runs at once.
     let (stop, fleet) = system.fleet(&api_key, 2, 2, 0.0, Duration::ZERO).await;

@@ -332,9 +332,7 @@ async fn a_standby_takes_over_from_a_stopping_writer_without_overfilling_or_assi
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_task_with_slack_waits_for_the_sun_and_an_urgent_one_does_not(pool: PgPool) {
-    // The solar-first rule alone: under the forecast rule (the default) the relaxed task could
-    // run on the grid at once, were this hour the cleanest of its window.
-    let system = spawn_system(pool.clone(), &[("GRID_EXPECTED_RUNTIME_MS", "60000"), ("GRID_DEFERRAL", "solar")]).await;
+    let system = spawn_system(pool.clone(), &[("GRID_EXPECTED_RUNTIME_MS", "60000")]).await;
     let (_, api_key) = system.organization("Dawn").await;
     let shaded = system.manual_node(&api_key, 2, 0.0).await;
     let panels = system.manual_node(&api_key, 2, 0.0).await; // solar panels, before sunrise

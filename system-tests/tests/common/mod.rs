@@ -52,6 +52,11 @@ pub fn settings(namespace: &str, overrides: &[(&str, &str)]) -> HashMap<String, 
         // about something else then see one result per task.
         ("GRID_TRUST_THRESHOLD", "0"),
         ("GRID_SPOT_CHECK_PPM", "0"),
+        // The solar-first rule alone: under the forecast rule (the default), whether a task with
+        // slack and no sun waits or runs would depend on the hour the test runs in (the bundled
+        // year's intensity). The forecast rule is tested where its forecast is the test's own
+        // (orchestrator/tests/writer.rs) and explored by the simulator.
+        ("GRID_DEFERRAL", "solar"),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value.to_owned()))
