@@ -133,15 +133,37 @@ impl Credential {
     }
 }
 
-/// How a Redis admission check answered.
+/// What an admission check answered (see [`admission_lua`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    Revoked,
+    Limited,
+}
+
+impl Admission {
+    /// The script's answer; anything else is not an admission (`None`).
+    pub fn parse(verdict: &str) -> Option<Self> {
+        match verdict {
+            "admitted" => Some(Self::Admitted),
+            "revoked" => Some(Self::Revoked),
+            "limited" => Some(Self::Limited),
+            _ => None,
+        }
+    }
+}
+
+/// How a Redis admission check answered. An answer it does not know refuses the request (a
+/// script that changed, a proxy answering for Redis): the check fails closed, never open.
 pub fn admission(verdict: &str, state: &AppState, credential: &Credential) -> Result<(), ApiError> {
-    match verdict {
-        "revoked" => {
+    match Admission::parse(verdict) {
+        Some(Admission::Admitted) => Ok(()),
+        Some(Admission::Revoked) => {
             state.auth.forget(credential.sha256.as_str());
             Err(ApiError::Unauthorized)
         }
-        "limited" => Err(ApiError::RateLimited { retry_after_seconds: 1 }),
-        _ => Ok(()),
+        Some(Admission::Limited) => Err(ApiError::RateLimited { retry_after_seconds: 1 }),
+        None => Err(ApiError::Internal(format!("the admission check answered {verdict:?}, which admits nothing"))),
     }
 }
 
@@ -312,5 +334,15 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn only_the_known_admission_answers_mean_anything_and_the_rest_admits_nothing() {
+        assert_eq!(Admission::parse("admitted"), Some(Admission::Admitted));
+        assert_eq!(Admission::parse("revoked"), Some(Admission::Revoked));
+        assert_eq!(Admission::parse("limited"), Some(Admission::Limited));
+        for unknown in ["", "OK", "admitted ", "appended", "nil"] {
+            assert_eq!(Admission::parse(unknown), None, "{unknown:?}");
+        }
     }
 }
