@@ -60,6 +60,11 @@ impl Source {
     fn is_live(&self) -> bool {
         !matches!(self, Self::File)
     }
+
+    /// WattTime answers marginal intensities; the file and Electricity Maps, averages.
+    fn kind(&self) -> IntensityKind {
+        if matches!(self, Self::WattTime { .. }) { IntensityKind::Marginal } else { IntensityKind::Average }
+    }
 }
 
 /// The file source: its layer (read at start) and the name it records.
@@ -186,14 +191,7 @@ impl SignalSettings {
         for source in &sources {
             initial = match source {
                 Source::File => initial.then(file.layer.clone()),
-                live => {
-                    let kind = if matches!(live, Source::WattTime { .. }) {
-                        IntensityKind::Marginal
-                    } else {
-                        IntensityKind::Average
-                    };
-                    initial.then(Layer::new(live.name(basis, &file), kind))
-                }
+                live => initial.then(Layer::new(live.name(basis, &file), live.kind())),
             };
         }
         Ok(Self { basis, sources, file, refresh: Duration::from_secs(refresh_s), initial: Arc::new(initial) })
@@ -218,7 +216,7 @@ pub async fn run_fetcher(
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+    let client = match client() {
         Ok(client) => client,
         Err(error) => {
             warn!(%error, "no HTTP client for the carbon signal sources; crediting from the file and the fixed factor");
@@ -228,47 +226,60 @@ pub async fn run_fetcher(
     let mut ticks = tokio::time::interval(settings.refresh);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while tokio::select! { () = shutdown.cancelled() => false, _ = ticks.tick() => true } {
-        let mut book = (**sender.borrow()).clone();
-        let mut changed = false;
-        for (position, source) in settings.sources.iter().enumerate().filter(|(_, source)| source.is_live()) {
-            let name = source.name(settings.basis, &settings.file);
-            let current = book.layers().iter().find(|layer| layer.source() == &name).map(|layer| (**layer).clone());
-            let kind = if matches!(source, Source::WattTime { .. }) {
-                IntensityKind::Marginal
-            } else {
-                IntensityKind::Average
-            };
-            let mut layer = current.unwrap_or_else(|| Layer::new(name.clone(), kind));
-            let mut answered = 0;
-            for zone in &zones {
-                match fetch(&client, source, zone).await {
-                    Ok(points) => {
-                        answered += points.len();
-                        for (hour, intensity) in points {
-                            layer.insert(zone.clone(), hour, intensity);
-                        }
-                    }
-                    Err(error) => {
-                        status
-                            .metrics
-                            .counter("grid_carbon_source_failures_total", &[("source", name.as_str())])
-                            .increment(1);
-                        warn!(source = %name, %zone, %error, "a carbon signal source failed; skipped this round");
-                    }
-                }
-            }
-            layer.forget_before(Utc::now() - chrono::Duration::hours(KEEP_HOURS));
-            if answered > 0 {
-                status.metrics.counter("grid_carbon_source_updates_total", &[("source", name.as_str())]).increment(1);
-                info!(source = %name, hours = answered, "carbon signals refreshed");
-                book.replace(layer, position);
-                changed = true;
-            }
-        }
-        if changed {
+        let current = sender.borrow().clone();
+        if let Some(book) = refresh(&settings, &zones, &current, &client, &status).await {
             sender.send_replace(Arc::new(book));
         }
     }
+}
+
+/// The HTTP client of the live sources (each request bounded by [`REQUEST_TIMEOUT`]).
+pub fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()
+}
+
+/// One round: asks every live source for every zone and answers the book with what they said,
+/// or `None` when no source answered anything (each failure counted and logged).
+pub async fn refresh(
+    settings: &SignalSettings,
+    zones: &[Zone],
+    current: &SignalBook,
+    client: &reqwest::Client,
+    status: &Status,
+) -> Option<SignalBook> {
+    let mut book = current.clone();
+    let mut changed = false;
+    for (position, source) in settings.sources.iter().enumerate().filter(|(_, source)| source.is_live()) {
+        let name = source.name(settings.basis, &settings.file);
+        let current = book.layers().iter().find(|layer| layer.source() == &name).map(|layer| (**layer).clone());
+        let mut layer = current.unwrap_or_else(|| Layer::new(name.clone(), source.kind()));
+        let mut answered = 0;
+        for zone in zones {
+            match fetch(client, source, zone).await {
+                Ok(points) => {
+                    answered += points.len();
+                    for (hour, intensity) in points {
+                        layer.insert(zone.clone(), hour, intensity);
+                    }
+                }
+                Err(error) => {
+                    status
+                        .metrics
+                        .counter("grid_carbon_source_failures_total", &[("source", name.as_str())])
+                        .increment(1);
+                    warn!(source = %name, %zone, %error, "a carbon signal source failed; skipped this round");
+                }
+            }
+        }
+        layer.forget_before(Utc::now() - chrono::Duration::hours(KEEP_HOURS));
+        if answered > 0 {
+            status.metrics.counter("grid_carbon_source_updates_total", &[("source", name.as_str())]).increment(1);
+            info!(source = %name, hours = answered, "carbon signals refreshed");
+            book.replace(layer, position);
+            changed = true;
+        }
+    }
+    changed.then_some(book)
 }
 
 /// One zone's hours from one live source.

@@ -108,16 +108,7 @@ pub async fn rotate_key(
     ApiPath(organization_id): ApiPath<uuid::Uuid>,
     ApiJson(request): ApiJson<RotateKeyRequest>,
 ) -> Result<(StatusCode, Json<RotateKeyResponse>), ApiError> {
-    let organization_id = OrganizationId(organization_id);
-    match caller.caller {
-        Caller::Operator => {}
-        Caller::Organization(own) if own == organization_id => {}
-        // Another organisation's id is "not found": existence does not leak.
-        Caller::Organization(_) => return Err(ApiError::NotFound("organisation")),
-        Caller::Node(_) => {
-            return Err(ApiError::Forbidden("this route takes an organisation API key or the operator key"));
-        }
-    }
+    let organization_id = own_organization(&caller, organization_id)?;
     let api_key = new_secret(API_KEY_PREFIX);
     let command = Command::RotateApiKey(RotateApiKey {
         organization_id,
@@ -127,6 +118,18 @@ pub async fn rotate_key(
     let command_id =
         publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
     Ok((StatusCode::ACCEPTED, Json(RotateKeyResponse { api_key, command_id: command_id.as_uuid() })))
+}
+
+/// The organisation a route names, when the caller may act for it: the operator for any, an
+/// organisation for itself. Another organisation's id is "not found": existence does not leak.
+fn own_organization(caller: &Credential, organization_id: uuid::Uuid) -> Result<OrganizationId, ApiError> {
+    let organization_id = OrganizationId(organization_id);
+    match caller.caller {
+        Caller::Operator => Ok(organization_id),
+        Caller::Organization(own) if own == organization_id => Ok(organization_id),
+        Caller::Organization(_) => Err(ApiError::NotFound("organisation")),
+        Caller::Node(_) => Err(ApiError::Forbidden("this route takes an organisation API key or the operator key")),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -166,15 +169,7 @@ pub async fn declare_energy_contract(
     ApiPath(organization_id): ApiPath<uuid::Uuid>,
     ApiJson(request): ApiJson<EnergyContractRequest>,
 ) -> Result<(StatusCode, Json<EnergyContractResponse>), ApiError> {
-    let organization_id = OrganizationId(organization_id);
-    match caller.caller {
-        Caller::Operator => {}
-        Caller::Organization(own) if own == organization_id => {}
-        Caller::Organization(_) => return Err(ApiError::NotFound("organisation")),
-        Caller::Node(_) => {
-            return Err(ApiError::Forbidden("this route takes an organisation API key or the operator key"));
-        }
-    }
+    let organization_id = own_organization(&caller, organization_id)?;
     let mut problems = Vec::new();
     if !(0..=MAX_INTENSITY_MG_PER_KWH).contains(&request.factor_mg_per_kwh) {
         problems

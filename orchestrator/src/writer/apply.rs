@@ -474,15 +474,7 @@ fn rotate_key(
     origin: Origin,
     command: RotateApiKey,
 ) -> Result<(), Refusal> {
-    // The operator may rotate any organisation's key; an organisation only its own.
-    let allowed = match envelope.actor {
-        Actor::Operator => true,
-        Actor::Organization(caller) => caller == command.organization_id,
-        _ => false,
-    };
-    if !allowed || !state.organizations.contains_key(&command.organization_id) {
-        return Err(Refusal::OrganizationNotFound);
-    }
+    acts_for(state, envelope, command.organization_id)?;
     let key_hash = command.api_key_hash.as_str().to_owned();
     if state.key_hashes.contains(&key_hash) {
         return Err(Refusal::ApiKeyInUse);
@@ -507,6 +499,20 @@ fn rotate_key(
     Ok(())
 }
 
+/// The operator may act for any organisation; an organisation only for itself (another's, or
+/// one that does not exist, is "not found").
+fn acts_for(state: &State, envelope: &Envelope, organization_id: OrganizationId) -> Result<(), Refusal> {
+    let allowed = match envelope.actor {
+        Actor::Operator => true,
+        Actor::Organization(caller) => caller == organization_id,
+        _ => false,
+    };
+    if !allowed || !state.organizations.contains_key(&organization_id) {
+        return Err(Refusal::OrganizationNotFound);
+    }
+    Ok(())
+}
+
 fn declare_contract(
     state: &mut State,
     context: &mut Context,
@@ -515,14 +521,7 @@ fn declare_contract(
     origin: Origin,
     command: DeclareEnergyContract,
 ) -> Result<(), Refusal> {
-    let allowed = match envelope.actor {
-        Actor::Operator => true,
-        Actor::Organization(caller) => caller == command.organization_id,
-        _ => false,
-    };
-    if !allowed || !state.organizations.contains_key(&command.organization_id) {
-        return Err(Refusal::OrganizationNotFound);
-    }
+    acts_for(state, envelope, command.organization_id)?;
     // The gateway checked both; a command from elsewhere is checked again.
     let label = command.label.trim();
     if !(0..=MAX_INTENSITY_MG_PER_KWH).contains(&command.factor_mg_per_kwh)
