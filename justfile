@@ -109,7 +109,8 @@ services:
     redis_up || { echo "Redis still does not answer" >&2; exit 1; }
 
 # Forget the demo's state: its database (koprogo_grid_demo, which the demo creates) and its
-# Redis keys (the `demo:` namespace only). `just demo` does it first unless DEMO_KEEP=1.
+# Redis keys (the `demo` namespace only: `{demo:<cell>}:*`, and `demo:*` written before cells).
+# `just demo` does it first unless DEMO_KEEP=1.
 demo-reset: services
     #!/usr/bin/env bash
     set -euo pipefail
@@ -117,8 +118,10 @@ demo-reset: services
     namespace="${GRID_NAMESPACE:-demo}"
     PGOPTIONS='--client-min-messages=warning' psql -q -h 127.0.0.1 -U postgres -d postgres \
         -c "drop database if exists \"$database\" with (force)"
-    redis-cli -h 127.0.0.1 --scan --pattern "$namespace:*" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
-    echo "demo state reset (database $database, Redis keys $namespace:*)"
+    for pattern in "{$namespace:*" "$namespace:*"; do
+        redis-cli -h 127.0.0.1 --scan --pattern "$pattern" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
+    done
+    echo "demo state reset (database $database, Redis keys {$namespace:*} and $namespace:*)"
 
 # Run everything (services, 2 orchestrators, gateway, simulated solar fleet, sample tasks), then
 # keep it running `seconds` (0: stop once the tasks are done). Exits non-zero when a sample task

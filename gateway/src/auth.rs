@@ -7,6 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use grid_shared::ids::{NodeId, OrganizationId};
 use grid_shared::messages::Sha256Hex;
+use grid_shared::wire::scripts::{self, Admission, AdmissionCheck};
 use sqlx::Row;
 
 use crate::error::ApiError;
@@ -115,15 +116,15 @@ impl Credential {
         state.keys().rate_window(&self.sha256.as_str()[..16], chrono::Utc::now().timestamp())
     }
 
-    /// An invocation of `script` with the keys and arguments of its admission check (see
-    /// [`admission_lua`]); the script's own follow.
-    pub fn admission(&self, state: &AppState, script: &'static redis::Script) -> redis::ScriptInvocation<'static> {
-        let mut invocation = script.key(self.rate_window(state));
-        invocation
-            .key(state.keys().revoked_credential(self.sha256.as_str()))
-            .arg(state.config.rate_limit_per_second)
-            .arg(if self.revocable() { "1" } else { "0" });
-        invocation
+    /// Its admission check (revocation marker, rate limit), which every gateway script starts
+    /// with (see `grid_shared::wire::scripts`).
+    pub fn admission_check(&self, state: &AppState) -> AdmissionCheck {
+        AdmissionCheck {
+            rate_window: self.rate_window(state),
+            revocation_marker: state.keys().revoked_credential(self.sha256.as_str()),
+            limit_per_second: state.config.rate_limit_per_second,
+            revocable: self.revocable(),
+        }
     }
 
     /// Whether a revocation marker can refuse it: API keys only (the operator key comes from the
@@ -133,67 +134,23 @@ impl Credential {
     }
 }
 
-/// What an admission check answered (see [`admission_lua`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Admitted,
-    Revoked,
-    Limited,
-}
-
-impl Admission {
-    /// The script's answer; anything else is not an admission (`None`).
-    pub fn parse(verdict: &str) -> Option<Self> {
-        match verdict {
-            "admitted" => Some(Self::Admitted),
-            "revoked" => Some(Self::Revoked),
-            "limited" => Some(Self::Limited),
-            _ => None,
-        }
-    }
-}
-
-/// How a Redis admission check answered. An answer it does not know refuses the request (a
-/// script that changed, a proxy answering for Redis): the check fails closed, never open.
-pub fn admission(verdict: &str, state: &AppState, credential: &Credential) -> Result<(), ApiError> {
-    match Admission::parse(verdict) {
-        Some(Admission::Admitted) => Ok(()),
-        Some(Admission::Revoked) => {
+/// What an admission check answered means for the request. The scripts' wrappers refuse an
+/// answer they do not know (`ScriptError::Unknown`, a 500): the check fails closed, never open.
+pub fn admission(answer: Admission, state: &AppState, credential: &Credential) -> Result<(), ApiError> {
+    match answer {
+        Admission::Admitted => Ok(()),
+        Admission::Revoked => {
             state.auth.forget(credential.sha256.as_str());
             Err(ApiError::Unauthorized)
         }
-        Some(Admission::Limited) => Err(ApiError::RateLimited { retry_after_seconds: 1 }),
-        None => Err(ApiError::Internal(format!("the admission check answered {verdict:?}, which admits nothing"))),
+        Admission::Limited => Err(ApiError::RateLimited { retry_after_seconds: 1 }),
     }
 }
 
-/// The admission check every script of the gateway starts with (Lua): `refusal()` answers
-/// `'revoked'`, `'limited'` or nil. KEYS[1] is the credential's rate window, KEYS[2] its
-/// revocation marker; ARGV[1] the limit per second, ARGV[2] `'1'` when it can be revoked (see
-/// [`Credential::admission`]). A script's own keys and arguments start at 3.
-macro_rules! admission_lua {
-    () => {
-        r"
-local function refusal()
-  if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 'revoked' end
-  local count = redis.call('INCR', KEYS[1])
-  if count == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-  if count > tonumber(ARGV[1]) then return 'limited' end
-  return nil
-end
-"
-    };
-}
-pub(crate) use admission_lua;
-
-/// Revocation and the rate limit, for a request that writes nothing to Redis.
-static ADMIT_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(concat!(admission_lua!(), "return refusal() or 'admitted'\n")));
-
 async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
     let mut conn = state.redis.get().await?;
-    let verdict: String = credential.admission(state, &ADMIT_SCRIPT).invoke_async(&mut *conn).await?;
-    admission(&verdict, state, credential)
+    let answer = scripts::admit(&mut *conn, &credential.admission_check(state)).await?;
+    admission(answer, state, credential)
 }
 
 /// Looks a key or token up in PostgreSQL: `None` when it is unknown (or revoked).
@@ -334,15 +291,5 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
-
-    #[test]
-    fn only_the_known_admission_answers_mean_anything_and_the_rest_admits_nothing() {
-        assert_eq!(Admission::parse("admitted"), Some(Admission::Admitted));
-        assert_eq!(Admission::parse("revoked"), Some(Admission::Revoked));
-        assert_eq!(Admission::parse("limited"), Some(Admission::Limited));
-        for unknown in ["", "OK", "admitted ", "appended", "nil"] {
-            assert_eq!(Admission::parse(unknown), None, "{unknown:?}");
-        }
     }
 }

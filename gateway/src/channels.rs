@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_shared::ids::NodeId;
-use grid_shared::keys::Keys;
+use grid_shared::wire::{Keys, StreamEntryId, fields};
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio::sync::mpsc;
@@ -28,23 +28,6 @@ use tokio_util::sync::CancellationToken;
 const CLIENT_QUEUE: usize = 256;
 /// Feed entries read per round trip.
 const READ_COUNT: usize = 1_000;
-
-/// A stream id, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct EntryId(pub u64, pub u64);
-
-impl EntryId {
-    pub fn parse(text: &str) -> Option<Self> {
-        let (millis, seq) = text.split_once('-')?;
-        Some(Self(millis.parse().ok()?, seq.parse().ok()?))
-    }
-}
-
-impl std::fmt::Display for EntryId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
 
 /// A connected client: its number and its bounded queue (of shared entries: a queue's first
 /// block of slots is allocated with it, and stays small).
@@ -150,7 +133,7 @@ async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> r
     let feed = keys.nodes_feed();
     let newest: StreamRangeReply =
         redis::cmd("XREVRANGE").arg(&feed).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
-    let mut last = newest.ids.first().and_then(|entry| EntryId::parse(&entry.id)).unwrap_or_default();
+    let mut last = newest.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or_default();
     let mut checked = tokio::time::Instant::now();
     // A client that connected before this point may have missed what came between its
     // catch-up and here: it resumes from its channel.
@@ -170,11 +153,11 @@ async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> r
         let notes: Vec<StreamId> = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|key| key.ids).collect();
         let mut wanted: Vec<(NodeId, String)> = Vec::new();
         for note in &notes {
-            if let Some(id) = EntryId::parse(&note.id) {
+            if let Some(id) = StreamEntryId::parse(&note.id) {
                 last = last.max(id);
             }
-            let node: Option<NodeId> = note.get::<String>("n").and_then(|text| text.parse().ok());
-            let entry: Option<String> = note.get("i");
+            let node: Option<NodeId> = note.get::<String>(fields::FEED_NODE).and_then(|text| text.parse().ok());
+            let entry: Option<String> = note.get(fields::FEED_ENTRY);
             if let (Some(node_id), Some(entry)) = (node, entry)
                 && channels.connected(node_id)
             {
@@ -201,8 +184,8 @@ async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> r
             // lost, so a new writer or a flushed Redis needs nothing more.)
             let oldest: StreamRangeReply =
                 redis::cmd("XRANGE").arg(&feed).arg("-").arg("+").arg("COUNT").arg(1).query_async(&mut conn).await?;
-            let oldest = oldest.ids.first().and_then(|entry| EntryId::parse(&entry.id));
-            if oldest.is_some_and(|oldest| oldest > last && last != EntryId::default()) {
+            let oldest = oldest.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id));
+            if oldest.is_some_and(|oldest| oldest > last && last != StreamEntryId::ZERO) {
                 channels.close_all("the feed was trimmed past what was read");
                 last = oldest.unwrap_or(last);
             }
@@ -214,7 +197,7 @@ async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> r
 pub async fn read_after(
     conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
-    after: EntryId,
+    after: StreamEntryId,
     count: usize,
 ) -> redis::RedisResult<Vec<StreamId>> {
     let reply: StreamRangeReply = redis::cmd("XRANGE")
@@ -231,15 +214,6 @@ pub async fn read_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_ids_order_as_redis_orders_them() {
-        let ids = ["9-0", "10-0", "10-2", "10-10"].map(|text| EntryId::parse(text).unwrap());
-        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
-        assert_eq!(EntryId::parse("12-3").unwrap().to_string(), "12-3");
-        assert_eq!(EntryId::parse("12"), None);
-        assert_eq!(EntryId::parse("a-1"), None);
-    }
 
     #[tokio::test]
     async fn a_client_that_falls_behind_is_dropped_and_others_are_not() {

@@ -90,7 +90,7 @@ impl GatewayConfig {
         Ok(Self {
             database_url: required("DATABASE_URL")?,
             redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
-            grid: GridSettings::from_lookup(&lookup)?,
+            grid: GridSettings::from_lookup(&lookup)?.served()?,
             operator_key,
             listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {
                 text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))

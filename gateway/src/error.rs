@@ -188,6 +188,17 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+impl From<grid_shared::wire::scripts::ScriptError> for ApiError {
+    /// Redis unreachable is a 503; an answer the script's wrapper does not know refuses the
+    /// request (500, logged), it never admits it.
+    fn from(error: grid_shared::wire::scripts::ScriptError) -> Self {
+        match error {
+            grid_shared::wire::scripts::ScriptError::Redis(error) => error.into(),
+            unknown => Self::Internal(unknown.to_string()),
+        }
+    }
+}
+
 impl From<deadpool_redis::PoolError> for ApiError {
     fn from(error: deadpool_redis::PoolError) -> Self {
         Self::Unavailable(format!("redis pool: {error}"))

@@ -1,5 +1,5 @@
-//! Publishing to the command and report streams in one Redis round trip: a script admits the
-//! credential (revocation marker, rate limit), honours an `Idempotency-Key`, appends the entry
+//! Publishing to the command and report streams in one Redis round trip: a script
+//! (`grid_shared::wire`'s `lua/publish.lua`) admits the credential (revocation marker, rate limit), honours an `Idempotency-Key`, appends the entry
 //! and remembers its issuer in `{ns}:issuers` until the writer acknowledges it (for
 //! `GET /v1/commands/{id}` while it is pending). Nothing is kept per message past its entry
 //! but the idempotency answer, which expires after 24 h. A command finding
@@ -9,6 +9,8 @@
 use grid_shared::envelope::{Actor, Envelope, Message, Origin};
 use grid_shared::ids::MessageId;
 use uuid::Uuid;
+
+use grid_shared::wire::scripts;
 
 use crate::auth::{Caller, Credential, admission};
 use crate::error::ApiError;
@@ -43,30 +45,6 @@ pub enum Published {
     Remembered(String),
 }
 
-/// Admission (see [`crate::auth::admission_lua`]), then the `Idempotency-Key`, the backlog
-/// bound, the entry and its issuer. KEYS: 3 stream, 4 issuers, 5 idempotency key. ARGV: 3 type,
-/// 4 envelope, 5 message id, 6 issuer, 7 answer to remember ('' without an idempotency key),
-/// 8 its TTL, 9 the most entries the stream may hold ('0': no bound). The writer trims the
-/// stream behind what it has acknowledged, so its length is the work not yet applied.
-static PUBLISH_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(concat!(
-        crate::auth::admission_lua!(),
-        r"
-local refused = refusal()
-if refused then return {refused} end
-if ARGV[7] ~= '' then
-  local previous = redis.call('GET', KEYS[5])
-  if previous then return {'remembered', previous} end
-end
-if ARGV[9] ~= '0' and redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[9]) then return {'backlogged'} end
-if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7], 'EX', ARGV[8]) end
-redis.call('XADD', KEYS[3], '*', 'type', ARGV[3], 'envelope', ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
-return {'appended'}
-"
-    ))
-});
-
 /// Appends a message to its stream and returns its id.
 pub async fn publish(
     state: &AppState,
@@ -81,7 +59,9 @@ pub async fn publish(
     }
 }
 
-/// Like [`publish`], with an id chosen by the caller and an optional `Idempotency-Key`.
+/// Like [`publish`], with an id chosen by the caller and an optional `Idempotency-Key`: the
+/// publish script (`grid_shared::wire::scripts::Publish`) admits the credential, honours the
+/// key, bounds the backlog, appends the entry and remembers its issuer, in one round trip.
 pub async fn publish_once(
     state: &AppState,
     stream: Stream,
@@ -98,41 +78,42 @@ pub async fn publish_once(
         Stream::Commands => (keys.commands(), state.config.max_backlog),
         Stream::Reports => (keys.reports(), 0),
     };
-    let (remember_key, answer, ttl) = match &remember {
-        Some(remember) => (remember.key.as_str(), remember.answer.as_str(), remember.ttl_seconds),
-        None => (stream_key.as_str(), "", 0),
+    let check = credential.admission_check(state);
+    let issuers = keys.issuers();
+    let envelope_json = envelope.to_json();
+    let message_id = envelope.id.to_string();
+    let issuer = credential.issuer_tag();
+    let script = scripts::Publish {
+        admission: &check,
+        stream: &stream_key,
+        issuers: &issuers,
+        message_type: &envelope.message_type,
+        envelope_json: &envelope_json,
+        message_id: &message_id,
+        issuer: &issuer,
+        remember: remember.as_ref().map(|remember| scripts::Remember {
+            key: &remember.key,
+            answer: &remember.answer,
+            ttl_seconds: remember.ttl_seconds,
+        }),
+        max_backlog,
     };
     let mut conn = state.redis.get().await?;
-    let reply: Vec<String> = credential
-        .admission(state, &PUBLISH_SCRIPT)
-        .key(&stream_key)
-        .key(keys.issuers())
-        .key(remember_key)
-        .arg(&envelope.message_type)
-        .arg(envelope.to_json())
-        .arg(envelope.id.to_string())
-        .arg(credential.issuer_tag())
-        .arg(answer)
-        .arg(ttl)
-        .arg(max_backlog)
-        .invoke_async(&mut *conn)
-        .await?;
-    match reply.first().map(String::as_str) {
-        Some("appended") => {
+    match script.run(&mut *conn).await? {
+        scripts::Published::Appended => {
             tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
                 correlation_id = %envelope.correlation_id, "published");
             Ok(Published::Appended(envelope.id))
         }
-        Some("remembered") => Ok(Published::Remembered(reply.get(1).cloned().unwrap_or_default())),
-        Some("backlogged") => {
+        scripts::Published::Remembered(answer) => Ok(Published::Remembered(answer)),
+        scripts::Published::Backlogged => {
             state.pressure.backlog_full();
             Err(ApiError::Backlogged)
         }
-        Some(verdict) => {
-            admission(verdict, state, credential)?;
-            Err(ApiError::Internal(format!("the publish script answered {verdict:?}")))
+        scripts::Published::Refused(refusal) => {
+            admission(refusal, state, credential)?;
+            Err(ApiError::Internal(format!("the publish script refused with {refusal:?}")))
         }
-        None => Err(ApiError::Internal("the publish script answered nothing".to_owned())),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use grid_shared::keys::Keys;
+use grid_shared::wire::Keys;
 use sqlx::PgPool;
 
 use crate::config::GatewayConfig;

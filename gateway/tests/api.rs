@@ -7,8 +7,8 @@ use grid_gateway::app::{build_state_with_pool, run};
 use grid_gateway::config::GatewayConfig;
 use grid_shared::envelope::{Actor, Envelope};
 use grid_shared::ids::{NodeId, OrganizationId};
-use grid_shared::keys::Keys;
 use grid_shared::messages::{Command, Report, Sha256Hex};
+use grid_shared::wire::Keys;
 use redis::streams::StreamRangeReply;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -102,7 +102,8 @@ impl TestApp {
             .iter()
             .map(|entry| {
                 let message_type: String = entry.get("type").unwrap_or_default();
-                let text: String = entry.get("envelope").expect("an entry carries its envelope");
+                let text: String =
+                    entry.get(grid_shared::wire::fields::ENVELOPE).expect("an entry carries its envelope");
                 (entry.id.clone(), message_type, Envelope::from_json(&text).unwrap())
             })
             .collect()

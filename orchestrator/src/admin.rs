@@ -18,10 +18,10 @@ struct Admin {
     status: Arc<Status>,
     pool: PgPool,
     redis: deadpool_redis::Pool,
-    keys: grid_shared::keys::Keys,
+    keys: grid_shared::wire::Keys,
 }
 
-pub fn router(status: Arc<Status>, pool: PgPool, redis: deadpool_redis::Pool, keys: grid_shared::keys::Keys) -> Router {
+pub fn router(status: Arc<Status>, pool: PgPool, redis: deadpool_redis::Pool, keys: grid_shared::wire::Keys) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))

@@ -121,7 +121,7 @@ impl OrchestratorConfig {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let grid = GridSettings::from_lookup(&lookup)?;
+        let grid = GridSettings::from_lookup(&lookup)?.served()?;
         let required = |variable: &'static str| {
             lookup(variable)
                 .filter(|value| !value.trim().is_empty())

@@ -12,8 +12,20 @@ pub enum Error {
     Postgres(#[from] sqlx::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A script answered what its wrapper does not know: nothing is taken as done.
+    #[error("redis script: {0}")]
+    Script(String),
     #[error("redis pool: {0}")]
     Pool(#[from] deadpool_redis::PoolError),
     #[error("unreadable event: {0}")]
     Event(String),
+}
+
+impl From<grid_shared::wire::scripts::ScriptError> for Error {
+    fn from(error: grid_shared::wire::scripts::ScriptError) -> Self {
+        match error {
+            grid_shared::wire::scripts::ScriptError::Redis(error) => Self::Redis(error),
+            unknown => Self::Script(unknown.to_string()),
+        }
+    }
 }

@@ -16,6 +16,7 @@ use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::{Envelope, Message};
 use grid_shared::events::Event;
 use grid_shared::ids::{NodeId, TaskId};
+use grid_shared::wire::{StreamEntryId, fields};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
@@ -268,8 +269,8 @@ pub async fn from_redis(
     if until < from_seq.max(1) {
         return Ok(projection);
     }
-    let mut start = format!("{}-0", from_seq.max(0));
-    let end = format!("{until}-0");
+    let mut start = StreamEntryId::of_event(from_seq).to_string();
+    let end = StreamEntryId::of_event(until).to_string();
     let waiting_since = tokio::time::Instant::now();
     loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -282,9 +283,11 @@ pub async fn from_redis(
             .await?;
         let count = page.ids.len();
         for entry in &page.ids {
-            let seq: i64 = entry.id.split_once('-').and_then(|(millis, _)| millis.parse().ok()).unwrap_or(0);
+            let seq = StreamEntryId::parse(&entry.id)
+                .and_then(|id| id.event_seq())
+                .ok_or_else(|| ReplayError::Event(format!("entry {} is not an event id like 12-0", entry.id)))?;
             let text: String = entry
-                .get("envelope")
+                .get(fields::ENVELOPE)
                 .ok_or_else(|| ReplayError::Event(format!("entry {} has no envelope", entry.id)))?;
             projection.apply_envelope(seq, &text).map_err(ReplayError::Event)?;
             start = format!("({}", entry.id);

@@ -13,9 +13,9 @@ use grid_orchestrator::writer::Writer;
 use grid_shared::domain::{NodeSpec, OrganizationName, Priority, Replicas, TaskKind};
 use grid_shared::envelope::{Actor, Envelope, Message, Origin};
 use grid_shared::ids::{BuildingId, CoproprieteId, NodeId, OrganizationId, TaskId};
-use grid_shared::keys::Keys;
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::messages::{Command, CreateOrganization, RegisterNode, Sha256Hex, SubmitTask};
+use grid_shared::wire::Keys;
 use sqlx::PgPool;
 
 fn redis_url() -> String {
@@ -33,7 +33,12 @@ struct Harness {
 
 /// A writer holding the lease of the test's database, on a namespace of its own.
 async fn harness(pool: PgPool, settings: &[(&str, &str)]) -> Harness {
-    let namespace = format!("writer-{}", uuid::Uuid::new_v4().simple());
+    harness_in(pool, &format!("writer-{}", uuid::Uuid::new_v4().simple()), settings).await
+}
+
+/// A writer on `namespace`, which may hold keys already.
+async fn harness_in(pool: PgPool, namespace: &str, settings: &[(&str, &str)]) -> Harness {
+    let namespace = namespace.to_owned();
     let mut all = vec![
         ("DATABASE_URL", "postgres://unused".to_owned()),
         ("REDIS_URL", redis_url()),
@@ -69,9 +74,9 @@ impl Harness {
         let _: String = redis::cmd("XADD")
             .arg(self.keys.commands())
             .arg("*")
-            .arg("type")
+            .arg(grid_shared::wire::fields::TYPE)
             .arg(command.message_type())
-            .arg("envelope")
+            .arg(grid_shared::wire::fields::ENVELOPE)
             .arg(envelope.to_json())
             .query_async(&mut self.redis)
             .await
@@ -173,7 +178,7 @@ impl Harness {
     async fn pending(&mut self) -> i64 {
         let summary: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
             .arg(self.keys.commands())
-            .arg(grid_shared::keys::ORCHESTRATOR_GROUP)
+            .arg(grid_shared::wire::ORCHESTRATOR_GROUP)
             .query_async(&mut self.redis)
             .await
             .unwrap();
@@ -335,4 +340,95 @@ async fn without_sun_the_solar_first_rule_waits_for_the_sun(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn without_sun_the_forecast_rule_runs_a_task_in_the_cleanest_hour(pool: PgPool) {
     assert_eq!(placed_without_sun(pool, "carbon", &["100", "100", "400", "400", "400"]).await, "assigned");
+}
+
+/// A one-cell grid upgrades in place: the keys a namespace held before cells (`<ns>:commands`,
+/// ...) move under the cell's tag when the writer takes over, with the command waiting there,
+/// its consumer group, the remembered idempotency answer (and its TTL); a command a gateway of
+/// the new version appended meanwhile under the new name is applied too.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_namespace_written_before_cells_upgrades_in_place_and_loses_no_command(pool: PgPool) {
+    use grid_shared::wire::ORCHESTRATOR_GROUP;
+    let namespace = format!("writer-{}", uuid::Uuid::new_v4().simple());
+    let keys = Keys::new(&namespace).unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let operator = Origin {
+        correlation_id: uuid::Uuid::new_v4(),
+        causation_id: None,
+        organization_id: None,
+        actor: Actor::Operator,
+    };
+    let create = |name: &str| {
+        let organization_id = OrganizationId::new();
+        let command = Command::CreateOrganization(CreateOrganization {
+            organization_id,
+            name: OrganizationName::parse(name).unwrap(),
+            api_key_hash: Sha256Hex::of_secret(&uuid::Uuid::new_v4().to_string()),
+        });
+        (organization_id, Envelope::wrap(&command, operator))
+    };
+    // What the previous version left: a command on its stream, under its group, a marker, an
+    // idempotency answer with its TTL.
+    let (before, old_command) = create("Before cells");
+    let legacy = |suffix: &str| format!("{namespace}:{suffix}");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(legacy("commands"))
+        .arg(ORCHESTRATOR_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(legacy("commands"))
+        .arg("*")
+        .arg(grid_shared::wire::fields::TYPE)
+        .arg(&old_command.message_type)
+        .arg(grid_shared::wire::fields::ENVELOPE)
+        .arg(old_command.to_json())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET").arg(legacy("writer")).arg(0).query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(legacy("idempotency:x:key-1"))
+        .arg("{}")
+        .arg("EX")
+        .arg(3_600)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // A gateway of the new version published under the new name before the writer took over.
+    let (after, new_command) = create("After cells");
+    let _: String = redis::cmd("XADD")
+        .arg(keys.commands())
+        .arg("*")
+        .arg(grid_shared::wire::fields::TYPE)
+        .arg(&new_command.message_type)
+        .arg(grid_shared::wire::fields::ENVELOPE)
+        .arg(new_command.to_json())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let mut harness = harness_in(pool, &namespace, &[]).await;
+    harness.step_until_processed(&old_command).await;
+    harness.step_until_processed(&new_command).await;
+    let names: Vec<String> =
+        sqlx::query_scalar("select name from organization where organization_id = any($1) order by name")
+            .bind(vec![before.as_uuid(), after.as_uuid()])
+            .fetch_all(&harness.pool)
+            .await
+            .unwrap();
+    assert_eq!(names, ["After cells", "Before cells"]);
+    let left: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut redis).await.unwrap();
+    assert!(left.is_empty(), "no key is left under the old names: {left:?}");
+    let ttl: i64 =
+        redis::cmd("TTL").arg(format!("{}:idempotency:x:key-1", keys.tag())).query_async(&mut redis).await.unwrap();
+    assert!((1..=3_600).contains(&ttl), "the idempotency answer moved with its TTL ({ttl})");
+    let marker: Option<i64> = redis::cmd("GET").arg(keys.writer_marker()).query_async(&mut redis).await.unwrap();
+    assert!(marker.is_some(), "the writer's marker is under the cell's tag");
+    assert_eq!(harness.pending().await, 0, "both commands acknowledged");
 }

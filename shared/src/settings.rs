@@ -2,10 +2,11 @@
 //! the binaries, a map in tests) so that this crate does no I/O; each error names the variable.
 
 use crate::carbon::{CarbonPolicy, parse_scaled_decimal};
-use crate::keys::Keys;
+use crate::cells::Cells;
 use crate::live::DEFAULT_MAX_MILLIWATTS_PER_CORE;
 use crate::proof::MAX_DIFFICULTY;
 use crate::signals::{Zone, parse_zones};
+use crate::wire::Keys;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -17,7 +18,11 @@ pub struct SettingsError {
 /// What the gateway and the orchestrator must agree on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GridSettings {
+    /// The keys of the default cell (`GRID_NAMESPACE`, default `grid`).
     pub keys: Keys,
+    /// The grid's cells (`GRID_CELLS`, `name:ZONE,...`; default one cell, `main`, in the default
+    /// zone), the default first. Each cell's zone is a known zone.
+    pub cells: Cells,
     /// How long a node's live state lives after its last heartbeat (`GRID_NODE_TTL_MS`).
     pub node_ttl_ms: u64,
     pub carbon: CarbonPolicy,
@@ -79,8 +84,26 @@ impl GridSettings {
         if !zones.contains(&default_zone) {
             zones.push(default_zone.clone());
         }
+        let cells = match lookup("GRID_CELLS") {
+            None => Cells::single(default_zone.clone()),
+            Some(text) => read(&lookup, "GRID_CELLS", "", |_| Cells::parse(text.trim(), &default_zone))?,
+        };
+        if let Some(cell) = cells.iter().find(|cell| !zones.contains(&cell.zone)) {
+            let known: Vec<&str> = zones.iter().map(Zone::as_str).collect();
+            return Err(SettingsError {
+                variable: "GRID_CELLS",
+                reason: format!(
+                    "cell {} is in zone {}, which GRID_ZONES ({}) does not name",
+                    cell.name,
+                    cell.zone,
+                    known.join(",")
+                ),
+            });
+        }
+        let keys = keys.cell_keys(&cells.default_cell().name);
         Ok(Self {
             keys,
+            cells,
             node_ttl_ms,
             zones,
             default_zone,
@@ -88,6 +111,26 @@ impl GridSettings {
             proof_difficulty,
             max_milliwatts_per_core,
         })
+    }
+}
+
+impl GridSettings {
+    /// This build's gateway and writer serve one cell: a `GRID_CELLS` naming several is refused
+    /// at start, with the reason, rather than half served (the writer per cell is to come; see
+    /// the README's "Cells").
+    pub fn served(self) -> Result<Self, SettingsError> {
+        if self.cells.len() > 1 {
+            let names: Vec<&str> = self.cells.iter().map(|cell| cell.name.as_str()).collect();
+            return Err(SettingsError {
+                variable: "GRID_CELLS",
+                reason: format!(
+                    "names {} cells ({}); this build runs one cell per grid: name one",
+                    names.len(),
+                    names.join(", ")
+                ),
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -100,6 +143,9 @@ mod tests {
     fn defaults_are_the_readme_figures() {
         let settings = GridSettings::default();
         assert_eq!(settings.keys.namespace(), "grid");
+        assert_eq!(settings.keys.tag(), "{grid:main}");
+        assert_eq!(settings.cells.len(), 1);
+        assert_eq!(settings.cells.default_cell().zone.as_str(), "BE");
         assert_eq!(settings.carbon, CarbonPolicy::default());
         assert_eq!(settings.max_milliwatts_per_core, 2_000);
         assert_eq!(settings.proof_difficulty, 8);
@@ -117,6 +163,26 @@ mod tests {
         let map: HashMap<&str, &str> = [("GRID_DEFAULT_ZONE", "be")].into();
         let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
         assert_eq!(error.variable, "GRID_DEFAULT_ZONE");
+    }
+
+    #[test]
+    fn cells_are_named_with_known_zones_and_the_first_is_the_default() {
+        let map: HashMap<&str, &str> = [("GRID_CELLS", "be-north:BE,fr:FR"), ("GRID_NAMESPACE", "g")].into();
+        let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();
+        assert_eq!(settings.cells.len(), 2);
+        assert_eq!(settings.keys.commands(), "{g:be-north}:commands");
+        let error = settings.served().unwrap_err();
+        assert!(error.reason.contains("be-north, fr"), "{error}");
+        let map: HashMap<&str, &str> = [("GRID_CELLS", "fr:FR"), ("GRID_NAMESPACE", "g")].into();
+        let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();
+        assert_eq!(settings.served().unwrap().keys.tag(), "{g:fr}");
+        let map: HashMap<&str, &str> = [("GRID_CELLS", "nl:NL")].into();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
+        assert_eq!(error.variable, "GRID_CELLS");
+        assert!(error.reason.contains("NL"), "{error}");
+        let map: HashMap<&str, &str> = [("GRID_CELLS", "A:BE")].into();
+        let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
+        assert_eq!(error.variable, "GRID_CELLS");
     }
 
     #[test]

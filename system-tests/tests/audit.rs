@@ -87,7 +87,7 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
     assert!(from_postgres.events > 60, "{} events", from_postgres.events);
     assert_eq!(divergences, vec![], "a clean run diffs empty");
     let mut redis = system.redis.clone();
-    let events = format!("{}:events", system.namespace);
+    let events = format!("{}:events", system.keys().tag());
     let from_redis = replay::from_redis(&mut redis, &events, 1, from_postgres.last_seq).await.unwrap();
     assert_eq!(from_redis, from_postgres, "the stream and the archive tell the same story");
     assert_eq!(replay::from_postgres(&pool, 1).await.unwrap(), from_postgres, "replaying twice gives the same result");

@@ -48,7 +48,7 @@ fn group_task(owners: &[uuid::Uuid]) -> Value {
 async fn all_stream_text(system: &common::System) -> String {
     let mut redis = system.redis.clone();
     let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{}:*", system.namespace)).query_async(&mut redis).await.unwrap();
+        redis::cmd("KEYS").arg(format!("{{{}:*", system.namespace)).query_async(&mut redis).await.unwrap();
     let mut text = String::new();
     for key in keys {
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut redis).await.unwrap();
@@ -56,7 +56,7 @@ async fn all_stream_text(system: &common::System) -> String {
             let entries: redis::streams::StreamRangeReply =
                 redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut redis).await.unwrap();
             for entry in entries.ids {
-                text.push_str(&entry.get::<String>("envelope").unwrap_or_default());
+                text.push_str(&entry.get::<String>(grid_shared::wire::fields::ENVELOPE).unwrap_or_default());
             }
         }
     }

@@ -210,21 +210,23 @@ async fn the_same_command_added_twice_changes_nothing(pool: PgPool) {
     assert_eq!(system.settled(&command_id, &api_key).await["status"], "applied");
 
     // Replay the very entry the gateway wrote, as a redelivery would.
-    let stream = format!("{}:commands", system.namespace);
+    let stream = format!("{}:commands", system.keys().tag());
     let entries: redis::streams::StreamRangeReply =
         redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut system.redis).await.unwrap();
     let original = entries
         .ids
         .iter()
-        .find(|entry| entry.get::<String>("envelope").is_some_and(|text| text.contains(&command_id)))
+        .find(|entry| {
+            entry.get::<String>(grid_shared::wire::fields::ENVELOPE).is_some_and(|text| text.contains(&command_id))
+        })
         .unwrap();
-    let envelope: String = original.get("envelope").unwrap();
+    let envelope: String = original.get(grid_shared::wire::fields::ENVELOPE).unwrap();
     let duplicate_id: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
-        .arg("type")
+        .arg(grid_shared::wire::fields::TYPE)
         .arg("CMD:SUBMIT_TASK")
-        .arg("envelope")
+        .arg(grid_shared::wire::fields::ENVELOPE)
         .arg(&envelope)
         .query_async(&mut system.redis)
         .await
@@ -292,13 +294,13 @@ async fn an_invalid_body_gets_a_problem_and_publishes_nothing(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason(pool: PgPool) {
     let mut system = spawn_system(pool, &[]).await;
-    let stream = format!("{}:commands", system.namespace);
+    let stream = format!("{}:commands", system.keys().tag());
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
-        .arg("type")
+        .arg(grid_shared::wire::fields::TYPE)
         .arg("CMD:NOPE")
-        .arg("envelope")
+        .arg(grid_shared::wire::fields::ENVELOPE)
         .arg("{\"broken\": true}")
         .query_async(&mut system.redis)
         .await
@@ -306,7 +308,7 @@ async fn undecodable_entries_go_to_the_dead_letter_stream_with_the_reason(pool: 
     let entry = system.first_dead_letter(Duration::from_secs(10), "a dead letter").await;
     let reason: String = entry.get("reason").unwrap();
     assert!(reason.contains("envelope"), "{reason}");
-    assert_eq!(entry.get::<String>("envelope").as_deref(), Some("{\"broken\": true}"));
+    assert_eq!(entry.get::<String>(grid_shared::wire::fields::ENVELOPE).as_deref(), Some("{\"broken\": true}"));
     system.stop().await;
 }
 
@@ -323,7 +325,7 @@ async fn a_message_that_fails_in_its_batch_does_not_hold_back_the_others(pool: P
     .await
     .unwrap();
     let mut system = spawn_system(pool.clone(), &[("GRID_MAX_DELIVERIES", "2"), ("GRID_CLAIM_IDLE_MS", "100")]).await;
-    let stream = format!("{}:commands", system.namespace);
+    let stream = format!("{}:commands", system.keys().tag());
     let names = ["first", "poison", "last"];
     let mut batch = redis::pipe();
     batch.atomic();
@@ -346,15 +348,15 @@ async fn a_message_that_fails_in_its_batch_does_not_hold_back_the_others(pool: P
             .cmd("XADD")
             .arg(&stream)
             .arg("*")
-            .arg("type")
+            .arg(grid_shared::wire::fields::TYPE)
             .arg("CMD:CREATE_ORGANIZATION")
-            .arg("envelope")
+            .arg(grid_shared::wire::fields::ENVELOPE)
             .arg(envelope.to_json());
     }
     // One MULTI: the consumer reads the three in one batch.
     let _: Vec<String> = batch.query_async(&mut system.redis).await.unwrap();
     let entry = system.first_dead_letter(Duration::from_secs(20), "the poison to be dead-lettered").await;
-    assert!(entry.get::<String>("envelope").unwrap().contains("poison"));
+    assert!(entry.get::<String>(grid_shared::wire::fields::ENVELOPE).unwrap().contains("poison"));
     let mut created: Vec<String> = sqlx::query_scalar("select name from organization").fetch_all(&pool).await.unwrap();
     created.sort();
     assert_eq!(created, ["first", "last"]);
@@ -399,7 +401,7 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_and_applied(pool: P
     let namespace = common::fresh_namespace();
     let client = redis::Client::open(common::redis_url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let stream = format!("{namespace}:commands");
+    let stream = grid_shared::wire::Keys::new(&namespace).unwrap().commands();
     let organization_id = grid_shared::ids::OrganizationId::new();
     let command = Command::CreateOrganization(CreateOrganization {
         organization_id,
@@ -425,9 +427,9 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed_and_applied(pool: P
     let _: String = redis::cmd("XADD")
         .arg(&stream)
         .arg("*")
-        .arg("type")
+        .arg(grid_shared::wire::fields::TYPE)
         .arg(&envelope.message_type)
-        .arg("envelope")
+        .arg(grid_shared::wire::fields::ENVELOPE)
         .arg(envelope.to_json())
         .query_async(&mut redis)
         .await

@@ -77,7 +77,7 @@ async fn after_redis_is_flushed_mid_run_every_task_in_postgresql_completes(pool:
     let mut conn = system.redis.clone();
     let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(format!("{}:reports", system.namespace))
+        .arg(format!("{}:reports", system.keys().tag()))
         .query_async(&mut conn)
         .await
         .unwrap();

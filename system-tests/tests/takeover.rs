@@ -142,7 +142,7 @@ async fn a_batch_redelivered_after_a_crash_between_commit_and_acknowledgement_ch
     for stream in ["commands", "reports"] {
         let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(format!("{}:{stream}", system.namespace))
+            .arg(format!("{}:{stream}", system.keys().tag()))
             .query_async(&mut redis)
             .await
             .unwrap();

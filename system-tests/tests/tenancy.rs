@@ -159,7 +159,7 @@ async fn a_pending_command_is_its_issuers_alone_and_nothing_of_it_stays_in_redis
     let unknown = format!("/v1/commands/{}", uuid::Uuid::new_v4());
     assert_eq!(system.get(&unknown, &key_a).await.status(), 404);
     let issuers: i64 = redis::cmd("HLEN")
-        .arg(format!("{}:issuers", system.namespace))
+        .arg(format!("{}:issuers", system.keys().tag()))
         .query_async(&mut system.redis.clone())
         .await
         .unwrap();
@@ -169,7 +169,7 @@ async fn a_pending_command_is_its_issuers_alone_and_nothing_of_it_stays_in_redis
     assert_eq!(system.settled(submitted["command_id"].as_str().unwrap(), &key_a).await["status"], "applied");
     common::eventually(std::time::Duration::from_secs(10), "the issuer to be forgotten", || async {
         let issuers: i64 = redis::cmd("HLEN")
-            .arg(format!("{}:issuers", system.namespace))
+            .arg(format!("{}:issuers", system.keys().tag()))
             .query_async(&mut system.redis.clone())
             .await
             .ok()?;
@@ -177,7 +177,7 @@ async fn a_pending_command_is_its_issuers_alone_and_nothing_of_it_stays_in_redis
     })
     .await;
     let per_message: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:command:*", system.namespace))
+        .arg(format!("{}:command:*", system.keys().tag()))
         .query_async(&mut system.redis.clone())
         .await
         .unwrap();

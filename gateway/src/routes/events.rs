@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use grid_shared::envelope::Envelope;
 use grid_shared::ids::OrganizationId;
+use grid_shared::wire::{StreamEntryId, fields};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -74,21 +75,17 @@ pub async fn events(
         return Ok(Json(page(&state, scope, after, limit).await?).into_response());
     }
     let start = match headers.get("last-event-id").and_then(|value| value.to_str().ok()) {
-        Some(id) => {
-            let seq: i64 = id
-                .strip_suffix("-0")
-                .and_then(|seq| seq.parse().ok())
-                .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an id like 12-0"))?;
-            format!("{seq}-0")
-        }
+        Some(id) => StreamEntryId::parse(id)
+            .filter(|id| id.event_seq().is_some())
+            .ok_or_else(|| ApiError::field("Last-Event-ID", "must be an event id like 12-0"))?,
         None if query.tail == Some(true) => last_event_id(&state).await?,
-        None => format!("{after}-0"),
+        None => StreamEntryId::of_event(after),
     };
     Ok(stream(&state, scope, start).await?.into_response())
 }
 
 /// The id of the last entry on the events stream (`0-0` when it is empty).
-async fn last_event_id(state: &AppState) -> Result<String, ApiError> {
+async fn last_event_id(state: &AppState) -> Result<StreamEntryId, ApiError> {
     let mut conn = state.redis.get().await?;
     let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(state.keys().events())
@@ -98,19 +95,23 @@ async fn last_event_id(state: &AppState) -> Result<String, ApiError> {
         .arg(1)
         .query_async(&mut *conn)
         .await?;
-    Ok(last.ids.first().map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone()))
+    Ok(last.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or(StreamEntryId::ZERO))
 }
 
 fn visible(envelope: &Envelope, scope: Option<OrganizationId>) -> bool {
     scope.is_none() || envelope.organization_id == scope
 }
 
-async fn stream(state: &AppState, scope: Option<OrganizationId>, start: String) -> Result<impl IntoResponse, ApiError> {
+async fn stream(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    start: StreamEntryId,
+) -> Result<impl IntoResponse, ApiError> {
     let permit = state.stream_permit()?;
     let conn = state.blocking_connection().await?;
-    let events = crate::sse::follow(conn, state.keys().events(), start, move |entry| {
+    let events = crate::sse::follow(conn, state.keys().events(), start.to_string(), move |entry| {
         let _open = &permit;
-        let text: String = entry.get("envelope")?;
+        let text: String = entry.get(fields::ENVELOPE)?;
         let envelope = Envelope::from_json(&text).ok()?;
         visible(&envelope, scope)
             .then(|| SseEvent::default().id(entry.id.clone()).event(envelope.message_type.clone()).data(text))

@@ -13,6 +13,7 @@ use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::live::Heartbeat;
 use grid_shared::messages::{NodeMessage, Report};
 use grid_shared::reasons::Refusal;
+use grid_shared::wire::fields;
 use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -162,7 +163,7 @@ pub async fn grid_task(
         for entry in entries {
             cursor = entry.id.clone();
             let assignment = entry
-                .get::<String>("envelope")
+                .get::<String>(fields::ENVELOPE)
                 .and_then(|text| Envelope::from_json(&text).ok())
                 .and_then(|envelope| envelope.decode::<NodeMessage>().ok());
             if let Some(NodeMessage::TaskAssigned(assigned)) = assignment {

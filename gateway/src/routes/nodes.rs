@@ -18,11 +18,13 @@ use grid_shared::messages::{
     Command, RegisterNode, Report, Sha256Hex, TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
 use grid_shared::signals::Zone;
+use grid_shared::wire::scripts;
+use grid_shared::wire::{HEARTBEAT_FEED_MAXLEN, StreamEntryId, fields};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{Caller, Credential, NODE_TOKEN_PREFIX, NodeCaller, admission, new_secret};
-use crate::channels::{EntryId, read_after};
+use crate::channels::read_after;
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Stream as Target, correlation_id, origin_of, publish};
@@ -177,50 +179,25 @@ pub async fn record_heartbeat(
         ("running", running.to_string()),
         ("last_heartbeat", now.to_rfc3339()),
     ];
-    let mut invocation = credential.admission(state, &HEARTBEAT_SCRIPT);
-    invocation
-        .key(keys.node_state(node.node_id))
-        .key(keys.nodes_alive())
-        .key(keys.heartbeats())
-        .arg(ttl)
-        .arg(expires_at_ms)
-        .arg(node.node_id.to_string())
-        .arg(HEARTBEAT_FEED_MAXLEN)
-        .arg(live.len() * 2);
-    for (field, value) in &live {
-        invocation.arg(*field).arg(value);
-    }
-    for (field, value) in feed.fields() {
-        invocation.arg(field).arg(value);
-    }
+    let check = credential.admission_check(state);
+    let (node_state, nodes_alive, heartbeats) = (keys.node_state(node.node_id), keys.nodes_alive(), keys.heartbeats());
+    let script = scripts::Heartbeat {
+        admission: &check,
+        node_state: &node_state,
+        nodes_alive: &nodes_alive,
+        feed: &heartbeats,
+        feed_maxlen: HEARTBEAT_FEED_MAXLEN,
+        ttl_ms: ttl,
+        expires_at_ms,
+        node_id: &node.node_id.to_string(),
+        state: &live,
+        feed_entry: &feed.fields(),
+    };
     let mut conn = state.redis.get().await?;
-    let verdict: String = invocation.invoke_async(&mut *conn).await?;
-    admission(&verdict, state, credential)?;
+    let answer = script.run(&mut *conn).await?;
+    admission(answer, state, credential)?;
     Ok(score)
 }
-
-/// Admission (see [`crate::auth::admission_lua`]), then the live state. KEYS: 3 node state,
-/// 4 live nodes, 5 heartbeat feed. ARGV: 3 TTL ms, 4 expiry ms, 5 node id, 6 feed length, 7 n
-/// (state fields and values), then the n state fields and values, then the feed's.
-static HEARTBEAT_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(concat!(
-        crate::auth::admission_lua!(),
-        r"
-local refused = refusal()
-if refused then return refused end
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[3], unpack(ARGV, 8, 7 + n))
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8 + n))
-return 'admitted'
-"
-    ))
-});
-
-/// The heartbeat feed keeps about this many entries: the writer reads it continuously, and
-/// rebuilds its mirror from the nodes' hashes when it takes over.
-const HEARTBEAT_FEED_MAXLEN: usize = 50_000;
 
 #[utoipa::path(post, path = "/v1/nodes/{node_id}/heartbeat", tag = "nodes", request_body = HeartbeatRequest,
     params(("node_id" = uuid::Uuid, Path, description = "The node")), security(("bearer" = [])),
@@ -362,16 +339,13 @@ pub async fn report(
 /// Where a node's channel starts. With `Last-Event-ID` (a stream id), right after it. Without
 /// one (a node that starts afresh): at its oldest assignment still in flight, else at the end,
 /// so that a restarted node is not handed again the work it already finished.
-async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) -> Result<String, ApiError> {
+async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) -> Result<StreamEntryId, ApiError> {
     if let Some(value) = headers.get("last-event-id") {
-        let text = value.to_str().map_err(|_| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"))?;
-        let valid = text.split_once('-').is_some_and(|(millis, seq)| {
-            !millis.is_empty() && !seq.is_empty() && millis.bytes().chain(seq.bytes()).all(|byte| byte.is_ascii_digit())
-        });
-        if !valid {
-            return Err(ApiError::field("Last-Event-ID", "must be a stream id like 12-0"));
-        }
-        return Ok(text.to_owned());
+        return value
+            .to_str()
+            .ok()
+            .and_then(StreamEntryId::parse)
+            .ok_or_else(|| ApiError::field("Last-Event-ID", "must be a stream id like 12-0"));
     }
     // The stream's end is read first: an assignment relayed before it is committed, so the query
     // below sees it in flight; one relayed after it comes after the starting point anyway.
@@ -384,7 +358,7 @@ async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) ->
         .arg(1)
         .query_async(&mut *conn)
         .await?;
-    let end = newest.ids.first().map_or_else(|| "0".to_owned(), |entry| entry.id.clone());
+    let end = newest.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or(StreamEntryId::ZERO);
     let oldest_in_flight: Option<i64> = sqlx::query_scalar(
         "select min(assignment_seq) from task
          where node_id = $1 and finished_at is null and status in ('assigned', 'running')",
@@ -392,12 +366,12 @@ async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) ->
     .bind(node_id.as_uuid())
     .fetch_one(&state.pool)
     .await?;
-    // Stream ids are `<seq>-0`, and reads start after the id given.
-    Ok(oldest_in_flight.map_or(end, |seq| format!("{}-0", seq - 1)))
+    // An assignment's id is its event's (`<seq>-0`), and reads start after the id given.
+    Ok(oldest_in_flight.map_or(end, |seq| StreamEntryId::of_event(seq - 1)))
 }
 
 fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
-    let text: String = entry.get("envelope")?;
+    let text: String = entry.get(fields::ENVELOPE)?;
     let envelope = match Envelope::from_json(&text) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -431,7 +405,6 @@ pub async fn task_channel(
     let node = caller.node(NodeId(node_id))?;
     let permit = state.stream_permit()?;
     let start = resume_point(&state, node.node_id, &headers).await?;
-    let start = EntryId::parse(&start).unwrap_or_default();
     // Registered before the catch-up read: an entry appended meanwhile comes through the reader.
     let subscription = state.channels.subscribe(node.node_id);
     let key = state.keys().node_tasks(node.node_id);
@@ -441,7 +414,7 @@ pub async fn task_channel(
     loop {
         let entries = read_after(&mut *conn, &key, last, CATCH_UP_PAGE).await?;
         let full = entries.len() == CATCH_UP_PAGE;
-        if let Some(newest) = entries.last().and_then(|entry| EntryId::parse(&entry.id)) {
+        if let Some(newest) = entries.last().and_then(|entry| StreamEntryId::parse(&entry.id)) {
             last = newest;
         }
         backlog.extend(entries.into_iter().map(std::sync::Arc::new));
@@ -458,7 +431,7 @@ pub async fn task_channel(
                     Some(entry) => entry,
                     None => live.entries.recv().await?,
                 };
-                let Some(id) = EntryId::parse(&entry.id) else { continue };
+                let Some(id) = StreamEntryId::parse(&entry.id) else { continue };
                 // The reader may hand over what the catch-up read already had.
                 if id <= sent {
                     continue;

@@ -20,6 +20,7 @@ use grid_shared::messages::{
     TaskCompletedReport, TaskFailedReport, TaskStartedReport,
 };
 use grid_shared::signals::{Basis, SignalBook, Zone, bundled_layer};
+use grid_shared::wire::StreamEntryId;
 
 use super::checks;
 use super::history::{CrashPoint, Op, Work};
@@ -289,7 +290,8 @@ impl World {
         self.redis.next_entry += 1;
         let entry = self.redis.next_entry;
         let stream = if source == Source::Commands { COMMANDS } else { REPORTS };
-        let ready = Ready { stream: stream.to_owned(), entry_id: format!("{entry}-0"), envelope, decoded };
+        let ready =
+            Ready { stream: stream.to_owned(), entry_id: StreamEntryId::new(entry, 0).to_string(), envelope, decoded };
         self.redis.entries.insert(entry, ready.clone());
         ready
     }

@@ -9,6 +9,7 @@ use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::TaskKind;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::signals::Zone;
+use grid_shared::wire::StreamEntryId;
 use sqlx::{PgPool, Row};
 
 use crate::model::batch::PurgeTargets;
@@ -229,7 +230,10 @@ pub async fn purge_targets(
     Ok(PurgeTargets {
         task_ids: task_ids.into_iter().map(TaskId).collect(),
         submissions: rows.into_iter().filter_map(|(_, entry)| entry).collect(),
-        assignments: assignments.into_iter().map(|(seq, node_id)| (NodeId(node_id), format!("{seq}-0"))).collect(),
+        assignments: assignments
+            .into_iter()
+            .map(|(seq, node_id)| (NodeId(node_id), StreamEntryId::of_event(seq).to_string()))
+            .collect(),
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`postgres`]: the only code that writes the tables (one fenced transaction per batch);
 //! - [`load`]: what the writer reads from PostgreSQL (its state at takeover, lookups);
-//! - [`streams`]: Redis streams, publication, the fleet's live state and recovery.
+//! - [`streams`]: Redis streams, publication, the fleet's live state and recovery;
+//! - [`upgrade`]: a namespace's Redis keys written before cells, moved under the cell's tag.
 //!
 //! Statements that match a table against a batch's arrays (`= any($1)`, a join with `unnest`)
 //! are not prepared (`persistent(false)`): each is planned with the batch's values. A plan
@@ -12,3 +13,4 @@
 pub mod load;
 pub mod postgres;
 pub mod streams;
+pub mod upgrade;

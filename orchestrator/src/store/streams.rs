@@ -8,9 +8,12 @@ use grid_shared::domain::{TaskInput, TaskKind};
 use grid_shared::envelope::{Actor, Envelope};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId};
-use grid_shared::keys::{Keys, ORCHESTRATOR_GROUP};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::messages::{NodeMessage, TaskAssignment, TaskCancellation};
+use grid_shared::wire::scripts::{self, XaddIfNewer};
+use grid_shared::wire::{
+    self, DEAD_LETTERS_MAXLEN, Keys, NODE_CHANNEL_MAXLEN, NODES_FEED_MAXLEN, ORCHESTRATOR_GROUP, StreamEntryId, fields,
+};
 use redis::AsyncConnectionConfig;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -18,29 +21,12 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use crate::model::batch::Batch;
 use crate::model::message::Source;
 
-/// Node channels keep about this many entries; a node that was away longer resumes from the
-/// oldest kept (its stale assignments were requeued meanwhile anyway).
-pub const NODE_CHANNEL_MAXLEN: usize = 1_000;
-/// About this many notifications are kept on `{ns}:nodes:feed` (about 100 bytes each): the
-/// gateways read it continuously; one that falls further behind has its clients reconnect.
-pub const NODES_FEED_MAXLEN: usize = 100_000;
-
 /// Appends the notification of a node-channel entry to `{ns}:nodes:feed`.
-fn notify(pipe: &mut redis::Pipeline, keys: &Keys, node_id: NodeId, entry_id: &str) {
-    pipe.cmd("XADD")
-        .arg(keys.nodes_feed())
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(NODES_FEED_MAXLEN)
-        .arg("*")
-        .arg("n")
-        .arg(node_id.to_string())
-        .arg("i")
-        .arg(entry_id)
-        .ignore();
+fn notify(pipe: &mut redis::Pipeline, keys: &Keys, node_id: NodeId, entry_id: StreamEntryId) {
+    let mut command = wire::xadd_capped(&keys.nodes_feed(), NODES_FEED_MAXLEN, None);
+    command.arg(fields::FEED_NODE).arg(node_id.to_string()).arg(fields::FEED_ENTRY).arg(entry_id.to_string());
+    pipe.add_command(command).ignore();
 }
-/// The dead-letter stream keeps about this many entries.
-pub const DEAD_LETTERS_MAXLEN: usize = 100_000;
 
 /// A pool whose connections never time a reply out: the redis crate's default of 500 ms would
 /// fail every blocking read, and a slow reply is better than a lost acknowledgement.
@@ -152,31 +138,27 @@ pub async fn dead_letter(
 ) -> redis::RedisResult<()> {
     // The reason stays in the dead-letter entry: a payload error may quote the payload.
     tracing::warn!(stream, entry_id = entry.id, deliveries, "entry sent to the dead-letter stream");
-    let original: String = entry.get("envelope").unwrap_or_default();
-    let message_type: String = entry.get("type").unwrap_or_default();
+    let original: String = entry.get(fields::ENVELOPE).unwrap_or_default();
+    let message_type: String = entry.get(fields::TYPE).unwrap_or_default();
     let mut pipe = redis::pipe();
     pipe.atomic();
     if let Some(message_id) = message_id {
         pipe.cmd("HDEL").arg(keys.issuers()).arg(message_id.to_string()).ignore();
     }
-    pipe.cmd("XADD")
-        .arg(keys.dead_letters())
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(DEAD_LETTERS_MAXLEN)
-        .arg("*")
-        .arg("stream")
+    let mut dead = wire::xadd_capped(&keys.dead_letters(), DEAD_LETTERS_MAXLEN, None);
+    dead.arg(fields::DEAD_STREAM)
         .arg(stream)
-        .arg("entry_id")
+        .arg(fields::DEAD_ENTRY_ID)
         .arg(&entry.id)
-        .arg("type")
+        .arg(fields::TYPE)
         .arg(message_type)
-        .arg("reason")
+        .arg(fields::DEAD_REASON)
         .arg(reason)
-        .arg("deliveries")
+        .arg(fields::DEAD_DELIVERIES)
         .arg(deliveries)
-        .arg("envelope")
-        .arg(original)
+        .arg(fields::ENVELOPE)
+        .arg(original);
+    pipe.add_command(dead)
         .ignore()
         .cmd("XACK")
         .arg(stream)
@@ -196,7 +178,7 @@ pub async fn claim_all_pending(
 ) -> redis::RedisResult<usize> {
     let mut claimed = 0;
     for stream in [keys.commands(), keys.reports()] {
-        let mut cursor = "0-0".to_owned();
+        let mut cursor = StreamEntryId::ZERO.to_string();
         loop {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&stream)
@@ -210,7 +192,7 @@ pub async fn claim_all_pending(
                 .await?;
             claimed += reply.claimed.len();
             cursor = reply.next_stream_id;
-            if cursor == "0-0" {
+            if StreamEntryId::parse(&cursor).is_none_or(|cursor| cursor == StreamEntryId::ZERO) {
                 break;
             }
         }
@@ -299,56 +281,47 @@ pub async fn publish(
     let keys = publication.keys;
     let mut pipe = redis::pipe();
     pipe.atomic();
+    let events_key = keys.events();
     for event in &batch.events {
-        let stream_id = format!("{}-0", event.seq);
-        pipe.cmd("XADD")
-            .arg(keys.events())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(publication.events_maxlen)
-            .arg(&stream_id)
-            .arg("type")
-            .arg(event.event_type)
-            .arg("envelope")
-            .arg(&event.text)
-            .ignore();
+        let stream_id = StreamEntryId::of_event(event.seq);
+        pipe.add_command(wire::xadd_envelope(
+            &events_key,
+            publication.events_maxlen,
+            Some(stream_id),
+            event.event_type,
+            &event.text,
+        ))
+        .ignore();
         if let Some(node_id) = event.notify_node
             && let Some(message) = node_message(&event.envelope, &event.event, event.input.as_deref())
         {
-            pipe.cmd("XADD")
-                .arg(keys.node_tasks(node_id))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(NODE_CHANNEL_MAXLEN)
-                .arg(&stream_id)
-                .arg("type")
-                .arg(&message.message_type)
-                .arg("envelope")
-                .arg(message.to_json())
-                .ignore();
-            notify(&mut pipe, keys, node_id, &stream_id);
+            pipe.add_command(wire::xadd_envelope(
+                &keys.node_tasks(node_id),
+                NODE_CHANNEL_MAXLEN,
+                Some(stream_id),
+                &message.message_type,
+                &message.to_json(),
+            ))
+            .ignore();
+            notify(&mut pipe, keys, node_id, stream_id);
         }
     }
     for dead in &batch.dead_tasks {
-        pipe.cmd("XADD")
-            .arg(keys.dead_letters())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTERS_MAXLEN)
-            .arg("*")
-            .arg("stream")
+        let mut command = wire::xadd_capped(&keys.dead_letters(), DEAD_LETTERS_MAXLEN, None);
+        command
+            .arg(fields::DEAD_STREAM)
             .arg("tasks")
-            .arg("entry_id")
+            .arg(fields::DEAD_ENTRY_ID)
             .arg(dead.task_id.to_string())
-            .arg("type")
+            .arg(fields::TYPE)
             .arg("TASK:FAILED")
-            .arg("reason")
+            .arg(fields::DEAD_REASON)
             .arg(dead.reason.to_string())
-            .arg("code")
+            .arg(fields::DEAD_CODE)
             .arg(dead.reason.code())
-            .arg("deliveries")
-            .arg(dead.attempts)
-            .ignore();
+            .arg(fields::DEAD_DELIVERIES)
+            .arg(dead.attempts);
+        pipe.add_command(command).ignore();
     }
     if !batch.deleted_submissions.is_empty() {
         pipe.cmd("XDEL").arg(keys.commands()).arg(&batch.deleted_submissions).ignore();
@@ -358,13 +331,12 @@ pub async fn publish(
     }
     for node_id in &batch.offline_nodes {
         // Out of the index of live nodes, unless a heartbeat renewed it meanwhile.
-        pipe.cmd("EVAL")
-            .arg(FORGET_IF_EXPIRED)
-            .arg(1)
-            .arg(keys.nodes_alive())
-            .arg(node_id.to_string())
-            .arg(chrono::Utc::now().timestamp_millis())
-            .ignore();
+        pipe.add_command(scripts::forget_if_expired(
+            &keys.nodes_alive(),
+            &node_id.to_string(),
+            chrono::Utc::now().timestamp_millis(),
+        ))
+        .ignore();
     }
     if !publication.claimed.is_empty() {
         let mut hset = redis::cmd("HSET");
@@ -401,29 +373,6 @@ pub async fn publish(
     pipe.query_async::<()>(conn).await
 }
 
-/// Drops a node from the index, unless a heartbeat renewed it meanwhile.
-const FORGET_IF_EXPIRED: &str = r"
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
-return 0
-";
-
-/// Appends an entry with an explicit id only if the stream's last id is lower (an entry
-/// already published, by this writer or the one before, is not published twice). With a
-/// second key (a node channel's), the entry is notified on `{ns}:nodes:feed` (ARGV 5: the node).
-const XADD_IF_NEWER: &str = r"
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] then
-  local seq = tonumber(string.match(last[1][1], '^(%d+)'))
-  if seq >= tonumber(ARGV[1]) then return 0 end
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], ARGV[1] .. '-0', 'type', ARGV[3], 'envelope', ARGV[4])
-if KEYS[2] then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'n', ARGV[5], 'i', ARGV[1] .. '-0')
-end
-return 1
-";
-
 /// A stored event to publish again (see [`crate::store::load::StoredEvent`]).
 pub struct Republished<'a> {
     pub seq: i64,
@@ -442,43 +391,58 @@ pub fn stored_node_message(envelope_text: &str, kind: Option<&serde_json::Value>
     node_message(&envelope, &event, input.as_ref())
 }
 
-/// Publishes stored events again, skipping those already on each stream.
+/// Publishes stored events again, skipping those already on each stream; how many entries it
+/// appended (events and node messages).
 pub async fn republish(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     events: &[Republished<'_>],
     events_maxlen: usize,
-) -> redis::RedisResult<()> {
+) -> Result<usize, scripts::ScriptError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    let script = redis::Script::new(XADD_IF_NEWER);
     // A pipeline runs scripts by their hash: the script must be known first.
-    redis::cmd("SCRIPT").arg("LOAD").arg(XADD_IF_NEWER).query_async::<String>(&mut *conn).await?;
+    XaddIfNewer::load(&mut *conn).await?;
+    let events_key = keys.events();
+    let feed = keys.nodes_feed();
     let mut pipe = redis::pipe();
     for event in events {
-        pipe.invoke_script(
-            script.key(keys.events()).arg(event.seq).arg(events_maxlen).arg(event.event_type).arg(event.envelope),
-        )
-        .ignore();
+        XaddIfNewer {
+            stream: &events_key,
+            maxlen: events_maxlen,
+            seq: event.seq,
+            message_type: event.event_type,
+            envelope_json: event.envelope,
+            notify: None,
+        }
+        .add_to(&mut pipe);
         if let Some(node_id) = event.node_id
             && let Some(message) = stored_node_message(event.envelope, event.kind)
         {
-            pipe.invoke_script(
-                script
-                    .key(keys.node_tasks(node_id))
-                    .key(keys.nodes_feed())
-                    .arg(event.seq)
-                    .arg(NODE_CHANNEL_MAXLEN)
-                    .arg(&message.message_type)
-                    .arg(message.to_json())
-                    .arg(node_id.to_string())
-                    .arg(NODES_FEED_MAXLEN),
-            )
-            .ignore();
+            XaddIfNewer {
+                stream: &keys.node_tasks(node_id),
+                maxlen: NODE_CHANNEL_MAXLEN,
+                seq: event.seq,
+                message_type: &message.message_type,
+                envelope_json: &message.to_json(),
+                notify: Some(scripts::Notify {
+                    feed: &feed,
+                    feed_maxlen: NODES_FEED_MAXLEN,
+                    node_id: node_id.to_string(),
+                }),
+            }
+            .add_to(&mut pipe);
         }
     }
-    pipe.query_async::<()>(conn).await
+    let answers: Vec<i64> = pipe.query_async(conn).await?;
+    let mut appended = 0;
+    for answer in answers {
+        if scripts::Republished::parse(answer)? == scripts::Republished::Appended {
+            appended += 1;
+        }
+    }
+    Ok(appended)
 }
 
 /// Empties the channels of these nodes (before they are rebuilt).
@@ -508,19 +472,16 @@ pub async fn reissue(
     pipe.atomic();
     for (node_id, messages) in channels {
         for (index, message) in (1..).zip(messages) {
-            let entry_id = format!("{head}-{}", base + index);
-            pipe.cmd("XADD")
-                .arg(keys.node_tasks(*node_id))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(NODE_CHANNEL_MAXLEN)
-                .arg(&entry_id)
-                .arg("type")
-                .arg(&message.message_type)
-                .arg("envelope")
-                .arg(message.to_json())
-                .ignore();
-            notify(&mut pipe, keys, *node_id, &entry_id);
+            let entry_id = StreamEntryId::new(u64::try_from(head).unwrap_or(0), base + index);
+            pipe.add_command(wire::xadd_envelope(
+                &keys.node_tasks(*node_id),
+                NODE_CHANNEL_MAXLEN,
+                Some(entry_id),
+                &message.message_type,
+                &message.to_json(),
+            ))
+            .ignore();
+            notify(&mut pipe, keys, *node_id, entry_id);
         }
     }
     pipe.query_async::<()>(conn).await

@@ -44,7 +44,7 @@ use crate::model::restore::Quarantined;
 use crate::model::{Rules, State};
 use crate::status::{Role, Status};
 use crate::store::postgres;
-use crate::store::{load, streams};
+use crate::store::{load, streams, upgrade};
 use decide::BatchLookups;
 use rounds::place_round;
 
@@ -164,6 +164,22 @@ impl Writer {
         };
         let claimed = {
             let mut conn = writer.redis.get().await?;
+            let keys = &writer.config.grid.keys;
+            if streams::marker(&mut *conn, keys).await?.is_none() {
+                // A first start after the upgrade to cells: the keys written before are moved
+                // under the cell's tag (the marker with them, when Redis kept it), before the
+                // groups are made and their pending entries claimed.
+                let upgraded = upgrade::legacy_keys(&mut *conn, keys).await?;
+                if upgraded.moved_anything() {
+                    info!(
+                        renamed = upgraded.renamed,
+                        merged = upgraded.merged,
+                        dropped = upgraded.dropped,
+                        cell = %keys.cell(),
+                        "moved the Redis keys written before cells under the cell's tag"
+                    );
+                }
+            }
             streams::ensure_groups(&mut *conn, &writer.config.grid.keys).await?;
             streams::claim_all_pending(&mut *conn, &writer.config.grid.keys, &writer.config.consumer_name).await?
         };
@@ -317,7 +333,7 @@ impl Writer {
             } else {
                 1
             };
-            let text: Option<String> = entry.get("envelope");
+            let text: Option<String> = entry.get(grid_shared::wire::fields::ENVELOPE);
             let decoded = decode(source, text.as_deref());
             let refusal = match (&decoded, deliveries > self.config.max_deliveries) {
                 (Err(error), _) => Some(error.to_string()),

@@ -71,8 +71,9 @@ impl Writer {
                     kind: event.kind.as_ref(),
                 })
                 .collect();
-            streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
-            info!(from = self.published_seq + 1, to = last, "published committed events");
+            let appended =
+                streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
+            info!(from = self.published_seq + 1, to = last, appended, "published committed events");
             self.published_seq = last;
         }
         if !in_flight.is_empty() {

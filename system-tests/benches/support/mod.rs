@@ -48,7 +48,8 @@ impl Scratch {
         sqlx::Postgres::drop_database(&self.database_url).await?;
         let client = redis::Client::open(self.redis_url.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", self.namespace)).query_async(&mut conn).await?;
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{{{}:*", self.namespace)).query_async(&mut conn).await?;
         for chunk in keys.chunks(10_000) {
             redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
         }

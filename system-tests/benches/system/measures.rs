@@ -62,7 +62,7 @@ pub(crate) async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow:
         let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{namespace}:*"))
+            .arg(format!("{{{namespace}:*"))
             .arg("COUNT")
             .arg(1_000)
             .query_async(&mut conn)
@@ -90,7 +90,10 @@ pub(crate) async fn redis_footprint(redis_url: &str, namespace: &str) -> anyhow:
         ("heartbeats", &mut streams.heartbeats),
         ("dlq", &mut streams.dlq),
     ] {
-        *length = redis::cmd("XLEN").arg(format!("{namespace}:{stream}")).query_async(&mut conn).await?;
+        *length = redis::cmd("XLEN")
+            .arg(format!("{}:{stream}", grid_shared::wire::Keys::new(namespace).map_err(anyhow::Error::msg)?.tag()))
+            .query_async(&mut conn)
+            .await?;
     }
     Ok(RedisFootprint {
         namespace_mib: bytes as f64 / 1024.0 / 1024.0,

@@ -651,7 +651,7 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
     writer.wait_for_role(&http, "writer").await;
     let mut orchestrators = [writer, Orchestrator::start("queued-b", &env)?];
     orchestrators[1].wait_for_role(&http, "standby").await;
-    let keys = grid_shared::keys::Keys::new(&scratch.namespace).map_err(anyhow::Error::msg)?;
+    let keys = grid_shared::wire::Keys::new(&scratch.namespace).map_err(anyhow::Error::msg)?;
     let client = redis::Client::open(scratch.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let organization_id = OrganizationId::new();
@@ -681,9 +681,9 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
             pipe.cmd("XADD")
                 .arg(keys.commands())
                 .arg("*")
-                .arg("type")
+                .arg(grid_shared::wire::fields::TYPE)
                 .arg(&envelope.message_type)
-                .arg("envelope")
+                .arg(grid_shared::wire::fields::ENVELOPE)
                 .arg(envelope.to_json())
                 .ignore();
             first = false;
@@ -706,9 +706,9 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
             pipe.cmd("XADD")
                 .arg(keys.commands())
                 .arg("*")
-                .arg("type")
+                .arg(grid_shared::wire::fields::TYPE)
                 .arg(&envelope.message_type)
-                .arg("envelope")
+                .arg(grid_shared::wire::fields::ENVELOPE)
                 .arg(envelope.to_json())
                 .ignore();
         }

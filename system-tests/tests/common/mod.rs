@@ -147,6 +147,10 @@ where
 }
 
 impl System {
+    /// The keys of the grid's (default) cell.
+    pub fn keys(&self) -> grid_shared::wire::Keys {
+        grid_shared::wire::Keys::new(&self.namespace).expect("a fresh namespace is valid")
+    }
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -192,13 +196,13 @@ impl System {
     }
 
     pub async fn xlen(&mut self, stream: &str) -> i64 {
-        redis::cmd("XLEN").arg(format!("{}:{stream}", self.namespace)).query_async(&mut self.redis).await.unwrap()
+        redis::cmd("XLEN").arg(format!("{}:{stream}", self.keys().tag())).query_async(&mut self.redis).await.unwrap()
     }
 
     /// The entries of the namespace's dead-letter stream, oldest first.
     pub async fn dead_letters(&self) -> Vec<redis::streams::StreamId> {
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(format!("{}:dlq", self.namespace))
+            .arg(format!("{}:dlq", self.keys().tag()))
             .arg("-")
             .arg("+")
             .query_async(&mut self.redis.clone())
@@ -269,7 +273,7 @@ impl System {
             assert!(matches!(stopped, Ok(Ok(Ok(())))), "the orchestrator stops cleanly: {stopped:?}");
         }
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.namespace))
+            .arg(format!("{{{}:*", self.namespace))
             .query_async(&mut self.redis)
             .await
             .unwrap_or_default();

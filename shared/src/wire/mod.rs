@@ -1,0 +1,70 @@
+//! The Redis protocol of the grid, typed: key names per cell ([`keys`]), stream entry ids
+//! ([`StreamEntryId`]), the field names of stream entries ([`fields`]), the caps of the streams,
+//! and, with the `redis` feature, the commands and Lua scripts ([`scripts`]: each script in its
+//! own `.lua` file beside this one, with one typed wrapper and an enum for its answer; an answer
+//! a wrapper does not know is an error, never taken for success).
+
+pub mod entry;
+pub mod keys;
+#[cfg(feature = "redis")]
+pub mod scripts;
+
+pub use entry::StreamEntryId;
+pub use keys::{Keys, ORCHESTRATOR_GROUP};
+
+/// The field names of the grid's stream entries.
+pub mod fields {
+    /// The message or event type (`CMD:SUBMIT_TASK`, `TaskAssigned`, ...), beside its envelope.
+    pub const TYPE: &str = "type";
+    /// The JSON envelope ([`crate::envelope::Envelope`]).
+    pub const ENVELOPE: &str = "envelope";
+    /// `{ns}:nodes:feed`: the node whose channel got an entry, and that entry's id.
+    pub const FEED_NODE: &str = "n";
+    pub const FEED_ENTRY: &str = "i";
+    /// `{ns}:dlq`: where the entry came from, its id there, why it was refused, how many times
+    /// it was delivered, and for a failed task its reason code.
+    pub const DEAD_STREAM: &str = "stream";
+    pub const DEAD_ENTRY_ID: &str = "entry_id";
+    pub const DEAD_REASON: &str = "reason";
+    pub const DEAD_DELIVERIES: &str = "deliveries";
+    pub const DEAD_CODE: &str = "code";
+}
+
+/// Node channels keep about this many entries; a node that was away longer resumes from the
+/// oldest kept (its stale assignments were requeued meanwhile anyway).
+pub const NODE_CHANNEL_MAXLEN: usize = 1_000;
+/// About this many notifications are kept on `{ns}:nodes:feed` (about 100 bytes each): the
+/// gateways read it continuously; one that falls further behind has its clients reconnect.
+pub const NODES_FEED_MAXLEN: usize = 100_000;
+/// The dead-letter stream keeps about this many entries.
+pub const DEAD_LETTERS_MAXLEN: usize = 100_000;
+/// The heartbeat feed keeps about this many entries: the writer reads it continuously, and
+/// rebuilds its mirror from the nodes' hashes when it takes over.
+pub const HEARTBEAT_FEED_MAXLEN: usize = 50_000;
+
+/// `XADD <key> MAXLEN ~ <maxlen> <id or *>`: a capped append, to which the caller adds the
+/// entry's fields.
+#[cfg(feature = "redis")]
+pub fn xadd_capped(key: &str, maxlen: usize, id: Option<StreamEntryId>) -> redis::Cmd {
+    let mut command = redis::cmd("XADD");
+    command.arg(key).arg("MAXLEN").arg("~").arg(maxlen);
+    match id {
+        Some(id) => command.arg(id.to_string()),
+        None => command.arg("*"),
+    };
+    command
+}
+
+/// `XADD <key> MAXLEN ~ <maxlen> <id or *> type <type> envelope <json>`: a message or event.
+#[cfg(feature = "redis")]
+pub fn xadd_envelope(
+    key: &str,
+    maxlen: usize,
+    id: Option<StreamEntryId>,
+    message_type: &str,
+    envelope_json: &str,
+) -> redis::Cmd {
+    let mut command = xadd_capped(key, maxlen, id);
+    command.arg(fields::TYPE).arg(message_type).arg(fields::ENVELOPE).arg(envelope_json);
+    command
+}
