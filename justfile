@@ -17,6 +17,11 @@ test: services
     cargo test --workspace
     just sim 300 3000
 
+# The grid on a Redis Cluster of three masters that the test starts on free ports (part of
+# `just test` too): tasks complete, every key of a cell in one slot, no command across slots.
+test-cluster: services
+    cargo test -p grid-system-tests --test cluster
+
 # Explore seeded random histories of the grid's core in memory (no services needed), checking
 # its invariants after every step: `just sim 2000 10000` is a long soak. A failing seed prints
 # the command that replays it and the shortest history that still fails.
@@ -130,7 +135,7 @@ demo seconds="120" nodes="6" tasks="300": services
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release --bins
-    bin=target/release
+    bin="${CARGO_TARGET_DIR:-target}/release"
     logs=target/demo
     mkdir -p "$logs"
     export DEMO_DATABASE="${DEMO_DATABASE:-koprogo_grid_demo}"

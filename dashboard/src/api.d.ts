@@ -134,6 +134,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/cells": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["cells"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/commands/{command_id}": {
         parameters: {
             query?: never;
@@ -554,6 +570,76 @@ export interface components {
             prev_hash: string;
             /** Format: date-time */
             sealed_at: string;
+        };
+        Cell: {
+            backlog: components["schemas"]["CellBacklog"];
+            /** @description Its name in `GRID_CELLS`. */
+            cell: string;
+            /** @description Whether it is the grid's default cell. */
+            default: boolean;
+            /**
+             * Format: int64
+             * @description Cores of live nodes not held by a task.
+             */
+            free_cores?: number | null;
+            intensity?: components["schemas"]["CellIntensity"] | null;
+            /** Format: int64 */
+            live_nodes?: number | null;
+            /** Format: int64 */
+            open_tasks?: number | null;
+            /** Format: int64 */
+            queued_tasks?: number | null;
+            /**
+             * Format: double
+             * @description Watts of sun beyond what the tasks on the live nodes use.
+             */
+            solar_surplus_watts?: number | null;
+            status: components["schemas"]["CellStatus"];
+            /**
+             * Format: int64
+             * @description How old its summary is, in milliseconds (null: none yet). The figures below are from it.
+             */
+            summary_age_ms?: number | null;
+            /**
+             * Format: int64
+             * @description Live nodes with at least one core's worth of sun.
+             */
+            sunny_nodes?: number | null;
+            /** @description Its writer's lease: the process that holds it and the epoch every write checks. */
+            writer: components["schemas"]["WriterLease"];
+            /** @description The carbon zone of its nodes by default. */
+            zone: string;
+        };
+        /**
+         * @description Commands and reports on the cell's streams, not yet trimmed (about those its writer has not
+         *     applied yet).
+         */
+        CellBacklog: {
+            /** Format: int64 */
+            commands: number;
+            /** Format: int64 */
+            reports: number;
+        };
+        /** @description A cell's grid intensity in the current hour. */
+        CellIntensity: {
+            /** @description `average` (the zone's mix) or `marginal`. */
+            kind: string;
+            /**
+             * Format: int64
+             * @description Milligrams of CO₂e per kWh (exact integer).
+             */
+            mg_per_kwh: number;
+            /** @description The signal source that answered (`file`, `electricitymaps`, `watttime`, `fixed`, ...). */
+            source: string;
+        };
+        /**
+         * @description Whether the cell's writer is publishing its summary.
+         * @enum {string}
+         */
+        CellStatus: "live" | "stale" | "unknown";
+        Cells: {
+            /** @description The default cell first. */
+            cells: components["schemas"]["Cell"][];
         };
         CommandAccepted: {
             /** Format: uuid */
@@ -2404,6 +2490,107 @@ export interface operations {
                 };
             };
             /** @description A dependency does not answer */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    cells: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The grid's cells: each one's writer and epoch, backlog, free cores, sun, queue and carbon intensity now (organisations and the operator) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Cells"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A node token */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: each field and why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -16,7 +16,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::routes::{
-    commands, consent, dashboard, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
+    cells, commands, consent, dashboard, events, grid_compat, health, ledger, nodes, operations, organizations,
+    reports, tasks,
 };
 use crate::state::AppState;
 
@@ -30,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ledger::router())
         .merge(reports::router())
         .merge(operations::router())
+        .merge(cells::router())
         .merge(grid_compat::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Health is answered even at capacity (a liveness probe must not fail under load).
@@ -99,11 +101,8 @@ pub fn build_state(config: GatewayConfig) -> anyhow::Result<AppState> {
 }
 
 pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyhow::Result<AppState> {
-    let redis_config = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_connection_timeout(Some(Duration::from_secs(5)));
-    let manager = deadpool_redis::Manager::new_with_config(config.redis_url.as_str(), redis_config)?;
-    let redis = deadpool_redis::Pool::builder(manager).max_size(16).build()?;
+    // A slow Redis is a 503, not a request left hanging.
+    let redis = grid_shared::wire::connection::Redis::open(&config.redis, 16, Some(Duration::from_secs(5)))?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(config.max_in_flight));
     let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
     let pressure = Arc::new(crate::pressure::Pressure::new(
@@ -133,7 +132,7 @@ pub async fn run(
     let reader_stop = tokio_util::sync::CancellationToken::new();
     let reader = tokio::spawn(crate::channels::run_reader(
         state.channels.clone(),
-        state.config.redis_url.clone(),
+        state.redis.clone(),
         state.keys().clone(),
         reader_stop.clone(),
     ));

@@ -149,7 +149,7 @@ pub fn admission(answer: Admission, state: &AppState, credential: &Credential) -
 
 async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
     let mut conn = state.redis.get().await?;
-    let answer = scripts::admit(&mut *conn, &credential.admission_check(state)).await?;
+    let answer = scripts::admit(&mut conn, &credential.admission_check(state)).await?;
     admission(answer, state, credential)
 }
 

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_shared::ids::NodeId;
+use grid_shared::wire::connection::Redis;
 use grid_shared::wire::{Keys, StreamEntryId, fields};
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +104,7 @@ impl NodeChannels {
 }
 
 /// Follows `{ns}:nodes:feed` until `shutdown`, reconnecting with a backoff when Redis fails.
-pub async fn run_reader(channels: Arc<NodeChannels>, redis_url: String, keys: Keys, shutdown: CancellationToken) {
+pub async fn run_reader(channels: Arc<NodeChannels>, redis: Redis, keys: Keys, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let outcome = tokio::select! {
@@ -112,7 +112,7 @@ pub async fn run_reader(channels: Arc<NodeChannels>, redis_url: String, keys: Ke
                 channels.close_all("the gateway stops");
                 return;
             }
-            outcome = follow_feed(&channels, &redis_url, &keys) => outcome,
+            outcome = follow_feed(&channels, &redis, &keys) => outcome,
         };
         if let Err(error) = outcome {
             tracing::warn!(%error, "the node-channel reader lost Redis; reconnecting");
@@ -126,10 +126,8 @@ pub async fn run_reader(channels: Arc<NodeChannels>, redis_url: String, keys: Ke
     }
 }
 
-async fn follow_feed(channels: &NodeChannels, redis_url: &str, keys: &Keys) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url)?;
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn: MultiplexedConnection = client.get_multiplexed_async_connection_with_config(&config).await?;
+async fn follow_feed(channels: &NodeChannels, redis: &Redis, keys: &Keys) -> redis::RedisResult<()> {
+    let mut conn = redis.dedicated().await?;
     let feed = keys.nodes_feed();
     let newest: StreamRangeReply =
         redis::cmd("XREVRANGE").arg(&feed).arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;

@@ -3,12 +3,15 @@
 
 use std::net::SocketAddr;
 
-use grid_shared::settings::{GridSettings, SettingsError, integer_in, read};
+use grid_shared::settings::{GridSettings, SettingsError, integer_in, read, redis_target};
+use grid_shared::wire::connection::Target;
 
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub database_url: String,
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES` (a Redis Cluster) when set, else the server at `REDIS_URL`.
+    pub redis: Target,
     pub grid: GridSettings,
     /// The operator's bearer key (`GRID_OPERATOR_KEY`), at least 32 characters.
     pub operator_key: String,
@@ -90,6 +93,7 @@ impl GatewayConfig {
         Ok(Self {
             database_url: required("DATABASE_URL")?,
             redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
+            redis: redis_target(&lookup)?,
             grid: GridSettings::from_lookup(&lookup)?.served()?,
             operator_key,
             listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
+    cells, commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +32,7 @@ use crate::routes::{
         grid_compat::grid_register, grid_compat::grid_heartbeat, grid_compat::grid_task, grid_compat::grid_report,
         grid_compat::grid_stats_route,
         health::healthz, health::readyz, crate::metrics::scrape, operations::operations,
+        cells::cells,
     ),
     modifiers(&BearerAuth, &CommonProblems),
 )]

@@ -99,7 +99,7 @@ pub async fn publish_once(
         max_backlog,
     };
     let mut conn = state.redis.get().await?;
-    match script.run(&mut *conn).await? {
+    match script.run(&mut conn).await? {
         scripts::Published::Appended => {
             tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
                 correlation_id = %envelope.correlation_id, "published");

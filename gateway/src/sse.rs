@@ -7,17 +7,12 @@ use std::convert::Infallible;
 
 use axum::response::sse::Event;
 use futures_util::Stream;
-use redis::aio::MultiplexedConnection;
+use grid_shared::wire::connection::Conn;
 use redis::streams::{StreamId, StreamReadReply};
 
 /// Reads `key` after `start`, mapping each entry with `to_event` (entries it drops are skipped).
 /// The stream ends when Redis fails; the client reconnects with `Last-Event-ID` and loses nothing.
-pub fn follow<F>(
-    conn: MultiplexedConnection,
-    key: String,
-    start: String,
-    to_event: F,
-) -> impl Stream<Item = Result<Event, Infallible>>
+pub fn follow<F>(conn: Conn, key: String, start: String, to_event: F) -> impl Stream<Item = Result<Event, Infallible>>
 where
     F: Fn(&StreamId) -> Option<Event> + Send + 'static,
 {

@@ -28,7 +28,7 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub pool: PgPool,
-    pub redis: deadpool_redis::Pool,
+    pub redis: grid_shared::wire::connection::Redis,
     pub config: Arc<GatewayConfig>,
     /// API keys and node tokens already looked up (see [`crate::auth::Credential`]).
     pub auth: Arc<crate::auth::AuthCache>,
@@ -54,9 +54,7 @@ impl AppState {
     }
 
     /// A connection of its own, for blocking reads that must not stall the pool (SSE).
-    pub async fn blocking_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let client = redis::Client::open(self.config.redis_url.as_str())?;
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        client.get_multiplexed_async_connection_with_config(&config).await
+    pub async fn blocking_connection(&self) -> redis::RedisResult<grid_shared::wire::connection::Conn> {
+        self.redis.dedicated().await
     }
 }

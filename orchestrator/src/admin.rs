@@ -17,11 +17,16 @@ use crate::status::{Role, Status};
 struct Admin {
     status: Arc<Status>,
     pool: PgPool,
-    redis: deadpool_redis::Pool,
+    redis: grid_shared::wire::connection::Redis,
     keys: grid_shared::wire::Keys,
 }
 
-pub fn router(status: Arc<Status>, pool: PgPool, redis: deadpool_redis::Pool, keys: grid_shared::wire::Keys) -> Router {
+pub fn router(
+    status: Arc<Status>,
+    pool: PgPool,
+    redis: grid_shared::wire::connection::Redis,
+    keys: grid_shared::wire::Keys,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -34,7 +39,7 @@ pub fn router(status: Arc<Status>, pool: PgPool, redis: deadpool_redis::Pool, ke
 async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
     let postgres = sqlx::query("select 1").execute(&admin.pool).await.is_ok();
     let redis = match admin.redis.get().await {
-        Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut *conn).await.is_ok(),
+        Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
         Err(_) => false,
     };
     let snapshot = admin.status.snapshot();
@@ -48,6 +53,8 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
             "role": snapshot.role,
             "name": snapshot.name,
             "epoch": snapshot.epoch,
+            // Per cell (this build serves one): the role and epoch this process has in it.
+            "cells": [{"cell": admin.keys.cell().as_str(), "role": snapshot.role, "epoch": snapshot.epoch}],
             "postgres": postgres,
             "redis": redis,
             "open_tasks": snapshot.open_tasks,
@@ -72,9 +79,13 @@ async fn metrics(State(admin): State<Admin>) -> impl axum::response::IntoRespons
     for role in [Role::Starting, Role::Standby, Role::TakingOver, Role::Writer, Role::Stopping] {
         let name =
             serde_json::to_value(role).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default();
-        registry.gauge("grid_writer_role", &[("role", &name)]).set(f64::from(u8::from(role == snapshot.role)));
+        registry
+            .gauge("grid_writer_role", &[("cell", admin.keys.cell().as_str()), ("role", &name)])
+            .set(f64::from(u8::from(role == snapshot.role)));
     }
-    registry.gauge("grid_writer_epoch", &[]).set(snapshot.epoch.unwrap_or(0) as f64);
+    registry
+        .gauge("grid_writer_epoch", &[("cell", admin.keys.cell().as_str())])
+        .set(snapshot.epoch.unwrap_or(0) as f64);
     if snapshot.role == Role::Writer {
         let on_nodes = snapshot.open_tasks.saturating_sub(snapshot.queued_tasks);
         registry.gauge("grid_tasks", &[("status", "queued")]).set(snapshot.queued_tasks as f64);
@@ -88,7 +99,7 @@ async fn metrics(State(admin): State<Admin>) -> impl axum::response::IntoRespons
     registry.counter("grid_sql_statements_total", &[]).absolute(snapshot.statements);
     registry.counter("grid_blocks_sealed_total", &[]).absolute(snapshot.blocks_sealed);
     let streams = match admin.redis.get().await {
-        Ok(mut conn) => crate::store::streams::stream_figures(&mut *conn, &admin.keys).await.ok(),
+        Ok(mut conn) => crate::store::streams::stream_figures(&mut conn, &admin.keys).await.ok(),
         Err(_) => None,
     };
     registry.gauge("grid_redis_up", &[]).set(if streams.is_some() { 1.0 } else { 0.0 });

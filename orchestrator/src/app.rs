@@ -30,7 +30,7 @@ pub async fn run_with_status(
     MIGRATOR.run(&pool).await?;
     let config = Arc::new(config);
     status.update(|snapshot| snapshot.name = config.consumer_name.clone());
-    let redis = crate::store::streams::pool(&config.redis_url, 4).map_err(anyhow::Error::msg)?;
+    let redis = crate::store::streams::redis(&config.redis, 4)?;
     if let Some(address) = config.admin_listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await

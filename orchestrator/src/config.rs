@@ -6,6 +6,8 @@ use grid_shared::settings::{GridSettings, SettingsError, integer_in, read};
 pub struct OrchestratorConfig {
     pub database_url: String,
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES` (a Redis Cluster) when set, else the server at `REDIS_URL`.
+    pub redis: grid_shared::wire::connection::Target,
     pub grid: GridSettings,
     /// This process's name: in the consumer group, on its assignments and in the `writer` row;
     /// unique per process (`GRID_CONSUMER_NAME`).
@@ -131,6 +133,7 @@ impl OrchestratorConfig {
         Ok(Self {
             database_url: required("DATABASE_URL")?,
             redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
+            redis: grid_shared::settings::redis_target(&lookup)?,
             consumer_name: read(&lookup, "GRID_CONSUMER_NAME", &default_consumer, |text| {
                 if text.is_empty() || text.len() > 100 {
                     Err("must be 1 to 100 characters".to_owned())

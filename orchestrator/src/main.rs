@@ -104,8 +104,7 @@ async fn run_command() -> anyhow::Result<()> {
             let projection = match source {
                 Source::Postgres => snapshot.replay(&pool, from).await?,
                 Source::Redis => {
-                    let client = redis::Client::open(config.redis_url.as_str())?;
-                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    let mut conn = grid_orchestrator::store::streams::redis(&config.redis, 1)?.get().await?;
                     let events = config.grid.keys.events();
                     grid_orchestrator::replay::from_redis(&mut conn, &events, from, snapshot.last_seq).await?
                 }

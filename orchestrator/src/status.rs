@@ -92,9 +92,9 @@ impl Status {
 const DESCRIBED: [Described; 23] = [
     Described::Gauge(
         "grid_writer_role",
-        "1 for this process's role (starting, standby, taking_over, writer, stopping).",
+        "1 for this process's role in the cell (starting, standby, taking_over, writer, stopping).",
     ),
-    Described::Gauge("grid_writer_epoch", "The writer's epoch this process holds (or last held)."),
+    Described::Gauge("grid_writer_epoch", "The writer's epoch this process holds in the cell (or last held)."),
     Described::Gauge(
         "grid_tasks",
         "Tasks open in the writer's memory, by status (queued; on_nodes: assigned or running).",

@@ -53,7 +53,7 @@ async fn harness_in(pool: PgPool, namespace: &str, settings: &[(&str, &str)]) ->
         all.iter().rev().find(|(key, _)| *key == name).map(|(_, value)| value.clone())
     })
     .unwrap();
-    let redis_pool = grid_orchestrator::store::streams::pool(&config.redis_url, 2).unwrap();
+    let redis_pool = grid_orchestrator::store::streams::redis(&config.redis, 2).unwrap();
     let lease = Lease::acquire(&pool, "writer-under-test", &tokio_util::sync::CancellationToken::new())
         .await
         .unwrap()

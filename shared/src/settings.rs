@@ -114,6 +114,18 @@ impl GridSettings {
     }
 }
 
+/// Where Redis is: `REDIS_CLUSTER_NODES` (`host:port,...`, a Redis Cluster) when set, else the
+/// server at `REDIS_URL`.
+#[cfg(feature = "redis")]
+pub fn redis_target(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::wire::connection::Target, SettingsError> {
+    let url = read(lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?;
+    let nodes = lookup("REDIS_CLUSTER_NODES");
+    crate::wire::connection::Target::from_settings(&url, nodes.as_deref())
+        .map_err(|reason| SettingsError { variable: "REDIS_CLUSTER_NODES", reason })
+}
+
 impl GridSettings {
     /// This build's gateway and writer serve one cell: a `GRID_CELLS` naming several is refused
     /// at start, with the reason, rather than half served (the writer per cell is to come; see

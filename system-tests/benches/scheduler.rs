@@ -149,7 +149,7 @@ async fn dispatch_path() -> anyhow::Result<Value> {
     .execute(&pool)
     .await?;
     let keys = &config.grid.keys;
-    let redis = grid_orchestrator::store::streams::pool(&scratch.redis_url, 4).map_err(anyhow::Error::msg)?;
+    let redis = grid_orchestrator::store::streams::redis(&config.redis, 4)?;
     let mut conn = redis.get().await?;
     let expires = Utc::now().timestamp_millis() + 3_600_000;
     let mut random = Lcg(7);
@@ -177,7 +177,7 @@ async fn dispatch_path() -> anyhow::Result<Value> {
                 .arg(node_id.to_string())
                 .ignore();
         }
-        pipe.query_async::<()>(&mut *conn).await?;
+        pipe.query_async::<()>(&mut conn).await?;
     }
     drop(conn);
     let config = std::sync::Arc::new(config);

@@ -65,9 +65,9 @@ async fn both_services_expose_valid_metrics_whose_counters_move_with_the_tasks(p
     // The orchestrator: the writer's role and epoch, batches, credits, the chain, the streams.
     let (valid, printed) = promtool(&after);
     assert!(valid, "promtool refused the orchestrator's metrics: {printed}\n{after}");
-    assert_eq!(sample(&after, "grid_writer_role{role=\"writer\"}"), Some(1.0), "{after}");
-    assert_eq!(sample(&after, "grid_writer_role{role=\"standby\"}"), Some(0.0));
-    assert!(sample(&after, "grid_writer_epoch").unwrap() >= 1.0);
+    assert_eq!(sample(&after, "grid_writer_role{cell=\"main\",role=\"writer\"}"), Some(1.0), "{after}");
+    assert_eq!(sample(&after, "grid_writer_role{cell=\"main\",role=\"standby\"}"), Some(0.0));
+    assert!(sample(&after, "grid_writer_epoch{cell=\"main\"}").unwrap() >= 1.0);
     assert!(sample(&after, "grid_batches_total").unwrap() > sample(&before, "grid_batches_total").unwrap_or(0.0));
     assert!(sample(&after, "grid_credits_peur_total{account=\"node\"}").unwrap() > 0.0, "{after}");
     assert!(sample(&after, "grid_carbon_saved_ng_total").unwrap() > 0.0);

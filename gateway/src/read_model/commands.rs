@@ -38,7 +38,7 @@ pub async fn find_command(
     // is never missed between the two reads.
     let mut conn = state.redis.get().await?;
     let issuer: Option<String> =
-        redis::cmd("HGET").arg(state.keys().issuers()).arg(command_id.to_string()).query_async(&mut *conn).await?;
+        redis::cmd("HGET").arg(state.keys().issuers()).arg(command_id.to_string()).query_async(&mut conn).await?;
     drop(conn);
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "select outcome, reason from processed_message

@@ -99,7 +99,7 @@ pub async fn list_nodes(
         // The cores its tasks in flight hold, as the active writer counts them.
         pipe.cmd("HGET").arg(state.keys().nodes_claimed()).arg(node_id.to_string());
     }
-    let replies: Vec<redis::Value> = if rows.is_empty() { Vec::new() } else { pipe.query_async(&mut *conn).await? };
+    let replies: Vec<redis::Value> = if rows.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
     let mut views = Vec::with_capacity(rows.len());
     for (row, live) in rows.iter().zip(replies.chunks(2)) {
         let fields: HashMap<String, String> = redis::from_redis_value(live[0].clone()).unwrap_or_default();

@@ -67,7 +67,7 @@ pub async fn grid_stats(state: &AppState) -> Result<GridStats, ApiError> {
         .arg(state.keys().nodes_alive())
         .arg(chrono::Utc::now().timestamp_millis())
         .arg("+inf")
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     let fund: i64 = row.try_get("fund")?;
     let carbon: i64 = row.try_get("carbon")?;

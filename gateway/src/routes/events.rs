@@ -93,7 +93,7 @@ async fn last_event_id(state: &AppState) -> Result<StreamEntryId, ApiError> {
         .arg("-")
         .arg("COUNT")
         .arg(1)
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     Ok(last.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or(StreamEntryId::ZERO))
 }

@@ -143,7 +143,7 @@ pub async fn grid_task(
     let cursor_key = keys.node_poll_cursor(node.node_id);
     let mut cursor: String = redis::cmd("GET")
         .arg(&cursor_key)
-        .query_async::<Option<String>>(&mut *conn)
+        .query_async::<Option<String>>(&mut conn)
         .await?
         .unwrap_or_else(|| "0".to_owned());
     loop {
@@ -153,11 +153,11 @@ pub async fn grid_task(
             .arg("STREAMS")
             .arg(keys.node_tasks(node.node_id))
             .arg(&cursor)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         let entries: Vec<_> = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids).collect();
         if entries.is_empty() {
-            redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut *conn).await?;
+            redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut conn).await?;
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         for entry in entries {
@@ -167,7 +167,7 @@ pub async fn grid_task(
                 .and_then(|text| Envelope::from_json(&text).ok())
                 .and_then(|envelope| envelope.decode::<NodeMessage>().ok());
             if let Some(NodeMessage::TaskAssigned(assigned)) = assignment {
-                redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut *conn).await?;
+                redis::cmd("SET").arg(&cursor_key).arg(&cursor).query_async::<()>(&mut conn).await?;
                 let reward = state.config.grid.carbon.credit(MicroWattHours(1_000_000)).node_share.as_eur();
                 let response = GridTaskResponse {
                     id: assigned.task_id.as_uuid(),

@@ -34,6 +34,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         .await
         .map_err(|error| ApiError::Unavailable(format!("postgres: {error}")))?;
     let mut conn = state.redis.get().await?;
-    redis::cmd("PING").query_async::<String>(&mut *conn).await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
     Ok(Json(Health { status: "ready".to_owned() }))
 }

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource, each with its own `router()`.
 
+pub mod cells;
 pub mod commands;
 pub mod consent;
 pub mod dashboard;

@@ -194,7 +194,7 @@ pub async fn record_heartbeat(
         feed_entry: &feed.fields(),
     };
     let mut conn = state.redis.get().await?;
-    let answer = script.run(&mut *conn).await?;
+    let answer = script.run(&mut conn).await?;
     admission(answer, state, credential)?;
     Ok(score)
 }
@@ -356,7 +356,7 @@ async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) ->
         .arg("-")
         .arg("COUNT")
         .arg(1)
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     let end = newest.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or(StreamEntryId::ZERO);
     let oldest_in_flight: Option<i64> = sqlx::query_scalar(
@@ -412,7 +412,7 @@ pub async fn task_channel(
     let mut backlog = std::collections::VecDeque::new();
     let mut last = start;
     loop {
-        let entries = read_after(&mut *conn, &key, last, CATCH_UP_PAGE).await?;
+        let entries = read_after(&mut conn, &key, last, CATCH_UP_PAGE).await?;
         let full = entries.len() == CATCH_UP_PAGE;
         if let Some(newest) = entries.last().and_then(|entry| StreamEntryId::parse(&entry.id)) {
             last = newest;

@@ -99,7 +99,7 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
         .arg(keys.reports())
         .cmd("XLEN")
         .arg(keys.dead_letters())
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     Ok(Json(Operations {
         writer: WriterLease { holder, epoch, since },

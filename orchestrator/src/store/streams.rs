@@ -3,19 +3,18 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::{Manager, Pool};
 use grid_shared::domain::{TaskInput, TaskKind};
 use grid_shared::envelope::{Actor, Envelope};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::messages::{NodeMessage, TaskAssignment, TaskCancellation};
+use grid_shared::wire::connection::{Redis, Target};
 use grid_shared::wire::scripts::{self, XaddIfNewer};
 use grid_shared::wire::{
     self, DEAD_LETTERS_MAXLEN, Keys, NODE_CHANNEL_MAXLEN, NODES_FEED_MAXLEN, ORCHESTRATOR_GROUP, StreamEntryId, fields,
 };
-use redis::AsyncConnectionConfig;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 
 use crate::model::batch::Batch;
@@ -28,19 +27,10 @@ fn notify(pipe: &mut redis::Pipeline, keys: &Keys, node_id: NodeId, entry_id: St
     pipe.add_command(command).ignore();
 }
 
-/// A pool whose connections never time a reply out: the redis crate's default of 500 ms would
-/// fail every blocking read, and a slow reply is better than a lost acknowledgement.
-pub fn pool(redis_url: &str, max_size: usize) -> Result<Pool, String> {
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let manager = Manager::new_with_config(redis_url, config).map_err(|error| format!("REDIS_URL: {error}"))?;
-    Pool::builder(manager).max_size(max_size).build().map_err(|error| error.to_string())
-}
-
-/// A connection of its own for `XREADGROUP ... BLOCK`, which would stall other commands
-/// multiplexed on a shared one.
-pub async fn blocking_connection(redis_url: &str) -> redis::RedisResult<MultiplexedConnection> {
-    let client = redis::Client::open(redis_url)?;
-    client.get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None)).await
+/// The writer's Redis (a server or a cluster), whose connections never time a reply out: a slow
+/// reply is better than a lost acknowledgement. Blocking reads take [`Redis::dedicated`].
+pub fn redis(target: &Target, max_size: usize) -> redis::RedisResult<Redis> {
+    Redis::open(target, max_size, None)
 }
 
 /// The streams the writer consumes as the group `orchestrator`.
@@ -80,7 +70,7 @@ pub struct Read {
 /// `pending_after` this consumer's own entries not yet acknowledged, after the given ids of the
 /// commands and reports streams.
 pub async fn read(
-    conn: &mut MultiplexedConnection,
+    conn: &mut impl ConnectionLike,
     keys: &Keys,
     consumer: &str,
     count: usize,
@@ -544,45 +534,65 @@ pub async fn set_marker(conn: &mut impl ConnectionLike, keys: &Keys, epoch: i64)
 /// well within it (see the gateway's `AuthCache`).
 pub const REVOKED_MARKER_SECONDS: u64 = 24 * 3600;
 
-/// Marks API keys (by their SHA-256) as revoked for every gateway.
+/// Marks API keys (by their SHA-256) as revoked for every gateway, and lists each in the cell's
+/// index of markers (`{ns}:revocations`, scored by when the marker expires), so that the markers
+/// are found again without scanning the keyspace (which a Redis Cluster cannot do for one slot).
 pub async fn mark_revoked(conn: &mut impl ConnectionLike, keys: &Keys, hashes: &[String]) -> redis::RedisResult<()> {
     if hashes.is_empty() {
         return Ok(());
     }
+    let expires = chrono::Utc::now().timestamp() + i64::try_from(REVOKED_MARKER_SECONDS).unwrap_or(i64::MAX);
     let mut pipe = redis::pipe();
     for hash in hashes {
         pipe.cmd("SET").arg(keys.revoked_credential(hash)).arg(1).arg("EX").arg(REVOKED_MARKER_SECONDS).ignore();
+        pipe.cmd("ZADD").arg(keys.revocations()).arg(expires).arg(hash).ignore();
     }
     pipe.query_async(conn).await
 }
 
 /// Makes the revocation markers say what PostgreSQL says: each key revoked within the marker's
 /// lifetime is marked, and a marker of a key that is not revoked (a rotation whose commit
-/// failed and never came again) is removed.
+/// failed and never came again) is removed. Answers how many it removed.
 pub async fn reconcile_revoked(
     conn: &mut impl ConnectionLike,
     keys: &Keys,
     revoked: &[String],
 ) -> redis::RedisResult<usize> {
-    let pattern = keys.revoked_credential("*");
-    let prefix = pattern.trim_end_matches('*').to_owned();
-    let mut cursor = 0_u64;
-    let mut stale = Vec::new();
+    let now = chrono::Utc::now().timestamp();
+    let (listed,): (Vec<String>,) = redis::pipe()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(keys.revocations())
+        .arg("-inf")
+        .arg(now)
+        .ignore()
+        .cmd("ZRANGE")
+        .arg(keys.revocations())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut *conn)
+        .await?;
     let known: std::collections::HashSet<&str> = revoked.iter().map(String::as_str).collect();
-    loop {
-        let (next, found): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1_000).query_async(conn).await?;
-        stale.extend(found.into_iter().filter(|key| !known.contains(key.trim_start_matches(prefix.as_str()))));
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let stale: Vec<&String> = listed.iter().filter(|hash| !known.contains(hash.as_str())).collect();
     if !stale.is_empty() {
-        redis::cmd("DEL").arg(&stale).query_async::<()>(conn).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for hash in &stale {
+            pipe.cmd("DEL").arg(keys.revoked_credential(hash)).ignore();
+            pipe.cmd("ZREM").arg(keys.revocations()).arg(*hash).ignore();
+        }
+        pipe.query_async::<()>(&mut *conn).await?;
     }
     mark_revoked(conn, keys, revoked).await?;
     Ok(stale.len())
+}
+
+/// Rewrites the cell's summary (`{ns}:summary`).
+pub async fn write_summary(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    summary: &grid_shared::wire::summary::CellSummary,
+) -> redis::RedisResult<()> {
+    redis::cmd("HSET").arg(keys.summary()).arg(summary.fields()).query_async(conn).await
 }
 
 /// Replaces the `{ns}:nodes:claimed` hash.

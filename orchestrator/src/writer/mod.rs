@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use deadpool_redis::Pool;
 use grid_shared::blocks::Block;
 use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::messages::Command;
-use redis::aio::MultiplexedConnection;
+use grid_shared::wire::connection::{Conn, Redis};
+use grid_shared::wire::summary::CellSummary;
 use sqlx::PgPool;
 use tracing::{debug, error, info, warn};
 
@@ -82,8 +82,8 @@ pub struct Writer {
     config: Arc<OrchestratorConfig>,
     rules: Rules,
     pool: PgPool,
-    redis: Pool,
-    reader: MultiplexedConnection,
+    redis: Redis,
+    reader: Conn,
     epoch: i64,
     state: State,
     /// The clock, ids and draws of the decide path: seeded once at takeover, its time set at
@@ -107,6 +107,8 @@ pub struct Writer {
     /// Something changed that may let a queued task be placed.
     placement_due: bool,
     last_round: Instant,
+    /// When the cell's summary was last published (`None`: not since the takeover).
+    last_summary: Option<Instant>,
     status: Arc<Status>,
     commits: u64,
     messages: u64,
@@ -124,13 +126,13 @@ impl Writer {
     pub async fn take_over(
         config: Arc<OrchestratorConfig>,
         pool: PgPool,
-        redis: Pool,
+        redis: Redis,
         epoch: i64,
         status: Arc<Status>,
     ) -> Result<Self, WriterError> {
         let clock = Instant::now();
         let rules = Rules::from_config(&config);
-        let reader = streams::blocking_connection(&config.redis_url).await?;
+        let reader = redis.dedicated().await?;
         let (state, quarantined) = load::load_state(&pool, &rules, Utc::now()).await?;
         let published_seq = load::relay_cursor(&pool).await?;
         let mut context = Context::from_entropy(Utc::now());
@@ -154,6 +156,7 @@ impl Writer {
             redis_suspect: true,
             placement_due: true,
             last_round: Instant::now(),
+            last_summary: None,
             status,
             commits: 0,
             messages: 0,
@@ -165,11 +168,12 @@ impl Writer {
         let claimed = {
             let mut conn = writer.redis.get().await?;
             let keys = &writer.config.grid.keys;
-            if streams::marker(&mut *conn, keys).await?.is_none() {
+            // (A Redis Cluster never held keys of the layout before cells.)
+            if !writer.redis.is_cluster() && streams::marker(&mut conn, keys).await?.is_none() {
                 // A first start after the upgrade to cells: the keys written before are moved
                 // under the cell's tag (the marker with them, when Redis kept it), before the
                 // groups are made and their pending entries claimed.
-                let upgraded = upgrade::legacy_keys(&mut *conn, keys).await?;
+                let upgraded = upgrade::legacy_keys(&mut conn, keys).await?;
                 if upgraded.moved_anything() {
                     info!(
                         renamed = upgraded.renamed,
@@ -180,8 +184,8 @@ impl Writer {
                     );
                 }
             }
-            streams::ensure_groups(&mut *conn, &writer.config.grid.keys).await?;
-            streams::claim_all_pending(&mut *conn, &writer.config.grid.keys, &writer.config.consumer_name).await?
+            streams::ensure_groups(&mut conn, &writer.config.grid.keys).await?;
+            streams::claim_all_pending(&mut conn, &writer.config.grid.keys, &writer.config.consumer_name).await?
         };
         writer.mirror_fleet().await?;
         writer.recover_redis().await?;
@@ -329,7 +333,7 @@ impl Writer {
                     Some(conn) => conn,
                     None => conn.insert(self.redis.get().await?),
                 };
-                streams::deliveries(&mut **conn, &stream, &entry.id).await?
+                streams::deliveries(&mut *conn, &stream, &entry.id).await?
             } else {
                 1
             };
@@ -346,7 +350,7 @@ impl Writer {
                     None => conn.insert(self.redis.get().await?),
                 };
                 let message_id = decoded.as_ref().ok().map(|(envelope, _)| envelope.id);
-                streams::dead_letter(&mut **conn, &keys, &stream, &entry, message_id, &reason, deliveries).await?;
+                streams::dead_letter(&mut *conn, &keys, &stream, &entry, message_id, &reason, deliveries).await?;
                 continue;
             }
             if let Ok((envelope, decoded)) = decoded {
@@ -404,7 +408,51 @@ impl Writer {
             self.seal(&mut batch).await;
         }
         self.count_violations(&batch);
-        self.commit(batch).await
+        let report = self.commit(batch).await?;
+        self.publish_summary().await;
+        Ok(report)
+    }
+
+    /// The cell's summary (`{ns}:summary`), rewritten at most every
+    /// [`CellSummary::EVERY_MS`]: free cores, sun, queue and the zone's intensity now, for
+    /// `GET /v1/cells` (and, with several cells, the gateway's choice). A failure is logged, not
+    /// fatal: the summary is advice, and the next step tries again.
+    async fn publish_summary(&mut self) {
+        if self.last_summary.is_some_and(|last| last.elapsed() < Duration::from_millis(CellSummary::EVERY_MS)) {
+            return;
+        }
+        self.last_summary = Some(Instant::now());
+        let now = Utc::now();
+        let zone = &self.config.grid.cells.default_cell().zone;
+        let signal = self.context.signals().lookup(zone, now);
+        let fleet = &self.state.fleet;
+        let watts_per_core = fleet.watts_per_core();
+        let summary = CellSummary {
+            epoch: self.epoch,
+            holder: self.config.consumer_name.clone(),
+            at_ms: now.timestamp_millis(),
+            live_nodes: fleet.len() as u64,
+            free_cores: fleet.free_cores(),
+            sunny_nodes: fleet.sunny_nodes(),
+            solar_surplus_watts: fleet
+                .nodes()
+                .map(|node| (node.solar_watts - f64::from(node.claimed) * watts_per_core).max(0.0))
+                .sum(),
+            queued_tasks: self.state.queue.len() as u64,
+            open_tasks: self.state.tasks.len() as u64,
+            zone: zone.clone(),
+            intensity_mg_per_kwh: signal.intensity_mg_per_kwh,
+            intensity_kind: signal.kind,
+            intensity_source: signal.source.to_string(),
+        };
+        let published = async {
+            let mut conn = self.redis.get().await?;
+            streams::write_summary(&mut conn, &self.config.grid.keys, &summary).await?;
+            Ok::<(), WriterError>(())
+        };
+        if let Err(error) = published.await {
+            warn!(%error, "the cell's summary was not published");
+        }
     }
 
     /// Logs and counts what the batch refused on state it did not expect.
@@ -471,7 +519,7 @@ impl Writer {
             // the old key. A commit that then fails leaves markers that the redelivered
             // rotation makes true, or that the next recovery removes.
             let mut conn = self.redis.get().await?;
-            streams::mark_revoked(&mut *conn, &self.config.grid.keys, &batch.revoked_keys).await?;
+            streams::mark_revoked(&mut conn, &self.config.grid.keys, &batch.revoked_keys).await?;
         }
         let mut commit_seconds = None;
         if batch.writes() {
@@ -509,7 +557,7 @@ impl Writer {
         };
         let published = {
             let mut conn = self.redis.get().await?;
-            streams::publish(&mut *conn, &batch, &publication).await
+            streams::publish(&mut conn, &batch, &publication).await
         };
         if let Err(error) = published {
             // Committed but not published: recovery publishes from PostgreSQL, and the entries,

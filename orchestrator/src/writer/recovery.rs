@@ -20,7 +20,7 @@ impl Writer {
         let now = Utc::now();
         let entries = {
             let mut conn = self.redis.get().await?;
-            streams::fleet_snapshot(&mut *conn, &self.config.grid.keys, now.timestamp_millis()).await?
+            streams::fleet_snapshot(&mut conn, &self.config.grid.keys, now.timestamp_millis()).await?
         };
         for entry in &entries {
             self.state.heartbeat(entry);
@@ -46,10 +46,10 @@ impl Writer {
     pub(super) async fn recover_redis(&mut self) -> Result<(), WriterError> {
         let keys = self.config.grid.keys.clone();
         // The blocking reader's connection may have died with a restarted Redis.
-        self.reader = streams::blocking_connection(&self.config.redis_url).await?;
+        self.reader = self.redis.dedicated().await?;
         let mut conn = self.redis.get().await?;
-        streams::ensure_groups(&mut *conn, &keys).await?;
-        let marker = streams::marker(&mut *conn, &keys).await?;
+        streams::ensure_groups(&mut conn, &keys).await?;
+        let marker = streams::marker(&mut conn, &keys).await?;
         let lost = marker.is_none();
         let in_flight = if lost {
             info!("Redis holds no writer marker (restarted empty, flushed, or first start): re-issuing work in flight");
@@ -71,15 +71,14 @@ impl Writer {
                     kind: event.kind.as_ref(),
                 })
                 .collect();
-            let appended =
-                streams::republish(&mut *conn, &keys, &republished, self.config.events_stream_maxlen).await?;
+            let appended = streams::republish(&mut conn, &keys, &republished, self.config.events_stream_maxlen).await?;
             info!(from = self.published_seq + 1, to = last, appended, "published committed events");
             self.published_seq = last;
         }
         if !in_flight.is_empty() {
             // After every committed event: a node may have read ids up to the head before Redis
             // lost them, and its channel is read after the last id it saw.
-            streams::reissue(&mut *conn, &keys, self.published_seq, Utc::now().timestamp_millis(), &in_flight).await?;
+            streams::reissue(&mut conn, &keys, self.published_seq, Utc::now().timestamp_millis(), &in_flight).await?;
             info!(
                 tasks = in_flight.values().map(Vec::len).sum::<usize>(),
                 nodes = in_flight.len(),
@@ -94,13 +93,13 @@ impl Writer {
             .filter(|node| !node.in_flight.is_empty())
             .map(|node| (node.node_id, node.in_flight.len()))
             .collect();
-        streams::write_all_claimed(&mut *conn, &keys, &claimed).await?;
+        streams::write_all_claimed(&mut conn, &keys, &claimed).await?;
         let revoked = load::recently_revoked_keys(&self.pool, streams::REVOKED_MARKER_SECONDS).await?;
-        let removed = streams::reconcile_revoked(&mut *conn, &keys, &revoked).await?;
+        let removed = streams::reconcile_revoked(&mut conn, &keys, &revoked).await?;
         if removed > 0 {
             warn!(removed, "removed revocation markers of keys PostgreSQL does not say revoked");
         }
-        streams::set_marker(&mut *conn, &keys, self.epoch).await?;
+        streams::set_marker(&mut conn, &keys, self.epoch).await?;
         self.redis_suspect = false;
         // Entries left pending (a publication that failed) are read again before new ones.
         if self.mode == ReadMode::New {
@@ -113,7 +112,7 @@ impl Writer {
     /// channels are emptied (what Redis still holds of them is older than what follows).
     async fn assignments_in_flight(
         &mut self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut grid_shared::wire::connection::Conn,
     ) -> Result<HashMap<NodeId, Vec<Envelope>>, WriterError> {
         let in_flight: Vec<(NodeId, i64)> = self
             .state
@@ -139,7 +138,7 @@ impl Writer {
             channels.entry(node_id).or_default().push(message);
         }
         let nodes: Vec<NodeId> = channels.keys().copied().collect();
-        streams::clear_channels(&mut **conn, &self.config.grid.keys, &nodes).await?;
+        streams::clear_channels(&mut *conn, &self.config.grid.keys, &nodes).await?;
         Ok(channels)
     }
 
@@ -167,7 +166,7 @@ impl Writer {
             // Heartbeats read in the failed batch were not acknowledged: drop them (a fresh
             // snapshot of the fleet follows).
             let mut conn = self.redis.get().await?;
-            streams::forget_heartbeats(&mut *conn, &self.config.grid.keys, &self.config.consumer_name).await?;
+            streams::forget_heartbeats(&mut conn, &self.config.grid.keys, &self.config.consumer_name).await?;
         }
         self.placement_due = true;
         self.mirror_fleet().await?;

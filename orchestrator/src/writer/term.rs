@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_redis::Pool;
+use grid_shared::wire::connection::Redis;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
@@ -16,7 +16,7 @@ use crate::status::{Role, Status};
 pub async fn serve(
     config: Arc<OrchestratorConfig>,
     pool: PgPool,
-    redis: Pool,
+    redis: Redis,
     mut lease: crate::lease::Lease,
     status: Arc<Status>,
     signals: Option<crate::signals::Feed>,

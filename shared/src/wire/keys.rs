@@ -115,6 +115,12 @@ impl Keys {
         format!("{}:writer", self.tag)
     }
 
+    /// `{ns}:summary`: the cell's summary, a hash its writer rewrites several times a second
+    /// (see [`super::summary::CellSummary`]).
+    pub fn summary(&self) -> String {
+        format!("{}:summary", self.tag)
+    }
+
     /// `{ns}:node:<id>:cursor`: how far `/grid/task` polling has read the task channel.
     pub fn node_poll_cursor(&self, node_id: NodeId) -> String {
         format!("{}:node:{node_id}:cursor", self.tag)
@@ -137,6 +143,12 @@ impl Keys {
     /// revocation and kept a day; every gateway refuses a credential marked so, cached or not.
     pub fn revoked_credential(&self, credential_sha256: &str) -> String {
         format!("{}:revoked:{credential_sha256}", self.tag)
+    }
+
+    /// `{ns}:revocations`: the revocation markers of the cell, a sorted set of SHA-256 scored by
+    /// when each marker expires (seconds), so that the writer finds them without a scan.
+    pub fn revocations(&self) -> String {
+        format!("{}:revocations", self.tag)
     }
 
     /// `{ns}:idempotency:<org>:<key>`: the answer given to a keyed `POST /v1/tasks`.

@@ -1,13 +1,17 @@
 //! The Redis protocol of the grid, typed: key names per cell ([`keys`]), stream entry ids
 //! ([`StreamEntryId`]), the field names of stream entries ([`fields`]), the caps of the streams,
+//! a cell's published summary ([`summary::CellSummary`]),
 //! and, with the `redis` feature, the commands and Lua scripts ([`scripts`]: each script in its
 //! own `.lua` file beside this one, with one typed wrapper and an enum for its answer; an answer
 //! a wrapper does not know is an error, never taken for success).
 
+#[cfg(feature = "redis")]
+pub mod connection;
 pub mod entry;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod scripts;
+pub mod summary;
 
 pub use entry::StreamEntryId;
 pub use keys::{Keys, ORCHESTRATOR_GROUP};
