@@ -1130,6 +1130,8 @@ export interface components {
             tasks_completed: number;
         };
         NodeView: {
+            /** @description Its cell: only that cell's writer places work on it. */
+            cell: string;
             /** Format: int32 */
             cpu_cores: number;
             /**
@@ -1284,6 +1286,12 @@ export interface components {
         };
         RegisterNodeRequest: {
             /**
+             * @description The cell the node joins (one of `GET /v1/cells`): only that cell's writer places work on
+             *     it. Absent: the cell of its zone, else the grid's default cell.
+             * @example main
+             */
+            cell?: string | null;
+            /**
              * Format: int64
              * @description 1 to 256.
              */
@@ -1398,6 +1406,13 @@ export interface components {
             total_ng: number;
         };
         SubmitTaskRequest: {
+            /**
+             * @description The cell the task must run in (data residency), one of `GET /v1/cells`: only that cell's
+             *     nodes run it. Absent: the grid chooses the greenest cell with room. The choice and what it
+             *     saw are in the task's first event (`TaskAccepted.cell`).
+             * @example main
+             */
+            cell?: string | null;
             /** Format: uuid */
             copropriete_id: string;
             /**

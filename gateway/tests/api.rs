@@ -424,6 +424,60 @@ async fn a_node_registers_in_a_known_carbon_zone_or_the_default(pool: PgPool) {
     app.forget().await;
 }
 
+/// A submission and a registration may name a cell (data residency); an unknown one is a
+/// problem naming the grid's cells and publishes nothing; the cell and why it was chosen travel
+/// with the command; a node's cell is shown by `GET /v1/nodes/{id}` (the default one for a node
+/// registered before cells).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_task_or_a_node_may_name_a_known_cell_and_the_choice_travels_with_the_command(pool: PgPool) {
+    use grid_shared::cells::CellReason;
+    let mut app = spawn_app(pool).await;
+    let (organization_id, key) = app.organization().await;
+    let mut elsewhere = thermal(30);
+    elsewhere["cell"] = json!("mars");
+    let refused = app.post("/v1/tasks", &key, elsewhere, &[]).await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem.to_string().contains("the grid's cells are main"), "{problem}");
+    let node = json!({"name": "pi", "cpu_cores": 4, "has_solar": true, "location": "Liège", "cell": "Main"});
+    assert_eq!(app.post("/v1/nodes", &key, node, &[]).await.status(), 422);
+    assert!(app.entries(&app.keys.commands()).await.is_empty(), "nothing refused is published");
+
+    let mut named = thermal(30);
+    named["cell"] = json!("main");
+    assert_eq!(app.post("/v1/tasks", &key, named, &[]).await.status(), 202);
+    assert_eq!(app.post("/v1/tasks", &key, thermal(30), &[]).await.status(), 202);
+    let node = json!({"name": "pi", "cpu_cores": 4, "has_solar": true, "location": "Liège", "zone": "FR"});
+    assert_eq!(app.post("/v1/nodes", &key, node, &[]).await.status(), 202);
+    let mut choices = Vec::new();
+    for (_, _, envelope) in app.entries(&app.keys.commands()).await {
+        match envelope.into_message::<Command>().unwrap() {
+            Command::SubmitTask(submit) => {
+                let choice = submit.cell.expect("every submission says its cell");
+                choices.push((choice.cell.to_string(), choice.reason));
+            }
+            Command::RegisterNode(register) => {
+                assert_eq!(register.spec.cell().map(ToString::to_string).as_deref(), Some("main"), "the only cell");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(choices, [("main".to_owned(), CellReason::Named), ("main".to_owned(), CellReason::Only)]);
+    let (node_id, _) = app.node(organization_id).await;
+    let view: Value = app
+        .http
+        .get(format!("{}/v1/nodes/{node_id}", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["cell"], "main", "a node registered before cells is in the default cell: {view}");
+    app.forget().await;
+}
+
 /// The emissions report over a fixed ledger, as CSV, is byte for byte the golden files
 /// `tests/golden/emissions-by-*.csv` (`UPDATE_GOLDEN=1` rewrites them: only when the report's
 /// rule changes, checked by hand and said in the commit): location-based and market-based figures side by side, a kgp2

@@ -75,8 +75,9 @@ pub async fn run_with_status(
     );
     while !shutdown.is_cancelled() {
         status.set_role(Role::Standby);
-        info!(name = config.consumer_name, "standby: waiting for the writer's lease");
-        let lease = match Lease::acquire(&pool, &config.consumer_name, &shutdown).await {
+        let cell = &config.grid.cells.default_cell().name;
+        info!(name = config.consumer_name, %cell, "standby: waiting for the cell's writer lease");
+        let lease = match Lease::acquire(&pool, &config.consumer_name, cell, &shutdown).await {
             Ok(Some(lease)) => lease,
             Ok(None) => break,
             Err(error) => {

@@ -1,6 +1,6 @@
 //! The orchestrator: the only writer of PostgreSQL (DESIGN §9).
 //!
-//! Every process is the active writer of its partition or a standby ([`lease`]). The writer
+//! Every process is the active writer of its cell or a standby ([`lease`]). The writer
 //! keeps its state in memory ([`model`]), decides with pure functions ([`model::lifecycle`],
 //! [`scheduler`], [`validation`], [`writer::apply`]) and commits each batch in one transaction
 //! ([`store::postgres`]), then publishes and acknowledges ([`store::streams`]).

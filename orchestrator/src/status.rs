@@ -15,7 +15,7 @@ pub enum Role {
     Standby,
     /// Loading the state to take over.
     TakingOver,
-    /// The active writer of its partition.
+    /// The active writer of its cell.
     Writer,
     Stopping,
 }

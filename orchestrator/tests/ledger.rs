@@ -52,7 +52,7 @@ async fn credit(
     let rules = rules();
     let signal = SignalBook::fixed(rules.carbon.grid_intensity_mg_per_kwh).lookup(&rules.default_zone, Utc::now());
     batch.credits.push(lifecycle::credit(task_id, &result(node_id, solar_wh), signal, chain, Utc::now(), &rules));
-    postgres::flush(pool, 0, &mut batch, 0).await.map(|_| ())
+    postgres::flush(pool, main_cell_at_epoch_0(), &mut batch, 0).await.map(|_| ())
 }
 
 /// Closes the open block, mines it and writes it, as the writer's sealing does.
@@ -62,7 +62,7 @@ async fn seal(pool: &PgPool, chain: &mut ProofChain) {
     assert!(chain.sealed(block.draft.height, &block.hash));
     let mut batch = Batch::default();
     batch.sealed.push(block);
-    postgres::flush(pool, 0, &mut batch, 0).await.unwrap();
+    postgres::flush(pool, main_cell_at_epoch_0(), &mut batch, 0).await.unwrap();
 }
 
 async fn node(pool: &PgPool) -> NodeId {
@@ -147,6 +147,13 @@ async fn broken_at(pool: &PgPool) -> (Option<i64>, Option<i64>) {
     let verdict = verify_stored_chain(pool, DIFFICULTY).await.unwrap();
     assert!(!verdict.valid, "tampering went unnoticed: {verdict:?}");
     (verdict.first_invalid_block, verdict.first_invalid_leaf)
+}
+
+/// The fence of a database no writer took over yet: the cell `main` at epoch 0.
+fn main_cell_at_epoch_0() -> postgres::Fence<'static> {
+    static MAIN: std::sync::LazyLock<grid_shared::cells::CellName> =
+        std::sync::LazyLock::new(grid_shared::cells::CellName::default);
+    postgres::Fence { cell: &MAIN, epoch: 0 }
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -357,6 +364,6 @@ async fn a_forged_block_appended_is_found(pool: PgPool) {
     forged.hash = "00".repeat(32);
     let mut batch = Batch::default();
     batch.sealed.push(forged);
-    postgres::flush(&pool, 0, &mut batch, 0).await.unwrap();
+    postgres::flush(&pool, main_cell_at_epoch_0(), &mut batch, 0).await.unwrap();
     assert_eq!(broken_at(&pool).await.0, Some(4));
 }

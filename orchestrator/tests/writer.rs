@@ -54,16 +54,19 @@ async fn harness_in(pool: PgPool, namespace: &str, settings: &[(&str, &str)]) ->
     })
     .unwrap();
     let redis_pool = grid_orchestrator::store::streams::redis(&config.redis, 2).unwrap();
-    let lease = Lease::acquire(&pool, "writer-under-test", &tokio_util::sync::CancellationToken::new())
+    let cell = config.grid.cells.default_cell().name.clone();
+    let lease = Lease::acquire(&pool, "writer-under-test", &cell, &tokio_util::sync::CancellationToken::new())
         .await
         .unwrap()
         .expect("the lease of a fresh database");
     let status = Arc::new(Status::new("writer-under-test"));
+    // The keys of the writer's cell (`GRID_CELLS`' first, `main` by default).
+    let keys = config.grid.keys.clone();
     let writer =
         Writer::take_over(Arc::new(config), pool.clone(), redis_pool, lease.epoch, status.clone()).await.unwrap();
     let client = redis::Client::open(redis_url()).unwrap();
     let redis = client.get_multiplexed_async_connection().await.unwrap();
-    Harness { writer, keys: Keys::new(&namespace).unwrap(), redis, pool, status, _lease: lease }
+    Harness { writer, keys, redis, pool, status, _lease: lease }
 }
 
 impl Harness {
@@ -170,6 +173,7 @@ impl Harness {
                 heating_degree_days: 2_000.0,
             },
             replicas: Replicas::default(),
+            cell: None,
         });
         let envelope = self.command(Actor::Organization(organization_id), Some(organization_id), &submit).await;
         (task_id, envelope)
@@ -431,4 +435,47 @@ async fn a_namespace_written_before_cells_upgrades_in_place_and_loses_no_command
     let marker: Option<i64> = redis::cmd("GET").arg(keys.writer_marker()).query_async(&mut redis).await.unwrap();
     assert!(marker.is_some(), "the writer's marker is under the cell's tag");
     assert_eq!(harness.pending().await, 0, "both commands acknowledged");
+}
+
+/// The writer serves its cell only: a submission for another cell is refused (`other_cell`),
+/// nothing stored; one for its cell is accepted and its first event says the cell and why.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_writer_refuses_another_cells_task_and_records_the_choice_of_its_own(pool: PgPool) {
+    use grid_shared::cells::{CellChoice, CellName};
+    let mut harness = harness(pool, &[("GRID_CELLS", "be-north:BE")]).await;
+    let organization_id = harness.organization().await;
+    let submit = |cell: &str| {
+        Command::SubmitTask(SubmitTask {
+            task_id: TaskId::new(),
+            copropriete_id: CoproprieteId::new(),
+            priority: Priority::default(),
+            deadline: Utc::now() + chrono::Duration::hours(1),
+            kind: TaskKind::BuildingThermalSimulation {
+                building_id: BuildingId::new(),
+                insulation_score: 0.5,
+                surface_m2: 70.0,
+                heating_degree_days: 2_000.0,
+            },
+            replicas: Replicas::default(),
+            cell: Some(CellChoice::named(CellName::parse(cell).unwrap())),
+        })
+    };
+    let actor = Actor::Organization(organization_id);
+    let elsewhere = harness.command(actor, Some(organization_id), &submit("fr")).await;
+    harness.step_until_processed(&elsewhere).await;
+    let reason: String = sqlx::query_scalar("select reason from processed_message where message_id = $1")
+        .bind(elsewhere.id.as_uuid())
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+    assert!(reason.contains(r#""code":"other_cell""#), "{reason}");
+    assert_eq!(harness.count("select count(*) from task").await, 0, "nothing stored for another cell");
+    let here = harness.command(actor, Some(organization_id), &submit("be-north")).await;
+    harness.step_until_processed(&here).await;
+    let accepted: serde_json::Value =
+        sqlx::query_scalar("select envelope -> 'payload' -> 'cell' from event where event_type = 'TaskAccepted'")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap();
+    assert_eq!(accepted, serde_json::json!({"cell": "be-north", "reason": "named"}));
 }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::signals::Zone;
+use crate::wire::summary::CellSummary;
 
 /// A cell's name: 1 to 32 characters of `a-z`, `0-9` and `-`, starting with a letter or digit.
 /// It appears in Redis keys (the hash tag `{<ns>:<cell>}`) and in PostgreSQL (`cell_id`).
@@ -121,6 +122,102 @@ impl Cells {
     }
 }
 
+/// Why a task went to its cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellReason {
+    /// The submission named it (data residency).
+    Named,
+    /// The grid has one cell.
+    Only,
+    /// The greenest of the cells with room (sun first, then the lowest grid intensity), the
+    /// roomier of two drawn among the near-equals (within 10 %).
+    GreenestWithRoom,
+    /// No cell had room: the one with the shortest queue per free core.
+    LeastLoaded,
+    /// No cell published a summary lately: the default cell.
+    NoSummary,
+}
+
+/// One cell as the choice saw it (from its writer's summary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellOption {
+    pub cell: CellName,
+    pub free_cores: u64,
+    pub queued_tasks: u64,
+    pub sunny_nodes: u64,
+    pub intensity_mg_per_kwh: i64,
+}
+
+/// Where a task goes and why, with what the choice saw: recorded in the submission and in the
+/// task's first event (`TaskAccepted`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellChoice {
+    pub cell: CellName,
+    pub reason: CellReason,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<CellOption>,
+}
+
+impl CellChoice {
+    pub fn named(cell: CellName) -> Self {
+        Self { cell, reason: CellReason::Named, options: Vec::new() }
+    }
+}
+
+/// A summary older than this is not used to choose (its writer may be gone).
+pub const SUMMARY_FRESH_MS: i64 = 2_000;
+/// Cells whose grid intensity is within this many percent of the best are near-equals.
+pub const NEAR_EQUAL_PERCENT: i64 = 10;
+
+/// Chooses the cell of a task that names none (DESIGN §11): among the cells whose summary is
+/// fresh and that have room (more free cores than queued tasks), the greenest (a cell with a
+/// node in the sun first, then the lowest intensity); among the near-equals, the roomier of two
+/// drawn with `draw` (the power of two choices). Without room anywhere, the shortest queue per
+/// free core; without a fresh summary, the default cell.
+pub fn choose(cells: &Cells, summaries: &[(CellName, CellSummary)], now_ms: i64, draw: u64) -> CellChoice {
+    if cells.len() == 1 {
+        return CellChoice { cell: cells.default_cell().name.clone(), reason: CellReason::Only, options: Vec::new() };
+    }
+    let options: Vec<CellOption> = summaries
+        .iter()
+        .filter(|(cell, summary)| cells.get(cell).is_some() && now_ms - summary.at_ms <= SUMMARY_FRESH_MS)
+        .map(|(cell, summary)| CellOption {
+            cell: cell.clone(),
+            free_cores: summary.free_cores,
+            queued_tasks: summary.queued_tasks,
+            sunny_nodes: summary.sunny_nodes,
+            intensity_mg_per_kwh: summary.intensity_mg_per_kwh,
+        })
+        .collect();
+    let Some(first) = options.first() else {
+        return CellChoice { cell: cells.default_cell().name.clone(), reason: CellReason::NoSummary, options };
+    };
+    let room = |option: &CellOption| option.free_cores.saturating_sub(option.queued_tasks);
+    let with_room: Vec<&CellOption> = options.iter().filter(|option| room(option) > 0).collect();
+    if with_room.is_empty() {
+        let load = |option: &CellOption| (option.queued_tasks as f64 + 1.0) / (option.free_cores as f64 + 1.0);
+        let least = options.iter().fold(first, |best, option| if load(option) < load(best) { option } else { best });
+        return CellChoice { cell: least.cell.clone(), reason: CellReason::LeastLoaded, options };
+    }
+    let greenness = |option: &CellOption| (option.sunny_nodes == 0, option.intensity_mg_per_kwh);
+    let best = with_room.iter().map(|option| greenness(option)).min().unwrap_or((true, i64::MAX));
+    let near: Vec<&CellOption> = with_room
+        .into_iter()
+        .filter(|option| {
+            let (shaded, intensity) = greenness(option);
+            shaded == best.0 && intensity.saturating_mul(100) <= best.1.saturating_mul(100 + NEAR_EQUAL_PERCENT)
+        })
+        .collect();
+    // Two distinct near-equals drawn (one if it is alone), the roomier kept.
+    let n = near.len() as u64;
+    let i = draw % n;
+    let j = if n > 1 { (i + 1 + (draw / n) % (n - 1)) % n } else { i };
+    let (one, other) = (near[i as usize], near[j as usize]);
+    let chosen = if room(other) > room(one) { other.cell.clone() } else { one.cell.clone() };
+    CellChoice { cell: chosen, reason: CellReason::GreenestWithRoom, options }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +235,72 @@ mod tests {
         assert_eq!(cells.get(&CellName::parse("fr").unwrap()).unwrap().zone.as_str(), "FR");
         let single = Cells::parse("main", &be()).unwrap();
         assert_eq!(single, Cells::single(be()));
+    }
+
+    fn summary(free: u64, queued: u64, sunny: u64, intensity: i64, at_ms: i64) -> CellSummary {
+        CellSummary {
+            epoch: 1,
+            holder: "o".to_owned(),
+            at_ms,
+            live_nodes: free,
+            free_cores: free,
+            sunny_nodes: sunny,
+            solar_surplus_watts: 0.0,
+            queued_tasks: queued,
+            open_tasks: queued,
+            zone: be(),
+            intensity_mg_per_kwh: intensity,
+            intensity_kind: crate::signals::IntensityKind::Average,
+            intensity_source: "file".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_task_goes_to_the_greenest_cell_with_room_and_near_equals_share_by_room() {
+        let cells = Cells::parse("night:BE,sunny:FR,dirty:DE", &be()).unwrap();
+        let name = |text: &str| CellName::parse(text).unwrap();
+        let now = 10_000;
+        // The cell in the sun wins over a cleaner grid at night.
+        let summaries = [
+            (name("night"), summary(8, 0, 0, 50_000, now)),
+            (name("sunny"), summary(4, 1, 2, 150_000, now)),
+            (name("dirty"), summary(8, 0, 0, 400_000, now)),
+        ];
+        for draw in 0..20 {
+            let choice = choose(&cells, &summaries, now, draw);
+            assert_eq!((choice.cell.as_str(), choice.reason), ("sunny", CellReason::GreenestWithRoom));
+            assert_eq!(choice.options.len(), 3, "the inputs are recorded");
+        }
+        // Without sun: the lowest intensity; near-equals share by their room.
+        let summaries = [
+            (name("night"), summary(8, 0, 0, 100_000, now)),
+            (name("sunny"), summary(2, 1, 0, 105_000, now)),
+            (name("dirty"), summary(8, 0, 0, 400_000, now)),
+        ];
+        let chosen: Vec<String> = (0..20).map(|draw| choose(&cells, &summaries, now, draw).cell.to_string()).collect();
+        assert!(chosen.iter().all(|cell| cell != "dirty"), "{chosen:?}");
+        assert!(
+            chosen.iter().filter(|cell| *cell == "night").count() >= 10,
+            "the roomier near-equal wins its draws: {chosen:?}"
+        );
+        // A full cell is passed over; no room anywhere: the shortest queue per free core.
+        let summaries = [
+            (name("night"), summary(2, 2, 0, 50_000, now)),
+            (name("sunny"), summary(4, 9, 1, 50_000, now)),
+            (name("dirty"), summary(4, 1, 0, 400_000, now)),
+        ];
+        assert_eq!(choose(&cells, &summaries, now, 3).cell.as_str(), "dirty");
+        let summaries =
+            [(name("night"), summary(1, 4, 0, 50_000, now)), (name("sunny"), summary(3, 4, 1, 50_000, now))];
+        let choice = choose(&cells, &summaries, now, 3);
+        assert_eq!((choice.cell.as_str(), choice.reason), ("sunny", CellReason::LeastLoaded));
+        // Stale summaries are not used: the default cell.
+        let summaries = [(name("sunny"), summary(8, 0, 1, 1, now - 5_000))];
+        let choice = choose(&cells, &summaries, now, 3);
+        assert_eq!((choice.cell.as_str(), choice.reason), ("night", CellReason::NoSummary));
+        // One cell: that one, nothing read.
+        let one = Cells::single(be());
+        assert_eq!(choose(&one, &[], now, 0).reason, CellReason::Only);
     }
 
     #[test]

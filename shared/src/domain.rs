@@ -83,6 +83,10 @@ pub struct NodeSpec {
     /// grid's default for a Raspberry Pi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     embodied_g_co2e: Option<i64>,
+    /// The cell it belongs to (DESIGN §11); absent in registrations written before cells (the
+    /// grid's default cell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cell: Option<crate::cells::CellName>,
 }
 
 impl NodeSpec {
@@ -94,7 +98,15 @@ impl NodeSpec {
             return Err(FieldError::new("cpu_cores", format!("must be between 1 and {}", Self::MAX_CORES)));
         }
         let location = bounded_text("location", location, 100)?;
-        Ok(Self { name, cpu_cores: cpu_cores as u16, has_solar, location, zone: None, embodied_g_co2e: None })
+        Ok(Self {
+            name,
+            cpu_cores: cpu_cores as u16,
+            has_solar,
+            location,
+            zone: None,
+            embodied_g_co2e: None,
+            cell: None,
+        })
     }
 
     /// The most a node's embodied emissions may be declared at: 10 t CO₂e.
@@ -119,6 +131,15 @@ impl NodeSpec {
 
     pub fn zone(&self) -> Option<&crate::signals::Zone> {
         self.zone.as_ref()
+    }
+
+    /// The same node in the cell `cell`.
+    pub fn in_cell(self, cell: crate::cells::CellName) -> Self {
+        Self { cell: Some(cell), ..self }
+    }
+
+    pub fn cell(&self) -> Option<&crate::cells::CellName> {
+        self.cell.as_ref()
     }
     pub fn name(&self) -> &str {
         &self.name

@@ -31,6 +31,9 @@ pub struct NodeRegistered {
     /// Its declared embodied emissions, g CO₂e (absent: the grid's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embodied_g_co2e: Option<i64>,
+    /// Its cell (absent in events written before cells: the grid's default cell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<crate::cells::CellName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,9 @@ pub struct TaskAccepted {
     pub priority: Priority,
     pub deadline: DateTime<Utc>,
     pub participant_count: usize,
+    /// The cell it runs in, why, and what the choice saw (absent before cells).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<crate::cells::CellChoice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +399,7 @@ mod tests {
                 location: "Namur".into(),
                 zone: Some(Zone::parse("BE").unwrap()),
                 embodied_g_co2e: Some(8_000),
+                cell: None,
             }),
             Event::NodeWentOffline(NodeWentOffline { node_id, requeued_tasks: vec![task_id] }),
             Event::TaskAccepted(TaskAccepted {
@@ -402,6 +409,7 @@ mod tests {
                 priority: Priority::DEFAULT,
                 deadline: Utc::now(),
                 participant_count: 0,
+                cell: None,
             }),
             Event::TaskRejected(TaskRejected {
                 task_id,

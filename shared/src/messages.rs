@@ -70,6 +70,9 @@ pub struct SubmitTask {
     /// Absent in version-1 submissions written before replicas existed: one.
     #[serde(default)]
     pub replicas: Replicas,
+    /// The cell it goes to and why (absent in submissions written before cells: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<crate::cells::CellChoice>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +251,7 @@ mod tests {
                     participants: vec![Participant { owner_id: OwnerId::new(), readings_kwh: vec![1.5, 2.0] }],
                 },
                 replicas: Replicas::parse(2).unwrap(),
+                cell: None,
             }),
             Command::CancelTask(CancelTask { task_id: TaskId::new() }),
             Command::GrantConsent(GrantConsent {

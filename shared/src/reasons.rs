@@ -224,6 +224,9 @@ pub enum Refusal {
     /// A registration in a carbon zone the grid does not know (`GRID_ZONES`).
     #[error("the grid knows no carbon zone {zone}")]
     UnknownZone { zone: String },
+    /// A node or a task of another cell than the writer's (DESIGN §11).
+    #[error("this writer serves cell {served}, not cell {cell}")]
+    OtherCell { cell: String, served: String },
     /// A cancellation of a task that is not open (or not the organisation's).
     #[error("the task is not open (already final, or not found)")]
     TaskNotOpen,
@@ -258,6 +261,7 @@ impl Refusal {
             Self::UnknownIssuer => "unknown_issuer",
             Self::NodeExists => "node_exists",
             Self::UnknownZone { .. } => "unknown_zone",
+            Self::OtherCell { .. } => "other_cell",
             Self::TaskNotOpen => "task_not_open",
             Self::NoConsentToRevoke => "no_consent_to_revoke",
             Self::NoOrganization => "no_organization",

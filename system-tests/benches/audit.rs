@@ -40,6 +40,7 @@ fn events_of(task_id: TaskId, node_id: NodeId) -> [Event; 5] {
             priority: Priority::DEFAULT,
             deadline: Utc::now(),
             participant_count: 0,
+            cell: None,
         }),
         Event::TaskAssigned(TaskAssigned {
             task_id,

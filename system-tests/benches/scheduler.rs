@@ -183,7 +183,9 @@ async fn dispatch_path() -> anyhow::Result<Value> {
     let config = std::sync::Arc::new(config);
     let status = std::sync::Arc::new(grid_orchestrator::status::Status::new("bench"));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let lease = grid_orchestrator::lease::Lease::acquire(&pool, "bench", &shutdown).await?.expect("not shut down");
+    let cell = config.grid.cells.default_cell().name.clone();
+    let lease =
+        grid_orchestrator::lease::Lease::acquire(&pool, "bench", &cell, &shutdown).await?.expect("not shut down");
     let clock = Instant::now();
     let mut writer =
         grid_orchestrator::writer::Writer::take_over(config.clone(), pool.clone(), redis.clone(), lease.epoch, status)

@@ -35,6 +35,18 @@ async fn the_cell_lists_its_writer_and_what_its_writer_last_saw(pool: PgPool) {
     assert!(cell["intensity"]["mg_per_kwh"].as_i64().unwrap() > 0, "{cell}");
     assert!(cell["intensity"]["source"].as_str().unwrap().starts_with("file"), "{cell}");
     assert!(cell["summary_age_ms"].as_i64().unwrap() <= 2_000);
+    // Its lease is its own row, keyed by the cell (the row of `main`, which a fresh database has,
+    // stays untaken), and `GET /v1/cells` shows it.
+    let leases: Vec<(String, i64, String)> =
+        sqlx::query_as("select cell_id, epoch, holder from writer order by cell_id")
+            .fetch_all(&system.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        leases,
+        [("be-north".to_owned(), 1, "orchestrator-test".to_owned()), ("main".to_owned(), 0, "none".to_owned())]
+    );
+    assert_eq!(cell["writer"]["epoch"], 1);
     // The operator sees it too; a node's token is refused.
     assert_eq!(system.get("/v1/cells", OPERATOR_KEY).await.status(), 200);
     assert_eq!(system.get("/v1/cells", &node.token).await.status(), 403);

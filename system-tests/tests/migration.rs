@@ -48,6 +48,11 @@ async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
         "tasks in flight know their assignment's channel entry"
     );
     assert_eq!(count(&pool, "select epoch from writer").await, 0);
+    assert_eq!(
+        count(&pool, "select count(*) from writer where cell_id = 'main'").await,
+        1,
+        "the lease of the writer before cells is the lease of the cell main"
+    );
 
     // A v2 writer takes the database over. The v1 nodes are silent: their tasks are taken back
     // after a TTL, and a new fleet finishes everything open.

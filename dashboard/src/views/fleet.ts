@@ -80,6 +80,7 @@ export async function nodeView(root: HTMLElement, signal: AbortSignal, nodeId: s
       ["Organisation", node.organization_name],
       ["Where", node.location],
       ["Carbon zone", node.zone],
+      ["Cell", node.cell],
       ["Embodied emissions", node.embodied_g_co2e == null ? "the grid's default" : co2(node.embodied_g_co2e * 1e9)],
       ["Cores", String(node.cpu_cores)],
       ["Panels", node.has_solar ? "yes" : "no"],

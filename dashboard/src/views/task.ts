@@ -29,6 +29,20 @@ async function nodeNames(): Promise<Map<string, string>> {
 // Payloads are read by the event type (the OpenAPI document types the envelope as any JSON).
 type Payload = Record<string, any>;
 
+const cellReasons: Record<string, string> = {
+  named: "as its submission asked",
+  only: "the grid's only cell",
+  greenest_with_room: "the greenest cell with room",
+  least_loaded: "no cell had room: the least loaded",
+  no_summary: "no cell's summary was fresh: the default cell",
+};
+
+/** Where a task went: its cell and why (absent before cells). */
+function cellSentence(cell: Payload | undefined): string {
+  if (!cell?.cell) return "";
+  return `, in cell ${cell.cell} (${cellReasons[cell.reason] ?? cell.reason})`;
+}
+
 /** One archived event of the task, in a sentence (null for one a member need not read). */
 function sentence(event: TaskEvent, names: Map<string, string>): string | null {
   const payload = (event.envelope as { payload?: Payload }).payload ?? {};
@@ -36,7 +50,7 @@ function sentence(event: TaskEvent, names: Map<string, string>): string | null {
   const because = event.reason_text ? `: ${event.reason_text}` : "";
   switch (event.type) {
     case "TaskAccepted":
-      return `Submitted and accepted, priority ${payload.priority}${payload.participant_count ? `, ${payload.participant_count} participants` : ""}`;
+      return `Submitted and accepted, priority ${payload.priority}${payload.participant_count ? `, ${payload.participant_count} participants` : ""}${cellSentence(payload.cell)}`;
     case "TaskRejected": return `Refused at admission${because}`;
     case "TaskAssigned": return `Assigned to ${node(payload.node_id)} (attempt ${payload.attempt})`;
     case "TaskStarted": return `Started on ${node(payload.node_id)} (attempt ${payload.attempt})`;

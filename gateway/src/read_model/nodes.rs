@@ -51,6 +51,8 @@ pub struct NodeView {
     pub zone: String,
     /// The embodied emissions it declared, g CO₂e (absent: the grid's default is used).
     pub embodied_g_co2e: Option<i64>,
+    /// Its cell: only that cell's writer places work on it.
+    pub cell: String,
     pub registered_at: chrono::DateTime<chrono::Utc>,
     /// When it last reported a result (an offline node's last sign of life the grid keeps).
     pub last_result_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -70,7 +72,7 @@ pub async fn list_nodes(
 ) -> Result<Vec<NodeView>, ApiError> {
     let rows = sqlx::query(
         "select n.node_id, n.organization_id, o.name as organization_name, n.name, n.cpu_cores, n.has_solar,
-                n.location, n.zone, n.embodied_g_co2e, n.registered_at, t.last_reported,
+                n.location, n.zone, n.embodied_g_co2e, n.cell_id, n.registered_at, t.last_reported,
                 n.trust, coalesce(t.completed, 0)::bigint as completed, coalesce(t.disagreed, 0)::bigint as disagreed,
                 coalesce(t.energy, 0)::bigint as energy,
                 coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
@@ -130,6 +132,10 @@ pub async fn list_nodes(
                 .try_get::<Option<String>, _>("zone")?
                 .unwrap_or_else(|| state.config.grid.default_zone.to_string()),
             embodied_g_co2e: row.try_get("embodied_g_co2e")?,
+            // A node registered before cells is in the grid's default cell.
+            cell: row
+                .try_get::<Option<String>, _>("cell_id")?
+                .unwrap_or_else(|| state.config.grid.cells.default_cell().name.to_string()),
             registered_at: row.try_get("registered_at")?,
             last_result_at: row.try_get("last_reported")?,
             online: live.is_some(),

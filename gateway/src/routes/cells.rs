@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use grid_shared::cells::CellName;
 use grid_shared::wire::summary::CellSummary;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -88,6 +89,18 @@ pub struct Cells {
     pub cells: Vec<Cell>,
 }
 
+/// A cell's writer lease, as its `writer` row holds it (`none` at epoch 0 before any writer ran
+/// the cell).
+pub async fn writer_lease(state: &AppState, cell: &CellName) -> Result<WriterLease, ApiError> {
+    let row: Option<(String, i64, DateTime<Utc>)> =
+        sqlx::query_as("select holder, epoch, since from writer where cell_id = $1")
+            .bind(cell.as_str())
+            .fetch_optional(&state.pool)
+            .await?;
+    let (holder, epoch, since) = row.unwrap_or_else(|| ("none".to_owned(), 0, Utc::now()));
+    Ok(WriterLease { holder, epoch, since })
+}
+
 #[utoipa::path(get, path = "/v1/cells", tag = "health", security(("bearer" = [])),
     responses(
         (status = 200, description = "The grid's cells: each one's writer and epoch, backlog, free cores, sun, queue and carbon intensity now (organisations and the operator)", body = Cells),
@@ -96,11 +109,6 @@ pub struct Cells {
     ))]
 pub async fn cells(State(state): State<AppState>, caller: Caller) -> Result<Json<Cells>, ApiError> {
     caller.read_scope()?;
-    // This build serves one cell (GRID_CELLS names one), whose lease is the `writer` row.
-    let (holder, epoch, since): (String, i64, DateTime<Utc>) =
-        sqlx::query_as("select holder, epoch, since from writer order by partition limit 1")
-            .fetch_one(&state.pool)
-            .await?;
     let grid = &state.config.grid;
     let mut cells = Vec::with_capacity(grid.cells.len());
     for cell in grid.cells.iter() {
@@ -127,7 +135,7 @@ pub async fn cells(State(state): State<AppState>, caller: Caller) -> Result<Json
             zone: cell.zone.to_string(),
             default: cell.name == grid.cells.default_cell().name,
             status,
-            writer: WriterLease { holder: holder.clone(), epoch, since },
+            writer: writer_lease(&state, &cell.name).await?,
             backlog: CellBacklog { commands, reports },
             summary_age_ms: age_ms,
             live_nodes: summary.as_ref().map(|summary| summary.live_nodes),

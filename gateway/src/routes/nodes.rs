@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use grid_shared::carbon::MicroWattHours;
+use grid_shared::cells::CellName;
 use grid_shared::domain::{FieldError, NodeSpec};
 use grid_shared::envelope::Envelope;
 use grid_shared::ids::{NodeId, TaskId};
@@ -67,6 +68,30 @@ pub struct RegisterNodeRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10000000, example = 10000)]
     pub embodied_g_co2e: Option<i64>,
+    /// The cell the node joins (one of `GET /v1/cells`): only that cell's writer places work on
+    /// it. Absent: the cell of its zone, else the grid's default cell.
+    #[serde(default)]
+    #[schema(example = "main", pattern = "^[a-z0-9][a-z0-9-]{0,31}$")]
+    pub cell: Option<String>,
+}
+
+/// A cell a request names, checked against the grid's cells (`GRID_CELLS`).
+pub fn known_cell(state: &AppState, requested: &str) -> Result<CellName, ApiError> {
+    let cells = &state.config.grid.cells;
+    let known = || cells.iter().map(|cell| cell.name.as_str()).collect::<Vec<_>>().join(", ");
+    CellName::parse(requested)
+        .ok()
+        .filter(|cell| cells.get(cell).is_some())
+        .ok_or_else(|| FieldError::new("cell", format!("the grid's cells are {}", known())).into())
+}
+
+/// The cell of a node: the one it names, else the first cell of its zone, else the default.
+pub fn registration_cell(state: &AppState, requested: Option<&str>, zone: &Zone) -> Result<CellName, ApiError> {
+    let cells = &state.config.grid.cells;
+    match requested {
+        Some(requested) => known_cell(state, requested),
+        None => Ok(cells.iter().find(|cell| &cell.zone == zone).unwrap_or(cells.default_cell()).name.clone()),
+    }
 }
 
 /// The zone a registration names, checked against the zones the grid knows, or the default.
@@ -97,8 +122,11 @@ pub async fn register(
     request: &RegisterNodeRequest,
 ) -> Result<RegisterNodeResponse, ApiError> {
     caller.organization()?;
+    let zone = registration_zone(state, request.zone.as_deref())?;
+    let cell = registration_cell(state, request.cell.as_deref(), &zone)?;
     let mut spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?
-        .in_zone(registration_zone(state, request.zone.as_deref())?);
+        .in_zone(zone)
+        .in_cell(cell);
     if let Some(grams) = request.embodied_g_co2e {
         spec = spec.with_embodied(grams)?;
     }

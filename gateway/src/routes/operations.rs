@@ -67,10 +67,7 @@ pub struct Operations {
     ))]
 pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result<Json<Operations>, ApiError> {
     caller.operator()?;
-    let (holder, epoch, since): (String, i64, DateTime<Utc>) =
-        sqlx::query_as("select holder, epoch, since from writer order by partition limit 1")
-            .fetch_one(&state.pool)
-            .await?;
+    let writer = crate::routes::cells::writer_lease(&state, state.keys().cell()).await?;
     // Each orchestrator's lease session is named `grid-orchestrator:<name>` and holds the
     // writer's advisory lock (the writer) or waits on it (a standby).
     let processes: Vec<(String, bool, DateTime<Utc>)> = sqlx::query_as(
@@ -102,7 +99,7 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
         .query_async(&mut conn)
         .await?;
     Ok(Json(Operations {
-        writer: WriterLease { holder, epoch, since },
+        writer,
         orchestrators,
         command_backlog,
         report_backlog,

@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use grid_shared::cells::{self, CellChoice};
 use grid_shared::domain::{Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
 use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
@@ -17,7 +18,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::publish::{Published, Remember, Stream, correlation_id, origin_of, publish, publish_once};
 use crate::read_model::events::{TaskHistory, of_task};
 use crate::read_model::tasks::{TaskPage, TaskSearch, TaskView, count_tasks, decode_cursor, find_task, list_tasks};
-use crate::routes::nodes::CommandAccepted;
+use crate::routes::nodes::{CommandAccepted, known_cell};
 use crate::state::AppState;
 
 /// How long an `Idempotency-Key` is remembered.
@@ -114,6 +115,12 @@ pub struct SubmitTaskRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 3)]
     pub replicas: Option<i64>,
+    /// The cell the task must run in (data residency), one of `GET /v1/cells`: only that cell's
+    /// nodes run it. Absent: the grid chooses the greenest cell with room. The choice and what it
+    /// saw are in the task's first event (`TaskAccepted.cell`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "main", pattern = "^[a-z0-9][a-z0-9-]{0,31}$")]
+    pub cell: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -164,6 +171,11 @@ pub async fn submit_task(
     let priority = request.priority.map(Priority::parse).transpose()?.unwrap_or_default();
     let replicas = request.replicas.map(Replicas::parse).transpose()?.unwrap_or_default();
     let deadline = parse_deadline(request.deadline, Utc::now())?;
+    let cell = match request.cell.as_deref() {
+        Some(requested) => CellChoice::named(known_cell(&state, requested)?),
+        // This gateway serves one cell (see the README's Cells): its choice reads no summary.
+        None => cells::choose(&state.config.grid.cells, &[], Utc::now().timestamp_millis(), 0),
+    };
     let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
     let task_id = TaskId::new();
     let command_id = MessageId::new();
@@ -184,6 +196,7 @@ pub async fn submit_task(
         deadline,
         kind,
         replicas,
+        cell: Some(cell),
     });
     let origin = origin_of(&caller, correlation_id(&headers));
     match publish_once(&state, Stream::Commands, &caller, origin, command_id, &command, remember).await? {

@@ -150,6 +150,7 @@ pub struct NodeInsert {
     pub token_hash: String,
     pub zone: Zone,
     pub embodied_g: Option<i64>,
+    pub cell: grid_shared::cells::CellName,
 }
 
 /// A task that failed for good, for the dead-letter stream.

@@ -159,6 +159,8 @@ pub struct Rules {
     pub seal_interval: chrono::Duration,
     /// This process, named on the assignments it decides.
     pub writer_name: String,
+    /// The cell this writer serves: it refuses nodes and tasks of another.
+    pub cell: grid_shared::cells::CellName,
 }
 
 impl Rules {
@@ -180,6 +182,7 @@ impl Rules {
             block_max_leaves: config.block_max_leaves,
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
             writer_name: config.consumer_name.clone(),
+            cell: config.grid.cells.default_cell().name.clone(),
         }
     }
 }

@@ -88,6 +88,7 @@ pub fn rules() -> Rules {
         block_max_leaves: 8,
         seal_interval: Duration::seconds(1),
         writer_name: "simulated-writer".to_owned(),
+        cell: grid_shared::cells::CellName::default(),
     }
 }
 
@@ -509,6 +510,7 @@ impl World {
             deadline: self.clock + Duration::seconds(i64::from(slack_seconds)),
             kind,
             replicas: Replicas::parse(i64::from(replicas)).unwrap_or_default(),
+            cell: None,
         });
         self.as_organization(organization, command);
         self.tasks.push((task_id, organization));

@@ -1,10 +1,11 @@
-//! The only code that writes the tables: one transaction per batch, fenced by the writer's
-//! epoch, with one multi-row statement (`unnest`) per table the batch touches.
+//! The only code that writes the tables: one transaction per batch, fenced by the epoch of the
+//! writer's cell, with one multi-row statement (`unnest`) per table the batch touches.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use grid_shared::cells::CellName;
 use grid_shared::domain::{TaskInput, TaskKind};
 use grid_shared::events::Event;
 use grid_shared::ids::TaskId;
@@ -12,9 +13,6 @@ use grid_shared::reasons::{Refusal, TaskReason};
 use sqlx::{PgConnection, PgPool};
 
 use crate::model::batch::Batch;
-
-/// The partition this writer owns (one for now; see DESIGN §11).
-pub const PARTITION: i16 = 0;
 
 /// This module's failures are the crate's [`crate::error::Error`] (`Fenced` or `Postgres`).
 pub type StoreError = crate::error::Error;
@@ -25,20 +23,41 @@ pub struct FlushStats {
     pub statements: u32,
 }
 
-/// Writes a batch in one transaction, checking first that this writer still holds `epoch`
-/// (the row lock taken then is held to commit, so a writer taking over waits for this commit
-/// before it loads the state). `published_seq` is how far the event stream was published.
-pub async fn flush(pool: &PgPool, epoch: i64, batch: &mut Batch, published_seq: i64) -> Result<FlushStats, StoreError> {
+/// The lease a transaction checks first: the writer's cell and the epoch it holds there.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub cell: &'a CellName,
+    pub epoch: i64,
+}
+
+impl Fence<'_> {
+    /// Reads the cell's `writer` row `for share` and refuses unless it still holds `epoch` (the
+    /// row lock is held to commit, so a writer taking over waits for this transaction before it
+    /// loads the state).
+    async fn check(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let current: i64 = sqlx::query_scalar("select epoch from writer where cell_id = $1 for share")
+            .bind(self.cell.as_str())
+            .fetch_one(conn)
+            .await?;
+        if current != self.epoch {
+            return Err(StoreError::Fenced { held: self.epoch, current });
+        }
+        Ok(())
+    }
+}
+
+/// Writes a batch in one transaction, checking first that this writer still holds its cell's
+/// lease (`fence`). `published_seq` is how far the event stream was published.
+pub async fn flush(
+    pool: &PgPool,
+    fence: Fence<'_>,
+    batch: &mut Batch,
+    published_seq: i64,
+) -> Result<FlushStats, StoreError> {
     let mut tx = pool.begin().await?;
     let mut stats = FlushStats::default();
-    let current: i64 = sqlx::query_scalar("select epoch from writer where partition = $1 for share")
-        .bind(PARTITION)
-        .fetch_one(&mut *tx)
-        .await?;
+    fence.check(&mut tx).await?;
     stats.statements += 1;
-    if current != epoch {
-        return Err(StoreError::Fenced { held: epoch, current });
-    }
     let conn: &mut PgConnection = &mut tx;
     stats.statements += write_registry(conn, batch).await?;
     stats.statements += write_tasks(conn, batch).await?;
@@ -51,15 +70,9 @@ pub async fn flush(pool: &PgPool, epoch: i64, batch: &mut Batch, published_seq: 
 }
 
 /// Records how far the events were published, in a transaction of its own (an idle writer).
-pub async fn record_published(pool: &PgPool, epoch: i64, published_seq: i64) -> Result<(), StoreError> {
+pub async fn record_published(pool: &PgPool, fence: Fence<'_>, published_seq: i64) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    let current: i64 = sqlx::query_scalar("select epoch from writer where partition = $1 for share")
-        .bind(PARTITION)
-        .fetch_one(&mut *tx)
-        .await?;
-    if current != epoch {
-        return Err(StoreError::Fenced { held: epoch, current });
-    }
+    fence.check(&mut tx).await?;
     sqlx::query("update relay_cursor set last_seq = $1 where last_seq < $1")
         .bind(published_seq)
         .execute(&mut *tx)
@@ -119,9 +132,9 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
         let nodes = &batch.nodes;
         sqlx::query(
             "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone,
-                 embodied_g_co2e)
+                 embodied_g_co2e, cell_id)
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[],
-                 $8::text[], $9::int8[])",
+                 $8::text[], $9::int8[], $10::text[])",
         )
         .bind(nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>())
@@ -132,6 +145,7 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
         .bind(nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.zone.as_str()).collect::<Vec<_>>())
         .bind(nodes.iter().map(|node| node.embodied_g).collect::<Vec<_>>())
+        .bind(nodes.iter().map(|node| node.cell.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;

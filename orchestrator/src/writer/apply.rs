@@ -197,6 +197,10 @@ fn register_node(
     if !rules.zones.contains(&zone) {
         return Err(Refusal::UnknownZone { zone: zone.to_string() });
     }
+    let cell = spec.cell().unwrap_or(&rules.cell).clone();
+    if cell != rules.cell {
+        return Err(Refusal::OtherCell { cell: cell.to_string(), served: rules.cell.to_string() });
+    }
     state.token_hashes.insert(token_hash.clone());
     state.add_node(Node {
         node_id: command.node_id,
@@ -217,6 +221,7 @@ fn register_node(
         token_hash,
         zone: zone.clone(),
         embodied_g: spec.embodied_g_co2e(),
+        cell: cell.clone(),
     });
     let event = Event::NodeRegistered(NodeRegistered {
         node_id: command.node_id,
@@ -227,6 +232,7 @@ fn register_node(
         location: spec.location().to_owned(),
         zone: Some(zone),
         embodied_g_co2e: spec.embodied_g_co2e(),
+        cell: Some(cell),
     });
     batch.record(state, context, origin, Some(organization_id), Recorded { event, notify_node: None }, None);
     Ok(())
@@ -258,6 +264,11 @@ fn submit_task(
         // Nothing is stored for an organisation that does not exist.
         return Err(RejectionReason::UnknownOrganization.into());
     };
+    if let Some(choice) = &command.cell
+        && choice.cell != rules.cell
+    {
+        return Err(Refusal::OtherCell { cell: choice.cell.to_string(), served: rules.cell.to_string() });
+    }
     let Ok(kind) = serde_json::to_value(&command.kind) else {
         return Err(Refusal::Invariant { detail: "the task's kind does not serialise".to_owned() });
     };
@@ -340,6 +351,7 @@ fn submit_task(
         priority: command.priority,
         deadline: command.deadline,
         participant_count: task.participants.len(),
+        cell: command.cell.clone(),
     });
     batch.record(state, context, origin, organization, Recorded { event, notify_node: None }, None);
     batch.task_row(&task, now);

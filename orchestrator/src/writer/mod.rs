@@ -1,4 +1,4 @@
-//! The active writer (DESIGN §9): one process per partition decides in memory and commits in
+//! The active writer (DESIGN §9): one process per cell decides in memory and commits in
 //! groups.
 //!
 //! Each [`Writer::step`]: read a batch (commands, reports and the heartbeat feed, waiting only
@@ -363,7 +363,7 @@ impl Writer {
     /// Records in `relay_cursor` how far the events were published (when stepping down).
     pub async fn record_published(&mut self) -> Result<(), WriterError> {
         if self.recorded_seq < self.published_seq {
-            postgres::record_published(&self.pool, self.epoch, self.published_seq).await?;
+            postgres::record_published(&self.pool, self.fence(), self.published_seq).await?;
             self.recorded_seq = self.published_seq;
         }
         Ok(())
@@ -411,6 +411,11 @@ impl Writer {
         let report = self.commit(batch).await?;
         self.publish_summary().await;
         Ok(report)
+    }
+
+    /// The lease every transaction of this writer checks first: its cell's epoch.
+    fn fence(&self) -> postgres::Fence<'_> {
+        postgres::Fence { cell: &self.rules.cell, epoch: self.epoch }
     }
 
     /// The cell's summary (`{ns}:summary`), rewritten at most every
@@ -509,7 +514,7 @@ impl Writer {
         if batch.is_empty() {
             if self.recorded_seq < self.published_seq {
                 // Idle: the cursor catches up, so that it says what was published.
-                postgres::record_published(&self.pool, self.epoch, self.published_seq).await?;
+                postgres::record_published(&self.pool, self.fence(), self.published_seq).await?;
                 self.recorded_seq = self.published_seq;
             }
             return Ok(report);
@@ -524,7 +529,7 @@ impl Writer {
         let mut commit_seconds = None;
         if batch.writes() {
             let clock = Instant::now();
-            let stats = postgres::flush(&self.pool, self.epoch, &mut batch, self.published_seq).await?;
+            let stats = postgres::flush(&self.pool, self.fence(), &mut batch, self.published_seq).await?;
             commit_seconds = Some(clock.elapsed().as_secs_f64());
             self.recorded_seq = self.published_seq;
             report.statements = stats.statements;

@@ -701,6 +701,7 @@ pub(crate) async fn queued_memory(base_env: &[(&'static str, String)], count: us
                     heating_degree_days: 2400.0,
                 },
                 replicas: Replicas::ONE,
+                cell: None,
             });
             let envelope = Envelope::wrap(&submit, origin);
             pipe.cmd("XADD")

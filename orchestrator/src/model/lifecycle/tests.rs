@@ -38,6 +38,7 @@ pub(crate) fn rules() -> Rules {
         block_max_leaves: 2_000,
         seal_interval: Duration::milliseconds(250),
         writer_name: "writer-test".to_owned(),
+        cell: grid_shared::cells::CellName::default(),
     }
 }
 
