@@ -44,6 +44,52 @@ bench: services
     cargo build --release --bins
     cargo build --profile edge -p grid-worker
     cargo bench -p grid-system-tests --bench deferral --bench scheduler --bench audit --bench consent --bench system
+    just bench-cluster 1
+
+# Redis Cluster against one server, same run: the reduced end-to-end bench (300 nodes, 20,000
+# tasks, stopped after the half-load phase) alternated on the shared Redis server and on three
+# cluster masters started here on free ports (`REDIS_CLUSTER_NODES`), `runs` times each; prints
+# tasks/s, the sequential round trip and the CPU per task of each run.
+bench-cluster runs="2": services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --bins
+    dir=$(mktemp -d)
+    read -r -a ports <<< "$(python3 -c 'import socket
+    ports = []
+    while len(ports) < 3:
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+        if p < 55000 and p not in ports: ports.append(p)
+    print(*ports)')"
+    cleanup() { for port in "${ports[@]}"; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"; }
+    trap cleanup EXIT
+    for port in "${ports[@]}"; do
+        mkdir -p "$dir/$port"
+        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
+            --save "" --appendonly no --dir "$dir/$port" --daemonize yes --logfile "$dir/$port/log"
+    done
+    sleep 1
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-yes >/dev/null
+    until redis-cli -p "${ports[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
+    nodes=$(printf '127.0.0.1:%s,' "${ports[@]}"); nodes=${nodes%,}
+    for run in $(seq {{runs}}); do
+        for mode in server cluster; do
+            if [ "$mode" = cluster ]; then export REDIS_CLUSTER_NODES="$nodes"; else unset REDIS_CLUSTER_NODES; fi
+            BENCH_NODES=300 BENCH_TASKS=20000 BENCH_SEQUENTIAL=50 BENCH_OPEN_LOOP_SECONDS=1 BENCH_STOP_AFTER_HALF=1 \
+                cargo bench --quiet -p grid-system-tests --bench system 2> "$dir/$mode-$run.log" >/dev/null
+            python3 - "$mode" "$run" "$dir/$mode-$run.log" <<'SUMMARY'
+    import json, sys
+    mode, run, path = sys.argv[1:]
+    lines = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in open(path) if ": {" in line}
+    t, s = json.loads(lines["throughput"]), json.loads(lines["sequential"])["round_trip"]
+    p = t["per_task"]
+    print(f"{mode:7} run {run}: {t['tasks_per_second']:,.0f} tasks/s, sequential p50 {s['p50_ms']:.1f} ms p99 {s['p99_ms']:.1f} ms;"
+          f" CPU per task: redis {p['redis_cpu_us']:.0f} µs, gateway {p['gateway_cpu_us']:.0f}, orchestrator"
+          f" {p['orchestrator_cpu_us']:.0f}, postgresql {p['postgresql_cpu_us']:.0f}")
+    SUMMARY
+        done
+    done
+    for port in "${ports[@]}"; do echo "cluster master $port holds $(redis-cli -p "$port" dbsize) keys"; done
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services
