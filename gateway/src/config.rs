@@ -9,7 +9,6 @@ use grid_shared::wire::connection::Target;
 #[derive(Clone)]
 pub struct GatewayConfig {
     pub database_url: String,
-    pub redis_url: String,
     /// `REDIS_CLUSTER_NODES` (a Redis Cluster) when set, else the server at `REDIS_URL`.
     pub redis: Target,
     pub grid: GridSettings,
@@ -92,7 +91,6 @@ impl GatewayConfig {
         }
         Ok(Self {
             database_url: required("DATABASE_URL")?,
-            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
             redis: redis_target(&lookup)?,
             grid: GridSettings::from_lookup(&lookup)?.served()?,
             operator_key,

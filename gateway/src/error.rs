@@ -198,9 +198,3 @@ impl From<grid_shared::wire::scripts::ScriptError> for ApiError {
         }
     }
 }
-
-impl From<deadpool_redis::PoolError> for ApiError {
-    fn from(error: deadpool_redis::PoolError) -> Self {
-        Self::Unavailable(format!("redis pool: {error}"))
-    }
-}

@@ -31,13 +31,6 @@ pub enum Stream {
     Reports,
 }
 
-/// An `Idempotency-Key`'s Redis key, and the answer to remember under it.
-pub struct Remember {
-    pub key: String,
-    pub answer: String,
-    pub ttl_seconds: u64,
-}
-
 /// What publishing did.
 pub enum Published {
     Appended(MessageId),
@@ -69,7 +62,7 @@ pub async fn publish_once(
     origin: Origin,
     id: MessageId,
     message: &impl Message,
-    remember: Option<Remember>,
+    remember: Option<scripts::Remember<'_>>,
 ) -> Result<Published, ApiError> {
     let envelope = Envelope::wrap_with_id(id, message, origin);
     let keys = state.keys();
@@ -91,11 +84,7 @@ pub async fn publish_once(
         envelope_json: &envelope_json,
         message_id: &message_id,
         issuer: &issuer,
-        remember: remember.as_ref().map(|remember| scripts::Remember {
-            key: &remember.key,
-            answer: &remember.answer,
-            ttl_seconds: remember.ttl_seconds,
-        }),
+        remember,
         max_backlog,
     };
     let mut conn = state.redis.get().await?;

@@ -85,6 +85,11 @@ impl TestApp {
         (node_id, token)
     }
 
+    /// A GET's JSON body.
+    async fn get_json(&self, path: &str, key: &str) -> Value {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+    }
+
     async fn post(&self, path: &str, key: &str, body: Value, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(&body);
         for (name, value) in headers {
@@ -410,16 +415,7 @@ async fn a_node_registers_in_a_known_carbon_zone_or_the_default(pool: PgPool) {
 
     // A node registered before zones (no zone in its row) is in the default zone.
     let (node_id, _) = app.node(organization_id).await;
-    let view: Value = app
-        .http
-        .get(format!("{}/v1/nodes/{node_id}", app.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = app.get_json(&format!("/v1/nodes/{node_id}"), &key).await;
     assert_eq!(view["zone"], "BE", "{view}");
     app.forget().await;
 }
@@ -464,16 +460,7 @@ async fn a_task_or_a_node_may_name_a_known_cell_and_the_choice_travels_with_the_
     }
     assert_eq!(choices, [("main".to_owned(), CellReason::Named), ("main".to_owned(), CellReason::Only)]);
     let (node_id, _) = app.node(organization_id).await;
-    let view: Value = app
-        .http
-        .get(format!("{}/v1/nodes/{node_id}", app.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = app.get_json(&format!("/v1/nodes/{node_id}"), &key).await;
     assert_eq!(view["cell"], "main", "a node registered before cells is in the default cell: {view}");
     app.forget().await;
 }

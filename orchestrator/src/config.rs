@@ -5,7 +5,6 @@ use grid_shared::settings::{GridSettings, SettingsError, integer_in, read};
 #[derive(Debug, Clone)]
 pub struct OrchestratorConfig {
     pub database_url: String,
-    pub redis_url: String,
     /// `REDIS_CLUSTER_NODES` (a Redis Cluster) when set, else the server at `REDIS_URL`.
     pub redis: grid_shared::wire::connection::Target,
     pub grid: GridSettings,
@@ -132,7 +131,6 @@ impl OrchestratorConfig {
         let default_consumer = format!("orchestrator-{}", uuid::Uuid::new_v4().simple());
         Ok(Self {
             database_url: required("DATABASE_URL")?,
-            redis_url: read(&lookup, "REDIS_URL", "redis://127.0.0.1:6379", |text| Ok(text.to_owned()))?,
             redis: grid_shared::settings::redis_target(&lookup)?,
             consumer_name: read(&lookup, "GRID_CONSUMER_NAME", &default_consumer, |text| {
                 if text.is_empty() || text.len() > 100 {

@@ -15,8 +15,6 @@ pub enum Error {
     /// A script answered what its wrapper does not know: nothing is taken as done.
     #[error("redis script: {0}")]
     Script(String),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("unreadable event: {0}")]
     Event(String),
 }

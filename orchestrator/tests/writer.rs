@@ -11,7 +11,7 @@ use grid_orchestrator::lease::Lease;
 use grid_orchestrator::status::Status;
 use grid_orchestrator::writer::Writer;
 use grid_shared::domain::{NodeSpec, OrganizationName, Priority, Replicas, TaskKind};
-use grid_shared::envelope::{Actor, Envelope, Message, Origin};
+use grid_shared::envelope::{Actor, Envelope, Origin};
 use grid_shared::ids::{BuildingId, CoproprieteId, NodeId, OrganizationId, TaskId};
 use grid_shared::live::HeartbeatEntry;
 use grid_shared::messages::{Command, CreateOrganization, RegisterNode, Sha256Hex, SubmitTask};
@@ -69,21 +69,26 @@ async fn harness_in(pool: PgPool, namespace: &str, settings: &[(&str, &str)]) ->
     Harness { writer, keys, redis, pool, status, _lease: lease }
 }
 
+/// Appends a message to `stream` as the gateway does: `type` and `envelope` fields.
+async fn append(redis: &mut redis::aio::MultiplexedConnection, stream: &str, envelope: &Envelope) {
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg(grid_shared::wire::fields::TYPE)
+        .arg(&envelope.message_type)
+        .arg(grid_shared::wire::fields::ENVELOPE)
+        .arg(envelope.to_json())
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
 impl Harness {
     /// Adds a command as the gateway does: `type` and `envelope` fields.
     async fn command(&mut self, actor: Actor, organization_id: Option<OrganizationId>, command: &Command) -> Envelope {
         let origin = Origin { correlation_id: uuid::Uuid::new_v4(), causation_id: None, organization_id, actor };
         let envelope = Envelope::wrap(command, origin);
-        let _: String = redis::cmd("XADD")
-            .arg(self.keys.commands())
-            .arg("*")
-            .arg(grid_shared::wire::fields::TYPE)
-            .arg(command.message_type())
-            .arg(grid_shared::wire::fields::ENVELOPE)
-            .arg(envelope.to_json())
-            .query_async(&mut self.redis)
-            .await
-            .unwrap();
+        append(&mut self.redis, &self.keys.commands(), &envelope).await;
         envelope
     }
 
@@ -385,16 +390,7 @@ async fn a_namespace_written_before_cells_upgrades_in_place_and_loses_no_command
         .query_async(&mut redis)
         .await
         .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(legacy("commands"))
-        .arg("*")
-        .arg(grid_shared::wire::fields::TYPE)
-        .arg(&old_command.message_type)
-        .arg(grid_shared::wire::fields::ENVELOPE)
-        .arg(old_command.to_json())
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    append(&mut redis, &legacy("commands"), &old_command).await;
     let _: () = redis::cmd("SET").arg(legacy("writer")).arg(0).query_async(&mut redis).await.unwrap();
     let _: () = redis::cmd("SET")
         .arg(legacy("idempotency:x:key-1"))
@@ -406,16 +402,7 @@ async fn a_namespace_written_before_cells_upgrades_in_place_and_loses_no_command
         .unwrap();
     // A gateway of the new version published under the new name before the writer took over.
     let (after, new_command) = create("After cells");
-    let _: String = redis::cmd("XADD")
-        .arg(keys.commands())
-        .arg("*")
-        .arg(grid_shared::wire::fields::TYPE)
-        .arg(&new_command.message_type)
-        .arg(grid_shared::wire::fields::ENVELOPE)
-        .arg(new_command.to_json())
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    append(&mut redis, &keys.commands(), &new_command).await;
 
     let mut harness = harness_in(pool, &namespace, &[]).await;
     harness.step_until_processed(&old_command).await;

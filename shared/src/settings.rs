@@ -2,7 +2,7 @@
 //! the binaries, a map in tests) so that this crate does no I/O; each error names the variable.
 
 use crate::carbon::{CarbonPolicy, parse_scaled_decimal};
-use crate::cells::Cells;
+use crate::cells::{CellName, Cells};
 use crate::live::DEFAULT_MAX_MILLIWATTS_PER_CORE;
 use crate::proof::MAX_DIFFICULTY;
 use crate::signals::{Zone, parse_zones};
@@ -84,10 +84,7 @@ impl GridSettings {
         if !zones.contains(&default_zone) {
             zones.push(default_zone.clone());
         }
-        let cells = match lookup("GRID_CELLS") {
-            None => Cells::single(default_zone.clone()),
-            Some(text) => read(&lookup, "GRID_CELLS", "", |_| Cells::parse(text.trim(), &default_zone))?,
-        };
+        let cells = read(&lookup, "GRID_CELLS", CellName::DEFAULT, |text| Cells::parse(text, &default_zone))?;
         if let Some(cell) = cells.iter().find(|cell| !zones.contains(&cell.zone)) {
             let known: Vec<&str> = zones.iter().map(Zone::as_str).collect();
             return Err(SettingsError {

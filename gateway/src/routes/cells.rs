@@ -111,9 +111,9 @@ pub async fn cells(State(state): State<AppState>, caller: Caller) -> Result<Json
     caller.read_scope()?;
     let grid = &state.config.grid;
     let mut cells = Vec::with_capacity(grid.cells.len());
+    let mut conn = state.redis.get().await?;
     for cell in grid.cells.iter() {
         let keys = state.keys().cell_keys(&cell.name);
-        let mut conn = state.redis.get().await?;
         let (commands, reports, hash): (i64, i64, HashMap<String, String>) = redis::pipe()
             .cmd("XLEN")
             .arg(keys.commands())

@@ -9,13 +9,14 @@ use grid_shared::cells::{self, CellChoice};
 use grid_shared::domain::{Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
 use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
+use grid_shared::wire::scripts::Remember;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{Published, Remember, Stream, correlation_id, origin_of, publish, publish_once};
+use crate::publish::{Published, Stream, correlation_id, origin_of, publish, publish_once};
 use crate::read_model::events::{TaskHistory, of_task};
 use crate::read_model::tasks::{TaskPage, TaskSearch, TaskView, count_tasks, decode_cursor, find_task, list_tasks};
 use crate::routes::nodes::{CommandAccepted, known_cell};
@@ -180,15 +181,12 @@ pub async fn submit_task(
     let task_id = TaskId::new();
     let command_id = MessageId::new();
     let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
-    let remember = idempotency.map(|key| Remember {
-        key: state.keys().idempotency(organization_id, &key),
-        answer: serde_json::to_string(&Remembered {
-            response: response.clone(),
-            request_sha256: request_sha256.clone(),
-        })
-        .expect("serialisable"),
-        ttl_seconds: IDEMPOTENCY_TTL_SECONDS,
+    let remembered = idempotency.map(|key| {
+        let answer = Remembered { response: response.clone(), request_sha256: request_sha256.clone() };
+        (state.keys().idempotency(organization_id, &key), serde_json::to_string(&answer).expect("serialisable"))
     });
+    let remember =
+        remembered.as_ref().map(|(key, answer)| Remember { key, answer, ttl_seconds: IDEMPOTENCY_TTL_SECONDS });
     let command = Command::SubmitTask(SubmitTask {
         task_id,
         copropriete_id: CoproprieteId(request.copropriete_id),

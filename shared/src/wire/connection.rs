@@ -65,7 +65,7 @@ struct Cluster {
     /// (without).
     client: ClusterClient,
     blocking: ClusterClient,
-    shared: tokio::sync::Mutex<Option<ClusterConnection>>,
+    shared: tokio::sync::OnceCell<ClusterConnection>,
 }
 
 impl Redis {
@@ -94,7 +94,7 @@ impl Redis {
                 Inner::Cluster(std::sync::Arc::new(Cluster {
                     client: builder.build()?,
                     blocking,
-                    shared: tokio::sync::Mutex::new(None),
+                    shared: tokio::sync::OnceCell::new(),
                 }))
             }
         };
@@ -111,14 +111,10 @@ impl Redis {
             Inner::Server { pool, .. } => {
                 pool.get().await.map(Conn::Pooled).map_err(|error| std::io::Error::other(error.to_string()).into())
             }
+            // Made once (a failed attempt is tried again by the next request); clones share it.
             Inner::Cluster(cluster) => {
-                let mut shared = cluster.shared.lock().await;
-                if let Some(connection) = shared.as_ref() {
-                    return Ok(Conn::Cluster(connection.clone()));
-                }
-                let connection = cluster.client.get_async_connection().await?;
-                *shared = Some(connection.clone());
-                Ok(Conn::Cluster(connection))
+                let shared = cluster.shared.get_or_try_init(|| cluster.client.get_async_connection()).await?;
+                Ok(Conn::Cluster(shared.clone()))
             }
         }
     }
