@@ -2,22 +2,27 @@
 """Verify a KoproGo Grid green-proof chain, or one task's inclusion proofs, with nothing but the
 Python standard library.
 
-    verify_chain.py [MIN_DIFFICULTY] < chain.json
+    verify_chain.py [--cell NAME] [MIN_DIFFICULTY] < chain.json
     verify_chain.py --proof < task_proofs.json
 
 Chain input (stdin): {"links": [...], "blocks": [...], "leaves": [...]}, the rows of the
 `green_proof`, `proof_block` and `proof_leaf` tables (a bare array is read as links alone).
+Each cell of a grid has its own chain: rows are grouped by their `cell_id` (a row without one
+is the cell `main`'s, as rows written before cells are), and each cell's chain is verified on
+its own; `--cell NAME` verifies that cell's alone.
 The `kgp1` links are checked in seq order; then the `kgp2` blocks in height order, the first
 chaining onto the last link: each leaf against its stored hash and its place, a `kgp3` leaf's
 credit recomputed from the carbon signal and rates it records, the RFC 6962 Merkle root of the
-leaves, the block line's hash and its difficulty. Output: {"valid", "length",
-"blocks", "leaves", "head_hash", "head_height", "first_invalid_seq", "first_invalid_block",
-"first_invalid_leaf", "reason"}.
+leaves, the block line's hash and its difficulty. Output, as GET /v1/proofs/verify: {"cell",
+"valid", "length", "blocks", "leaves", "head_hash", "head_height", "first_invalid_seq",
+"first_invalid_block", "first_invalid_leaf", "reason"}, about the cell asked for; for all
+cells, "valid" holds when every cell's chain does, "cells" lists each cell's verdict, and the
+other fields are the first broken cell's, else `main`'s (else the first cell's).
 
 Proof input: the answer of GET /v1/proofs/tasks/{task_id}. Each sealed proof is checked from
 the leaf line to the block: a `kgp3` leaf's credit recomputed from its line, leaf hash, the root its audit path implies, the block line's root,
-the block's hash and difficulty. Output: {"valid", "proofs": [{"node_id", "status", "valid",
-"reason"}]}.
+the block's hash and difficulty. Output: {"valid", "proofs": [{"cell", "node_id", "status",
+"valid", "reason"}]}.
 
 Exit status 1 when something does not hold.
 """
@@ -217,6 +222,28 @@ def verify_chain(chain, min_difficulty=0):
     return verdict
 
 
+def cell_of(row):
+    return row.get("cell_id") or "main"
+
+
+def verify_cells(chain, min_difficulty=0, only=None):
+    """Each cell's chain on its own (see the module's documentation)."""
+    if isinstance(chain, list):
+        chain = {"links": chain}
+    cells = {}
+    for part in ("links", "blocks", "leaves"):
+        for row in chain.get(part, []):
+            cells.setdefault(cell_of(row), {}).setdefault(part, []).append(row)
+    if only is not None:
+        verdict = verify_chain(cells.get(only, {}), min_difficulty)
+        return {"cell": only, **verdict}
+    names = sorted(cells) or ["main"]
+    verdicts = [{"cell": name, **verify_chain(cells.get(name, {}), min_difficulty)} for name in names]
+    shown = next((verdict for verdict in verdicts if not verdict["valid"]), None) \
+        or next((verdict for verdict in verdicts if verdict["cell"] == "main"), verdicts[0])
+    return {**shown, "valid": all(verdict["valid"] for verdict in verdicts), "cells": verdicts}
+
+
 # --- one task's inclusion proofs -------------------------------------------------------------
 
 def verify_proof(proof):
@@ -252,21 +279,34 @@ def verify_task_proofs(answer):
     results = []
     for proof in proofs:
         if proof.get("status") != "sealed":
-            results.append({"node_id": proof.get("node_id"), "status": proof.get("status"), "valid": None,
-                            "reason": "pending: its block is not sealed yet"})
+            results.append({"cell": proof.get("cell"), "node_id": proof.get("node_id"), "status": proof.get("status"),
+                            "valid": None, "reason": "pending: its block is not sealed yet"})
             continue
         reason = verify_proof(proof)
-        results.append({"node_id": proof.get("node_id"), "status": "sealed", "valid": reason is None, "reason": reason})
+        results.append({"cell": proof.get("cell"), "node_id": proof.get("node_id"), "status": "sealed",
+                        "valid": reason is None, "reason": reason})
     valid = bool(results) and all(result["valid"] is not False for result in results)
     return {"valid": valid, "proofs": results}
 
 
+def usage(problem):
+    print(f"verify_chain.py: {problem}\n{__doc__.splitlines()[3]}\n{__doc__.splitlines()[4]}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-    document = json.load(sys.stdin)
-    if len(sys.argv) > 1 and sys.argv[1] == "--proof":
-        verdict = verify_task_proofs(document)
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--proof"]:
+        verdict = verify_task_proofs(json.load(sys.stdin))
     else:
-        minimum = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-        verdict = verify_chain(document, minimum)
+        cell = None
+        if arguments[:1] == ["--cell"]:
+            if len(arguments) < 2:
+                usage("--cell takes a cell's name")
+            cell, arguments = arguments[1], arguments[2:]
+        if len(arguments) > 1 or (arguments and not arguments[0].isdigit()):
+            usage(f"unexpected arguments {arguments}")
+        minimum = int(arguments[0]) if arguments else 0
+        verdict = verify_cells(json.load(sys.stdin), minimum, cell)
     print(json.dumps(verdict))
     sys.exit(0 if verdict["valid"] else 1)

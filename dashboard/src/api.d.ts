@@ -383,7 +383,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description The sealed blocks of the green-proof chain (`kgp2`), in height order. A block seals credited results (its leaves) under the RFC 6962 Merkle root of their leaf hashes, and chains onto the previous block's hash; the first block chains onto the last `kgp1` link (`GET /v1/proofs/links`). Block line: `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`, hash = SHA-256 of the line, with `difficulty` leading zero bits. Blocks name no task: every caller sees them all. */
+        /** @description The sealed blocks of a cell's green-proof chain (`kgp2`), in height order (each cell has its own chain: `cell`, else the grid's default cell). A block seals credited results (its leaves) under the RFC 6962 Merkle root of their leaf hashes, and chains onto the previous block's hash; the first block chains onto the last `kgp1` link (`GET /v1/proofs/links`; 64 zeros in a cell without links). Block line: `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`, hash = SHA-256 of the line, with `difficulty` leading zero bits. Blocks name no task: every caller sees them all. */
         get: operations["blocks"];
         put?: never;
         post?: never;
@@ -416,7 +416,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description The inclusion proof of each credited result of the task: the leaf line (`kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`, whose figures follow from its inputs: carbon_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000, total = carbon_ng × price_peur_per_kg ÷ 10^12, node_peur = total × node_share_percent ÷ 100, cooperative_peur = total − node_peur, each division rounding down; credits from before carbon signals have the `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at` line), its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results credited before blocks existed are under `links` (`kgp1`). Another organisation's task is a 404. */
+        /** @description The inclusion proof of each credited result of the task: the leaf line (`kgp3-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|zone|hour|intensity_mg_per_kwh|intensity_kind|intensity_source|price_peur_per_kg|node_share_percent|carbon_ng|node_peur|cooperative_peur|credited_at`, whose figures follow from its inputs: carbon_ng = solar_uwh × intensity_mg_per_kwh ÷ 1000, total = carbon_ng × price_peur_per_kg ÷ 10^12, node_peur = total × node_share_percent ÷ 100, cooperative_peur = total − node_peur, each division rounding down; credits from before carbon signals have the `kgp2-leaf|task_id|node_id|attempt|energy_uwh|solar_uwh|carbon_ng|node_peur|cooperative_peur|credited_at` line), its hash (SHA-256 of 0x00 then the line), its index, the audit path (RFC 6962 PATH, sibling hashes from the leaf up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results credited before blocks existed are under `links` (`kgp1`). Each proof names its `cell`, whose chain holds its block. Another organisation's task is a 404. */
         get: operations["proofs_of_task"];
         put?: never;
         post?: never;
@@ -433,6 +433,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** @description Verifies a cell's whole chain (`kgp1` links, then `kgp2` blocks with their leaves), or every cell's (each cell has its own chain): then `valid` holds when all do, `cells` has each cell's verdict, and the other fields are the first broken cell's, else the default cell's. */
         get: operations["verify_proofs"];
         put?: never;
         post?: never;
@@ -545,6 +546,8 @@ export interface components {
     schemas: {
         BlockPage: {
             blocks: components["schemas"]["BlockView"][];
+            /** @description The cell whose chain these blocks are (each cell has its own, heights from 1). */
+            cell: string;
             /**
              * Format: int64
              * @description Pass as `after_height` for the next page; absent on the last one.
@@ -1009,6 +1012,11 @@ export interface components {
             block?: components["schemas"]["BlockView"] | null;
             /** Format: int64 */
             block_height: number;
+            /**
+             * @description The cell whose chain holds the leaf (each cell has its own; its blocks are
+             *     `GET /v1/proofs?cell=`).
+             */
+            cell: string;
             /** @description SHA-256 of 0x00 followed by the leaf line. */
             leaf_hash: string;
             /** Format: int64 */
@@ -1633,12 +1641,21 @@ export interface components {
             /** Format: uuid */
             task_id: string;
         };
+        /**
+         * @description A chain's verdict. For one cell, that cell's; for all cells, `valid` holds when every cell's
+         *     chain does, `cells` has each cell's verdict, and the other fields are the first broken cell's
+         *     verdict, else the default cell's.
+         */
         VerifyView: {
             /**
              * Format: int64
              * @description `kgp2` blocks and leaves verified.
              */
             blocks: number;
+            /** @description The cell the fields below are about (each cell has its own chain). */
+            cell: string;
+            /** @description Each cell's verdict, when every cell was verified (empty when one was asked for). */
+            cells?: components["schemas"]["VerifyView"][];
             /**
              * Format: int64
              * @description The first block that does not hold, and the leaf at fault when it can be named.
@@ -2838,6 +2855,11 @@ export interface operations {
                  *     that counts what happens now; `after` and `Last-Event-ID` resume instead).
                  */
                 tail?: boolean;
+                /**
+                 * @description The cell whose events these are (each cell numbers its own events from 1); the grid's
+                 *     default cell when absent. 422 for a cell the grid does not have.
+                 */
+                cell?: string;
             };
             header?: {
                 /** @description Resume the stream after this id (`<seq>-0`) */
@@ -2912,7 +2934,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid input: each field and why */
+            /** @description A bad `after`, `limit`, `Last-Event-ID` or `cell` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4425,6 +4447,11 @@ export interface operations {
                 after_height?: number;
                 /** @description 1 to 1000; 100 when absent. */
                 limit?: number;
+                /**
+                 * @description The cell whose chain (each cell has its own, heights from 1); the grid's default cell
+                 *     when absent. 422 for a cell the grid does not have.
+                 */
+                cell?: string;
             };
             header?: never;
             path?: never;
@@ -4495,7 +4522,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid input: each field and why */
+            /** @description A bad bound or an unknown cell */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4531,6 +4558,11 @@ export interface operations {
                 after_seq?: number;
                 /** @description 1 to 1000; 100 when absent. */
                 limit?: number;
+                /**
+                 * @description The cell whose links (only `main` has any: they were written before cells); the grid's
+                 *     default cell when absent.
+                 */
+                cell?: string;
             };
             header?: never;
             path?: never;
@@ -4736,14 +4768,17 @@ export interface operations {
     };
     verify_proofs: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description One cell's chain; every cell's when absent or `all`. 422 for a cell the grid does not have. */
+                cell?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Whether the whole chain verifies (`kgp1` links, then `kgp2` blocks with their leaves), and where it breaks: the first link, or the first block and, when it can be named, the leaf */
+            /** @description Whether the chain verifies, and where it breaks: the first link, or the first block and, when it can be named, the leaf */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4806,7 +4841,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid input: each field and why */
+            /** @description An unknown cell */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -20,6 +20,26 @@ pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: Cancellatio
     run_with_status(config, pool, shutdown, Arc::new(Status::new("orchestrator"))).await
 }
 
+/// Cells cannot be renamed or removed (DESIGN §11): a cell whose writer wrote to PostgreSQL and
+/// that `GRID_CELLS` does not name is an operator's mistake to say at start (its tasks and nodes
+/// wait for a writer of that cell), unless another process of the grid serves it.
+async fn warn_of_unnamed_cells(pool: &PgPool, config: &OrchestratorConfig) {
+    let written: Vec<String> =
+        match sqlx::query_scalar("select cell_id from writer where epoch > 0 order by cell_id").fetch_all(pool).await {
+            Ok(cells) => cells,
+            Err(error) => return warn!(%error, "could not read the cells PostgreSQL has writers for"),
+        };
+    let named: Vec<&str> = config.grid.cells.iter().map(|cell| cell.name.as_str()).collect();
+    for cell in written.iter().filter(|cell| !named.contains(&cell.as_str())) {
+        warn!(
+            %cell,
+            grid_cells = named.join(","),
+            "PostgreSQL holds a cell GRID_CELLS does not name: its nodes and open tasks wait for a writer of \
+             that cell (cells are never renamed or removed; rows written before cells are the cell main's)"
+        );
+    }
+}
+
 /// Like [`run`], reporting its role in `status` (tests read it).
 pub async fn run_with_status(
     config: OrchestratorConfig,
@@ -28,6 +48,7 @@ pub async fn run_with_status(
     status: Arc<Status>,
 ) -> anyhow::Result<()> {
     MIGRATOR.run(&pool).await?;
+    warn_of_unnamed_cells(&pool, &config).await;
     let config = Arc::new(config);
     status.update(|snapshot| snapshot.name = config.consumer_name.clone());
     let redis = crate::store::streams::redis(&config.redis, 4)?;

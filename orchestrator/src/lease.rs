@@ -42,7 +42,8 @@ pub struct Lease {
 
 impl Lease {
     /// Waits until this process holds the lease of `cell` (or `shutdown`); returns it with its
-    /// new epoch (a cell's row is made, at epoch 0, the first time a writer asks for it).
+    /// new epoch (a cell's `writer` row is made, at epoch 0, and its `relay_cursor` row, at 0,
+    /// the first time a writer asks for it).
     pub async fn acquire(
         pool: &PgPool,
         holder: &str,
@@ -70,6 +71,10 @@ impl Lease {
         .bind(cell.as_str())
         .execute(&mut connection)
         .await?;
+        sqlx::query("insert into relay_cursor (cell_id, last_seq) values ($1, 0) on conflict do nothing")
+            .bind(cell.as_str())
+            .execute(&mut connection)
+            .await?;
         let epoch: i64 = sqlx::query_scalar(
             "update writer set epoch = epoch + 1, holder = $2, since = now() where cell_id = $1 returning epoch",
         )

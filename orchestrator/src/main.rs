@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use grid_orchestrator::app::{MIGRATOR, run};
 use grid_orchestrator::config::OrchestratorConfig;
 use grid_orchestrator::ledger::verify_stored_chain;
+use grid_shared::cells::CellName;
 use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;
 
@@ -21,17 +22,28 @@ enum Action {
     Run,
     /// Apply the database migrations and exit.
     Migrate,
-    /// Verify the green-proof chain; exits 1 at the first broken link.
-    VerifyProofs,
+    /// Verify the green-proof chain of each cell (each has its own); exits 1 at the first broken
+    /// link of any.
+    VerifyProofs {
+        /// One cell; without it, every cell of `GRID_CELLS` and every cell PostgreSQL has a
+        /// writer for.
+        #[arg(long)]
+        cell: Option<String>,
+    },
     /// Rebuild every projection from the events alone and diff it against the tables; exits 1
     /// when anything diverges.
     Replay {
         /// Where the events are read: the PostgreSQL archive or the `{ns}:events` stream.
         #[arg(long, value_enum, default_value_t = Source::Postgres)]
         source: Source,
-        /// The first event (seq) to replay; from a later one, only the tasks seen are compared.
+        /// The first event (seq, the cell's own) to replay; from a later one, only the tasks seen
+        /// are compared.
         #[arg(long, default_value_t = 1)]
         from: i64,
+        /// One cell; without it, every cell of `GRID_CELLS` and every cell PostgreSQL has a
+        /// writer for, one after the other.
+        #[arg(long)]
+        cell: Option<String>,
     },
     /// Explore seeded random histories of the grid's core in memory (no database, no Redis),
     /// checking its invariants after every step; exits 1 when a seed fails, printing the
@@ -97,26 +109,42 @@ async fn run_command() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Action::Replay { source, from } => {
+        Action::Replay { source, from, cell } => {
+            let cells = audited_cells(&pool, &config, cell.as_deref()).await?;
             let clock = std::time::Instant::now();
-            // The grid may be running: the events and the tables are read in one snapshot.
-            let mut snapshot = grid_orchestrator::replay::Snapshot::take(&pool).await?;
-            let projection = match source {
-                Source::Postgres => snapshot.replay(&pool, from).await?,
-                Source::Redis => {
-                    let mut conn = grid_orchestrator::store::streams::redis(&config.redis, 1)?.get().await?;
-                    let events = config.grid.keys.events();
-                    grid_orchestrator::replay::from_redis(&mut conn, &events, from, snapshot.last_seq).await?
-                }
-            };
+            let (mut events, mut tasks, mut divergences, mut reports) = (0, 0, Vec::new(), Vec::new());
+            for cell in &cells {
+                let started = std::time::Instant::now();
+                // The grid may be running: the cell's events and rows are read in one snapshot.
+                let mut snapshot = grid_orchestrator::replay::Snapshot::take(&pool, cell).await?;
+                let projection = match source {
+                    Source::Postgres => snapshot.replay(&pool, from).await?,
+                    Source::Redis => {
+                        let mut conn = grid_orchestrator::store::streams::redis(&config.redis, 1)?.get().await?;
+                        let stream = config.grid.keys.cell_keys(cell).events();
+                        grid_orchestrator::replay::from_redis(&mut conn, &stream, from, snapshot.last_seq).await?
+                    }
+                };
+                let found = snapshot.diff(&projection, from <= 1).await?;
+                reports.push(serde_json::json!({
+                    "cell": cell,
+                    "events": projection.events,
+                    "last_seq": projection.last_seq,
+                    "seconds": started.elapsed().as_secs_f64(),
+                    "tasks": projection.tasks.len(),
+                    "divergences": found,
+                }));
+                events += projection.events;
+                tasks += projection.tasks.len();
+                divergences.extend(found);
+            }
             let seconds = clock.elapsed().as_secs_f64();
-            let divergences = snapshot.diff(&projection, from <= 1).await?;
             let report = serde_json::json!({
-                "events": projection.events,
-                "last_seq": projection.last_seq,
+                "cells": reports,
+                "events": events,
                 "seconds": seconds,
-                "events_per_second": if seconds > 0.0 { projection.events as f64 / seconds } else { 0.0 },
-                "tasks": projection.tasks.len(),
+                "events_per_second": if seconds > 0.0 { events as f64 / seconds } else { 0.0 },
+                "tasks": tasks,
                 "divergences": divergences,
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -126,13 +154,52 @@ async fn run_command() -> anyhow::Result<()> {
             Ok(())
         }
         Action::Simulate { .. } => Ok(()),
-        Action::VerifyProofs => {
-            let verdict = verify_stored_chain(&pool, config.grid.proof_difficulty).await?;
-            println!("{}", serde_json::to_string_pretty(&verdict)?);
-            if !verdict.valid {
+        Action::VerifyProofs { cell } => {
+            let cells = audited_cells(&pool, &config, cell.as_deref()).await?;
+            let mut valid = true;
+            let mut verdicts = Vec::new();
+            for cell in &cells {
+                let verdict = verify_stored_chain(&pool, cell.as_str(), config.grid.proof_difficulty).await?;
+                valid &= verdict.valid;
+                let mut verdict = serde_json::to_value(&verdict)?;
+                verdict["cell"] = serde_json::json!(cell);
+                verdicts.push(verdict);
+            }
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "valid": valid, "cells": verdicts }))?);
+            if !valid {
                 std::process::exit(1);
             }
             Ok(())
+        }
+    }
+}
+
+/// The cells an audit reads: the one named (which must be the grid's or have data), else every
+/// cell of `GRID_CELLS` and every cell PostgreSQL has a writer for.
+async fn audited_cells(
+    pool: &sqlx::PgPool,
+    config: &OrchestratorConfig,
+    named: Option<&str>,
+) -> anyhow::Result<Vec<CellName>> {
+    let mut cells: Vec<CellName> = config.grid.cells.iter().map(|cell| cell.name.clone()).collect();
+    let written: Vec<String> =
+        sqlx::query_scalar("select cell_id from writer order by cell_id").fetch_all(pool).await?;
+    for name in written {
+        if let Ok(cell) = CellName::parse(&name)
+            && !cells.contains(&cell)
+        {
+            cells.push(cell);
+        }
+    }
+    match named {
+        None => Ok(cells),
+        Some(name) => {
+            let cell = CellName::parse(name).map_err(|reason| anyhow::anyhow!("--cell: {reason}"))?;
+            if !cells.contains(&cell) {
+                let known: Vec<&str> = cells.iter().map(CellName::as_str).collect();
+                anyhow::bail!("--cell {cell}: not a cell of this grid (its cells: {})", known.join(", "));
+            }
+            Ok(vec![cell])
         }
     }
 }

@@ -9,9 +9,13 @@
 //! A replay of a live grid reads through one [`Snapshot`]: the events up to the last one
 //! committed when it was taken, and the tables as they were right after it (the writer commits
 //! events and rows together), so the grid going on meanwhile is not a divergence.
+//!
+//! Each cell has its own event sequence and proof chain (DESIGN §11): a replay reads one cell's
+//! events and compares them with that cell's rows.
 
 use std::collections::{BTreeMap, HashMap};
 
+use grid_shared::cells::CellName;
 use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::{Envelope, Message};
 use grid_shared::events::Event;
@@ -150,8 +154,38 @@ const PAGES_AHEAD: usize = 3;
 pub struct Snapshot {
     tx: Transaction<'static, Postgres>,
     id: String,
-    /// The last event committed when the snapshot was taken (0 for none).
+    scope: Scope,
+    /// The cell's last event committed when the snapshot was taken (0 for none).
     pub last_seq: i64,
+}
+
+/// The cell a replay reads, and how its rows are told apart: by `cell_id`, or (a database from
+/// before cells, such as a v1 archive checked before its migration) not at all, the whole
+/// database being the one cell.
+#[derive(Debug, Clone)]
+struct Scope {
+    cell: String,
+    /// A constant predicate on `$1` (the cell): `cell_id = $1`, or always true.
+    filter: &'static str,
+}
+
+impl Scope {
+    async fn of(db: &mut PgConnection, cell: &CellName) -> Result<Self, ReplayError> {
+        let cells: bool = sqlx::query_scalar(
+            "select exists (select 1 from information_schema.columns
+                            where table_schema = current_schema() and table_name = 'event' and column_name = 'cell_id')",
+        )
+        .fetch_one(&mut *db)
+        .await?;
+        let filter = if cells { "cell_id = $1" } else { "$1::text is not null" };
+        Ok(Self { cell: cell.as_str().to_owned(), filter })
+    }
+
+    /// `sql` with each `{cell}` replaced by the filter (a constant: nothing from outside enters
+    /// the statement).
+    fn sql(&self, sql: &str) -> sqlx::AssertSqlSafe<String> {
+        sqlx::AssertSqlSafe(sql.replace("{cell}", self.filter))
+    }
 }
 
 /// Starts a read-only repeatable-read transaction, in the exported `snapshot` if given.
@@ -170,11 +204,21 @@ async fn begin_read_only(pool: &PgPool, snapshot: Option<&str>) -> Result<Transa
 }
 
 impl Snapshot {
-    pub async fn take(pool: &PgPool) -> Result<Self, ReplayError> {
+    /// A snapshot of the grid for replaying `cell`.
+    pub async fn take(pool: &PgPool, cell: &CellName) -> Result<Self, ReplayError> {
         let mut tx = begin_read_only(pool, None).await?;
         let id: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut *tx).await?;
-        let last_seq: Option<i64> = sqlx::query_scalar("select max(seq) from event").fetch_one(&mut *tx).await?;
-        Ok(Self { tx, id, last_seq: last_seq.unwrap_or(0) })
+        let scope = Scope::of(&mut tx, cell).await?;
+        let last_seq: Option<i64> = sqlx::query_scalar(scope.sql("select max(seq) from event where {cell}"))
+            .bind(&scope.cell)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(Self { tx, id, scope, last_seq: last_seq.unwrap_or(0) })
+    }
+
+    /// The cell this snapshot replays.
+    pub fn cell(&self) -> &str {
+        &self.scope.cell
     }
 
     /// Replays the archive from `from_seq` up to [`Self::last_seq`]. Windows of `seq`s are
@@ -183,12 +227,12 @@ impl Snapshot {
     pub async fn replay(&self, pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
         let (windows, mut received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
         let producer = {
-            let (pool, id, last) = (pool.clone(), self.id.clone(), self.last_seq);
+            let (pool, id, scope, last) = (pool.clone(), self.id.clone(), self.scope.clone(), self.last_seq);
             tokio::spawn(async move {
                 let mut first = from_seq.max(1);
                 while first <= last {
                     let window_last = first.saturating_add(PAGE - 1).min(last);
-                    let fetch = tokio::spawn(fetch_window(pool.clone(), id.clone(), first, window_last));
+                    let fetch = tokio::spawn(fetch_window(pool.clone(), id.clone(), scope.clone(), first, window_last));
                     if windows.send(fetch).await.is_err() {
                         return;
                     }
@@ -209,19 +253,26 @@ impl Snapshot {
 
     /// Compares `projection` with the tables as this snapshot sees them (see [`diff`]).
     pub async fn diff(&mut self, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
-        diff(&mut self.tx, projection, whole).await
+        diff_scoped(&mut self.tx, &self.scope, projection, whole).await
     }
 }
 
 /// Fetches and parses the events of one window of `seq`s, in the exported `snapshot`.
-async fn fetch_window(pool: PgPool, snapshot: String, first: i64, last: i64) -> Result<Vec<(i64, Event)>, ReplayError> {
+async fn fetch_window(
+    pool: PgPool,
+    snapshot: String,
+    scope: Scope,
+    first: i64,
+    last: i64,
+) -> Result<Vec<(i64, Event)>, ReplayError> {
     let mut tx = begin_read_only(&pool, Some(&snapshot)).await?;
     // Only what replay reads: the type, the version and the payload's text (PostgreSQL's cost
     // is turning jsonb into text, so less text is faster).
-    let rows: Vec<(i64, String, i16, String)> = sqlx::query_as(
+    let rows: Vec<(i64, String, i16, String)> = sqlx::query_as(scope.sql(
         "select seq, envelope ->> 'type', (envelope ->> 'version')::int2, (envelope -> 'payload')::text
-         from event where seq between $1 and $2 order by seq",
-    )
+         from event where {cell} and seq between $2 and $3 order by seq",
+    ))
+    .bind(&scope.cell)
     .bind(first)
     .bind(last)
     .fetch_all(&mut *tx)
@@ -237,16 +288,20 @@ async fn fetch_window(pool: PgPool, snapshot: String, first: i64, last: i64) -> 
         .collect()
 }
 
-/// Replays the PostgreSQL archive from `from_seq` up to its last event when the replay starts
-/// (in a [`Snapshot`] of its own: take one to diff against the same view).
-pub async fn from_postgres(pool: &PgPool, from_seq: i64) -> Result<Projection, ReplayError> {
-    Snapshot::take(pool).await?.replay(pool, from_seq).await
+/// Replays the cell's PostgreSQL archive from `from_seq` up to its last event when the replay
+/// starts (in a [`Snapshot`] of its own: take one to diff against the same view).
+pub async fn from_postgres(pool: &PgPool, cell: &CellName, from_seq: i64) -> Result<Projection, ReplayError> {
+    Snapshot::take(pool, cell).await?.replay(pool, from_seq).await
 }
 
-/// Replays the archive from `from_seq` and compares it with the tables, both in one
+/// Replays the cell's archive from `from_seq` and compares it with the cell's rows, both in one
 /// [`Snapshot`] (whole when replayed from the first event).
-pub async fn audit(pool: &PgPool, from_seq: i64) -> Result<(Projection, Vec<Divergence>), ReplayError> {
-    let mut snapshot = Snapshot::take(pool).await?;
+pub async fn audit(
+    pool: &PgPool,
+    cell: &CellName,
+    from_seq: i64,
+) -> Result<(Projection, Vec<Divergence>), ReplayError> {
+    let mut snapshot = Snapshot::take(pool, cell).await?;
     let projection = snapshot.replay(pool, from_seq).await?;
     let divergences = snapshot.diff(&projection, from_seq <= 1).await?;
     Ok((projection, divergences))
@@ -309,11 +364,29 @@ fn divergence(entity: String, field: &str, expected: impl ToString, found: impl 
     Divergence { entity, field: field.to_owned(), expected: expected.to_string(), found: found.to_string() }
 }
 
-/// Compares a projection with the tables. With `whole` false (a replay from a later seq), only
-/// the tasks the replay saw are compared.
-pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -> Result<Vec<Divergence>, ReplayError> {
+/// Compares a projection of the cell's events with its rows. With `whole` false (a replay from a
+/// later seq), only the tasks the replay saw are compared.
+pub async fn diff(
+    db: &mut PgConnection,
+    cell: &CellName,
+    projection: &Projection,
+    whole: bool,
+) -> Result<Vec<Divergence>, ReplayError> {
+    let scope = Scope::of(db, cell).await?;
+    diff_scoped(db, &scope, projection, whole).await
+}
+
+async fn diff_scoped(
+    db: &mut PgConnection,
+    scope: &Scope,
+    projection: &Projection,
+    whole: bool,
+) -> Result<Vec<Divergence>, ReplayError> {
     let mut divergences = projection.misreckoned.clone();
-    let rows = sqlx::query("select task_id, status, node_id, attempts from task").fetch_all(&mut *db).await?;
+    let rows = sqlx::query(scope.sql("select task_id, status, node_id, attempts from task where {cell}"))
+        .bind(&scope.cell)
+        .fetch_all(&mut *db)
+        .await?;
     let mut stored: HashMap<TaskId, (String, Option<uuid::Uuid>, i32)> = HashMap::with_capacity(rows.len());
     for row in &rows {
         stored.insert(
@@ -352,10 +425,11 @@ pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -
     for (task_id, (status, _, _)) in stored {
         divergences.push(divergence(format!("task {task_id}"), "row", "absent (no event)", status));
     }
-    let balances = sqlx::query(
+    let balances = sqlx::query(scope.sql(
         "select node_id, coalesce(sum(amount_peur), 0)::bigint as amount, coalesce(sum(carbon_ng), 0)::bigint as carbon
-         from credit_entry where account = 'node' group by node_id",
-    )
+         from credit_entry where {cell} and account = 'node' group by node_id",
+    ))
+    .bind(&scope.cell)
     .fetch_all(&mut *db)
     .await?;
     let mut credits: BTreeMap<NodeId, (i64, i64)> = BTreeMap::new();
@@ -375,16 +449,20 @@ pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -
             divergences.push(divergence(format!("node {node_id}"), "carbon_ng", expected_carbon, carbon));
         }
     }
-    let fund: i64 = sqlx::query_scalar(
-        "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'",
-    )
+    let fund: i64 = sqlx::query_scalar(scope.sql(
+        "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where {cell} and account = 'cooperative'",
+    ))
+    .bind(&scope.cell)
     .fetch_one(&mut *db)
     .await?;
     if fund != projection.cooperative_fund {
         divergences.push(divergence("cooperative fund".to_owned(), "balance_peur", projection.cooperative_fund, fund));
     }
     let trusted: Vec<(uuid::Uuid, i32)> =
-        sqlx::query_as("select node_id, trust from node where trust > 0").fetch_all(&mut *db).await?;
+        sqlx::query_as(scope.sql("select node_id, trust from node where {cell} and trust > 0"))
+            .bind(&scope.cell)
+            .fetch_all(&mut *db)
+            .await?;
     let mut stored_trust: BTreeMap<NodeId, u32> =
         trusted.into_iter().map(|(node_id, trust)| (NodeId(node_id), u32::try_from(trust).unwrap_or(0))).collect();
     for (node_id, expected) in &projection.node_trust {
@@ -397,7 +475,10 @@ pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -
         divergences.push(divergence(format!("node {node_id}"), "trust", 0, found));
     }
     let head: Option<(i64, String)> =
-        sqlx::query_as("select seq, hash from green_proof order by seq desc limit 1").fetch_optional(&mut *db).await?;
+        sqlx::query_as(scope.sql("select seq, hash from green_proof where {cell} order by seq desc limit 1"))
+            .bind(&scope.cell)
+            .fetch_optional(&mut *db)
+            .await?;
     let show =
         |head: &Option<(i64, String)>| head.as_ref().map_or("none".to_owned(), |(seq, hash)| format!("{seq}:{hash}"));
     if head != projection.chain_head {
@@ -407,7 +488,8 @@ pub async fn diff(db: &mut PgConnection, projection: &Projection, whole: bool) -
     let blocks_exist: bool =
         sqlx::query_scalar("select to_regclass('proof_block') is not null").fetch_one(&mut *db).await?;
     let block: Option<(i64, String)> = if blocks_exist {
-        sqlx::query_as("select height, hash from proof_block order by height desc limit 1")
+        sqlx::query_as(scope.sql("select height, hash from proof_block where {cell} order by height desc limit 1"))
+            .bind(&scope.cell)
             .fetch_optional(&mut *db)
             .await?
     } else {

@@ -136,7 +136,7 @@ async fn chain_of_three_blocks(pool: &PgPool) -> ProofChain {
         }
         seal(pool, &mut chain).await;
     }
-    let verdict = verify_stored_chain(pool, DIFFICULTY).await.unwrap();
+    let verdict = verify_stored_chain(pool, "main", DIFFICULTY).await.unwrap();
     assert!(verdict.valid, "{verdict:?}");
     assert_eq!((verdict.length, verdict.blocks, verdict.leaves, verdict.head_height), (2, 3, 12, Some(3)));
     chain
@@ -144,7 +144,7 @@ async fn chain_of_three_blocks(pool: &PgPool) -> ProofChain {
 
 /// Where the stored chain breaks: (block, leaf).
 async fn broken_at(pool: &PgPool) -> (Option<i64>, Option<i64>) {
-    let verdict = verify_stored_chain(pool, DIFFICULTY).await.unwrap();
+    let verdict = verify_stored_chain(pool, "main", DIFFICULTY).await.unwrap();
     assert!(!verdict.valid, "tampering went unnoticed: {verdict:?}");
     (verdict.first_invalid_block, verdict.first_invalid_leaf)
 }
@@ -180,7 +180,7 @@ async fn a_credit_is_two_entries_that_add_up_and_a_leaf_of_the_open_block(pool: 
     let blocks: i64 = sqlx::query_scalar("select count(*) from proof_block").fetch_one(&pool).await.unwrap();
     assert_eq!(blocks, 0, "pending: sealed later");
     seal(&pool, &mut chain).await;
-    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    let verdict = verify_stored_chain(&pool, "main", DIFFICULTY).await.unwrap();
     assert!(verdict.valid && verdict.blocks == 1 && verdict.leaves == 1, "{verdict:?}");
 }
 
@@ -246,7 +246,7 @@ async fn an_edited_leaf_field_is_found_at_its_leaf(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-        assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid, "{column} restored");
+        assert!(verify_stored_chain(&pool, "main", DIFFICULTY).await.unwrap().valid, "{column} restored");
     }
 }
 
@@ -276,7 +276,7 @@ async fn a_credit_that_does_not_follow_from_its_basis_is_found_at_its_leaf(pool:
     .await
     .unwrap();
     assert_eq!(broken_at(&pool).await, (Some(2), Some(1)));
-    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    let verdict = verify_stored_chain(&pool, "main", DIFFICULTY).await.unwrap();
     assert!(verdict.reason.unwrap().contains("does not follow from its basis"));
 }
 
@@ -313,11 +313,11 @@ async fn an_edited_block_field_is_found_at_its_block(pool: PgPool) {
             .execute(&pool)
             .await
             .unwrap();
-        assert!(verify_stored_chain(&pool, DIFFICULTY).await.unwrap().valid, "{column} restored");
+        assert!(verify_stored_chain(&pool, "main", DIFFICULTY).await.unwrap().valid, "{column} restored");
     }
     // A kgp1 link edited before the blocks: found at its seq, and no block is checked.
     sqlx::query("update green_proof set solar_uwh = solar_uwh + 1 where seq = 2").execute(&pool).await.unwrap();
-    let verdict = verify_stored_chain(&pool, DIFFICULTY).await.unwrap();
+    let verdict = verify_stored_chain(&pool, "main", DIFFICULTY).await.unwrap();
     assert_eq!((verdict.valid, verdict.first_invalid_seq, verdict.blocks), (false, Some(2), 0));
 }
 

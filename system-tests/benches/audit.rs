@@ -261,7 +261,8 @@ async fn run() -> anyhow::Result<serde_json::Value> {
     let mut projection = None;
     for _ in 0..3 {
         let clock = Instant::now();
-        projection = Some(grid_orchestrator::replay::from_postgres(&pool, 1).await?);
+        projection =
+            Some(grid_orchestrator::replay::from_postgres(&pool, &grid_shared::cells::CellName::default(), 1).await?);
         replays.push(clock.elapsed());
     }
     let projection = projection.expect("three runs");
@@ -272,7 +273,7 @@ async fn run() -> anyhow::Result<serde_json::Value> {
     let mut verdict = None;
     for _ in 0..3 {
         let clock = Instant::now();
-        verdict = Some(grid_orchestrator::ledger::verify_stored_chain(&pool, DIFFICULTY).await?);
+        verdict = Some(grid_orchestrator::ledger::verify_stored_chain(&pool, "main", DIFFICULTY).await?);
         verifies.push(clock.elapsed());
     }
     let verdict = verdict.expect("three runs");

@@ -64,7 +64,8 @@ async fn replay_of_a_running_grid_diffs_empty(pool: PgPool) {
     };
     let mut audits_with_work_open = 0;
     while !submitting.is_finished() {
-        let (projection, divergences) = replay::audit(&pool, 1).await.unwrap();
+        let (projection, divergences) =
+            replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
         assert_eq!(divergences, vec![], "after event {}", projection.last_seq);
         if projection.tasks.values().any(|task| !task.status.is_final()) {
             audits_with_work_open += 1;
@@ -83,14 +84,18 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
     let (_, api_key) = system.organization("Audited").await;
     run_some_tasks(&system, &api_key, 20).await;
 
-    let (from_postgres, divergences) = replay::audit(&pool, 1).await.unwrap();
+    let (from_postgres, divergences) = replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert!(from_postgres.events > 60, "{} events", from_postgres.events);
     assert_eq!(divergences, vec![], "a clean run diffs empty");
     let mut redis = system.redis.clone();
     let events = format!("{}:events", system.keys().tag());
     let from_redis = replay::from_redis(&mut redis, &events, 1, from_postgres.last_seq).await.unwrap();
     assert_eq!(from_redis, from_postgres, "the stream and the archive tell the same story");
-    assert_eq!(replay::from_postgres(&pool, 1).await.unwrap(), from_postgres, "replaying twice gives the same result");
+    assert_eq!(
+        replay::from_postgres(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap(),
+        from_postgres,
+        "replaying twice gives the same result"
+    );
 
     // Hand edits: a balance, a status, the fund, the chain head.
     let (task_id, node_id): (uuid::Uuid, uuid::Uuid) =
@@ -113,7 +118,14 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
-    let divergences = replay::diff(&mut pool.acquire().await.unwrap(), &from_postgres, true).await.unwrap();
+    let divergences = replay::diff(
+        &mut pool.acquire().await.unwrap(),
+        &grid_shared::cells::CellName::default(),
+        &from_postgres,
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         fields(&divergences),
         vec![
@@ -162,25 +174,6 @@ async fn the_replay_command_exits_non_zero_on_a_divergence(pool: PgPool) {
     system.stop().await;
 }
 
-/// Runs `examples/verify_chain.py` with `arguments` on `input`; its exit code and verdict.
-async fn python_verifier(arguments: &[&str], input: &Value) -> (Option<i32>, Value) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/verify_chain.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(script)
-        .args(arguments)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.to_string().as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
-    (output.status.code(), verdict)
-}
-
 /// The rows of the chain as the README's recipe exports them.
 async fn exported_chain(pool: &PgPool) -> Value {
     sqlx::query_scalar(
@@ -202,7 +195,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
     let system = spawn_system(pool.clone(), &[("GRID_BLOCK_MAX_LEAVES", "3")]).await;
     let (_, api_key) = system.organization("Verified").await;
     run_some_tasks(&system, &api_key, 8).await;
-    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    let (code, verdict) = common::python_verifier(&["8"], &exported_chain(&pool).await).await;
     assert_eq!(code, Some(0), "{verdict}");
     assert_eq!(verdict["leaves"], 8);
     assert!(verdict["blocks"].as_u64().unwrap() >= 2, "{verdict}");
@@ -229,7 +222,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
         (proofs["proofs"][0]["block_height"].clone(), proofs["proofs"][0]["leaf_index"].clone()),
         (json!(height), json!(index))
     );
-    let (code, checked) = python_verifier(&["--proof"], &proofs).await;
+    let (code, checked) = common::python_verifier(&["--proof"], &proofs).await;
     assert_eq!(code, Some(0), "{checked}");
     // The shared verifier agrees, and a proof with a changed leaf does not hold.
     let proof: grid_shared::blocks::InclusionProof = serde_json::from_value(json!({
@@ -242,7 +235,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
     let mut forged = proofs.clone();
     let line = forged["proofs"][0]["leaf_line"].as_str().unwrap().replacen("|1|", "|2|", 1);
     forged["proofs"][0]["leaf_line"] = json!(line);
-    let (code, _) = python_verifier(&["--proof"], &forged).await;
+    let (code, _) = common::python_verifier(&["--proof"], &forged).await;
     assert_eq!(code, Some(1), "a forged leaf line is refused");
     // The leaf records the carbon signal its credit used (kgp3). A forger who inflates the
     // credit in the line and re-hashes it is caught: the figures no longer follow from it.
@@ -255,7 +248,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
     let mut inflated = proofs.clone();
     inflated["proofs"][0]["leaf_hash"] = json!(hex::encode(grid_shared::merkle::leaf_hash(inflated_line.as_bytes())));
     inflated["proofs"][0]["leaf_line"] = json!(inflated_line);
-    let (code, checked) = python_verifier(&["--proof"], &inflated).await;
+    let (code, checked) = common::python_verifier(&["--proof"], &inflated).await;
     assert_eq!(code, Some(1), "{checked}");
     assert!(checked["proofs"][0]["reason"].as_str().unwrap().contains("does not follow from its basis"), "{checked}");
 
@@ -268,7 +261,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
             .execute(&pool)
     };
     edit(1).await.unwrap();
-    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    let (code, verdict) = common::python_verifier(&["8"], &exported_chain(&pool).await).await;
     assert_eq!(
         (code, verdict["first_invalid_block"].clone(), verdict["first_invalid_leaf"].clone()),
         (Some(1), json!(height), json!(index))
@@ -283,7 +276,7 @@ async fn an_independent_python_script_verifies_the_chain_and_a_tasks_proof_and_f
     .await
     .unwrap();
     let forged_height: i64 = sqlx::query_scalar("select max(height) from proof_block").fetch_one(&pool).await.unwrap();
-    let (code, verdict) = python_verifier(&["8"], &exported_chain(&pool).await).await;
+    let (code, verdict) = common::python_verifier(&["8"], &exported_chain(&pool).await).await;
     assert_eq!((code, verdict["first_invalid_block"].clone()), (Some(1), json!(forged_height)));
     let ours: Value = system.get("/v1/proofs/verify", &api_key).await.json().await.unwrap();
     assert_eq!(ours["first_invalid_block"], forged_height);
@@ -399,7 +392,7 @@ async fn a_credit_is_proven_pending_until_its_block_is_sealed_then_sealed(pool: 
     })
     .await;
     assert_eq!(sealed["proofs"][0]["leaf_hash"], pending["proofs"][0]["leaf_hash"], "the leaf did not change");
-    let (code, checked) = python_verifier(&["--proof"], &sealed).await;
+    let (code, checked) = common::python_verifier(&["--proof"], &sealed).await;
     assert_eq!(code, Some(0), "{checked}");
     let sealed_events: i64 = sqlx::query_scalar("select count(*) from event where event_type = 'BlockSealed'")
         .fetch_one(&pool)

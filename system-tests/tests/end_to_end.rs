@@ -192,7 +192,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
         (json!(false), json!(height), json!(index)),
         "{verdict}"
     );
-    let offline = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
+    let offline = grid_orchestrator::ledger::verify_stored_chain(&pool, "main", 8).await.unwrap();
     assert_eq!((offline.first_invalid_block, offline.first_invalid_leaf), (Some(height), Some(i64::from(index))));
 
     stop_fleet.send(true).unwrap();

@@ -24,13 +24,13 @@ async fn count(pool: &PgPool, sql: &'static str) -> i64 {
 async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
     MIGRATOR.run_to(V1, &pool).await.unwrap();
     sqlx::raw_sql(include_str!("fixtures/v1_grid.sql")).execute(&pool).await.unwrap();
-    let (before, divergences) = replay::audit(&pool, 1).await.unwrap();
+    let (before, divergences) = replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(divergences, vec![], "the fixture is a consistent v1 database");
     let open_before = count(&pool, "select count(*) from task where status in ('queued', 'assigned', 'running')").await;
     assert_eq!(open_before, 3, "the fixture has work queued, assigned and running");
 
     MIGRATOR.run(&pool).await.unwrap();
-    let (after, divergences) = replay::audit(&pool, 1).await.unwrap();
+    let (after, divergences) = replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(after, before, "the events are untouched");
     assert_eq!(
         count(&pool, "select count(*) from event where (envelope -> 'payload' ? 'task_id') <> (task_id is not null)")
@@ -74,10 +74,10 @@ async fn a_v1_database_migrates_replays_and_is_taken_over(pool: PgPool) {
     let last_link: String =
         sqlx::query_scalar("select hash from green_proof order by seq desc limit 1").fetch_one(&pool).await.unwrap();
     assert_eq!(first_block, last_link, "the first block chains onto the last kgp1 link");
-    let chain = grid_orchestrator::ledger::verify_stored_chain(&pool, 8).await.unwrap();
+    let chain = grid_orchestrator::ledger::verify_stored_chain(&pool, "main", 8).await.unwrap();
     let leaves = count(&pool, "select count(*) from proof_leaf").await;
     assert!(chain.valid && chain.length == links as u64 && chain.leaves == leaves as u64 && leaves >= 3, "{chain:?}");
-    let (_, divergences) = replay::audit(&pool, 1).await.unwrap();
+    let (_, divergences) = replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(divergences, vec![]);
     stop.send(true).unwrap();
     fleet.join().await;

@@ -103,9 +103,9 @@ fn verdicts(task: &Value) -> Vec<(String, String)> {
 }
 
 async fn assert_audit_holds(pool: &PgPool) {
-    let (_, divergences) = replay::audit(pool, 1).await.unwrap();
+    let (_, divergences) = replay::audit(pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(divergences, vec![], "replay agrees with the tables");
-    let chain = verify_stored_chain(pool, 8).await.unwrap();
+    let chain = verify_stored_chain(pool, "main", 8).await.unwrap();
     assert!(chain.valid, "{chain:?}");
 }
 

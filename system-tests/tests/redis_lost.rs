@@ -71,7 +71,8 @@ async fn after_redis_is_flushed_mid_run_every_task_in_postgresql_completes(pool:
         in_postgres().await,
         "each task credited once"
     );
-    let (_, divergences) = grid_orchestrator::replay::audit(&pool, 1).await.unwrap();
+    let (_, divergences) =
+        grid_orchestrator::replay::audit(&pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(divergences, vec![]);
     // The groups are back, and nothing stays pending.
     let mut conn = system.redis.clone();

@@ -63,9 +63,10 @@ async fn assert_nothing_lost_or_done_twice(pool: &PgPool, tasks: i64) {
     common::all_credits_sealed(pool).await;
     let (most, _) = common::most_tasks_a_node_held(pool).await;
     assert!(most <= 2, "a node held {most} tasks on 2 cores");
-    let (_, divergences) = grid_orchestrator::replay::audit(pool, 1).await.unwrap();
+    let (_, divergences) =
+        grid_orchestrator::replay::audit(pool, &grid_shared::cells::CellName::default(), 1).await.unwrap();
     assert_eq!(divergences, vec![]);
-    let chain = grid_orchestrator::ledger::verify_stored_chain(pool, 8).await.unwrap();
+    let chain = grid_orchestrator::ledger::verify_stored_chain(pool, "main", 8).await.unwrap();
     assert!(chain.valid && chain.leaves == tasks as u64, "{chain:?}");
 }
 

@@ -23,9 +23,12 @@ export async function proofsView(root: HTMLElement, signal: AbortSignal) {
     verdict.textContent = "verifying the whole chain…";
     const { data, error } = await api.GET("/v1/proofs/verify");
     if (error || !data) return void (verdict.textContent = problem(error));
-    verdict.textContent = data.valid
-      ? `Chain verified: ${data.length} v1 links, ${data.blocks} blocks, ${data.leaves} leaves; head ${shortId(data.head_hash)}… at height ${data.head_height}`
-      : `Broken at block ${data.first_invalid_block ?? "—"}, leaf ${data.first_invalid_leaf ?? "—"}: ${data.reason}`;
+    // Each cell has its own chain: with several, each is said.
+    const cells = data.cells && data.cells.length > 0 ? data.cells : [data];
+    const several = cells.length > 1;
+    verdict.textContent = cells.map((chain) => (several ? `Cell ${chain.cell}: ` : "") + (chain.valid
+      ? `Chain verified: ${chain.length} v1 links, ${chain.blocks} blocks, ${chain.leaves} leaves; head ${shortId(chain.head_hash)}… at height ${chain.head_height ?? "—"}`
+      : `Broken at block ${chain.first_invalid_block ?? "—"}, leaf ${chain.first_invalid_leaf ?? "—"}: ${chain.reason}`)).join(" · ");
     verdict.className = data.valid ? "verified" : "error";
     if (data.valid) localStorage.setItem(VERIFIED_AT, new Date().toISOString());
     showVerified();
@@ -41,7 +44,7 @@ export async function proofsView(root: HTMLElement, signal: AbortSignal) {
     older.disabled = data.blocks.length < 20;
     newer.disabled = pages.length <= 1;
     blocks.replaceChildren(data.blocks.length === 0 ? notice("No block sealed yet.")
-      : table("Sealed blocks, from the first", ["Height", "Sealed", "Leaves", "Merkle root", "Hash"],
+      : table(`Sealed blocks of cell ${data.cell}, from the first`, ["Height", "Sealed", "Leaves", "Merkle root", "Hash"],
         data.blocks.map((block) => row([String(block.height), when(block.sealed_at, false), String(block.leaf_count),
           el("code", { title: block.merkle_root }, `${block.merkle_root.slice(0, 12)}…`),
           el("code", { title: block.hash }, `${block.hash.slice(0, 12)}…`)])), { id: "block-list" }),
@@ -58,7 +61,7 @@ export async function proofsView(root: HTMLElement, signal: AbortSignal) {
       if (proof.status !== "sealed") { lines.push(notice("Its block is not sealed yet.")); continue; }
       const broken = await verifyInclusion(proof);
       lines.push(el("p", { class: broken ? "error" : "verified" }, broken ? `Does not hold: ${broken}`
-        : `Verified in the browser: leaf ${proof.leaf_index} of block ${proof.block_height}, ${proof.audit_path.length} hashes to its root.`));
+        : `Verified in the browser: leaf ${proof.leaf_index} of block ${proof.block_height} (cell ${proof.cell}), ${proof.audit_path.length} hashes to its root.`));
     }
     if (data.links.length > 0) lines.push(notice(`Chained as ${data.links.length} v1 link(s).`));
     lookupResult.replaceChildren(...lines);

@@ -52,10 +52,10 @@ pub async fn credits(state: &AppState, scope: Option<OrganizationId>, period: Pe
     let (since, until) = period;
     let rows = sqlx::query(
         "with credited as (
-             select e.node_id, e.amount_peur, e.carbon_ng, e.created_at,
+             select e.cell_id, e.node_id, e.amount_peur, e.carbon_ng, e.created_at,
                     ($2::timestamptz is null or e.created_at >= $2) and ($3::timestamptz is null or e.created_at < $3)
                         as in_period
-             from credit_entry e join node n using (node_id)
+             from credit_entry e join node n using (cell_id, node_id)
              where e.account = 'node' and ($1::uuid is null or n.organization_id = $1))
          select c.node_id, n.name as node_name, n.organization_id, o.name as organization_name,
                 count(*) filter (where c.in_period) as results,
@@ -63,7 +63,7 @@ pub async fn credits(state: &AppState, scope: Option<OrganizationId>, period: Pe
                 coalesce(sum(c.carbon_ng) filter (where c.in_period), 0)::bigint as carbon,
                 round(coalesce(sum(c.amount_peur * power(0.5::float8,
                     extract(epoch from now() - c.created_at)::float8 / 604800.0)), 0) * ln(2) / 7.0)::bigint as rac
-         from credited c join node n using (node_id) join organization o on o.organization_id = n.organization_id
+         from credited c join node n using (cell_id, node_id) join organization o on o.organization_id = n.organization_id
          group by c.node_id, n.name, n.organization_id, o.name
          order by amount desc, rac desc, c.node_id
          limit 10000",

@@ -1,6 +1,7 @@
 //! The event archive, as pages: an organisation sees its own events, the operator all; and one
 //! task's history.
 
+use grid_shared::cells::CellName;
 use grid_shared::envelope::Envelope;
 use grid_shared::events::{Event, ReplicaNeeded};
 use grid_shared::ids::{OrganizationId, TaskId};
@@ -65,12 +66,14 @@ pub async fn of_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskHistory>, ApiError> {
-    let visible: Option<i32> =
-        sqlx::query_scalar("select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2)")
-            .bind(task_id.as_uuid())
-            .bind(scope.map(|id| id.as_uuid()))
-            .fetch_optional(&state.pool)
-            .await?;
+    let visible: Option<i32> = sqlx::query_scalar(
+        "select 1 from task where cell_id = any($3) and task_id = $1 and ($2::uuid is null or organization_id = $2)",
+    )
+    .bind(task_id.as_uuid())
+    .bind(scope.map(|id| id.as_uuid()))
+    .bind(state.cell_ids())
+    .fetch_optional(&state.pool)
+    .await?;
     if visible.is_none() {
         return Ok(None);
     }
@@ -128,20 +131,23 @@ fn event_view(row: &sqlx::postgres::PgRow) -> Result<EventView, sqlx::Error> {
     })
 }
 
+/// A page of the cell's events after `after` (its own seq), those of `scope` only if given.
 pub async fn page(
     state: &AppState,
+    cell: &CellName,
     scope: Option<OrganizationId>,
     after: i64,
     limit: i64,
 ) -> Result<EventPage, ApiError> {
     let rows = sqlx::query(
         "select seq, event_type, occurred_at, envelope from event
-         where seq > $1 and ($2::uuid is null or organization_id = $2)
+         where cell_id = $4 and seq > $1 and ($2::uuid is null or organization_id = $2)
          order by seq limit $3",
     )
     .bind(after)
     .bind(scope.map(|id| id.as_uuid()))
     .bind(limit)
+    .bind(cell.as_str())
     .fetch_all(&state.pool)
     .await?;
     let events = rows.iter().map(event_view).collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -78,13 +78,13 @@ pub async fn list_nodes(
                 coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
                 coalesce(c.amount, 0)::bigint as amount
          from node n
-         left join (select node_id, count(*) filter (where verdict in ('agreed', 'unchecked')) as completed,
+         left join (select cell_id, node_id, count(*) filter (where verdict in ('agreed', 'unchecked')) as completed,
                            count(*) filter (where verdict = 'disagreed') as disagreed,
                            sum(energy_uwh) as energy, sum(solar_uwh) as solar, max(reported_at) as last_reported
-                    from task_result group by node_id) t using (node_id)
+                    from task_result group by cell_id, node_id) t using (cell_id, node_id)
          join organization o on o.organization_id = n.organization_id
-         left join (select node_id, sum(carbon_ng) as carbon, sum(amount_peur) as amount
-                    from credit_entry where account = 'node' group by node_id) c using (node_id)
+         left join (select cell_id, node_id, sum(carbon_ng) as carbon, sum(amount_peur) as amount
+                    from credit_entry where account = 'node' group by cell_id, node_id) c using (cell_id, node_id)
          where ($1::uuid is null or n.organization_id = $1) and ($2::uuid is null or n.node_id = $2)
          order by n.registered_at, n.node_id
          limit 1000",

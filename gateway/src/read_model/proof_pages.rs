@@ -3,6 +3,7 @@
 //! own tasks, each verifiable on its own: hash and work).
 
 use grid_shared::blocks::{Block, BlockDraft};
+use grid_shared::cells::CellName;
 use grid_shared::ids::OrganizationId;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -39,9 +40,10 @@ pub async fn links_of_task(state: &AppState, task_id: grid_shared::ids::TaskId) 
     let rows = sqlx::query(
         "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty, prev_hash,
                 nonce, hash
-         from green_proof where task_id = $1 order by seq",
+         from green_proof where cell_id = any($2) and task_id = $1 order by seq",
     )
     .bind(task_id.as_uuid())
+    .bind(state.cell_ids())
     .fetch_all(&state.pool)
     .await?;
     Ok(rows.iter().map(view_of).collect::<Result<Vec<_>, _>>()?)
@@ -100,6 +102,8 @@ impl BlockView {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BlockPage {
+    /// The cell whose chain these blocks are (each cell has its own, heights from 1).
+    pub cell: String,
     pub blocks: Vec<BlockView>,
     /// Pass as `after_height` for the next page; absent on the last one.
     pub next_after_height: Option<i64>,
@@ -125,23 +129,31 @@ pub fn block_of(row: &sqlx::postgres::PgRow) -> Result<Block, sqlx::Error> {
 
 pub const BLOCK_COLUMNS: &str = "height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash";
 
-/// Up to `limit` sealed blocks after `after_height`, in height order.
-pub async fn blocks(state: &AppState, after_height: i64, limit: i64) -> Result<Vec<Block>, ApiError> {
+/// Up to `limit` of the cell's sealed blocks after `after_height`, in height order.
+pub async fn blocks(state: &AppState, cell: &CellName, after_height: i64, limit: i64) -> Result<Vec<Block>, ApiError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "select {BLOCK_COLUMNS} from proof_block where height > $1 order by height limit $2"
+        "select {BLOCK_COLUMNS} from proof_block where cell_id = $3 and height > $1 order by height limit $2"
     ));
-    let rows = sqlx::query(sql).bind(after_height).bind(limit).fetch_all(&state.pool).await?;
+    let rows = sqlx::query(sql).bind(after_height).bind(limit).bind(cell.as_str()).fetch_all(&state.pool).await?;
     Ok(rows.iter().map(block_of).collect::<Result<Vec<_>, _>>()?)
 }
 
-pub async fn block_page(state: &AppState, after_height: i64, limit: i64) -> Result<BlockPage, ApiError> {
-    let blocks: Vec<BlockView> = blocks(state, after_height, limit).await?.iter().map(BlockView::of).collect();
+pub async fn block_page(
+    state: &AppState,
+    cell: &CellName,
+    after_height: i64,
+    limit: i64,
+) -> Result<BlockPage, ApiError> {
+    let blocks: Vec<BlockView> = blocks(state, cell, after_height, limit).await?.iter().map(BlockView::of).collect();
     let next_after_height = if blocks.len() as i64 == limit { blocks.last().map(|block| block.height) } else { None };
-    Ok(BlockPage { blocks, next_after_height })
+    Ok(BlockPage { cell: cell.to_string(), blocks, next_after_height })
 }
 
+/// A page of the cell's `kgp1` links after `after_seq` (only the cell `main` has any: they were
+/// written before cells), those of `scope`'s tasks only if given.
 pub async fn page(
     state: &AppState,
+    cell: &CellName,
     scope: Option<OrganizationId>,
     after_seq: i64,
     limit: i64,
@@ -150,13 +162,15 @@ pub async fn page(
         "select g.seq, g.task_id, g.node_id, g.energy_uwh, g.solar_uwh, g.carbon_ng, g.value_peur, g.created_at,
                 g.difficulty, g.prev_hash, g.nonce, g.hash
          from green_proof g
-         where g.seq > $1
-           and ($2::uuid is null or exists (select 1 from task t where t.task_id = g.task_id and t.organization_id = $2))
+         where g.cell_id = $4 and g.seq > $1
+           and ($2::uuid is null or exists (select 1 from task t where t.cell_id = g.cell_id and t.task_id = g.task_id
+                                            and t.organization_id = $2))
          order by g.seq limit $3",
     )
     .bind(after_seq)
     .bind(scope.map(|id| id.as_uuid()))
     .bind(limit)
+    .bind(cell.as_str())
     .fetch_all(&state.pool)
     .await?;
     let proofs = rows.iter().map(view_of).collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -4,6 +4,7 @@
 
 use grid_shared::blocks::{ChainAudit, CreditBasis, LEAF_COLUMNS, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use grid_shared::cells::CellName;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::merkle::{self, Hash};
 use grid_shared::proof::{ChainVerdict, ProofDraft, ProofLink};
@@ -18,8 +19,13 @@ use crate::state::AppState;
 const PAGE: i64 = 1_000;
 const BLOCK_PAGE: i64 = 50;
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A chain's verdict. For one cell, that cell's; for all cells, `valid` holds when every cell's
+/// chain does, `cells` has each cell's verdict, and the other fields are the first broken cell's
+/// verdict, else the default cell's.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VerifyView {
+    /// The cell the fields below are about (each cell has its own chain).
+    pub cell: String,
     pub valid: bool,
     /// `kgp1` links verified.
     pub length: u64,
@@ -35,11 +41,17 @@ pub struct VerifyView {
     pub first_invalid_block: Option<i64>,
     pub first_invalid_leaf: Option<i64>,
     pub reason: Option<String>,
+    /// Each cell's verdict, when every cell was verified (empty when one was asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub cells: Vec<VerifyView>,
 }
 
-impl From<ChainVerdict> for VerifyView {
-    fn from(verdict: ChainVerdict) -> Self {
+impl VerifyView {
+    fn of(cell: &CellName, verdict: ChainVerdict) -> Self {
         Self {
+            cell: cell.to_string(),
+            cells: Vec::new(),
             valid: verdict.valid,
             length: verdict.length,
             blocks: verdict.blocks,
@@ -54,11 +66,26 @@ impl From<ChainVerdict> for VerifyView {
     }
 }
 
-pub async fn verify_chain(state: &AppState) -> Result<VerifyView, ApiError> {
+/// Verifies every cell's chain (see [`VerifyView`]).
+pub async fn verify_all(state: &AppState) -> Result<VerifyView, ApiError> {
+    let mut cells = Vec::new();
+    for cell in state.config.grid.cells.iter() {
+        cells.push(verify_chain(state, &cell.name).await?);
+    }
+    let default = state.default_cell().as_str();
+    let shown = cells.iter().find(|view| !view.valid).or_else(|| cells.iter().find(|view| view.cell == default));
+    let mut view = shown.cloned().ok_or_else(|| ApiError::Internal("the grid has no cell".to_owned()))?;
+    view.valid = cells.iter().all(|cell| cell.valid);
+    view.cells = cells;
+    Ok(view)
+}
+
+/// Verifies one cell's chain from its first link.
+pub async fn verify_chain(state: &AppState, cell: &CellName) -> Result<VerifyView, ApiError> {
     let mut audit = ChainAudit::new(state.config.grid.proof_difficulty);
     let mut after_seq = 0_i64;
     let mut intact = loop {
-        let page = super::proof_pages::page(state, None, after_seq, PAGE).await?;
+        let page = super::proof_pages::page(state, cell, None, after_seq, PAGE).await?;
         let intact = page.proofs.iter().all(|view| {
             after_seq = view.seq;
             audit.push_link(&link_of(view))
@@ -69,9 +96,9 @@ pub async fn verify_chain(state: &AppState) -> Result<VerifyView, ApiError> {
     };
     let mut after_height = 0_i64;
     while intact {
-        let blocks = super::proof_pages::blocks(state, after_height, BLOCK_PAGE).await?;
+        let blocks = super::proof_pages::blocks(state, cell, after_height, BLOCK_PAGE).await?;
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { break };
-        let mut leaves = block_leaves(state, first.draft.height, last.draft.height).await?;
+        let mut leaves = block_leaves(state, cell, first.draft.height, last.draft.height).await?;
         after_height = last.draft.height;
         let last_page = (blocks.len() as i64) < BLOCK_PAGE;
         // Up to 100,000 leaves hashed: off the runtime's threads, which serve other requests.
@@ -87,21 +114,24 @@ pub async fn verify_chain(state: &AppState) -> Result<VerifyView, ApiError> {
             break;
         }
     }
-    Ok(audit.finish().into())
+    Ok(VerifyView::of(cell, audit.finish()))
 }
 
-/// The stored leaves of the blocks `first..=last`, by block, in leaf order.
+/// The stored leaves of the cell's blocks `first..=last`, by block, in leaf order.
 async fn block_leaves(
     state: &AppState,
+    cell: &CellName,
     first: i64,
     last: i64,
 ) -> Result<std::collections::HashMap<i64, Vec<StoredLeaf>>, ApiError> {
     // LEAF_COLUMNS is a constant: nothing from outside enters the statement.
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {LEAF_COLUMNS} from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index"
+        "select {LEAF_COLUMNS} from proof_leaf where cell_id = $3 and block_height between $1 and $2
+         order by block_height, leaf_index"
     )))
     .bind(first)
     .bind(last)
+    .bind(cell.as_str())
     .fetch_all(&state.pool)
     .await?;
     let mut leaves: std::collections::HashMap<i64, Vec<StoredLeaf>> = std::collections::HashMap::new();
@@ -164,6 +194,9 @@ fn link_of(view: &ProofView) -> ProofLink {
 /// from the leaf to the block's Merkle root and the block.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InclusionView {
+    /// The cell whose chain holds the leaf (each cell has its own; its blocks are
+    /// `GET /v1/proofs?cell=`).
+    pub cell: String,
     pub node_id: uuid::Uuid,
     /// `sealed`, or `pending` until the leaf's block is sealed (within about a second).
     pub status: String,
@@ -199,34 +232,61 @@ pub async fn task_proofs(
     task_id: TaskId,
 ) -> Result<Option<TaskProofsView>, ApiError> {
     let visible: bool = sqlx::query_scalar(
-        "select exists (select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2))",
+        "select exists (select 1 from task
+                        where cell_id = any($3) and task_id = $1 and ($2::uuid is null or organization_id = $2))",
     )
     .bind(task_id.as_uuid())
     .bind(scope.map(|id| id.as_uuid()))
+    .bind(state.cell_ids())
     .fetch_one(&state.pool)
     .await?;
     if !visible {
         return Ok(None);
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {LEAF_COLUMNS} from proof_leaf where task_id = $1 order by block_height, leaf_index"
+        "select cell_id, {LEAF_COLUMNS} from proof_leaf where cell_id = any($2) and task_id = $1
+         order by block_height, leaf_index"
     )))
     .bind(task_id.as_uuid())
+    .bind(state.cell_ids())
     .fetch_all(&state.pool)
     .await?;
     let mut proofs = Vec::with_capacity(rows.len());
     for row in &rows {
         let height: i64 = row.try_get("block_height")?;
-        proofs.push(inclusion(state, height, stored_leaf(row)?).await?);
+        let cell: String = row.try_get("cell_id")?;
+        proofs.push(inclusion(state, cell, height, stored_leaf(row)?).await?);
     }
     let links = super::proof_pages::links_of_task(state, task_id).await?;
     Ok(Some(TaskProofsView { task_id: task_id.as_uuid(), proofs, links }))
 }
 
-async fn inclusion(state: &AppState, height: i64, stored: StoredLeaf) -> Result<InclusionView, ApiError> {
-    let sql = sqlx::AssertSqlSafe(format!("select {BLOCK_COLUMNS} from proof_block where height = $1"));
-    let block = sqlx::query(sql).bind(height).fetch_optional(&state.pool).await?.as_ref().map(block_of).transpose()?;
+async fn inclusion(state: &AppState, cell: String, height: i64, stored: StoredLeaf) -> Result<InclusionView, ApiError> {
+    let sql =
+        sqlx::AssertSqlSafe(format!("select {BLOCK_COLUMNS} from proof_block where cell_id = $1 and height = $2"));
+    let block = sqlx::query(sql)
+        .bind(&cell)
+        .bind(height)
+        .fetch_optional(&state.pool)
+        .await?
+        .as_ref()
+        .map(block_of)
+        .transpose()?;
+    // The siblings are the hashes the block committed to, as stored with their leaves.
+    let hashes: Vec<String> = match &block {
+        None => Vec::new(),
+        Some(_) => {
+            sqlx::query_scalar(
+                "select leaf_hash from proof_leaf where cell_id = $1 and block_height = $2 order by leaf_index",
+            )
+            .bind(&cell)
+            .bind(height)
+            .fetch_all(&state.pool)
+            .await?
+        }
+    };
     let mut view = InclusionView {
+        cell,
         node_id: stored.leaf.node_id.as_uuid(),
         status: "pending".to_owned(),
         leaf_line: stored.leaf.line(),
@@ -238,12 +298,6 @@ async fn inclusion(state: &AppState, height: i64, stored: StoredLeaf) -> Result<
         block: None,
     };
     let Some(block) = block else { return Ok(view) };
-    // The siblings are the hashes the block committed to, as stored with their leaves.
-    let hashes: Vec<String> =
-        sqlx::query_scalar("select leaf_hash from proof_leaf where block_height = $1 order by leaf_index")
-            .bind(height)
-            .fetch_all(&state.pool)
-            .await?;
     let hashes: Vec<Hash> = hashes
         .iter()
         .map(|text| {

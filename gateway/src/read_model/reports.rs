@@ -90,7 +90,7 @@ pub async fn emissions(
                     n.name as node_name, n.organization_id, o.name as organization_name,
                     coalesce(l.zone, n.zone, $4) as zone_id
              from proof_leaf l
-             join node n on n.node_id = l.node_id
+             join node n on n.cell_id = l.cell_id and n.node_id = l.node_id
              join organization o on o.organization_id = n.organization_id
              where ($1::uuid is null or n.organization_id = $1)
                and ($2::timestamptz is null or l.credited_at >= $2)

@@ -148,7 +148,7 @@ pub struct TaskPage {
 const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
         t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
         t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
-        (select n.name from node n where n.node_id = t.node_id) as node_name,
+        (select n.name from node n where n.cell_id = t.cell_id and n.node_id = t.node_id) as node_name,
         case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,
                  'building_id', t.kind -> 'building_id', 'simulation_months', t.kind -> 'simulation_months',
                  'participants', jsonb_array_length(t.kind -> 'participants'))
@@ -157,7 +157,7 @@ const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node
         (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
                     'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
                     'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
-         from task_result r where r.task_id = t.task_id) as results,
+         from task_result r where r.cell_id = t.cell_id and r.task_id = t.task_id) as results,
         (select coalesce(jsonb_agg(jsonb_build_object('node_id', l.node_id, 'attempt', l.attempt,
                     'solar_uwh', l.solar_uwh, 'zone', l.zone, 'hour', l.intensity_hour,
                     'intensity_mg_per_kwh', l.intensity_mg_per_kwh, 'intensity_kind', l.intensity_kind,
@@ -165,14 +165,15 @@ const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node
                     'node_share_percent', l.node_share_percent, 'carbon_saved_ng', l.carbon_ng,
                     'node_share_peur', l.node_peur, 'cooperative_share_peur', l.cooperative_peur,
                     'credited_at', l.credited_at) order by l.block_height, l.leaf_index), '[]'::jsonb)
-         from proof_leaf l where l.task_id = t.task_id) as credits,
-        (select e.envelope -> 'payload' from event e where e.seq = t.assignment_seq) as assignment
+         from proof_leaf l where l.cell_id = t.cell_id and l.task_id = t.task_id) as credits,
+        (select e.envelope -> 'payload' from event e where e.cell_id = t.cell_id and e.seq = t.assignment_seq)
+            as assignment
     from task t
     left join lateral (
         select sum(carbon_ng) filter (where account = 'node')::bigint as carbon_ng,
                sum(amount_peur) filter (where account = 'node')::bigint as node_peur,
                sum(amount_peur) filter (where account = 'cooperative')::bigint as cooperative_peur
-        from credit_entry e where e.task_id = t.task_id) c on true";
+        from credit_entry e where e.cell_id = t.cell_id and e.task_id = t.task_id) c on true";
 
 fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
     let carbon: Option<i64> = row.try_get("carbon_ng")?;
@@ -233,10 +234,15 @@ pub async fn find_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskView>, ApiError> {
-    let sql =
-        sqlx::AssertSqlSafe(format!("{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"));
-    let row =
-        sqlx::query(sql).bind(task_id.as_uuid()).bind(scope.map(|id| id.as_uuid())).fetch_optional(&state.pool).await?;
+    let sql = sqlx::AssertSqlSafe(format!(
+        "{SELECT} where t.cell_id = any($3) and t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"
+    ));
+    let row = sqlx::query(sql)
+        .bind(task_id.as_uuid())
+        .bind(scope.map(|id| id.as_uuid()))
+        .bind(state.cell_ids())
+        .fetch_optional(&state.pool)
+        .await?;
     Ok(row.as_ref().map(view).transpose()?)
 }
 

@@ -13,8 +13,9 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::read_model::credits::{self as ledger_credits, CreditsView};
 use crate::read_model::proof_pages::{self, BlockPage, ProofPage};
-use crate::read_model::proofs::{TaskProofsView, VerifyView, task_proofs, verify_chain};
+use crate::read_model::proofs::{TaskProofsView, VerifyView, task_proofs, verify_all, verify_chain};
 use crate::read_model::stats::{GridStats, grid_stats};
+use crate::routes::nodes::{cell_or_default, known_cell};
 use crate::state::AppState;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -39,6 +40,9 @@ pub struct ProofQuery {
     /// 1 to 1000; 100 when absent.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The cell whose links (only `main` has any: they were written before cells); the grid's
+    /// default cell when absent.
+    pub cell: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -51,6 +55,17 @@ pub struct BlockQuery {
     /// 1 to 1000; 100 when absent.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The cell whose chain (each cell has its own, heights from 1); the grid's default cell
+    /// when absent. 422 for a cell the grid does not have.
+    pub cell: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// One cell's chain; every cell's when absent or `all`. 422 for a cell the grid does not have.
+    pub cell: Option<String>,
 }
 
 fn page_bounds(after: Option<i64>, after_name: &'static str, limit: Option<i64>) -> Result<(i64, i64), ApiError> {
@@ -65,14 +80,16 @@ fn page_bounds(after: Option<i64>, after_name: &'static str, limit: Option<i64>)
 }
 
 #[utoipa::path(get, path = "/v1/proofs", tag = "ledger", params(BlockQuery), security(("bearer" = [])),
-    description = "The sealed blocks of the green-proof chain (`kgp2`), in height order. A block seals credited \
+    description = "The sealed blocks of a cell's green-proof chain (`kgp2`), in height order (each cell has its own \
+                   chain: `cell`, else the grid's default cell). A block seals credited \
                    results (its leaves) under the RFC 6962 Merkle root of their leaf hashes, and chains onto the \
                    previous block's hash; the first block chains onto the last `kgp1` link \
-                   (`GET /v1/proofs/links`). Block line: `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`, \
+                   (`GET /v1/proofs/links`; 64 zeros in a cell without links). Block line: `kgp2|height|prev_hash|merkle_root|leaf_count|sealed_at|difficulty|nonce`, \
                    hash = SHA-256 of the line, with `difficulty` leading zero bits. Blocks name no task: every caller sees them all.",
     responses(
         (status = 200, description = "Blocks in height order", body = BlockPage),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad bound or an unknown cell", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn blocks(
     State(state): State<AppState>,
@@ -81,7 +98,8 @@ pub async fn blocks(
 ) -> Result<Json<BlockPage>, ApiError> {
     caller.read_scope()?;
     let (after_height, limit) = page_bounds(query.after_height, "after_height", query.limit)?;
-    Ok(Json(proof_pages::block_page(&state, after_height, limit).await?))
+    let cell = cell_or_default(&state, query.cell.as_deref())?;
+    Ok(Json(proof_pages::block_page(&state, &cell, after_height, limit).await?))
 }
 
 #[utoipa::path(get, path = "/v1/proofs/tasks/{task_id}", tag = "ledger",
@@ -97,7 +115,8 @@ pub async fn blocks(
                    up) and the block. Check: hash the leaf line, fold the path into a root (RFC 9162 §2.1.3.2), compare it with \
                    the block line's `merkle_root`, hash the block line and check its difficulty; then the block's place in the chain \
                    (`GET /v1/proofs`). `status` is `pending` until the leaf's block is sealed (within about a second). Results \
-                   credited before blocks existed are under `links` (`kgp1`). Another organisation's task is a 404.",
+                   credited before blocks existed are under `links` (`kgp1`). Each proof names its `cell`, whose chain \
+                   holds its block. Another organisation's task is a 404.",
     responses(
         (status = 200, description = "The task's proofs", body = TaskProofsView),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
@@ -124,7 +143,8 @@ pub async fn proofs(
 ) -> Result<Json<ProofPage>, ApiError> {
     let scope = caller.read_scope()?;
     let (after_seq, limit) = page_bounds(query.after_seq, "after_seq", query.limit)?;
-    Ok(Json(proof_pages::page(&state, scope, after_seq, limit).await?))
+    let cell = cell_or_default(&state, query.cell.as_deref())?;
+    Ok(Json(proof_pages::page(&state, &cell, scope, after_seq, limit).await?))
 }
 
 #[utoipa::path(get, path = "/v1/stats", tag = "ledger", security(("bearer" = [])),
@@ -168,12 +188,23 @@ pub async fn credits(
     Ok(Json(ledger_credits::credits(&state, scope, (period.since, period.until)).await?))
 }
 
-#[utoipa::path(get, path = "/v1/proofs/verify", tag = "ledger", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/proofs/verify", tag = "ledger", params(VerifyQuery), security(("bearer" = [])),
+    description = "Verifies a cell's whole chain (`kgp1` links, then `kgp2` blocks with their leaves), or every cell's \
+                   (each cell has its own chain): then `valid` holds when all do, `cells` has each cell's verdict, and the \
+                   other fields are the first broken cell's, else the default cell's.",
     responses(
-        (status = 200, description = "Whether the whole chain verifies (`kgp1` links, then `kgp2` blocks with their leaves), and where it breaks: the first link, or the first block and, when it can be named, the leaf", body = VerifyView),
+        (status = 200, description = "Whether the chain verifies, and where it breaks: the first link, or the first block and, when it can be named, the leaf", body = VerifyView),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown cell", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn verify_proofs(State(state): State<AppState>, caller: Caller) -> Result<Json<VerifyView>, ApiError> {
+pub async fn verify_proofs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
+) -> Result<Json<VerifyView>, ApiError> {
     caller.read_scope()?;
-    Ok(Json(verify_chain(&state).await?))
+    match query.cell.as_deref() {
+        None | Some("all") => Ok(Json(verify_all(&state).await?)),
+        Some(cell) => Ok(Json(verify_chain(&state, &known_cell(&state, cell)?).await?)),
+    }
 }

@@ -85,6 +85,15 @@ pub fn known_cell(state: &AppState, requested: &str) -> Result<CellName, ApiErro
         .ok_or_else(|| FieldError::new("cell", format!("the grid's cells are {}", known())).into())
 }
 
+/// The cell a read names (each cell has its own event sequence and proof chain), else the
+/// grid's default cell.
+pub fn cell_or_default(state: &AppState, requested: Option<&str>) -> Result<CellName, ApiError> {
+    match requested {
+        Some(requested) => known_cell(state, requested),
+        None => Ok(state.default_cell().clone()),
+    }
+}
+
 /// The cell of a node: the one it names, else the first cell of its zone, else the default.
 pub fn registration_cell(state: &AppState, requested: Option<&str>, zone: &Zone) -> Result<CellName, ApiError> {
     let cells = &state.config.grid.cells;

@@ -11,15 +11,22 @@ const PAGE: i64 = 1_000;
 /// Blocks read at once (with all their leaves).
 const BLOCK_PAGE: i64 = 50;
 
-/// Up to `limit` links after `after_seq`, in seq order.
-pub async fn load_chain_page(pool: &PgPool, after_seq: i64, limit: i64) -> Result<Vec<ProofLink>, sqlx::Error> {
+/// Up to `limit` of the cell's links after `after_seq`, in seq order (only the cell `main` has
+/// `kgp1` links: they were written before cells).
+pub async fn load_chain_page(
+    pool: &PgPool,
+    cell: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<ProofLink>, sqlx::Error> {
     let rows = sqlx::query(
         "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty,
              prev_hash, nonce, hash
-         from green_proof where seq > $1 order by seq limit $2",
+         from green_proof where cell_id = $3 and seq > $1 order by seq limit $2",
     )
     .bind(after_seq)
     .bind(limit)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -45,18 +52,20 @@ pub async fn load_chain_page(pool: &PgPool, after_seq: i64, limit: i64) -> Resul
         .collect()
 }
 
-/// Up to `limit` blocks after `after_height`, each with its leaves in leaf order.
+/// Up to `limit` of the cell's blocks after `after_height`, each with its leaves in leaf order.
 pub async fn load_block_page(
     pool: &PgPool,
+    cell: &str,
     after_height: i64,
     limit: i64,
 ) -> Result<Vec<(Block, Vec<StoredLeaf>)>, sqlx::Error> {
     let rows = sqlx::query(
         "select height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash
-         from proof_block where height > $1 order by height limit $2",
+         from proof_block where cell_id = $3 and height > $1 order by height limit $2",
     )
     .bind(after_height)
     .bind(limit)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     let mut blocks = Vec::with_capacity(rows.len());
@@ -81,10 +90,12 @@ pub async fn load_block_page(
     let (first, last) = (first.0.draft.height, last.0.draft.height);
     // LEAF_COLUMNS is a constant: nothing from outside enters the statement.
     let leaves = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {LEAF_COLUMNS} from proof_leaf where block_height between $1 and $2 order by block_height, leaf_index"
+        "select {LEAF_COLUMNS} from proof_leaf where cell_id = $3 and block_height between $1 and $2
+         order by block_height, leaf_index"
     )))
     .bind(first)
     .bind(last)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     for row in &leaves {
@@ -125,13 +136,13 @@ pub fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Erro
     })
 }
 
-/// Verifies the whole stored chain, v1 links then v2 blocks, stopping at the first break.
-pub async fn verify_stored_chain(pool: &PgPool, min_difficulty: u8) -> Result<ChainVerdict, sqlx::Error> {
+/// Verifies the cell's whole stored chain, v1 links then v2 blocks, stopping at the first break.
+pub async fn verify_stored_chain(pool: &PgPool, cell: &str, min_difficulty: u8) -> Result<ChainVerdict, sqlx::Error> {
     let mut audit = ChainAudit::new(min_difficulty);
     let mut after_seq = 0;
     let mut intact = true;
     loop {
-        let page = load_chain_page(pool, after_seq, PAGE).await?;
+        let page = load_chain_page(pool, cell, after_seq, PAGE).await?;
         let Some(last) = page.last() else { break };
         after_seq = last.draft.seq;
         let full_page = page.len() as i64 == PAGE;
@@ -142,7 +153,7 @@ pub async fn verify_stored_chain(pool: &PgPool, min_difficulty: u8) -> Result<Ch
     }
     let mut after_height = 0;
     while intact {
-        let page = load_block_page(pool, after_height, BLOCK_PAGE).await?;
+        let page = load_block_page(pool, cell, after_height, BLOCK_PAGE).await?;
         let Some((last, _)) = page.last() else { break };
         after_height = last.draft.height;
         let full_page = page.len() as i64 == BLOCK_PAGE;

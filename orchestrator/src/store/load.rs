@@ -24,6 +24,7 @@ pub async fn load_state(
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<(State, Vec<Quarantined>), sqlx::Error> {
+    let cell = rules.cell.as_str();
     let mut restore = Restore::new(rules, now);
     let organizations: Vec<uuid::Uuid> =
         sqlx::query_scalar("select organization_id from organization").fetch_all(pool).await?;
@@ -37,8 +38,10 @@ pub async fn load_state(
     }
     type NodeRow = (uuid::Uuid, uuid::Uuid, i32, i32, String, Option<String>, Option<i64>);
     let nodes: Vec<NodeRow> = sqlx::query_as(
-        "select node_id, organization_id, cpu_cores, trust, token_hash, zone, embodied_g_co2e from node",
+        "select node_id, organization_id, cpu_cores, trust, token_hash, zone, embodied_g_co2e from node
+         where cell_id = $1",
     )
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     for (node_id, owner_id, cpu_cores, trust, token_hash, zone, embodied_g) in nodes {
@@ -58,33 +61,44 @@ pub async fn load_state(
     for (organization_id, owner_id) in consent {
         restore.consent(OrganizationId(organization_id), OwnerId(owner_id));
     }
-    load_open_tasks(pool, |task| restore.task(task)).await?;
-    let (height, head_hash, leaves) = load_chain(pool).await?;
+    load_open_tasks(pool, cell, |task| restore.task(task)).await?;
+    let (height, head_hash, leaves) = load_chain(pool, cell).await?;
     restore.chain(height, &head_hash, leaves);
-    let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from event").fetch_one(pool).await?;
+    let last_seq: i64 = sqlx::query_scalar("select coalesce(max(seq), 0) from event where cell_id = $1")
+        .bind(cell)
+        .fetch_one(pool)
+        .await?;
     restore.last_seq(last_seq);
     Ok(restore.finish())
 }
 
-/// The proof chain's head (the last block, else the last `kgp1` link, else the genesis hash)
-/// and the leaves credited but not sealed yet.
-async fn load_chain(pool: &PgPool) -> Result<(i64, String, Vec<(i64, grid_shared::merkle::Hash)>), sqlx::Error> {
+/// The cell's proof chain head (its last block, else its last `kgp1` link, else the genesis
+/// hash) and the leaves credited but not sealed yet.
+async fn load_chain(
+    pool: &PgPool,
+    cell: &str,
+) -> Result<(i64, String, Vec<(i64, grid_shared::merkle::Hash)>), sqlx::Error> {
     let block: Option<(i64, String)> =
-        sqlx::query_as("select height, hash from proof_block order by height desc limit 1")
+        sqlx::query_as("select height, hash from proof_block where cell_id = $1 order by height desc limit 1")
+            .bind(cell)
             .fetch_optional(pool)
             .await?;
     let (height, head_hash) = match block {
         Some(block) => block,
         None => {
-            let link: Option<String> = sqlx::query_scalar("select hash from green_proof order by seq desc limit 1")
-                .fetch_optional(pool)
-                .await?;
+            let link: Option<String> =
+                sqlx::query_scalar("select hash from green_proof where cell_id = $1 order by seq desc limit 1")
+                    .bind(cell)
+                    .fetch_optional(pool)
+                    .await?;
             (0, link.unwrap_or_else(|| grid_shared::proof::GENESIS_HASH.to_owned()))
         }
     };
     let pending: Vec<(i64, String)> = sqlx::query_as(
-        "select block_height, leaf_hash from proof_leaf where block_height > $1 order by block_height, leaf_index",
+        "select block_height, leaf_hash from proof_leaf where cell_id = $1 and block_height > $2
+         order by block_height, leaf_index",
     )
+    .bind(cell)
     .bind(height)
     .fetch_all(pool)
     .await?;
@@ -99,13 +113,14 @@ async fn load_chain(pool: &PgPool) -> Result<(i64, String, Vec<(i64, grid_shared
 /// Every task not final, with its pending results, handed to `take` one by one (rows are
 /// streamed, not gathered: 100,000 queued tasks must not cost their rows and their state at
 /// once). Thermal inputs are small and kept; group inputs are read back when placed.
-async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(StoredTask)) -> Result<(), sqlx::Error> {
+async fn load_open_tasks(pool: &PgPool, cell: &str, mut take: impl FnMut(StoredTask)) -> Result<(), sqlx::Error> {
     use futures_util::TryStreamExt;
     let results = sqlx::query(
         "select r.task_id, r.attempt, r.node_id, r.owner_id, r.result_hash, r.energy_uwh, r.solar_uwh, r.refusal
-         from task_result r join task t using (task_id)
-         where t.finished_at is null and r.verdict = 'pending' order by r.task_id, r.attempt",
+         from task_result r join task t using (cell_id, task_id)
+         where r.cell_id = $1 and t.finished_at is null and r.verdict = 'pending' order by r.task_id, r.attempt",
     )
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     let mut pending: HashMap<TaskId, Vec<TaskResult>> = HashMap::new();
@@ -129,8 +144,9 @@ async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(StoredTask)) -> Res
                  array(select distinct (participant ->> 'owner_id')::uuid
                        from jsonb_array_elements(kind -> 'participants') participant)
              else '{}'::uuid[] end as participants
-         from task where finished_at is null and status in ('queued', 'assigned', 'running')",
+         from task where cell_id = $1 and finished_at is null and status in ('queued', 'assigned', 'running')",
     )
+    .bind(cell)
     .fetch(pool);
     while let Some(row) = rows.try_next().await? {
         let row = &row;
@@ -168,23 +184,25 @@ async fn load_open_tasks(pool: &PgPool, mut take: impl FnMut(StoredTask)) -> Res
     Ok(())
 }
 
-/// Which of these message ids were applied already, and which of these task ids have a row
-/// (one round trip for both).
+/// Which of these message ids the cell applied already, and which of these task ids have a row
+/// in it (one round trip for both).
 pub async fn already_known(
     pool: &PgPool,
+    cell: &str,
     message_ids: &[MessageId],
     task_ids: &[TaskId],
 ) -> Result<(HashSet<MessageId>, HashSet<TaskId>), sqlx::Error> {
     let messages: Vec<uuid::Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
     let tasks: Vec<uuid::Uuid> = task_ids.iter().map(TaskId::as_uuid).collect();
     let rows: Vec<(bool, uuid::Uuid)> = sqlx::query_as(
-        "select true, message_id from processed_message where message_id = any($1)
+        "select true, message_id from processed_message where cell_id = $3 and message_id = any($1)
          union all
-         select false, task_id from task where task_id = any($2)",
+         select false, task_id from task where cell_id = $3 and task_id = any($2)",
     )
     .persistent(false)
     .bind(&messages)
     .bind(&tasks)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     let mut applied = HashSet::new();
@@ -202,16 +220,18 @@ pub async fn already_known(
 /// What PostgreSQL holds of an owner's data in an organisation (see [`PurgeTargets`]).
 pub async fn purge_targets(
     pool: &PgPool,
+    cell: &str,
     organization_id: OrganizationId,
     owner_id: OwnerId,
 ) -> Result<PurgeTargets, sqlx::Error> {
     let rows: Vec<(uuid::Uuid, Option<String>)> = sqlx::query_as(
         "select task_id, submitted_entry_id from task
-         where organization_id = $1 and kind_type = 'energy_group_optimisation'
+         where cell_id = $3 and organization_id = $1 and kind_type = 'energy_group_optimisation'
            and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
     )
     .bind(organization_id.as_uuid())
     .bind(owner_id.to_string())
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     let task_ids: Vec<uuid::Uuid> = rows.iter().map(|(task_id, _)| *task_id).collect();
@@ -219,11 +239,12 @@ pub async fn purge_targets(
         Vec::new()
     } else {
         sqlx::query_as(
-            "select seq, node_id from event where event_type = 'TaskAssigned' and node_id is not null
-               and (envelope -> 'payload' ->> 'task_id')::uuid = any($1)",
+            "select seq, node_id from event where cell_id = $2 and task_id = any($1)
+               and event_type = 'TaskAssigned' and node_id is not null",
         )
         .persistent(false)
         .bind(&task_ids)
+        .bind(cell)
         .fetch_all(pool)
         .await?
     };
@@ -279,32 +300,40 @@ pub struct StoredEvent {
     pub kind: Option<serde_json::Value>,
 }
 
-/// Up to `limit` events after `after_seq`, in order.
-pub async fn events_after(pool: &PgPool, after_seq: i64, limit: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+/// Up to `limit` of the cell's events after `after_seq`, in order.
+pub async fn events_after(
+    pool: &PgPool,
+    cell: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "select e.seq, e.event_type, e.node_id, e.envelope::text as envelope, t.kind
          from event e
          left join task t on e.node_id is not null and e.event_type = 'TaskAssigned'
-             and t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
-         where e.seq > $1 order by e.seq limit $2",
+             and t.cell_id = e.cell_id and t.task_id = e.task_id
+         where e.cell_id = $3 and e.seq > $1 order by e.seq limit $2",
     )
     .bind(after_seq)
     .bind(limit)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     stored_events(&rows)
 }
 
-/// The assignment events of the given seqs (for re-issuing work in flight after Redis lost it).
-pub async fn events_at(pool: &PgPool, seqs: &[i64]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+/// The cell's assignment events of the given seqs (for re-issuing work in flight after Redis
+/// lost it).
+pub async fn events_at(pool: &PgPool, cell: &str, seqs: &[i64]) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "select e.seq, e.event_type, e.node_id, e.envelope::text as envelope, t.kind
          from event e
-         left join task t on t.task_id = (e.envelope -> 'payload' ->> 'task_id')::uuid
-         where e.seq = any($1) order by e.seq",
+         left join task t on t.cell_id = e.cell_id and t.task_id = e.task_id
+         where e.cell_id = $2 and e.seq = any($1) order by e.seq",
     )
     .persistent(false)
     .bind(seqs)
+    .bind(cell)
     .fetch_all(pool)
     .await?;
     stored_events(&rows)
@@ -324,7 +353,6 @@ fn stored_events(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<StoredEvent>, sql
         .collect()
 }
 
-/// How far the events were published to Redis, as the last writer recorded it.
 /// The SHA-256 of API keys revoked within the last `seconds`.
 pub async fn recently_revoked_keys(pool: &PgPool, seconds: u64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
@@ -335,6 +363,12 @@ pub async fn recently_revoked_keys(pool: &PgPool, seconds: u64) -> Result<Vec<St
     .await
 }
 
-pub async fn relay_cursor(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select last_seq from relay_cursor").fetch_one(pool).await
+/// How far the cell's events were published to Redis, as its last writer recorded it (0 for a
+/// cell that has none yet).
+pub async fn relay_cursor(pool: &PgPool, cell: &str) -> Result<i64, sqlx::Error> {
+    let cursor: Option<i64> = sqlx::query_scalar("select last_seq from relay_cursor where cell_id = $1")
+        .bind(cell)
+        .fetch_optional(pool)
+        .await?;
+    Ok(cursor.unwrap_or(0))
 }

@@ -59,12 +59,13 @@ pub async fn flush(
     fence.check(&mut tx).await?;
     stats.statements += 1;
     let conn: &mut PgConnection = &mut tx;
+    let cell = fence.cell.as_str();
     stats.statements += write_registry(conn, batch).await?;
-    stats.statements += write_tasks(conn, batch).await?;
-    stats.statements += write_results(conn, batch).await?;
-    stats.statements += write_ledger(conn, batch).await?;
-    stats.statements += load_missing_inputs(conn, batch).await?;
-    stats.statements += write_events(conn, batch, published_seq).await?;
+    stats.statements += write_tasks(conn, cell, batch).await?;
+    stats.statements += write_results(conn, cell, batch).await?;
+    stats.statements += write_ledger(conn, cell, batch).await?;
+    stats.statements += load_missing_inputs(conn, cell, batch).await?;
+    stats.statements += write_events(conn, cell, batch, published_seq).await?;
     tx.commit().await?;
     Ok(stats)
 }
@@ -73,8 +74,9 @@ pub async fn flush(
 pub async fn record_published(pool: &PgPool, fence: Fence<'_>, published_seq: i64) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     fence.check(&mut tx).await?;
-    sqlx::query("update relay_cursor set last_seq = $1 where last_seq < $1")
+    sqlx::query("update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1")
         .bind(published_seq)
+        .bind(fence.cell.as_str())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -194,7 +196,7 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
 
 /// New tasks in one insert (with the state they reached in the batch, so a task admitted and
 /// placed in one batch is one row version), changed ones in one update.
-async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Result<u32, sqlx::Error> {
     let mut statements = 0;
     let inserted: HashSet<TaskId> = batch.task_inserts.iter().map(|insert| insert.task_id).collect();
     if !batch.task_inserts.is_empty() {
@@ -207,10 +209,10 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         sqlx::query(
             "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
                  attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
-                 submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at, updated_at)
+                 submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at, updated_at, cell_id)
              select task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, attempts,
                  node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id, submitted_entry_id,
-                 replicas, quorum, result_limit, assignment_seq, submitted_at, submitted_at
+                 replicas, quorum, result_limit, assignment_seq, submitted_at, submitted_at, $23
              from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::int2[], $7::timestamptz[],
                  $8::text[], $9::int4[], $10::uuid[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
                  $14::timestamptz[], $15::text[], $16::uuid[], $17::text[], $18::int2[], $19::int2[], $20::int2[],
@@ -241,6 +243,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(rows.iter().map(|(_, row)| i16::from(row.result_limit)).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, row)| row.assignment_seq).collect::<Vec<_>>())
         .bind(rows.iter().map(|(insert, _)| insert.submitted_at).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -267,7 +270,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
                  as g(task_id, status, attempts, node_id, assigned_at, started_at, finished_at, not_before, reason,
                       quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh,
                       sci_operational_ng, sci_embodied_ng)
-             where t.task_id = g.task_id",
+             where t.cell_id = $19 and t.task_id = g.task_id",
         )
         .persistent(false)
         .bind(updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
@@ -288,6 +291,7 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.operational_ng)).collect::<Vec<_>>())
         .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.embodied_ng)).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -296,10 +300,11 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
         // Only the status and the reason change: the rest of the row is the evidence.
         sqlx::query(
             "update task t set status = 'quarantined', reason = g.reason, updated_at = now()
-             from unnest($1::uuid[], $2::text[]) as g(task_id, reason) where t.task_id = g.task_id",
+             from unnest($1::uuid[], $2::text[]) as g(task_id, reason) where t.cell_id = $3 and t.task_id = g.task_id",
         )
         .bind(batch.quarantined.iter().map(|(task_id, _)| task_id.as_uuid()).collect::<Vec<_>>())
         .bind(batch.quarantined.iter().map(|(_, reason)| reason.to_stored()).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -311,11 +316,12 @@ async fn write_tasks(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx
                  (select jsonb_agg(participant) from jsonb_array_elements(kind -> 'participants') participant
                   where participant ->> 'owner_id' <> $2), '[]'::jsonb)),
                  updated_at = now()
-             where organization_id = $1 and kind_type = 'energy_group_optimisation'
+             where cell_id = $3 and organization_id = $1 and kind_type = 'energy_group_optimisation'
                and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
         )
         .bind(organization_id.as_uuid())
         .bind(owner_id.to_string())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -327,14 +333,14 @@ fn row_sci(row: &crate::model::batch::TaskRow) -> Option<grid_shared::carbon::Sc
     row.result.as_ref().and_then(|result| result.sci)
 }
 
-async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Result<u32, sqlx::Error> {
     let mut statements = 0;
     if !batch.results.is_empty() {
         let rows = &batch.results;
         sqlx::query(
             "insert into task_result (task_id, attempt, node_id, owner_id, result_hash, result_json, energy_uwh,
-                 solar_uwh, refusal, verdict, reported_at)
-             select * from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
+                 solar_uwh, refusal, verdict, reported_at, cell_id)
+             select *, $12 from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
                  $7::int8[], $8::int8[], $9::text[], $10::text[], $11::timestamptz[])",
         )
         .bind(rows.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
@@ -348,6 +354,7 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
         .bind(rows.iter().map(|row| row.result.refusal.as_deref()).collect::<Vec<_>>())
         .bind(rows.iter().map(|row| row.verdict.as_str()).collect::<Vec<_>>())
         .bind(rows.iter().map(|row| row.reported_at).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -357,12 +364,13 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
         sqlx::query(
             "update task_result r set verdict = g.verdict
              from unnest($1::uuid[], $2::int4[], $3::text[]) as g(task_id, attempt, verdict)
-             where r.task_id = g.task_id and r.attempt = g.attempt",
+             where r.cell_id = $4 and r.task_id = g.task_id and r.attempt = g.attempt",
         )
         .persistent(false)
         .bind(verdicts.iter().map(|(task_id, _, _)| task_id.as_uuid()).collect::<Vec<_>>())
         .bind(verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>())
         .bind(verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -375,11 +383,12 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
             .unzip();
         sqlx::query(
             "update node n set trust = g.trust from unnest($1::uuid[], $2::int4[]) as g(node_id, trust)
-             where n.node_id = g.node_id",
+             where n.cell_id = $3 and n.node_id = g.node_id",
         )
         .persistent(false)
         .bind(&nodes)
         .bind(&trust)
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -389,15 +398,15 @@ async fn write_results(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sq
 
 /// Each credited result: two ledger entries (node, cooperative fund) and its leaf; then the
 /// blocks sealed in this batch.
-async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sqlx::Error> {
+async fn write_ledger(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Result<u32, sqlx::Error> {
     let mut statements = 0;
     if !batch.credits.is_empty() {
         let credits = &batch.credits;
         let leaves: Vec<_> = credits.iter().map(|credit| &credit.leaf).collect();
         sqlx::query(
             "with entries as (
-                 insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at)
-                 select task_id, account, node_id, carbon, amount, at from (
+                 insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at, cell_id)
+                 select task_id, account, node_id, carbon, amount, at, $20 from (
                      select task_id, 'node' as account, node_id, carbon, node_amount as amount, at, position
                      from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[])
                          with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
@@ -408,8 +417,8 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
                  ) as both_accounts order by position, account desc)
              insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
                  carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour,
-                 intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent)
-             select * from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],
+                 intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent, cell_id)
+             select *, $20 from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],
                  $11::int8[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[], $12::text[], $13::text[],
                  $14::timestamptz[], $15::int8[], $16::text[], $17::text[], $18::int8[], $19::int2[])",
         )
@@ -447,6 +456,7 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
                 .map(|leaf| leaf.basis.as_ref().map(|basis| i16::from(basis.node_share_percent)))
                 .collect::<Vec<_>>(),
         )
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -454,8 +464,9 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
     if !batch.sealed.is_empty() {
         let blocks = &batch.sealed;
         sqlx::query(
-            "insert into proof_block (height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash)
-             select * from unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int2[],
+            "insert into proof_block (height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash,
+                 cell_id)
+             select *, $9 from unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int2[],
                  $7::int8[], $8::text[])",
         )
         .bind(blocks.iter().map(|block| block.draft.height).collect::<Vec<_>>())
@@ -466,6 +477,7 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
         .bind(blocks.iter().map(|block| i16::from(block.draft.difficulty)).collect::<Vec<_>>())
         .bind(blocks.iter().map(|block| block.nonce).collect::<Vec<_>>())
         .bind(blocks.iter().map(|block| block.hash.as_str()).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -475,7 +487,7 @@ async fn write_ledger(conn: &mut PgConnection, batch: &Batch) -> Result<u32, sql
 
 /// Reads back the input of tasks placed in this batch whose input was not kept in memory (a
 /// large group task submitted in an earlier batch).
-async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Result<u32, sqlx::Error> {
+async fn load_missing_inputs(conn: &mut PgConnection, cell: &str, batch: &mut Batch) -> Result<u32, sqlx::Error> {
     let assigned =
         |event: &&mut crate::model::batch::NumberedEvent| event.event_type == "TaskAssigned" && event.input.is_none();
     let mut wanted: Vec<uuid::Uuid> = batch
@@ -502,8 +514,9 @@ async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Resu
     let mut statements = 0;
     if !missing.is_empty() {
         let rows: Vec<(uuid::Uuid, serde_json::Value)> =
-            sqlx::query_as("select task_id, kind from task where task_id = any($1)")
+            sqlx::query_as("select task_id, kind from task where cell_id = $1 and task_id = any($2)")
                 .persistent(false)
+                .bind(cell)
                 .bind(&missing)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -530,13 +543,19 @@ async fn load_missing_inputs(conn: &mut PgConnection, batch: &mut Batch) -> Resu
 }
 
 /// The batch's events (the outbox and the archive) and its messages, then the relay cursor.
-async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64) -> Result<u32, sqlx::Error> {
+async fn write_events(
+    conn: &mut PgConnection,
+    cell: &str,
+    batch: &Batch,
+    published_seq: i64,
+) -> Result<u32, sqlx::Error> {
     let mut statements = 0;
     if !batch.events.is_empty() {
         let events = &batch.events;
         sqlx::query(
-            "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope, task_id)
-             select seq, id, kind, organization, node, at, body::jsonb, task
+            "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope, task_id,
+                 cell_id)
+             select seq, id, kind, organization, node, at, body::jsonb, task, $9
              from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[],
                  $8::uuid[])
                  as given(seq, id, kind, organization, node, at, body, task)",
@@ -549,6 +568,7 @@ async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64
         .bind(events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>())
         .bind(events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>())
         .bind(events.iter().map(|event| event.event.task_id().map(|id| id.as_uuid())).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -556,21 +576,23 @@ async fn write_events(conn: &mut PgConnection, batch: &Batch, published_seq: i64
     if !batch.processed.is_empty() {
         let processed = &batch.processed;
         sqlx::query(
-            "insert into processed_message (message_id, message_type, organization_id, outcome, reason)
-             select id, kind, organization, case when reason is null then 'applied' else 'rejected' end, reason
+            "insert into processed_message (message_id, message_type, organization_id, outcome, reason, cell_id)
+             select id, kind, organization, case when reason is null then 'applied' else 'rejected' end, reason, $5
              from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) as given(id, kind, organization, reason)",
         )
         .bind(processed.iter().map(|message| message.message_id.as_uuid()).collect::<Vec<_>>())
         .bind(processed.iter().map(|message| message.message_type.as_str()).collect::<Vec<_>>())
         .bind(processed.iter().map(|message| message.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
         .bind(processed.iter().map(|message| message.rejection.as_ref().map(Refusal::to_stored)).collect::<Vec<_>>())
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     // How far the previous batches were published: a writer that takes over republishes the rest.
-    sqlx::query("update relay_cursor set last_seq = $1 where last_seq < $1")
+    sqlx::query("update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1")
         .bind(published_seq)
+        .bind(cell)
         .execute(&mut *conn)
         .await?;
     statements += 1;

@@ -134,7 +134,7 @@ impl Writer {
         let rules = Rules::from_config(&config);
         let reader = redis.dedicated().await?;
         let (state, quarantined) = load::load_state(&pool, &rules, Utc::now()).await?;
-        let published_seq = load::relay_cursor(&pool).await?;
+        let published_seq = load::relay_cursor(&pool, rules.cell.as_str()).await?;
         let mut context = Context::from_entropy(Utc::now());
         context.set_signals(config.signals.initial.clone());
         let mut writer = Self {
@@ -484,14 +484,17 @@ impl Writer {
         }
         let message_ids: Vec<MessageId> = ready.iter().map(|message| message.envelope.id).collect();
         let task_ids = decide::submitted_tasks(ready);
-        let (applied, existing) = load::already_known(&self.pool, &message_ids, &task_ids).await?;
+        let (applied, existing) =
+            load::already_known(&self.pool, self.rules.cell.as_str(), &message_ids, &task_ids).await?;
         lookups.applied = applied;
         lookups.decide.existing_tasks = existing;
         if let Some(first) = ready.first()
             && let Decoded::Command(Command::RevokeConsent(revoke)) = &first.decoded
             && let Some(organization_id) = first.envelope.organization_id
         {
-            lookups.decide.purge = Some(load::purge_targets(&self.pool, organization_id, revoke.owner_id).await?);
+            lookups.decide.purge = Some(
+                load::purge_targets(&self.pool, self.rules.cell.as_str(), organization_id, revoke.owner_id).await?,
+            );
         }
         Ok(lookups)
     }

@@ -59,7 +59,7 @@ impl Writer {
         };
         // Committed events not yet published (a crash, or a publication that failed).
         loop {
-            let events = load::events_after(&self.pool, self.published_seq, 5_000).await?;
+            let events = load::events_after(&self.pool, self.rules.cell.as_str(), self.published_seq, 5_000).await?;
             let Some(last) = events.last().map(|event| event.seq) else { break };
             let republished: Vec<streams::Republished<'_>> = events
                 .iter()
@@ -126,7 +126,7 @@ impl Writer {
         }
         warn!(tasks = in_flight.len(), "Redis lost its data: re-issuing the work in flight");
         let seqs: Vec<i64> = in_flight.iter().map(|(_, seq)| *seq).collect();
-        let mut stored = load::events_at(&self.pool, &seqs).await?;
+        let mut stored = load::events_at(&self.pool, self.rules.cell.as_str(), &seqs).await?;
         stored.sort_by_key(|event| event.seq);
         let mut channels: HashMap<NodeId, Vec<Envelope>> = HashMap::new();
         for event in &stored {

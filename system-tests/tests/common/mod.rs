@@ -433,7 +433,7 @@ impl System {
 /// core until its attempt ends (a result, a requeue, a failure or a cancellation).
 pub async fn most_tasks_a_node_held(pool: &PgPool) -> (usize, HashMap<String, usize>) {
     let events: Vec<(String, Value)> =
-        sqlx::query_as("select event_type, envelope -> 'payload' from event order by seq")
+        sqlx::query_as("select event_type, envelope -> 'payload' from event order by cell_id, seq")
             .fetch_all(pool)
             .await
             .unwrap();
@@ -462,7 +462,8 @@ pub async fn most_tasks_a_node_held(pool: &PgPool) -> (usize, HashMap<String, us
 pub async fn all_credits_sealed(pool: &PgPool) {
     eventually(Duration::from_secs(20), "every credit to be sealed in a block", || async {
         let pending: i64 = sqlx::query_scalar(
-            "select count(*) from proof_leaf l where not exists (select 1 from proof_block b where b.height = l.block_height)",
+            "select count(*) from proof_leaf l
+             where not exists (select 1 from proof_block b where b.cell_id = l.cell_id and b.height = l.block_height)",
         )
         .fetch_one(pool)
         .await
@@ -492,4 +493,23 @@ pub fn thermal_task_due(within: chrono::Duration, priority: u8) -> Value {
         "kind": {"type": "building_thermal_simulation", "building_id": uuid::Uuid::new_v4(),
                  "insulation_score": 0.5, "surface_m2": 90.0, "heating_degree_days": 2400.0}
     })
+}
+
+/// Runs `examples/verify_chain.py` with `arguments` on `input`; its exit code and verdict.
+pub async fn python_verifier(arguments: &[&str], input: &Value) -> (Option<i32>, Value) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/verify_chain.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(arguments)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.to_string().as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (output.status.code(), verdict)
 }
