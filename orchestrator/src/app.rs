@@ -52,14 +52,32 @@ pub async fn run_with_status(
     let config = Arc::new(config);
     status.update(|snapshot| snapshot.name = config.consumer_name.clone());
     let redis = crate::store::streams::redis(&config.redis, 4)?;
-    if let Some(address) = config.admin_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|error| anyhow::anyhow!("GRID_ADMIN_LISTEN {address}: {error}"))?;
+    let listener = match config.admin_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| anyhow::anyhow!("GRID_ADMIN_LISTEN {address}: {error}"))?,
+        ),
+        None => None,
+    };
+    if let Some(listener) = &listener {
         let bound = listener.local_addr()?;
         status.update(|snapshot| snapshot.admin_address = Some(bound));
+    }
+    // One status per cell this process writes (the first is `status`), sharing its metrics.
+    let cells: Vec<CellStatus> = config
+        .writer_cells
+        .iter()
+        .enumerate()
+        .map(|(index, cell)| {
+            let keys = config.grid.keys.cell_keys(cell);
+            (keys, if index == 0 { status.clone() } else { Arc::new(status.for_another_cell()) })
+        })
+        .collect();
+    if let Some(listener) = listener {
+        let bound = listener.local_addr()?;
         info!(address = %bound, "admin endpoint (/healthz, /readyz, /metrics) listening");
-        let router = crate::admin::router(status.clone(), pool.clone(), redis.clone(), config.grid.keys.clone());
+        let router = crate::admin::router(cells.clone(), pool.clone(), redis.clone());
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let served =
@@ -88,21 +106,54 @@ pub async fn run_with_status(
         tokio::spawn(fetcher);
         feed
     });
+    let names: Vec<&str> = config.writer_cells.iter().map(|cell| cell.as_str()).collect();
     info!(
         name = config.consumer_name,
         namespace = config.grid.keys.namespace(),
+        cells = names.join(","),
         signals = ?config.signals,
         "orchestrator started"
     );
+    // Each cell's lease is waited for, held and lost on its own: a takeover of one cell moves
+    // nothing else.
+    let mut writers = tokio::task::JoinSet::new();
+    for (keys, cell_status) in &cells {
+        let cell_config = Arc::new(config.for_cell(keys.cell()));
+        writers.spawn(serve_cell(
+            cell_config,
+            pool.clone(),
+            redis.clone(),
+            cell_status.clone(),
+            signals.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while writers.join_next().await.is_some() {}
+    info!("orchestrator stopped");
+    Ok(())
+}
+
+/// A cell's keys and this process's status in it.
+pub type CellStatus = (grid_shared::wire::Keys, Arc<Status>);
+
+/// One cell: wait for its lease, write it while the lease holds, wait again when it is lost.
+async fn serve_cell(
+    config: Arc<OrchestratorConfig>,
+    pool: PgPool,
+    redis: grid_shared::wire::connection::Redis,
+    status: Arc<Status>,
+    signals: Option<crate::signals::Feed>,
+    shutdown: CancellationToken,
+) {
+    let cell = config.grid.cell().name.clone();
     while !shutdown.is_cancelled() {
         status.set_role(Role::Standby);
-        let cell = &config.grid.cells.default_cell().name;
         info!(name = config.consumer_name, %cell, "standby: waiting for the cell's writer lease");
-        let lease = match Lease::acquire(&pool, &config.consumer_name, cell, &shutdown).await {
+        let lease = match Lease::acquire(&pool, &config.consumer_name, &cell, &shutdown).await {
             Ok(Some(lease)) => lease,
             Ok(None) => break,
             Err(error) => {
-                warn!(%error, "could not wait for the writer's lease; retrying");
+                warn!(%error, %cell, "could not wait for the writer's lease; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                     () = shutdown.cancelled() => break,
@@ -110,11 +161,9 @@ pub async fn run_with_status(
                 continue;
             }
         };
-        info!(name = config.consumer_name, epoch = lease.epoch, "this process is now the writer");
+        info!(name = config.consumer_name, %cell, epoch = lease.epoch, "this process is now the cell's writer");
         let feed = signals.clone();
         crate::writer::serve(config.clone(), pool.clone(), redis.clone(), lease, status.clone(), feed, &shutdown).await;
     }
     status.set_role(Role::Stopping);
-    info!("orchestrator stopped");
-    Ok(())
 }

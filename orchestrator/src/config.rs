@@ -8,6 +8,10 @@ pub struct OrchestratorConfig {
     /// `REDIS_CLUSTER_NODES` (a Redis Cluster) when set, else the server at `REDIS_URL`.
     pub redis: grid_shared::wire::connection::Target,
     pub grid: GridSettings,
+    /// The cells this process writes, each under its own lease (`GRID_WRITER_CELLS`: `*`, every
+    /// cell of `GRID_CELLS`, the default; or a list of them). For each, it is the writer or a
+    /// standby, independently of the others.
+    pub writer_cells: Vec<grid_shared::cells::CellName>,
     /// This process's name: in the consumer group, on its assignments and in the `writer` row;
     /// unique per process (`GRID_CONSUMER_NAME`).
     pub consumer_name: String,
@@ -109,7 +113,34 @@ pub struct Validation {
     pub extra_replicas: u8,
 }
 
+/// `GRID_WRITER_CELLS`: `*` (every cell of `GRID_CELLS`) or a comma-separated list of them, each
+/// once.
+fn writer_cells(grid: &GridSettings, text: &str) -> Result<Vec<grid_shared::cells::CellName>, String> {
+    if text.trim() == "*" {
+        return Ok(grid.cells.iter().map(|cell| cell.name.clone()).collect());
+    }
+    let known = || grid.cells.iter().map(|cell| cell.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut cells = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let cell = grid_shared::cells::CellName::parse(name).map_err(|reason| format!("{name:?}: {reason}"))?;
+        if grid.cells.get(&cell).is_none() {
+            return Err(format!("{cell} is not a cell of GRID_CELLS ({})", known()));
+        }
+        if cells.contains(&cell) {
+            return Err(format!("{cell} is named twice"));
+        }
+        cells.push(cell);
+    }
+    Ok(cells)
+}
+
 impl OrchestratorConfig {
+    /// This configuration as one cell's writer sees it: the cell's keys (see
+    /// [`GridSettings::for_cell`]).
+    pub fn for_cell(&self, cell: &grid_shared::cells::CellName) -> Self {
+        Self { grid: self.grid.for_cell(cell), ..self.clone() }
+    }
+
     pub fn scheduling_policy(&self) -> crate::scheduler::Policy {
         crate::scheduler::Policy {
             watts_per_core: self.grid.max_milliwatts_per_core as f64 / 1000.0,
@@ -122,7 +153,8 @@ impl OrchestratorConfig {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let grid = GridSettings::from_lookup(&lookup)?.served()?;
+        let grid = GridSettings::from_lookup(&lookup)?;
+        let writer_cells = read(&lookup, "GRID_WRITER_CELLS", "*", |text| writer_cells(&grid, text))?;
         let required = |variable: &'static str| {
             lookup(variable)
                 .filter(|value| !value.trim().is_empty())
@@ -178,6 +210,7 @@ impl OrchestratorConfig {
                 lifetime_ms: read(&lookup, "GRID_EMBODIED_LIFETIME_YEARS", "5", integer_in::<i64>(1, 50))?
                     * grid_shared::carbon::MS_PER_YEAR,
             },
+            writer_cells,
             deferral: {
                 let min_saving_percent = read(&lookup, "GRID_DEFERRAL_MIN_SAVING_PERCENT", "5", integer_in(0, 99))?;
                 read(&lookup, "GRID_DEFERRAL", "carbon", |text| match text {
@@ -188,5 +221,33 @@ impl OrchestratorConfig {
             },
             grid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<OrchestratorConfig, SettingsError> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
+        OrchestratorConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn an_orchestrator_writes_every_cell_or_those_it_names() {
+        let base = [("DATABASE_URL", "postgres://x"), ("GRID_CELLS", "a:BE,b:BE,c:BE")];
+        let every = config(&base).unwrap();
+        let names =
+            |config: &OrchestratorConfig| config.writer_cells.iter().map(|cell| cell.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&every), ["a", "b", "c"]);
+        let some = config(&[base[0], base[1], ("GRID_WRITER_CELLS", "c, a")]).unwrap();
+        assert_eq!(names(&some), ["c", "a"]);
+        assert_eq!(some.for_cell(&some.writer_cells[0]).grid.keys.commands(), "{grid:c}:commands");
+        for (bad, says) in [("d", "not a cell of GRID_CELLS (a, b, c)"), ("a,a", "named twice"), ("A", "\"A\"")] {
+            let error = config(&[base[0], base[1], ("GRID_WRITER_CELLS", bad)]).unwrap_err();
+            assert_eq!(error.variable, "GRID_WRITER_CELLS");
+            assert!(error.reason.contains(says), "{bad}: {error}");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! What this process is doing, for `/readyz` and the logs: its role, the epoch it holds, and
-//! the size of what it holds in memory.
+//! What this process is doing in a cell, for `/readyz` and the logs: its role, the epoch it
+//! holds, and the size of what it holds in memory. A process writing several cells has one
+//! [`Status`] per cell, all sharing the process's metrics.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use grid_shared::metrics::{Described, Registry};
 use serde::Serialize;
@@ -48,8 +49,8 @@ pub struct Snapshot {
 
 pub struct Status {
     snapshot: Mutex<Snapshot>,
-    /// This process's Prometheus figures (`/metrics` on the admin endpoint).
-    pub metrics: Registry,
+    /// This process's Prometheus figures (`/metrics` on the admin endpoint), shared by its cells.
+    pub metrics: Arc<Registry>,
 }
 
 impl Status {
@@ -71,8 +72,21 @@ impl Status {
                 problem: None,
                 admin_address: None,
             }),
-            metrics: Registry::new(&DESCRIBED),
+            metrics: Arc::new(Registry::new(&DESCRIBED)),
         }
+    }
+
+    /// The status of this process in another cell: its own role and figures, the same name and
+    /// metrics.
+    pub fn for_another_cell(&self) -> Self {
+        let mut snapshot = self.snapshot();
+        snapshot.role = Role::Starting;
+        snapshot.epoch = None;
+        snapshot.problem = None;
+        (snapshot.open_tasks, snapshot.queued_tasks, snapshot.live_nodes) = (0, 0, 0);
+        (snapshot.batches, snapshot.messages, snapshot.statements, snapshot.blocks_sealed) = (0, 0, 0, 0);
+        (snapshot.chain_height, snapshot.pending_leaves) = (0, 0);
+        Self { snapshot: Mutex::new(snapshot), metrics: self.metrics.clone() }
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -124,16 +124,28 @@ pub fn redis_target(
 }
 
 impl GridSettings {
-    /// This build's gateway and writer serve one cell: a `GRID_CELLS` naming several is refused
-    /// at start, with the reason, rather than half served (the writer per cell is to come; see
-    /// the README's "Cells").
+    /// These settings seen from one of the grid's cells: its keys (under its hash tag) are the
+    /// keys, and [`Self::cell`] is it.
+    pub fn for_cell(&self, cell: &CellName) -> Self {
+        Self { keys: self.keys.cell_keys(cell), ..self.clone() }
+    }
+
+    /// The cell these settings are seen from (the default cell unless [`Self::for_cell`] chose
+    /// another).
+    pub fn cell(&self) -> &crate::cells::Cell {
+        self.cells.get(self.keys.cell()).unwrap_or_else(|| self.cells.default_cell())
+    }
+
+    /// This build's gateway serves one cell: a `GRID_CELLS` naming several is refused at start,
+    /// with the reason, rather than half served (orchestrators write several cells: see
+    /// `GRID_WRITER_CELLS` and the README's "Cells").
     pub fn served(self) -> Result<Self, SettingsError> {
         if self.cells.len() > 1 {
             let names: Vec<&str> = self.cells.iter().map(|cell| cell.name.as_str()).collect();
             return Err(SettingsError {
                 variable: "GRID_CELLS",
                 reason: format!(
-                    "names {} cells ({}); this build runs one cell per grid: name one",
+                    "names {} cells ({}); this gateway serves one cell: name one",
                     names.len(),
                     names.join(", ")
                 ),
@@ -180,7 +192,11 @@ mod tests {
         let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();
         assert_eq!(settings.cells.len(), 2);
         assert_eq!(settings.keys.commands(), "{g:be-north}:commands");
-        let error = settings.served().unwrap_err();
+        let fr = CellName::parse("fr").unwrap();
+        assert_eq!(settings.cell().name.as_str(), "be-north", "seen from the default cell");
+        assert_eq!(settings.for_cell(&fr).keys.commands(), "{g:fr}:commands");
+        assert_eq!(settings.for_cell(&fr).cell().zone.as_str(), "FR");
+        let error = settings.clone().served().unwrap_err();
         assert!(error.reason.contains("be-north, fr"), "{error}");
         let map: HashMap<&str, &str> = [("GRID_CELLS", "fr:FR"), ("GRID_NAMESPACE", "g")].into();
         let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();

@@ -73,13 +73,16 @@ async fn both_services_expose_valid_metrics_whose_counters_move_with_the_tasks(p
     assert!(sample(&after, "grid_carbon_saved_ng_total").unwrap() > 0.0);
     assert!(sample(&after, "grid_batch_commit_seconds_count").unwrap() > 0.0);
     assert!(sample(&after, "grid_batch_messages_bucket{le=\"+Inf\"}").unwrap() > 0.0);
-    assert!(sample(&after, "grid_stream_length{stream=\"events\"}").unwrap() > 0.0);
-    assert!(sample(&after, "grid_stream_pending{stream=\"commands\"}").is_some(), "{after}");
-    assert!(sample(&after, "grid_stream_lag{stream=\"reports\"}").is_some());
+    assert!(sample(&after, "grid_stream_length{cell=\"main\",stream=\"events\"}").unwrap() > 0.0);
+    assert!(sample(&after, "grid_stream_pending{cell=\"main\",stream=\"commands\"}").is_some(), "{after}");
+    assert!(sample(&after, "grid_stream_lag{cell=\"main\",stream=\"reports\"}").is_some());
     assert_eq!(sample(&after, "grid_redis_up"), Some(1.0));
-    assert!(sample(&after, "grid_tasks{status=\"queued\"}").is_some());
-    assert!(sample(&after, "grid_nodes_alive").is_some());
-    assert!(sample(&after, "grid_chain_height").unwrap() >= 1.0, "blocks of 2 leaves were sealed: {after}");
+    assert!(sample(&after, "grid_tasks{cell=\"main\",status=\"queued\"}").is_some());
+    assert!(sample(&after, "grid_nodes_alive{cell=\"main\"}").is_some());
+    assert!(
+        sample(&after, "grid_chain_height{cell=\"main\"}").unwrap() >= 1.0,
+        "blocks of 2 leaves were sealed: {after}"
+    );
 
     // The gateway: requests by route template, method and status, with their latency.
     let text = scrape(&system.http, &gateway_metrics).await;

@@ -182,7 +182,7 @@ impl Rules {
             block_max_leaves: config.block_max_leaves,
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
             writer_name: config.consumer_name.clone(),
-            cell: config.grid.cells.default_cell().name.clone(),
+            cell: config.grid.cell().name.clone(),
         }
     }
 }

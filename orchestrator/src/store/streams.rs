@@ -206,6 +206,41 @@ pub async fn claim_all_pending(
     Ok(claimed)
 }
 
+/// Entries that another consumer of the group holds unacknowledged for at least `min_idle_ms`
+/// become this one's (`XCLAIM`); how many. Only the active writer reads the streams, so such
+/// an entry was delivered to a writer that lost its lease without noticing yet: a process frozen
+/// (SIGSTOP, a paused VM) while blocked on its read, to which Redis still hands new entries.
+pub async fn claim_orphans(
+    conn: &mut impl ConnectionLike,
+    keys: &Keys,
+    consumer: &str,
+    min_idle_ms: u64,
+) -> redis::RedisResult<usize> {
+    let mut claimed = 0;
+    for stream in [keys.commands(), keys.reports()] {
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(ORCHESTRATOR_GROUP)
+            .arg("IDLE")
+            .arg(min_idle_ms)
+            .arg("-")
+            .arg("+")
+            .arg(1_000)
+            .query_async(&mut *conn)
+            .await?;
+        let orphans: Vec<&str> =
+            pending.iter().filter(|(_, owner, _, _)| owner != consumer).map(|(id, _, _, _)| id.as_str()).collect();
+        if orphans.is_empty() {
+            continue;
+        }
+        let mut claim = redis::cmd("XCLAIM");
+        claim.arg(&stream).arg(ORCHESTRATOR_GROUP).arg(consumer).arg(min_idle_ms).arg(&orphans).arg("JUSTID");
+        let ids: Vec<String> = claim.query_async(&mut *conn).await?;
+        claimed += ids.len();
+    }
+    Ok(claimed)
+}
+
 /// Drops this consumer's unacknowledged heartbeat entries (after a failed batch).
 pub async fn forget_heartbeats(conn: &mut impl ConnectionLike, keys: &Keys, consumer: &str) -> redis::RedisResult<()> {
     redis::cmd("XGROUP")

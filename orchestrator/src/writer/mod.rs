@@ -51,6 +51,11 @@ use rounds::place_round;
 /// How often a writer waiting for messages looks whether the block being mined is done.
 const SEALING_POLL_MS: u64 = 5;
 
+/// How often the writer looks for entries held by another consumer, and how long such an entry
+/// must have waited to be taken (a writer that lost its lease, frozen on its read).
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(1);
+const ORPHAN_IDLE_MS: u64 = 1_000;
+
 fn start_of_pending() -> [String; 2] {
     ["0".to_owned(), "0".to_owned()]
 }
@@ -97,6 +102,8 @@ pub struct Writer {
     recorded_seq: i64,
     /// Messages read but left for the next batch (after a consent revocation).
     carry: VecDeque<Ready>,
+    /// When entries other consumers hold were last looked for (see [`streams::claim_orphans`]).
+    last_orphan_check: Instant,
     mode: ReadMode,
     /// In pending mode, the entries of the commands and reports streams read so far in this
     /// pass; a pass in which a batch failed is followed by another, until none fails.
@@ -150,6 +157,7 @@ impl Writer {
             published_seq,
             recorded_seq: published_seq,
             carry: VecDeque::new(),
+            last_orphan_check: Instant::now(),
             mode: ReadMode::Pending { one_by_one: false },
             pending_after: start_of_pending(),
             pass_failed: false,
@@ -169,7 +177,9 @@ impl Writer {
             let mut conn = writer.redis.get().await?;
             let keys = &writer.config.grid.keys;
             // (A Redis Cluster never held keys of the layout before cells.)
-            if !writer.redis.is_cluster() && streams::marker(&mut conn, keys).await?.is_none() {
+            // Only the default cell's: the one cell of a grid before cells.
+            let default = keys.cell() == &writer.config.grid.cells.default_cell().name;
+            if default && !writer.redis.is_cluster() && streams::marker(&mut conn, keys).await?.is_none() {
                 // A first start after the upgrade to cells: the keys written before are moved
                 // under the cell's tag (the marker with them, when Redis kept it), before the
                 // groups are made and their pending entries claimed.
@@ -288,6 +298,18 @@ impl Writer {
             return Ok(self.carry.drain(..).collect());
         }
         let keys = self.config.grid.keys.clone();
+        // Every second, between batches (nothing of this writer's own is pending then): entries
+        // Redis handed to a writer that lost its lease are taken back and read from the start.
+        if self.mode == ReadMode::New && self.last_orphan_check.elapsed() >= ORPHAN_CHECK_EVERY {
+            self.last_orphan_check = Instant::now();
+            let mut conn = self.redis.get().await?;
+            let consumer = &self.config.consumer_name;
+            let claimed = streams::claim_orphans(&mut conn, &keys, consumer, ORPHAN_IDLE_MS).await?;
+            if claimed > 0 {
+                warn!(claimed, "took back entries another consumer held (a writer that lost its lease)");
+                self.enter_pending(false);
+            }
+        }
         let (pending, count) = match self.mode {
             ReadMode::Pending { one_by_one: true } => (true, 1),
             ReadMode::Pending { one_by_one: false } => (true, self.config.batch_size),
@@ -428,7 +450,7 @@ impl Writer {
         }
         self.last_summary = Some(Instant::now());
         let now = Utc::now();
-        let zone = &self.config.grid.cells.default_cell().zone;
+        let zone = &self.config.grid.cell().zone;
         let signal = self.context.signals().lookup(zone, now);
         let fleet = &self.state.fleet;
         let watts_per_core = fleet.watts_per_core();
