@@ -327,3 +327,39 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
         Arc::into_inner(gateway).expect("the load is done").stop().await;
     }
 }
+
+/// A key belongs to its organisation in every cell: rotated through one cell's gateway, the old
+/// key is refused at once by another cell's gateway too, which had it in its cache (its writer
+/// marks the revocation under every cell's hash tag, where each cell's gateways check it).
+#[sqlx::test(migrations = "../migrations")]
+async fn a_key_revoked_through_one_cell_is_refused_in_every_cell(pool: PgPool) {
+    let namespace = fresh_namespace();
+    let gateways = gateways(&pool, &namespace, &["a", "b"]).await;
+    let settings = process_settings(&gateways[0], &pool);
+    let orchestrator = Orchestrator::start("keys-ab", &settings, &[("GRID_CELLS", "a:BE,b:BE")]);
+    role_in(&orchestrator, "a", "writer").await;
+    role_in(&orchestrator, "b", "writer").await;
+    let (organization, old_key) = gateways[0].organization("Rotating in cell a").await;
+    // Cell b's gateway knows the old key (it is in its cache now).
+    assert_eq!(gateways[1].get("/v1/tasks", &old_key).await.status(), 200);
+    assert_eq!(gateways[1].post("/v1/tasks", &old_key, thermal_task()).await.status(), 202);
+
+    let rotated: Value = gateways[0]
+        .post(&format!("/v1/organizations/{organization}/keys"), &old_key, serde_json::json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    let command = rotated["command_id"].as_str().unwrap();
+    assert_eq!(gateways[0].settled(command, &new_key).await["status"], "applied");
+    assert_eq!(gateways[1].post("/v1/tasks", &old_key, thermal_task()).await.status(), 401);
+    assert_eq!(gateways[1].get("/v1/tasks", &old_key).await.status(), 401);
+    assert_eq!(gateways[0].post("/v1/tasks", &old_key, thermal_task()).await.status(), 401);
+    assert_eq!(gateways[1].get("/v1/tasks", &new_key).await.status(), 200);
+
+    drop(orchestrator);
+    for gateway in gateways {
+        Arc::into_inner(gateway).expect("nothing else holds it").stop().await;
+    }
+}

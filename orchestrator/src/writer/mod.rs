@@ -547,9 +547,14 @@ impl Writer {
         if !batch.revoked_keys.is_empty() {
             // Before the commit: once a client can see the rotation applied, no gateway takes
             // the old key. A commit that then fails leaves markers that the redelivered
-            // rotation makes true, or that the next recovery removes.
+            // rotation makes true, or that the next recovery removes. A key is the
+            // organisation's in every cell: the markers go under every cell's tag, where each
+            // cell's gateways check them (in their own slot).
             let mut conn = self.redis.get().await?;
-            streams::mark_revoked(&mut conn, &self.config.grid.keys, &batch.revoked_keys).await?;
+            for cell in self.config.grid.cells.iter() {
+                let keys = self.config.grid.keys.cell_keys(&cell.name);
+                streams::mark_revoked(&mut conn, &keys, &batch.revoked_keys).await?;
+            }
         }
         let mut commit_seconds = None;
         if batch.writes() {
