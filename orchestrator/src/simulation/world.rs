@@ -65,6 +65,11 @@ impl Default for Settings {
 
 /// The rules the simulated writer decides by: the defaults, with small proof blocks (to seal
 /// often) and no proof of work (mining is not what is explored).
+/// The cell a misrouted node or task names (the simulated writer serves `main`).
+fn other_cell() -> grid_shared::cells::CellName {
+    grid_shared::cells::CellName::parse("north").unwrap_or_default()
+}
+
 pub fn rules() -> Rules {
     Rules {
         max_attempts: 3,
@@ -230,6 +235,10 @@ pub struct World {
     projection: Projection,
     /// Tasks the store holds quarantined (their rows no longer match their events).
     quarantined: HashSet<TaskId>,
+    /// Nodes and tasks sent to this cell's writer naming another cell (a misrouted message):
+    /// the writer must refuse them (`other_cell`), so none is ever stored, placed or run.
+    other_cell_nodes: HashSet<NodeId>,
+    other_cell_tasks: HashSet<TaskId>,
     pub stats: Stats,
 }
 
@@ -252,6 +261,8 @@ impl World {
             assigned: HashSet::new(),
             projection: Projection::default(),
             quarantined: HashSet::new(),
+            other_cell_nodes: HashSet::new(),
+            other_cell_tasks: HashSet::new(),
             stats: Stats::default(),
         };
         for index in 0..3 {
@@ -332,6 +343,13 @@ impl World {
             0 => spec,
             1 => spec.in_zone(zone_of("NL")),
             draw => spec.in_zone(zone_of(SIMULATED_ZONES[draw as usize % SIMULATED_ZONES.len()])),
+        };
+        // Rarely, one naming another cell than the writer's.
+        let spec = if self.rng.below(25) == 0 {
+            self.other_cell_nodes.insert(node_id);
+            spec.in_cell(other_cell())
+        } else {
+            spec
         };
         let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: self.hash() });
         self.as_organization(organization, command);
@@ -510,7 +528,11 @@ impl World {
             deadline: self.clock + Duration::seconds(i64::from(slack_seconds)),
             kind,
             replicas: Replicas::parse(i64::from(replicas)).unwrap_or_default(),
-            cell: None,
+            // Rarely, one naming another cell than the writer's.
+            cell: (self.rng.below(25) == 0).then(|| {
+                self.other_cell_tasks.insert(task_id);
+                grid_shared::cells::CellChoice::named(other_cell())
+            }),
         });
         self.as_organization(organization, command);
         self.tasks.push((task_id, organization));
@@ -828,7 +850,26 @@ impl World {
             }
         }
         checks::credits(&self.store, batch, &self.rules, &signals())?;
+        self.check_other_cells()?;
         checks::store_follows_events(&self.store, &self.projection, Some(&batch.task_order), &self.quarantined)
+    }
+
+    /// Nothing addressed to another cell is stored as this cell's node, nor runs as its task.
+    fn check_other_cells(&self) -> Result<(), String> {
+        if let Some(node_id) = self.other_cell_nodes.iter().find(|node_id| self.store.nodes.contains_key(node_id)) {
+            return Err(format!("node {node_id} of another cell was registered in this one"));
+        }
+        for task_id in &self.other_cell_tasks {
+            if let Some(row) = self.store.tasks.get(task_id)
+                && row.stored.status != grid_shared::domain::TaskStatus::Rejected.as_str()
+            {
+                return Err(format!("task {task_id} of another cell is {} in this one", row.stored.status));
+            }
+            if self.assigned.iter().any(|(assigned, _)| assigned == task_id) {
+                return Err(format!("task {task_id} of another cell was assigned in this one"));
+            }
+        }
+        Ok(())
     }
 
     /// The end of a history: every node comes back and works honestly, then the clock passes
