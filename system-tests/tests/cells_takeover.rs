@@ -8,56 +8,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::processes::{Orchestrator, database_url};
-use common::{eventually, fresh_namespace, spawn_gateway, thermal_task};
+use common::cells::{WAIT, completed_in, gateways, process_settings, role_in};
+use common::processes::Orchestrator;
+use common::{eventually, fresh_namespace, thermal_task};
 use futures_util::StreamExt;
 use grid_shared::cells::CellName;
 use serde_json::Value;
 use sqlx::PgPool;
 
-const WAIT: Duration = Duration::from_secs(30);
 const CELLS: &str = "a:BE,b:BE,c:BE";
-
-/// A gateway for each of `cells`, all under `namespace`.
-async fn gateways(pool: &PgPool, namespace: &str, cells: &[&str]) -> Vec<Arc<common::System>> {
-    let mut gateways = Vec::new();
-    for cell in cells {
-        let only = format!("{cell}:BE");
-        let system = spawn_gateway(pool.clone(), &[("GRID_NAMESPACE", namespace), ("GRID_CELLS", &only)]).await;
-        gateways.push(Arc::new(system));
-    }
-    gateways
-}
-
-/// The orchestrators' settings: the grid's three cells, the test's database and namespace.
-fn process_settings(gateway: &common::System, pool: &PgPool) -> HashMap<String, String> {
-    let mut settings = gateway.settings.clone();
-    settings.insert("DATABASE_URL".to_owned(), database_url(pool));
-    settings.insert("GRID_CELLS".to_owned(), CELLS.to_owned());
-    settings
-}
-
-/// Waits until `orchestrator` reports `role` in `cell`; its entry there.
-async fn role_in(orchestrator: &Orchestrator, cell: &str, role: &str) -> Value {
-    eventually(WAIT, &format!("{} to be {role} of cell {cell}", orchestrator.name), || async {
-        let readiness = orchestrator.readiness().await?;
-        let entry = readiness["cells"].as_array()?.iter().find(|entry| entry["cell"] == cell)?.clone();
-        (entry["role"] == role).then_some(entry)
-    })
-    .await
-}
-
-async fn completed_in(pool: &PgPool, cell: &str) -> i64 {
-    sqlx::query_scalar("select count(*) from task where cell_id = $1 and status = 'completed'")
-        .bind(cell)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
 
 /// Submits a task through `gateway` every 10 ms until `stop`; how many.
 async fn steady_load(gateway: Arc<common::System>, api_key: String, stop: tokio::sync::watch::Receiver<bool>) -> i64 {
@@ -142,8 +104,8 @@ async fn assert_each_cell_whole(pool: &PgPool, submitted: &[i64]) {
 #[sqlx::test(migrations = "../migrations")]
 async fn killing_the_writer_of_one_cell_moves_that_cell_alone(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b", "c"]).await;
-    let settings = process_settings(&gateways[0], &pool);
+    let gateways = gateways(&pool, &namespace, &["a", "b", "c"], &[]).await;
+    let settings = process_settings(&gateways[0], &pool, CELLS);
     let mut only_a = Orchestrator::start("cells-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
     role_in(&only_a, "a", "writer").await;
     let b_and_c = Orchestrator::start("cells-bc", &settings, &[("GRID_WRITER_CELLS", "b,c")]);
@@ -249,8 +211,8 @@ async fn cut_lease(pool: &PgPool, cell: &str) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b"]).await;
-    let settings = process_settings(&gateways[0], &pool);
+    let gateways = gateways(&pool, &namespace, &["a", "b"], &[]).await;
+    let settings = process_settings(&gateways[0], &pool, CELLS);
     let frozen = Orchestrator::start("fenced-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
     role_in(&frozen, "a", "writer").await;
     let b_writer = Orchestrator::start("fenced-b", &settings, &[("GRID_WRITER_CELLS", "b")]);
@@ -334,8 +296,8 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
 #[sqlx::test(migrations = "../migrations")]
 async fn a_key_revoked_through_one_cell_is_refused_in_every_cell(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b"]).await;
-    let settings = process_settings(&gateways[0], &pool);
+    let gateways = gateways(&pool, &namespace, &["a", "b"], &[]).await;
+    let settings = process_settings(&gateways[0], &pool, CELLS);
     let orchestrator = Orchestrator::start("keys-ab", &settings, &[("GRID_CELLS", "a:BE,b:BE")]);
     role_in(&orchestrator, "a", "writer").await;
     role_in(&orchestrator, "b", "writer").await;

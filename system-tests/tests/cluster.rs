@@ -77,3 +77,89 @@ async fn a_grid_on_a_redis_cluster_completes_its_tasks_with_its_cells_keys_in_on
     assert_eq!(holders.len(), 1, "and so on one master: {holders:?}");
     system.stop().await;
 }
+
+/// Three cells on the cluster, written by two orchestrator processes (one writes `a`, the other
+/// `b` and `c`), each cell's traffic through a gateway of its own: tasks complete and are credited
+/// in every cell; each cell's keys hash to one slot of their own; a key rotated in one cell writes
+/// its revocation markers in every cell's slot; no master ever refused a command across slots.
+#[sqlx::test(migrations = "../migrations")]
+async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(pool: PgPool) {
+    use common::cells::{completed_in, gateways, process_settings, role_in};
+    use common::processes::Orchestrator;
+
+    let cluster = LocalCluster::start().await;
+    let nodes = cluster.nodes();
+    let namespace = common::fresh_namespace();
+    let cells = ["a", "b", "c"];
+    let gateways = gateways(&pool, &namespace, &cells, &[("REDIS_CLUSTER_NODES", &nodes)]).await;
+    let settings = process_settings(&gateways[0], &pool, "a:BE,b:BE,c:BE");
+    let first = Orchestrator::start("cluster-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
+    let second = Orchestrator::start("cluster-bc", &settings, &[("GRID_WRITER_CELLS", "b,c")]);
+    role_in(&first, "a", "writer").await;
+    role_in(&second, "b", "writer").await;
+    role_in(&second, "c", "writer").await;
+    let mut fleets = Vec::new();
+    let mut keys = Vec::new();
+    for (gateway, cell) in gateways.iter().zip(cells) {
+        let (organization, api_key) = gateway.organization(&format!("Clustered {cell}")).await;
+        fleets.push(gateway.fleet(&api_key, 3, 2, 1.0, Duration::ZERO).await);
+        for _ in 0..15 {
+            assert_eq!(gateway.post("/v1/tasks", &api_key, thermal_task()).await.status(), 202);
+        }
+        keys.push((organization, api_key));
+    }
+    eventually(Duration::from_secs(60), "every cell's tasks to complete", || async {
+        let mut done = true;
+        for cell in cells {
+            done &= completed_in(&pool, cell).await == 15;
+        }
+        done.then_some(())
+    })
+    .await;
+    let credited: Vec<(String, i64)> =
+        sqlx::query_as("select cell_id, count(distinct task_id) from proof_leaf group by cell_id order by cell_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(credited, [("a".to_owned(), 15), ("b".to_owned(), 15), ("c".to_owned(), 15)]);
+    // A rotation in cell a marks the old key in every cell's slot.
+    let (organization, old_key) = &keys[0];
+    let rotated: Value = gateways[0]
+        .post(&format!("/v1/organizations/{organization}/keys"), old_key, serde_json::json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new_key = rotated["api_key"].as_str().unwrap();
+    assert_eq!(gateways[0].settled(rotated["command_id"].as_str().unwrap(), new_key).await["status"], "applied");
+    assert_eq!(gateways[2].post("/v1/tasks", old_key, thermal_task()).await.status(), 401);
+    for (stop, fleet) in fleets {
+        stop.send(true).unwrap();
+        fleet.join().await;
+    }
+
+    // Each cell's keys are under its tag, in one slot of its own; nothing crossed slots.
+    let mut slots_of: std::collections::HashMap<&str, HashSet<i64>> = std::collections::HashMap::new();
+    for port in &cluster.ports {
+        let mut master = cluster.master(*port).await;
+        let found: Vec<String> =
+            redis::cmd("KEYS").arg(format!("*{namespace}*")).query_async(&mut master).await.unwrap();
+        for key in &found {
+            let cell = cells
+                .into_iter()
+                .find(|cell| key.starts_with(&format!("{{{namespace}:{cell}}}")))
+                .unwrap_or_else(|| panic!("{key} is under no cell's tag"));
+            let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut master).await.unwrap();
+            slots_of.entry(cell).or_default().insert(slot);
+        }
+        let errors: String = redis::cmd("INFO").arg("errorstats").query_async(&mut master).await.unwrap();
+        assert!(!errors.contains("CROSSSLOT"), "master {port} refused a command across slots: {errors}");
+    }
+    for cell in cells {
+        assert_eq!(slots_of.get(cell).map(HashSet::len), Some(1), "cell {cell}'s keys in one slot: {slots_of:?}");
+    }
+    drop((first, second));
+    for gateway in gateways {
+        std::sync::Arc::into_inner(gateway).expect("nothing else holds it").stop().await;
+    }
+}

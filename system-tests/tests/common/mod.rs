@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cells;
 pub mod cluster;
 pub mod processes;
 
