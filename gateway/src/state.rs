@@ -53,13 +53,6 @@ impl AppState {
         &self.config.grid.keys
     }
 
-    /// The names of the grid's cells, to bind as `cell_id = any($n)`: a row looked up by its
-    /// own id (a command, a result, a leaf) is found through its table's key, which begins with
-    /// the cell.
-    pub fn cell_ids(&self) -> Vec<&str> {
-        self.config.grid.cells.iter().map(|cell| cell.name.as_str()).collect()
-    }
-
     /// The grid's default cell (the one whose events, blocks and proof chain a request that
     /// names no cell reads).
     pub fn default_cell(&self) -> &grid_shared::cells::CellName {

@@ -63,8 +63,8 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
         })
         .collect();
     let first = snapshots.first().map(|(_, snapshot)| snapshot.clone());
+    // Summed over the cells (counts of things in memory, and counters).
     let sum = |figure: fn(&Snapshot) -> u64| snapshots.iter().map(|(_, snapshot)| figure(snapshot)).sum::<u64>();
-    let any = |figure: fn(&Snapshot) -> usize| snapshots.iter().map(|(_, snapshot)| figure(snapshot)).sum::<usize>();
     (
         code,
         Json(json!({
@@ -75,15 +75,14 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
             "cells": cells,
             "postgres": postgres,
             "redis": redis,
-            // Summed over the cells this process writes.
-            "open_tasks": any(|snapshot| snapshot.open_tasks),
-            "queued_tasks": any(|snapshot| snapshot.queued_tasks),
-            "live_nodes": any(|snapshot| snapshot.live_nodes),
+            "open_tasks": sum(|snapshot| snapshot.open_tasks as u64),
+            "queued_tasks": sum(|snapshot| snapshot.queued_tasks as u64),
+            "live_nodes": sum(|snapshot| snapshot.live_nodes as u64),
             "batches": sum(|snapshot| snapshot.batches),
             "messages": sum(|snapshot| snapshot.messages),
             "statements": sum(|snapshot| snapshot.statements),
             "chain_height": first.as_ref().map_or(0, |snapshot| snapshot.chain_height),
-            "pending_leaves": any(|snapshot| snapshot.pending_leaves),
+            "pending_leaves": sum(|snapshot| snapshot.pending_leaves as u64),
             "blocks_sealed": sum(|snapshot| snapshot.blocks_sealed),
             "problem": snapshots.iter().find_map(|(_, snapshot)| snapshot.problem.clone()),
         })),

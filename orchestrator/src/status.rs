@@ -47,6 +47,28 @@ pub struct Snapshot {
     pub admin_address: Option<std::net::SocketAddr>,
 }
 
+impl Snapshot {
+    /// A process starting, holding nothing yet.
+    fn starting(name: &str) -> Self {
+        Self {
+            role: Role::Starting,
+            name: name.to_owned(),
+            epoch: None,
+            open_tasks: 0,
+            queued_tasks: 0,
+            live_nodes: 0,
+            batches: 0,
+            messages: 0,
+            statements: 0,
+            chain_height: 0,
+            pending_leaves: 0,
+            blocks_sealed: 0,
+            problem: None,
+            admin_address: None,
+        }
+    }
+}
+
 pub struct Status {
     snapshot: Mutex<Snapshot>,
     /// This process's Prometheus figures (`/metrics` on the admin endpoint), shared by its cells.
@@ -55,37 +77,14 @@ pub struct Status {
 
 impl Status {
     pub fn new(name: &str) -> Self {
-        Self {
-            snapshot: Mutex::new(Snapshot {
-                role: Role::Starting,
-                name: name.to_owned(),
-                epoch: None,
-                open_tasks: 0,
-                queued_tasks: 0,
-                live_nodes: 0,
-                batches: 0,
-                messages: 0,
-                statements: 0,
-                chain_height: 0,
-                pending_leaves: 0,
-                blocks_sealed: 0,
-                problem: None,
-                admin_address: None,
-            }),
-            metrics: Arc::new(Registry::new(&DESCRIBED)),
-        }
+        Self { snapshot: Mutex::new(Snapshot::starting(name)), metrics: Arc::new(Registry::new(&DESCRIBED)) }
     }
 
-    /// The status of this process in another cell: its own role and figures, the same name and
-    /// metrics.
+    /// The status of this process in another cell: its own role and figures, the same name,
+    /// admin address and metrics.
     pub fn for_another_cell(&self) -> Self {
-        let mut snapshot = self.snapshot();
-        snapshot.role = Role::Starting;
-        snapshot.epoch = None;
-        snapshot.problem = None;
-        (snapshot.open_tasks, snapshot.queued_tasks, snapshot.live_nodes) = (0, 0, 0);
-        (snapshot.batches, snapshot.messages, snapshot.statements, snapshot.blocks_sealed) = (0, 0, 0, 0);
-        (snapshot.chain_height, snapshot.pending_leaves) = (0, 0);
+        let ours = self.snapshot();
+        let snapshot = Snapshot { admin_address: ours.admin_address, ..Snapshot::starting(&ours.name) };
         Self { snapshot: Mutex::new(snapshot), metrics: self.metrics.clone() }
     }
 

@@ -22,6 +22,28 @@ fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// A thermal simulation due in `due`, for `cell` (none named: the writer's).
+fn thermal_submission(
+    task_id: TaskId,
+    due: chrono::Duration,
+    cell: Option<grid_shared::cells::CellChoice>,
+) -> SubmitTask {
+    SubmitTask {
+        task_id,
+        copropriete_id: CoproprieteId::new(),
+        priority: Priority::default(),
+        deadline: Utc::now() + due,
+        kind: TaskKind::BuildingThermalSimulation {
+            building_id: BuildingId::new(),
+            insulation_score: 0.5,
+            surface_m2: 70.0,
+            heating_degree_days: 2_000.0,
+        },
+        replicas: Replicas::default(),
+        cell,
+    }
+}
+
 struct Harness {
     writer: Writer,
     keys: Keys,
@@ -166,20 +188,7 @@ impl Harness {
     /// Adds a submission due in `due` (not stepped).
     async fn submit_due(&mut self, organization_id: OrganizationId, due: chrono::Duration) -> (TaskId, Envelope) {
         let task_id = TaskId::new();
-        let submit = Command::SubmitTask(SubmitTask {
-            task_id,
-            copropriete_id: CoproprieteId::new(),
-            priority: Priority::default(),
-            deadline: Utc::now() + due,
-            kind: TaskKind::BuildingThermalSimulation {
-                building_id: BuildingId::new(),
-                insulation_score: 0.5,
-                surface_m2: 70.0,
-                heating_degree_days: 2_000.0,
-            },
-            replicas: Replicas::default(),
-            cell: None,
-        });
+        let submit = Command::SubmitTask(thermal_submission(task_id, due, None));
         let envelope = self.command(Actor::Organization(organization_id), Some(organization_id), &submit).await;
         (task_id, envelope)
     }
@@ -432,20 +441,8 @@ async fn a_writer_refuses_another_cells_task_and_records_the_choice_of_its_own(p
     let mut harness = harness(pool, &[("GRID_CELLS", "be-north:BE")]).await;
     let organization_id = harness.organization().await;
     let submit = |cell: &str| {
-        Command::SubmitTask(SubmitTask {
-            task_id: TaskId::new(),
-            copropriete_id: CoproprieteId::new(),
-            priority: Priority::default(),
-            deadline: Utc::now() + chrono::Duration::hours(1),
-            kind: TaskKind::BuildingThermalSimulation {
-                building_id: BuildingId::new(),
-                insulation_score: 0.5,
-                surface_m2: 70.0,
-                heating_degree_days: 2_000.0,
-            },
-            replicas: Replicas::default(),
-            cell: Some(CellChoice::named(CellName::parse(cell).unwrap())),
-        })
+        let choice = CellChoice::named(CellName::parse(cell).unwrap());
+        Command::SubmitTask(thermal_submission(TaskId::new(), chrono::Duration::hours(1), Some(choice)))
     };
     let actor = Actor::Organization(organization_id);
     let elsewhere = harness.command(actor, Some(organization_id), &submit("fr")).await;

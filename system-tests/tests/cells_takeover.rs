@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cells::{WAIT, completed_in, gateways, process_settings, role_in};
+use common::cells::{WAIT, completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways};
 use common::processes::Orchestrator;
 use common::{eventually, fresh_namespace, thermal_task};
 use futures_util::StreamExt;
@@ -180,14 +180,9 @@ async fn killing_the_writer_of_one_cell_moves_that_cell_alone(pool: PgPool) {
     assert!(done_b > 0 && done_c > 0, "cells b and c completed tasks while cell a changed hands");
     assert_each_cell_whole(&pool, &submitted).await;
 
-    for (stop, fleet) in fleets {
-        stop.send(true).unwrap();
-        fleet.join().await;
-    }
+    stop_fleets(fleets).await;
     drop((b_and_c, standby));
-    for gateway in gateways {
-        Arc::into_inner(gateway).expect("the load is done").stop().await;
-    }
+    stop_gateways(gateways).await;
 }
 
 /// The session that holds `cell`'s advisory lock (its writer's lease), terminated as a network
@@ -280,14 +275,9 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
     .unwrap();
     assert_eq!(twice, 0, "no (task, attempt) assigned twice");
 
-    for (stop, fleet) in [(stop_a, fleet_a), (stop_b, fleet_b)] {
-        stop.send(true).unwrap();
-        fleet.join().await;
-    }
+    stop_fleets(vec![(stop_a, fleet_a), (stop_b, fleet_b)]).await;
     drop((frozen, b_writer, standby));
-    for gateway in gateways {
-        Arc::into_inner(gateway).expect("the load is done").stop().await;
-    }
+    stop_gateways(gateways).await;
 }
 
 /// A key belongs to its organisation in every cell: rotated through one cell's gateway, the old
@@ -321,7 +311,5 @@ async fn a_key_revoked_through_one_cell_is_refused_in_every_cell(pool: PgPool) {
     assert_eq!(gateways[1].get("/v1/tasks", &new_key).await.status(), 200);
 
     drop(orchestrator);
-    for gateway in gateways {
-        Arc::into_inner(gateway).expect("nothing else holds it").stop().await;
-    }
+    stop_gateways(gateways).await;
 }

@@ -84,7 +84,7 @@ async fn a_grid_on_a_redis_cluster_completes_its_tasks_with_its_cells_keys_in_on
 /// its revocation markers in every cell's slot; no master ever refused a command across slots.
 #[sqlx::test(migrations = "../migrations")]
 async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(pool: PgPool) {
-    use common::cells::{completed_in, gateways, process_settings, role_in};
+    use common::cells::{completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways};
     use common::processes::Orchestrator;
 
     let cluster = LocalCluster::start().await;
@@ -133,10 +133,7 @@ async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(p
     let new_key = rotated["api_key"].as_str().unwrap();
     assert_eq!(gateways[0].settled(rotated["command_id"].as_str().unwrap(), new_key).await["status"], "applied");
     assert_eq!(gateways[2].post("/v1/tasks", old_key, thermal_task()).await.status(), 401);
-    for (stop, fleet) in fleets {
-        stop.send(true).unwrap();
-        fleet.join().await;
-    }
+    stop_fleets(fleets).await;
 
     // Each cell's keys are under its tag, in one slot of its own; nothing crossed slots.
     let mut slots_of: std::collections::HashMap<&str, HashSet<i64>> = std::collections::HashMap::new();
@@ -159,7 +156,5 @@ async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(p
         assert_eq!(slots_of.get(cell).map(HashSet::len), Some(1), "cell {cell}'s keys in one slot: {slots_of:?}");
     }
     drop((first, second));
-    for gateway in gateways {
-        std::sync::Arc::into_inner(gateway).expect("nothing else holds it").stop().await;
-    }
+    stop_gateways(gateways).await;
 }

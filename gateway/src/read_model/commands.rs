@@ -42,11 +42,10 @@ pub async fn find_command(
     drop(conn);
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "select outcome, reason from processed_message
-         where cell_id = any($3) and message_id = $1 and ($2::uuid is null or organization_id = $2)",
+         where message_id = $1 and ($2::uuid is null or organization_id = $2)",
     )
     .bind(command_id.as_uuid())
     .bind(organization)
-    .bind(state.cell_ids())
     .fetch_optional(&state.pool)
     .await?;
     if let Some((outcome, reason)) = row {

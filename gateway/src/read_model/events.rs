@@ -66,14 +66,12 @@ pub async fn of_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskHistory>, ApiError> {
-    let visible: Option<i32> = sqlx::query_scalar(
-        "select 1 from task where cell_id = any($3) and task_id = $1 and ($2::uuid is null or organization_id = $2)",
-    )
-    .bind(task_id.as_uuid())
-    .bind(scope.map(|id| id.as_uuid()))
-    .bind(state.cell_ids())
-    .fetch_optional(&state.pool)
-    .await?;
+    let visible: Option<i32> =
+        sqlx::query_scalar("select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2)")
+            .bind(task_id.as_uuid())
+            .bind(scope.map(|id| id.as_uuid()))
+            .fetch_optional(&state.pool)
+            .await?;
     if visible.is_none() {
         return Ok(None);
     }

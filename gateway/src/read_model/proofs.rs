@@ -232,23 +232,19 @@ pub async fn task_proofs(
     task_id: TaskId,
 ) -> Result<Option<TaskProofsView>, ApiError> {
     let visible: bool = sqlx::query_scalar(
-        "select exists (select 1 from task
-                        where cell_id = any($3) and task_id = $1 and ($2::uuid is null or organization_id = $2))",
+        "select exists (select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2))",
     )
     .bind(task_id.as_uuid())
     .bind(scope.map(|id| id.as_uuid()))
-    .bind(state.cell_ids())
     .fetch_one(&state.pool)
     .await?;
     if !visible {
         return Ok(None);
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select cell_id, {LEAF_COLUMNS} from proof_leaf where cell_id = any($2) and task_id = $1
-         order by block_height, leaf_index"
+        "select cell_id, {LEAF_COLUMNS} from proof_leaf where task_id = $1 order by block_height, leaf_index"
     )))
     .bind(task_id.as_uuid())
-    .bind(state.cell_ids())
     .fetch_all(&state.pool)
     .await?;
     let mut proofs = Vec::with_capacity(rows.len());

@@ -234,15 +234,10 @@ pub async fn find_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskView>, ApiError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "{SELECT} where t.cell_id = any($3) and t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"
-    ));
-    let row = sqlx::query(sql)
-        .bind(task_id.as_uuid())
-        .bind(scope.map(|id| id.as_uuid()))
-        .bind(state.cell_ids())
-        .fetch_optional(&state.pool)
-        .await?;
+    let sql =
+        sqlx::AssertSqlSafe(format!("{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"));
+    let row =
+        sqlx::query(sql).bind(task_id.as_uuid()).bind(scope.map(|id| id.as_uuid())).fetch_optional(&state.pool).await?;
     Ok(row.as_ref().map(view).transpose()?)
 }
 

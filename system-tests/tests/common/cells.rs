@@ -53,3 +53,21 @@ pub async fn completed_in(pool: &PgPool, cell: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// A simulated fleet and the sender that stops it (as [`System::fleet`] gives them).
+pub type FleetHandle = (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet);
+
+/// Stops `fleets` and waits for them.
+pub async fn stop_fleets(fleets: Vec<FleetHandle>) {
+    for (stop, fleet) in fleets {
+        stop.send(true).unwrap();
+        fleet.join().await;
+    }
+}
+
+/// Stops the gateways (each removes the namespace's keys), once nothing else holds them.
+pub async fn stop_gateways(gateways: Vec<Arc<System>>) {
+    for gateway in gateways {
+        Arc::into_inner(gateway).expect("nothing else holds the gateway").stop().await;
+    }
+}
