@@ -200,3 +200,90 @@ async fn while_redis_is_down_the_gateway_answers_503_and_it_goes_on_by_itself_wh
     }
     system.stop().await;
 }
+
+/// A stream is trimmed behind what the writer acknowledged, never past an entry another
+/// consumer still holds (a writer frozen on its read past its lease was handed it): that entry
+/// stays readable until the active writer claims it. A plain `XTRIM MINID` to the newest
+/// acknowledged entry deletes it (a lost submission, once seen in
+/// `cells_takeover.rs::a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes`).
+#[tokio::test]
+async fn a_trim_keeps_an_entry_another_consumer_holds_until_it_is_claimed() {
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let namespace = common::fresh_namespace();
+    for (stream, trim_with_script) in
+        [(format!("{{{namespace}}}:script"), true), (format!("{{{namespace}}}:plain"), false)]
+    {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg("orchestrator")
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        // More than one radix node of entries (`MINID ~` only drops whole nodes).
+        for index in 0..500 {
+            let _: String =
+                redis::cmd("XADD").arg(&stream).arg("*").arg("i").arg(index).query_async(&mut redis).await.unwrap();
+        }
+        let read = |consumer: &'static str, count: usize| {
+            let (stream, mut redis) = (stream.clone(), redis.clone());
+            async move {
+                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("orchestrator")
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(">")
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                reply.keys.into_iter().flat_map(|key| key.ids).map(|entry| entry.id).collect::<Vec<String>>()
+            }
+        };
+        let held = read("frozen", 1).await.remove(0);
+        let applied = read("active", 499).await;
+        let newest = applied.last().unwrap().clone();
+        let _: i64 =
+            redis::cmd("XACK").arg(&stream).arg("orchestrator").arg(&applied).query_async(&mut redis).await.unwrap();
+        if trim_with_script {
+            let trimmed_to: String = grid_shared::wire::scripts::trim_acknowledged(&stream, "orchestrator", &newest)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert_eq!(trimmed_to, held, "trimmed up to the entry still held");
+        } else {
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(&stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(&newest)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+        let claimed: Vec<String> = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg("orchestrator")
+            .arg("active")
+            .arg(0)
+            .arg(&held)
+            .arg("JUSTID")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let kept: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&stream).arg(&held).arg(&held).query_async(&mut redis).await.unwrap();
+        if trim_with_script {
+            assert_eq!((claimed, kept.ids.len()), (vec![held.clone()], 1), "the held entry is claimed and read");
+        } else {
+            assert!(kept.ids.is_empty(), "a plain trim to the newest acknowledged entry drops the held one");
+        }
+        let _: i64 = redis::cmd("DEL").arg(&stream).query_async(&mut redis).await.unwrap();
+    }
+}

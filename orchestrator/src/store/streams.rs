@@ -391,8 +391,11 @@ pub async fn publish(
     }
     if publication.trim {
         for (stream, id) in newest {
-            // Entries before the newest acknowledged one are done with (stream ids only grow).
-            pipe.cmd("XTRIM").arg(stream).arg("MINID").arg("~").arg(id).ignore();
+            // Entries before the newest acknowledged one are done with (stream ids only grow),
+            // but for those another consumer still holds: a writer that lost its lease may have
+            // been handed entries on its blocked read, which this one claims once they are idle
+            // (a plain `XTRIM MINID` here deleted them first: lost submissions).
+            pipe.add_command(scripts::trim_acknowledged(stream, ORCHESTRATOR_GROUP, id)).ignore();
         }
     }
     pipe.query_async::<()>(conn).await

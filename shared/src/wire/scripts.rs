@@ -36,6 +36,7 @@ static PUBLISH: LazyLock<Script> = admitting!("lua/publish.lua");
 static HEARTBEAT: LazyLock<Script> = admitting!("lua/heartbeat.lua");
 static XADD_IF_NEWER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/xadd_if_newer.lua")));
 const FORGET_IF_EXPIRED: &str = include_str!("lua/forget_if_expired.lua");
+const TRIM_ACKNOWLEDGED: &str = include_str!("lua/trim_acknowledged.lua");
 
 /// A credential's admission in a cell: its rate window and revocation marker there (both under
 /// the cell's tag), the requests it may make per second, and whether a marker can revoke it.
@@ -260,6 +261,15 @@ impl XaddIfNewer<'_> {
 pub fn forget_if_expired(nodes_alive: &str, node_id: &str, now_ms: i64) -> redis::Cmd {
     let mut command = redis::cmd("EVAL");
     command.arg(FORGET_IF_EXPIRED).arg(1).arg(nodes_alive).arg(node_id).arg(now_ms);
+    command
+}
+
+/// `lua/trim_acknowledged.lua`, as an `EVAL` command for a MULTI: trims `stream` up to the
+/// newest entry acknowledged, but never past the oldest entry still pending in `group` (held by
+/// another consumer until the active writer claims it). Answers the id trimmed to.
+pub fn trim_acknowledged(stream: &str, group: &str, newest_acknowledged: &str) -> redis::Cmd {
+    let mut command = redis::cmd("EVAL");
+    command.arg(TRIM_ACKNOWLEDGED).arg(1).arg(stream).arg(group).arg(newest_acknowledged);
     command
 }
 
