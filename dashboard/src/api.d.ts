@@ -1178,13 +1178,14 @@ export interface components {
         Operations: {
             /**
              * Format: int64
-             * @description Commands (submissions, registrations, consent, keys) on their stream, not yet trimmed:
-             *     about those the writer has not applied yet (it trims to within about 100).
+             * @description Commands (submissions, registrations, consent, keys) on their streams, not yet trimmed,
+             *     summed over the cells: about those the writers have not applied yet (each trims to
+             *     within about 100).
              */
             command_backlog: number;
             /**
              * Format: int64
-             * @description Entries on the dead-letter stream (undecodable messages, tasks failed for good).
+             * @description Entries on the dead-letter streams (undecodable messages, tasks failed for good).
              */
             dead_letters: number;
             /**
@@ -1205,6 +1206,7 @@ export interface components {
              * @description Nodes' reports likewise.
              */
             report_backlog: number;
+            /** @description The default cell's writer (`GET /v1/cells` lists every cell's). */
             writer: components["schemas"]["WriterLease"];
         };
         /** @description An orchestrator process, as PostgreSQL sees its lease session. */
@@ -1563,6 +1565,8 @@ export interface components {
              * @description Exact figures: ng of CO₂ and pico-euros.
              */
             carbon_saved_ng?: number | null;
+            /** @description The cell the task runs in (`GET /v1/cells`): only that cell's nodes run it. */
+            cell: string;
             /** Format: double */
             cooperative_share_eur?: number | null;
             /** Format: int64 */

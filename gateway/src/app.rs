@@ -118,6 +118,7 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         in_flight,
         streams,
         pressure,
+        summaries: Arc::default(),
         metrics: Arc::new(crate::metrics::registry()),
     }))
 }
@@ -130,10 +131,20 @@ pub async fn run(
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, namespace = state.keys().namespace(), "gateway listening");
     let reader_stop = tokio_util::sync::CancellationToken::new();
-    let reader = tokio::spawn(crate::channels::run_reader(
-        state.channels.clone(),
+    // One reader of the task channels' feed per cell (each cell's writer notifies its own).
+    let mut readers = tokio::task::JoinSet::new();
+    for cell in state.config.grid.cells.iter() {
+        readers.spawn(crate::channels::run_reader(
+            state.channels.clone(),
+            state.redis.clone(),
+            state.cell_keys(&cell.name),
+            reader_stop.clone(),
+        ));
+    }
+    tokio::spawn(crate::summaries::follow(
+        state.summaries.clone(),
         state.redis.clone(),
-        state.keys().clone(),
+        state.config.grid.clone(),
         reader_stop.clone(),
     ));
     tokio::spawn(crate::pressure::measure(state.pressure.clone(), reader_stop.clone()));
@@ -153,7 +164,7 @@ pub async fn run(
     })
     .await;
     reader_stop.cancel();
-    let _ = reader.await;
+    readers.join_all().await;
     served
 }
 

@@ -5,8 +5,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use grid_shared::cells::CellName;
 use grid_shared::ids::{NodeId, OrganizationId};
 use grid_shared::messages::Sha256Hex;
+use grid_shared::wire::Keys;
 use grid_shared::wire::scripts::{self, Admission, AdmissionCheck};
 use sqlx::Row;
 
@@ -22,6 +24,9 @@ pub struct NodeCaller {
     pub organization_id: OrganizationId,
     pub cpu_cores: u16,
     pub has_solar: bool,
+    /// Its cell's place in `GRID_CELLS` (see [`AppState::node_cell`]): its heartbeats, reports
+    /// and task channel are that cell's.
+    pub cell: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,18 +115,20 @@ impl std::ops::Deref for Credential {
 }
 
 impl Credential {
-    /// `{ns}:rate:<first 16 hex digits>:<second>`: a fixed one-second window per credential,
-    /// shared by every gateway through Redis.
-    pub fn rate_window(&self, state: &AppState) -> String {
-        state.keys().rate_window(&self.sha256.as_str()[..16], chrono::Utc::now().timestamp())
+    /// `{ns:cell}:rate:<first 16 hex digits>:<second>`: a fixed one-second window per credential
+    /// and cell, shared by every gateway through Redis (in the slot of the cell written to, so
+    /// that the script that writes checks it: a credential's limit holds in each cell).
+    pub fn rate_window(&self, keys: &Keys) -> String {
+        keys.rate_window(&self.sha256.as_str()[..16], chrono::Utc::now().timestamp())
     }
 
-    /// Its admission check (revocation marker, rate limit), which every gateway script starts
-    /// with (see `grid_shared::wire::scripts`).
-    pub fn admission_check(&self, state: &AppState) -> AdmissionCheck {
+    /// Its admission check (revocation marker, rate limit) in the cell whose `keys` the request
+    /// writes, which every gateway script starts with (see `grid_shared::wire::scripts`). A
+    /// revoked key's marker is written under every cell's tag.
+    pub fn admission_check(&self, state: &AppState, keys: &Keys) -> AdmissionCheck {
         AdmissionCheck {
-            rate_window: self.rate_window(state),
-            revocation_marker: state.keys().revoked_credential(self.sha256.as_str()),
+            rate_window: self.rate_window(keys),
+            revocation_marker: keys.revoked_credential(self.sha256.as_str()),
             limit_per_second: state.config.rate_limit_per_second,
             revocable: self.revocable(),
         }
@@ -149,7 +156,7 @@ pub fn admission(answer: Admission, state: &AppState, credential: &Credential) -
 
 async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError> {
     let mut conn = state.redis.get().await?;
-    let answer = scripts::admit(&mut conn, &credential.admission_check(state)).await?;
+    let answer = scripts::admit(&mut conn, &credential.admission_check(state, state.keys())).await?;
     admission(answer, state, credential)
 }
 
@@ -163,17 +170,25 @@ async fn look_up(state: &AppState, token: &str, hash: &Sha256Hex) -> Result<Opti
                 .await?;
         return Ok(organization.map(|id| Caller::Organization(OrganizationId(id))));
     }
-    let row = sqlx::query("select node_id, organization_id, cpu_cores, has_solar from node where token_hash = $1")
-        .bind(hash.as_str())
-        .fetch_optional(&state.pool)
-        .await?;
+    let row =
+        sqlx::query("select node_id, organization_id, cpu_cores, has_solar, cell_id from node where token_hash = $1")
+            .bind(hash.as_str())
+            .fetch_optional(&state.pool)
+            .await?;
     let Some(row) = row else { return Ok(None) };
     let cpu_cores: i32 = row.try_get("cpu_cores")?;
+    let cell_id: String = row.try_get("cell_id")?;
+    let cells = &state.config.grid.cells;
+    let Some(cell) = CellName::parse(&cell_id).ok().and_then(|cell| cells.position(&cell)) else {
+        tracing::warn!(cell = %cell_id, "a node of a cell this gateway's GRID_CELLS does not name");
+        return Err(ApiError::Forbidden("this node's cell is not one this gateway serves (see GRID_CELLS)"));
+    };
     Ok(Some(Caller::Node(NodeCaller {
         node_id: NodeId(row.try_get("node_id")?),
         organization_id: OrganizationId(row.try_get("organization_id")?),
         cpu_cores: u16::try_from(cpu_cores).unwrap_or(1),
         has_solar: row.try_get("has_solar")?,
+        cell: u16::try_from(cell).unwrap_or(0),
     })))
 }
 

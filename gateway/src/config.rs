@@ -92,7 +92,7 @@ impl GatewayConfig {
         Ok(Self {
             database_url: required("DATABASE_URL")?,
             redis: redis_target(&lookup)?,
-            grid: GridSettings::from_lookup(&lookup)?.served()?,
+            grid: GridSettings::from_lookup(&lookup)?,
             operator_key,
             listen: read(&lookup, "GATEWAY_LISTEN", "127.0.0.1:8081", |text| {
                 text.parse().map_err(|_| format!("{text:?} is not an address like 127.0.0.1:8081"))

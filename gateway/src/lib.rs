@@ -25,3 +25,4 @@ pub mod read_model;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod summaries;

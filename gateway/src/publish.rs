@@ -6,6 +6,7 @@
 //! `GATEWAY_MAX_BACKLOG` commands not yet applied is refused (503, `Retry-After`): the grid
 //! takes no more work than its writer can catch up with.
 
+use grid_shared::cells::CellName;
 use grid_shared::envelope::{Actor, Envelope, Message, Origin};
 use grid_shared::ids::MessageId;
 use uuid::Uuid;
@@ -38,15 +39,16 @@ pub enum Published {
     Remembered(String),
 }
 
-/// Appends a message to its stream and returns its id.
+/// Appends a message to its stream in `cell` and returns its id.
 pub async fn publish(
     state: &AppState,
+    cell: &CellName,
     stream: Stream,
     credential: &Credential,
     origin: Origin,
     message: &impl Message,
 ) -> Result<MessageId, ApiError> {
-    match publish_once(state, stream, credential, origin, MessageId::new(), message, None).await? {
+    match publish_once(state, cell, stream, credential, origin, MessageId::new(), message, None).await? {
         Published::Appended(id) => Ok(id),
         Published::Remembered(_) => Err(ApiError::Internal("an answer was remembered without a key".to_owned())),
     }
@@ -54,9 +56,12 @@ pub async fn publish(
 
 /// Like [`publish`], with an id chosen by the caller and an optional `Idempotency-Key`: the
 /// publish script (`grid_shared::wire::scripts::Publish`) admits the credential, honours the
-/// key, bounds the backlog, appends the entry and remembers its issuer, in one round trip.
+/// key, bounds the backlog, appends the entry and remembers its issuer, in one round trip, in
+/// the slot of `cell` (the `remember` key must be one of that cell's).
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_once(
     state: &AppState,
+    cell: &CellName,
     stream: Stream,
     credential: &Credential,
     origin: Origin,
@@ -65,13 +70,13 @@ pub async fn publish_once(
     remember: Option<scripts::Remember<'_>>,
 ) -> Result<Published, ApiError> {
     let envelope = Envelope::wrap_with_id(id, message, origin);
-    let keys = state.keys();
+    let keys = state.cell_keys(cell);
     // New work waits behind a bounded backlog; reports finish work already accepted.
     let (stream_key, max_backlog) = match stream {
         Stream::Commands => (keys.commands(), state.config.max_backlog),
         Stream::Reports => (keys.reports(), 0),
     };
-    let check = credential.admission_check(state);
+    let check = credential.admission_check(state, &keys);
     let issuers = keys.issuers();
     let envelope_json = envelope.to_json();
     let message_id = envelope.id.to_string();

@@ -39,6 +39,8 @@ pub struct Shared {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// How late this gateway's runtime runs (see [`crate::pressure`]).
     pub pressure: Arc<crate::pressure::Pressure>,
+    /// The cells' summaries, for the cell of a task that names none.
+    pub summaries: Arc<crate::summaries::Summaries>,
     /// This gateway's Prometheus figures.
     pub metrics: Arc<grid_shared::metrics::Registry>,
 }
@@ -49,8 +51,26 @@ impl AppState {
         self.streams.clone().try_acquire_owned().map_err(|_| crate::error::ApiError::Overloaded)
     }
 
+    /// The default cell's keys (where organisation-level commands go, and reads that name no
+    /// cell look).
     pub fn keys(&self) -> &Keys {
         &self.config.grid.keys
+    }
+
+    /// A cell's keys, under its hash tag.
+    pub fn cell_keys(&self, cell: &grid_shared::cells::CellName) -> Keys {
+        self.config.grid.keys.cell_keys(cell)
+    }
+
+    /// The keys of a node's cell.
+    pub fn node_keys(&self, node: &crate::auth::NodeCaller) -> Keys {
+        self.cell_keys(self.node_cell(node))
+    }
+
+    /// A node's cell.
+    pub fn node_cell(&self, node: &crate::auth::NodeCaller) -> &grid_shared::cells::CellName {
+        let cells = &self.config.grid.cells;
+        &cells.nth(usize::from(node.cell)).unwrap_or_else(|| cells.default_cell()).name
     }
 
     /// The grid's default cell (the one whose events, blocks and proof chain a request that

@@ -237,7 +237,8 @@ fn simulate(first: u64, seeds: u64, steps: usize) -> i32 {
     println!(
         "done in {:.1} s: {} operations, {} writer steps, {} messages, {} events; {} tasks submitted: {} completed, \
          {} failed, {} cancelled, {} rejected; {} credits, {} node deaths, {} crashes, {} quarantined, {:.0} open tasks \
-         per commit; {failed} seeds failed",
+         per commit; {} histories in a cell other than the default ({} organisation-level commands misrouted to it, \
+         {} revocations forwarded); {failed} seeds failed",
         clock.elapsed().as_secs_f64(),
         stats.operations,
         stats.writer_steps,
@@ -252,7 +253,10 @@ fn simulate(first: u64, seeds: u64, steps: usize) -> i32 {
         stats.node_deaths,
         stats.crashes,
         stats.quarantined,
-        stats.open_at_commits as f64 / stats.commits.max(1) as f64
+        stats.open_at_commits as f64 / stats.commits.max(1) as f64,
+        stats.away_histories,
+        stats.misrouted_organisation_commands,
+        stats.forwarded_revocations
     );
     i32::from(failed > 0)
 }

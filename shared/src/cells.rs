@@ -109,6 +109,16 @@ impl Cells {
         self.0.iter().find(|cell| &cell.name == name)
     }
 
+    /// A cell's place in the list (0: the default).
+    pub fn position(&self, name: &CellName) -> Option<usize> {
+        self.0.iter().position(|cell| &cell.name == name)
+    }
+
+    /// The cell at a place in the list.
+    pub fn nth(&self, index: usize) -> Option<&Cell> {
+        self.0.get(index)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Cell> {
         self.0.iter()
     }

@@ -227,6 +227,10 @@ pub enum Refusal {
     /// A node or a task of another cell than the writer's (DESIGN §11).
     #[error("this writer serves cell {served}, not cell {cell}")]
     OtherCell { cell: String, served: String },
+    /// An organisation-level command (organisation, key, consent, contract) sent to a cell
+    /// other than the default one, whose writer alone applies them (DESIGN §11).
+    #[error("organisation-level commands are applied by the default cell {default}, not by cell {served}")]
+    NotDefaultCell { default: String, served: String },
     /// A cancellation of a task that is not open (or not the organisation's).
     #[error("the task is not open (already final, or not found)")]
     TaskNotOpen,
@@ -262,6 +266,7 @@ impl Refusal {
             Self::NodeExists => "node_exists",
             Self::UnknownZone { .. } => "unknown_zone",
             Self::OtherCell { .. } => "other_cell",
+            Self::NotDefaultCell { .. } => "not_default_cell",
             Self::TaskNotOpen => "task_not_open",
             Self::NoConsentToRevoke => "no_consent_to_revoke",
             Self::NoOrganization => "no_organization",

@@ -135,24 +135,6 @@ impl GridSettings {
     pub fn cell(&self) -> &crate::cells::Cell {
         self.cells.get(self.keys.cell()).unwrap_or_else(|| self.cells.default_cell())
     }
-
-    /// This build's gateway serves one cell: a `GRID_CELLS` naming several is refused at start,
-    /// with the reason, rather than half served (orchestrators write several cells: see
-    /// `GRID_WRITER_CELLS` and the README's "Cells").
-    pub fn served(self) -> Result<Self, SettingsError> {
-        if self.cells.len() > 1 {
-            let names: Vec<&str> = self.cells.iter().map(|cell| cell.name.as_str()).collect();
-            return Err(SettingsError {
-                variable: "GRID_CELLS",
-                reason: format!(
-                    "names {} cells ({}); this gateway serves one cell: name one",
-                    names.len(),
-                    names.join(", ")
-                ),
-            });
-        }
-        Ok(self)
-    }
 }
 
 #[cfg(test)]
@@ -196,11 +178,11 @@ mod tests {
         assert_eq!(settings.cell().name.as_str(), "be-north", "seen from the default cell");
         assert_eq!(settings.for_cell(&fr).keys.commands(), "{g:fr}:commands");
         assert_eq!(settings.for_cell(&fr).cell().zone.as_str(), "FR");
-        let error = settings.clone().served().unwrap_err();
-        assert!(error.reason.contains("be-north, fr"), "{error}");
+        assert_eq!(settings.cells.position(&fr), Some(1));
+        assert_eq!(settings.cells.nth(1).map(|cell| cell.zone.as_str()), Some("FR"));
         let map: HashMap<&str, &str> = [("GRID_CELLS", "fr:FR"), ("GRID_NAMESPACE", "g")].into();
         let settings = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap();
-        assert_eq!(settings.served().unwrap().keys.tag(), "{g:fr}");
+        assert_eq!(settings.keys.tag(), "{g:fr}");
         let map: HashMap<&str, &str> = [("GRID_CELLS", "nl:NL")].into();
         let error = GridSettings::from_lookup(|name| map.get(name).map(|value| value.to_string())).unwrap_err();
         assert_eq!(error.variable, "GRID_CELLS");

@@ -224,3 +224,115 @@ async fn cells_on_one_database_keep_their_own_sequences_chains_and_audits(pool: 
     main.stop().await;
     north.stop().await;
 }
+
+/// The `TaskAccepted` payload's `cell`: where the task went, why, and what the choice saw.
+async fn accepted_cell(pool: &PgPool, task_id: &str) -> Value {
+    sqlx::query_scalar(
+        "select envelope -> 'payload' -> 'cell' from event
+          where event_type = 'TaskAccepted' and envelope -> 'payload' ->> 'task_id' = $1",
+    )
+    .bind(task_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Submits a task; its id once the command is applied.
+async fn submitted(system: &common::System, api_key: &str, body: Value) -> String {
+    let response = system.post("/v1/tasks", api_key, body).await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), api_key).await["status"], "applied");
+    body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// One gateway for a grid of two cells, one in the sun and one at night: a task that names its
+/// cell runs there, on that cell's node, whose channel the gateway follows; a task that names
+/// none goes to the sunny cell while it has room, then to the other; organisations, created
+/// through the default cell, work in both; a cell the grid does not have is refused.
+#[sqlx::test(migrations = "../migrations")]
+async fn one_gateway_sends_each_task_to_its_cell_and_the_others_to_the_greenest_with_room(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_CELLS", "sun:BE,night:BE")]).await;
+    // Due within three runtimes: they run now, sun or not (a later deadline would wait for sun).
+    let soon = || common::thermal_task_due(chrono::Duration::seconds(150), 5);
+    let (_, api_key) = system.organization("Two cells").await;
+    // Manual nodes hold the cores of the tasks they are given until they report.
+    let sunny = system.manual_node_in(Some("sun"), &api_key, 2, 300.0).await;
+    let dark = system.manual_node_in(Some("night"), &api_key, 2, 0.0).await;
+    let mut dark_channel = system.channel(&dark, None).await;
+    eventually(WAIT, "both cells' summaries to show their node", || async {
+        let cells: Value = system.get("/v1/cells", &api_key).await.json().await.ok()?;
+        let cells = cells["cells"].as_array()?.clone();
+        let seen = |name: &str, sunny: u64| {
+            cells.iter().any(|cell| {
+                cell["cell"] == name
+                    && cell["status"] == "live"
+                    && cell["live_nodes"] == 1
+                    && cell["sunny_nodes"] == sunny
+            })
+        };
+        (seen("sun", 1) && seen("night", 0)).then_some(())
+    })
+    .await;
+
+    // Named: the night cell, its node, through its channel.
+    let mut night = soon();
+    night["cell"] = Value::from("night");
+    let named = submitted(&system, &api_key, night).await;
+    let assigned = dark_channel.next(WAIT).await;
+    assert!(assigned.data.contains(&named), "the night cell's node got its task: {}", assigned.data);
+    let task = system.task(&api_key, &named).await;
+    assert_eq!((task["cell"].as_str(), task["node_id"].as_str()), (Some("night"), Some(dark.node_id.as_str())));
+    assert_eq!(accepted_cell(&pool, &named).await["reason"], "named");
+
+    // Unnamed: the sunny cell, while its two cores are free.
+    for _ in 0..2 {
+        let chosen = submitted(&system, &api_key, soon()).await;
+        let cell = accepted_cell(&pool, &chosen).await;
+        assert_eq!(
+            (cell["cell"].as_str(), cell["reason"].as_str()),
+            (Some("sun"), Some("greenest_with_room")),
+            "{cell}"
+        );
+        assert_eq!(cell["options"].as_array().map(Vec::len), Some(2), "the choice saw both cells: {cell}");
+        let task = eventually(WAIT, "the task to be placed", || async {
+            let task = system.task(&api_key, &chosen).await;
+            (task["status"] == "assigned").then_some(task)
+        })
+        .await;
+        assert_eq!(task["node_id"].as_str(), Some(sunny.node_id.as_str()));
+    }
+    // The sunny cell full, the next goes where there is room.
+    eventually(WAIT, "the sunny cell's summary to show it full", || async {
+        let cells: Value = system.get("/v1/cells", &api_key).await.json().await.ok()?;
+        cells["cells"].as_array()?.iter().any(|cell| cell["cell"] == "sun" && cell["free_cores"] == 0).then_some(())
+    })
+    .await;
+    let elsewhere = eventually(WAIT, "a task to go to the cell with room", || async {
+        let chosen = submitted(&system, &api_key, soon()).await;
+        let cell = accepted_cell(&pool, &chosen).await;
+        (cell["cell"] == "night").then_some((chosen, cell))
+    })
+    .await;
+    assert_eq!(elsewhere.1["reason"], "greenest_with_room", "{}", elsewhere.1);
+    let placed = eventually(WAIT, "it to be placed", || async {
+        let task = system.task(&api_key, &elsewhere.0).await;
+        (task["status"] == "assigned").then_some(task)
+    })
+    .await;
+    assert_eq!(placed["node_id"].as_str(), Some(dark.node_id.as_str()));
+
+    // No task of one cell ever ran on another's node (the keys forbid it; the writers refuse it).
+    let crossed: i64 = sqlx::query_scalar(
+        "select count(*) from task t join node n on n.node_id = t.node_id where n.cell_id <> t.cell_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(crossed, 0);
+    let refused = system.post("/v1/tasks", &api_key, common::cells::task_in("moon")).await;
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem.to_string().contains("sun, night"), "the problem names the grid's cells: {problem}");
+    system.stop().await;
+}

@@ -3,17 +3,18 @@
 //! a standby, while the other cells' writers keep their leases and go on completing tasks; a
 //! writer frozen (SIGSTOP) while its cell is taken from it is fenced off when it wakes.
 //!
-//! Each cell's traffic comes through a gateway of its own here (a gateway serves one cell in
-//! this build); the three gateways and every orchestrator share one namespace and one database.
+//! Each gateway serves every cell; each cell's traffic comes through a gateway of its own here
+//! (tasks and nodes name their cell), and the gateways and every orchestrator share one
+//! namespace and one database.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cells::{WAIT, completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways};
+use common::cells::{WAIT, completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways, task_in};
 use common::processes::Orchestrator;
-use common::{eventually, fresh_namespace, thermal_task};
+use common::{eventually, fresh_namespace};
 use futures_util::StreamExt;
 use grid_shared::cells::CellName;
 use serde_json::Value;
@@ -21,26 +22,31 @@ use sqlx::PgPool;
 
 const CELLS: &str = "a:BE,b:BE,c:BE";
 
-/// Submits a task through `gateway` every 10 ms until `stop`; how many.
-async fn steady_load(gateway: Arc<common::System>, api_key: String, stop: tokio::sync::watch::Receiver<bool>) -> i64 {
+/// Submits a task of `cell` through `gateway` every 10 ms until `stop`; how many.
+async fn steady_load(
+    gateway: Arc<common::System>,
+    api_key: String,
+    cell: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> i64 {
     let mut submitted = 0;
     let mut every = tokio::time::interval(Duration::from_millis(10));
     while !*stop.borrow() {
         every.tick().await;
-        let response = gateway.post("/v1/tasks", &api_key, thermal_task()).await;
+        let response = gateway.post("/v1/tasks", &api_key, task_in(cell)).await;
         assert_eq!(response.status(), 202);
         submitted += 1;
     }
     submitted
 }
 
-/// Submits `count` tasks through `gateway`, a few at a time.
-async fn submit(gateway: Arc<common::System>, api_key: String, count: usize) {
+/// Submits `count` tasks of `cell` through `gateway`, a few at a time.
+async fn submit(gateway: Arc<common::System>, api_key: String, cell: &str, count: usize) {
     futures_util::stream::iter(0..count)
         .for_each_concurrent(4, |_| {
             let (gateway, api_key) = (gateway.clone(), api_key.clone());
             async move {
-                let response = gateway.post("/v1/tasks", &api_key, thermal_task()).await;
+                let response = gateway.post("/v1/tasks", &api_key, task_in(cell)).await;
                 assert_eq!(response.status(), 202);
             }
         })
@@ -104,7 +110,7 @@ async fn assert_each_cell_whole(pool: &PgPool, submitted: &[i64]) {
 #[sqlx::test(migrations = "../migrations")]
 async fn killing_the_writer_of_one_cell_moves_that_cell_alone(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b", "c"], &[]).await;
+    let gateways = gateways(&pool, &namespace, CELLS, 3, &[]).await;
     let settings = process_settings(&gateways[0], &pool, CELLS);
     let mut only_a = Orchestrator::start("cells-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
     role_in(&only_a, "a", "writer").await;
@@ -122,8 +128,8 @@ async fn killing_the_writer_of_one_cell_moves_that_cell_alone(pool: PgPool) {
     let mut loads = Vec::new();
     for (gateway, cell) in gateways.iter().zip(["a", "b", "c"]) {
         let (_, api_key) = gateway.organization(&format!("Cell {cell}")).await;
-        fleets.push(gateway.fleet(&api_key, 3, 2, 1.0, Duration::from_millis(5)).await);
-        loads.push(tokio::spawn(steady_load(gateway.clone(), api_key, load_stopped.clone())));
+        fleets.push(gateway.fleet_in(Some(cell), &api_key, 3, 2, 1.0, Duration::from_millis(5)).await);
+        loads.push(tokio::spawn(steady_load(gateway.clone(), api_key, cell, load_stopped.clone())));
     }
     eventually(WAIT, "every cell to complete some tasks", || async {
         let mut least = i64::MAX;
@@ -206,7 +212,7 @@ async fn cut_lease(pool: &PgPool, cell: &str) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b"], &[]).await;
+    let gateways = gateways(&pool, &namespace, CELLS, 2, &[]).await;
     let settings = process_settings(&gateways[0], &pool, CELLS);
     let frozen = Orchestrator::start("fenced-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
     role_in(&frozen, "a", "writer").await;
@@ -217,9 +223,9 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
 
     let (_, key_a) = gateways[0].organization("Frozen cell").await;
     let (_, key_b) = gateways[1].organization("Awake cell").await;
-    let (stop_a, fleet_a) = gateways[0].fleet(&key_a, 2, 2, 1.0, Duration::ZERO).await;
-    let (stop_b, fleet_b) = gateways[1].fleet(&key_b, 2, 2, 1.0, Duration::ZERO).await;
-    submit(gateways[0].clone(), key_a.clone(), 10).await;
+    let (stop_a, fleet_a) = gateways[0].fleet_in(Some("a"), &key_a, 2, 2, 1.0, Duration::ZERO).await;
+    let (stop_b, fleet_b) = gateways[1].fleet_in(Some("b"), &key_b, 2, 2, 1.0, Duration::ZERO).await;
+    submit(gateways[0].clone(), key_a.clone(), "a", 10).await;
     eventually(WAIT, "cell a to complete its first tasks", || async {
         (completed_in(&pool, "a").await == 10).then_some(())
     })
@@ -231,8 +237,8 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
     let taken = role_in(&standby, "a", "writer").await;
     assert_eq!(taken["epoch"], 2, "{taken}");
     // Work arrives for the new writer while the old one sleeps, and in the other cell.
-    submit(gateways[0].clone(), key_a.clone(), 10).await;
-    submit(gateways[1].clone(), key_b.clone(), 10).await;
+    submit(gateways[0].clone(), key_a.clone(), "a", 10).await;
+    submit(gateways[1].clone(), key_b.clone(), "b", 10).await;
     frozen.resume();
     // Woken, the old writer steps down: its batch (the entries Redis handed it while it slept
     // on its read) meets epoch 2 in the `writer` row and is refused, or its lease check finds
@@ -280,21 +286,22 @@ async fn a_writer_frozen_while_its_cell_is_taken_is_fenced_off_when_it_wakes(poo
     stop_gateways(gateways).await;
 }
 
-/// A key belongs to its organisation in every cell: rotated through one cell's gateway, the old
-/// key is refused at once by another cell's gateway too, which had it in its cache (its writer
-/// marks the revocation under every cell's hash tag, where each cell's gateways check it).
+/// A key belongs to its organisation in every cell: rotated through one gateway, the old key is
+/// refused at once by another gateway too, which had it in its cache, whichever cell a request
+/// writes to (the default cell's writer marks the revocation under every cell's hash tag, where
+/// the gateways check it in the same round trip as the write).
 #[sqlx::test(migrations = "../migrations")]
 async fn a_key_revoked_through_one_cell_is_refused_in_every_cell(pool: PgPool) {
     let namespace = fresh_namespace();
-    let gateways = gateways(&pool, &namespace, &["a", "b"], &[]).await;
-    let settings = process_settings(&gateways[0], &pool, CELLS);
-    let orchestrator = Orchestrator::start("keys-ab", &settings, &[("GRID_CELLS", "a:BE,b:BE")]);
+    let gateways = gateways(&pool, &namespace, "a:BE,b:BE", 2, &[]).await;
+    let settings = process_settings(&gateways[0], &pool, "a:BE,b:BE");
+    let orchestrator = Orchestrator::start("keys-ab", &settings, &[]);
     role_in(&orchestrator, "a", "writer").await;
     role_in(&orchestrator, "b", "writer").await;
     let (organization, old_key) = gateways[0].organization("Rotating in cell a").await;
-    // Cell b's gateway knows the old key (it is in its cache now).
+    // The second gateway knows the old key (it is in its cache now).
     assert_eq!(gateways[1].get("/v1/tasks", &old_key).await.status(), 200);
-    assert_eq!(gateways[1].post("/v1/tasks", &old_key, thermal_task()).await.status(), 202);
+    assert_eq!(gateways[1].post("/v1/tasks", &old_key, task_in("b")).await.status(), 202);
 
     let rotated: Value = gateways[0]
         .post(&format!("/v1/organizations/{organization}/keys"), &old_key, serde_json::json!({}))
@@ -305,9 +312,11 @@ async fn a_key_revoked_through_one_cell_is_refused_in_every_cell(pool: PgPool) {
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     let command = rotated["command_id"].as_str().unwrap();
     assert_eq!(gateways[0].settled(command, &new_key).await["status"], "applied");
-    assert_eq!(gateways[1].post("/v1/tasks", &old_key, thermal_task()).await.status(), 401);
+    for cell in ["a", "b"] {
+        assert_eq!(gateways[1].post("/v1/tasks", &old_key, task_in(cell)).await.status(), 401, "cell {cell}");
+        assert_eq!(gateways[0].post("/v1/tasks", &old_key, task_in(cell)).await.status(), 401, "cell {cell}");
+    }
     assert_eq!(gateways[1].get("/v1/tasks", &old_key).await.status(), 401);
-    assert_eq!(gateways[0].post("/v1/tasks", &old_key, thermal_task()).await.status(), 401);
     assert_eq!(gateways[1].get("/v1/tasks", &new_key).await.status(), 200);
 
     drop(orchestrator);

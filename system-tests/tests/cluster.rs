@@ -79,19 +79,21 @@ async fn a_grid_on_a_redis_cluster_completes_its_tasks_with_its_cells_keys_in_on
 }
 
 /// Three cells on the cluster, written by two orchestrator processes (one writes `a`, the other
-/// `b` and `c`), each cell's traffic through a gateway of its own: tasks complete and are credited
-/// in every cell; each cell's keys hash to one slot of their own; a key rotated in one cell writes
-/// its revocation markers in every cell's slot; no master ever refused a command across slots.
+/// `b` and `c`), three gateways each serving every cell, each cell's traffic through one of them:
+/// tasks complete and are credited in every cell; each cell's keys hash to one slot of their own
+/// (but the default cell's, where an idempotency key's cell is kept); a key rotated through the
+/// default cell writes its revocation markers in every cell's slot; no master ever refused a
+/// command across slots.
 #[sqlx::test(migrations = "../migrations")]
 async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(pool: PgPool) {
-    use common::cells::{completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways};
+    use common::cells::{completed_in, gateways, process_settings, role_in, stop_fleets, stop_gateways, task_in};
     use common::processes::Orchestrator;
 
     let cluster = LocalCluster::start().await;
     let nodes = cluster.nodes();
     let namespace = common::fresh_namespace();
     let cells = ["a", "b", "c"];
-    let gateways = gateways(&pool, &namespace, &cells, &[("REDIS_CLUSTER_NODES", &nodes)]).await;
+    let gateways = gateways(&pool, &namespace, "a:BE,b:BE,c:BE", 3, &[("REDIS_CLUSTER_NODES", &nodes)]).await;
     let settings = process_settings(&gateways[0], &pool, "a:BE,b:BE,c:BE");
     let first = Orchestrator::start("cluster-a", &settings, &[("GRID_WRITER_CELLS", "a")]);
     let second = Orchestrator::start("cluster-bc", &settings, &[("GRID_WRITER_CELLS", "b,c")]);
@@ -102,9 +104,9 @@ async fn three_cells_on_a_redis_cluster_each_keep_their_keys_in_their_own_slot(p
     let mut keys = Vec::new();
     for (gateway, cell) in gateways.iter().zip(cells) {
         let (organization, api_key) = gateway.organization(&format!("Clustered {cell}")).await;
-        fleets.push(gateway.fleet(&api_key, 3, 2, 1.0, Duration::ZERO).await);
+        fleets.push(gateway.fleet_in(Some(cell), &api_key, 3, 2, 1.0, Duration::ZERO).await);
         for _ in 0..15 {
-            assert_eq!(gateway.post("/v1/tasks", &api_key, thermal_task()).await.status(), 202);
+            assert_eq!(gateway.post("/v1/tasks", &api_key, task_in(cell)).await.status(), 202);
         }
         keys.push((organization, api_key));
     }

@@ -238,3 +238,95 @@ async fn an_organisation_lists_its_owners_consent_page_by_page_and_no_one_elses(
     assert_eq!(system.get("/v1/owners", common::OPERATOR_KEY).await.status(), 403, "an organisation's route");
     system.stop().await;
 }
+
+/// Consent is the organisation's in every cell. Granted through the default cell, it admits a
+/// group task in another cell (whose writer reads the grant from PostgreSQL); revoked, the
+/// default cell's writer forwards the revocation, and the other cell's writer cancels the
+/// owner's tasks there (telling the node that runs one) and purges the readings, once.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_revocation_reaches_the_owners_tasks_in_every_cell(pool: PgPool) {
+    let system = spawn_system(pool.clone(), &[("GRID_CELLS", "home:BE,away:BE")]).await;
+    let (_, api_key) = system.organization("Two-cell copropriété").await;
+    let owners: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
+    for owner in &owners {
+        grant(&system, &api_key, owner).await;
+    }
+    let node = system.manual_node_in(Some("away"), &api_key, 1, 300.0).await;
+    let mut channel = system.channel(&node, None).await;
+    let in_away = |mut body: Value| {
+        body["cell"] = json!("away");
+        body
+    };
+    let running: Value = system.post("/v1/tasks", &api_key, in_away(group_task(&owners))).await.json().await.unwrap();
+    let running_id = running["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(system.settled(running["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    let assigned = channel.next(WAIT).await;
+    assert!(assigned.data.contains(&running_id), "{}", assigned.data);
+    system.report(&node, json!({"task_id": running_id, "attempt": 1, "status": "started"})).await;
+    eventually(WAIT, "the task to run", || async {
+        (system.task(&api_key, &running_id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let queued: Value = system.post("/v1/tasks", &api_key, in_away(group_task(&owners))).await.json().await.unwrap();
+    let queued_id = queued["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(system.settled(queued["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    for task_id in [&running_id, &queued_id] {
+        assert_eq!(system.task(&api_key, task_id).await["cell"], "away");
+    }
+
+    let revoked_owner = owners[0];
+    let revoke = system
+        .http
+        .delete(system.url(&format!("/v1/owners/{revoked_owner}/consent")))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 202);
+    let body: Value = revoke.json().await.unwrap();
+    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+
+    // The away cell's node is told, and both tasks there end cancelled for the revocation.
+    let cancelled = channel.next(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
+    assert_eq!(
+        (data["task_id"].as_str(), data["reason"].as_str()),
+        (Some(running_id.as_str()), Some("consent_revoked"))
+    );
+    for task_id in [&running_id, &queued_id] {
+        let task = eventually(WAIT, "the task to be cancelled", || async {
+            let task = system.task(&api_key, task_id).await;
+            (task["status"] == "cancelled").then_some(task)
+        })
+        .await;
+        assert_eq!(task["reason"]["code"], "consent_revoked");
+    }
+    let kinds: Vec<String> =
+        sqlx::query_scalar("select kind::text from task where cell_id = 'away'").fetch_all(&pool).await.unwrap();
+    for kind in &kinds {
+        assert!(!kind.contains("987.654") && !kind.contains(&revoked_owner.to_string()), "{kind}");
+    }
+    // Each cell's log says what it did: the revocation in both, the purge where the tasks were.
+    let logged: Vec<(String, String)> = sqlx::query_as(
+        "select cell_id, event_type from event
+          where event_type in ('ConsentRevoked', 'ParticipantDataPurged') order by cell_id, seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let logged: Vec<(&str, &str)> = logged.iter().map(|(cell, kind)| (cell.as_str(), kind.as_str())).collect();
+    assert_eq!(logged, [("away", "ConsentRevoked"), ("away", "ParticipantDataPurged"), ("home", "ConsentRevoked")]);
+    // The consent's record keeps the two acts once (the away cell writes no consent rows).
+    let consent: Value =
+        system.get(&format!("/v1/owners/{revoked_owner}/consent"), &api_key).await.json().await.unwrap();
+    let actions: Vec<&str> =
+        consent["history"].as_array().unwrap().iter().filter_map(|change| change["action"].as_str()).collect();
+    assert_eq!(actions, ["granted", "revoked"]);
+    for cell in ["home", "away"] {
+        let name = grid_shared::cells::CellName::parse(cell).unwrap();
+        let (_, divergences) = grid_orchestrator::replay::audit(&pool, &name, 1).await.unwrap();
+        assert_eq!(divergences, vec![], "cell {cell} replays to its rows");
+    }
+    system.stop().await;
+}

@@ -37,6 +37,9 @@ enum Action {
         solar: bool,
         #[arg(long, default_value = "Bruxelles")]
         location: String,
+        /// The cell the node joins (one of `GET /v1/cells`); absent, the grid chooses.
+        #[arg(long)]
+        cell: Option<String>,
     },
     /// Run this node: heartbeats, task channel, computations, reports.
     Run {
@@ -103,6 +106,9 @@ enum Action {
         /// that a bench measures the control plane (the nodes' results are then not real).
         #[arg(long)]
         instant_results: bool,
+        /// The cell the nodes join (one of `GET /v1/cells`); absent, the grid chooses.
+        #[arg(long)]
+        cell: Option<String>,
     },
 }
 
@@ -126,11 +132,10 @@ fn run() -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         match cli.command {
-            Action::Register { api_key, name, cores, solar, location } => {
+            Action::Register { api_key, name, cores, solar, location, cell } => {
                 let client = GatewayClient::new(&cli.gateway)?;
-                let registration = client
-                    .register(&api_key, &NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location })
-                    .await?;
+                let declaration = NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location, cell };
+                let registration = client.register(&api_key, &declaration).await?;
                 println!("{}", serde_json::to_string_pretty(&registration)?);
                 eprintln!(
                     "keep the token: it is shown once. Run with: worker run --node-id {} --token <token>",
@@ -209,6 +214,7 @@ fn run() -> anyhow::Result<()> {
                 min_task_ms,
                 constant_solar_watts,
                 instant_results,
+                cell,
             } => {
                 let config = FleetConfig {
                     gateway: cli.gateway,
@@ -222,6 +228,7 @@ fn run() -> anyhow::Result<()> {
                     heartbeat_every: Duration::from_millis(heartbeat_ms.max(100)),
                     min_task_duration: Duration::from_millis(min_task_ms),
                     instant_results,
+                    cell,
                 };
                 launch(config, shutdown).await?.join().await;
             }

@@ -267,6 +267,7 @@ export async function taskView(root: HTMLElement, signal: AbortSignal, taskId: s
         ["Deadline", when(task.deadline)],
         ["Submitted", when(task.submitted_at)],
         ["Attempts", String(task.attempts)],
+        ["Cell", task.cell],
         ["Node", task.node_id ? link(href(["nodes", task.node_id]), names.get(task.node_id) ?? shortId(task.node_id)) : "—"],
         ["Took", duration(ran)],
         ["Energy", energy(task.energy_used_wh)],

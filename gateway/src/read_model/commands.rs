@@ -36,9 +36,16 @@ pub async fn find_command(
     };
     // The issuer first: the writer forgets it only after it committed the outcome, so a command
     // is never missed between the two reads.
+    // (Each cell's writer keeps the issuers of its own stream's commands.)
     let mut conn = state.redis.get().await?;
-    let issuer: Option<String> =
-        redis::cmd("HGET").arg(state.keys().issuers()).arg(command_id.to_string()).query_async(&mut conn).await?;
+    let mut issuer: Option<String> = None;
+    for cell in state.config.grid.cells.iter() {
+        let issuers = state.cell_keys(&cell.name).issuers();
+        issuer = redis::cmd("HGET").arg(issuers).arg(command_id.to_string()).query_async(&mut conn).await?;
+        if issuer.is_some() {
+            break;
+        }
+    }
     drop(conn);
     let row: Option<(String, Option<String>)> = sqlx::query_as(
         "select outcome, reason from processed_message

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
+use grid_shared::cells::CellName;
 use grid_shared::ids::{NodeId, OrganizationId};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -93,17 +94,29 @@ pub async fn list_nodes(
     .bind(only.map(|id| id.as_uuid()))
     .fetch_all(&state.pool)
     .await?;
-    let mut conn = state.redis.get().await?;
-    let mut pipe = redis::pipe();
-    for row in &rows {
+    // Each node's live state is in its cell's slot: one pipeline per cell.
+    let mut by_cell: HashMap<String, (Vec<usize>, redis::Pipeline)> = HashMap::new();
+    for (index, row) in rows.iter().enumerate() {
         let node_id = NodeId(row.try_get("node_id")?);
-        pipe.cmd("HGETALL").arg(state.keys().node_state(node_id));
+        let cell: Option<String> = row.try_get("cell_id")?;
+        let cell = cell.unwrap_or_else(|| state.default_cell().to_string());
+        let keys = CellName::parse(&cell).map(|cell| state.cell_keys(&cell)).unwrap_or_else(|_| state.keys().clone());
+        let (indices, pipe) = by_cell.entry(cell).or_insert_with(|| (Vec::new(), redis::pipe()));
+        indices.push(index);
+        pipe.cmd("HGETALL").arg(keys.node_state(node_id));
         // The cores its tasks in flight hold, as the active writer counts them.
-        pipe.cmd("HGET").arg(state.keys().nodes_claimed()).arg(node_id.to_string());
+        pipe.cmd("HGET").arg(keys.nodes_claimed()).arg(node_id.to_string());
     }
-    let replies: Vec<redis::Value> = if rows.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+    let mut replies = vec![[redis::Value::Nil, redis::Value::Nil]; rows.len()];
+    let mut conn = state.redis.get().await?;
+    for (indices, pipe) in by_cell.into_values() {
+        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        for (index, pair) in indices.into_iter().zip(answers.chunks(2)) {
+            replies[index] = [pair[0].clone(), pair[1].clone()];
+        }
+    }
     let mut views = Vec::with_capacity(rows.len());
-    for (row, live) in rows.iter().zip(replies.chunks(2)) {
+    for (row, live) in rows.iter().zip(replies) {
         let fields: HashMap<String, String> = redis::from_redis_value(live[0].clone()).unwrap_or_default();
         let claimed: u32 = redis::from_redis_value::<Option<u32>>(live[1].clone()).ok().flatten().unwrap_or(0);
         let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok());

@@ -63,12 +63,16 @@ pub async fn grid_stats(state: &AppState) -> Result<GridStats, ApiError> {
     .fetch_one(&state.pool)
     .await?;
     let mut conn = state.redis.get().await?;
-    let active_nodes: i64 = redis::cmd("ZCOUNT")
-        .arg(state.keys().nodes_alive())
-        .arg(chrono::Utc::now().timestamp_millis())
-        .arg("+inf")
-        .query_async(&mut conn)
-        .await?;
+    let mut active_nodes: i64 = 0;
+    for cell in state.config.grid.cells.iter() {
+        let alive: i64 = redis::cmd("ZCOUNT")
+            .arg(state.cell_keys(&cell.name).nodes_alive())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await?;
+        active_nodes += alive;
+    }
     let fund: i64 = row.try_get("fund")?;
     let carbon: i64 = row.try_get("carbon")?;
     let solar: i64 = row.try_get("solar")?;

@@ -17,6 +17,8 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {
     pub task_id: uuid::Uuid,
+    /// The cell the task runs in (`GET /v1/cells`): only that cell's nodes run it.
+    pub cell: String,
     /// `queued`, `assigned`, `running`, `completed`, `failed`, `cancelled`, `rejected` or
     /// `quarantined` (a writer found its stored row contradicting itself and took it out of
     /// scheduling; `reason.problem` says what was wrong, an operator decides).
@@ -145,7 +147,8 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-const SELECT: &str = "select t.task_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
+const SELECT: &str =
+    "select t.task_id, t.cell_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
         t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
         t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
         (select n.name from node n where n.cell_id = t.cell_id and n.node_id = t.node_id) as node_name,
@@ -185,6 +188,7 @@ fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
     let solar: Option<i64> = row.try_get("solar_uwh")?;
     Ok(TaskView {
         task_id: row.try_get("task_id")?,
+        cell: row.try_get("cell_id")?,
         status: row.try_get("status")?,
         priority: row.try_get("priority")?,
         deadline: row.try_get("deadline")?,

@@ -1,6 +1,7 @@
 //! `GET /v1/cells`: the grid's cells (`GRID_CELLS`), each with its writer and epoch (from
 //! PostgreSQL's lease row), its backlog (from its streams) and what its writer last published in
-//! its summary: live nodes, free cores, sun, queue and the zone's carbon intensity now.
+//! its summary, as this gateway last read it for its choice of cells (at most 250 ms before):
+//! live nodes, free cores, sun, queue and the zone's carbon intensity now.
 
 use std::collections::HashMap;
 
@@ -112,18 +113,18 @@ pub async fn cells(State(state): State<AppState>, caller: Caller) -> Result<Json
     let grid = &state.config.grid;
     let mut cells = Vec::with_capacity(grid.cells.len());
     let mut conn = state.redis.get().await?;
+    // The summaries as this gateway last read them (at most 250 ms old): what its choice sees.
+    let mut summaries: HashMap<CellName, CellSummary> = state.summaries.snapshot().into_iter().collect();
     for cell in grid.cells.iter() {
-        let keys = state.keys().cell_keys(&cell.name);
-        let (commands, reports, hash): (i64, i64, HashMap<String, String>) = redis::pipe()
+        let keys = state.cell_keys(&cell.name);
+        let (commands, reports): (i64, i64) = redis::pipe()
             .cmd("XLEN")
             .arg(keys.commands())
             .cmd("XLEN")
             .arg(keys.reports())
-            .cmd("HGETALL")
-            .arg(keys.summary())
             .query_async(&mut conn)
             .await?;
-        let summary = CellSummary::parse(&hash);
+        let summary = summaries.remove(&cell.name);
         let age_ms = summary.as_ref().map(|summary| (Utc::now().timestamp_millis() - summary.at_ms).max(0));
         let status = match age_ms {
             None => CellStatus::Unknown,

@@ -175,8 +175,15 @@ pub async fn grant(
         )
         .map(|address| address.to_string()),
     });
-    let command_id =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let command_id = publish(
+        &state,
+        state.default_cell(),
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
@@ -233,8 +240,15 @@ pub async fn revoke(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     caller.organization()?;
     let command = Command::RevokeConsent(RevokeConsent { owner_id: OwnerId(owner_id) });
-    let command_id =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let command_id = publish(
+        &state,
+        state.default_cell(),
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 

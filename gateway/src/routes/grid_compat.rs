@@ -138,7 +138,7 @@ pub async fn grid_task(
     ApiQuery(query): ApiQuery<GridTaskQuery>,
 ) -> Result<Response, ApiError> {
     let node = caller.node(NodeId(query.node_id))?;
-    let keys = state.keys();
+    let keys = state.node_keys(&node);
     let mut conn = state.redis.get().await?;
     let cursor_key = keys.node_poll_cursor(node.node_id);
     let mut cursor: String = redis::cmd("GET")
@@ -273,8 +273,8 @@ pub async fn grid_report(
     completed.result_hash = request.result_hash;
     completed.result_json = request.result_json;
     let report = Report::TaskCompleted(completed);
-    let command_id =
-        publish(&state, Stream::Reports, &caller, origin_of(&caller, correlation_id(&headers)), &report).await?;
+    let origin = origin_of(&caller, correlation_id(&headers));
+    let command_id = publish(&state, state.node_cell(&node), Stream::Reports, &caller, origin, &report).await?;
     let wait = std::time::Duration::from_millis(state.config.report_decision_wait_ms);
     let decision = decided_credit(&state, command_id, request.task_id, attempt, node.node_id, wait).await?;
     Ok(Json(decision.answer(command_id.as_uuid())))

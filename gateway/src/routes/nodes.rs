@@ -135,7 +135,7 @@ pub async fn register(
     let cell = registration_cell(state, request.cell.as_deref(), &zone)?;
     let mut spec = NodeSpec::parse(&request.name, request.cpu_cores, request.has_solar, &request.location)?
         .in_zone(zone)
-        .in_cell(cell);
+        .in_cell(cell.clone());
     if let Some(grams) = request.embodied_g_co2e {
         spec = spec.with_embodied(grams)?;
     }
@@ -143,7 +143,7 @@ pub async fn register(
     let token = new_secret(NODE_TOKEN_PREFIX);
     let command = Command::RegisterNode(RegisterNode { node_id, spec, token_hash: Sha256Hex::of_secret(&token) });
     let command_id =
-        publish(state, Target::Commands, caller, origin_of(caller, correlation_id(headers)), &command).await?;
+        publish(state, &cell, Target::Commands, caller, origin_of(caller, correlation_id(headers)), &command).await?;
     Ok(RegisterNodeResponse { node_id: node_id.as_uuid(), token, command_id: command_id.as_uuid() })
 }
 
@@ -195,7 +195,7 @@ pub async fn record_heartbeat(
     running: u32,
 ) -> Result<f64, ApiError> {
     let grid = &state.config.grid;
-    let keys = state.keys();
+    let keys = state.node_keys(node);
     let score = eco_score(heartbeat.solar_watts(), heartbeat.cpu_usage(), node.cpu_cores, grid.max_milliwatts_per_core);
     let now = chrono::Utc::now();
     let ttl = grid.node_ttl_ms;
@@ -216,7 +216,7 @@ pub async fn record_heartbeat(
         ("running", running.to_string()),
         ("last_heartbeat", now.to_rfc3339()),
     ];
-    let check = credential.admission_check(state);
+    let check = credential.admission_check(state, &keys);
     let (node_state, nodes_alive, heartbeats) = (keys.node_state(node.node_id), keys.nodes_alive(), keys.heartbeats());
     let script = scripts::Heartbeat {
         admission: &check,
@@ -368,15 +368,16 @@ pub async fn report(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let report = parse_report(node.node_id, request)?;
-    let command_id =
-        publish(&state, Target::Reports, &caller, origin_of(&caller, correlation_id(&headers)), &report).await?;
+    let origin = origin_of(&caller, correlation_id(&headers));
+    let command_id = publish(&state, state.node_cell(&node), Target::Reports, &caller, origin, &report).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
 /// Where a node's channel starts. With `Last-Event-ID` (a stream id), right after it. Without
 /// one (a node that starts afresh): at its oldest assignment still in flight, else at the end,
 /// so that a restarted node is not handed again the work it already finished.
-async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) -> Result<StreamEntryId, ApiError> {
+async fn resume_point(state: &AppState, node: &NodeCaller, headers: &HeaderMap) -> Result<StreamEntryId, ApiError> {
+    let node_id = node.node_id;
     if let Some(value) = headers.get("last-event-id") {
         return value
             .to_str()
@@ -388,7 +389,7 @@ async fn resume_point(state: &AppState, node_id: NodeId, headers: &HeaderMap) ->
     // below sees it in flight; one relayed after it comes after the starting point anyway.
     let mut conn = state.redis.get().await?;
     let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(state.keys().node_tasks(node_id))
+        .arg(state.node_keys(node).node_tasks(node_id))
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -441,10 +442,10 @@ pub async fn task_channel(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let permit = state.stream_permit()?;
-    let start = resume_point(&state, node.node_id, &headers).await?;
+    let start = resume_point(&state, &node, &headers).await?;
     // Registered before the catch-up read: an entry appended meanwhile comes through the reader.
     let subscription = state.channels.subscribe(node.node_id);
-    let key = state.keys().node_tasks(node.node_id);
+    let key = state.node_keys(&node).node_tasks(node.node_id);
     let mut conn = state.redis.get().await?;
     let mut backlog = std::collections::VecDeque::new();
     let mut last = start;

@@ -41,16 +41,18 @@ pub struct OrchestratorProcess {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Operations {
+    /// The default cell's writer (`GET /v1/cells` lists every cell's).
     pub writer: WriterLease,
     /// The orchestrator processes connected to this grid's database: the writer, then the
     /// standbys that would take over if it died (none listed: no takeover is possible).
     pub orchestrators: Vec<OrchestratorProcess>,
-    /// Commands (submissions, registrations, consent, keys) on their stream, not yet trimmed:
-    /// about those the writer has not applied yet (it trims to within about 100).
+    /// Commands (submissions, registrations, consent, keys) on their streams, not yet trimmed,
+    /// summed over the cells: about those the writers have not applied yet (each trims to
+    /// within about 100).
     pub command_backlog: i64,
     /// Nodes' reports likewise.
     pub report_backlog: i64,
-    /// Entries on the dead-letter stream (undecodable messages, tasks failed for good).
+    /// Entries on the dead-letter streams (undecodable messages, tasks failed for good).
     pub dead_letters: i64,
     /// Requests this gateway refused with 503 for capacity, load or the grid's backlog, since it
     /// started (poll it for a rate).
@@ -87,17 +89,23 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
             since,
         })
         .collect();
-    let keys = state.keys();
+    // Summed over the cells (`GET /v1/cells` has each one's).
     let mut conn = state.redis.get().await?;
-    let (command_backlog, report_backlog, dead_letters): (i64, i64, i64) = redis::pipe()
-        .cmd("XLEN")
-        .arg(keys.commands())
-        .cmd("XLEN")
-        .arg(keys.reports())
-        .cmd("XLEN")
-        .arg(keys.dead_letters())
-        .query_async(&mut conn)
-        .await?;
+    let (mut command_backlog, mut report_backlog, mut dead_letters) = (0_i64, 0_i64, 0_i64);
+    for cell in state.config.grid.cells.iter() {
+        let keys = state.cell_keys(&cell.name);
+        let (commands, reports, dead): (i64, i64, i64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(keys.commands())
+            .cmd("XLEN")
+            .arg(keys.reports())
+            .cmd("XLEN")
+            .arg(keys.dead_letters())
+            .query_async(&mut conn)
+            .await?;
+        (command_backlog, report_backlog, dead_letters) =
+            (command_backlog + commands, report_backlog + reports, dead_letters + dead);
+    }
     Ok(Json(Operations {
         writer,
         orchestrators,

@@ -65,8 +65,15 @@ pub async fn create_organization(
         name,
         api_key_hash: Sha256Hex::of_secret(&api_key),
     });
-    let command_id: MessageId =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let command_id: MessageId = publish(
+        &state,
+        state.default_cell(),
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateOrganizationResponse {
@@ -115,8 +122,15 @@ pub async fn rotate_key(
         api_key_hash: Sha256Hex::of_secret(&api_key),
         revoke_previous: request.revoke_previous.unwrap_or(true),
     });
-    let command_id =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let command_id = publish(
+        &state,
+        state.default_cell(),
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(RotateKeyResponse { api_key, command_id: command_id.as_uuid() })))
 }
 
@@ -187,7 +201,14 @@ pub async fn declare_energy_contract(
         factor_mg_per_kwh: request.factor_mg_per_kwh,
         label: label.to_owned(),
     });
-    let command_id =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let command_id = publish(
+        &state,
+        state.default_cell(),
+        Stream::Commands,
+        &caller,
+        origin_of(&caller, correlation_id(&headers)),
+        &command,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(EnergyContractResponse { command_id: command_id.as_uuid() })))
 }

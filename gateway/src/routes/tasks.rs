@@ -5,9 +5,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use grid_shared::cells::{self, CellChoice};
+use grid_shared::cells::{CellChoice, CellName};
 use grid_shared::domain::{Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
-use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OwnerId, TaskId};
+use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
 use grid_shared::wire::scripts::Remember;
 use serde::{Deserialize, Serialize};
@@ -172,18 +172,25 @@ pub async fn submit_task(
     let priority = request.priority.map(Priority::parse).transpose()?.unwrap_or_default();
     let replicas = request.replicas.map(Replicas::parse).transpose()?.unwrap_or_default();
     let deadline = parse_deadline(request.deadline, Utc::now())?;
-    let cell = match request.cell.as_deref() {
+    let mut cell = match request.cell.as_deref() {
         Some(requested) => CellChoice::named(known_cell(&state, requested)?),
-        // This gateway serves one cell (see the README's Cells): its choice reads no summary.
-        None => cells::choose(&state.config.grid.cells, &[], Utc::now().timestamp_millis(), 0),
+        None => state.summaries.choose(&state.config.grid.cells),
     };
+    if let Some(key) = &idempotency
+        && request.cell.is_none()
+        && state.config.grid.cells.len() > 1
+    {
+        // A repeat goes where the first went (its answer is kept in that cell's slot).
+        cell = pinned_cell(&state, organization_id, key, cell).await?;
+    }
     let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
     let task_id = TaskId::new();
     let command_id = MessageId::new();
     let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
+    let keys = state.cell_keys(&cell.cell);
     let remembered = idempotency.map(|key| {
         let answer = Remembered { response: response.clone(), request_sha256: request_sha256.clone() };
-        (state.keys().idempotency(organization_id, &key), serde_json::to_string(&answer).expect("serialisable"))
+        (keys.idempotency(organization_id, &key), serde_json::to_string(&answer).expect("serialisable"))
     });
     let remember =
         remembered.as_ref().map(|(key, answer)| Remember { key, answer, ttl_seconds: IDEMPOTENCY_TTL_SECONDS });
@@ -194,10 +201,10 @@ pub async fn submit_task(
         deadline,
         kind,
         replicas,
-        cell: Some(cell),
+        cell: Some(cell.clone()),
     });
     let origin = origin_of(&caller, correlation_id(&headers));
-    match publish_once(&state, Stream::Commands, &caller, origin, command_id, &command, remember).await? {
+    match publish_once(&state, &cell.cell, Stream::Commands, &caller, origin, command_id, &command, remember).await? {
         Published::Appended(_) => Ok((StatusCode::ACCEPTED, Json(response))),
         Published::Remembered(previous) => {
             let previous: Remembered = serde_json::from_str(&previous)
@@ -207,6 +214,33 @@ pub async fn submit_task(
             }
             Ok((StatusCode::ACCEPTED, Json(previous.response)))
         }
+    }
+}
+
+/// The cell a keyed submission that names none goes to: the first choice made under its key
+/// (kept 24 h under the default cell's tag), or `choice`, which becomes it.
+async fn pinned_cell(
+    state: &AppState,
+    organization_id: OrganizationId,
+    key: &str,
+    choice: CellChoice,
+) -> Result<CellChoice, ApiError> {
+    let mut conn = state.redis.get().await?;
+    let previous: Option<String> = redis::cmd("SET")
+        .arg(state.keys().idempotency_cell(organization_id, key))
+        .arg(choice.cell.as_str())
+        .arg("NX")
+        .arg("GET")
+        .arg("EX")
+        .arg(IDEMPOTENCY_TTL_SECONDS)
+        .query_async(&mut conn)
+        .await?;
+    match previous.map(|cell| CellName::parse(&cell)) {
+        None => Ok(choice),
+        Some(Ok(cell)) if state.config.grid.cells.get(&cell).is_some() => {
+            Ok(CellChoice { cell, reason: choice.reason, options: choice.options })
+        }
+        Some(_) => Err(ApiError::Internal("an idempotency key pinned to a cell the grid does not have".to_owned())),
     }
 }
 
@@ -387,11 +421,13 @@ pub async fn cancel_task(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     let organization_id = caller.organization()?;
     let task_id = TaskId(task_id);
-    if find_task(&state, Some(organization_id), task_id).await?.is_none() {
+    let Some(task) = find_task(&state, Some(organization_id), task_id).await? else {
         return Err(ApiError::NotFound("task"));
-    }
+    };
+    // To the writer of the task's cell.
+    let cell = known_cell(&state, &task.cell)?;
     let command = Command::CancelTask(CancelTask { task_id });
-    let command_id =
-        publish(&state, Stream::Commands, &caller, origin_of(&caller, correlation_id(&headers)), &command).await?;
+    let origin = origin_of(&caller, correlation_id(&headers));
+    let command_id = publish(&state, &cell, Stream::Commands, &caller, origin, &command).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }

@@ -161,9 +161,30 @@ pub struct Rules {
     pub writer_name: String,
     /// The cell this writer serves: it refuses nodes and tasks of another.
     pub cell: grid_shared::cells::CellName,
+    /// The grid's default cell: its writer alone applies the organisation-level commands
+    /// (organisations, keys, consent, contracts) and writes their rows. The other cells learn
+    /// of them from PostgreSQL, and of a consent revocation from the default cell's writer,
+    /// which forwards it to them (DESIGN §11).
+    pub default_cell: grid_shared::cells::CellName,
 }
 
 impl Rules {
+    /// Whether this writer's cell is the grid's default (see [`Rules::default_cell`]).
+    pub fn in_default_cell(&self) -> bool {
+        self.cell == self.default_cell
+    }
+
+    /// Refuses an organisation-level command outside the default cell.
+    pub fn organisation_level(&self) -> Result<(), grid_shared::reasons::Refusal> {
+        if self.in_default_cell() {
+            return Ok(());
+        }
+        Err(grid_shared::reasons::Refusal::NotDefaultCell {
+            default: self.default_cell.to_string(),
+            served: self.cell.to_string(),
+        })
+    }
+
     pub fn from_config(config: &OrchestratorConfig) -> Self {
         Self {
             max_attempts: config.max_attempts,
@@ -183,6 +204,7 @@ impl Rules {
             seal_interval: chrono::Duration::milliseconds(config.seal_interval_ms),
             writer_name: config.consumer_name.clone(),
             cell: config.grid.cell().name.clone(),
+            default_cell: config.grid.cells.default_cell().name.clone(),
         }
     }
 }

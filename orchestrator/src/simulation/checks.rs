@@ -134,9 +134,55 @@ fn task_is_consistent(task: &Task) -> Result<(), String> {
     }
 }
 
+/// No submission is rejected for want of an organisation or a consent that PostgreSQL held when
+/// it was decided (a writer outside the default cell must look up what the default cell
+/// committed since it loaded its state).
+pub fn rejections_as_known(
+    batch: &Batch,
+    store: &Store,
+    organization_of: impl Fn(TaskId) -> Option<OrganizationId>,
+) -> Result<(), String> {
+    use grid_shared::domain::RejectionReason;
+    for event in &batch.events {
+        let grid_shared::events::Event::TaskRejected(rejected) = &event.event else { continue };
+        let Some(organization_id) = organization_of(rejected.task_id) else { continue };
+        let known = match &rejected.reason {
+            RejectionReason::UnknownOrganization => store.organizations.contains(&organization_id),
+            RejectionReason::ConsentNotGranted { owner_id } => store.consent.contains(&(organization_id, *owner_id)),
+            _ => false,
+        };
+        if known {
+            return Err(format!(
+                "task {} rejected ({}) for what PostgreSQL held: {:?}",
+                rejected.task_id,
+                rejected.reason.code(),
+                rejected.reason
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A batch of a writer outside the default cell writes no organisation-level row (the default
+/// cell's writer alone writes organisations, keys, consent and contracts).
+pub fn no_organisation_rows(batch: &Batch) -> Result<(), String> {
+    let written = [
+        ("organisations", batch.organizations.len()),
+        ("API keys", batch.api_keys.len()),
+        ("key revocations", batch.key_revocations.len() + batch.revoked_keys.len()),
+        ("consent changes", batch.consent.len()),
+        ("energy contracts", batch.energy_contracts.len()),
+    ];
+    match written.iter().find(|(_, count)| *count > 0) {
+        Some((what, count)) => Err(format!("a writer outside the default cell wrote {count} {what}")),
+        None => Ok(()),
+    }
+}
+
 /// What survives a crash, compared: the tasks (their inputs aside: a cache), nodes, keys,
-/// consent, the chain's head and pending leaves, the next seq.
-pub fn same_durable_state(memory: &State, restored: &State) -> Result<(), String> {
+/// consent (unless `organisation_level` is false: outside the default cell they are a cache of
+/// what the default cell committed), the chain's head and pending leaves, the next seq.
+pub fn same_durable_state(memory: &State, restored: &State, organisation_level: bool) -> Result<(), String> {
     let same_task = |ours: &Task, theirs: &Task| {
         // Every field named, so that a new one is compared too.
         let Task {
@@ -202,10 +248,12 @@ pub fn same_durable_state(memory: &State, restored: &State) -> Result<(), String
         ));
     }
     compare("nodes", &memory.nodes, &restored.nodes)?;
-    compare("organisations", &memory.organizations, &restored.organizations)?;
-    compare("API key hashes", &memory.key_hashes, &restored.key_hashes)?;
+    if organisation_level {
+        compare("organisations", &memory.organizations, &restored.organizations)?;
+        compare("API key hashes", &memory.key_hashes, &restored.key_hashes)?;
+        compare("consents", &memory.consent, &restored.consent)?;
+    }
     compare("node token hashes", &memory.token_hashes, &restored.token_hashes)?;
-    compare("consents", &memory.consent, &restored.consent)?;
     let chain = |state: &State| {
         let leaves: Vec<(i64, [u8; 32])> = state
             .chain

@@ -63,13 +63,19 @@ impl Default for Settings {
     }
 }
 
-/// The rules the simulated writer decides by: the defaults, with small proof blocks (to seal
-/// often) and no proof of work (mining is not what is explored).
-/// The cell a misrouted node or task names (the simulated writer serves `main`).
+/// The cell a misrouted node or task names (a cell of the grid the simulated writer does not
+/// serve).
 fn other_cell() -> grid_shared::cells::CellName {
+    grid_shared::cells::CellName::parse("south").unwrap_or_default()
+}
+
+/// The cell the simulated writer serves in an away history: not the grid's default (`main`).
+fn away_cell() -> grid_shared::cells::CellName {
     grid_shared::cells::CellName::parse("north").unwrap_or_default()
 }
 
+/// The rules the simulated writer decides by: the defaults, with small proof blocks (to seal
+/// often) and no proof of work (mining is not what is explored).
 pub fn rules() -> Rules {
     Rules {
         max_attempts: 3,
@@ -94,6 +100,7 @@ pub fn rules() -> Rules {
         seal_interval: Duration::seconds(1),
         writer_name: "simulated-writer".to_owned(),
         cell: grid_shared::cells::CellName::default(),
+        default_cell: grid_shared::cells::CellName::default(),
     }
 }
 
@@ -194,6 +201,12 @@ pub struct Stats {
     pub credited: u64,
     /// Open tasks summed over commits (their mean is how big the state checked was).
     pub open_at_commits: u64,
+    /// Histories whose writer served a cell other than the default (odd seeds).
+    pub away_histories: u64,
+    /// Away: organisation-level commands sent to this writer anyway (it must refuse them), and
+    /// revocations the default cell forwarded to it.
+    pub misrouted_organisation_commands: u64,
+    pub forwarded_revocations: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -215,6 +228,9 @@ impl std::ops::AddAssign for Stats {
         self.rejected += other.rejected;
         self.credited += other.credited;
         self.open_at_commits += other.open_at_commits;
+        self.away_histories += other.away_histories;
+        self.misrouted_organisation_commands += other.misrouted_organisation_commands;
+        self.forwarded_revocations += other.forwarded_revocations;
     }
 }
 
@@ -239,6 +255,14 @@ pub struct World {
     /// the writer must refuse them (`other_cell`), so none is ever stored, placed or run.
     other_cell_nodes: HashSet<NodeId>,
     other_cell_tasks: HashSet<TaskId>,
+    /// The simulated writer serves a cell other than the default (every odd seed): the
+    /// organisation-level commands (organisations, consent) are the default cell's writer's,
+    /// modelled as what it commits (the store's organisation rows) and the revocations it
+    /// forwards to this writer; this writer learns of the rest by its lookups, and refuses an
+    /// organisation-level command sent to it.
+    away: bool,
+    /// Away: the revocations forwarded to this writer (message, organisation, owner).
+    forwarded: Vec<(MessageId, OrganizationId, OwnerId)>,
     pub stats: Stats,
 }
 
@@ -247,8 +271,13 @@ impl World {
     /// still in Redis: the first steps commit it.
     pub fn new(seed: u64, settings: Settings) -> Self {
         let planted_bug = settings.planted_bug;
+        let away = seed % 2 == 1;
+        let mut rules = rules();
+        if away {
+            rules.cell = away_cell();
+        }
         let mut world = Self {
-            rules: rules(),
+            rules,
             settings,
             clock: DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
             rng: Rng::seeded(seed),
@@ -263,7 +292,9 @@ impl World {
             quarantined: HashSet::new(),
             other_cell_nodes: HashSet::new(),
             other_cell_tasks: HashSet::new(),
-            stats: Stats::default(),
+            away,
+            forwarded: Vec::new(),
+            stats: Stats { away_histories: u64::from(away), ..Stats::default() },
         };
         for index in 0..3 {
             let organization_id = OrganizationId(world.rng.uuid());
@@ -275,7 +306,7 @@ impl World {
                     .unwrap_or_else(|_| unreachable!()),
                 api_key_hash: world.hash(),
             });
-            world.command(Actor::Operator, None, command);
+            world.organisation_level(Actor::Operator, None, command);
         }
         for index in 0..6 {
             world.register(index % 3, 1 + (index % 3) as u8, index % 2 == 0);
@@ -331,7 +362,49 @@ impl World {
 
     fn as_organization(&mut self, organization: usize, command: Command) {
         let organization_id = self.organizations[organization].organization_id;
-        self.command(Actor::Organization(organization_id), Some(organization_id), command);
+        let actor = Actor::Organization(organization_id);
+        match command {
+            Command::CreateOrganization(_) | Command::GrantConsent(_) | Command::RevokeConsent(_) => {
+                self.organisation_level(actor, Some(organization_id), command);
+            }
+            command => self.command(actor, Some(organization_id), command),
+        }
+    }
+
+    /// An organisation-level command: to this writer when it serves the default cell. Away,
+    /// the default cell's writer applies it (its commit: the store's organisation rows) and
+    /// forwards a revocation it applied to this writer, sometimes twice (a recovery forwards
+    /// again); now and then the command also reaches this writer, misrouted, which must refuse it.
+    fn organisation_level(&mut self, actor: Actor, organization_id: Option<OrganizationId>, command: Command) {
+        if !self.away {
+            self.command(actor, organization_id, command);
+            return;
+        }
+        if self.rng.below(10) == 0 {
+            self.stats.misrouted_organisation_commands += 1;
+            self.command(actor, organization_id, command.clone());
+        }
+        match (&command, organization_id) {
+            (Command::CreateOrganization(create), _) => {
+                self.store.organizations.insert(create.organization_id);
+                self.store.api_keys.push((create.api_key_hash.as_str().to_owned(), create.organization_id, true));
+            }
+            (Command::GrantConsent(grant), Some(organization_id)) => {
+                self.store.consent.insert((organization_id, grant.owner_id));
+            }
+            (Command::RevokeConsent(revoke), Some(organization_id))
+                if self.store.consent.remove(&(organization_id, revoke.owner_id)) =>
+            {
+                self.stats.forwarded_revocations += 1;
+                let forwarded = self.envelope(command.message_type(), Actor::Orchestrator, Some(organization_id));
+                self.forwarded.push((forwarded.id, organization_id, revoke.owner_id));
+                let times = if self.rng.below(4) == 0 { 2 } else { 1 };
+                for _ in 0..times {
+                    self.add_entry(Source::Commands, forwarded.clone(), Decoded::Command(command.clone()));
+                }
+            }
+            _ => {}
+        }
     }
 
     fn register(&mut self, organization: usize, cores: u8, solar: bool) {
@@ -745,6 +818,14 @@ impl World {
             let (applied, existing) = self.store.known(&message_ids, &decide::submitted_tasks(&ready));
             let mut lookups = BatchLookups { applied, ..BatchLookups::default() };
             lookups.decide.existing_tasks = existing;
+            if !self.rules.in_default_cell() {
+                // `load::organisation_level`: what the default cell committed.
+                let (organizations, consents) = decide::organisation_level_needs(&core.state, &ready);
+                lookups.decide.organizations =
+                    organizations.into_iter().filter(|id| self.store.organizations.contains(id)).collect();
+                lookups.decide.consents =
+                    consents.into_iter().filter(|pair| self.store.consent.contains(pair)).collect();
+            }
             if let Some(first) = ready.first()
                 && let Decoded::Command(Command::RevokeConsent(revoke)) = &first.decoded
                 && let Some(organization_id) = first.envelope.organization_id
@@ -791,6 +872,11 @@ impl World {
             return Ok(());
         }
         if batch.writes() {
+            // Before the commit, the store holds what the decision could know.
+            checks::rejections_as_known(&batch, &self.store, |task_id| {
+                let (_, organization) = self.tasks.iter().find(|(id, _)| *id == task_id)?;
+                Some(self.organizations[*organization].organization_id)
+            })?;
             self.store
                 .commit(&batch, core.published_seq)
                 .map_err(|error| format!("PostgreSQL refused a batch: {error}"))?;
@@ -846,12 +932,50 @@ impl World {
                 if !quarantined.is_empty() {
                     return Err(format!("the committed rows of tasks contradict themselves: {quarantined:?}"));
                 }
-                checks::same_durable_state(&core.state, &restored)?;
+                // Away, the organisation-level part of the state is what this writer learnt
+                // so far of what the default cell committed: not compared.
+                checks::same_durable_state(&core.state, &restored, !self.away)?;
             }
+        }
+        if self.away {
+            checks::no_organisation_rows(batch)?;
+            self.check_forwarded_revocations()?;
         }
         checks::credits(&self.store, batch, &self.rules, &signals())?;
         self.check_other_cells()?;
         checks::store_follows_events(&self.store, &self.projection, Some(&batch.task_order), &self.quarantined)
+    }
+
+    /// Away: a revocation the default cell forwarded is applied (never refused), and once the
+    /// latest one of an owner is, no open task of this cell holds the owner's data (unless the
+    /// owner consented again since).
+    fn check_forwarded_revocations(&self) -> Result<(), String> {
+        let Some(core) = &self.core else { return Ok(()) };
+        let mut latest = HashSet::new();
+        for (message_id, organization_id, owner_id) in self.forwarded.iter().rev() {
+            let processed = self.store.processed.get(message_id);
+            if let Some(Some(refusal)) = processed {
+                return Err(format!("a forwarded revocation was refused: {refusal}"));
+            }
+            if !latest.insert((*organization_id, *owner_id))
+                || processed.is_none()
+                || self.store.consent.contains(&(*organization_id, *owner_id))
+            {
+                continue;
+            }
+            let holding = core
+                .state
+                .tasks
+                .values()
+                .find(|task| task.organization_id == *organization_id && task.participants.contains(owner_id));
+            if let Some(task) = holding {
+                return Err(format!(
+                    "task {} is still open with the data of owner {owner_id}, whose revocation this cell applied",
+                    task.task_id
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Nothing addressed to another cell is stored as this cell's node, nor runs as its task.

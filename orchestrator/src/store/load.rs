@@ -217,6 +217,41 @@ pub async fn already_known(
     Ok((applied, existing))
 }
 
+/// Of `organizations` and `consents`, those PostgreSQL holds: the organisations that exist and
+/// the consents granted (what the default cell's writer committed; see
+/// [`crate::writer::decide::organisation_level_needs`]).
+pub async fn organisation_level(
+    pool: &PgPool,
+    organizations: &[OrganizationId],
+    consents: &[(OrganizationId, OwnerId)],
+) -> Result<(Vec<OrganizationId>, Vec<(OrganizationId, OwnerId)>), sqlx::Error> {
+    let wanted: Vec<uuid::Uuid> = organizations.iter().map(OrganizationId::as_uuid).collect();
+    let known: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select organization_id from organization where organization_id = any($1)")
+            .bind(&wanted)
+            .fetch_all(pool)
+            .await?;
+    let (consent_organizations, owners): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) =
+        consents.iter().map(|(organization_id, owner_id)| (organization_id.as_uuid(), owner_id.as_uuid())).unzip();
+    let granted: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "select c.organization_id, c.owner_id from consent c
+           join unnest($1::uuid[], $2::uuid[]) as wanted(organization_id, owner_id)
+             on c.organization_id = wanted.organization_id and c.owner_id = wanted.owner_id
+          where c.granted",
+    )
+    .bind(&consent_organizations)
+    .bind(&owners)
+    .fetch_all(pool)
+    .await?;
+    Ok((
+        known.into_iter().map(OrganizationId).collect(),
+        granted
+            .into_iter()
+            .map(|(organization_id, owner_id)| (OrganizationId(organization_id), OwnerId(owner_id)))
+            .collect(),
+    ))
+}
+
 /// What PostgreSQL holds of an owner's data in an organisation (see [`PurgeTargets`]).
 pub async fn purge_targets(
     pool: &PgPool,

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use grid_shared::domain::{TaskInput, TaskKind};
-use grid_shared::envelope::{Actor, Envelope};
+use grid_shared::envelope::{Actor, Envelope, Origin};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId};
 use grid_shared::live::HeartbeatEntry;
-use grid_shared::messages::{NodeMessage, TaskAssignment, TaskCancellation};
+use grid_shared::messages::{Command, NodeMessage, RevokeConsent, TaskAssignment, TaskCancellation};
 use grid_shared::wire::connection::{Redis, Target};
 use grid_shared::wire::scripts::{self, XaddIfNewer};
 use grid_shared::wire::{
@@ -25,6 +25,50 @@ fn notify(pipe: &mut redis::Pipeline, keys: &Keys, node_id: NodeId, entry_id: St
     let mut command = wire::xadd_capped(&keys.nodes_feed(), NODES_FEED_MAXLEN, None);
     command.arg(fields::FEED_NODE).arg(node_id.to_string()).arg(fields::FEED_ENTRY).arg(entry_id.to_string());
     pipe.add_command(command).ignore();
+}
+
+/// The revocation the default cell's writer forwards to every other cell for a committed
+/// `ConsentRevoked` (DESIGN §11): the revocation command, by the orchestrator, with the id of
+/// the command it applied, so that a cell applies it once however often it is forwarded (a
+/// recovery forwards again what it publishes again). `None` for any other event.
+pub fn forwarded_revocation(envelope: &Envelope, event: &Event) -> Option<Envelope> {
+    let Event::ConsentRevoked(revoked) = event else { return None };
+    let command_id = MessageId(envelope.causation_id?);
+    let origin = Origin {
+        correlation_id: envelope.correlation_id,
+        causation_id: Some(envelope.id.as_uuid()),
+        organization_id: envelope.organization_id,
+        actor: Actor::Orchestrator,
+    };
+    let command = Command::RevokeConsent(RevokeConsent { owner_id: revoked.owner_id });
+    Some(Envelope::wrap_at(command_id, envelope.occurred_at, &command, origin))
+}
+
+/// Appends `forwarded` commands to the command stream of every cell of `grid` but the writer's
+/// own (one command per entry: each cell's stream is in a slot of its own).
+pub async fn forward(
+    conn: &mut impl ConnectionLike,
+    grid: &grid_shared::settings::GridSettings,
+    forwarded: &[Envelope],
+) -> redis::RedisResult<()> {
+    if forwarded.is_empty() {
+        return Ok(());
+    }
+    for cell in grid.cells.iter().filter(|cell| &cell.name != grid.keys.cell()) {
+        let commands = grid.keys.cell_keys(&cell.name).commands();
+        for envelope in forwarded {
+            redis::cmd("XADD")
+                .arg(&commands)
+                .arg("*")
+                .arg(fields::TYPE)
+                .arg(&envelope.message_type)
+                .arg(fields::ENVELOPE)
+                .arg(envelope.to_json())
+                .query_async::<()>(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The writer's Redis (a server or a cluster), whose connections never time a reply out: a slow

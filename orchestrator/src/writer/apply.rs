@@ -12,7 +12,7 @@ use grid_shared::events::{
     ApiKeyRotated, ConsentGranted, ConsentRevoked, EnergyContractDeclared, Event, NodeRegistered, OrganizationCreated,
     ParticipantDataPurged, TaskAccepted, TaskRejected,
 };
-use grid_shared::ids::{OrganizationId, TaskId};
+use grid_shared::ids::{OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{
     CancelTask, Command, CreateOrganization, DeclareEnergyContract, GrantConsent, RegisterNode, Report, RevokeConsent,
     RotateApiKey, SubmitTask,
@@ -81,6 +81,12 @@ pub struct Lookups {
     pub existing_tasks: HashSet<TaskId>,
     /// For a batch that starts with a consent revocation: what to purge.
     pub purge: Option<PurgeTargets>,
+    /// Outside the default cell: the organisations, and the granted (organisation, owner)
+    /// consents, that PostgreSQL holds and this cell's state did not, among those the batch's
+    /// messages come from or need (the default cell's writer committed them since this one
+    /// loaded its state). Merged into the state before the batch is decided.
+    pub organizations: Vec<OrganizationId>,
+    pub consents: Vec<(OrganizationId, OwnerId)>,
 }
 
 /// Applies one message. Its outcome (applied, or rejected with the reason) goes in the batch;
@@ -99,7 +105,9 @@ pub fn apply_message(
     let mut about = None;
     let outcome = match message.decoded.clone() {
         Decoded::Command(command) => match command {
-            Command::CreateOrganization(command) => create_organization(state, context, batch, origin, command),
+            Command::CreateOrganization(command) => {
+                rules.organisation_level().and_then(|()| create_organization(state, context, batch, origin, command))
+            }
             Command::RegisterNode(command) => register_node(state, rules, context, batch, envelope, origin, command),
             Command::SubmitTask(command) => {
                 about = Some(command.task_id);
@@ -116,14 +124,18 @@ pub fn apply_message(
                 about = Some(command.task_id);
                 cancel_task(state, rules, context, batch, envelope, origin, command)
             }
-            Command::GrantConsent(command) => grant_consent(state, context, batch, envelope, origin, command),
+            Command::GrantConsent(command) => rules
+                .organisation_level()
+                .and_then(|()| grant_consent(state, context, batch, envelope, origin, command)),
             Command::RevokeConsent(command) => {
                 revoke_consent(state, rules, context, batch, envelope, origin, command, purge)
             }
-            Command::RotateApiKey(command) => rotate_key(state, context, batch, envelope, origin, command),
-            Command::DeclareEnergyContract(command) => {
-                declare_contract(state, context, batch, envelope, origin, command)
+            Command::RotateApiKey(command) => {
+                rules.organisation_level().and_then(|()| rotate_key(state, context, batch, envelope, origin, command))
             }
+            Command::DeclareEnergyContract(command) => rules
+                .organisation_level()
+                .and_then(|()| declare_contract(state, context, batch, envelope, origin, command)),
         },
         Decoded::Report(report) => {
             about = Some(report.task_id());
@@ -406,6 +418,11 @@ fn grant_consent(
 /// Revocation takes effect at once: the owner's open tasks are cancelled (a node running one
 /// is told), the readings leave every stored payload of the organisation and the Redis entries
 /// that carried them, and `ConsentRevoked` + `ParticipantDataPurged` are recorded.
+///
+/// The default cell's writer applies the organisation's revocation and writes the consent rows;
+/// it forwards the revocation (as the orchestrator) to every other cell, whose writer does the
+/// same to its own tasks and data, whether or not its state held the consent (a cell learns of
+/// grants from PostgreSQL only when a task needs them).
 #[allow(clippy::too_many_arguments)]
 fn revoke_consent(
     state: &mut State,
@@ -422,18 +439,25 @@ fn revoke_consent(
         return Err(Refusal::NoOrganization);
     };
     let owner = command.owner_id;
-    if !state.consent.remove(&(organization_id, owner)) {
+    let forwarded = !rules.in_default_cell();
+    if forwarded && envelope.actor != Actor::Orchestrator {
+        // Only the default cell's writer forwards revocations to the other cells.
+        rules.organisation_level()?;
+    }
+    if !state.consent.remove(&(organization_id, owner)) && !forwarded {
         return Err(Refusal::NoConsentToRevoke);
     }
     let organization = Some(organization_id);
-    batch.consent.push(ConsentChange {
-        organization_id,
-        owner_id: owner,
-        granted: false,
-        at: now,
-        consent_ip: None,
-        consent_version: None,
-    });
+    if !forwarded {
+        batch.consent.push(ConsentChange {
+            organization_id,
+            owner_id: owner,
+            granted: false,
+            at: now,
+            consent_ip: None,
+            consent_version: None,
+        });
+    }
     batch.record(
         state,
         context,

@@ -59,6 +59,37 @@ pub fn split_for_own_batch(ready: &mut Vec<Ready>) -> Vec<Ready> {
     }
 }
 
+/// Outside the default cell, what the batch needs of the organisation-level state that this
+/// cell's state lacks: the organisations its messages come from, and the (organisation, owner)
+/// consents its group submissions need (looked up in PostgreSQL before the batch is decided).
+pub fn organisation_level_needs(
+    state: &State,
+    ready: &[Ready],
+) -> (Vec<OrganizationId>, Vec<(OrganizationId, OwnerId)>) {
+    let mut organizations = Vec::new();
+    let mut consents = Vec::new();
+    for message in ready {
+        let Some(organization_id) = message.envelope.organization_id else { continue };
+        if !state.organizations.contains_key(&organization_id) {
+            organizations.push(organization_id);
+        }
+        if let Decoded::Command(Command::SubmitTask(submit)) = &message.decoded
+            && let grid_shared::domain::TaskKind::EnergyGroupOptimisation { participants, .. } = &submit.kind
+        {
+            let missing = participants
+                .iter()
+                .map(|participant| (organization_id, participant.owner_id))
+                .filter(|pair| !state.consent.contains(pair));
+            consents.extend(missing);
+        }
+    }
+    organizations.sort();
+    organizations.dedup();
+    consents.sort();
+    consents.dedup();
+    (organizations, consents)
+}
+
 /// The submissions of a batch, whose task ids must be looked up (a task id already stored is a
 /// duplicate).
 pub fn submitted_tasks(ready: &[Ready]) -> Vec<TaskId> {
@@ -83,6 +114,11 @@ pub fn messages(
     lookups: &BatchLookups,
     one_by_one: bool,
 ) -> usize {
+    // What another cell's writer committed to the organisation-level tables, as looked up.
+    for organization_id in &lookups.decide.organizations {
+        state.organizations.entry(*organization_id).or_default();
+    }
+    state.consent.extend(lookups.decide.consents.iter().copied());
     let fired = if one_by_one { 0 } else { rounds::fire_timers(state, rules, context, batch) };
     let (applied_before, ready): (Vec<Ready>, Vec<Ready>) =
         ready.into_iter().partition(|message| lookups.applied.contains(&message.envelope.id));

@@ -510,6 +510,13 @@ impl Writer {
             load::already_known(&self.pool, self.rules.cell.as_str(), &message_ids, &task_ids).await?;
         lookups.applied = applied;
         lookups.decide.existing_tasks = existing;
+        if !self.rules.in_default_cell() {
+            let (organizations, consents) = decide::organisation_level_needs(&self.state, ready);
+            if !organizations.is_empty() || !consents.is_empty() {
+                (lookups.decide.organizations, lookups.decide.consents) =
+                    load::organisation_level(&self.pool, &organizations, &consents).await?;
+            }
+        }
         if let Some(first) = ready.first()
             && let Decoded::Command(Command::RevokeConsent(revoke)) = &first.decoded
             && let Some(organization_id) = first.envelope.organization_id
@@ -590,9 +597,21 @@ impl Writer {
             trim: self.mode == ReadMode::New && self.carry.is_empty(),
             claimed,
         };
+        let forwarded: Vec<grid_shared::envelope::Envelope> = if self.rules.in_default_cell() {
+            batch
+                .events
+                .iter()
+                .filter_map(|event| streams::forwarded_revocation(&event.envelope, &event.event))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let published = {
             let mut conn = self.redis.get().await?;
-            streams::publish(&mut conn, &batch, &publication).await
+            match streams::publish(&mut conn, &batch, &publication).await {
+                Ok(()) => streams::forward(&mut conn, &self.config.grid, &forwarded).await,
+                failed => failed,
+            }
         };
         if let Err(error) = published {
             // Committed but not published: recovery publishes from PostgreSQL, and the entries,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::Envelope;
+use grid_shared::events::Event;
 use grid_shared::ids::NodeId;
 use tracing::{info, warn};
 
@@ -72,6 +73,19 @@ impl Writer {
                 })
                 .collect();
             let appended = streams::republish(&mut conn, &keys, &republished, self.config.events_stream_maxlen).await?;
+            if self.rules.in_default_cell() {
+                // The revocations among them go to the other cells again (each applies one once).
+                let forwarded: Vec<Envelope> = events
+                    .iter()
+                    .filter(|event| event.event_type == "ConsentRevoked")
+                    .filter_map(|event| Envelope::from_json(&event.envelope).ok())
+                    .filter_map(|envelope| {
+                        let event: Event = envelope.decode().ok()?;
+                        streams::forwarded_revocation(&envelope, &event)
+                    })
+                    .collect();
+                streams::forward(&mut conn, &self.config.grid, &forwarded).await?;
+            }
             info!(from = self.published_seq + 1, to = last, appended, "published committed events");
             self.published_seq = last;
         }

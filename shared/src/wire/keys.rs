@@ -156,6 +156,13 @@ impl Keys {
         format!("{}:idempotency:{organization_id}:{key}", self.tag)
     }
 
+    /// `{ns}:idempotency-cell:<org>:<key>`: the cell a keyed `POST /v1/tasks` that named none
+    /// went to (under the default cell's tag), so that its repeats go there too and find its
+    /// answer in that cell's slot.
+    pub fn idempotency_cell(&self, organization_id: OrganizationId, key: &str) -> String {
+        format!("{}:idempotency-cell:{organization_id}:{key}", self.tag)
+    }
+
     /// `{ns}:rate:<caller>:<second>`: requests of one credential in one second.
     pub fn rate_window(&self, caller: &str, second: i64) -> String {
         format!("{}:rate:{caller}:{second}", self.tag)

@@ -1,5 +1,5 @@
-//! A grid of several cells as this build runs it: one gateway per cell under one namespace,
-//! orchestrator processes writing the cells (`GRID_WRITER_CELLS`), one database.
+//! A grid of several cells as this build runs it: gateways that each serve every cell, under one
+//! namespace, orchestrator processes writing the cells (`GRID_WRITER_CELLS`), one database.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,17 +13,29 @@ use super::{System, eventually, spawn_gateway};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// A gateway for each of `cells` (each with `GRID_CELLS=<cell>:BE`), all under `namespace`, with
-/// `extra` settings.
-pub async fn gateways(pool: &PgPool, namespace: &str, cells: &[&str], extra: &[(&str, &str)]) -> Vec<Arc<System>> {
+/// `count` gateways of the grid of `cells` (`GRID_CELLS`, such as `a:BE,b:BE`), all under
+/// `namespace`, with `extra` settings: each serves every cell.
+pub async fn gateways(
+    pool: &PgPool,
+    namespace: &str,
+    cells: &str,
+    count: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Arc<System>> {
     let mut gateways = Vec::new();
-    for cell in cells {
-        let only = format!("{cell}:BE");
-        let mut settings = vec![("GRID_NAMESPACE", namespace), ("GRID_CELLS", only.as_str())];
+    for _ in 0..count {
+        let mut settings = vec![("GRID_NAMESPACE", namespace), ("GRID_CELLS", cells)];
         settings.extend_from_slice(extra);
         gateways.push(Arc::new(spawn_gateway(pool.clone(), &settings).await));
     }
     gateways
+}
+
+/// A thermal task that must run in `cell`.
+pub fn task_in(cell: &str) -> Value {
+    let mut task = super::thermal_task();
+    task["cell"] = Value::String(cell.to_owned());
+    task
 }
 
 /// The orchestrators' settings: the grid's `cells` (`a:BE,b:BE,...`), the test's database and

@@ -245,6 +245,19 @@ impl System {
         solar_fraction: f64,
         min_task_duration: Duration,
     ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
+        self.fleet_in(None, api_key, nodes, cores, solar_fraction, min_task_duration).await
+    }
+
+    /// Like [`System::fleet`], the nodes joining `cell` (`None`: the grid's choice).
+    pub async fn fleet_in(
+        &self,
+        cell: Option<&str>,
+        api_key: &str,
+        nodes: usize,
+        cores: u16,
+        solar_fraction: f64,
+        min_task_duration: Duration,
+    ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let config = grid_worker::simulate::FleetConfig {
             gateway: self.base.clone(),
@@ -258,6 +271,7 @@ impl System {
             heartbeat_every: Duration::from_millis(200),
             min_task_duration,
             instant_results: false,
+            cell: cell.map(str::to_owned),
         };
         let fleet = grid_worker::simulate::launch(config, shutdown).await.expect("the fleet registers");
         (stop, fleet)
@@ -354,13 +368,17 @@ impl Channel {
 impl System {
     /// Registers a node with `cores` cores and waits until its token works.
     pub async fn manual_node(&self, api_key: &str, cores: u16, solar_watts: f64) -> ManualNode {
-        let response = self
-            .post(
-                "/v1/nodes",
-                api_key,
-                json!({"name": "manual", "cpu_cores": cores, "has_solar": solar_watts > 0.0, "location": "Arlon"}),
-            )
-            .await;
+        self.manual_node_in(None, api_key, cores, solar_watts).await
+    }
+
+    /// Like [`System::manual_node`], the node joining `cell` (`None`: the grid's choice).
+    pub async fn manual_node_in(&self, cell: Option<&str>, api_key: &str, cores: u16, solar_watts: f64) -> ManualNode {
+        let mut body =
+            json!({"name": "manual", "cpu_cores": cores, "has_solar": solar_watts > 0.0, "location": "Arlon"});
+        if let Some(cell) = cell {
+            body["cell"] = json!(cell);
+        }
+        let response = self.post("/v1/nodes", api_key, body).await;
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.unwrap();
         let node = ManualNode {

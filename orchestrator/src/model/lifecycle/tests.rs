@@ -39,6 +39,7 @@ pub(crate) fn rules() -> Rules {
         seal_interval: Duration::milliseconds(250),
         writer_name: "writer-test".to_owned(),
         cell: grid_shared::cells::CellName::default(),
+        default_cell: grid_shared::cells::CellName::default(),
     }
 }
 
