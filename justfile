@@ -55,41 +55,38 @@ bench-cluster runs="2": services
     set -euo pipefail
     cargo build --release --bins
     dir=$(mktemp -d)
-    read -r -a ports <<< "$(python3 -c 'import socket
-    ports = []
-    while len(ports) < 3:
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-        if p < 55000 and p not in ports: ports.append(p)
-    print(*ports)')"
-    cleanup() { for port in "${ports[@]}"; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"; }
+    cleanup() { deploy/local-redis-cluster.sh stop "$dir/cluster"; rm -rf "$dir"; }
     trap cleanup EXIT
-    for port in "${ports[@]}"; do
-        mkdir -p "$dir/$port"
-        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf \
-            --save "" --appendonly no --dir "$dir/$port" --daemonize yes --logfile "$dir/$port/log"
-    done
-    sleep 1
-    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-yes >/dev/null
-    until redis-cli -p "${ports[0]}" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
-    nodes=$(printf '127.0.0.1:%s,' "${ports[@]}"); nodes=${nodes%,}
+    nodes=$(deploy/local-redis-cluster.sh start "$dir/cluster")
     for run in $(seq {{runs}}); do
         for mode in server cluster; do
             if [ "$mode" = cluster ]; then export REDIS_CLUSTER_NODES="$nodes"; else unset REDIS_CLUSTER_NODES; fi
             BENCH_NODES=300 BENCH_TASKS=20000 BENCH_SEQUENTIAL=50 BENCH_OPEN_LOOP_SECONDS=1 BENCH_STOP_AFTER_HALF=1 \
                 cargo bench --quiet -p grid-system-tests --bench system 2> "$dir/$mode-$run.log" >/dev/null
-            python3 - "$mode" "$run" "$dir/$mode-$run.log" <<'SUMMARY'
-    import json, sys
-    mode, run, path = sys.argv[1:]
-    lines = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in open(path) if ": {" in line}
-    t, s = json.loads(lines["throughput"]), json.loads(lines["sequential"])["round_trip"]
-    p = t["per_task"]
-    print(f"{mode:7} run {run}: {t['tasks_per_second']:,.0f} tasks/s, sequential p50 {s['p50_ms']:.1f} ms p99 {s['p99_ms']:.1f} ms;"
-          f" CPU per task: redis {p['redis_cpu_us']:.0f} µs, gateway {p['gateway_cpu_us']:.0f}, orchestrator"
-          f" {p['orchestrator_cpu_us']:.0f}, postgresql {p['postgresql_cpu_us']:.0f}")
-    SUMMARY
+            python3 bench/summarise.py "$mode" "$run" "$dir/$mode-$run.log"
         done
     done
-    for port in "${ports[@]}"; do echo "cluster master $port holds $(redis-cli -p "$port" dbsize) keys"; done
+    for node in ${nodes//,/ }; do echo "cluster master ${node#*:} holds $(redis-cli -p "${node#*:}" dbsize) keys"; done
+
+# One cell against three on this machine, same run: the reduced end-to-end bench (300 nodes,
+# 20,000 tasks, stopped after the half-load phase) alternated on a grid of one cell and on one of
+# three (`BENCH_CELLS=a:BE,b:BE,c:BE`: one orchestrator writes the three, the fleet split over
+# them, the gateway choosing each task's cell), `runs` times each; prints tasks/s, the
+# sequential round trip, the CPU per task and each cell's share of the tasks.
+bench-cells runs="2": services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --bins
+    dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT
+    for run in $(seq {{runs}}); do
+        for mode in one three; do
+            if [ "$mode" = three ]; then export BENCH_CELLS=a:BE,b:BE,c:BE; else unset BENCH_CELLS; fi
+            BENCH_NODES=300 BENCH_TASKS=20000 BENCH_SEQUENTIAL=50 BENCH_OPEN_LOOP_SECONDS=1 BENCH_STOP_AFTER_HALF=1 \
+                cargo bench --quiet -p grid-system-tests --bench system 2> "$dir/$mode-$run.log" >/dev/null
+            python3 bench/summarise.py "$mode" "$run" "$dir/$mode-$run.log"
+        done
+    done
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services
@@ -159,6 +156,12 @@ services:
     pg_up || { echo "PostgreSQL still does not answer" >&2; exit 1; }
     redis_up || { echo "Redis still does not answer" >&2; exit 1; }
 
+# The demo on a grid of three cells (`be:BE,de:DE,fr:FR`, or DEMO_CELLS) over a local Redis
+# Cluster of three masters started for it: a fleet per cell in the cell's zone, each sample task
+# in the cell the gateway chooses. Fails unless every task completes and every chain verifies.
+demo-cells seconds="120" nodes="6" tasks="300":
+    DEMO_CELLS="${DEMO_CELLS:-be:BE,de:DE,fr:FR}" DEMO_CLUSTER=1 just demo {{seconds}} {{nodes}} {{tasks}}
+
 # Forget the demo's state: its database (koprogo_grid_demo, which the demo creates) and its
 # Redis keys (the `demo` namespace only: `{demo:<cell>}:*`, and `demo:*` written before cells).
 # `just demo` does it first unless DEMO_KEEP=1.
@@ -192,8 +195,22 @@ demo seconds="120" nodes="6" tasks="300": services
     [ "${DEMO_KEEP:-0}" = 1 ] || just demo-reset
     gateway_url="http://$GATEWAY_LISTEN"
     pids=()
-    stop() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+    cluster_dir=""
+    stop() {
+        kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
+        [ -z "$cluster_dir" ] || deploy/local-redis-cluster.sh stop "$cluster_dir"
+    }
     trap stop EXIT
+    # `just demo-cells`: several cells (DEMO_CELLS, as GRID_CELLS), on a local Redis Cluster
+    # (DEMO_CLUSTER=1) of three masters started here and stopped at the end.
+    [ -z "${DEMO_CELLS:-}" ] || export GRID_CELLS="$DEMO_CELLS"
+    if [ "${DEMO_CLUSTER:-0}" = 1 ]; then
+        cluster_dir="$logs/redis-cluster"
+        rm -rf "$cluster_dir"
+        REDIS_CLUSTER_NODES=$(deploy/local-redis-cluster.sh start "$cluster_dir")
+        export REDIS_CLUSTER_NODES
+        echo "a Redis Cluster of three masters: $REDIS_CLUSTER_NODES"
+    fi
     "$bin/orchestrator" migrate
     # Two orchestrators: the first to take the writer's lease writes, the other stands by and
     # takes over within about a second if it dies. Each says which it is on its /readyz.
@@ -206,8 +223,19 @@ demo seconds="120" nodes="6" tasks="300": services
     organization=$("$bin/worker" --gateway "$gateway_url" organization --name "Demo copropriété")
     api_key=$(printf '%s' "$organization" | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p')
     day=240
-    "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds $day \
-        > "$logs/fleet.log" 2>&1 & pids+=($!)
+    if [ -n "${GRID_CELLS:-}" ]; then
+        # A fleet per cell, in the cell's zone, the nodes shared out (at least one each).
+        IFS=',' read -r -a cells <<< "$GRID_CELLS"
+        each=$(( ({{nodes}} + ${#cells[@]} - 1) / ${#cells[@]} ))
+        for cell in "${cells[@]}"; do
+            "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes "$each" --day-seconds $day \
+                --cell "${cell%%:*}" --zone "${cell##*:}" > "$logs/fleet-${cell%%:*}.log" 2>&1 & pids+=($!)
+        done
+        echo "the grid's cells: $GRID_CELLS ($each simulated nodes in each)"
+    else
+        "$bin/worker" --gateway "$gateway_url" simulate --api-key "$api_key" --nodes {{nodes}} --day-seconds $day \
+            > "$logs/fleet.log" 2>&1 & pids+=($!)
+    fi
     started=$(date +%s)
     at() { date -d "@$((started + $1))" +%H:%M:%S; }
     if [ "$(role 127.0.0.1:8091)" = writer ]; then writer=$first; standby=$second; else writer=$second; standby=$first; fi
@@ -228,7 +256,14 @@ demo seconds="120" nodes="6" tasks="300": services
     echo "submitting {{tasks}} sample tasks to {{nodes}} simulated nodes..."
     RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}} --require-all
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo
-    curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify"; echo
+    verdict=$(curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify")
+    echo "$verdict"
+    [[ "$verdict" == *'"valid":true'* ]] || { echo "the green-proof chain does not verify" >&2; exit 1; }
+    if [ -n "${GRID_CELLS:-}" ]; then
+        # Where the sample tasks went (the gateway's choice, from each cell's summary).
+        PGOPTIONS='--client-min-messages=warning' psql -q -At -F ' ' -h 127.0.0.1 -U postgres -d "$DEMO_DATABASE" \
+            -c "select 'cell ' || cell_id || ': ' || count(*) || ' tasks completed' from task where status = 'completed' group by cell_id order by cell_id"
+    fi
     if [ {{seconds}} -gt 0 ]; then
         echo "the grid keeps running for {{seconds}} s (Ctrl-C stops it); kill -9 $writer to see the standby take over"
         sleep {{seconds}}

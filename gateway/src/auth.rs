@@ -225,6 +225,8 @@ impl FromRequestParts<AppState> for Credential {
                 state.auth.forget(sha256.as_str());
                 Err(ApiError::Unauthorized)
             }
+            // A node of a cell this gateway does not serve: its configuration, not PostgreSQL.
+            Err(error @ ApiError::Forbidden(_)) => Err(error),
             // PostgreSQL down or slow: a known credential goes on working for a while.
             Err(error) => match cached {
                 Some((caller, age)) if age < AuthCache::USABLE_FOR => {

@@ -73,6 +73,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
             heartbeat_every: Duration::from_millis(200),
             min_task_duration: Duration::ZERO,
             instant_results: false,
+            zone: None,
             cell: None,
         },
         fleet_shutdown,

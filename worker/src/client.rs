@@ -84,6 +84,10 @@ pub struct NodeDeclaration {
     pub cpu_cores: u16,
     pub has_solar: bool,
     pub location: String,
+    /// The carbon zone of its electricity (one of the grid's `GRID_ZONES`); absent, the
+    /// grid's default zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// The cell the node joins (`GET /v1/cells`); absent, the grid's choice (its zone's cell,
     /// else the default).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -37,7 +37,12 @@ enum Action {
         solar: bool,
         #[arg(long, default_value = "Bruxelles")]
         location: String,
-        /// The cell the node joins (one of `GET /v1/cells`); absent, the grid chooses.
+        /// The carbon zone of the node's electricity (one of the grid's zones); absent, the
+        /// grid's default zone.
+        #[arg(long)]
+        zone: Option<String>,
+        /// The cell the node joins (one of `GET /v1/cells`); absent, its zone's cell, else the
+        /// grid's default cell.
         #[arg(long)]
         cell: Option<String>,
     },
@@ -106,7 +111,12 @@ enum Action {
         /// that a bench measures the control plane (the nodes' results are then not real).
         #[arg(long)]
         instant_results: bool,
-        /// The cell the nodes join (one of `GET /v1/cells`); absent, the grid chooses.
+        /// The carbon zone of the nodes' electricity (one of the grid's zones); absent, the
+        /// grid's default zone.
+        #[arg(long)]
+        zone: Option<String>,
+        /// The cell the nodes join (one of `GET /v1/cells`); absent, their zone's cell, else the
+        /// grid's default cell.
         #[arg(long)]
         cell: Option<String>,
     },
@@ -132,9 +142,9 @@ fn run() -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         match cli.command {
-            Action::Register { api_key, name, cores, solar, location, cell } => {
+            Action::Register { api_key, name, cores, solar, location, zone, cell } => {
                 let client = GatewayClient::new(&cli.gateway)?;
-                let declaration = NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location, cell };
+                let declaration = NodeDeclaration { name, cpu_cores: cores, has_solar: solar, location, zone, cell };
                 let registration = client.register(&api_key, &declaration).await?;
                 println!("{}", serde_json::to_string_pretty(&registration)?);
                 eprintln!(
@@ -214,6 +224,7 @@ fn run() -> anyhow::Result<()> {
                 min_task_ms,
                 constant_solar_watts,
                 instant_results,
+                zone,
                 cell,
             } => {
                 let config = FleetConfig {
@@ -228,6 +239,7 @@ fn run() -> anyhow::Result<()> {
                     heartbeat_every: Duration::from_millis(heartbeat_ms.max(100)),
                     min_task_duration: Duration::from_millis(min_task_ms),
                     instant_results,
+                    zone,
                     cell,
                 };
                 launch(config, shutdown).await?.join().await;

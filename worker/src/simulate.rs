@@ -34,6 +34,8 @@ pub struct FleetConfig {
     pub min_task_duration: Duration,
     /// Answer every task at once with a stand-in result (control-plane benches only).
     pub instant_results: bool,
+    /// The carbon zone of the nodes; `None`: the grid's default zone.
+    pub zone: Option<String>,
     /// The cell the nodes join; `None`: the grid's choice.
     pub cell: Option<String>,
 }
@@ -72,6 +74,7 @@ pub async fn launch(config: FleetConfig, shutdown: watch::Receiver<bool>) -> Res
             cpu_cores: config.cpu_cores,
             has_solar,
             location: LOCATIONS[index % LOCATIONS.len()].to_owned(),
+            zone: config.zone.clone(),
             cell: config.cell.clone(),
         };
         let registration = client.register(&config.api_key, &declaration).await?;

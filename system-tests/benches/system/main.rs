@@ -13,6 +13,9 @@
 //! For working on one part, nothing written: `BENCH_GATEWAY_ONLY=1` runs the gateway's phases
 //! alone, `BENCH_STOP_AFTER_HALF=1` stops after the half-capacity phase, and
 //! `BENCH_GATEWAY_BINARY=<path>` runs another build of the gateway (to compare two on one grid).
+//! `BENCH_CELLS=a:BE,b:BE,c:BE` runs the grid in these cells (`GRID_CELLS`: one orchestrator
+//! process writes them all, another stands by for all), the fleet split over them, one simulated
+//! fleet process per cell, every submission left to the gateway's choice of cell.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,12 +63,18 @@ async fn run() -> anyhow::Result<Outcome> {
     let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
     let budget = Duration::from_secs(setting("BENCH_E2E_SECONDS", 150));
     let open_loop_seconds = setting("BENCH_OPEN_LOOP_SECONDS", 3);
+    let cells: Vec<String> = std::env::var("BENCH_CELLS")
+        .ok()
+        .map(|list| list.split(',').map(|cell| cell.trim().to_owned()).filter(|cell| !cell.is_empty()).collect())
+        .unwrap_or_default();
+    let cell_names: Vec<String> =
+        cells.iter().map(|cell| cell.split(':').next().unwrap_or_default().to_owned()).collect();
 
     let scratch = Scratch::new("system").await?;
     let machine = machine(&scratch.database_url).await;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let base = format!("http://{listen}");
-    let env: Vec<(&str, String)> = vec![
+    let mut env: Vec<(&str, String)> = vec![
         ("DATABASE_URL", scratch.database_url.clone()),
         ("REDIS_URL", scratch.redis_url.clone()),
         ("GRID_NAMESPACE", scratch.namespace.clone()),
@@ -74,6 +83,9 @@ async fn run() -> anyhow::Result<Outcome> {
         ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
+    if !cells.is_empty() {
+        env.push(("GRID_CELLS", cells.join(",")));
+    }
     let migrated = Command::new(workspace().join("target/release/orchestrator"))
         .arg("migrate")
         .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
@@ -111,9 +123,20 @@ async fn run() -> anyhow::Result<Outcome> {
 
     let watch = Arc::new(Watch::default());
     // A client of its own: reqwest's timeout covers a whole response, and this one never ends.
-    let follower = tokio::spawn(follow_events(reqwest::Client::new(), base.clone(), watch.clone()));
+    // One per cell: each cell has its own event stream.
+    let followers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = if cell_names.is_empty() {
+        vec![tokio::spawn(follow_events(reqwest::Client::new(), base.clone(), watch.clone(), None))]
+    } else {
+        cell_names
+            .iter()
+            .map(|cell| {
+                tokio::spawn(follow_events(reqwest::Client::new(), base.clone(), watch.clone(), Some(cell.clone())))
+            })
+            .collect()
+    };
+    let stop_following = || followers.iter().for_each(tokio::task::JoinHandle::abort);
 
-    // One real worker, as on a Pi, and the simulated fleet in one process.
+    // One real worker, as on a Pi, and the simulated fleet in one process (one per cell).
     let single: Value = http
         .post(format!("{base}/v1/nodes"))
         .bearer_auth(&api_key)
@@ -144,30 +167,7 @@ async fn run() -> anyhow::Result<Outcome> {
         &[("RUST_LOG", "warn".to_owned())],
     )?;
     let fleet_started = Instant::now();
-    let nodes_arg = nodes.to_string();
-    let fleet = Service::start(
-        "fleet",
-        "worker",
-        &[
-            &gateway_arg,
-            "simulate",
-            "--api-key",
-            &api_key,
-            "--nodes",
-            &nodes_arg,
-            "--cores",
-            "4",
-            "--solar-fraction",
-            "1",
-            "--constant-solar-watts",
-            "400",
-            // A real worker's default interval (`worker run --interval 5`).
-            "--heartbeat-ms",
-            "5000",
-            "--instant-results",
-        ],
-        &[("RUST_LOG", "warn".to_owned())],
-    )?;
+    let fleets = start_fleets(&gateway_arg, &api_key, nodes, &cell_names)?;
     let wanted = nodes as i64 + 1;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -204,8 +204,8 @@ async fn run() -> anyhow::Result<Outcome> {
             http: &http,
         };
         let figures = phases.run(&single_id, &single_token_owned, open_loop_seconds).await?;
-        follower.abort();
-        drop((fleet, worker, gateway, orchestrators));
+        stop_following();
+        drop((fleets, worker, gateway, orchestrators));
         pool.close().await;
         scratch.remove().await?;
         return Ok(Outcome::GatewayOnly { open_loop_submit: vec![at_1000, at_5000], gateway: Box::new(figures) });
@@ -255,6 +255,15 @@ async fn run() -> anyhow::Result<Outcome> {
         leaves_per_block: completed / blocks_sealed.max(1.0),
     };
     eprintln!("throughput: {}", line(&throughput));
+    if !cell_names.is_empty() {
+        // Each cell's share of the tasks completed (the gateway chose their cells).
+        let shares: Vec<(String, i64)> = sqlx::query_as(
+            "select cell_id, count(*) from task where status = 'completed' group by cell_id order by cell_id",
+        )
+        .fetch_all(&pool)
+        .await?;
+        eprintln!("cells: {}", json!(shares.into_iter().collect::<HashMap<String, i64>>()));
+    }
     // Submitted → completed at half the measured capacity, open loop.
     let half = setting("BENCH_HALF_RATE", (throughput.tasks_per_second / 2.0).max(10.0) as u64);
     let (half_load, half_ids) = open_loop(&grid, half, open_loop_seconds.max(5)).await?;
@@ -262,8 +271,8 @@ async fn run() -> anyhow::Result<Outcome> {
     let at_half = completion_latency(&grid, &half_load, &half_ids);
     eprintln!("half load: {}", line(&at_half));
     if std::env::var_os("BENCH_STOP_AFTER_HALF").is_some() {
-        follower.abort();
-        drop((fleet, worker, gateway, orchestrators));
+        stop_following();
+        drop((fleets, worker, gateway, orchestrators));
         pool.close().await;
         scratch.remove().await?;
         return Ok(Outcome::StoppedAfterHalf { half: at_half, throughput: Box::new(throughput) });
@@ -290,10 +299,10 @@ async fn run() -> anyhow::Result<Outcome> {
             .map(|orchestrator| orchestrator.service.peak_rss_mib())
             .fold(0.0, f64::max),
         single_worker_peak_rss_mib: worker.peak_rss_mib(),
-        fleet_process_peak_rss_mib: fleet.peak_rss_mib(),
+        fleet_process_peak_rss_mib: fleets.iter().map(Service::peak_rss_mib).fold(0.0, f64::max),
         fleet_nodes: nodes,
     };
-    follower.abort();
+    stop_following();
     let release = workspace().join("target/release");
     let sizes = BinarySizes {
         gateway_mib: file_size_mib(&release.join("gateway")),
@@ -301,7 +310,7 @@ async fn run() -> anyhow::Result<Outcome> {
         worker_mib: file_size_mib(&release.join("worker")),
         worker_edge_mib: file_size_mib(&workspace().join("target/edge/worker")),
     };
-    for service in [fleet, worker, gateway] {
+    for service in fleets.into_iter().chain([worker, gateway]) {
         eprintln!("stopping {}", service.name);
         drop(service);
     }

@@ -18,9 +18,15 @@ pub(crate) struct Watch {
 }
 
 /// Follows `GET /v1/events` (SSE) as the operator and records assignments and completions.
-pub(crate) async fn follow_events(http: reqwest::Client, base: String, watch: Arc<Watch>) -> anyhow::Result<()> {
+pub(crate) async fn follow_events(
+    http: reqwest::Client,
+    base: String,
+    watch: Arc<Watch>,
+    cell: Option<String>,
+) -> anyhow::Result<()> {
+    let query = cell.map(|cell| format!("?cell={cell}")).unwrap_or_default();
     let response = http
-        .get(format!("{base}/v1/events"))
+        .get(format!("{base}/v1/events{query}"))
         .bearer_auth(OPERATOR_KEY)
         .header("accept", "text/event-stream")
         .send()

@@ -3,6 +3,48 @@
 
 use super::*;
 
+/// The simulated fleet (`worker simulate --instant-results`, every node in the sun): one
+/// process, or with `cells` one per cell (`--cell`), the nodes split evenly between them.
+pub(crate) fn start_fleets(
+    gateway_arg: &str,
+    api_key: &str,
+    nodes: u64,
+    cells: &[String],
+) -> anyhow::Result<Vec<Service>> {
+    const NAMES: [&str; 4] = ["fleet", "fleet-2", "fleet-3", "fleet-4"];
+    anyhow::ensure!(cells.len() <= NAMES.len(), "BENCH_CELLS names at most {} cells", NAMES.len());
+    let groups: Vec<Option<&str>> =
+        if cells.is_empty() { vec![None] } else { cells.iter().map(|cell| Some(cell.as_str())).collect() };
+    let mut fleets = Vec::with_capacity(groups.len());
+    for (index, cell) in groups.iter().enumerate() {
+        let share = nodes / groups.len() as u64 + u64::from((index as u64) < nodes % groups.len() as u64);
+        let share = share.to_string();
+        let mut args = vec![
+            gateway_arg,
+            "simulate",
+            "--api-key",
+            api_key,
+            "--nodes",
+            &share,
+            "--cores",
+            "4",
+            "--solar-fraction",
+            "1",
+            "--constant-solar-watts",
+            "400",
+            // A real worker's default interval (`worker run --interval 5`).
+            "--heartbeat-ms",
+            "5000",
+            "--instant-results",
+        ];
+        if let Some(cell) = cell {
+            args.extend(["--cell", cell]);
+        }
+        fleets.push(Service::start(NAMES[index], "worker", &args, &[("RUST_LOG", "warn".to_owned())])?);
+    }
+    Ok(fleets)
+}
+
 /// A child process, killed when dropped.
 pub(crate) struct Service {
     pub(crate) name: &'static str,

@@ -271,6 +271,7 @@ impl System {
             heartbeat_every: Duration::from_millis(200),
             min_task_duration,
             instant_results: false,
+            zone: None,
             cell: cell.map(str::to_owned),
         };
         let fleet = grid_worker::simulate::launch(config, shutdown).await.expect("the fleet registers");
