@@ -109,9 +109,12 @@ pub fn build_state_with_pool(config: GatewayConfig, pool: sqlx::PgPool) -> anyho
         Duration::from_millis(config.max_delay_ms),
         Duration::from_millis(config.max_delay_window_ms),
     ));
+    let grid = &config.grid;
+    let keys_by_cell = grid.cells.iter().map(|cell| grid.keys.cell_keys(&cell.name)).collect();
     Ok(AppState::new(crate::state::Shared {
         pool,
         redis,
+        keys_by_cell,
         config: Arc::new(config),
         auth: Arc::default(),
         channels: Arc::default(),
@@ -137,7 +140,7 @@ pub async fn run(
         readers.spawn(crate::channels::run_reader(
             state.channels.clone(),
             state.redis.clone(),
-            state.cell_keys(&cell.name),
+            state.cell_keys(&cell.name).clone(),
             reader_stop.clone(),
         ));
     }

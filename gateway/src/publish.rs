@@ -54,6 +54,18 @@ pub async fn publish(
     }
 }
 
+/// Publishes an organisation-level command (organisation, key, consent, contract) from a
+/// request: to the default cell, whose writer alone applies them (README, Cells).
+pub async fn publish_organisation_level(
+    state: &AppState,
+    credential: &Credential,
+    headers: &axum::http::HeaderMap,
+    command: &grid_shared::messages::Command,
+) -> Result<MessageId, ApiError> {
+    let origin = origin_of(credential, correlation_id(headers));
+    publish(state, state.default_cell(), Stream::Commands, credential, origin, command).await
+}
+
 /// Like [`publish`], with an id chosen by the caller and an optional `Idempotency-Key`: the
 /// publish script (`grid_shared::wire::scripts::Publish`) admits the credential, honours the
 /// key, bounds the backlog, appends the entry and remembers its issuer, in one round trip, in
@@ -76,7 +88,7 @@ pub async fn publish_once(
         Stream::Commands => (keys.commands(), state.config.max_backlog),
         Stream::Reports => (keys.reports(), 0),
     };
-    let check = credential.admission_check(state, &keys);
+    let check = credential.admission_check(state, keys);
     let issuers = keys.issuers();
     let envelope_json = envelope.to_json();
     let message_id = envelope.id.to_string();

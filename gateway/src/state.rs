@@ -30,6 +30,8 @@ pub struct Shared {
     pub pool: PgPool,
     pub redis: grid_shared::wire::connection::Redis,
     pub config: Arc<GatewayConfig>,
+    /// Each cell's keys, in `GRID_CELLS` order (built once: requests borrow them).
+    pub keys_by_cell: Vec<Keys>,
     /// API keys and node tokens already looked up (see [`crate::auth::Credential`]).
     pub auth: Arc<crate::auth::AuthCache>,
     /// The nodes connected to this gateway's task channels (fed by one Redis reader).
@@ -57,14 +59,16 @@ impl AppState {
         &self.config.grid.keys
     }
 
-    /// A cell's keys, under its hash tag.
-    pub fn cell_keys(&self, cell: &grid_shared::cells::CellName) -> Keys {
-        self.config.grid.keys.cell_keys(cell)
+    /// A cell's keys, under its hash tag (the default cell's for a cell the grid does not have:
+    /// the routes check a cell a request names first).
+    pub fn cell_keys(&self, cell: &grid_shared::cells::CellName) -> &Keys {
+        let place = self.config.grid.cells.position(cell);
+        place.and_then(|place| self.keys_by_cell.get(place)).unwrap_or_else(|| self.keys())
     }
 
     /// The keys of a node's cell.
-    pub fn node_keys(&self, node: &crate::auth::NodeCaller) -> Keys {
-        self.cell_keys(self.node_cell(node))
+    pub fn node_keys(&self, node: &crate::auth::NodeCaller) -> &Keys {
+        self.keys_by_cell.get(usize::from(node.cell)).unwrap_or_else(|| self.keys())
     }
 
     /// A node's cell.

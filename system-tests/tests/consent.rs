@@ -28,6 +28,28 @@ async fn grant(system: &common::System, api_key: &str, owner: &uuid::Uuid) {
     assert_eq!(system.settled(body["command_id"].as_str().unwrap(), api_key).await["status"], "applied");
 }
 
+/// Revokes the owner's consent; waits until it is applied.
+async fn revoke(system: &common::System, api_key: &str, owner: &uuid::Uuid) {
+    let response = system
+        .http
+        .delete(system.url(&format!("/v1/owners/{owner}/consent")))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), api_key).await["status"], "applied");
+}
+
+/// The next event on a node's channel cancels `task_id` for a consent revocation.
+async fn told_of_revocation(channel: &mut common::Channel, task_id: &str) {
+    let cancelled = channel.next(WAIT).await;
+    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
+    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
+    assert_eq!((data["task_id"].as_str(), data["reason"].as_str()), (Some(task_id), Some("consent_revoked")));
+}
+
 fn group_task(owners: &[uuid::Uuid]) -> Value {
     let participants: Vec<Value> = owners
         .iter()
@@ -92,25 +114,10 @@ async fn revoking_consent_cancels_the_owners_tasks_tells_the_node_and_purges_the
     let unrelated_id = unrelated["task_id"].as_str().unwrap().to_owned();
     system.settled(unrelated["command_id"].as_str().unwrap(), &api_key).await;
 
-    let revoke = system
-        .http
-        .delete(system.url(&format!("/v1/owners/{revoked_owner}/consent")))
-        .bearer_auth(&api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 202);
-    let body: Value = revoke.json().await.unwrap();
-    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    revoke(&system, &api_key, &revoked_owner).await;
 
     // The node running the owner's data is told at once.
-    let cancelled = channel.next(WAIT).await;
-    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
-    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
-    assert_eq!(
-        (data["task_id"].as_str(), data["reason"].as_str()),
-        (Some(running_id.as_str()), Some("consent_revoked"))
-    );
+    told_of_revocation(&mut channel, &running_id).await;
     for task_id in [&running_id, &queued_id] {
         let task = system.task(&api_key, task_id).await;
         assert_eq!(
@@ -275,25 +282,10 @@ async fn a_revocation_reaches_the_owners_tasks_in_every_cell(pool: PgPool) {
     }
 
     let revoked_owner = owners[0];
-    let revoke = system
-        .http
-        .delete(system.url(&format!("/v1/owners/{revoked_owner}/consent")))
-        .bearer_auth(&api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 202);
-    let body: Value = revoke.json().await.unwrap();
-    assert_eq!(system.settled(body["command_id"].as_str().unwrap(), &api_key).await["status"], "applied");
+    revoke(&system, &api_key, &revoked_owner).await;
 
     // The away cell's node is told, and both tasks there end cancelled for the revocation.
-    let cancelled = channel.next(WAIT).await;
-    assert_eq!(cancelled.event.as_deref(), Some("TASK:CANCELLED"));
-    let data: Value = serde_json::from_str(&cancelled.data).unwrap();
-    assert_eq!(
-        (data["task_id"].as_str(), data["reason"].as_str()),
-        (Some(running_id.as_str()), Some("consent_revoked"))
-    );
+    told_of_revocation(&mut channel, &running_id).await;
     for task_id in [&running_id, &queued_id] {
         let task = eventually(WAIT, "the task to be cancelled", || async {
             let task = system.task(&api_key, task_id).await;

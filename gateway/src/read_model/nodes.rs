@@ -100,7 +100,7 @@ pub async fn list_nodes(
         let node_id = NodeId(row.try_get("node_id")?);
         let cell: Option<String> = row.try_get("cell_id")?;
         let cell = cell.unwrap_or_else(|| state.default_cell().to_string());
-        let keys = CellName::parse(&cell).map(|cell| state.cell_keys(&cell)).unwrap_or_else(|_| state.keys().clone());
+        let keys = CellName::parse(&cell).map(|cell| state.cell_keys(&cell)).unwrap_or_else(|_| state.keys());
         let (indices, pipe) = by_cell.entry(cell).or_insert_with(|| (Vec::new(), redis::pipe()));
         indices.push(index);
         pipe.cmd("HGETALL").arg(keys.node_state(node_id));

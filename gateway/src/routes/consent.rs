@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
-use crate::publish::{Stream, correlation_id, origin_of, publish};
+use crate::publish::publish_organisation_level;
 use crate::routes::nodes::CommandAccepted;
 use crate::state::AppState;
 
@@ -175,15 +175,7 @@ pub async fn grant(
         )
         .map(|address| address.to_string()),
     });
-    let command_id = publish(
-        &state,
-        state.default_cell(),
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id = publish_organisation_level(&state, &caller, &headers, &command).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 
@@ -240,15 +232,7 @@ pub async fn revoke(
 ) -> Result<(StatusCode, Json<CommandAccepted>), ApiError> {
     caller.organization()?;
     let command = Command::RevokeConsent(RevokeConsent { owner_id: OwnerId(owner_id) });
-    let command_id = publish(
-        &state,
-        state.default_cell(),
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id = publish_organisation_level(&state, &caller, &headers, &command).await?;
     Ok((StatusCode::ACCEPTED, Json(CommandAccepted { command_id: command_id.as_uuid() })))
 }
 

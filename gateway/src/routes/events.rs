@@ -97,7 +97,7 @@ pub async fn events(
 async fn last_event_id(state: &AppState, cell: &CellName) -> Result<StreamEntryId, ApiError> {
     let mut conn = state.redis.get().await?;
     let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(state.keys().cell_keys(cell).events())
+        .arg(state.cell_keys(cell).events())
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -119,7 +119,7 @@ async fn stream(
 ) -> Result<impl IntoResponse, ApiError> {
     let permit = state.stream_permit()?;
     let conn = state.blocking_connection().await?;
-    let events = crate::sse::follow(conn, state.keys().cell_keys(cell).events(), start.to_string(), move |entry| {
+    let events = crate::sse::follow(conn, state.cell_keys(cell).events(), start.to_string(), move |entry| {
         let _open = &permit;
         let text: String = entry.get(fields::ENVELOPE)?;
         let envelope = Envelope::from_json(&text).ok()?;

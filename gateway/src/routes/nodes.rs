@@ -216,7 +216,7 @@ pub async fn record_heartbeat(
         ("running", running.to_string()),
         ("last_heartbeat", now.to_rfc3339()),
     ];
-    let check = credential.admission_check(state, &keys);
+    let check = credential.admission_check(state, keys);
     let (node_state, nodes_alive, heartbeats) = (keys.node_state(node.node_id), keys.nodes_alive(), keys.heartbeats());
     let script = scripts::Heartbeat {
         admission: &check,

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::auth::{API_KEY_PREFIX, Caller, Credential, new_secret};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath};
-use crate::publish::{Stream, correlation_id, origin_of, publish};
+use crate::publish::publish_organisation_level;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -65,15 +65,7 @@ pub async fn create_organization(
         name,
         api_key_hash: Sha256Hex::of_secret(&api_key),
     });
-    let command_id: MessageId = publish(
-        &state,
-        state.default_cell(),
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id: MessageId = publish_organisation_level(&state, &caller, &headers, &command).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CreateOrganizationResponse {
@@ -122,15 +114,7 @@ pub async fn rotate_key(
         api_key_hash: Sha256Hex::of_secret(&api_key),
         revoke_previous: request.revoke_previous.unwrap_or(true),
     });
-    let command_id = publish(
-        &state,
-        state.default_cell(),
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id = publish_organisation_level(&state, &caller, &headers, &command).await?;
     Ok((StatusCode::ACCEPTED, Json(RotateKeyResponse { api_key, command_id: command_id.as_uuid() })))
 }
 
@@ -201,14 +185,6 @@ pub async fn declare_energy_contract(
         factor_mg_per_kwh: request.factor_mg_per_kwh,
         label: label.to_owned(),
     });
-    let command_id = publish(
-        &state,
-        state.default_cell(),
-        Stream::Commands,
-        &caller,
-        origin_of(&caller, correlation_id(&headers)),
-        &command,
-    )
-    .await?;
+    let command_id = publish_organisation_level(&state, &caller, &headers, &command).await?;
     Ok((StatusCode::ACCEPTED, Json(EnergyContractResponse { command_id: command_id.as_uuid() })))
 }
