@@ -5,6 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+# The database the query macros are checked against (see `just sqlx-prepare`).
+sqlx_schema_url := replace_regex(DATABASE_URL, "/[^/?]*([?].*)?$", "/koprogo_grid_schema")
 
 # Every test: unit, sqlx (one database per test), integration and end-to-end, then the
 # simulator of the grid's core over 300 seeded histories of 3,000 steps (release build).
@@ -113,6 +115,20 @@ dashboard:
 
 dashboard-check: dashboard
     git diff --exit-code -- dashboard/src/api.d.ts gateway/assets/dashboard.js
+
+# The queries are checked against the schema when they compile (`sqlx::query!`): from `.sqlx/`
+# (committed; `.cargo/config.toml` sets SQLX_OFFLINE), which `just sqlx-prepare` rewrites after a
+# query or a migration changed, against a database of its own built from migrations/
+# (koprogo_grid_schema, dropped and rebuilt each time). `just sqlx-check` fails when `.sqlx/` is
+# not what the code and the migrations give. Both need sqlx-cli 0.9 (`.ci/run` installs it).
+sqlx-prepare: sqlx-schema
+    cargo sqlx prepare --workspace --database-url "{{sqlx_schema_url}}"
+
+sqlx-check: sqlx-schema
+    cargo sqlx prepare --workspace --check --database-url "{{sqlx_schema_url}}"
+
+sqlx-schema: services
+    sqlx database reset -y --source migrations --database-url "{{sqlx_schema_url}}" >/dev/null
 
 # Regenerate the committed OpenAPI document from the gateway's code.
 openapi:

@@ -91,12 +91,15 @@ async fn request_deadline(State(state): State<AppState>, request: Request, next:
 }
 
 /// Connects to PostgreSQL and Redis (lazily: the gateway starts even if they are down, and
-/// `/readyz` says so).
+/// `/readyz` says so). Each connection plans every statement with its values
+/// (`plan_cache_mode = force_custom_plan`): the read model's statements take optional filters
+/// (`$1::uuid is null or ...`), which a generic plan cannot use an index for.
 pub fn build_state(config: GatewayConfig) -> anyhow::Result<AppState> {
+    let options: sqlx::postgres::PgConnectOptions = config.database_url.parse()?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(config.db_pool_size)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)?;
+        .connect_lazy_with(options.options([("plan_cache_mode", "force_custom_plan")]));
     build_state_with_pool(config, pool)
 }
 

@@ -10,7 +10,6 @@ use grid_shared::ids::{NodeId, OrganizationId};
 use grid_shared::messages::Sha256Hex;
 use grid_shared::wire::Keys;
 use grid_shared::wire::scripts::{self, Admission, AdmissionCheck};
-use sqlx::Row;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -163,31 +162,33 @@ async fn admit(state: &AppState, credential: &Credential) -> Result<(), ApiError
 /// Looks a key or token up in PostgreSQL: `None` when it is unknown (or revoked).
 async fn look_up(state: &AppState, token: &str, hash: &Sha256Hex) -> Result<Option<Caller>, ApiError> {
     if token.starts_with(API_KEY_PREFIX) {
-        let organization: Option<uuid::Uuid> =
-            sqlx::query_scalar("select organization_id from api_key where key_hash = $1 and revoked_at is null")
-                .bind(hash.as_str())
-                .fetch_optional(&state.pool)
-                .await?;
+        let organization: Option<uuid::Uuid> = sqlx::query_scalar!(
+            "select organization_id from api_key where key_hash = $1 and revoked_at is null",
+            hash.as_str()
+        )
+        .fetch_optional(&state.pool)
+        .await?;
         return Ok(organization.map(|id| Caller::Organization(OrganizationId(id))));
     }
-    let row =
-        sqlx::query("select node_id, organization_id, cpu_cores, has_solar, cell_id from node where token_hash = $1")
-            .bind(hash.as_str())
-            .fetch_optional(&state.pool)
-            .await?;
+    let row = sqlx::query!(
+        "select node_id, organization_id, cpu_cores, has_solar, cell_id from node where token_hash = $1",
+        hash.as_str()
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     let Some(row) = row else { return Ok(None) };
-    let cpu_cores: i32 = row.try_get("cpu_cores")?;
-    let cell_id: String = row.try_get("cell_id")?;
+    let cpu_cores: i32 = row.cpu_cores;
+    let cell_id: String = row.cell_id;
     let cells = &state.config.grid.cells;
     let Some(cell) = CellName::parse(&cell_id).ok().and_then(|cell| cells.position(&cell)) else {
         tracing::warn!(cell = %cell_id, "a node of a cell this gateway's GRID_CELLS does not name");
         return Err(ApiError::Forbidden("this node's cell is not one this gateway serves (see GRID_CELLS)"));
     };
     Ok(Some(Caller::Node(NodeCaller {
-        node_id: NodeId(row.try_get("node_id")?),
-        organization_id: OrganizationId(row.try_get("organization_id")?),
+        node_id: NodeId(row.node_id),
+        organization_id: OrganizationId(row.organization_id),
         cpu_cores: u16::try_from(cpu_cores).unwrap_or(1),
-        has_solar: row.try_get("has_solar")?,
+        has_solar: row.has_solar,
         cell: u16::try_from(cell).unwrap_or(0),
     })))
 }

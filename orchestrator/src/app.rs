@@ -24,11 +24,13 @@ pub async fn run(config: OrchestratorConfig, pool: PgPool, shutdown: Cancellatio
 /// that `GRID_CELLS` does not name is an operator's mistake to say at start (its tasks and nodes
 /// wait for a writer of that cell), unless another process of the grid serves it.
 async fn warn_of_unnamed_cells(pool: &PgPool, config: &OrchestratorConfig) {
-    let written: Vec<String> =
-        match sqlx::query_scalar("select cell_id from writer where epoch > 0 order by cell_id").fetch_all(pool).await {
-            Ok(cells) => cells,
-            Err(error) => return warn!(%error, "could not read the cells PostgreSQL has writers for"),
-        };
+    let written: Vec<String> = match sqlx::query_scalar!("select cell_id from writer where epoch > 0 order by cell_id")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(cells) => cells,
+        Err(error) => return warn!(%error, "could not read the cells PostgreSQL has writers for"),
+    };
     let named: Vec<&str> = config.grid.cells.iter().map(|cell| cell.name.as_str()).collect();
     for cell in written.iter().filter(|cell| !named.contains(&cell.as_str())) {
         warn!(

@@ -55,6 +55,7 @@ impl Lease {
         let mut connection = connection.detach();
         // Named, so that an operator (and `GET /v1/operations`) sees who holds the lock and who
         // waits on it: `pg_stat_activity.application_name` beside `pg_locks`.
+        // The session statements here read no table and return `void`: they are not macros.
         sqlx::query("select set_config('application_name', $1, false)")
             .bind(format!("{APPLICATION_PREFIX}{holder}"))
             .execute(&mut connection)
@@ -65,21 +66,23 @@ impl Lease {
             () = shutdown.cancelled() => return Ok(None),
         };
         locked?;
-        sqlx::query(
+        sqlx::query!(
             "insert into writer (cell_id, epoch, holder, since) values ($1, 0, 'none', now()) on conflict do nothing",
+            cell.as_str()
         )
-        .bind(cell.as_str())
         .execute(&mut connection)
         .await?;
-        sqlx::query("insert into relay_cursor (cell_id, last_seq) values ($1, 0) on conflict do nothing")
-            .bind(cell.as_str())
-            .execute(&mut connection)
-            .await?;
-        let epoch: i64 = sqlx::query_scalar(
-            "update writer set epoch = epoch + 1, holder = $2, since = now() where cell_id = $1 returning epoch",
+        sqlx::query!(
+            "insert into relay_cursor (cell_id, last_seq) values ($1, 0) on conflict do nothing",
+            cell.as_str()
         )
-        .bind(cell.as_str())
-        .bind(holder)
+        .execute(&mut connection)
+        .await?;
+        let epoch: i64 = sqlx::query_scalar!(
+            "update writer set epoch = epoch + 1, holder = $2, since = now() where cell_id = $1 returning epoch",
+            cell.as_str(),
+            holder
+        )
         .fetch_one(&mut connection)
         .await?;
         Ok(Some(Self { connection, lock, epoch }))

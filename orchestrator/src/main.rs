@@ -93,7 +93,7 @@ async fn run_command() -> anyhow::Result<()> {
         sqlx::Postgres::create_database(&config.database_url).await?;
         tracing::info!("database created");
     }
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&config.database_url).await?;
+    let pool = grid_orchestrator::store::connect(&config.database_url, 8).await?;
     match action {
         Action::Run => {
             let shutdown = CancellationToken::new();
@@ -183,7 +183,7 @@ async fn audited_cells(
 ) -> anyhow::Result<Vec<CellName>> {
     let mut cells: Vec<CellName> = config.grid.cells.iter().map(|cell| cell.name.clone()).collect();
     let written: Vec<String> =
-        sqlx::query_scalar("select cell_id from writer order by cell_id").fetch_all(pool).await?;
+        sqlx::query_scalar!("select cell_id from writer order by cell_id").fetch_all(pool).await?;
     for name in written {
         if let Ok(cell) = CellName::parse(&name)
             && !cells.contains(&cell)

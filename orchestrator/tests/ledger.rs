@@ -255,14 +255,10 @@ async fn an_edited_leaf_field_is_found_at_its_leaf(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_credit_that_does_not_follow_from_its_basis_is_found_at_its_leaf(pool: PgPool) {
     chain_of_three_blocks(&pool).await;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {} from proof_leaf where block_height = 2 and leaf_index = 1",
-        grid_shared::blocks::LEAF_COLUMNS
-    )))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let mut stored = grid_orchestrator::ledger::stored_leaf(&row).unwrap();
+    let blocks = grid_orchestrator::ledger::load_block_page(&pool, "main", 1, 1).await.unwrap();
+    let (block, leaves) = blocks.into_iter().next().expect("block 2");
+    assert_eq!(block.draft.height, 2);
+    let mut stored = leaves.into_iter().find(|stored| stored.leaf_index == 1).expect("its leaf 1");
     let basis = stored.leaf.basis.as_mut().expect("a kgp3 leaf");
     assert_eq!(basis.intensity_source.as_str(), "fixed");
     basis.intensity_mg_per_kwh /= 2;

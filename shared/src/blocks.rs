@@ -127,10 +127,94 @@ impl CreditBasis {
     }
 }
 
-/// The columns of a `proof_leaf` row, in the order [`Leaf`] readers select them.
-pub const LEAF_COLUMNS: &str = "block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, \
-    carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour, intensity_mg_per_kwh, \
-    intensity_kind, intensity_source, price_peur_per_kg, node_share_percent";
+/// A `proof_leaf` row as its readers select it, each with `sqlx::query_as!(LeafRow, ...)`
+/// (checked against the schema when they compile); [`LeafRow::stored`] makes it a leaf.
+#[derive(Debug, Clone)]
+pub struct LeafRow {
+    pub cell_id: String,
+    pub block_height: i64,
+    pub leaf_index: i32,
+    pub task_id: uuid::Uuid,
+    pub node_id: uuid::Uuid,
+    pub attempt: i32,
+    pub energy_uwh: i64,
+    pub solar_uwh: i64,
+    pub carbon_ng: i64,
+    pub node_peur: i64,
+    pub cooperative_peur: i64,
+    pub credited_at: DateTime<Utc>,
+    pub leaf_hash: String,
+    pub zone: Option<String>,
+    pub intensity_hour: Option<DateTime<Utc>>,
+    pub intensity_mg_per_kwh: Option<i64>,
+    pub intensity_kind: Option<String>,
+    pub intensity_source: Option<String>,
+    pub price_peur_per_kg: Option<i64>,
+    pub node_share_percent: Option<i16>,
+}
+
+impl LeafRow {
+    /// The leaf this row stores; `Err` names what in its basis does not parse.
+    pub fn stored(self) -> Result<StoredLeaf, String> {
+        let basis = CreditBasis::from_columns(
+            self.zone,
+            self.intensity_hour,
+            self.intensity_mg_per_kwh,
+            self.intensity_kind,
+            self.intensity_source,
+            self.price_peur_per_kg,
+            self.node_share_percent,
+        )
+        .map_err(|reason| format!("proof_leaf basis: {reason}"))?;
+        Ok(StoredLeaf {
+            leaf_index: i64::from(self.leaf_index),
+            leaf: Leaf {
+                task_id: TaskId(self.task_id),
+                node_id: NodeId(self.node_id),
+                attempt: self.attempt,
+                energy: MicroWattHours(self.energy_uwh),
+                solar: MicroWattHours(self.solar_uwh),
+                carbon: Nanograms(self.carbon_ng),
+                node_share: PicoEuros(self.node_peur),
+                cooperative_share: PicoEuros(self.cooperative_peur),
+                credited_at: self.credited_at,
+                basis,
+            },
+            leaf_hash: self.leaf_hash,
+        })
+    }
+}
+
+/// A `proof_block` row as its readers select it (`sqlx::query_as!(BlockRow, ...)`).
+#[derive(Debug, Clone)]
+pub struct BlockRow {
+    pub height: i64,
+    pub prev_hash: String,
+    pub merkle_root: String,
+    pub leaf_count: i32,
+    pub sealed_at: DateTime<Utc>,
+    pub difficulty: i16,
+    pub nonce: i64,
+    pub hash: String,
+}
+
+impl From<BlockRow> for Block {
+    fn from(row: BlockRow) -> Self {
+        Block {
+            draft: BlockDraft {
+                height: row.height,
+                prev_hash: row.prev_hash,
+                merkle_root: row.merkle_root,
+                leaf_count: i64::from(row.leaf_count),
+                sealed_at: row.sealed_at,
+                // The column's check keeps it within 0..=64.
+                difficulty: u8::try_from(row.difficulty).unwrap_or(u8::MAX),
+            },
+            nonce: row.nonce,
+            hash: row.hash,
+        }
+    }
+}
 
 impl Leaf {
     pub fn line(&self) -> String {

@@ -47,12 +47,13 @@ pub async fn find_command(
         }
     }
     drop(conn);
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
+    let row: Option<(String, Option<String>)> = sqlx::query!(
         "select outcome, reason from processed_message
          where message_id = $1 and ($2::uuid is null or organization_id = $2)",
+        command_id.as_uuid(),
+        organization
     )
-    .bind(command_id.as_uuid())
-    .bind(organization)
+    .map(|row| (row.outcome, row.reason))
     .fetch_optional(&state.pool)
     .await?;
     if let Some((outcome, reason)) = row {

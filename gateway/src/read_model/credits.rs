@@ -4,7 +4,6 @@
 use grid_shared::carbon::Nanograms;
 use grid_shared::ids::OrganizationId;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::eur;
@@ -50,52 +49,47 @@ pub type Period = (Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTim
 
 pub async fn credits(state: &AppState, scope: Option<OrganizationId>, period: Period) -> Result<CreditsView, ApiError> {
     let (since, until) = period;
-    let rows = sqlx::query(
-        "with credited as (
+    let rows = sqlx::query!(
+        r#"with credited as (
              select e.cell_id, e.node_id, e.amount_peur, e.carbon_ng, e.created_at,
                     ($2::timestamptz is null or e.created_at >= $2) and ($3::timestamptz is null or e.created_at < $3)
                         as in_period
              from credit_entry e join node n using (cell_id, node_id)
              where e.account = 'node' and ($1::uuid is null or n.organization_id = $1))
          select c.node_id, n.name as node_name, n.organization_id, o.name as organization_name,
-                count(*) filter (where c.in_period) as results,
-                coalesce(sum(c.amount_peur) filter (where c.in_period), 0)::bigint as amount,
-                coalesce(sum(c.carbon_ng) filter (where c.in_period), 0)::bigint as carbon,
+                count(*) filter (where c.in_period) as "results!",
+                coalesce(sum(c.amount_peur) filter (where c.in_period), 0)::bigint as "amount!",
+                coalesce(sum(c.carbon_ng) filter (where c.in_period), 0)::bigint as "carbon!",
                 round(coalesce(sum(c.amount_peur * power(0.5::float8,
-                    extract(epoch from now() - c.created_at)::float8 / 604800.0)), 0) * ln(2) / 7.0)::bigint as rac
+                    extract(epoch from now() - c.created_at)::float8 / 604800.0)), 0) * ln(2) / 7.0)::bigint as "rac!"
          from credited c join node n using (cell_id, node_id) join organization o on o.organization_id = n.organization_id
          group by c.node_id, n.name, n.organization_id, o.name
-         order by amount desc, rac desc, c.node_id
-         limit 10000",
-    )
-    .bind(scope.map(|id| id.as_uuid()))
-    .bind(since)
-    .bind(until)
+         order by "amount!" desc, "rac!" desc, c.node_id
+         limit 10000"#, scope.map(|id| id.as_uuid()), since, until)
     .fetch_all(&state.pool)
     .await?;
-    let fund: i64 = sqlx::query_scalar(
-        "select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative'
-           and ($1::timestamptz is null or created_at >= $1) and ($2::timestamptz is null or created_at < $2)",
+    let fund: i64 = sqlx::query_scalar!(
+        r#"select coalesce(sum(amount_peur), 0)::bigint as "fund!" from credit_entry where account = 'cooperative'
+           and ($1::timestamptz is null or created_at >= $1) and ($2::timestamptz is null or created_at < $2)"#,
+        since,
+        until
     )
-    .bind(since)
-    .bind(until)
     .fetch_one(&state.pool)
     .await?;
     let mut nodes = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let amount: i64 = row.try_get("amount")?;
-        let carbon: i64 = row.try_get("carbon")?;
+    for row in rows {
+        let (amount, carbon) = (row.amount, row.carbon);
         nodes.push(NodeCredits {
-            node_id: row.try_get("node_id")?,
-            node_name: row.try_get("node_name")?,
-            organization_id: row.try_get("organization_id")?,
-            organization_name: row.try_get("organization_name")?,
-            credited_results: row.try_get("results")?,
+            node_id: row.node_id,
+            node_name: row.node_name,
+            organization_id: row.organization_id,
+            organization_name: row.organization_name,
+            credited_results: row.results,
             credits_peur: amount,
             credits_eur: eur(amount),
             carbon_saved_ng: carbon,
             carbon_saved_kg: Nanograms(carbon).as_kg(),
-            recent_average_peur_per_day: row.try_get("rac")?,
+            recent_average_peur_per_day: row.rac,
         });
     }
     Ok(CreditsView {

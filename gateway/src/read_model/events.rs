@@ -6,7 +6,6 @@ use grid_shared::envelope::Envelope;
 use grid_shared::events::{Event, ReplicaNeeded};
 use grid_shared::ids::{OrganizationId, TaskId};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -66,32 +65,33 @@ pub async fn of_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskHistory>, ApiError> {
-    let visible: Option<i32> =
-        sqlx::query_scalar("select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2)")
-            .bind(task_id.as_uuid())
-            .bind(scope.map(|id| id.as_uuid()))
-            .fetch_optional(&state.pool)
-            .await?;
+    let visible = sqlx::query_scalar!(
+        r#"select 1 as "visible!" from task where task_id = $1 and ($2::uuid is null or organization_id = $2)"#,
+        task_id.as_uuid(),
+        scope.map(|id| id.as_uuid())
+    )
+    .fetch_optional(&state.pool)
+    .await?;
     if visible.is_none() {
         return Ok(None);
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query_as!(
+        EventView,
         "select seq, event_type, occurred_at, envelope from event where task_id = $1 order by seq limit $2",
+        task_id.as_uuid(),
+        TASK_HISTORY_LIMIT + 1
     )
-    .bind(task_id.as_uuid())
-    .bind(TASK_HISTORY_LIMIT + 1)
     .fetch_all(&state.pool)
     .await?;
     let truncated = rows.len() as i64 > TASK_HISTORY_LIMIT;
     let events = rows
-        .iter()
+        .into_iter()
         .take(TASK_HISTORY_LIMIT as usize)
-        .map(|row| {
-            let EventView { seq, event_type, occurred_at, envelope } = event_view(row)?;
+        .map(|EventView { seq, event_type, occurred_at, envelope }| {
             let reason_text = reason_text(&envelope);
-            Ok(TaskEvent { seq, event_type, occurred_at, envelope, reason_text })
+            TaskEvent { seq, event_type, occurred_at, envelope, reason_text }
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .collect();
     Ok(Some(TaskHistory { task_id: task_id.as_uuid(), events, truncated }))
 }
 
@@ -120,15 +120,6 @@ fn reason_text(envelope: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn event_view(row: &sqlx::postgres::PgRow) -> Result<EventView, sqlx::Error> {
-    Ok(EventView {
-        seq: row.try_get("seq")?,
-        event_type: row.try_get("event_type")?,
-        occurred_at: row.try_get("occurred_at")?,
-        envelope: row.try_get("envelope")?,
-    })
-}
-
 /// A page of the cell's events after `after` (its own seq), those of `scope` only if given.
 pub async fn page(
     state: &AppState,
@@ -137,18 +128,18 @@ pub async fn page(
     after: i64,
     limit: i64,
 ) -> Result<EventPage, ApiError> {
-    let rows = sqlx::query(
+    let events = sqlx::query_as!(
+        EventView,
         "select seq, event_type, occurred_at, envelope from event
          where cell_id = $4 and seq > $1 and ($2::uuid is null or organization_id = $2)
          order by seq limit $3",
+        after,
+        scope.map(|id| id.as_uuid()),
+        limit,
+        cell.as_str()
     )
-    .bind(after)
-    .bind(scope.map(|id| id.as_uuid()))
-    .bind(limit)
-    .bind(cell.as_str())
     .fetch_all(&state.pool)
     .await?;
-    let events = rows.iter().map(event_view).collect::<Result<Vec<_>, sqlx::Error>>()?;
     let next_after = if events.len() as i64 == limit { events.last().map(|event| event.seq) } else { None };
     Ok(EventPage { events, next_after })
 }

@@ -6,7 +6,6 @@ use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::cells::CellName;
 use grid_shared::ids::{NodeId, OrganizationId};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -71,13 +70,13 @@ pub async fn list_nodes(
     scope: Option<OrganizationId>,
     only: Option<NodeId>,
 ) -> Result<Vec<NodeView>, ApiError> {
-    let rows = sqlx::query(
-        "select n.node_id, n.organization_id, o.name as organization_name, n.name, n.cpu_cores, n.has_solar,
+    let rows = sqlx::query!(
+        r#"select n.node_id, n.organization_id, o.name as organization_name, n.name, n.cpu_cores, n.has_solar,
                 n.location, n.zone, n.embodied_g_co2e, n.cell_id, n.registered_at, t.last_reported,
-                n.trust, coalesce(t.completed, 0)::bigint as completed, coalesce(t.disagreed, 0)::bigint as disagreed,
-                coalesce(t.energy, 0)::bigint as energy,
-                coalesce(t.solar, 0)::bigint as solar, coalesce(c.carbon, 0)::bigint as carbon,
-                coalesce(c.amount, 0)::bigint as amount
+                n.trust, coalesce(t.completed, 0)::bigint as "completed!",
+                coalesce(t.disagreed, 0)::bigint as "disagreed!", coalesce(t.energy, 0)::bigint as "energy!",
+                coalesce(t.solar, 0)::bigint as "solar!", coalesce(c.carbon, 0)::bigint as "carbon!",
+                coalesce(c.amount, 0)::bigint as "amount!"
          from node n
          left join (select cell_id, node_id, count(*) filter (where verdict in ('agreed', 'unchecked')) as completed,
                            count(*) filter (where verdict = 'disagreed') as disagreed,
@@ -88,18 +87,17 @@ pub async fn list_nodes(
                     from credit_entry where account = 'node' group by cell_id, node_id) c using (cell_id, node_id)
          where ($1::uuid is null or n.organization_id = $1) and ($2::uuid is null or n.node_id = $2)
          order by n.registered_at, n.node_id
-         limit 1000",
+         limit 1000"#,
+        scope.map(|id| id.as_uuid()),
+        only.map(|id| id.as_uuid())
     )
-    .bind(scope.map(|id| id.as_uuid()))
-    .bind(only.map(|id| id.as_uuid()))
     .fetch_all(&state.pool)
     .await?;
     // Each node's live state is in its cell's slot: one pipeline per cell.
     let mut by_cell: HashMap<String, (Vec<usize>, redis::Pipeline)> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
-        let node_id = NodeId(row.try_get("node_id")?);
-        let cell: Option<String> = row.try_get("cell_id")?;
-        let cell = cell.unwrap_or_else(|| state.default_cell().to_string());
+        let node_id = NodeId(row.node_id);
+        let cell = row.cell_id.clone();
         let keys = CellName::parse(&cell).map(|cell| state.cell_keys(&cell)).unwrap_or_else(|_| state.keys());
         let (indices, pipe) = by_cell.entry(cell).or_insert_with(|| (Vec::new(), redis::pipe()));
         indices.push(index);
@@ -116,7 +114,7 @@ pub async fn list_nodes(
         }
     }
     let mut views = Vec::with_capacity(rows.len());
-    for (row, live) in rows.iter().zip(replies) {
+    for (row, live) in rows.into_iter().zip(replies) {
         let fields: HashMap<String, String> = redis::from_redis_value(live[0].clone()).unwrap_or_default();
         let claimed: u32 = redis::from_redis_value::<Option<u32>>(live[1].clone()).ok().flatten().unwrap_or(0);
         let number = |name: &str| fields.get(name).and_then(|value| value.parse::<f64>().ok());
@@ -131,38 +129,33 @@ pub async fn list_nodes(
             }),
             _ => None,
         };
-        let amount: i64 = row.try_get("amount")?;
+        let amount: i64 = row.amount;
         views.push(NodeView {
-            node_id: row.try_get("node_id")?,
-            organization_id: row.try_get("organization_id")?,
-            organization_name: row.try_get("organization_name")?,
-            name: row.try_get("name")?,
-            cpu_cores: row.try_get("cpu_cores")?,
-            has_solar: row.try_get("has_solar")?,
-            location: row.try_get("location")?,
+            node_id: row.node_id,
+            organization_id: row.organization_id,
+            organization_name: row.organization_name,
+            name: row.name,
+            cpu_cores: row.cpu_cores,
+            has_solar: row.has_solar,
+            location: row.location,
             // A node registered before zones is in the grid's default zone.
-            zone: row
-                .try_get::<Option<String>, _>("zone")?
-                .unwrap_or_else(|| state.config.grid.default_zone.to_string()),
-            embodied_g_co2e: row.try_get("embodied_g_co2e")?,
-            // A node registered before cells is in the grid's default cell.
-            cell: row
-                .try_get::<Option<String>, _>("cell_id")?
-                .unwrap_or_else(|| state.config.grid.cells.default_cell().name.to_string()),
-            registered_at: row.try_get("registered_at")?,
-            last_result_at: row.try_get("last_reported")?,
+            zone: row.zone.unwrap_or_else(|| state.config.grid.default_zone.to_string()),
+            embodied_g_co2e: row.embodied_g_co2e,
+            cell: row.cell_id,
+            registered_at: row.registered_at,
+            last_result_at: row.last_reported,
             online: live.is_some(),
             live,
             totals: NodeTotals {
-                tasks_completed: row.try_get("completed")?,
-                results_disagreed: row.try_get("disagreed")?,
-                energy_used_wh: MicroWattHours(row.try_get("energy")?).as_wh(),
-                solar_contribution_wh: MicroWattHours(row.try_get("solar")?).as_wh(),
-                carbon_saved_kg: Nanograms(row.try_get("carbon")?).as_kg(),
+                tasks_completed: row.completed,
+                results_disagreed: row.disagreed,
+                energy_used_wh: MicroWattHours(row.energy).as_wh(),
+                solar_contribution_wh: MicroWattHours(row.solar).as_wh(),
+                carbon_saved_kg: Nanograms(row.carbon).as_kg(),
                 credits_eur: PicoEuros(amount).as_eur(),
                 credits_peur: amount,
             },
-            trust: row.try_get("trust")?,
+            trust: row.trust,
         });
     }
     Ok(views)

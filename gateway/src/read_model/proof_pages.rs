@@ -2,11 +2,10 @@
 //! and the `kgp1` links of v1 (the operator sees every link; an organisation the links of its
 //! own tasks, each verifiable on its own: hash and work).
 
-use grid_shared::blocks::{Block, BlockDraft};
+use grid_shared::blocks::{Block, BlockRow};
 use grid_shared::cells::CellName;
 use grid_shared::ids::OrganizationId;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -37,32 +36,15 @@ pub struct ProofPage {
 
 /// The `kgp1` links of a task (results credited before proof blocks existed).
 pub async fn links_of_task(state: &AppState, task_id: grid_shared::ids::TaskId) -> Result<Vec<ProofView>, ApiError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as!(
+        ProofView,
         "select seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur, created_at, difficulty, prev_hash,
                 nonce, hash
          from green_proof where task_id = $1 order by seq",
+        task_id.as_uuid()
     )
-    .bind(task_id.as_uuid())
     .fetch_all(&state.pool)
-    .await?;
-    Ok(rows.iter().map(view_of).collect::<Result<Vec<_>, _>>()?)
-}
-
-fn view_of(row: &sqlx::postgres::PgRow) -> Result<ProofView, sqlx::Error> {
-    Ok(ProofView {
-        seq: row.try_get("seq")?,
-        task_id: row.try_get("task_id")?,
-        node_id: row.try_get("node_id")?,
-        energy_uwh: row.try_get("energy_uwh")?,
-        solar_uwh: row.try_get("solar_uwh")?,
-        carbon_ng: row.try_get("carbon_ng")?,
-        value_peur: row.try_get("value_peur")?,
-        created_at: row.try_get("created_at")?,
-        difficulty: row.try_get("difficulty")?,
-        prev_hash: row.try_get("prev_hash")?,
-        nonce: row.try_get("nonce")?,
-        hash: row.try_get("hash")?,
-    })
+    .await?)
 }
 
 /// A sealed block of the chain: its line's fields, the line itself and its hash.
@@ -108,33 +90,19 @@ pub struct BlockPage {
     pub next_after_height: Option<i64>,
 }
 
-/// A `proof_block` row.
-pub fn block_of(row: &sqlx::postgres::PgRow) -> Result<Block, sqlx::Error> {
-    let difficulty: i16 = row.try_get("difficulty")?;
-    let leaf_count: i32 = row.try_get("leaf_count")?;
-    Ok(Block {
-        draft: BlockDraft {
-            height: row.try_get("height")?,
-            prev_hash: row.try_get("prev_hash")?,
-            merkle_root: row.try_get("merkle_root")?,
-            leaf_count: i64::from(leaf_count),
-            sealed_at: row.try_get("sealed_at")?,
-            difficulty: u8::try_from(difficulty).unwrap_or(u8::MAX),
-        },
-        nonce: row.try_get("nonce")?,
-        hash: row.try_get("hash")?,
-    })
-}
-
-pub const BLOCK_COLUMNS: &str = "height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash";
-
 /// Up to `limit` of the cell's sealed blocks after `after_height`, in height order.
 pub async fn blocks(state: &AppState, cell: &CellName, after_height: i64, limit: i64) -> Result<Vec<Block>, ApiError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "select {BLOCK_COLUMNS} from proof_block where cell_id = $3 and height > $1 order by height limit $2"
-    ));
-    let rows = sqlx::query(sql).bind(after_height).bind(limit).bind(cell.as_str()).fetch_all(&state.pool).await?;
-    Ok(rows.iter().map(block_of).collect::<Result<Vec<_>, _>>()?)
+    let rows = sqlx::query_as!(
+        BlockRow,
+        "select height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash
+         from proof_block where cell_id = $3 and height > $1 order by height limit $2",
+        after_height,
+        limit,
+        cell.as_str()
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows.into_iter().map(Block::from).collect())
 }
 
 pub async fn block_page(
@@ -157,7 +125,8 @@ pub async fn page(
     after_seq: i64,
     limit: i64,
 ) -> Result<ProofPage, ApiError> {
-    let rows = sqlx::query(
+    let proofs = sqlx::query_as!(
+        ProofView,
         "select g.seq, g.task_id, g.node_id, g.energy_uwh, g.solar_uwh, g.carbon_ng, g.value_peur, g.created_at,
                 g.difficulty, g.prev_hash, g.nonce, g.hash
          from green_proof g
@@ -165,14 +134,13 @@ pub async fn page(
            and ($2::uuid is null or exists (select 1 from task t where t.cell_id = g.cell_id and t.task_id = g.task_id
                                             and t.organization_id = $2))
          order by g.seq limit $3",
+        after_seq,
+        scope.map(|id| id.as_uuid()),
+        limit,
+        cell.as_str()
     )
-    .bind(after_seq)
-    .bind(scope.map(|id| id.as_uuid()))
-    .bind(limit)
-    .bind(cell.as_str())
     .fetch_all(&state.pool)
     .await?;
-    let proofs = rows.iter().map(view_of).collect::<Result<Vec<_>, sqlx::Error>>()?;
     let next_after_seq = if proofs.len() as i64 == limit { proofs.last().map(|proof| proof.seq) } else { None };
     Ok(ProofPage { proofs, next_after_seq })
 }

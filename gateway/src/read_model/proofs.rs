@@ -2,17 +2,16 @@
 //! pages as `GET /v1/proofs/links` and `GET /v1/proofs`; and the inclusion proofs of a task's
 //! credited results (`GET /v1/proofs/tasks/{task_id}`).
 
-use grid_shared::blocks::{ChainAudit, CreditBasis, LEAF_COLUMNS, StoredLeaf};
+use grid_shared::blocks::{Block, BlockRow, ChainAudit, LeafRow, StoredLeaf};
 use grid_shared::carbon::{MicroWattHours, Nanograms, PicoEuros};
 use grid_shared::cells::CellName;
 use grid_shared::ids::{NodeId, OrganizationId, TaskId};
 use grid_shared::merkle::{self, Hash};
 use grid_shared::proof::{ChainVerdict, ProofDraft, ProofLink};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::proof_pages::{BLOCK_COLUMNS, BlockView, ProofView, block_of};
+use super::proof_pages::{BlockView, ProofView};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -124,51 +123,23 @@ async fn block_leaves(
     first: i64,
     last: i64,
 ) -> Result<std::collections::HashMap<i64, Vec<StoredLeaf>>, ApiError> {
-    // LEAF_COLUMNS is a constant: nothing from outside enters the statement.
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select {LEAF_COLUMNS} from proof_leaf where cell_id = $3 and block_height between $1 and $2
-         order by block_height, leaf_index"
-    )))
-    .bind(first)
-    .bind(last)
-    .bind(cell.as_str())
+    let rows = sqlx::query_as!(
+        LeafRow,
+        "select cell_id, block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng,
+             node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour, intensity_mg_per_kwh,
+             intensity_kind, intensity_source, price_peur_per_kg, node_share_percent
+         from proof_leaf where cell_id = $3 and block_height between $1 and $2 order by block_height, leaf_index",
+        first,
+        last,
+        cell.as_str()
+    )
     .fetch_all(&state.pool)
     .await?;
     let mut leaves: std::collections::HashMap<i64, Vec<StoredLeaf>> = std::collections::HashMap::new();
-    for row in &rows {
-        let height: i64 = row.try_get("block_height")?;
-        leaves.entry(height).or_default().push(stored_leaf(row)?);
+    for row in rows {
+        leaves.entry(row.block_height).or_default().push(row.stored().map_err(ApiError::Internal)?);
     }
     Ok(leaves)
-}
-
-fn stored_leaf(row: &sqlx::postgres::PgRow) -> Result<StoredLeaf, sqlx::Error> {
-    let leaf_index: i32 = row.try_get("leaf_index")?;
-    Ok(StoredLeaf {
-        leaf_index: i64::from(leaf_index),
-        leaf: grid_shared::blocks::Leaf {
-            task_id: TaskId(row.try_get("task_id")?),
-            node_id: NodeId(row.try_get("node_id")?),
-            attempt: row.try_get("attempt")?,
-            energy: MicroWattHours(row.try_get("energy_uwh")?),
-            solar: MicroWattHours(row.try_get("solar_uwh")?),
-            carbon: Nanograms(row.try_get("carbon_ng")?),
-            node_share: PicoEuros(row.try_get("node_peur")?),
-            cooperative_share: PicoEuros(row.try_get("cooperative_peur")?),
-            credited_at: row.try_get("credited_at")?,
-            basis: CreditBasis::from_columns(
-                row.try_get("zone")?,
-                row.try_get("intensity_hour")?,
-                row.try_get("intensity_mg_per_kwh")?,
-                row.try_get("intensity_kind")?,
-                row.try_get("intensity_source")?,
-                row.try_get("price_peur_per_kg")?,
-                row.try_get("node_share_percent")?,
-            )
-            .map_err(|reason| sqlx::Error::Decode(format!("proof_leaf basis: {reason}").into()))?,
-        },
-        leaf_hash: row.try_get("leaf_hash")?,
-    })
 }
 
 fn link_of(view: &ProofView) -> ProofLink {
@@ -231,52 +202,56 @@ pub async fn task_proofs(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskProofsView>, ApiError> {
-    let visible: bool = sqlx::query_scalar(
-        "select exists (select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2))",
+    let visible = sqlx::query_scalar!(
+        r#"select exists (select 1 from task where task_id = $1 and ($2::uuid is null or organization_id = $2))
+             as "visible!""#,
+        task_id.as_uuid(),
+        scope.map(|id| id.as_uuid())
     )
-    .bind(task_id.as_uuid())
-    .bind(scope.map(|id| id.as_uuid()))
     .fetch_one(&state.pool)
     .await?;
     if !visible {
         return Ok(None);
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "select cell_id, {LEAF_COLUMNS} from proof_leaf where task_id = $1 order by block_height, leaf_index"
-    )))
-    .bind(task_id.as_uuid())
+    let rows = sqlx::query_as!(
+        LeafRow,
+        "select cell_id, block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh, carbon_ng,
+             node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour, intensity_mg_per_kwh,
+             intensity_kind, intensity_source, price_peur_per_kg, node_share_percent
+         from proof_leaf where task_id = $1 order by block_height, leaf_index",
+        task_id.as_uuid()
+    )
     .fetch_all(&state.pool)
     .await?;
     let mut proofs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let height: i64 = row.try_get("block_height")?;
-        let cell: String = row.try_get("cell_id")?;
-        proofs.push(inclusion(state, cell, height, stored_leaf(row)?).await?);
+    for row in rows {
+        let (cell, height) = (row.cell_id.clone(), row.block_height);
+        proofs.push(inclusion(state, cell, height, row.stored().map_err(ApiError::Internal)?).await?);
     }
     let links = super::proof_pages::links_of_task(state, task_id).await?;
     Ok(Some(TaskProofsView { task_id: task_id.as_uuid(), proofs, links }))
 }
 
 async fn inclusion(state: &AppState, cell: String, height: i64, stored: StoredLeaf) -> Result<InclusionView, ApiError> {
-    let sql =
-        sqlx::AssertSqlSafe(format!("select {BLOCK_COLUMNS} from proof_block where cell_id = $1 and height = $2"));
-    let block = sqlx::query(sql)
-        .bind(&cell)
-        .bind(height)
-        .fetch_optional(&state.pool)
-        .await?
-        .as_ref()
-        .map(block_of)
-        .transpose()?;
+    let block = sqlx::query_as!(
+        BlockRow,
+        "select height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash
+         from proof_block where cell_id = $1 and height = $2",
+        cell,
+        height
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .map(Block::from);
     // The siblings are the hashes the block committed to, as stored with their leaves.
     let hashes: Vec<String> = match &block {
         None => Vec::new(),
         Some(_) => {
-            sqlx::query_scalar(
+            sqlx::query_scalar!(
                 "select leaf_hash from proof_leaf where cell_id = $1 and block_height = $2 order by leaf_index",
+                cell,
+                height
             )
-            .bind(&cell)
-            .bind(height)
             .fetch_all(&state.pool)
             .await?
         }

@@ -6,7 +6,6 @@
 use chrono::{DateTime, Utc};
 use grid_shared::ids::OrganizationId;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -76,62 +75,63 @@ pub async fn emissions(
     group_by: GroupBy,
     period: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
 ) -> Result<EmissionsReport, ApiError> {
-    let (key, name) = match group_by {
-        GroupBy::Node => ("node_id::text", "node_name"),
-        GroupBy::Organisation => ("organization_id::text", "organization_name"),
-        GroupBy::Zone => ("zone_id", "zone_id"),
+    let group = match group_by {
+        GroupBy::Node => "node",
+        GroupBy::Organisation => "organisation",
+        GroupBy::Zone => "zone",
     };
-    // `key` and `name` are chosen above from constants: nothing from outside enters the statement.
-    let statement = format!(
-        "with credited as (
-             select l.node_id, l.energy_uwh, l.solar_uwh, l.carbon_ng, l.node_peur, l.cooperative_peur,
+    let rows = sqlx::query!(
+        r#"with credited as (
+             select l.energy_uwh, l.solar_uwh, l.carbon_ng, l.node_peur, l.cooperative_peur,
                     greatest(l.energy_uwh - l.solar_uwh, 0)::numeric as grid_uwh,
                     coalesce(l.intensity_mg_per_kwh, $5) as intensity, o.market_factor_mg_per_kwh as factor,
-                    n.name as node_name, n.organization_id, o.name as organization_name,
-                    coalesce(l.zone, n.zone, $4) as zone_id
+                    case $6::text when 'node' then l.node_id::text when 'organisation' then n.organization_id::text
+                         else coalesce(l.zone, n.zone, $4) end as group_key,
+                    case $6::text when 'node' then n.name when 'organisation' then o.name
+                         else coalesce(l.zone, n.zone, $4) end as group_name
              from proof_leaf l
              join node n on n.cell_id = l.cell_id and n.node_id = l.node_id
              join organization o on o.organization_id = n.organization_id
              where ($1::uuid is null or n.organization_id = $1)
                and ($2::timestamptz is null or l.credited_at >= $2)
                and ($3::timestamptz is null or l.credited_at < $3))
-         select {key} as group_key, min({name}) as name, count(*)::bigint as results,
-                sum(energy_uwh)::bigint as energy, sum(solar_uwh)::bigint as solar,
-                sum(div(grid_uwh * intensity, 1000))::bigint as location_based,
-                coalesce(sum(div(grid_uwh * factor, 1000)) filter (where factor is not null), 0)::bigint as market_based,
-                count(*) filter (where factor is not null)::bigint as market_results,
-                sum(carbon_ng)::bigint as avoided,
-                sum(node_peur)::bigint as node_credits, sum(cooperative_peur)::bigint as cooperative_credits
+         select group_key as "group_key!", min(group_name) as "name!", count(*)::bigint as "results!",
+                sum(energy_uwh)::bigint as "energy!", sum(solar_uwh)::bigint as "solar!",
+                sum(div(grid_uwh * intensity, 1000))::bigint as "location_based!",
+                coalesce(sum(div(grid_uwh * factor, 1000)) filter (where factor is not null), 0)::bigint
+                    as "market_based!",
+                count(*) filter (where factor is not null)::bigint as "market_results!",
+                sum(carbon_ng)::bigint as "avoided!",
+                sum(node_peur)::bigint as "node_credits!", sum(cooperative_peur)::bigint as "cooperative_credits!"
          from credited
          group by 1
-         order by 2, 1"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
-        .bind(scope.map(|id| id.as_uuid()))
-        .bind(period.0)
-        .bind(period.1)
-        .bind(state.config.grid.default_zone.as_str())
-        .bind(state.config.grid.carbon.grid_intensity_mg_per_kwh)
-        .fetch_all(&state.pool)
-        .await?;
-    let mut report_rows = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (energy, solar): (i64, i64) = (row.try_get("energy")?, row.try_get("solar")?);
-        report_rows.push(EmissionsRow {
-            group: row.try_get("group_key")?,
-            name: row.try_get("name")?,
-            results: row.try_get("results")?,
-            energy_uwh: energy,
-            solar_uwh: solar,
-            solar_share_percent: share(solar, energy),
-            location_based_ng: row.try_get("location_based")?,
-            market_based_ng: row.try_get("market_based")?,
-            market_based_results: row.try_get("market_results")?,
-            avoided_ng: row.try_get("avoided")?,
-            node_credits_peur: row.try_get("node_credits")?,
-            cooperative_credits_peur: row.try_get("cooperative_credits")?,
-        });
-    }
+         order by 2, 1"#,
+        scope.map(|id| id.as_uuid()),
+        period.0,
+        period.1,
+        state.config.grid.default_zone.as_str(),
+        state.config.grid.carbon.grid_intensity_mg_per_kwh,
+        group
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let report_rows: Vec<EmissionsRow> = rows
+        .into_iter()
+        .map(|row| EmissionsRow {
+            group: row.group_key,
+            name: row.name,
+            results: row.results,
+            energy_uwh: row.energy,
+            solar_uwh: row.solar,
+            solar_share_percent: share(row.solar, row.energy),
+            location_based_ng: row.location_based,
+            market_based_ng: row.market_based,
+            market_based_results: row.market_results,
+            avoided_ng: row.avoided,
+            node_credits_peur: row.node_credits,
+            cooperative_credits_peur: row.cooperative_credits,
+        })
+        .collect();
     let sum = |field: fn(&EmissionsRow) -> i64| report_rows.iter().map(field).sum::<i64>();
     let (energy, solar) = (sum(|row| row.energy_uwh), sum(|row| row.solar_uwh));
     let totals = EmissionsRow {

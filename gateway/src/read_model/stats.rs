@@ -3,7 +3,6 @@
 
 use grid_shared::carbon::{MicroWattHours, Nanograms};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::eur;
@@ -44,21 +43,21 @@ pub struct GridStats {
 }
 
 pub async fn grid_stats(state: &AppState) -> Result<GridStats, ApiError> {
-    let row = sqlx::query(
-        "select
-            (select count(*) from node) as total_nodes,
-            (select coalesce(sum(cpu_cores), 0)::bigint from node) as total_cpu_cores,
-            (select count(*) from node where has_solar) as nodes_with_solar,
-            (select count(*) from task) as total_tasks,
-            (select count(*) from task where status in ('queued', 'assigned', 'running')) as pending_tasks,
-            (select count(*) from task where status = 'completed') as completed_tasks,
-            (select count(*) from task where status = 'failed') as failed_tasks,
-            (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative') as fund,
-            (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'node') as node_credits,
-            (select coalesce(sum(carbon_ng), 0)::bigint from credit_entry) as carbon,
+    let row = sqlx::query!(
+        r#"select
+            (select count(*) from node) as "total_nodes!",
+            (select coalesce(sum(cpu_cores), 0)::bigint from node) as "total_cpu_cores!",
+            (select count(*) from node where has_solar) as "nodes_with_solar!",
+            (select count(*) from task) as "total_tasks!",
+            (select count(*) from task where status in ('queued', 'assigned', 'running')) as "pending_tasks!",
+            (select count(*) from task where status = 'completed') as "completed_tasks!",
+            (select count(*) from task where status = 'failed') as "failed_tasks!",
+            (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'cooperative') as "fund!",
+            (select coalesce(sum(amount_peur), 0)::bigint from credit_entry where account = 'node') as "node_credits!",
+            (select coalesce(sum(carbon_ng), 0)::bigint from credit_entry) as "carbon!",
             -- Credited solar energy: the v1 links' and the block leaves' (since v2).
             ((select coalesce(sum(solar_uwh), 0) from green_proof)
-                + (select coalesce(sum(solar_uwh), 0) from proof_leaf))::bigint as solar",
+                + (select coalesce(sum(solar_uwh), 0) from proof_leaf))::bigint as "solar!""#
     )
     .fetch_one(&state.pool)
     .await?;
@@ -73,28 +72,28 @@ pub async fn grid_stats(state: &AppState) -> Result<GridStats, ApiError> {
             .await?;
         active_nodes += alive;
     }
-    let fund: i64 = row.try_get("fund")?;
-    let carbon: i64 = row.try_get("carbon")?;
-    let solar: i64 = row.try_get("solar")?;
+    let fund: i64 = row.fund;
+    let carbon: i64 = row.carbon;
+    let solar: i64 = row.solar;
     Ok(GridStats {
         nodes: NodeStats {
-            total_nodes: row.try_get("total_nodes")?,
+            total_nodes: row.total_nodes,
             active_nodes,
-            total_cpu_cores: row.try_get("total_cpu_cores")?,
-            nodes_with_solar: row.try_get("nodes_with_solar")?,
+            total_cpu_cores: row.total_cpu_cores,
+            nodes_with_solar: row.nodes_with_solar,
             total_energy_saved_wh: MicroWattHours(solar).as_wh(),
             total_carbon_credits: Nanograms(carbon).as_kg(),
         },
         tasks: TaskStats {
-            total_tasks: row.try_get("total_tasks")?,
-            pending_tasks: row.try_get("pending_tasks")?,
-            completed_tasks: row.try_get("completed_tasks")?,
-            failed_tasks: row.try_get("failed_tasks")?,
+            total_tasks: row.total_tasks,
+            pending_tasks: row.pending_tasks,
+            completed_tasks: row.completed_tasks,
+            failed_tasks: row.failed_tasks,
         },
         cooperative_fund_eur: eur(fund),
         cooperative_fund_peur: fund,
         total_carbon_ng: carbon,
         total_solar_uwh: solar,
-        node_credits_peur: row.try_get("node_credits")?,
+        node_credits_peur: row.node_credits,
     })
 }

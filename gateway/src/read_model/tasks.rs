@@ -6,8 +6,6 @@ use grid_shared::domain::TaskStatus;
 use grid_shared::ids::{OrganizationId, TaskId};
 use grid_shared::reasons::TaskReason;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 use utoipa::ToSchema;
 
 use super::eur;
@@ -147,90 +145,156 @@ pub struct TaskPage {
     pub next_cursor: Option<String>,
 }
 
-const SELECT: &str =
-    "select t.task_id, t.cell_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
-        t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
-        t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
-        (select n.name from node n where n.cell_id = t.cell_id and n.node_id = t.node_id) as node_name,
-        case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,
-                 'building_id', t.kind -> 'building_id', 'simulation_months', t.kind -> 'simulation_months',
-                 'participants', jsonb_array_length(t.kind -> 'participants'))
-             else t.kind end as input,
-        c.carbon_ng, c.node_peur, c.cooperative_peur,
-        (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
-                    'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
-                    'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
-         from task_result r where r.cell_id = t.cell_id and r.task_id = t.task_id) as results,
-        (select coalesce(jsonb_agg(jsonb_build_object('node_id', l.node_id, 'attempt', l.attempt,
-                    'solar_uwh', l.solar_uwh, 'zone', l.zone, 'hour', l.intensity_hour,
-                    'intensity_mg_per_kwh', l.intensity_mg_per_kwh, 'intensity_kind', l.intensity_kind,
-                    'intensity_source', l.intensity_source, 'price_peur_per_kg', l.price_peur_per_kg,
-                    'node_share_percent', l.node_share_percent, 'carbon_saved_ng', l.carbon_ng,
-                    'node_share_peur', l.node_peur, 'cooperative_share_peur', l.cooperative_peur,
-                    'credited_at', l.credited_at) order by l.block_height, l.leaf_index), '[]'::jsonb)
-         from proof_leaf l where l.cell_id = t.cell_id and l.task_id = t.task_id) as credits,
-        (select e.envelope -> 'payload' from event e where e.cell_id = t.cell_id and e.seq = t.assignment_seq)
-            as assignment
-    from task t
-    left join lateral (
-        select sum(carbon_ng) filter (where account = 'node')::bigint as carbon_ng,
-               sum(amount_peur) filter (where account = 'node')::bigint as node_peur,
-               sum(amount_peur) filter (where account = 'cooperative')::bigint as cooperative_peur
-        from credit_entry e where e.cell_id = t.cell_id and e.task_id = t.task_id) c on true";
+/// A task's row as [`tasks`] selects it.
+struct TaskRow {
+    task_id: uuid::Uuid,
+    cell_id: String,
+    status: String,
+    priority: i16,
+    deadline: DateTime<Utc>,
+    node_id: Option<uuid::Uuid>,
+    attempts: i32,
+    result_json: Option<serde_json::Value>,
+    result_hash: Option<String>,
+    kind_type: String,
+    reason: Option<String>,
+    submitted_at: DateTime<Utc>,
+    energy_uwh: Option<i64>,
+    solar_uwh: Option<i64>,
+    replicas: i16,
+    quorum: i16,
+    assigned_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    not_before: Option<DateTime<Utc>>,
+    sci_operational_ng: Option<i64>,
+    sci_embodied_ng: Option<i64>,
+    node_name: Option<String>,
+    input: serde_json::Value,
+    carbon_ng: Option<i64>,
+    node_peur: Option<i64>,
+    cooperative_peur: Option<i64>,
+    results: serde_json::Value,
+    credits: serde_json::Value,
+    assignment: Option<serde_json::Value>,
+}
 
-fn view(row: &PgRow) -> Result<TaskView, sqlx::Error> {
-    let carbon: Option<i64> = row.try_get("carbon_ng")?;
-    let node_share: Option<i64> = row.try_get("node_peur")?;
-    let cooperative_share: Option<i64> = row.try_get("cooperative_peur")?;
-    let reason: Option<TaskReason> =
-        row.try_get::<Option<String>, _>("reason")?.as_deref().map(TaskReason::from_stored);
-    let energy: Option<i64> = row.try_get("energy_uwh")?;
-    let solar: Option<i64> = row.try_get("solar_uwh")?;
-    Ok(TaskView {
-        task_id: row.try_get("task_id")?,
-        cell: row.try_get("cell_id")?,
-        status: row.try_get("status")?,
-        priority: row.try_get("priority")?,
-        deadline: row.try_get("deadline")?,
-        node_id: row.try_get("node_id")?,
-        attempts: row.try_get("attempts")?,
-        result_json: row.try_get("result_json")?,
-        result_hash: row.try_get("result_hash")?,
-        carbon_saved_kg: carbon.map(|ng| Nanograms(ng).as_kg()),
-        node_share_eur: node_share.map(eur),
-        cooperative_share_eur: cooperative_share.map(eur),
-        carbon_saved_ng: carbon,
-        node_share_peur: node_share,
-        cooperative_share_peur: cooperative_share,
-        kind: row.try_get("kind_type")?,
-        input: row.try_get("input")?,
-        node_name: row.try_get("node_name")?,
-        assigned_at: row.try_get("assigned_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        not_before: row.try_get("not_before")?,
-        reason: reason.as_ref().and_then(|reason| serde_json::to_value(reason).ok()),
-        reason_text: reason.as_ref().map(TaskReason::to_string),
-        energy_used_wh: energy.map(|uwh| uwh as f64 / 1e6),
-        solar_contribution_wh: solar.map(|uwh| uwh as f64 / 1e6),
-        submitted_at: row.try_get("submitted_at")?,
-        replicas: row.try_get("replicas")?,
-        quorum: row.try_get("quorum")?,
-        results: serde_json::from_value(row.try_get("results")?)
-            .map_err(|error| sqlx::Error::Decode(format!("task results: {error}").into()))?,
-        sci: match (
-            row.try_get::<Option<i64>, _>("sci_operational_ng")?,
-            row.try_get::<Option<i64>, _>("sci_embodied_ng")?,
-        ) {
-            (Some(operational_ng), Some(embodied_ng)) => {
-                Some(SciView { operational_ng, embodied_ng, total_ng: operational_ng.saturating_add(embodied_ng) })
-            }
-            _ => None,
-        },
-        credits: serde_json::from_value(row.try_get("credits")?)
-            .map_err(|error| sqlx::Error::Decode(format!("task credits: {error}").into()))?,
-        assignment: row.try_get("assignment")?,
-    })
+impl TryFrom<TaskRow> for TaskView {
+    type Error = ApiError;
+
+    fn try_from(row: TaskRow) -> Result<Self, ApiError> {
+        let reason: Option<TaskReason> = row.reason.as_deref().map(TaskReason::from_stored);
+        let (carbon, node_share, cooperative_share) = (row.carbon_ng, row.node_peur, row.cooperative_peur);
+        Ok(TaskView {
+            task_id: row.task_id,
+            cell: row.cell_id,
+            status: row.status,
+            priority: row.priority,
+            deadline: row.deadline,
+            node_id: row.node_id,
+            attempts: row.attempts,
+            result_json: row.result_json,
+            result_hash: row.result_hash,
+            carbon_saved_kg: carbon.map(|ng| Nanograms(ng).as_kg()),
+            node_share_eur: node_share.map(eur),
+            cooperative_share_eur: cooperative_share.map(eur),
+            carbon_saved_ng: carbon,
+            node_share_peur: node_share,
+            cooperative_share_peur: cooperative_share,
+            kind: row.kind_type,
+            input: row.input,
+            node_name: row.node_name,
+            assigned_at: row.assigned_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            not_before: row.not_before,
+            reason: reason.as_ref().and_then(|reason| serde_json::to_value(reason).ok()),
+            reason_text: reason.as_ref().map(TaskReason::to_string),
+            energy_used_wh: row.energy_uwh.map(|uwh| uwh as f64 / 1e6),
+            solar_contribution_wh: row.solar_uwh.map(|uwh| uwh as f64 / 1e6),
+            submitted_at: row.submitted_at,
+            replicas: row.replicas,
+            quorum: row.quorum,
+            results: serde_json::from_value(row.results)
+                .map_err(|error| ApiError::Internal(format!("task results: {error}")))?,
+            sci: match (row.sci_operational_ng, row.sci_embodied_ng) {
+                (Some(operational_ng), Some(embodied_ng)) => {
+                    Some(SciView { operational_ng, embodied_ng, total_ng: operational_ng.saturating_add(embodied_ng) })
+                }
+                _ => None,
+            },
+            credits: serde_json::from_value(row.credits)
+                .map_err(|error| ApiError::Internal(format!("task credits: {error}")))?,
+            assignment: row.assignment,
+        })
+    }
+}
+
+/// Up to `limit` tasks of `search` (and of `scope`, if given), newest first, after the cursor
+/// `after`; or only the task `only`. One statement for a page and for one task, each planned
+/// with its values (the gateway's pool plans every statement with them: `app::build_state`).
+async fn tasks(
+    state: &AppState,
+    scope: Option<OrganizationId>,
+    search: &TaskSearch,
+    after: Option<(DateTime<Utc>, uuid::Uuid)>,
+    only: Option<TaskId>,
+    limit: i64,
+) -> Result<Vec<TaskView>, ApiError> {
+    let rows = sqlx::query_as!(
+        TaskRow,
+        r#"select t.task_id, t.cell_id, t.status, t.priority, t.deadline, t.node_id, t.attempts, t.result_json,
+            t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
+            t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
+            (select n.name from node n where n.cell_id = t.cell_id and n.node_id = t.node_id) as node_name,
+            case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,
+                     'building_id', t.kind -> 'building_id', 'simulation_months', t.kind -> 'simulation_months',
+                     'participants', jsonb_array_length(t.kind -> 'participants'))
+                 else t.kind end as "input!",
+            c.carbon_ng as "carbon_ng?", c.node_peur as "node_peur?", c.cooperative_peur as "cooperative_peur?",
+            (select coalesce(jsonb_agg(jsonb_build_object('node_id', r.node_id, 'attempt', r.attempt,
+                        'result_hash', r.result_hash, 'verdict', r.verdict, 'refusal', r.refusal,
+                        'reported_at', r.reported_at) order by r.attempt), '[]'::jsonb)
+             from task_result r where r.cell_id = t.cell_id and r.task_id = t.task_id) as "results!",
+            (select coalesce(jsonb_agg(jsonb_build_object('node_id', l.node_id, 'attempt', l.attempt,
+                        'solar_uwh', l.solar_uwh, 'zone', l.zone, 'hour', l.intensity_hour,
+                        'intensity_mg_per_kwh', l.intensity_mg_per_kwh, 'intensity_kind', l.intensity_kind,
+                        'intensity_source', l.intensity_source, 'price_peur_per_kg', l.price_peur_per_kg,
+                        'node_share_percent', l.node_share_percent, 'carbon_saved_ng', l.carbon_ng,
+                        'node_share_peur', l.node_peur, 'cooperative_share_peur', l.cooperative_peur,
+                        'credited_at', l.credited_at) order by l.block_height, l.leaf_index), '[]'::jsonb)
+             from proof_leaf l where l.cell_id = t.cell_id and l.task_id = t.task_id) as "credits!",
+            (select e.envelope -> 'payload' from event e where e.cell_id = t.cell_id and e.seq = t.assignment_seq)
+                as assignment
+        from task t
+        left join lateral (
+            select sum(carbon_ng) filter (where account = 'node')::bigint as carbon_ng,
+                   sum(amount_peur) filter (where account = 'node')::bigint as node_peur,
+                   sum(amount_peur) filter (where account = 'cooperative')::bigint as cooperative_peur
+            from credit_entry e where e.cell_id = t.cell_id and e.task_id = t.task_id) c on true
+        where ($1::uuid is null or t.organization_id = $1) and ($2::text is null or t.status = $2)
+          and ($3::text is null or t.kind_type = $3) and ($4::uuid is null or t.node_id = $4)
+          and ($5::timestamptz is null or t.submitted_at >= $5)
+          and ($6::timestamptz is null or t.submitted_at < $6)
+          and ($7::text is null or t.task_id::text like $7 || '%')
+          and ($8::timestamptz is null or (t.submitted_at, t.task_id) < ($8, $9))
+          and ($11::uuid is null or t.task_id = $11)
+        order by t.submitted_at desc, t.task_id desc limit $10"#,
+        scope.map(|id| id.as_uuid()),
+        search.status.map(TaskStatus::as_str),
+        search.kind.as_deref(),
+        search.node_id,
+        search.since,
+        search.until,
+        search.id_prefix.as_deref(),
+        after.map(|(at, _)| at),
+        after.map(|(_, id)| id),
+        limit,
+        only.map(|id| id.as_uuid())
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    rows.into_iter().map(TaskView::try_from).collect()
 }
 
 pub async fn find_task(
@@ -238,11 +302,7 @@ pub async fn find_task(
     scope: Option<OrganizationId>,
     task_id: TaskId,
 ) -> Result<Option<TaskView>, ApiError> {
-    let sql =
-        sqlx::AssertSqlSafe(format!("{SELECT} where t.task_id = $1 and ($2::uuid is null or t.organization_id = $2)"));
-    let row =
-        sqlx::query(sql).bind(task_id.as_uuid()).bind(scope.map(|id| id.as_uuid())).fetch_optional(&state.pool).await?;
-    Ok(row.as_ref().map(view).transpose()?)
+    Ok(tasks(state, scope, &TaskSearch::default(), None, Some(task_id), 1).await?.pop())
 }
 
 /// Where a page ends: the last task's submission time (µs) and id.
@@ -271,59 +331,32 @@ pub struct TaskSearch {
     pub id_prefix: Option<String>,
 }
 
-/// The filters of [`TaskSearch`] as SQL over `t`, from parameter `$first` on (7 parameters,
-/// bound by [`bind_search`]).
-fn search_sql(first: usize) -> String {
-    let at = |offset: usize| first + offset;
-    format!(
-        "(${0}::uuid is null or t.organization_id = ${0}) and (${1}::text is null or t.status = ${1})
-           and (${2}::text is null or t.kind_type = ${2}) and (${3}::uuid is null or t.node_id = ${3})
-           and (${4}::timestamptz is null or t.submitted_at >= ${4})
-           and (${5}::timestamptz is null or t.submitted_at < ${5})
-           and (${6}::text is null or t.task_id::text like ${6} || '%')",
-        at(0),
-        at(1),
-        at(2),
-        at(3),
-        at(4),
-        at(5),
-        at(6)
-    )
-}
-
-fn bind_search<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    scope: Option<OrganizationId>,
-    search: &'q TaskSearch,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(scope.map(|id| id.as_uuid()))
-        .bind(search.status.map(TaskStatus::as_str))
-        .bind(search.kind.as_deref())
-        .bind(search.node_id)
-        .bind(search.since)
-        .bind(search.until)
-        .bind(search.id_prefix.as_deref())
-}
-
 /// How many tasks are in each status, among those of `search` (its status aside).
 pub async fn count_tasks(
     state: &AppState,
     scope: Option<OrganizationId>,
     search: &TaskSearch,
 ) -> Result<std::collections::BTreeMap<String, i64>, ApiError> {
-    let search = TaskSearch { status: None, ..search.clone() };
-    let sql =
-        sqlx::AssertSqlSafe(format!("select t.status, count(*) from task t where {} group by t.status", search_sql(1)));
-    let rows: Vec<(String, i64)> = bind_search(sqlx::query(sql), scope, &search)
-        .fetch_all(&state.pool)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    let rows = sqlx::query!(
+        r#"select t.status, count(*) as "count!" from task t
+         where ($1::uuid is null or t.organization_id = $1)
+           and ($2::text is null or t.kind_type = $2) and ($3::uuid is null or t.node_id = $3)
+           and ($4::timestamptz is null or t.submitted_at >= $4)
+           and ($5::timestamptz is null or t.submitted_at < $5)
+           and ($6::text is null or t.task_id::text like $6 || '%')
+         group by t.status"#,
+        scope.map(|id| id.as_uuid()),
+        search.kind.as_deref(),
+        search.node_id,
+        search.since,
+        search.until,
+        search.id_prefix.as_deref()
+    )
+    .fetch_all(&state.pool)
+    .await?;
     let mut counts: std::collections::BTreeMap<String, i64> =
         TaskStatus::ALL.iter().map(|status| (status.as_str().to_owned(), 0)).collect();
-    counts.extend(rows);
+    counts.extend(rows.into_iter().map(|row| (row.status, row.count)));
     Ok(counts)
 }
 
@@ -334,18 +367,7 @@ pub async fn list_tasks(
     after: Option<(DateTime<Utc>, uuid::Uuid)>,
     limit: i64,
 ) -> Result<TaskPage, ApiError> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "{SELECT} where {} and ($8::timestamptz is null or (t.submitted_at, t.task_id) < ($8, $9))
-         order by t.submitted_at desc, t.task_id desc limit $10",
-        search_sql(1)
-    ));
-    let rows = bind_search(sqlx::query(sql), scope, search)
-        .bind(after.map(|(at, _)| at))
-        .bind(after.map(|(_, id)| id))
-        .bind(limit + 1)
-        .fetch_all(&state.pool)
-        .await?;
-    let mut tasks = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    let mut tasks = tasks(state, scope, search, after, None, limit + 1).await?;
     let next_cursor = if tasks.len() as i64 > limit {
         tasks.truncate(limit as usize);
         tasks.last().map(encode_cursor)

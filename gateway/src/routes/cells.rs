@@ -94,8 +94,8 @@ pub struct Cells {
 /// the cell).
 pub async fn writer_lease(state: &AppState, cell: &CellName) -> Result<WriterLease, ApiError> {
     let row: Option<(String, i64, DateTime<Utc>)> =
-        sqlx::query_as("select holder, epoch, since from writer where cell_id = $1")
-            .bind(cell.as_str())
+        sqlx::query!("select holder, epoch, since from writer where cell_id = $1", cell.as_str())
+            .map(|row| (row.holder, row.epoch, row.since))
             .fetch_optional(&state.pool)
             .await?;
     let (holder, epoch, since) = row.unwrap_or_else(|| ("none".to_owned(), 0, Utc::now()));

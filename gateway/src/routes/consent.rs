@@ -71,13 +71,14 @@ pub async fn list(
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
     type Row = (uuid::Uuid, bool, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, String);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query!(
         "select owner_id, granted, granted_at, revoked_at, consent_version from consent
          where organization_id = $1 and ($2::uuid is null or owner_id > $2) order by owner_id limit $3",
+        organization_id.as_uuid(),
+        query.after,
+        limit + 1
     )
-    .bind(organization_id.as_uuid())
-    .bind(query.after)
-    .bind(limit + 1)
+    .map(|row| (row.owner_id, row.granted, row.granted_at, row.revoked_at, row.consent_version))
     .fetch_all(&state.pool)
     .await?;
     let mut owners: Vec<OwnerConsent> = rows
@@ -193,22 +194,24 @@ pub async fn read(
 ) -> Result<Json<ConsentView>, ApiError> {
     let organization_id = caller.organization()?;
     type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
-    let row: Option<(bool, Timestamp, Timestamp, String, Option<String>)> = sqlx::query_as(
+    let row: Option<(bool, Timestamp, Timestamp, String, Option<String>)> = sqlx::query!(
         "select granted, granted_at, revoked_at, consent_version, consent_ip from consent
          where owner_id = $1 and organization_id = $2",
+        owner_id,
+        organization_id.as_uuid()
     )
-    .bind(owner_id)
-    .bind(organization_id.as_uuid())
+    .map(|row| (row.granted, row.granted_at, row.revoked_at, row.consent_version, row.consent_ip))
     .fetch_optional(&state.pool)
     .await?;
     let (granted, granted_at, revoked_at, consent_version, consent_ip) = row.ok_or(ApiError::NotFound("consent"))?;
     type Change = (String, chrono::DateTime<chrono::Utc>, Option<String>, Option<String>);
-    let changes: Vec<Change> = sqlx::query_as(
+    let changes: Vec<Change> = sqlx::query!(
         "select action, at, consent_version, consent_ip from consent_history
          where organization_id = $1 and owner_id = $2 order by consent_history_id",
+        organization_id.as_uuid(),
+        owner_id
     )
-    .bind(organization_id.as_uuid())
-    .bind(owner_id)
+    .map(|row| (row.action, row.at, row.consent_version, row.consent_ip))
     .fetch_all(&state.pool)
     .await?;
     let history = changes

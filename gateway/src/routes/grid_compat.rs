@@ -248,12 +248,14 @@ pub async fn grid_report(
     opaque_hash(&request.result_hash)?;
     let attempt = match request.attempt {
         Some(attempt) => attempt,
-        None => sqlx::query_scalar::<_, i32>("select attempts from task where task_id = $1 and node_id = $2")
-            .bind(request.task_id)
-            .bind(node.node_id.as_uuid())
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or(ApiError::NotFound("task"))?,
+        None => sqlx::query_scalar!(
+            "select attempts from task where task_id = $1 and node_id = $2",
+            request.task_id,
+            node.node_id.as_uuid()
+        )
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?,
     };
     // Checked as a `/v1` report would be, with a stand-in hash: the compatibility hash is opaque.
     let checked = parse_report(
@@ -321,8 +323,8 @@ async fn decided_credit(
     let mut pause = std::time::Duration::from_millis(2);
     let (outcome, reason) = loop {
         let row: Option<(String, Option<String>)> =
-            sqlx::query_as("select outcome, reason from processed_message where message_id = $1")
-                .bind(command_id.as_uuid())
+            sqlx::query!("select outcome, reason from processed_message where message_id = $1", command_id.as_uuid())
+                .map(|row| (row.outcome, row.reason))
                 .fetch_optional(&state.pool)
                 .await?;
         if let Some(row) = row {
@@ -338,25 +340,28 @@ async fn decided_credit(
         let reason = reason.map(|text| Refusal::from_stored(&text).to_string());
         return Ok(Decision::NotCredited(reason.unwrap_or_else(|| outcome.clone())));
     }
-    let credited: Option<(i64, i64, i64)> = sqlx::query_as(
+    let credited: Option<(i64, i64, i64)> = sqlx::query!(
         "select carbon_ng, node_peur, cooperative_peur from proof_leaf
          where task_id = $1 and attempt = $2 and node_id = $3",
+        task_id,
+        attempt,
+        node_id.as_uuid()
     )
-    .bind(task_id)
-    .bind(attempt)
-    .bind(node_id.as_uuid())
+    .map(|row| (row.carbon_ng, row.node_peur, row.cooperative_peur))
     .fetch_optional(&state.pool)
     .await?;
     if let Some((carbon_ng, node_peur, cooperative_peur)) = credited {
         return Ok(Decision::Credited { carbon_ng, node_peur, cooperative_peur });
     }
-    let result: Option<(String, Option<String>)> =
-        sqlx::query_as("select verdict, refusal from task_result where task_id = $1 and attempt = $2 and node_id = $3")
-            .bind(task_id)
-            .bind(attempt)
-            .bind(node_id.as_uuid())
-            .fetch_optional(&state.pool)
-            .await?;
+    let result: Option<(String, Option<String>)> = sqlx::query!(
+        "select verdict, refusal from task_result where task_id = $1 and attempt = $2 and node_id = $3",
+        task_id,
+        attempt,
+        node_id.as_uuid()
+    )
+    .map(|row| (row.verdict, row.refusal))
+    .fetch_optional(&state.pool)
+    .await?;
     Ok(match result {
         Some((_, Some(refusal))) => Decision::NotCredited(refusal),
         Some((verdict, None)) if verdict == "pending" => Decision::Pending("the task waits for another replica"),

@@ -397,11 +397,11 @@ async fn resume_point(state: &AppState, node: &NodeCaller, headers: &HeaderMap) 
         .query_async(&mut conn)
         .await?;
     let end = newest.ids.first().and_then(|entry| StreamEntryId::parse(&entry.id)).unwrap_or(StreamEntryId::ZERO);
-    let oldest_in_flight: Option<i64> = sqlx::query_scalar(
+    let oldest_in_flight: Option<i64> = sqlx::query_scalar!(
         "select min(assignment_seq) from task
          where node_id = $1 and finished_at is null and status in ('assigned', 'running')",
+        node_id.as_uuid()
     )
-    .bind(node_id.as_uuid())
     .fetch_one(&state.pool)
     .await?;
     // An assignment's id is its event's (`<seq>-0`), and reads start after the id given.

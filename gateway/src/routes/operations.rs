@@ -72,13 +72,15 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
     let writer = crate::routes::cells::writer_lease(&state, state.keys().cell()).await?;
     // Each orchestrator's lease session is named `grid-orchestrator:<name>` and holds the
     // writer's advisory lock (the writer) or waits on it (a standby).
-    let processes: Vec<(String, bool, DateTime<Utc>)> = sqlx::query_as(
-        "select substr(a.application_name, length('grid-orchestrator:') + 1), bool_or(l.granted), min(a.backend_start)
+    let processes: Vec<(String, bool, DateTime<Utc>)> = sqlx::query!(
+        r#"select substr(a.application_name, length('grid-orchestrator:') + 1) as "name!",
+             bool_or(l.granted) as "writing!", min(a.backend_start) as "since!"
          from pg_stat_activity a join pg_locks l on l.pid = a.pid and l.locktype = 'advisory'
          where a.datname = current_database() and a.application_name like 'grid-orchestrator:%'
          group by a.pid, a.application_name
-         order by 2 desc, 3",
+         order by 2 desc, 3"#
     )
+    .map(|row| (row.name, row.writing, row.since))
     .fetch_all(&state.pool)
     .await?;
     let orchestrators = processes

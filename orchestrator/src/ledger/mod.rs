@@ -4,7 +4,7 @@
 
 mod proofs;
 
-pub use proofs::{load_block_page, load_chain_page, stored_leaf, verify_stored_chain};
+pub use proofs::{load_block_page, load_chain_page, verify_stored_chain};
 
 use grid_shared::proof::ProofLink;
 use sqlx::PgConnection;
@@ -13,23 +13,23 @@ use sqlx::PgConnection;
 /// the audit bench).
 pub async fn insert_link(conn: &mut PgConnection, link: &ProofLink) -> Result<(), sqlx::Error> {
     let draft = &link.draft;
-    sqlx::query(
+    sqlx::query!(
         "insert into green_proof (seq, task_id, node_id, energy_uwh, solar_uwh, carbon_ng, value_peur,
              created_at, difficulty, prev_hash, nonce, hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        draft.seq,
+        draft.task_id.as_uuid(),
+        draft.node_id.as_uuid(),
+        draft.energy.0,
+        draft.solar.0,
+        draft.carbon.0,
+        draft.value.0,
+        draft.created_at,
+        i16::from(draft.difficulty),
+        &draft.prev_hash,
+        link.nonce,
+        &link.hash
     )
-    .bind(draft.seq)
-    .bind(draft.task_id.as_uuid())
-    .bind(draft.node_id.as_uuid())
-    .bind(draft.energy.0)
-    .bind(draft.solar.0)
-    .bind(draft.carbon.0)
-    .bind(draft.value.0)
-    .bind(draft.created_at)
-    .bind(i16::from(draft.difficulty))
-    .bind(&draft.prev_hash)
-    .bind(link.nonce)
-    .bind(&link.hash)
     .execute(conn)
     .await?;
     Ok(())

@@ -35,10 +35,10 @@ impl Fence<'_> {
     /// row lock is held to commit, so a writer taking over waits for this transaction before it
     /// loads the state).
     async fn check(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
-        let current: i64 = sqlx::query_scalar("select epoch from writer where cell_id = $1 for share")
-            .bind(self.cell.as_str())
-            .fetch_one(conn)
-            .await?;
+        let current: i64 =
+            sqlx::query_scalar!("select epoch from writer where cell_id = $1 for share", self.cell.as_str())
+                .fetch_one(conn)
+                .await?;
         if current != self.epoch {
             return Err(StoreError::Fenced { held: self.epoch, current });
         }
@@ -74,11 +74,13 @@ pub async fn flush(
 pub async fn record_published(pool: &PgPool, fence: Fence<'_>, published_seq: i64) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     fence.check(&mut tx).await?;
-    sqlx::query("update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1")
-        .bind(published_seq)
-        .bind(fence.cell.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1",
+        published_seq,
+        fence.cell.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -89,104 +91,109 @@ async fn write_registry(conn: &mut PgConnection, batch: &Batch) -> Result<u32, s
     if !batch.organizations.is_empty() {
         let (ids, names): (Vec<uuid::Uuid>, Vec<&str>) =
             batch.organizations.iter().map(|(id, name)| (id.as_uuid(), name.as_str())).unzip();
-        sqlx::query("insert into organization (organization_id, name) select * from unnest($1::uuid[], $2::text[])")
-            .bind(&ids)
-            .bind(&names)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "insert into organization (organization_id, name) select * from unnest($1::uuid[], $2::text[])",
+            &ids,
+            &names as &[_]
+        )
+        .execute(&mut *conn)
+        .await?;
         statements += 1;
     }
     if !batch.api_keys.is_empty() {
         let (hashes, organizations): (Vec<&str>, Vec<uuid::Uuid>) =
             batch.api_keys.iter().map(|(hash, id)| (hash.as_str(), id.as_uuid())).unzip();
-        sqlx::query("insert into api_key (key_hash, organization_id) select * from unnest($1::text[], $2::uuid[])")
-            .bind(&hashes)
-            .bind(&organizations)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "insert into api_key (key_hash, organization_id) select * from unnest($1::text[], $2::uuid[])",
+            &hashes as &[_],
+            &organizations
+        )
+        .execute(&mut *conn)
+        .await?;
         statements += 1;
     }
     for (organization_id, factor, label) in &batch.energy_contracts {
-        sqlx::query(
+        sqlx::query!(
             "update organization set market_factor_mg_per_kwh = $2, market_factor_label = $3,
                  market_factor_declared_at = now()
              where organization_id = $1",
+            organization_id.as_uuid(),
+            factor,
+            label
         )
-        .bind(organization_id.as_uuid())
-        .bind(factor)
-        .bind(label)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     for (organization_id, kept) in &batch.key_revocations {
-        sqlx::query(
+        sqlx::query!(
             "update api_key set revoked_at = now()
              where organization_id = $1 and key_hash <> $2 and revoked_at is null",
+            organization_id.as_uuid(),
+            kept
         )
-        .bind(organization_id.as_uuid())
-        .bind(kept)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     if !batch.nodes.is_empty() {
         let nodes = &batch.nodes;
-        sqlx::query(
+        sqlx::query!(
             "insert into node (node_id, organization_id, name, cpu_cores, has_solar, location, token_hash, zone,
                  embodied_g_co2e, cell_id)
              select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::bool[], $6::text[], $7::text[],
                  $8::text[], $9::int8[], $10::text[])",
+            &nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>(),
+            &nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>(),
+            &nodes.iter().map(|node| node.name.as_str()).collect::<Vec<_>>() as &[_],
+            &nodes.iter().map(|node| i32::from(node.cpu_cores)).collect::<Vec<_>>(),
+            &nodes.iter().map(|node| node.has_solar).collect::<Vec<_>>(),
+            &nodes.iter().map(|node| node.location.as_str()).collect::<Vec<_>>() as &[_],
+            &nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>() as &[_],
+            &nodes.iter().map(|node| node.zone.as_str()).collect::<Vec<_>>() as &[_],
+            &nodes.iter().map(|node| node.embodied_g).collect::<Vec<_>>() as &[_],
+            &nodes.iter().map(|node| node.cell.as_str()).collect::<Vec<_>>() as &[_]
         )
-        .bind(nodes.iter().map(|node| node.node_id.as_uuid()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.organization_id.as_uuid()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.name.as_str()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| i32::from(node.cpu_cores)).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.has_solar).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.location.as_str()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.token_hash.as_str()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.zone.as_str()).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.embodied_g).collect::<Vec<_>>())
-        .bind(nodes.iter().map(|node| node.cell.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     for change in &batch.consent {
         if change.granted {
-            sqlx::query(
-                "insert into consent (owner_id, organization_id, granted, granted_at, revoked_at, consent_ip, consent_version)
+            sqlx::query!(
+                "insert into consent (owner_id, organization_id, granted, granted_at, revoked_at, consent_ip,
+                     consent_version)
                  values ($1, $2, true, $3, null, $4, $5)
                  on conflict (owner_id, organization_id) do update set granted = true, granted_at = $3,
                      revoked_at = null, consent_ip = $4, consent_version = $5",
+                change.owner_id.as_uuid(),
+                change.organization_id.as_uuid(),
+                change.at,
+                change.consent_ip.as_deref(),
+                change.consent_version.as_deref()
             )
-            .bind(change.owner_id.as_uuid())
-            .bind(change.organization_id.as_uuid())
-            .bind(change.at)
-            .bind(change.consent_ip.as_deref())
-            .bind(change.consent_version.as_deref())
             .execute(&mut *conn)
             .await?;
         } else {
-            sqlx::query(
+            sqlx::query!(
                 "update consent set granted = false, revoked_at = $3 where owner_id = $1 and organization_id = $2",
+                change.owner_id.as_uuid(),
+                change.organization_id.as_uuid(),
+                change.at
             )
-            .bind(change.owner_id.as_uuid())
-            .bind(change.organization_id.as_uuid())
-            .bind(change.at)
             .execute(&mut *conn)
             .await?;
         }
-        sqlx::query(
+        sqlx::query!(
             "insert into consent_history (owner_id, organization_id, action, at, consent_ip, consent_version)
              values ($1, $2, $3, $4, $5, $6)",
+            change.owner_id.as_uuid(),
+            change.organization_id.as_uuid(),
+            if change.granted { "granted" } else { "revoked" },
+            change.at,
+            change.consent_ip.as_deref(),
+            change.consent_version.as_deref()
         )
-        .bind(change.owner_id.as_uuid())
-        .bind(change.organization_id.as_uuid())
-        .bind(if change.granted { "granted" } else { "revoked" })
-        .bind(change.at)
-        .bind(change.consent_ip.as_deref())
-        .bind(change.consent_version.as_deref())
         .execute(&mut *conn)
         .await?;
         statements += 2;
@@ -212,7 +219,7 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             .iter()
             .filter_map(|insert| batch.task_rows.get(&insert.task_id).map(|row| (insert, row)))
             .collect();
-        sqlx::query(
+        sqlx::query!(
             "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
                  attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
                  submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at, updated_at, cell_id)
@@ -226,30 +233,30 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
                  as given(task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
                      attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
                      submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at)",
+            &rows.iter().map(|(insert, _)| insert.task_id.as_uuid()).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.organization_id.as_uuid()).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.copropriete_id).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.kind_type).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(insert, _)| insert.kind.clone()).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| i16::from(insert.priority)).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.deadline).collect::<Vec<_>>(),
+            &rows.iter().map(|(_, row)| row.status.as_str()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.attempts).collect::<Vec<_>>(),
+            &rows.iter().map(|(_, row)| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.assigned_at).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.started_at).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.finished_at).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.not_before).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(_, row)| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(insert, _)| insert.correlation_id).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.submitted_entry_id.as_str()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(insert, _)| i16::from(insert.replicas)).collect::<Vec<_>>(),
+            &rows.iter().map(|(_, row)| i16::from(row.quorum)).collect::<Vec<_>>(),
+            &rows.iter().map(|(_, row)| i16::from(row.result_limit)).collect::<Vec<_>>(),
+            &rows.iter().map(|(_, row)| row.assignment_seq).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|(insert, _)| insert.submitted_at).collect::<Vec<_>>(),
+            cell
         )
-        .bind(rows.iter().map(|(insert, _)| insert.task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.organization_id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.copropriete_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.kind_type).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.kind.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| i16::from(insert.priority)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.deadline).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.status.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.attempts).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.assigned_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.started_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.finished_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.not_before).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.correlation_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.submitted_entry_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| i16::from(insert.replicas)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| i16::from(row.quorum)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| i16::from(row.result_limit)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, row)| row.assignment_seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(insert, _)| insert.submitted_at).collect::<Vec<_>>())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -261,12 +268,13 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
         .filter_map(|task_id| batch.task_rows.get(task_id))
         .collect();
     if !updated.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "update task t set status = g.status, attempts = g.attempts, node_id = g.node_id,
                  assigned_at = g.assigned_at, started_at = g.started_at, finished_at = g.finished_at,
                  not_before = g.not_before, reason = g.reason, quorum = g.quorum, result_limit = g.result_limit,
                  assignment_seq = g.assignment_seq, result_json = coalesce(g.result_json, t.result_json),
-                 result_hash = coalesce(g.result_hash, t.result_hash), energy_uwh = coalesce(g.energy_uwh, t.energy_uwh),
+                 result_hash = coalesce(g.result_hash, t.result_hash),
+                 energy_uwh = coalesce(g.energy_uwh, t.energy_uwh),
                  solar_uwh = coalesce(g.solar_uwh, t.solar_uwh),
                  sci_operational_ng = coalesce(g.sci_operational_ng, t.sci_operational_ng),
                  sci_embodied_ng = coalesce(g.sci_embodied_ng, t.sci_embodied_ng), updated_at = now()
@@ -277,55 +285,58 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
                       quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh,
                       sci_operational_ng, sci_embodied_ng)
              where t.task_id = g.task_id",
+            &updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>(),
+            &updated.iter().map(|row| row.status.as_str()).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.attempts).collect::<Vec<_>>(),
+            &updated.iter().map(|row| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.assigned_at).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.started_at).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.finished_at).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.not_before).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| i16::from(row.quorum)).collect::<Vec<_>>(),
+            &updated.iter().map(|row| i16::from(row.result_limit)).collect::<Vec<_>>(),
+            &updated.iter().map(|row| row.assignment_seq).collect::<Vec<_>>() as &[_],
+            &updated
+                .iter()
+                .map(|row| row.result.as_ref().and_then(|result| result.result_json.clone()))
+                .collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>()
+                as &[_],
+            &updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row_sci(row).map(|sci| sci.operational_ng)).collect::<Vec<_>>() as &[_],
+            &updated.iter().map(|row| row_sci(row).map(|sci| sci.embodied_ng)).collect::<Vec<_>>() as &[_],
         )
-        .persistent(false)
-        .bind(updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.status.as_str()).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.attempts).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.node_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.assigned_at).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.started_at).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.finished_at).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.not_before).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.reason.as_ref().map(TaskReason::to_stored)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| i16::from(row.quorum)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| i16::from(row.result_limit)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.assignment_seq).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.result.as_ref().and_then(|result| result.result_json.clone())).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row.result.as_ref().map(|result| result.solar.0)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.operational_ng)).collect::<Vec<_>>())
-        .bind(updated.iter().map(|row| row_sci(row).map(|sci| sci.embodied_ng)).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     if !batch.quarantined.is_empty() {
         // Only the status and the reason change: the rest of the row is the evidence.
-        sqlx::query(
+        sqlx::query!(
             "update task t set status = 'quarantined', reason = g.reason, updated_at = now()
              from unnest($1::uuid[], $2::text[]) as g(task_id, reason) where t.task_id = g.task_id",
+            &batch.quarantined.iter().map(|(task_id, _)| task_id.as_uuid()).collect::<Vec<_>>(),
+            &batch.quarantined.iter().map(|(_, reason)| reason.to_stored()).collect::<Vec<_>>()
         )
-        .bind(batch.quarantined.iter().map(|(task_id, _)| task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(batch.quarantined.iter().map(|(_, reason)| reason.to_stored()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     for (organization_id, owner_id) in &batch.purges {
         // The readings leave every stored payload of the organisation's tasks that used them.
-        sqlx::query(
+        sqlx::query!(
             "update task set kind = jsonb_set(kind, '{participants}', coalesce(
                  (select jsonb_agg(participant) from jsonb_array_elements(kind -> 'participants') participant
                   where participant ->> 'owner_id' <> $2), '[]'::jsonb)),
                  updated_at = now()
              where cell_id = $3 and organization_id = $1 and kind_type = 'energy_group_optimisation'
                and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
+            organization_id.as_uuid(),
+            owner_id.to_string(),
+            cell
         )
-        .bind(organization_id.as_uuid())
-        .bind(owner_id.to_string())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -341,39 +352,38 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
     let mut statements = 0;
     if !batch.results.is_empty() {
         let rows = &batch.results;
-        sqlx::query(
+        sqlx::query!(
             "insert into task_result (task_id, attempt, node_id, owner_id, result_hash, result_json, energy_uwh,
                  solar_uwh, refusal, verdict, reported_at, cell_id)
              select *, $12 from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
                  $7::int8[], $8::int8[], $9::text[], $10::text[], $11::timestamptz[])",
+            &rows.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.attempt).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.node_id.as_uuid()).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.owner_id.as_uuid()).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.result_hash.as_str()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|row| row.result_json.clone()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|row| row.result.energy.0).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.solar.0).collect::<Vec<_>>(),
+            &rows.iter().map(|row| row.result.refusal.as_deref()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|row| row.verdict.as_str()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|row| row.reported_at).collect::<Vec<_>>(),
+            cell
         )
-        .bind(rows.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.attempt).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.node_id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.owner_id.as_uuid()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.result_hash.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result_json.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.energy.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.solar.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.result.refusal.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.verdict.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|row| row.reported_at).collect::<Vec<_>>())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     if !batch.verdicts.is_empty() {
         let verdicts = &batch.verdicts;
-        sqlx::query(
+        sqlx::query!(
             "update task_result r set verdict = g.verdict
              from unnest($1::uuid[], $2::int4[], $3::text[]) as g(task_id, attempt, verdict)
              where r.task_id = g.task_id and r.attempt = g.attempt",
+            &verdicts.iter().map(|(task_id, _, _)| task_id.as_uuid()).collect::<Vec<_>>(),
+            &verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>(),
+            &verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>() as &[_]
         )
-        .persistent(false)
-        .bind(verdicts.iter().map(|(task_id, _, _)| task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>())
-        .bind(verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -384,13 +394,12 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
             .iter()
             .map(|(node_id, trust)| (node_id.as_uuid(), i32::try_from(*trust).unwrap_or(i32::MAX)))
             .unzip();
-        sqlx::query(
+        sqlx::query!(
             "update node n set trust = g.trust from unnest($1::uuid[], $2::int4[]) as g(node_id, trust)
              where n.node_id = g.node_id",
+            &nodes,
+            &trust
         )
-        .persistent(false)
-        .bind(&nodes)
-        .bind(&trust)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -405,7 +414,7 @@ async fn write_ledger(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Res
     if !batch.credits.is_empty() {
         let credits = &batch.credits;
         let leaves: Vec<_> = credits.iter().map(|credit| &credit.leaf).collect();
-        sqlx::query(
+        sqlx::query!(
             "with entries as (
                  insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at, cell_id)
                  select task_id, account, node_id, carbon, amount, at, $20 from (
@@ -423,63 +432,60 @@ async fn write_ledger(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Res
              select *, $20 from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],
                  $11::int8[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[], $12::text[], $13::text[],
                  $14::timestamptz[], $15::int8[], $16::text[], $17::text[], $18::int8[], $19::int2[])",
-        )
-        .bind(leaves.iter().map(|leaf| leaf.task_id.as_uuid()).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.node_id.as_uuid()).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.carbon.0).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.node_share.0).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.cooperative_share.0).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.credited_at).collect::<Vec<_>>())
-        .bind(credits.iter().map(|credit| credit.block_height).collect::<Vec<_>>())
-        .bind(credits.iter().map(|credit| i32::try_from(credit.leaf_index).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.attempt).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.energy.0).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.solar.0).collect::<Vec<_>>())
-        .bind(credits.iter().map(|credit| hex::encode(credit.leaf_hash)).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.zone.as_str())).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.hour)).collect::<Vec<_>>())
-        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_mg_per_kwh)).collect::<Vec<_>>())
-        .bind(
-            leaves
+            &leaves.iter().map(|leaf| leaf.task_id.as_uuid()).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.node_id.as_uuid()).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.carbon.0).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.node_share.0).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.cooperative_share.0).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.credited_at).collect::<Vec<_>>(),
+            &credits.iter().map(|credit| credit.block_height).collect::<Vec<_>>(),
+            &credits.iter().map(|credit| i32::try_from(credit.leaf_index).unwrap_or(i32::MAX)).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.attempt).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.energy.0).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.solar.0).collect::<Vec<_>>(),
+            &credits.iter().map(|credit| hex::encode(credit.leaf_hash)).collect::<Vec<_>>(),
+            &leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.zone.as_str())).collect::<Vec<_>>()
+                as &[_],
+            &leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.hour)).collect::<Vec<_>>() as &[_],
+            &leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_mg_per_kwh)).collect::<Vec<_>>()
+                as &[_],
+            &leaves
                 .iter()
                 .map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_kind.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            leaves
+                .collect::<Vec<_>>() as &[_],
+            &leaves
                 .iter()
                 .map(|leaf| leaf.basis.as_ref().map(|basis| basis.intensity_source.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .bind(leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.price_peur_per_kg)).collect::<Vec<_>>())
-        .bind(
-            leaves
+                .collect::<Vec<_>>() as &[_],
+            &leaves.iter().map(|leaf| leaf.basis.as_ref().map(|basis| basis.price_peur_per_kg)).collect::<Vec<_>>()
+                as &[_],
+            &leaves
                 .iter()
                 .map(|leaf| leaf.basis.as_ref().map(|basis| i16::from(basis.node_share_percent)))
-                .collect::<Vec<_>>(),
+                .collect::<Vec<_>>() as &[_],
+            cell
         )
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     if !batch.sealed.is_empty() {
         let blocks = &batch.sealed;
-        sqlx::query(
+        sqlx::query!(
             "insert into proof_block (height, prev_hash, merkle_root, leaf_count, sealed_at, difficulty, nonce, hash,
                  cell_id)
              select *, $9 from unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[], $6::int2[],
                  $7::int8[], $8::text[])",
+            &blocks.iter().map(|block| block.draft.height).collect::<Vec<_>>(),
+            &blocks.iter().map(|block| block.draft.prev_hash.as_str()).collect::<Vec<_>>() as &[_],
+            &blocks.iter().map(|block| block.draft.merkle_root.as_str()).collect::<Vec<_>>() as &[_],
+            &blocks.iter().map(|block| i32::try_from(block.draft.leaf_count).unwrap_or(i32::MAX)).collect::<Vec<_>>(),
+            &blocks.iter().map(|block| block.draft.sealed_at).collect::<Vec<_>>(),
+            &blocks.iter().map(|block| i16::from(block.draft.difficulty)).collect::<Vec<_>>(),
+            &blocks.iter().map(|block| block.nonce).collect::<Vec<_>>(),
+            &blocks.iter().map(|block| block.hash.as_str()).collect::<Vec<_>>() as &[_],
+            cell
         )
-        .bind(blocks.iter().map(|block| block.draft.height).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| block.draft.prev_hash.as_str()).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| block.draft.merkle_root.as_str()).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| i32::try_from(block.draft.leaf_count).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| block.draft.sealed_at).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| i16::from(block.draft.difficulty)).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| block.nonce).collect::<Vec<_>>())
-        .bind(blocks.iter().map(|block| block.hash.as_str()).collect::<Vec<_>>())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -515,15 +521,13 @@ async fn load_missing_inputs(conn: &mut PgConnection, cell: &str, batch: &mut Ba
     let missing: Vec<uuid::Uuid> = wanted.iter().filter(|id| !inputs.contains_key(id)).copied().collect();
     let mut statements = 0;
     if !missing.is_empty() {
-        let rows: Vec<(uuid::Uuid, serde_json::Value)> =
-            sqlx::query_as("select task_id, kind from task where cell_id = $1 and task_id = any($2)")
-                .persistent(false)
-                .bind(cell)
-                .bind(&missing)
+        let rows =
+            sqlx::query!("select task_id, kind from task where cell_id = $1 and task_id = any($2)", cell, &missing)
                 .fetch_all(&mut *conn)
                 .await?;
         statements += 1;
-        for (task_id, kind) in rows {
+        for row in rows {
+            let (task_id, kind) = (row.task_id, row.kind);
             // A stored kind that does not parse must not fail every batch that places its task:
             // the assignment is not sent, and its start lease takes the task back.
             match serde_json::from_value::<TaskKind>(kind) {
@@ -554,47 +558,47 @@ async fn write_events(
     let mut statements = 0;
     if !batch.events.is_empty() {
         let events = &batch.events;
-        sqlx::query(
+        sqlx::query!(
             "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope, task_id,
                  cell_id)
              select seq, id, kind, organization, node, at, body::jsonb, task, $9
              from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[],
                  $8::uuid[])
                  as given(seq, id, kind, organization, node, at, body, task)",
+            &events.iter().map(|event| event.seq).collect::<Vec<_>>(),
+            &events.iter().map(|event| event.envelope.id.as_uuid()).collect::<Vec<_>>(),
+            &events.iter().map(|event| event.event_type).collect::<Vec<_>>() as &[_],
+            &events.iter().map(|event| event.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
+            &events.iter().map(|event| event.notify_node.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
+            &events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>(),
+            &events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>() as &[_],
+            &events.iter().map(|event| event.event.task_id().map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
+            cell
         )
-        .bind(events.iter().map(|event| event.seq).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.envelope.id.as_uuid()).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.event_type).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.notify_node.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>())
-        .bind(events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>())
-        .bind(events.iter().map(|event| event.event.task_id().map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     if !batch.processed.is_empty() {
         let processed = &batch.processed;
-        sqlx::query(
+        sqlx::query!(
             "insert into processed_message (message_id, message_type, organization_id, outcome, reason, cell_id)
              select id, kind, organization, case when reason is null then 'applied' else 'rejected' end, reason, $5
              from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) as given(id, kind, organization, reason)",
+            &processed.iter().map(|message| message.message_id.as_uuid()).collect::<Vec<_>>(),
+            &processed.iter().map(|message| message.message_type.as_str()).collect::<Vec<_>>() as &[_],
+            &processed.iter().map(|message| message.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>()
+                as &[_],
+            &processed.iter().map(|message| message.rejection.as_ref().map(Refusal::to_stored)).collect::<Vec<_>>()
+                as &[_],
+            cell
         )
-        .bind(processed.iter().map(|message| message.message_id.as_uuid()).collect::<Vec<_>>())
-        .bind(processed.iter().map(|message| message.message_type.as_str()).collect::<Vec<_>>())
-        .bind(processed.iter().map(|message| message.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>())
-        .bind(processed.iter().map(|message| message.rejection.as_ref().map(Refusal::to_stored)).collect::<Vec<_>>())
-        .bind(cell)
         .execute(&mut *conn)
         .await?;
         statements += 1;
     }
     // How far the previous batches were published: a writer that takes over republishes the rest.
-    sqlx::query("update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1")
-        .bind(published_seq)
-        .bind(cell)
+    sqlx::query!("update relay_cursor set last_seq = $1 where cell_id = $2 and last_seq < $1", published_seq, cell)
         .execute(&mut *conn)
         .await?;
     statements += 1;
