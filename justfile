@@ -74,7 +74,9 @@ bench-cluster runs="2": services
 # 20,000 tasks, stopped after the half-load phase) alternated on a grid of one cell and on one of
 # three (`BENCH_CELLS=a:BE,b:BE,c:BE`: one orchestrator writes the three, the fleet split over
 # them, the gateway choosing each task's cell), `runs` times each; prints tasks/s, the
-# sequential round trip, the CPU per task and each cell's share of the tasks.
+# sequential round trip, the CPU per task and each cell's share of the tasks. Then one cell of
+# three taken over under load (`kill -9` of the process writing it): the takeover time and the
+# other cells' completions meanwhile (also in `just bench`).
 bench-cells runs="2": services
     #!/usr/bin/env bash
     set -euo pipefail
@@ -89,6 +91,8 @@ bench-cells runs="2": services
             python3 bench/summarise.py "$mode" "$run" "$dir/$mode-$run.log"
         done
     done
+    unset BENCH_CELLS
+    BENCH_CELL_TAKEOVER_ONLY=1 cargo bench --quiet -p grid-system-tests --bench system 2> "$dir/takeover.log"
 
 # Scheduler figures: decisions per second over 10,000 nodes and 100,000 tasks; node death to requeue.
 bench-scheduler: services

@@ -93,7 +93,7 @@ async fn run_command() -> anyhow::Result<()> {
         sqlx::Postgres::create_database(&config.database_url).await?;
         tracing::info!("database created");
     }
-    let pool = grid_orchestrator::store::connect(&config.database_url, 8).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&config.database_url).await?;
     match action {
         Action::Run => {
             let shutdown = CancellationToken::new();

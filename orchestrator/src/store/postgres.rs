@@ -308,6 +308,7 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             &updated.iter().map(|row| row_sci(row).map(|sci| sci.operational_ng)).collect::<Vec<_>>() as &[_],
             &updated.iter().map(|row| row_sci(row).map(|sci| sci.embodied_ng)).collect::<Vec<_>>() as &[_],
         )
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -384,6 +385,7 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
             &verdicts.iter().map(|(_, attempt, _)| *attempt).collect::<Vec<_>>(),
             &verdicts.iter().map(|(_, _, verdict)| verdict.as_str()).collect::<Vec<_>>() as &[_]
         )
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
         statements += 1;
@@ -400,6 +402,7 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
             &nodes,
             &trust
         )
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
         statements += 1;

@@ -155,6 +155,26 @@ pub(crate) struct QueuedMemory {
     pub(crate) new_writer_rss_mib: f64,
 }
 
+/// One cell of three taken over under load (`cells.rs`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CellTakeover {
+    pub(crate) cells: usize,
+    pub(crate) nodes: u64,
+    pub(crate) offered_per_second: u64,
+    pub(crate) submit_errors: u64,
+    /// `kill -9` of the process writing the cell → the standby reports itself its writer.
+    pub(crate) kill_to_writer_ms: f64,
+    /// … → a task submitted to the cell just after the kill completes.
+    pub(crate) kill_to_cell_completed_task_ms: f64,
+    /// The two other cells' completions per second, in the 3 s before the kill and while the
+    /// cell was taken over (kill → that task completed).
+    pub(crate) other_cells_completed_per_second_before: f64,
+    pub(crate) other_cells_completed_per_second_during: f64,
+    /// The longest wait between two completions of either other cell, from a second before the
+    /// kill to a second after that task completed.
+    pub(crate) other_cells_longest_gap_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Memory {
     pub(crate) gateway_peak_rss_before_overload_mib: f64,
@@ -290,6 +310,7 @@ pub(crate) struct Report {
     pub(crate) takeover: Takeovers,
     pub(crate) redis: RedisFootprint,
     pub(crate) queued: QueuedMemory,
+    pub(crate) cell_takeover: CellTakeover,
     pub(crate) memory: Memory,
     pub(crate) gateway: GatewayFigures,
     pub(crate) binary_sizes: BinarySizes,
@@ -303,6 +324,7 @@ pub(crate) enum Outcome {
     Report(Box<Report>),
     GatewayOnly { open_loop_submit: Vec<OpenLoop>, gateway: Box<GatewayFigures> },
     StoppedAfterHalf { half: HalfCapacity, throughput: Box<Throughput> },
+    CellTakeoverOnly { cell_takeover: CellTakeover },
 }
 
 /// Figures on one line, for the progress a run prints.

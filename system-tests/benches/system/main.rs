@@ -16,6 +16,8 @@
 //! `BENCH_CELLS=a:BE,b:BE,c:BE` runs the grid in these cells (`GRID_CELLS`: one orchestrator
 //! process writes them all, another stands by for all), the fleet split over them, one simulated
 //! fleet process per cell, every submission left to the gateway's choice of cell.
+//! `BENCH_CELL_TAKEOVER_ONLY=1` runs only the takeover of one cell of three under load
+//! (`cells.rs`; `BENCH_CELL_TAKEOVER_RATE`, 300 tasks/s, and `BENCH_CELL_TAKEOVER_NODES`, 150).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
+mod cells;
 mod figures;
 mod measures;
 mod phases;
@@ -35,6 +38,7 @@ mod report;
 #[path = "../support/mod.rs"]
 mod support;
 
+use cells::*;
 use figures::*;
 use measures::*;
 use phases::*;
@@ -58,6 +62,12 @@ fn workspace() -> PathBuf {
 }
 
 async fn run() -> anyhow::Result<Outcome> {
+    let cell_takeover_rate = setting("BENCH_CELL_TAKEOVER_RATE", 300);
+    let cell_takeover_nodes = setting("BENCH_CELL_TAKEOVER_NODES", 150);
+    if std::env::var_os("BENCH_CELL_TAKEOVER_ONLY").is_some() {
+        let figures = cell_takeover(cell_takeover_nodes, cell_takeover_rate).await?;
+        return Ok(Outcome::CellTakeoverOnly { cell_takeover: figures });
+    }
     let nodes = setting("BENCH_NODES", 1000);
     let tasks = setting("BENCH_TASKS", 50_000) as usize;
     let sequential_tasks = setting("BENCH_SEQUENTIAL", 1000) as usize;
@@ -74,23 +84,11 @@ async fn run() -> anyhow::Result<Outcome> {
     let machine = machine(&scratch.database_url).await;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let base = format!("http://{listen}");
-    let mut env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", scratch.database_url.clone()),
-        ("REDIS_URL", scratch.redis_url.clone()),
-        ("GRID_NAMESPACE", scratch.namespace.clone()),
-        ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
-        ("GATEWAY_LISTEN", listen.clone()),
-        ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
-    ];
+    let mut env = grid_env(&scratch, &listen);
     if !cells.is_empty() {
         env.push(("GRID_CELLS", cells.join(",")));
     }
-    let migrated = Command::new(workspace().join("target/release/orchestrator"))
-        .arg("migrate")
-        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
-        .status()?;
-    anyhow::ensure!(migrated.success(), "orchestrator migrate failed");
+    migrate(&env)?;
     // A request that takes longer than 10 s counts as an error (an overloaded open-loop phase
     // then ends in bounded time).
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(10)).build()?;
@@ -99,27 +97,8 @@ async fn run() -> anyhow::Result<Outcome> {
     writer.wait_for_role(&http, "writer").await;
     let mut orchestrators = [writer, Orchestrator::start("orchestrator-b", &env)?];
     orchestrators[1].wait_for_role(&http, "standby").await;
-    let gateway = Service::start("gateway", "gateway", &[], &env)?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&scratch.database_url).await?;
-    support::poll("the gateway", || async {
-        let answered = http.get(format!("{base}/healthz")).send().await.ok()?;
-        answered.status().is_success().then_some(())
-    })
-    .await;
-    let created: Value = http
-        .post(format!("{base}/v1/organizations"))
-        .bearer_auth(OPERATOR_KEY)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let api_key = created["api_key"].as_str().unwrap_or_default().to_owned();
-    support::poll("the organisation", || async {
-        let answered = http.get(format!("{base}/v1/tasks?limit=1")).bearer_auth(&api_key).send().await.ok()?;
-        (answered.status() == 200).then_some(())
-    })
-    .await;
+    let (gateway, api_key) = gateway_with_organisation("gateway", &env, &http, &base, "bench").await?;
 
     let watch = Arc::new(Watch::default());
     // A client of its own: reqwest's timeout covers a whole response, and this one never ends.
@@ -319,6 +298,8 @@ async fn run() -> anyhow::Result<Outcome> {
     scratch.remove().await?;
     let queued = queued_memory(&env_template(), setting("BENCH_QUEUED", 100_000) as usize).await?;
     eprintln!("queued: {}", line(&queued));
+    let cell_takeover = cell_takeover(cell_takeover_nodes, cell_takeover_rate).await?;
+    eprintln!("cell takeover: {}", line(&cell_takeover));
     Ok(Outcome::Report(Box::new(Report {
         machine,
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -331,6 +312,7 @@ async fn run() -> anyhow::Result<Outcome> {
         takeover: takeovers,
         redis,
         queued,
+        cell_takeover,
         memory,
         gateway: gateway_figures,
         binary_sizes: sizes,

@@ -45,6 +45,62 @@ pub(crate) fn start_fleets(
     Ok(fleets)
 }
 
+/// The settings of a grid over `scratch` whose gateway listens on `listen` (no rate limit to
+/// speak of, warnings logged).
+pub(crate) fn grid_env(scratch: &Scratch, listen: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", scratch.database_url.clone()),
+        ("REDIS_URL", scratch.redis_url.clone()),
+        ("GRID_NAMESPACE", scratch.namespace.clone()),
+        ("GRID_OPERATOR_KEY", OPERATOR_KEY.to_owned()),
+        ("GATEWAY_LISTEN", listen.to_owned()),
+        ("GATEWAY_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+}
+
+/// `orchestrator migrate` on the grid of `env`.
+pub(crate) fn migrate(env: &[(&str, String)]) -> anyhow::Result<()> {
+    let migrated = Command::new(workspace().join("target/release/orchestrator"))
+        .arg("migrate")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .status()?;
+    anyhow::ensure!(migrated.success(), "orchestrator migrate failed");
+    Ok(())
+}
+
+/// The grid's gateway, started and answering at `base`, with an organisation named
+/// `organisation` made on it (once the grid knows its key): the gateway and the key.
+pub(crate) async fn gateway_with_organisation(
+    name: &'static str,
+    env: &[(&str, String)],
+    http: &reqwest::Client,
+    base: &str,
+    organisation: &str,
+) -> anyhow::Result<(Service, String)> {
+    let gateway = Service::start(name, "gateway", &[], env)?;
+    support::poll("the gateway", || async {
+        let answered = http.get(format!("{base}/healthz")).send().await.ok()?;
+        answered.status().is_success().then_some(())
+    })
+    .await;
+    let created: Value = http
+        .post(format!("{base}/v1/organizations"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({ "name": organisation }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_key = created["api_key"].as_str().unwrap_or_default().to_owned();
+    support::poll("the organisation", || async {
+        let answered = http.get(format!("{base}/v1/tasks?limit=1")).bearer_auth(&api_key).send().await.ok()?;
+        (answered.status() == 200).then_some(())
+    })
+    .await;
+    Ok((gateway, api_key))
+}
+
 /// A child process, killed when dropped.
 pub(crate) struct Service {
     pub(crate) name: &'static str,
@@ -141,6 +197,15 @@ pub(crate) struct Readiness {
     pub(crate) batches: u64,
     pub(crate) statements: u64,
     pub(crate) blocks_sealed: u64,
+    /// Each cell the process serves, with its role there.
+    #[serde(default)]
+    pub(crate) cells: Vec<CellReadiness>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct CellReadiness {
+    pub(crate) cell: String,
+    pub(crate) role: Option<String>,
 }
 
 /// An orchestrator process with its admin endpoint.
@@ -167,6 +232,16 @@ impl Orchestrator {
         support::poll(role, || async {
             let readiness = self.readiness(http).await?;
             (readiness.role == role && readiness.status == "ready").then_some(readiness)
+        })
+        .await
+    }
+
+    /// Waits until the process is ready and holds `role` in `cell`.
+    pub(crate) async fn wait_for_cell_role(&self, http: &reqwest::Client, cell: &str, role: &str) {
+        support::poll(&format!("{role} of cell {cell}"), || async {
+            let readiness = self.readiness(http).await?;
+            let held = readiness.cells.iter().any(|each| each.cell == cell && each.role.as_deref() == Some(role));
+            (held && readiness.status == "ready").then_some(())
         })
         .await
     }

@@ -139,6 +139,35 @@ pub(crate) fn markdown(report: &Report) -> String {
         &report.queued.takeover_ms,
         "",
     ));
+    let cells = &report.cell_takeover;
+    out.push_str(&row(
+        &format!(
+            "one cell of {} taken over after kill -9 under {} tasks/s, {} nodes (ms)",
+            cells.cells, cells.offered_per_second, cells.nodes
+        ),
+        &cells.kill_to_writer_ms,
+        "≤ 2,000",
+    ));
+    out.push_str(&row(
+        "… until a task submitted to it after the kill completed (ms)",
+        &cells.kill_to_cell_completed_task_ms,
+        "",
+    ));
+    out.push_str(&row(
+        "… the other cells' completions per second, before the kill",
+        &cells.other_cells_completed_per_second_before,
+        "",
+    ));
+    out.push_str(&row(
+        "… the other cells' completions per second, during the takeover",
+        &cells.other_cells_completed_per_second_during,
+        "unchanged",
+    ));
+    out.push_str(&row(
+        "… the other cells' longest gap between completions around it (ms)",
+        &cells.other_cells_longest_gap_ms,
+        "≤ 200",
+    ));
     out.push_str(&row(
         "Redis memory of the grid's namespace after the runs (MiB)",
         &report.redis.namespace_mib,
