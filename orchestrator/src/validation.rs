@@ -140,11 +140,6 @@ pub fn decide(
     Outcome::AnotherReplica { needed, requirement }
 }
 
-/// A uniform draw in 0 .. 1,000,000 for the spot check (the tiny modulo bias does not matter).
-pub fn draw_ppm() -> u32 {
-    getrandom::u32().map(|value| value % 1_000_000).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
