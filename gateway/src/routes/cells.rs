@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use grid_shared::cells::CellName;
 use grid_shared::wire::summary::CellSummary;
 use serde::{Deserialize, Serialize};
@@ -93,13 +93,11 @@ pub struct Cells {
 /// A cell's writer lease, as its `writer` row holds it (`none` at epoch 0 before any writer ran
 /// the cell).
 pub async fn writer_lease(state: &AppState, cell: &CellName) -> Result<WriterLease, ApiError> {
-    let row: Option<(String, i64, DateTime<Utc>)> =
-        sqlx::query!("select holder, epoch, since from writer where cell_id = $1", cell.as_str())
-            .map(|row| (row.holder, row.epoch, row.since))
+    let lease =
+        sqlx::query_as!(WriterLease, "select holder, epoch, since from writer where cell_id = $1", cell.as_str())
             .fetch_optional(&state.pool)
             .await?;
-    let (holder, epoch, since) = row.unwrap_or_else(|| ("none".to_owned(), 0, Utc::now()));
-    Ok(WriterLease { holder, epoch, since })
+    Ok(lease.unwrap_or_else(|| WriterLease { holder: "none".to_owned(), epoch: 0, since: Utc::now() }))
 }
 
 #[utoipa::path(get, path = "/v1/cells", tag = "health", security(("bearer" = [])),

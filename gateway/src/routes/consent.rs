@@ -70,27 +70,16 @@ pub async fn list(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    type Row = (uuid::Uuid, bool, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>, String);
-    let rows: Vec<Row> = sqlx::query!(
+    let mut owners = sqlx::query_as!(
+        OwnerConsent,
         "select owner_id, granted, granted_at, revoked_at, consent_version from consent
          where organization_id = $1 and ($2::uuid is null or owner_id > $2) order by owner_id limit $3",
         organization_id.as_uuid(),
         query.after,
         limit + 1
     )
-    .map(|row| (row.owner_id, row.granted, row.granted_at, row.revoked_at, row.consent_version))
     .fetch_all(&state.pool)
     .await?;
-    let mut owners: Vec<OwnerConsent> = rows
-        .into_iter()
-        .map(|(owner_id, granted, granted_at, revoked_at, consent_version)| OwnerConsent {
-            owner_id,
-            granted,
-            granted_at,
-            revoked_at,
-            consent_version,
-        })
-        .collect();
     let more = owners.len() as i64 > limit;
     owners.truncate(usize::try_from(limit).unwrap_or(0));
     let next_after = if more { owners.last().map(|owner| owner.owner_id) } else { None };
@@ -193,32 +182,33 @@ pub async fn read(
     ApiPath(owner_id): ApiPath<uuid::Uuid>,
 ) -> Result<Json<ConsentView>, ApiError> {
     let organization_id = caller.organization()?;
-    type Timestamp = Option<chrono::DateTime<chrono::Utc>>;
-    let row: Option<(bool, Timestamp, Timestamp, String, Option<String>)> = sqlx::query!(
+    let consent = sqlx::query!(
         "select granted, granted_at, revoked_at, consent_version, consent_ip from consent
          where owner_id = $1 and organization_id = $2",
         owner_id,
         organization_id.as_uuid()
     )
-    .map(|row| (row.granted, row.granted_at, row.revoked_at, row.consent_version, row.consent_ip))
     .fetch_optional(&state.pool)
-    .await?;
-    let (granted, granted_at, revoked_at, consent_version, consent_ip) = row.ok_or(ApiError::NotFound("consent"))?;
-    type Change = (String, chrono::DateTime<chrono::Utc>, Option<String>, Option<String>);
-    let changes: Vec<Change> = sqlx::query!(
+    .await?
+    .ok_or(ApiError::NotFound("consent"))?;
+    let history = sqlx::query_as!(
+        ConsentChange,
         "select action, at, consent_version, consent_ip from consent_history
          where organization_id = $1 and owner_id = $2 order by consent_history_id",
         organization_id.as_uuid(),
         owner_id
     )
-    .map(|row| (row.action, row.at, row.consent_version, row.consent_ip))
     .fetch_all(&state.pool)
     .await?;
-    let history = changes
-        .into_iter()
-        .map(|(action, at, consent_version, consent_ip)| ConsentChange { action, at, consent_version, consent_ip })
-        .collect();
-    Ok(Json(ConsentView { owner_id, granted, granted_at, revoked_at, consent_version, consent_ip, history }))
+    Ok(Json(ConsentView {
+        owner_id,
+        granted: consent.granted,
+        granted_at: consent.granted_at,
+        revoked_at: consent.revoked_at,
+        consent_version: consent.consent_version,
+        consent_ip: consent.consent_ip,
+        history,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/owners/{owner_id}/consent", tag = "consent",

@@ -72,7 +72,7 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
     let writer = crate::routes::cells::writer_lease(&state, state.keys().cell()).await?;
     // Each orchestrator's lease session is named `grid-orchestrator:<name>` and holds the
     // writer's advisory lock (the writer) or waits on it (a standby).
-    let processes: Vec<(String, bool, DateTime<Utc>)> = sqlx::query!(
+    let orchestrators = sqlx::query!(
         r#"select substr(a.application_name, length('grid-orchestrator:') + 1) as "name!",
              bool_or(l.granted) as "writing!", min(a.backend_start) as "since!"
          from pg_stat_activity a join pg_locks l on l.pid = a.pid and l.locktype = 'advisory'
@@ -80,17 +80,13 @@ pub async fn operations(State(state): State<AppState>, caller: Caller) -> Result
          group by a.pid, a.application_name
          order by 2 desc, 3"#
     )
-    .map(|row| (row.name, row.writing, row.since))
+    .map(|row| OrchestratorProcess {
+        name: row.name,
+        role: if row.writing { "writer" } else { "standby" }.to_owned(),
+        since: row.since,
+    })
     .fetch_all(&state.pool)
     .await?;
-    let orchestrators = processes
-        .into_iter()
-        .map(|(name, writing, since)| OrchestratorProcess {
-            name,
-            role: if writing { "writer" } else { "standby" }.to_owned(),
-            since,
-        })
-        .collect();
     // Summed over the cells (`GET /v1/cells` has each one's).
     let mut conn = state.redis.get().await?;
     let (mut command_backlog, mut report_backlog, mut dead_letters) = (0_i64, 0_i64, 0_i64);
