@@ -200,6 +200,7 @@ demo-reset: services
 # Run everything (services, 2 orchestrators, gateway, simulated solar fleet, sample tasks), then
 # keep it running `seconds` (0: stop once the tasks are done). Exits non-zero when a sample task
 # does not complete. Starts from a clean state each run (DEMO_KEEP=1 keeps the last one's).
+# DEMO_BATCH=100 submits the sample tasks in batches of 100 (`POST /v1/tasks/batch`).
 demo seconds="120" nodes="6" tasks="300": services
     #!/usr/bin/env bash
     set -euo pipefail
@@ -274,7 +275,7 @@ demo seconds="120" nodes="6" tasks="300": services
     echo "(a task submitted at night waits for the sun, or for the hour its zone's grid is expected to be cleanest,"
     echo "each at most until three expected runtimes before its deadline; each credit uses its zone's intensity of the hour)"
     echo "submitting {{tasks}} sample tasks to {{nodes}} simulated nodes..."
-    RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}} --require-all
+    RUST_LOG=warn "$bin/worker" --gateway "$gateway_url" submit --api-key "$api_key" --tasks {{tasks}} --batch "${DEMO_BATCH:-1}" --require-all
     curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/stats"; echo
     verdict=$(curl -s -H "Authorization: Bearer $api_key" "$gateway_url/v1/proofs/verify")
     echo "$verdict"

@@ -1,5 +1,6 @@
 """One line per run of the reduced system bench (`just bench-cluster`, `just bench-cells`): its
-end-to-end tasks/s, sequential round trip, CPU per task and, with cells, each cell's share.
+end-to-end tasks/s, sequential round trip, CPU per task, the same in batches of 100 and, with
+cells, each cell's share.
 
 Usage: summarise.py <mode> <run> <the bench's stderr>
 """
@@ -18,6 +19,12 @@ line = (f"{mode:7} run {run}: {t['tasks_per_second']:,.0f} tasks/s, sequential p
         f" gateway {p['gateway_cpu_us']:.0f}, orchestrator {p['orchestrator_cpu_us']:.0f},"
         f" postgresql {p['postgresql_cpu_us']:.0f}; {p['tasks_per_batch']:.1f} tasks per batch,"
         f" {p['sql_statements']:.2f} statements and {p['wal_bytes']:,.0f} B of WAL per task")
+if "throughput in batches of 100" in lines:
+    b = json.loads(lines["throughput in batches of 100"])
+    q = b["per_task"]
+    line += (f"; in batches of 100: {b['tasks_per_second']:,.0f} tasks/s, CPU per task"
+             f" {q['redis_cpu_us'] + q['gateway_cpu_us'] + q['orchestrator_cpu_us'] + q['postgresql_cpu_us']:.0f} µs"
+             f" (gateway {q['gateway_cpu_us']:.0f})")
 if "cells" in lines:
     cells = json.loads(lines["cells"])
     total = sum(cells.values()) or 1

@@ -492,6 +492,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tasks/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Submits up to 1,000 tasks in one request: the valid ones are appended to one cell's command stream in one Redis round trip, all or none, and answered with their ids in the request's order; an invalid task is refused alone, with its index and its problem. The batch counts as one request against the key's rate limit, and is refused whole (503, `Retry-After`) while the grid has `GATEWAY_MAX_BACKLOG` commands not yet applied (below it, a batch is taken whole). One `Idempotency-Key` covers the whole batch; a key used on `POST /v1/tasks` is a conflict here. A batch runs in one cell. The body limit (`GATEWAY_MAX_BODY_BYTES`, 4 MiB) holds 1,000 thermal simulations but only a few of the largest group optimisations (413 above it). */
+        post: operations["submit_task_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tasks/counts": {
         parameters: {
             query?: never;
@@ -544,6 +561,16 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description What became of one task of a batch: its ids, or the problem that refused it. */
+        BatchItem: {
+            /** Format: uuid */
+            command_id?: string | null;
+            /** @description The task's place in the request's `tasks`, from 0. */
+            index: number;
+            problem?: components["schemas"]["Problem"] | null;
+            /** Format: uuid */
+            task_id?: string | null;
+        };
         BlockPage: {
             blocks: components["schemas"]["BlockView"][];
             /** @description The cell whose chain these blocks are (each cell has its own, heights from 1). */
@@ -1414,6 +1441,31 @@ export interface components {
             operational_ng: number;
             /** Format: int64 */
             total_ng: number;
+        };
+        SubmitTaskBatchRequest: {
+            /**
+             * @description The cell every task of the batch must run in, one of `GET /v1/cells`. Absent: the grid
+             *     chooses one cell, the greenest with room, for the whole batch. A task of the batch may
+             *     name only this same cell.
+             * @example main
+             */
+            cell?: string | null;
+            /**
+             * @description 1 to 1,000 tasks, each as `POST /v1/tasks` takes one. Each is checked on its own: a task
+             *     that is not valid is refused alone (its problem in `items`, its fields named
+             *     `tasks[<index>].…`), and the others are submitted.
+             */
+            tasks: components["schemas"]["SubmitTaskRequest"][];
+        };
+        SubmitTaskBatchResponse: {
+            /** @description Tasks submitted (each then admitted or rejected by the orchestrator, as one task is). */
+            accepted: number;
+            /** @description The cell the batch went to. */
+            cell: string;
+            /** @description One per task of the request, in its order. */
+            items: components["schemas"]["BatchItem"][];
+            /** @description Tasks refused here, each with its problem in `items`. */
+            refused: number;
         };
         SubmitTaskRequest: {
             /**
@@ -5295,6 +5347,123 @@ export interface operations {
                 };
             };
             /** @description Invalid body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many requests with this credential; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over capacity, a backing service unavailable, or the request timed out; see Retry-After (seconds) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    submit_task_batch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Repeat the whole batch safely for 24 h: the same answer, nothing submitted twice */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubmitTaskBatchRequest"];
+            };
+        };
+        responses: {
+            /** @description At least one task submitted: each task's ids or problem */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubmitTaskBatchResponse"];
+                };
+            };
+            /** @description Malformed request (not JSON, or not the JSON shape) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Missing or invalid key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not an organisation key */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such resource for this caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Idempotency-Key reused for another request */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body larger than the server accepts */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No task submitted: the batch's own fields, or every task's problem */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -52,7 +52,7 @@ pub enum ApiError {
 }
 
 /// The problem document.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     /// A stable URI naming the kind of problem.
     #[serde(rename = "type")]
@@ -65,7 +65,7 @@ pub struct Problem {
     pub errors: Vec<ProblemField>,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct ProblemField {
     pub field: String,
     pub reason: String,

@@ -23,7 +23,7 @@ use crate::routes::{
     paths(
         organizations::create_organization, organizations::rotate_key, organizations::declare_energy_contract,
         nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
-        tasks::submit_task, tasks::get_tasks, tasks::get_task_counts, tasks::get_task, tasks::get_task_events, tasks::cancel_task,
+        tasks::submit_task, tasks::submit_task_batch, tasks::get_tasks, tasks::get_task_counts, tasks::get_task, tasks::get_task_events, tasks::cancel_task,
         commands::get_command,
         consent::list, consent::grant, consent::read, consent::revoke,
         ledger::stats, ledger::credits, ledger::verify_proofs, ledger::blocks, ledger::proofs, ledger::proofs_of_task,

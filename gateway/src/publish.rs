@@ -105,12 +105,70 @@ pub async fn publish_once(
         max_backlog,
     };
     let mut conn = state.redis.get().await?;
-    match script.run(&mut conn).await? {
-        scripts::Published::Appended => {
-            tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
-                correlation_id = %envelope.correlation_id, "published");
-            Ok(Published::Appended(envelope.id))
-        }
+    let published = script.run(&mut conn).await?;
+    if published == scripts::Published::Appended {
+        tracing::info!(message_id = %envelope.id, message_type = %envelope.message_type,
+            correlation_id = %envelope.correlation_id, "published");
+    }
+    outcome(state, credential, published, envelope.id)
+}
+
+/// Publishes `commands` (each with its id and origin) to the command stream of `cell` in one
+/// round trip, all or none, under one optional `Idempotency-Key` (`remember`, a key of that
+/// cell): the batch form of [`publish_once`]. The batch is admitted as one request, and while
+/// the stream holds fewer than `GATEWAY_MAX_BACKLOG` commands.
+pub async fn publish_commands(
+    state: &AppState,
+    cell: &CellName,
+    credential: &Credential,
+    commands: &[(MessageId, Origin, grid_shared::messages::Command)],
+    remember: Option<scripts::Remember<'_>>,
+) -> Result<Published, ApiError> {
+    let Some((first_id, _, first)) = commands.first() else {
+        return Err(ApiError::Internal("an empty batch reached publishing".to_owned()));
+    };
+    // The script appends every entry under one type.
+    if commands.iter().any(|(_, _, command)| command.message_type() != first.message_type()) {
+        return Err(ApiError::Internal("a batch of commands of several types reached publishing".to_owned()));
+    }
+    let entries: Vec<(String, String)> = commands
+        .iter()
+        .map(|(id, origin, command)| {
+            let envelope = Envelope::wrap_with_id(*id, command, *origin);
+            (envelope.id.to_string(), envelope.to_json())
+        })
+        .collect();
+    let keys = state.cell_keys(cell);
+    let check = credential.admission_check(state, keys);
+    let (stream, issuers) = (keys.commands(), keys.issuers());
+    let issuer = credential.issuer_tag();
+    let script = scripts::PublishBatch {
+        admission: &check,
+        stream: &stream,
+        issuers: &issuers,
+        message_type: first.message_type(),
+        entries: &entries,
+        issuer: &issuer,
+        remember,
+        max_backlog: state.config.max_backlog,
+    };
+    let mut conn = state.redis.get().await?;
+    let published = script.run(&mut conn).await?;
+    if published == scripts::Published::Appended {
+        tracing::info!(commands = commands.len(), first_message_id = %first_id, cell = %cell, "published a batch");
+    }
+    outcome(state, credential, published, *first_id)
+}
+
+/// What a publish script's answer means to the request that ran it.
+fn outcome(
+    state: &AppState,
+    credential: &Credential,
+    published: scripts::Published,
+    id: MessageId,
+) -> Result<Published, ApiError> {
+    match published {
+        scripts::Published::Appended => Ok(Published::Appended(id)),
         scripts::Published::Remembered(answer) => Ok(Published::Remembered(answer)),
         scripts::Published::Backlogged => {
             state.pressure.backlog_full();

@@ -82,12 +82,14 @@ impl Driver {
         Ok(json!({"organization_id": created["organization_id"], "api_key": created["api_key"]}))
     }
 
-    /// Submits `count` sample tasks (one in four a group optimisation), then waits until each is
-    /// final or `timeout` passes, telling `progress` where they stand every few seconds.
+    /// Submits `count` sample tasks (one in four a group optimisation), one per request or (`batch`
+    /// above 1) in batches of `batch` (`POST /v1/tasks/batch`), then waits until each is final or
+    /// `timeout` passes, telling `progress` where they stand every few seconds.
     pub async fn submit_samples(
         &self,
         api_key: &str,
         count: usize,
+        batch: usize,
         timeout: Duration,
         mut progress: impl FnMut(Progress),
     ) -> Result<LoadReport, ClientError> {
@@ -103,23 +105,11 @@ impl Driver {
             self.wait_for_command(api_key, granted["command_id"].as_str().unwrap_or_default()).await?;
         }
         let clock = Instant::now();
-        // Sixteen submissions in flight at a time, as a dashboard batch would send them.
-        let submissions = futures_util::stream::iter(0..count)
-            .map(|index| {
-                let request = self
-                    .http
-                    .post(format!("{}/v1/tasks", self.base))
-                    .bearer_auth(api_key)
-                    .json(&sample_task(index, &owners));
-                async move { json_of(request).await }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-        let mut waiting = HashSet::with_capacity(count);
-        for accepted in submissions {
-            waiting.insert(accepted?["task_id"].as_str().unwrap_or_default().to_owned());
-        }
+        let mut waiting = if batch <= 1 {
+            self.submit_one_by_one(api_key, count, &owners).await?
+        } else {
+            self.submit_in_batches(api_key, count, batch, &owners).await?
+        };
         info!(count, seconds = clock.elapsed().as_secs_f64(), "tasks submitted; waiting for them");
         let deadline = Instant::now() + timeout;
         let (mut completed, mut unsuccessful) = (0, 0);
@@ -178,6 +168,72 @@ impl Driver {
             failed_or_rejected: unsuccessful,
             seconds: clock.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Sixteen submissions in flight at a time, as a dashboard would send them; the task ids.
+    async fn submit_one_by_one(
+        &self,
+        api_key: &str,
+        count: usize,
+        owners: &[uuid::Uuid],
+    ) -> Result<HashSet<String>, ClientError> {
+        let submissions = futures_util::stream::iter(0..count)
+            .map(|index| {
+                let request = self
+                    .http
+                    .post(format!("{}/v1/tasks", self.base))
+                    .bearer_auth(api_key)
+                    .json(&sample_task(index, owners));
+                async move { json_of(request).await }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let mut waiting = HashSet::with_capacity(count);
+        for accepted in submissions {
+            waiting.insert(accepted?["task_id"].as_str().unwrap_or_default().to_owned());
+        }
+        Ok(waiting)
+    }
+
+    /// Batches of `batch` tasks (`POST /v1/tasks/batch`), four in flight, each under its own
+    /// `Idempotency-Key`; the task ids. A task the gateway refused is an error: samples are valid.
+    async fn submit_in_batches(
+        &self,
+        api_key: &str,
+        count: usize,
+        batch: usize,
+        owners: &[uuid::Uuid],
+    ) -> Result<HashSet<String>, ClientError> {
+        let chunks: Vec<Vec<Value>> = (0..count)
+            .map(|index| sample_task(index, owners))
+            .collect::<Vec<_>>()
+            .chunks(batch)
+            .map(<[Value]>::to_vec)
+            .collect();
+        let answers = futures_util::stream::iter(chunks)
+            .map(|tasks| {
+                let request = self
+                    .http
+                    .post(format!("{}/v1/tasks/batch", self.base))
+                    .bearer_auth(api_key)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({"tasks": tasks}));
+                async move { json_of(request).await }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut waiting = HashSet::with_capacity(count);
+        for answer in answers {
+            for item in answer?["items"].as_array().into_iter().flatten() {
+                match item["task_id"].as_str() {
+                    Some(task_id) => waiting.insert(task_id.to_owned()),
+                    None => return Err(ClientError::Refused { status: 422, detail: item["problem"].to_string() }),
+                };
+            }
+        }
+        Ok(waiting)
     }
 }
 

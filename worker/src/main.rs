@@ -77,6 +77,10 @@ enum Action {
         api_key: String,
         #[arg(long, default_value_t = 100)]
         tasks: usize,
+        /// Submit in batches of this many tasks (`POST /v1/tasks/batch`, 1 to 1,000); 1 sends
+        /// one request per task.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch: u16,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -156,7 +160,7 @@ fn run() -> anyhow::Result<()> {
                 let created = Driver::new(&cli.gateway).create_organization(&operator_key, &name).await?;
                 println!("{}", serde_json::to_string_pretty(&created)?);
             }
-            Action::Submit { api_key, tasks, timeout, require_all } => {
+            Action::Submit { api_key, tasks, batch, timeout, require_all } => {
                 let tell = |progress: Progress| {
                     let waiting = if progress.queued > 0 {
                         format!(
@@ -172,7 +176,9 @@ fn run() -> anyhow::Result<()> {
                     );
                 };
                 let driver = Driver::new(&cli.gateway);
-                let report = driver.submit_samples(&api_key, tasks, Duration::from_secs(timeout), tell).await?;
+                let report = driver
+                    .submit_samples(&api_key, tasks, usize::from(batch), Duration::from_secs(timeout), tell)
+                    .await?;
                 println!(
                     "{} submitted, {} completed, {} failed or rejected, in {:.2} s: {:.1} tasks/s",
                     report.submitted,

@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use grid_shared::cells::{CellChoice, CellName};
-use grid_shared::domain::{Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline};
+use grid_shared::domain::{
+    FieldError, Participant, Priority, Replicas, TaskKind, TaskKindInput, TaskStatus, parse_deadline,
+};
 use grid_shared::ids::{BuildingId, CoproprieteId, MessageId, OrganizationId, OwnerId, TaskId};
 use grid_shared::messages::{CancelTask, Command, Sha256Hex, SubmitTask};
 use grid_shared::wire::scripts::Remember;
@@ -16,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Caller, Credential};
 use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{Published, Stream, correlation_id, origin_of, publish, publish_once};
+use crate::publish::{Published, Stream, correlation_id, origin_of, publish, publish_commands, publish_once};
 use crate::read_model::events::{TaskHistory, of_task};
 use crate::read_model::tasks::{TaskPage, TaskSearch, TaskView, count_tasks, decode_cursor, find_task, list_tasks};
 use crate::routes::nodes::{CommandAccepted, known_cell};
@@ -28,6 +30,7 @@ const IDEMPOTENCY_TTL_SECONDS: u64 = 24 * 3600;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(submit_task).get(get_tasks))
+        .route("/v1/tasks/batch", post(submit_task_batch))
         .route("/v1/tasks/counts", get(get_task_counts))
         .route("/v1/tasks/{task_id}", get(get_task).delete(cancel_task))
         .route("/v1/tasks/{task_id}/events", get(get_task_events))
@@ -132,9 +135,23 @@ pub struct SubmitTaskResponse {
 
 /// What an `Idempotency-Key` remembers: the answer, and the request it answered.
 #[derive(Serialize, Deserialize)]
-struct Remembered {
-    response: SubmitTaskResponse,
+struct Remembered<R> {
+    response: R,
     request_sha256: String,
+}
+
+impl<R: serde::de::DeserializeOwned> Remembered<R> {
+    /// The answer remembered under the key, if it answered this very request (`request_sha256`);
+    /// a key reused for another request, or on the other submission route, is a conflict.
+    fn answer_to(previous: &str, request_sha256: &str) -> Result<R, ApiError> {
+        let unreadable = || ApiError::Internal("an unreadable idempotency answer".to_owned());
+        let seen: Remembered<serde::de::IgnoredAny> = serde_json::from_str(previous).map_err(|_| unreadable())?;
+        if seen.request_sha256 != request_sha256 {
+            return Err(ApiError::Conflict("this Idempotency-Key was used for a different request".to_owned()));
+        }
+        let remembered: Remembered<R> = serde_json::from_str(previous).map_err(|_| unreadable())?;
+        Ok(remembered.response)
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -147,6 +164,64 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .filter(|text| (1..=200).contains(&text.len()) && text.bytes().all(|byte| byte.is_ascii_graphic()));
     text.map(|text| Some(text.to_owned()))
         .ok_or_else(|| ApiError::field("Idempotency-Key", "must be 1 to 200 visible ASCII characters"))
+}
+
+/// A task request checked, but for its cell, which the route decides.
+struct CheckedTask {
+    copropriete_id: CoproprieteId,
+    priority: Priority,
+    deadline: DateTime<Utc>,
+    kind: TaskKind,
+    replicas: Replicas,
+}
+
+impl CheckedTask {
+    fn check(request: SubmitTaskRequest, now: DateTime<Utc>) -> Result<Self, ApiError> {
+        Ok(Self {
+            copropriete_id: CoproprieteId(request.copropriete_id),
+            priority: request.priority.map(Priority::parse).transpose()?.unwrap_or_default(),
+            replicas: request.replicas.map(Replicas::parse).transpose()?.unwrap_or_default(),
+            deadline: parse_deadline(request.deadline, now)?,
+            kind: TaskKind::try_from(TaskKindInput::from(request.kind))?,
+        })
+    }
+
+    /// The command submitting the task to `cell`, its id, and the answer to the caller.
+    fn command(self, cell: CellChoice) -> (SubmitTaskResponse, MessageId, Command) {
+        let (task_id, command_id) = (TaskId::new(), MessageId::new());
+        let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
+        let command = Command::SubmitTask(SubmitTask {
+            task_id,
+            copropriete_id: self.copropriete_id,
+            priority: self.priority,
+            deadline: self.deadline,
+            kind: self.kind,
+            replicas: self.replicas,
+            cell: Some(cell),
+        });
+        (response, command_id, command)
+    }
+}
+
+/// The cell a submission goes to: the one it names, else the greenest with room; with an
+/// `Idempotency-Key` and no cell named, the first choice made under that key.
+async fn cell_for(
+    state: &AppState,
+    organization_id: OrganizationId,
+    named: Option<&str>,
+    idempotency: Option<&str>,
+) -> Result<CellChoice, ApiError> {
+    let cell = match named {
+        Some(requested) => CellChoice::named(known_cell(state, requested)?),
+        None => state.summaries.choose(&state.config.grid.cells),
+    };
+    match idempotency {
+        // A repeat goes where the first went (its answer is kept in that cell's slot).
+        Some(key) if named.is_none() && state.config.grid.cells.len() > 1 => {
+            pinned_cell(state, organization_id, key, cell).await
+        }
+        _ => Ok(cell),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = SubmitTaskRequest,
@@ -169,24 +244,173 @@ pub async fn submit_task(
     let idempotency = idempotency_key(&headers)?;
     let request_sha256 =
         Sha256Hex::of_secret(&serde_json::to_string(&request).expect("requests serialise")).as_str().to_owned();
-    let priority = request.priority.map(Priority::parse).transpose()?.unwrap_or_default();
-    let replicas = request.replicas.map(Replicas::parse).transpose()?.unwrap_or_default();
-    let deadline = parse_deadline(request.deadline, Utc::now())?;
-    let mut cell = match request.cell.as_deref() {
-        Some(requested) => CellChoice::named(known_cell(&state, requested)?),
-        None => state.summaries.choose(&state.config.grid.cells),
-    };
-    if let Some(key) = &idempotency
-        && request.cell.is_none()
-        && state.config.grid.cells.len() > 1
-    {
-        // A repeat goes where the first went (its answer is kept in that cell's slot).
-        cell = pinned_cell(&state, organization_id, key, cell).await?;
+    let named = request.cell.clone();
+    let task = CheckedTask::check(request, Utc::now())?;
+    let cell = cell_for(&state, organization_id, named.as_deref(), idempotency.as_deref()).await?;
+    let keys = state.cell_keys(&cell.cell);
+    let (response, command_id, command) = task.command(cell.clone());
+    let remembered = idempotency.map(|key| {
+        let answer = Remembered { response: response.clone(), request_sha256: request_sha256.clone() };
+        (keys.idempotency(organization_id, &key), serde_json::to_string(&answer).expect("serialisable"))
+    });
+    let remember =
+        remembered.as_ref().map(|(key, answer)| Remember { key, answer, ttl_seconds: IDEMPOTENCY_TTL_SECONDS });
+    let origin = origin_of(&caller, correlation_id(&headers));
+    match publish_once(&state, &cell.cell, Stream::Commands, &caller, origin, command_id, &command, remember).await? {
+        Published::Appended(_) => Ok((StatusCode::ACCEPTED, Json(response))),
+        Published::Remembered(previous) => {
+            Ok((StatusCode::ACCEPTED, Json(Remembered::answer_to(&previous, &request_sha256)?)))
+        }
     }
-    let kind = TaskKind::try_from(TaskKindInput::from(request.kind))?;
-    let task_id = TaskId::new();
-    let command_id = MessageId::new();
-    let response = SubmitTaskResponse { task_id: task_id.as_uuid(), command_id: command_id.as_uuid() };
+}
+
+/// The most tasks one `POST /v1/tasks/batch` takes.
+pub const MAX_BATCH_TASKS: usize = 1000;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskBatchRequest {
+    /// The cell every task of the batch must run in, one of `GET /v1/cells`. Absent: the grid
+    /// chooses one cell, the greenest with room, for the whole batch. A task of the batch may
+    /// name only this same cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "main", pattern = "^[a-z0-9][a-z0-9-]{0,31}$")]
+    pub cell: Option<String>,
+    /// 1 to 1,000 tasks, each as `POST /v1/tasks` takes one. Each is checked on its own: a task
+    /// that is not valid is refused alone (its problem in `items`, its fields named
+    /// `tasks[<index>].…`), and the others are submitted.
+    #[schema(value_type = Vec<SubmitTaskRequest>, min_items = 1, max_items = 1000)]
+    pub tasks: Vec<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitTaskBatchResponse {
+    /// The cell the batch went to.
+    pub cell: String,
+    /// Tasks submitted (each then admitted or rejected by the orchestrator, as one task is).
+    pub accepted: usize,
+    /// Tasks refused here, each with its problem in `items`.
+    pub refused: usize,
+    /// One per task of the request, in its order.
+    pub items: Vec<BatchItem>,
+}
+
+/// What became of one task of a batch: its ids, or the problem that refused it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// The task's place in the request's `tasks`, from 0.
+    pub index: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<uuid::Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<uuid::Uuid>,
+    /// Why the task was refused (its fields named `tasks[<index>].…`); absent when submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// One task of a batch, checked: what a lone `POST /v1/tasks` would refuse it for, with its
+/// fields named from the batch (`tasks[3].deadline`).
+fn check_batch_item(
+    index: usize,
+    raw: &serde_json::value::RawValue,
+    cell: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<CheckedTask, Vec<FieldError>> {
+    let at = |field: &str| {
+        if field.is_empty() { format!("tasks[{index}]") } else { format!("tasks[{index}].{field}") }
+    };
+    let request: SubmitTaskRequest =
+        serde_json::from_str(raw.get()).map_err(|error| vec![FieldError::new(at(""), error.to_string())])?;
+    if request.cell.is_some() && request.cell.as_deref() != cell {
+        return Err(vec![FieldError::new(
+            at("cell"),
+            "a batch runs in one cell: name it once, on the batch (its `cell`), or not at all",
+        )]);
+    }
+    CheckedTask::check(request, now).map_err(|error| match error {
+        ApiError::Validation(fields) => {
+            fields.into_iter().map(|field| FieldError::new(at(&field.field), field.reason)).collect()
+        }
+        other => vec![FieldError::new(at(""), other.to_string())],
+    })
+}
+
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", request_body = SubmitTaskBatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Repeat the whole batch safely for 24 h: the same answer, nothing submitted twice")),
+    security(("bearer" = [])),
+    description = "Submits up to 1,000 tasks in one request: the valid ones are appended to one cell's command \
+                   stream in one Redis round trip, all or none, and answered with their ids in the request's order; \
+                   an invalid task is refused alone, with its index and its problem. The batch counts as one \
+                   request against the key's rate limit, and is refused whole (503, `Retry-After`) while the grid \
+                   has `GATEWAY_MAX_BACKLOG` commands not yet applied (below it, a batch is taken whole). One \
+                   `Idempotency-Key` covers the whole batch; a key used on `POST /v1/tasks` is a conflict here. \
+                   A batch runs in one cell. The body limit (`GATEWAY_MAX_BODY_BYTES`, 4 MiB) holds 1,000 thermal \
+                   simulations but only a few of the largest group optimisations (413 above it).",
+    responses(
+        (status = 202, description = "At least one task submitted: each task's ids or problem", body = SubmitTaskBatchResponse),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an organisation key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No task submitted: the batch's own fields, or every task's problem", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit_task_batch(
+    State(state): State<AppState>,
+    caller: Credential,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SubmitTaskBatchRequest>,
+) -> Result<(StatusCode, Json<SubmitTaskBatchResponse>), ApiError> {
+    let organization_id = caller.organization()?;
+    let idempotency = idempotency_key(&headers)?;
+    if !(1..=MAX_BATCH_TASKS).contains(&request.tasks.len()) {
+        return Err(ApiError::field("tasks", "must hold 1 to 1,000 tasks"));
+    }
+    // The batch route's own hash: a key used on `POST /v1/tasks` is a conflict here.
+    let request_sha256 =
+        Sha256Hex::of_secret(&format!("batch {}", serde_json::to_string(&request).expect("requests serialise")))
+            .as_str()
+            .to_owned();
+    let now = Utc::now();
+    let checked: Vec<Result<CheckedTask, Vec<FieldError>>> = request
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| check_batch_item(index, raw, request.cell.as_deref(), now))
+        .collect();
+    if checked.iter().all(Result::is_err) {
+        return Err(ApiError::Validation(checked.into_iter().filter_map(Result::err).flatten().collect()));
+    }
+    let cell = cell_for(&state, organization_id, request.cell.as_deref(), idempotency.as_deref()).await?;
+    // One correlation id per task (one trace each), unless the client gave the request's own.
+    let given = headers.get("x-request-id").map(|_| correlation_id(&headers));
+    let mut items = Vec::with_capacity(checked.len());
+    let mut commands = Vec::with_capacity(checked.len());
+    for (index, task) in checked.into_iter().enumerate() {
+        match task {
+            Ok(task) => {
+                let (response, command_id, command) = task.command(cell.clone());
+                let origin = origin_of(&caller, given.unwrap_or_else(uuid::Uuid::new_v4));
+                commands.push((command_id, origin, command));
+                items.push(BatchItem {
+                    index,
+                    task_id: Some(response.task_id),
+                    command_id: Some(response.command_id),
+                    problem: None,
+                });
+            }
+            Err(fields) => {
+                let problem = ApiError::Validation(fields).problem();
+                items.push(BatchItem { index, task_id: None, command_id: None, problem: Some(problem) });
+            }
+        }
+    }
+    let response = SubmitTaskBatchResponse {
+        cell: cell.cell.as_str().to_owned(),
+        accepted: commands.len(),
+        refused: items.len() - commands.len(),
+        items,
+    };
     let keys = state.cell_keys(&cell.cell);
     let remembered = idempotency.map(|key| {
         let answer = Remembered { response: response.clone(), request_sha256: request_sha256.clone() };
@@ -194,25 +418,10 @@ pub async fn submit_task(
     });
     let remember =
         remembered.as_ref().map(|(key, answer)| Remember { key, answer, ttl_seconds: IDEMPOTENCY_TTL_SECONDS });
-    let command = Command::SubmitTask(SubmitTask {
-        task_id,
-        copropriete_id: CoproprieteId(request.copropriete_id),
-        priority,
-        deadline,
-        kind,
-        replicas,
-        cell: Some(cell.clone()),
-    });
-    let origin = origin_of(&caller, correlation_id(&headers));
-    match publish_once(&state, &cell.cell, Stream::Commands, &caller, origin, command_id, &command, remember).await? {
+    match publish_commands(&state, &cell.cell, &caller, &commands, remember).await? {
         Published::Appended(_) => Ok((StatusCode::ACCEPTED, Json(response))),
         Published::Remembered(previous) => {
-            let previous: Remembered = serde_json::from_str(&previous)
-                .map_err(|_| ApiError::Internal("an unreadable idempotency answer".to_owned()))?;
-            if previous.request_sha256 != request_sha256 {
-                return Err(ApiError::Conflict("this Idempotency-Key was used for a different request".to_owned()));
-            }
-            Ok((StatusCode::ACCEPTED, Json(previous.response)))
+            Ok((StatusCode::ACCEPTED, Json(Remembered::answer_to(&previous, &request_sha256)?)))
         }
     }
 }

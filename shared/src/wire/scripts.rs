@@ -33,6 +33,7 @@ macro_rules! admitting {
 
 static ADMIT: LazyLock<Script> = admitting!("lua/admit.lua");
 static PUBLISH: LazyLock<Script> = admitting!("lua/publish.lua");
+static PUBLISH_BATCH: LazyLock<Script> = admitting!("lua/publish_batch.lua");
 static HEARTBEAT: LazyLock<Script> = admitting!("lua/heartbeat.lua");
 static XADD_IF_NEWER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/xadd_if_newer.lua")));
 const FORGET_IF_EXPIRED: &str = include_str!("lua/forget_if_expired.lua");
@@ -156,6 +157,46 @@ impl Publish<'_> {
             .invoke_async(conn)
             .await?;
         Published::parse(&reply).ok_or_else(|| unknown("publish", reply))
+    }
+}
+
+/// `lua/publish_batch.lua`: admission, the `Idempotency-Key`, the backlog bound, then every
+/// entry of a batch (`type`, `envelope`) and its issuer, all in one round trip and all or none.
+#[derive(Debug)]
+pub struct PublishBatch<'a> {
+    pub admission: &'a AdmissionCheck,
+    pub stream: &'a str,
+    pub issuers: &'a str,
+    pub message_type: &'a str,
+    /// Each entry's message id and envelope, in the order they are appended.
+    pub entries: &'a [(String, String)],
+    pub issuer: &'a str,
+    pub remember: Option<Remember<'a>>,
+    /// The stream is refused new entries while it holds this many (0: no bound).
+    pub max_backlog: u64,
+}
+
+impl PublishBatch<'_> {
+    pub async fn run(&self, conn: &mut impl ConnectionLike) -> Result<Published, ScriptError> {
+        let (remember_key, answer, ttl) = match self.remember {
+            Some(remember) => (remember.key, remember.answer, remember.ttl_seconds),
+            None => (self.stream, "", 0),
+        };
+        let mut invocation = self.admission.invocation(&PUBLISH_BATCH);
+        invocation
+            .key(self.stream)
+            .key(self.issuers)
+            .key(remember_key)
+            .arg(self.message_type)
+            .arg(self.issuer)
+            .arg(answer)
+            .arg(ttl)
+            .arg(self.max_backlog);
+        for (message_id, envelope) in self.entries {
+            invocation.arg(message_id).arg(envelope);
+        }
+        let reply: Vec<String> = invocation.invoke_async(conn).await?;
+        Published::parse(&reply).ok_or_else(|| unknown("publish_batch", reply))
     }
 }
 

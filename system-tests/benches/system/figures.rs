@@ -76,6 +76,8 @@ pub(crate) struct ProofBlocks {
 /// The end-to-end phase: many tasks submitted by 64 clients at once, run by the fleet.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Throughput {
+    /// Tasks per request: 1 (`POST /v1/tasks`) or a batch (`POST /v1/tasks/batch`).
+    pub(crate) tasks_per_request: usize,
     pub(crate) tasks_submitted: usize,
     pub(crate) submissions_refused_503_then_retried: u64,
     pub(crate) tasks_completed: usize,
@@ -303,6 +305,8 @@ pub(crate) struct Report {
     pub(crate) fleet: Fleet,
     pub(crate) sequential: Sequential,
     pub(crate) throughput: Throughput,
+    /// The end-to-end phase again, in batches of 100 tasks per request.
+    pub(crate) throughput_in_batches: Throughput,
     /// At 1,000 then 5,000 submissions per second.
     pub(crate) open_loop_submit: Vec<OpenLoop>,
     pub(crate) open_loop_1000_drained_before_throughput: bool,
@@ -323,7 +327,7 @@ pub(crate) struct Report {
 pub(crate) enum Outcome {
     Report(Box<Report>),
     GatewayOnly { open_loop_submit: Vec<OpenLoop>, gateway: Box<GatewayFigures> },
-    StoppedAfterHalf { half: HalfCapacity, throughput: Box<Throughput> },
+    StoppedAfterHalf { half: HalfCapacity, throughput: Box<Throughput>, throughput_in_batches: Box<Throughput> },
     CellTakeoverOnly { cell_takeover: CellTakeover },
 }
 

@@ -202,38 +202,24 @@ async fn run() -> anyhow::Result<Outcome> {
             gateway.cpu_seconds(),
         )
     };
-    let (postgres_before, writer_before) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
-    let mut throughput = throughput(&grid, tasks, budget, &control_plane_cpu).await?;
-    let (postgres_after, writer_after) = (postgres_counters(&pool).await?, orchestrators[0].readiness(&http).await);
-    let completed = throughput.tasks_completed.max(1) as f64;
-    let per_task = |value: f64| value / completed;
-    let (statements, batches, blocks_sealed) = match (&writer_before, &writer_after) {
-        (Some(before), Some(after)) => (
-            after.statements.saturating_sub(before.statements) as f64,
-            after.batches.saturating_sub(before.batches) as f64,
-            after.blocks_sealed.saturating_sub(before.blocks_sealed) as f64,
-        ),
-        _ => (0.0, 0.0, 0.0),
-    };
-    let written = postgres_after - postgres_before;
-    throughput.per_task = PerTask {
-        orchestrator_cpu_us: per_task(throughput.orchestrator_cpu_seconds) * 1e6,
-        gateway_cpu_us: per_task(throughput.gateway_cpu_seconds) * 1e6,
-        postgresql_cpu_us: per_task(throughput.postgresql_cpu_seconds) * 1e6,
-        redis_cpu_us: per_task(throughput.redis_cpu_seconds) * 1e6,
-        sql_statements: per_task(statements),
-        wal_bytes: per_task(written.wal_bytes),
-        wal_flushes: per_task(written.wal_flushes),
-        task_row_versions: per_task(written.task_inserts + written.task_updates),
-        task_hot_update_share: written.task_hot_updates / written.task_updates.max(1.0),
-        tasks_per_batch: completed / batches.max(1.0),
-    };
-    throughput.proof_blocks = ProofBlocks {
-        sealed: blocks_sealed,
-        per_second: blocks_sealed / throughput.seconds.max(f64::EPSILON),
-        leaves_per_block: completed / blocks_sealed.max(1.0),
-    };
-    eprintln!("throughput: {}", line(&throughput));
+    // One task per request, then the same in batches of 100 (`POST /v1/tasks/batch`);
+    // `BENCH_BATCHED_FIRST=1` swaps them, to see what the order costs (the tables grow).
+    let order: [usize; 2] = if std::env::var_os("BENCH_BATCHED_FIRST").is_some() { [100, 1] } else { [1, 100] };
+    let (mut throughput, mut batched) = (None, None);
+    for batch in order {
+        let measured =
+            measured_throughput(&grid, tasks, batch, budget, &control_plane_cpu, &pool, &orchestrators[0], &http)
+                .await?;
+        if batch == 1 {
+            eprintln!("throughput: {}", line(&measured));
+            throughput = Some(measured);
+        } else {
+            eprintln!("throughput in batches of 100: {}", line(&measured));
+            batched = Some(measured);
+        }
+    }
+    let throughput = throughput.ok_or_else(|| anyhow::anyhow!("the phase of one task per request did not run"))?;
+    let batched = batched.ok_or_else(|| anyhow::anyhow!("the phase in batches did not run"))?;
     if !cell_names.is_empty() {
         // Each cell's share of the tasks completed (the gateway chose their cells).
         let shares: Vec<(String, i64)> = sqlx::query_as(
@@ -254,7 +240,11 @@ async fn run() -> anyhow::Result<Outcome> {
         drop((fleets, worker, gateway, orchestrators));
         pool.close().await;
         scratch.remove().await?;
-        return Ok(Outcome::StoppedAfterHalf { half: at_half, throughput: Box::new(throughput) });
+        return Ok(Outcome::StoppedAfterHalf {
+            half: at_half,
+            throughput: Box::new(throughput),
+            throughput_in_batches: Box::new(batched),
+        });
     }
     let takeovers = takeovers(&mut orchestrators, &env, &http, &grid).await?;
     eprintln!("takeovers: {}", line(&takeovers));
@@ -306,6 +296,7 @@ async fn run() -> anyhow::Result<Outcome> {
         fleet: Fleet { nodes, cores_per_node: 4, seconds_to_come_alive: fleet_seconds },
         sequential,
         throughput,
+        throughput_in_batches: batched,
         open_loop_submit: open,
         open_loop_1000_drained_before_throughput: drained,
         half_capacity: at_half,
@@ -318,6 +309,54 @@ async fn run() -> anyhow::Result<Outcome> {
         binary_sizes: sizes,
         other_benches: OtherBenches { scheduler: other_bench("scheduler")?, audit: other_bench("audit")? },
     })))
+}
+
+/// The end-to-end phase (`throughput`) with `batch` tasks per request, and what it cost per
+/// task: each process's CPU, SQL statements, WAL and task row versions (from the writer's
+/// `/readyz` and PostgreSQL's counters), and proof blocks.
+#[allow(clippy::too_many_arguments)]
+async fn measured_throughput(
+    grid: &Arc<Grid>,
+    tasks: usize,
+    batch: usize,
+    budget: Duration,
+    cpu: &dyn Fn() -> (f64, f64),
+    pool: &sqlx::PgPool,
+    writer: &Orchestrator,
+    http: &reqwest::Client,
+) -> anyhow::Result<Throughput> {
+    let (postgres_before, writer_before) = (postgres_counters(pool).await?, writer.readiness(http).await);
+    let mut throughput = throughput(grid, tasks, batch, budget, cpu).await?;
+    let (postgres_after, writer_after) = (postgres_counters(pool).await?, writer.readiness(http).await);
+    let completed = throughput.tasks_completed.max(1) as f64;
+    let per_task = |value: f64| value / completed;
+    let (statements, batches, blocks_sealed) = match (&writer_before, &writer_after) {
+        (Some(before), Some(after)) => (
+            after.statements.saturating_sub(before.statements) as f64,
+            after.batches.saturating_sub(before.batches) as f64,
+            after.blocks_sealed.saturating_sub(before.blocks_sealed) as f64,
+        ),
+        _ => (0.0, 0.0, 0.0),
+    };
+    let written = postgres_after - postgres_before;
+    throughput.per_task = PerTask {
+        orchestrator_cpu_us: per_task(throughput.orchestrator_cpu_seconds) * 1e6,
+        gateway_cpu_us: per_task(throughput.gateway_cpu_seconds) * 1e6,
+        postgresql_cpu_us: per_task(throughput.postgresql_cpu_seconds) * 1e6,
+        redis_cpu_us: per_task(throughput.redis_cpu_seconds) * 1e6,
+        sql_statements: per_task(statements),
+        wal_bytes: per_task(written.wal_bytes),
+        wal_flushes: per_task(written.wal_flushes),
+        task_row_versions: per_task(written.task_inserts + written.task_updates),
+        task_hot_update_share: written.task_hot_updates / written.task_updates.max(1.0),
+        tasks_per_batch: completed / batches.max(1.0),
+    };
+    throughput.proof_blocks = ProofBlocks {
+        sealed: blocks_sealed,
+        per_second: blocks_sealed / throughput.seconds.max(f64::EPSILON),
+        leaves_per_block: completed / blocks_sealed.max(1.0),
+    };
+    Ok(throughput)
 }
 
 /// The figures another bench left in `target/bench/<name>.json`, if it ran.

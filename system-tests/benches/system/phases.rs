@@ -117,6 +117,37 @@ impl Grid {
         anyhow::bail!("still refused after a minute")
     }
 
+    /// Submits tasks `first..first + count` in one `POST /v1/tasks/batch`, tried again after each
+    /// 503's `Retry-After`; their ids.
+    pub(crate) async fn submit_batch_until_accepted(&self, first: usize, count: usize) -> anyhow::Result<Vec<String>> {
+        let body = json!({"tasks": (first..first + count).map(thermal_task).collect::<Vec<_>>()});
+        for _ in 0..60 {
+            let response = self
+                .http
+                .post(format!("{}/v1/tasks/batch", self.base))
+                .bearer_auth(&self.api_key)
+                .json(&body)
+                .send()
+                .await?;
+            if response.status() == 503 {
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(1);
+                self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            anyhow::ensure!(response.status() == 202, "a batch answered {}", response.status());
+            let answer: Value = response.json().await?;
+            anyhow::ensure!(answer["refused"] == 0, "the gateway refused tasks of a batch: {answer}");
+            let items = answer["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+            return Ok(items.iter().map(|item| item["task_id"].as_str().unwrap_or_default().to_owned()).collect());
+        }
+        anyhow::bail!("a batch still refused after a minute")
+    }
+
     /// Waits until `task_id` is completed (or failed), for at most `limit`.
     pub(crate) async fn completion(&self, task_id: &str, limit: Duration) -> Option<Instant> {
         let deadline = tokio::time::Instant::now() + limit;
@@ -166,28 +197,40 @@ pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Sequ
     Ok(Sequential { tasks: count, seconds, round_trip: distribution(round_trips) })
 }
 
-/// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway.
+/// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway. `batch` tasks go
+/// in each request: 1 is `POST /v1/tasks`, 64 requests in flight; more is
+/// `POST /v1/tasks/batch`, as many tasks in flight (at least two requests).
 pub(crate) async fn throughput(
     grid: &Arc<Grid>,
     tasks: usize,
+    batch: usize,
     budget: Duration,
     cpu: &dyn Fn() -> (f64, f64),
 ) -> anyhow::Result<Throughput> {
     let cpu_before = cpu();
     let servers_before = (cpu_seconds_of("postgres"), cpu_seconds_of("redis-server"));
+    let shed_before = grid.shed.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let in_flight = Arc::new(Semaphore::new(64));
+    let in_flight = Arc::new(Semaphore::new((64 / batch.max(1)).max(2)));
     let submitted = Arc::new(Mutex::new(Vec::with_capacity(tasks)));
     let mut handles = Vec::with_capacity(tasks);
-    for index in 0..tasks {
+    for first in (0..tasks).step_by(batch.max(1)) {
+        let count = batch.max(1).min(tasks - first);
         let permit = in_flight.clone().acquire_owned().await?;
         let (grid, submitted) = (grid.clone(), submitted.clone());
         handles.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let task_id = grid.submit_until_accepted(index).await;
+            let task_ids = if batch <= 1 {
+                grid.submit_until_accepted(first).await.map(|task_id| vec![task_id])
+            } else {
+                grid.submit_batch_until_accepted(first, count).await
+            };
             drop(permit);
-            if let Ok(task_id) = task_id {
-                submitted.lock().expect("not poisoned").push((task_id, sent));
+            match task_ids {
+                Ok(task_ids) => {
+                    submitted.lock().expect("not poisoned").extend(task_ids.into_iter().map(|task_id| (task_id, sent)))
+                }
+                Err(error) => eprintln!("a submission failed: {error:#}"),
             }
         }));
     }
@@ -231,8 +274,9 @@ pub(crate) async fn throughput(
     // CPU seconds × W → Wh → kWh × kg/kWh → g, shown in µg.
     let micrograms_per_task = cpu_per_task_us / 1e6 * WATTS_PER_BUSY_CORE / 3600.0 / 1000.0 * GRID_KG_PER_KWH * 1e9;
     Ok(Throughput {
+        tasks_per_request: batch.max(1),
         tasks_submitted: submitted.len(),
-        submissions_refused_503_then_retried: grid.shed.load(std::sync::atomic::Ordering::Relaxed),
+        submissions_refused_503_then_retried: grid.shed.load(std::sync::atomic::Ordering::Relaxed) - shed_before,
         tasks_completed: completed,
         submit_seconds,
         seconds,
