@@ -46,7 +46,7 @@ pub async fn publish(
     stream: Stream,
     credential: &Credential,
     origin: Origin,
-    message: &impl Message,
+    message: &(impl Message + serde::Serialize),
 ) -> Result<MessageId, ApiError> {
     match publish_once(state, cell, stream, credential, origin, MessageId::new(), message, None).await? {
         Published::Appended(id) => Ok(id),
@@ -78,10 +78,11 @@ pub async fn publish_once(
     credential: &Credential,
     origin: Origin,
     id: MessageId,
-    message: &impl Message,
+    message: &(impl Message + serde::Serialize),
     remember: Option<scripts::Remember<'_>>,
 ) -> Result<Published, ApiError> {
-    let envelope = Envelope::wrap_with_id(id, message, origin);
+    // The payload written straight from the message, not through a `serde_json::Value`.
+    let envelope = Envelope::header_at(id, chrono::Utc::now(), message, origin);
     let keys = state.cell_keys(cell);
     // New work waits behind a bounded backlog; reports finish work already accepted.
     let (stream_key, max_backlog) = match stream {
@@ -90,7 +91,7 @@ pub async fn publish_once(
     };
     let check = credential.admission_check(state, keys);
     let issuers = keys.issuers();
-    let envelope_json = envelope.to_json();
+    let envelope_json = envelope.text_with(message);
     let message_id = envelope.id.to_string();
     let issuer = credential.issuer_tag();
     let script = scripts::Publish {
@@ -131,11 +132,12 @@ pub async fn publish_commands(
     if commands.iter().any(|(_, _, command)| command.message_type() != first.message_type()) {
         return Err(ApiError::Internal("a batch of commands of several types reached publishing".to_owned()));
     }
+    let now = chrono::Utc::now();
     let entries: Vec<(String, String)> = commands
         .iter()
         .map(|(id, origin, command)| {
-            let envelope = Envelope::wrap_with_id(*id, command, *origin);
-            (envelope.id.to_string(), envelope.to_json())
+            let envelope = Envelope::header_at(*id, now, command, *origin);
+            (envelope.id.to_string(), envelope.text_with(command))
         })
         .collect();
     let keys = state.cell_keys(cell);
