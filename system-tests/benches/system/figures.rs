@@ -60,9 +60,21 @@ pub(crate) struct PerTask {
     pub(crate) sql_statements: f64,
     pub(crate) wal_bytes: f64,
     pub(crate) wal_flushes: f64,
+    pub(crate) wal_records: f64,
+    /// Full-page images written per task (each up to a page, 8 KiB).
+    pub(crate) wal_full_pages: f64,
     pub(crate) task_row_versions: f64,
     pub(crate) task_hot_update_share: f64,
     pub(crate) tasks_per_batch: f64,
+    /// Row versions written per task, every table of the database (inserted, updated, deleted).
+    pub(crate) rows: f64,
+    /// Index entries written per task, every table.
+    pub(crate) index_entries: f64,
+    /// Mean stored size of an event's envelope (jsonb, after compression) and of a task row.
+    pub(crate) event_envelope_bytes: f64,
+    pub(crate) task_row_bytes: f64,
+    /// Rows and index entries per task, table by table (the tables the phase wrote).
+    pub(crate) by_table: std::collections::BTreeMap<String, crate::TableWrites>,
 }
 
 /// The proof blocks the writer sealed during the end-to-end phase.

@@ -339,6 +339,12 @@ async fn measured_throughput(
         _ => (0.0, 0.0, 0.0),
     };
     let written = postgres_after - postgres_before;
+    let (event_envelope_bytes, task_row_bytes): (f64, f64) = sqlx::query_as(
+        "select (select coalesce(avg(pg_column_size(envelope)), 0)::float8 from event),
+                (select coalesce(avg(pg_column_size(task.*)), 0)::float8 from task)",
+    )
+    .fetch_one(pool)
+    .await?;
     throughput.per_task = PerTask {
         orchestrator_cpu_us: per_task(throughput.orchestrator_cpu_seconds) * 1e6,
         gateway_cpu_us: per_task(throughput.gateway_cpu_seconds) * 1e6,
@@ -347,8 +353,28 @@ async fn measured_throughput(
         sql_statements: per_task(statements),
         wal_bytes: per_task(written.wal_bytes),
         wal_flushes: per_task(written.wal_flushes),
-        task_row_versions: per_task(written.task_inserts + written.task_updates),
-        task_hot_update_share: written.task_hot_updates / written.task_updates.max(1.0),
+        wal_records: per_task(written.wal_records),
+        wal_full_pages: per_task(written.wal_full_pages),
+        task_row_versions: per_task(written.table("task").inserts + written.table("task").updates),
+        task_hot_update_share: written.table("task").hot_updates / written.table("task").updates.max(1.0),
+        rows: per_task(written.tables.values().map(TableWrites::rows).sum()),
+        event_envelope_bytes,
+        task_row_bytes,
+        index_entries: per_task(written.tables.values().map(|writes| writes.index_entries).sum()),
+        by_table: written
+            .tables
+            .iter()
+            .map(|(table, writes)| {
+                let per_task = TableWrites {
+                    inserts: per_task(writes.inserts),
+                    updates: per_task(writes.updates),
+                    hot_updates: per_task(writes.hot_updates),
+                    deletes: per_task(writes.deletes),
+                    index_entries: per_task(writes.index_entries),
+                };
+                (table.clone(), per_task)
+            })
+            .collect(),
         tasks_per_batch: completed / batches.max(1.0),
     };
     throughput.proof_blocks = ProofBlocks {

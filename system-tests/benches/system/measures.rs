@@ -3,44 +3,102 @@
 
 use super::*;
 
-/// What PostgreSQL wrote so far: WAL bytes and WAL flushes (fsyncs, the cluster's), and
-/// task-row versions (the scratch database's).
-#[derive(Debug, Clone, Copy)]
+/// What PostgreSQL wrote so far: WAL bytes and WAL flushes (fsyncs, the cluster's), and per
+/// table of the scratch database the row versions written (inserted, updated, deleted), the
+/// updates among them that were HOT, and the index entries they wrote (each insert and each
+/// update that was not HOT writes one entry in every index of its table).
+#[derive(Debug, Clone)]
 pub(crate) struct PostgresCounters {
     pub(crate) wal_bytes: f64,
     pub(crate) wal_flushes: f64,
-    pub(crate) task_inserts: f64,
-    pub(crate) task_updates: f64,
-    pub(crate) task_hot_updates: f64,
+    pub(crate) wal_records: f64,
+    /// Full-page images: the first change to a page after a checkpoint writes the whole page.
+    pub(crate) wal_full_pages: f64,
+    pub(crate) tables: HashMap<String, TableWrites>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub(crate) struct TableWrites {
+    pub(crate) inserts: f64,
+    pub(crate) updates: f64,
+    pub(crate) hot_updates: f64,
+    pub(crate) deletes: f64,
+    pub(crate) index_entries: f64,
+}
+
+impl TableWrites {
+    pub(crate) fn rows(&self) -> f64 {
+        self.inserts + self.updates + self.deletes
+    }
 }
 
 impl std::ops::Sub for PostgresCounters {
     type Output = Self;
 
     fn sub(self, before: Self) -> Self {
+        let tables = self
+            .tables
+            .into_iter()
+            .map(|(table, after)| {
+                let was = before.tables.get(&table).copied().unwrap_or_default();
+                let writes = TableWrites {
+                    inserts: after.inserts - was.inserts,
+                    updates: after.updates - was.updates,
+                    hot_updates: after.hot_updates - was.hot_updates,
+                    deletes: after.deletes - was.deletes,
+                    index_entries: after.index_entries - was.index_entries,
+                };
+                (table, writes)
+            })
+            .filter(|(_, writes)| *writes != TableWrites::default())
+            .collect();
         Self {
             wal_bytes: self.wal_bytes - before.wal_bytes,
             wal_flushes: self.wal_flushes - before.wal_flushes,
-            task_inserts: self.task_inserts - before.task_inserts,
-            task_updates: self.task_updates - before.task_updates,
-            task_hot_updates: self.task_hot_updates - before.task_hot_updates,
+            wal_records: self.wal_records - before.wal_records,
+            wal_full_pages: self.wal_full_pages - before.wal_full_pages,
+            tables,
         }
     }
 }
 
+impl PostgresCounters {
+    pub(crate) fn table(&self, name: &str) -> TableWrites {
+        self.tables.get(name).copied().unwrap_or_default()
+    }
+}
+
 pub(crate) async fn postgres_counters(pool: &sqlx::PgPool) -> anyhow::Result<PostgresCounters> {
-    let (wal_bytes, wal_flushes): (f64, i64) =
-        sqlx::query_as("select wal_bytes::float8, wal_sync from pg_stat_wal").fetch_one(pool).await?;
-    let (inserted, updated, hot): (i64, i64, i64) =
-        sqlx::query_as("select n_tup_ins, n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relname = 'task'")
+    let (wal_bytes, wal_flushes, wal_records, wal_full_pages): (f64, i64, i64, i64) =
+        sqlx::query_as("select wal_bytes::float8, wal_sync, wal_records, wal_fpi from pg_stat_wal")
             .fetch_one(pool)
             .await?;
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "select t.relname::text, t.n_tup_ins, t.n_tup_upd, t.n_tup_hot_upd, t.n_tup_del,
+                (select count(*) from pg_index i where i.indrelid = t.relid)
+           from pg_stat_user_tables t",
+    )
+    .fetch_all(pool)
+    .await?;
+    let tables = rows
+        .into_iter()
+        .map(|(table, inserts, updates, hot, deletes, indexes)| {
+            let writes = TableWrites {
+                inserts: inserts as f64,
+                updates: updates as f64,
+                hot_updates: hot as f64,
+                deletes: deletes as f64,
+                index_entries: ((inserts + updates - hot) * indexes) as f64,
+            };
+            (table, writes)
+        })
+        .collect();
     Ok(PostgresCounters {
         wal_bytes,
         wal_flushes: wal_flushes as f64,
-        task_inserts: inserted as f64,
-        task_updates: updated as f64,
-        task_hot_updates: hot as f64,
+        wal_records: wal_records as f64,
+        wal_full_pages: wal_full_pages as f64,
+        tables,
     })
 }
 

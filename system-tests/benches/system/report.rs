@@ -90,6 +90,21 @@ pub(crate) fn markdown(report: &Report) -> String {
     out.push_str(&row("Redis CPU per task (µs)", &report.throughput.per_task.redis_cpu_us, ""));
     out.push_str(&row("SQL statements per task", &report.throughput.per_task.sql_statements, "report"));
     out.push_str(&row("WAL bytes per task", &report.throughput.per_task.wal_bytes, "report"));
+    out.push_str(&row(
+        "WAL bytes per task, in batches of 100",
+        &report.throughput_in_batches.per_task.wal_bytes,
+        "≤ 4,000",
+    ));
+    out.push_str(&row("… WAL records per task", &report.throughput.per_task.wal_records, ""));
+    out.push_str(&row("… WAL full-page images per task", &report.throughput.per_task.wal_full_pages, ""));
+    out.push_str(&row("stored event envelope, mean (bytes)", &report.throughput.per_task.event_envelope_bytes, ""));
+    out.push_str(&row("task row, mean (bytes)", &report.throughput.per_task.task_row_bytes, ""));
+    out.push_str(&row("row versions written per task, every table", &report.throughput.per_task.rows, "report"));
+    out.push_str(&row(
+        "index entries written per task, every table (at most: a partial index skips rows)",
+        &report.throughput.per_task.index_entries,
+        "report",
+    ));
     out.push_str(&row("WAL flushes (fsync) per task", &report.throughput.per_task.wal_flushes, ""));
     out.push_str(&row("task row versions per task", &report.throughput.per_task.task_row_versions, ""));
     out.push_str(&row("share of task updates that were HOT", &report.throughput.per_task.task_hot_update_share, ""));
@@ -284,6 +299,14 @@ pub(crate) fn markdown(report: &Report) -> String {
         "≤ 180",
     ));
     out.push_str(&row("… as µg of CO₂ per task", &report.throughput.co2_micrograms_per_task, ""));
+    out.push_str("\nWhat the end-to-end phase (one task per request) wrote per task, table by table:\n\n");
+    out.push_str("| table | inserts | updates (of which HOT) | deletes | index entries |\n|---|---|---|---|---|\n");
+    for (table, writes) in &report.throughput.per_task.by_table {
+        out.push_str(&format!(
+            "| {table} | {:.2} | {:.2} ({:.2}) | {:.2} | {:.2} |\n",
+            writes.inserts, writes.updates, writes.hot_updates, writes.deletes, writes.index_entries
+        ));
+    }
     out.push_str(&format!(
         "\nPower model for the CPU figure: {}. The end-to-end phase stops waiting after its budget \
          (BENCH_E2E_SECONDS); `gave_up_after_budget` in the JSON says whether it did.\n",
