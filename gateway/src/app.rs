@@ -187,7 +187,7 @@ async fn serve(
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_millis(config.idle_timeout_ms));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -216,15 +216,29 @@ async fn serve(
         });
         // Closed lingering: a refused request's client still sending its body gets the answer.
         let io = hyper_util::rt::TokioIo::new(crate::linger::Lingering::new(stream));
-        let connection = graceful.watch(http1.serve_connection(io, service));
+        // With upgrades: a node's connection (`GET /v1/nodes/{id}/connection`) becomes a
+        // WebSocket, served on its own once upgraded (hyper's part of it then ends).
+        let connection = http1.serve_connection(io, service).with_upgrades();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopping.cancelled() => {
+                    // Answers the request in flight, if any, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "connection ended");
             }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stopping.cancel();
+    // Every connection returns its permit when it ends.
+    let _ = connections.acquire_many(u32::try_from(config.max_connections).unwrap_or(u32::MAX)).await;
     Ok(())
 }

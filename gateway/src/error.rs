@@ -35,6 +35,8 @@ pub enum ApiError {
     RateLimited { retry_after_seconds: u64 },
     #[error("this route does not take this method")]
     MethodNotAllowed,
+    #[error("this route is a WebSocket: send a GET with `Connection: Upgrade` and `Upgrade: websocket` ({0})")]
+    UpgradeRequired(String),
     #[error("the request body is larger than this server accepts")]
     PayloadTooLarge,
     #[error("the request took longer than this server allows")]
@@ -94,6 +96,7 @@ impl ApiError {
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            Self::UpgradeRequired(_) => (StatusCode::UPGRADE_REQUIRED, "upgrade-required", "Upgrade required"),
             Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "no-route", "No such route"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
@@ -150,6 +153,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, Self::UpgradeRequired(_)) {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         match self {
             Self::RateLimited { retry_after_seconds } => {

@@ -18,7 +18,15 @@ pub fn registry() -> Registry {
             "grid_http_request_duration_seconds",
             "Time to the response's head, by route template and method.",
         ),
-        Described::Gauge("grid_gateway_connected_nodes", "Task-channel clients connected to this gateway."),
+        Described::Counter(
+            "grid_node_frames_total",
+            "Frames nodes sent over their connection (WebSocket), by type and the status they were answered.",
+        ),
+        Described::Histogram("grid_node_frame_duration_seconds", "Time to answer a node's frame, by type."),
+        Described::Gauge(
+            "grid_gateway_connected_nodes",
+            "Task-channel clients connected to this gateway (event streams and node connections).",
+        ),
         Described::Gauge("grid_gateway_requests_in_flight", "Requests being served (streams aside)."),
         Described::Gauge("grid_gateway_streams_open", "Server-sent event streams open."),
         Described::Gauge("grid_gateway_runtime_delay_seconds", "How late the gateway's runtime runs (load shedding)."),

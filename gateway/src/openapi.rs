@@ -5,7 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    cells, commands, consent, events, grid_compat, health, ledger, nodes, operations, organizations, reports, tasks,
+    cells, commands, consent, events, grid_compat, health, ledger, node_connection, nodes, operations, organizations,
+    reports, tasks,
 };
 
 #[derive(OpenApi)]
@@ -22,7 +23,7 @@ use crate::routes::{
     ),
     paths(
         organizations::create_organization, organizations::rotate_key, organizations::declare_energy_contract,
-        nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report,
+        nodes::register_node, nodes::get_nodes, nodes::get_node, nodes::heartbeat, nodes::task_channel, nodes::report, node_connection::node_connection,
         tasks::submit_task, tasks::submit_task_batch, tasks::get_tasks, tasks::get_task_counts, tasks::get_task, tasks::get_task_events, tasks::cancel_task,
         commands::get_command,
         consent::list, consent::grant, consent::read, consent::revoke,

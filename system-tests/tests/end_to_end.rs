@@ -75,6 +75,7 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
             instant_results: false,
             zone: None,
             cell: None,
+            transport: Default::default(),
         },
         fleet_shutdown,
     )

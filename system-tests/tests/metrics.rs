@@ -90,8 +90,11 @@ async fn both_services_expose_valid_metrics_whose_counters_move_with_the_tasks(p
     assert!(valid, "promtool refused the gateway's metrics: {printed}\n{text}");
     let submitted = "grid_http_requests_total{route=\"/v1/tasks\",method=\"POST\",status=\"202\"}";
     assert!(sample(&text, submitted).unwrap() >= 6.0, "{text}");
-    let reported = "grid_http_requests_total{route=\"/v1/nodes/{node_id}/reports\",method=\"POST\",status=\"202\"}";
+    // The fleet's nodes report over their one connection: frames by type and status.
+    let reported = "grid_node_frames_total{type=\"report\",status=\"202\"}";
     assert!(sample(&text, reported).unwrap() >= 6.0, "{text}");
+    assert!(sample(&text, "grid_node_frames_total{type=\"heartbeat\",status=\"200\"}").unwrap() >= 1.0, "{text}");
+    assert!(sample(&text, "grid_node_frame_duration_seconds_count{type=\"report\"}").unwrap() >= 6.0, "{text}");
     assert!(sample(&text, "grid_http_request_duration_seconds_count{route=\"/v1/tasks\",method=\"POST\"}").is_some());
     assert!(sample(&text, "grid_gateway_auth_cache_entries").unwrap() >= 1.0);
     // A path that matches no route is one series, whatever the path.

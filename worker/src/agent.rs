@@ -1,5 +1,8 @@
 //! One node's agent: heartbeats with its live state, follows its task channel (resuming after a
 //! disconnect with `Last-Event-ID`), runs each assigned task off the async thread, and reports.
+//! All three go over the node's one connection (a WebSocket, [`crate::connection`]) unless
+//! [`Transport::Http`] asks for a request per heartbeat and per report beside the channel's
+//! stream (the routes older gateways have).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -12,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::client::{ClientError, GatewayClient, ReportBody};
+use crate::connection::{self, Link};
 use crate::cpu::CpuMeter;
 use crate::power::PowerModel;
 use crate::solar::SolarSource;
@@ -35,6 +39,18 @@ pub struct AgentConfig {
     pub min_task_duration: Duration,
     /// Answer with [`tasks::run_instant`] instead of computing (control-plane benches only).
     pub instant_results: bool,
+    pub transport: Transport,
+}
+
+/// How the agent talks to the gateway once its node is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Transport {
+    /// One WebSocket per node (`GET /v1/nodes/{id}/connection`) for the task channel, the
+    /// heartbeats and the reports.
+    #[default]
+    Connection,
+    /// The task channel's event stream, and a request per heartbeat and per report.
+    Http,
 }
 
 /// Assignments already taken, so that a replayed channel does not run a task twice, with the
@@ -79,6 +95,8 @@ impl Seen {
 
 struct Shared {
     config: AgentConfig,
+    /// The node's connection, with [`Transport::Connection`].
+    link: Option<Link>,
     running: AtomicU32,
     cancels: Mutex<HashMap<TaskId, Arc<AtomicBool>>>,
     seen: Mutex<Seen>,
@@ -86,28 +104,49 @@ struct Shared {
 
 /// Runs the agent until `shutdown` turns true.
 pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>) {
-    let shared =
-        Arc::new(Shared { config, running: AtomicU32::new(0), cancels: Mutex::default(), seen: Mutex::default() });
+    let (link, mut queue) = match config.transport {
+        Transport::Connection => {
+            let (link, queue) = Link::new();
+            (Some(link), Some(queue))
+        }
+        Transport::Http => (None, None),
+    };
+    let shared = Arc::new(Shared {
+        config,
+        link,
+        running: AtomicU32::new(0),
+        cancels: Mutex::default(),
+        seen: Mutex::default(),
+    });
     let node_id = shared.config.node_id;
     if !wait_until_registered(&shared, &mut shutdown).await {
         return;
     }
-    info!(%node_id, "node registered; following its task channel");
+    info!(%node_id, transport = ?shared.config.transport, "node registered; following its task channel");
     let heartbeats = tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone()));
     let mut last_event_id: Option<String> = None;
     let mut backoff = Duration::from_millis(100);
     while !*shutdown.borrow() {
         let followed = {
             let shared = shared.clone();
+            let config = &shared.config;
             let resume_from = last_event_id.clone();
             let last = &mut last_event_id;
-            let follow =
-                shared.config.client.follow_tasks(node_id, &shared.config.token, resume_from.as_deref(), |event| {
-                    if let Some(id) = &event.id {
-                        *last = Some(id.clone());
+            let on_event = |event: SseEvent| {
+                if let Some(id) = &event.id {
+                    *last = Some(id.clone());
+                }
+                handle_event(&shared, event);
+            };
+            let follow = async {
+                match queue.as_mut() {
+                    Some(queue) => {
+                        let gateway = config.client.base();
+                        connection::run(gateway, node_id, &config.token, resume_from.as_deref(), queue, on_event).await
                     }
-                    handle_event(&shared, event);
-                });
+                    None => config.client.follow_tasks(node_id, &config.token, resume_from.as_deref(), on_event).await,
+                }
+            };
             tokio::select! {
                 result = follow => Some(result),
                 _ = shutdown.changed() => None,
@@ -132,6 +171,26 @@ pub async fn run_agent(config: AgentConfig, mut shutdown: watch::Receiver<bool>)
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     heartbeats.abort();
+}
+
+impl Shared {
+    /// Sends live state over the node's connection, else as a request.
+    async fn heartbeat(&self, cpu_usage: f64, solar_watts: f64, running: u32) -> Result<f64, ClientError> {
+        let config = &self.config;
+        match &self.link {
+            Some(link) => link.heartbeat(cpu_usage, solar_watts, running).await,
+            None => config.client.heartbeat(config.node_id, &config.token, cpu_usage, solar_watts, running).await,
+        }
+    }
+
+    /// Sends a report over the node's connection, else as a request.
+    async fn report(&self, report: &ReportBody, correlation_id: Option<uuid::Uuid>) -> Result<(), ClientError> {
+        let config = &self.config;
+        match &self.link {
+            Some(link) => link.report(report, correlation_id).await,
+            None => config.client.report(config.node_id, &config.token, report, correlation_id).await,
+        }
+    }
 }
 
 fn solar_now(shared: &Shared) -> f64 {
@@ -170,11 +229,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         } else {
             100.0 * f64::from(running) / f64::from(config.cpu_cores.max(1))
         };
-        if let Err(error) = config
-            .client
-            .heartbeat(config.node_id, &config.token, cpu_usage.min(100.0), solar_now(&shared), running)
-            .await
-        {
+        if let Err(error) = shared.heartbeat(cpu_usage.min(100.0), solar_now(&shared), running).await {
             warn!(node_id = %config.node_id, %error, "heartbeat failed");
         }
         tokio::select! {
@@ -298,11 +353,10 @@ async fn execute(shared: Arc<Shared>, assignment: TaskAssignment, correlation_id
 
 /// Sends a report, retrying transient failures; a refusal (4xx) is final.
 async fn send_report(shared: &Shared, report: &ReportBody, correlation_id: Option<uuid::Uuid>) {
-    let config = &shared.config;
     let mut delay = Duration::from_millis(100);
     let (mut failures, mut busy) = (0, 0);
     while failures < 8 && busy < crate::client::BUSY_TRIES {
-        match config.client.report(config.node_id, &config.token, report, correlation_id).await {
+        match shared.report(report, correlation_id).await {
             Ok(()) => return,
             Err(ClientError::Refused { status, detail }) if status < 500 => {
                 warn!(task_id = %report.task_id, status, detail, "report refused");

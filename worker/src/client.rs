@@ -37,6 +37,9 @@ pub enum ClientError {
     Busy { status: u16, retry_after: Duration },
     #[error("the gateway answered {status}: {detail}")]
     Refused { status: u16, detail: String },
+    /// The node's connection (a WebSocket) could not be opened, or was lost before an answer.
+    #[error("the node's connection: {0}")]
+    Connection(String),
 }
 
 impl ClientError {
@@ -138,6 +141,11 @@ impl GatewayClient {
     pub fn new(base: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
         Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    /// The gateway's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Registers a node. A gateway at capacity answers 503 before doing anything: the request

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod connection;
 pub mod cpu;
 pub mod load;
 pub mod power;

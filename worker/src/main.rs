@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use grid_shared::ids::NodeId;
-use grid_worker::agent::{AgentConfig, run_agent};
+use grid_worker::agent::{AgentConfig, Transport, run_agent};
 use grid_worker::client::{GatewayClient, NodeDeclaration};
 use grid_worker::load::{Driver, Progress};
 use grid_worker::power::PowerModel;
@@ -63,6 +63,10 @@ enum Action {
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        /// `connection`: one WebSocket for the task channel, heartbeats and reports; `http`: the
+        /// channel's event stream and a request per heartbeat and per report.
+        #[arg(long, value_enum, default_value_t = Transport::Connection)]
+        transport: Transport,
     },
     /// Create an organisation with the operator key; prints its id and API key (once).
     Organization {
@@ -123,6 +127,10 @@ enum Action {
         /// grid's default cell.
         #[arg(long)]
         cell: Option<String>,
+        /// `connection`: one WebSocket per node; `http`: an event stream and a request per
+        /// heartbeat and per report.
+        #[arg(long, value_enum, default_value_t = Transport::Connection)]
+        transport: Transport,
     },
 }
 
@@ -195,7 +203,7 @@ fn run() -> anyhow::Result<()> {
                     );
                 }
             }
-            Action::Run { node_id, token, cores, solar_watts, peak_watts, interval } => {
+            Action::Run { node_id, token, cores, solar_watts, peak_watts, interval, transport } => {
                 let solar = match solar_watts {
                     Some(watts) => SolarSource::Constant(watts),
                     None => SolarSource::Curve {
@@ -216,6 +224,7 @@ fn run() -> anyhow::Result<()> {
                     measure_cpu: true,
                     min_task_duration: Duration::ZERO,
                     instant_results: false,
+                    transport,
                 };
                 run_agent(config, shutdown).await;
             }
@@ -232,6 +241,7 @@ fn run() -> anyhow::Result<()> {
                 instant_results,
                 zone,
                 cell,
+                transport,
             } => {
                 let config = FleetConfig {
                     gateway: cli.gateway,
@@ -247,6 +257,7 @@ fn run() -> anyhow::Result<()> {
                     instant_results,
                     zone,
                     cell,
+                    transport,
                 };
                 launch(config, shutdown).await?.join().await;
             }

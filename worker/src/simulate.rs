@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::agent::{AgentConfig, run_agent};
+use crate::agent::{AgentConfig, Transport, run_agent};
 use crate::client::{ClientError, GatewayClient, NodeDeclaration};
 use crate::power::PowerModel;
 use crate::solar::SolarSource;
@@ -38,6 +38,8 @@ pub struct FleetConfig {
     pub zone: Option<String>,
     /// The cell the nodes join; `None`: the grid's choice.
     pub cell: Option<String>,
+    /// How the nodes talk to the gateway: one connection each (the default), or HTTP.
+    pub transport: Transport,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +102,7 @@ pub async fn launch(config: FleetConfig, shutdown: watch::Receiver<bool>) -> Res
             measure_cpu: false,
             min_task_duration: config.min_task_duration,
             instant_results: config.instant_results,
+            transport: config.transport,
         };
         nodes.push(SimulatedNode { node_id: registration.node_id, name: declaration.name, has_solar });
         handles.push(tokio::spawn(run_agent(agent, shutdown.clone())));

@@ -8,6 +8,7 @@ pub mod events;
 pub mod grid_compat;
 pub mod health;
 pub mod ledger;
+pub mod node_connection;
 pub mod nodes;
 pub mod operations;
 pub mod organizations;

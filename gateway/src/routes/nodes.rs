@@ -42,7 +42,9 @@ pub fn router() -> Router<AppState> {
 
 /// The task channel is a stream: it is kept out of the request timeout.
 pub fn streaming_router() -> Router<AppState> {
-    Router::new().route("/v1/nodes/{node_id}/tasks", get(task_channel))
+    Router::new()
+        .route("/v1/nodes/{node_id}/tasks", get(task_channel))
+        .route("/v1/nodes/{node_id}/connection", get(crate::routes::node_connection::node_connection))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -376,9 +378,13 @@ pub async fn report(
 /// Where a node's channel starts. With `Last-Event-ID` (a stream id), right after it. Without
 /// one (a node that starts afresh): at its oldest assignment still in flight, else at the end,
 /// so that a restarted node is not handed again the work it already finished.
-async fn resume_point(state: &AppState, node: &NodeCaller, headers: &HeaderMap) -> Result<StreamEntryId, ApiError> {
+pub(crate) async fn resume_point(
+    state: &AppState,
+    node: &NodeCaller,
+    last_event_id: Option<&axum::http::HeaderValue>,
+) -> Result<StreamEntryId, ApiError> {
     let node_id = node.node_id;
-    if let Some(value) = headers.get("last-event-id") {
+    if let Some(value) = last_event_id {
         return value
             .to_str()
             .ok()
@@ -408,7 +414,9 @@ async fn resume_point(state: &AppState, node: &NodeCaller, headers: &HeaderMap) 
     Ok(oldest_in_flight.map_or(end, |seq| StreamEntryId::of_event(seq - 1)))
 }
 
-fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
+/// A channel entry as the node reads it: its type (`TASK:ASSIGNED`, `TASK:CANCELLED`) and its
+/// data (the payload, with the submission's `correlation_id`); `None` for an unreadable entry.
+pub(crate) fn channel_event(entry: &redis::streams::StreamId) -> Option<(String, serde_json::Value)> {
     let text: String = entry.get(fields::ENVELOPE)?;
     let envelope = match Envelope::from_json(&text) {
         Ok(envelope) => envelope,
@@ -421,7 +429,35 @@ fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
     if let Some(object) = data.as_object_mut() {
         object.insert("correlation_id".to_owned(), serde_json::Value::String(envelope.correlation_id.to_string()));
     }
-    Some(SseEvent::default().id(entry.id.clone()).event(envelope.message_type).data(data.to_string()))
+    Some((envelope.message_type, data))
+}
+
+fn sse_event(entry: &redis::streams::StreamId) -> Option<SseEvent> {
+    let (message_type, data) = channel_event(entry)?;
+    Some(SseEvent::default().id(entry.id.clone()).event(message_type).data(data.to_string()))
+}
+
+/// A node's channel from `start` on, as it stands now (read in pages).
+pub(crate) async fn catch_up(
+    state: &AppState,
+    node: &NodeCaller,
+    start: StreamEntryId,
+) -> Result<std::collections::VecDeque<std::sync::Arc<redis::streams::StreamId>>, ApiError> {
+    let key = state.node_keys(node).node_tasks(node.node_id);
+    let mut conn = state.redis.get().await?;
+    let mut backlog = std::collections::VecDeque::new();
+    let mut last = start;
+    loop {
+        let entries = read_after(&mut conn, &key, last, CATCH_UP_PAGE).await?;
+        let full = entries.len() == CATCH_UP_PAGE;
+        if let Some(newest) = entries.last().and_then(|entry| StreamEntryId::parse(&entry.id)) {
+            last = newest;
+        }
+        backlog.extend(entries.into_iter().map(std::sync::Arc::new));
+        if !full {
+            return Ok(backlog);
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{node_id}/tasks", tag = "nodes",
@@ -442,25 +478,10 @@ pub async fn task_channel(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let node = caller.node(NodeId(node_id))?;
     let permit = state.stream_permit()?;
-    let start = resume_point(&state, &node, &headers).await?;
+    let start = resume_point(&state, &node, headers.get("last-event-id")).await?;
     // Registered before the catch-up read: an entry appended meanwhile comes through the reader.
     let subscription = state.channels.subscribe(node.node_id);
-    let key = state.node_keys(&node).node_tasks(node.node_id);
-    let mut conn = state.redis.get().await?;
-    let mut backlog = std::collections::VecDeque::new();
-    let mut last = start;
-    loop {
-        let entries = read_after(&mut conn, &key, last, CATCH_UP_PAGE).await?;
-        let full = entries.len() == CATCH_UP_PAGE;
-        if let Some(newest) = entries.last().and_then(|entry| StreamEntryId::parse(&entry.id)) {
-            last = newest;
-        }
-        backlog.extend(entries.into_iter().map(std::sync::Arc::new));
-        if !full {
-            break;
-        }
-    }
-    drop(conn);
+    let backlog = catch_up(&state, &node, start).await?;
     let stream = futures_util::stream::unfold(
         (backlog, subscription, start, permit),
         |(mut backlog, mut live, mut sent, permit)| async move {

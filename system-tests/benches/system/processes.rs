@@ -4,7 +4,9 @@
 use super::*;
 
 /// The simulated fleet (`worker simulate --instant-results`, every node in the sun): one
-/// process, or with `cells` one per cell (`--cell`), the nodes split evenly between them.
+/// process, or with `cells` one per cell (`--cell`), the nodes split evenly between them. Each
+/// node has one connection (a WebSocket), or with `BENCH_TRANSPORT=http` an event stream and a
+/// request per heartbeat and per report.
 pub(crate) fn start_fleets(
     gateway_arg: &str,
     api_key: &str,
@@ -15,6 +17,7 @@ pub(crate) fn start_fleets(
     anyhow::ensure!(cells.len() <= NAMES.len(), "BENCH_CELLS names at most {} cells", NAMES.len());
     let groups: Vec<Option<&str>> =
         if cells.is_empty() { vec![None] } else { cells.iter().map(|cell| Some(cell.as_str())).collect() };
+    let transport = std::env::var("BENCH_TRANSPORT").unwrap_or_else(|_| "connection".to_owned());
     let mut fleets = Vec::with_capacity(groups.len());
     for (index, cell) in groups.iter().enumerate() {
         let share = nodes / groups.len() as u64 + u64::from((index as u64) < nodes % groups.len() as u64);
@@ -36,6 +39,8 @@ pub(crate) fn start_fleets(
             "--heartbeat-ms",
             "5000",
             "--instant-results",
+            "--transport",
+            &transport,
         ];
         if let Some(cell) = cell {
             args.extend(["--cell", cell]);

@@ -248,6 +248,18 @@ impl System {
         self.fleet_in(None, api_key, nodes, cores, solar_fraction, min_task_duration).await
     }
 
+    /// Like [`System::fleet`], the nodes talking HTTP (an event stream, a request per heartbeat
+    /// and per report) instead of each over its one connection.
+    pub async fn fleet_over_http(
+        &self,
+        api_key: &str,
+        nodes: usize,
+        cores: u16,
+        min_task_duration: Duration,
+    ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
+        self.fleet_with(None, api_key, nodes, cores, 1.0, min_task_duration, grid_worker::agent::Transport::Http).await
+    }
+
     /// Like [`System::fleet`], the nodes joining `cell` (`None`: the grid's choice).
     pub async fn fleet_in(
         &self,
@@ -257,6 +269,21 @@ impl System {
         cores: u16,
         solar_fraction: f64,
         min_task_duration: Duration,
+    ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
+        let transport = grid_worker::agent::Transport::default();
+        self.fleet_with(cell, api_key, nodes, cores, solar_fraction, min_task_duration, transport).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fleet_with(
+        &self,
+        cell: Option<&str>,
+        api_key: &str,
+        nodes: usize,
+        cores: u16,
+        solar_fraction: f64,
+        min_task_duration: Duration,
+        transport: grid_worker::agent::Transport,
     ) -> (tokio::sync::watch::Sender<bool>, grid_worker::simulate::Fleet) {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let config = grid_worker::simulate::FleetConfig {
@@ -273,6 +300,7 @@ impl System {
             instant_results: false,
             zone: None,
             cell: cell.map(str::to_owned),
+            transport,
         };
         let fleet = grid_worker::simulate::launch(config, shutdown).await.expect("the fleet registers");
         (stop, fleet)
