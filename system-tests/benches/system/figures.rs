@@ -247,7 +247,14 @@ pub(crate) struct GatewayFigures {
     pub(crate) overload_20000: Flood,
     pub(crate) cpu_per_heartbeat: CpuPerRequest,
     pub(crate) cpu_per_submission: CpuPerRequest,
+    pub(crate) cpu_per_report: CpuPerRequest,
+    /// Over nodes' connections (WebSocket frames).
+    pub(crate) cpu_per_heartbeat_frame: CpuPerRequest,
+    pub(crate) cpu_per_report_frame: CpuPerRequest,
+    /// Idle nodes each holding an event stream.
     pub(crate) idle_channels: IdleChannels,
+    /// Idle nodes each holding a connection (WebSocket).
+    pub(crate) idle_connections: IdleChannels,
     /// Set by the whole run (not by the gateway's phases alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rss_with_fleet_connected_mib: Option<f64>,

@@ -496,6 +496,113 @@ pub(crate) async fn gateway_cpu_per_request(
     })
 }
 
+type NodeSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a node's connection (`GET /v1/nodes/{id}/connection`, a WebSocket).
+async fn node_socket(base: &str, node_id: &str, token: &str) -> anyhow::Result<NodeSocket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let address = base.replace("http://", "ws://") + &format!("/v1/nodes/{node_id}/connection");
+    let mut request = address.into_client_request()?;
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    Ok(socket)
+}
+
+/// The gateway's CPU per frame of one kind over nodes' connections: `frame` (its `ref` set here)
+/// offered at `rate` for `seconds` over 32 connections of the node, less the CPU the gateway
+/// spent over as long idle just before. Latency is from a frame's send to its answer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn gateway_cpu_per_frame(
+    gateway: &Service,
+    base: &str,
+    node_id: &str,
+    token: &str,
+    frame: Value,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<CpuPerRequest> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    const CONNECTIONS: u64 = 32;
+    let mut sockets = Vec::with_capacity(CONNECTIONS as usize);
+    for _ in 0..CONNECTIONS {
+        sockets.push(node_socket(base, node_id, token).await?);
+    }
+    let idle_before = gateway.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let idle = gateway.cpu_seconds() - idle_before;
+    let before = gateway.cpu_seconds();
+    eprintln!("gateway CPU: offering {rate} {} frames/s for {seconds} s", frame["type"]);
+    let total = rate * seconds;
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut handles = Vec::new();
+    for (connection, socket) in sockets.into_iter().enumerate() {
+        let frame = frame.clone();
+        handles.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            let sent = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+            let reader = {
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let mut answers: Vec<(u16, Duration)> = Vec::new();
+                    while let Some(Ok(message)) = stream.next().await {
+                        let Message::Text(text) = message else { continue };
+                        let Ok(answer) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                        if answer["type"] != "answer" {
+                            continue;
+                        }
+                        let at: Option<tokio::time::Instant> = sent.lock().expect("not poisoned").pop_front();
+                        let status = answer["status"].as_u64().unwrap_or(0) as u16;
+                        answers.push((status, at.map(|at| at.elapsed()).unwrap_or_default()));
+                    }
+                    answers
+                })
+            };
+            let mut index = connection as u64;
+            let mut errors = 0_u64;
+            while index < total {
+                let due = start + Duration::from_nanos(index * 1_000_000_000 / rate);
+                tokio::time::sleep_until(due).await;
+                let mut frame = frame.clone();
+                frame["ref"] = json!(index);
+                sent.lock().expect("not poisoned").push_back(due);
+                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    errors += 1;
+                }
+                index += CONNECTIONS;
+            }
+            // The answers still on their way, then the connection closes.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !sent.lock().expect("not poisoned").is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = sink.close().await;
+            (reader.await.unwrap_or_default(), errors)
+        }));
+    }
+    let mut by_status = std::collections::BTreeMap::new();
+    let mut latencies = Vec::new();
+    for handle in handles {
+        let (answers, _) = handle.await?;
+        for (status, latency) in answers {
+            *by_status.entry(status).or_default() += 1;
+            latencies.push(latency);
+        }
+    }
+    let busy = gateway.cpu_seconds() - before;
+    let answered = latencies.len() as u64;
+    Ok(CpuPerRequest {
+        offered_per_second: rate,
+        answered,
+        cpu_us_per_request: (busy - idle).max(0.0) / answered.max(1) as f64 * 1e6,
+        by_status,
+        latency: distribution(latencies),
+        gateway_cpu_seconds: busy,
+        idle_cpu_seconds: idle,
+    })
+}
+
 /// Registers `count` more nodes and holds a task channel open for each, as idle Pis would;
 /// the gateway's resident memory before and after, per connection. The connections stay open
 /// until the answer is dropped.
@@ -506,10 +613,13 @@ pub(crate) async fn idle_channels(
     pool: &sqlx::PgPool,
     gateway: &Service,
     count: usize,
+    over_connections: bool,
 ) -> anyhow::Result<(IdleChannels, Vec<tokio::net::TcpStream>)> {
+    let prefix = if over_connections { "idle-ws" } else { "idle-sse" };
     let registered: Vec<(String, String)> = futures_util::stream::iter(0..count)
         .map(|index| async move {
-            let body = json!({"name": format!("idle-{index}"), "cpu_cores": 4, "has_solar": true, "location": "Liège"});
+            let body =
+                json!({"name": format!("{prefix}-{index}"), "cpu_cores": 4, "has_solar": true, "location": "Liège"});
             let answer: Value = http
                 .post(format!("{base}/v1/nodes"))
                 .bearer_auth(api_key)
@@ -528,8 +638,11 @@ pub(crate) async fn idle_channels(
         .await;
     let wanted = registered.len() as i64;
     support::poll("the idle nodes to be registered", || async {
-        let known: i64 =
-            sqlx::query_scalar("select count(*) from node where name like 'idle-%'").fetch_one(pool).await.ok()?;
+        let known: i64 = sqlx::query_scalar("select count(*) from node where name like $1")
+            .bind(format!("{prefix}-%"))
+            .fetch_one(pool)
+            .await
+            .ok()?;
         (known >= wanted).then_some(())
     })
     .await;
@@ -539,13 +652,24 @@ pub(crate) async fn idle_channels(
     for (node_id, token) in &registered {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(&address).await?;
-        let request = format!(
-            "GET /v1/nodes/{node_id}/tasks HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-        );
+        // An event stream, or a node's connection upgraded to a WebSocket (left idle: no frame).
+        let (request, expected) = if over_connections {
+            let request = format!(
+                "GET /v1/nodes/{node_id}/connection HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+                 Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            );
+            (request, b"101")
+        } else {
+            let request = format!(
+                "GET /v1/nodes/{node_id}/tasks HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+            );
+            (request, b"200")
+        };
         stream.write_all(request.as_bytes()).await?;
         let mut head = [0_u8; 12];
         stream.read_exact(&mut head).await?;
-        anyhow::ensure!(head.ends_with(b"200"), "a task channel answered {}", String::from_utf8_lossy(&head));
+        anyhow::ensure!(head.ends_with(expected), "a node's channel answered {}", String::from_utf8_lossy(&head));
         open.push(stream);
     }
     // Each channel answered 200 after its catch-up read: every connection is set up. The rest of
@@ -608,15 +732,48 @@ impl GatewayPhases<'_> {
         let per_heartbeat = gateway_cpu_per_request(gateway, &address, heartbeat, 2_000, open_loop_seconds).await?;
         let per_submission = gateway_cpu_per_request(gateway, &address, submission, 2_000, open_loop_seconds).await?;
         eprintln!("gateway CPU: heartbeat {}, submission {}", line(&per_heartbeat), line(&per_submission));
-        let (idle, connections) =
-            idle_channels(http, base, api_key, pool, gateway, setting("BENCH_IDLE_NODES", 9_000) as usize).await?;
+        // A report of work the node was never given: taken by the gateway (202), refused by the
+        // writer, as a late report is.
+        let report = || {
+            let result = json!({"answer": 42});
+            let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(result.to_string().as_bytes()));
+            json!({"task_id": uuid::Uuid::new_v4(), "attempt": 1, "status": "completed", "result_json": result,
+                   "result_hash": hash, "energy_used_wh": 0.5, "solar_contribution_wh": 0.5})
+        };
+        let report_request =
+            raw_request("POST", &format!("/v1/nodes/{single_id}/reports"), single_token, &report().to_string());
+        let per_report = gateway_cpu_per_request(gateway, &address, report_request, 2_000, open_loop_seconds).await?;
+        // The same over the node's connection, one frame each.
+        let beat = json!({"type": "heartbeat", "heartbeat": {"cpu_usage": 10.0, "solar_watts": 400.0}});
+        let per_heartbeat_frame =
+            gateway_cpu_per_frame(gateway, base, single_id, single_token, beat, 2_000, open_loop_seconds).await?;
+        let report_frame = json!({"type": "report", "report": report()});
+        let per_report_frame =
+            gateway_cpu_per_frame(gateway, base, single_id, single_token, report_frame, 2_000, open_loop_seconds)
+                .await?;
+        eprintln!(
+            "gateway CPU: report {}, heartbeat frame {}, report frame {}",
+            line(&per_report),
+            line(&per_heartbeat_frame),
+            line(&per_report_frame)
+        );
+        let idle_nodes = setting("BENCH_IDLE_NODES", 9_000) as usize;
+        let (idle, connections) = idle_channels(http, base, api_key, pool, gateway, idle_nodes, false).await?;
         eprintln!("idle channels: {}", line(&idle));
+        drop(connections);
+        let (idle_connections, connections) =
+            idle_channels(http, base, api_key, pool, gateway, idle_nodes, true).await?;
+        eprintln!("idle connections: {}", line(&idle_connections));
         drop(connections);
         Ok(GatewayFigures {
             overload_20000: overload,
             cpu_per_heartbeat: per_heartbeat,
             cpu_per_submission: per_submission,
+            cpu_per_report: per_report,
+            cpu_per_heartbeat_frame: per_heartbeat_frame,
+            cpu_per_report_frame: per_report_frame,
             idle_channels: idle,
+            idle_connections,
             rss_with_fleet_connected_mib: None,
             fleet_connected: None,
         })

@@ -271,6 +271,36 @@ pub(crate) fn markdown(report: &Report) -> String {
         &report.gateway.cpu_per_submission.cpu_us_per_request,
         "≤ 40 per request",
     ));
+    let gateway = &report.gateway;
+    out.push_str(&row(
+        &format!("gateway CPU per report at {}/s, over HTTP (µs)", gateway.cpu_per_report.offered_per_second),
+        &gateway.cpu_per_report.cpu_us_per_request,
+        "",
+    ));
+    out.push_str(&row(
+        &format!(
+            "gateway CPU per heartbeat frame at {}/s, over nodes' connections (µs)",
+            gateway.cpu_per_heartbeat_frame.offered_per_second
+        ),
+        &gateway.cpu_per_heartbeat_frame.cpu_us_per_request,
+        "≤ 30",
+    ));
+    out.push_str(&row("… answer latency p99 (ms)", &gateway.cpu_per_heartbeat_frame.latency.p99_ms, ""));
+    out.push_str(&row(
+        &format!(
+            "gateway CPU per report frame at {}/s, over nodes' connections (µs)",
+            gateway.cpu_per_report_frame.offered_per_second
+        ),
+        &gateway.cpu_per_report_frame.cpu_us_per_request,
+        "≤ 30",
+    ));
+    out.push_str(&row("… answer latency p99 (ms)", &gateway.cpu_per_report_frame.latency.p99_ms, ""));
+    out.push_str(&row("idle nodes' connections (WebSocket) opened", &gateway.idle_connections.nodes, ""));
+    out.push_str(&row(
+        "… gateway RSS growth per connected node (KiB)",
+        &gateway.idle_connections.kib_per_connected_node,
+        "small",
+    ));
     out.push_str(&row(
         "idle task channels opened",
         &report.gateway.idle_channels.nodes,
