@@ -130,7 +130,19 @@ async fn a_node_works_over_its_one_connection_and_resumes_after_its_last_id(pool
     assert_eq!((assigned, again_id), (third, third_id));
     // A resume point that is not a stream id is refused before the upgrade.
     assert_eq!(connect(&system, &node.node_id, &node.token, Some("yesterday")).await.err(), Some(422));
+    // A gateway that stops closes its nodes' connections, telling them to resume elsewhere.
     system.stop().await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match afresh.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|frame| u16::from(frame.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(Some(1012)), "closed with 1012 (service restart)");
 }
 
 /// The second task's completion over the HTTP route (kept for existing clients).
