@@ -206,10 +206,8 @@ impl Driver {
         owners: &[uuid::Uuid],
     ) -> Result<HashSet<String>, ClientError> {
         let chunks: Vec<Vec<Value>> = (0..count)
-            .map(|index| sample_task(index, owners))
-            .collect::<Vec<_>>()
-            .chunks(batch)
-            .map(<[Value]>::to_vec)
+            .step_by(batch)
+            .map(|first| (first..(first + batch).min(count)).map(|index| sample_task(index, owners)).collect())
             .collect();
         let answers = futures_util::stream::iter(chunks)
             .map(|tasks| {

@@ -91,6 +91,17 @@ pub struct Remember<'a> {
     pub ttl_seconds: u64,
 }
 
+impl<'a> Remember<'a> {
+    /// A publish script's idempotency key, answer and TTL. Without an answer to remember the
+    /// key is the stream's (KEYS[5] is then not touched; the stream keeps it in the cell).
+    fn arguments(remember: Option<Self>, stream: &'a str) -> (&'a str, &'a str, u64) {
+        match remember {
+            Some(remember) => (remember.key, remember.answer, remember.ttl_seconds),
+            None => (stream, "", 0),
+        }
+    }
+}
+
 /// `lua/publish.lua`: admission, the `Idempotency-Key`, the backlog bound, then the entry
 /// (`type`, `envelope`) and its issuer in the issuers hash.
 #[derive(Debug)]
@@ -136,11 +147,7 @@ impl Published {
 
 impl Publish<'_> {
     pub async fn run(&self, conn: &mut impl ConnectionLike) -> Result<Published, ScriptError> {
-        let (remember_key, answer, ttl) = match self.remember {
-            Some(remember) => (remember.key, remember.answer, remember.ttl_seconds),
-            // KEYS[5] is not touched without an answer to remember; the stream keeps it in the cell.
-            None => (self.stream, "", 0),
-        };
+        let (remember_key, answer, ttl) = Remember::arguments(self.remember, self.stream);
         let reply: Vec<String> = self
             .admission
             .invocation(&PUBLISH)
@@ -178,10 +185,7 @@ pub struct PublishBatch<'a> {
 
 impl PublishBatch<'_> {
     pub async fn run(&self, conn: &mut impl ConnectionLike) -> Result<Published, ScriptError> {
-        let (remember_key, answer, ttl) = match self.remember {
-            Some(remember) => (remember.key, remember.answer, remember.ttl_seconds),
-            None => (self.stream, "", 0),
-        };
+        let (remember_key, answer, ttl) = Remember::arguments(self.remember, self.stream);
         let mut invocation = self.admission.invocation(&PUBLISH_BATCH);
         invocation
             .key(self.stream)

@@ -90,16 +90,12 @@ impl Grid {
         Ok(body["task_id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Submits as a well-behaved client does: a 503 is tried again after its `Retry-After`.
-    pub(crate) async fn submit_until_accepted(&self, index: usize) -> anyhow::Result<String> {
+    /// Posts `body` to `path` as a well-behaved client does: a 503 is tried again after its
+    /// `Retry-After`, for about a minute; answers the 202's body.
+    async fn post_until_accepted(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         for _ in 0..60 {
-            let response = self
-                .http
-                .post(format!("{}/v1/tasks", self.base))
-                .bearer_auth(&self.api_key)
-                .json(&thermal_task(index))
-                .send()
-                .await?;
+            let response =
+                self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.api_key).json(body).send().await?;
             if response.status() == 503 {
                 let wait = response
                     .headers()
@@ -110,42 +106,26 @@ impl Grid {
                 tokio::time::sleep(Duration::from_secs(wait)).await;
                 continue;
             }
-            anyhow::ensure!(response.status() == 202, "submit answered {}", response.status());
-            let body: Value = response.json().await?;
-            return Ok(body["task_id"].as_str().unwrap_or_default().to_owned());
+            anyhow::ensure!(response.status() == 202, "{path} answered {}", response.status());
+            return Ok(response.json().await?);
         }
-        anyhow::bail!("still refused after a minute")
+        anyhow::bail!("{path} still refused after a minute")
+    }
+
+    /// Submits task `index` (`POST /v1/tasks`), tried again after each 503's `Retry-After`.
+    pub(crate) async fn submit_until_accepted(&self, index: usize) -> anyhow::Result<String> {
+        let body = self.post_until_accepted("/v1/tasks", &thermal_task(index)).await?;
+        Ok(body["task_id"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Submits tasks `first..first + count` in one `POST /v1/tasks/batch`, tried again after each
     /// 503's `Retry-After`; their ids.
     pub(crate) async fn submit_batch_until_accepted(&self, first: usize, count: usize) -> anyhow::Result<Vec<String>> {
         let body = json!({"tasks": (first..first + count).map(thermal_task).collect::<Vec<_>>()});
-        for _ in 0..60 {
-            let response = self
-                .http
-                .post(format!("{}/v1/tasks/batch", self.base))
-                .bearer_auth(&self.api_key)
-                .json(&body)
-                .send()
-                .await?;
-            if response.status() == 503 {
-                let wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
-                    .unwrap_or(1);
-                self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-                continue;
-            }
-            anyhow::ensure!(response.status() == 202, "a batch answered {}", response.status());
-            let answer: Value = response.json().await?;
-            anyhow::ensure!(answer["refused"] == 0, "the gateway refused tasks of a batch: {answer}");
-            let items = answer["items"].as_array().map(Vec::as_slice).unwrap_or_default();
-            return Ok(items.iter().map(|item| item["task_id"].as_str().unwrap_or_default().to_owned()).collect());
-        }
-        anyhow::bail!("a batch still refused after a minute")
+        let answer = self.post_until_accepted("/v1/tasks/batch", &body).await?;
+        anyhow::ensure!(answer["refused"] == 0, "the gateway refused tasks of a batch: {answer}");
+        let items = answer["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Ok(items.iter().map(|item| item["task_id"].as_str().unwrap_or_default().to_owned()).collect())
     }
 
     /// Waits until `task_id` is completed (or failed), for at most `limit`.
@@ -559,8 +539,8 @@ pub(crate) async fn gateway_cpu_per_frame(
                     answers
                 })
             };
+            // Frames not answered (a broken connection) count as not answered.
             let mut index = connection as u64;
-            let mut errors = 0_u64;
             while index < total {
                 let due = start + Duration::from_nanos(index * 1_000_000_000 / rate);
                 tokio::time::sleep_until(due).await;
@@ -568,24 +548,21 @@ pub(crate) async fn gateway_cpu_per_frame(
                 frame["ref"] = json!(index);
                 sent.lock().expect("not poisoned").push_back(due);
                 if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
-                    errors += 1;
+                    break;
                 }
                 index += CONNECTIONS;
             }
-            // The answers still on their way, then the connection closes.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while !sent.lock().expect("not poisoned").is_empty() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // The gateway answers frames in order, so it has answered every frame before it reads
+            // the close: the reader ends after the last answer (or after 5 s).
             let _ = sink.close().await;
-            (reader.await.unwrap_or_default(), errors)
+            let answers = tokio::time::timeout(Duration::from_secs(5), reader).await;
+            answers.ok().and_then(Result::ok).unwrap_or_default()
         }));
     }
     let mut by_status = std::collections::BTreeMap::new();
     let mut latencies = Vec::new();
     for handle in handles {
-        let (answers, _) = handle.await?;
-        for (status, latency) in answers {
+        for (status, latency) in handle.await? {
             *by_status.entry(status).or_default() += 1;
             latencies.push(latency);
         }
