@@ -266,12 +266,11 @@ async fn fetch_window(
     last: i64,
 ) -> Result<Vec<(i64, Event)>, ReplayError> {
     let mut tx = begin_read_only(&pool, Some(&snapshot)).await?;
-    // Only what replay reads: the type, the version and the payload's text (PostgreSQL's cost
-    // is turning jsonb into text, so less text is faster).
-    let rows: Vec<(i64, String, i16, String)> = sqlx::query_as(scope.sql(
-        "select seq, envelope ->> 'type', (envelope ->> 'version')::int2, (envelope -> 'payload')::text
-         from event where {cell} and seq between $2 and $3 order by seq",
-    ))
+    // The envelopes as archived (`json`: their text, which PostgreSQL returns as stored); only the
+    // type, the version and the payload are read of each, the payload decoded once.
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        scope.sql("select seq, envelope::text from event where {cell} and seq between $2 and $3 order by seq"),
+    )
     .bind(&scope.cell)
     .bind(first)
     .bind(last)
@@ -279,13 +278,24 @@ async fn fetch_window(
     .await?;
     tx.commit().await?;
     rows.into_iter()
-        .map(|(seq, message_type, version, payload)| {
-            let version = u16::try_from(version).unwrap_or(0);
-            Event::from_text(&message_type, version, &payload)
+        .map(|(seq, text)| {
+            let archived: Archived<'_> =
+                serde_json::from_str(&text).map_err(|error| ReplayError::Event(format!("event {seq}: {error}")))?;
+            Event::from_text(&archived.message_type, archived.version, archived.payload.get())
                 .map(|event| (seq, event))
                 .map_err(|error| ReplayError::Event(format!("event {seq}: {error}")))
         })
         .collect()
+}
+
+/// What replay reads of an archived envelope.
+#[derive(serde::Deserialize)]
+struct Archived<'a> {
+    #[serde(rename = "type", borrow)]
+    message_type: std::borrow::Cow<'a, str>,
+    version: u16,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
 }
 
 /// Replays the cell's PostgreSQL archive from `from_seq` up to its last event when the replay

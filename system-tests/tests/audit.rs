@@ -103,13 +103,14 @@ async fn replay_matches_the_tables_and_reports_every_edit(pool: PgPool) {
             .fetch_one(&pool)
             .await
             .unwrap();
-    sqlx::query("update credit_entry set amount_peur = amount_peur + 1 where task_id = $1 and account = 'node'")
+    // The ledger is the proof leaves (the view `credit_entry` reads each leaf's two entries).
+    sqlx::query("update proof_leaf set node_peur = node_peur + 1 where task_id = $1")
         .bind(task_id)
         .execute(&pool)
         .await
         .unwrap();
     sqlx::query("update task set status = 'failed' where task_id = $1").bind(task_id).execute(&pool).await.unwrap();
-    sqlx::query("update credit_entry set amount_peur = amount_peur + 5 where task_id = $1 and account = 'cooperative'")
+    sqlx::query("update proof_leaf set cooperative_peur = cooperative_peur + 5 where task_id = $1")
         .bind(task_id)
         .execute(&pool)
         .await

@@ -81,7 +81,7 @@ async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: Pg
     }
     let requeued: i64 = sqlx::query_scalar(
         "select count(*) from event where event_type = 'TaskRequeued'
-             and envelope -> 'payload' -> 'reason' = '{\"code\": \"taken_back\", \"cause\": {\"code\": \"node_offline\"}}'
+             and (envelope -> 'payload' -> 'reason')::jsonb = '{\"code\": \"taken_back\", \"cause\": {\"code\": \"node_offline\"}}'
              and envelope -> 'payload' ->> 'node_id' = $1",
     )
     .bind(&victim_id)

@@ -56,7 +56,7 @@ pub async fn credits(state: &AppState, scope: Option<OrganizationId>, period: Pe
                         as in_period
              from credit_entry e join node n using (cell_id, node_id)
              where e.account = 'node' and ($1::uuid is null or n.organization_id = $1))
-         select c.node_id, n.name as node_name, n.organization_id, o.name as organization_name,
+         select c.node_id as "node_id!", n.name as node_name, n.organization_id, o.name as organization_name,
                 count(*) filter (where c.in_period) as "results!",
                 coalesce(sum(c.amount_peur) filter (where c.in_period), 0)::bigint as "amount!",
                 coalesce(sum(c.carbon_ng) filter (where c.in_period), 0)::bigint as "carbon!",

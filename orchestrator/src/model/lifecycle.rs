@@ -81,7 +81,6 @@ pub struct Credit {
 /// What the task's row records of its final result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalResult {
-    pub result_json: Option<serde_json::Value>,
     pub result_hash: String,
     pub energy: MicroWattHours,
     pub solar: MicroWattHours,
@@ -345,10 +344,9 @@ pub fn complete(
                 (true, false) => Verdict::Disagreed,
             };
             effects.verdicts = task.results.iter().map(|result| (result.attempt, verdict_of(result))).collect();
-            effects.new_results.push((this.clone(), verdict_of(&this), report.result_json.clone()));
+            effects.new_results.push((this.clone(), verdict_of(&this), report.result_json));
             let sci = task_sci(&results, reporter, runtime_ms, nodes, context);
             effects.result = Some(FinalResult {
-                result_json: report.result_json,
                 result_hash: report.result_hash.clone(),
                 energy: report.energy_used,
                 solar: report.solar_contribution,

@@ -256,7 +256,7 @@ pub async fn purge_targets(
     let rows = sqlx::query!(
         "select task_id, submitted_entry_id from task
          where cell_id = $3 and organization_id = $1 and kind_type = 'energy_group_optimisation'
-           and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
+           and jsonb_path_query_array(kind, '$.participants[*].owner_id') @> jsonb_build_array($2::text)",
         organization_id.as_uuid(),
         owner_id.to_string(),
         cell

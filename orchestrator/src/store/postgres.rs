@@ -272,18 +272,17 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             "update task t set status = g.status, attempts = g.attempts, node_id = g.node_id,
                  assigned_at = g.assigned_at, started_at = g.started_at, finished_at = g.finished_at,
                  not_before = g.not_before, reason = g.reason, quorum = g.quorum, result_limit = g.result_limit,
-                 assignment_seq = g.assignment_seq, result_json = coalesce(g.result_json, t.result_json),
-                 result_hash = coalesce(g.result_hash, t.result_hash),
+                 assignment_seq = g.assignment_seq, result_hash = coalesce(g.result_hash, t.result_hash),
                  energy_uwh = coalesce(g.energy_uwh, t.energy_uwh),
                  solar_uwh = coalesce(g.solar_uwh, t.solar_uwh),
                  sci_operational_ng = coalesce(g.sci_operational_ng, t.sci_operational_ng),
                  sci_embodied_ng = coalesce(g.sci_embodied_ng, t.sci_embodied_ng), updated_at = now()
              from unnest($1::uuid[], $2::text[], $3::int4[], $4::uuid[], $5::timestamptz[], $6::timestamptz[],
                  $7::timestamptz[], $8::timestamptz[], $9::text[], $10::int2[], $11::int2[], $12::int8[],
-                 $13::jsonb[], $14::text[], $15::int8[], $16::int8[], $17::int8[], $18::int8[])
+                 $13::text[], $14::int8[], $15::int8[], $16::int8[], $17::int8[])
                  as g(task_id, status, attempts, node_id, assigned_at, started_at, finished_at, not_before, reason,
-                      quorum, result_limit, assignment_seq, result_json, result_hash, energy_uwh, solar_uwh,
-                      sci_operational_ng, sci_embodied_ng)
+                      quorum, result_limit, assignment_seq, result_hash, energy_uwh, solar_uwh, sci_operational_ng,
+                      sci_embodied_ng)
              where t.task_id = g.task_id",
             &updated.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>(),
             &updated.iter().map(|row| row.status.as_str()).collect::<Vec<_>>() as &[_],
@@ -297,10 +296,6 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             &updated.iter().map(|row| i16::from(row.quorum)).collect::<Vec<_>>(),
             &updated.iter().map(|row| i16::from(row.result_limit)).collect::<Vec<_>>(),
             &updated.iter().map(|row| row.assignment_seq).collect::<Vec<_>>() as &[_],
-            &updated
-                .iter()
-                .map(|row| row.result.as_ref().and_then(|result| result.result_json.clone()))
-                .collect::<Vec<_>>() as &[_],
             &updated.iter().map(|row| row.result.as_ref().map(|result| result.result_hash.as_str())).collect::<Vec<_>>()
                 as &[_],
             &updated.iter().map(|row| row.result.as_ref().map(|result| result.energy.0)).collect::<Vec<_>>() as &[_],
@@ -333,7 +328,7 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
                   where participant ->> 'owner_id' <> $2), '[]'::jsonb)),
                  updated_at = now()
              where cell_id = $3 and organization_id = $1 and kind_type = 'energy_group_optimisation'
-               and kind -> 'participants' @> jsonb_build_array(jsonb_build_object('owner_id', $2::text))",
+               and jsonb_path_query_array(kind, '$.participants[*].owner_id') @> jsonb_build_array($2::text)",
             organization_id.as_uuid(),
             owner_id.to_string(),
             cell
@@ -410,26 +405,15 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
     Ok(statements)
 }
 
-/// Each credited result: two ledger entries (node, cooperative fund) and its leaf; then the
-/// blocks sealed in this batch.
+/// Each credited result's leaf, which is its two ledger entries too (node, cooperative fund: the
+/// view `credit_entry`); then the blocks sealed in this batch.
 async fn write_ledger(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Result<u32, sqlx::Error> {
     let mut statements = 0;
     if !batch.credits.is_empty() {
         let credits = &batch.credits;
         let leaves: Vec<_> = credits.iter().map(|credit| &credit.leaf).collect();
         sqlx::query!(
-            "with entries as (
-                 insert into credit_entry (task_id, account, node_id, carbon_ng, amount_peur, created_at, cell_id)
-                 select task_id, account, node_id, carbon, amount, at, $20 from (
-                     select task_id, 'node' as account, node_id, carbon, node_amount as amount, at, position
-                     from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[])
-                         with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
-                     union all
-                     select task_id, 'cooperative', node_id, 0, cooperative_amount, at, position
-                     from unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::int8[], $6::timestamptz[])
-                         with ordinality as c(task_id, node_id, carbon, node_amount, cooperative_amount, at, position)
-                 ) as both_accounts order by position, account desc)
-             insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
+            "insert into proof_leaf (block_height, leaf_index, task_id, node_id, attempt, energy_uwh, solar_uwh,
                  carbon_ng, node_peur, cooperative_peur, credited_at, leaf_hash, zone, intensity_hour,
                  intensity_mg_per_kwh, intensity_kind, intensity_source, price_peur_per_kg, node_share_percent, cell_id)
              select *, $20 from unnest($7::int8[], $8::int4[], $1::uuid[], $2::uuid[], $9::int4[], $10::int8[],

@@ -70,7 +70,7 @@ pub(crate) struct PerTask {
     pub(crate) rows: f64,
     /// Index entries written per task, every table.
     pub(crate) index_entries: f64,
-    /// Mean stored size of an event's envelope (jsonb, after compression) and of a task row.
+    /// Mean stored size of an event's envelope (`json`: its text) and of a task row.
     pub(crate) event_envelope_bytes: f64,
     pub(crate) task_row_bytes: f64,
     /// Rows and index entries per task, table by table (the tables the phase wrote).
