@@ -246,7 +246,8 @@ async fn tasks(
         r#"select t.task_id, t.cell_id, t.status, t.priority, t.deadline, t.node_id, t.attempts,
             coalesce(t.result_json, (select r.result_json from task_result r
                 where r.cell_id = t.cell_id and r.task_id = t.task_id and r.result_hash = t.result_hash
-                order by r.attempt limit 1)) as result_json, t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
+                order by r.attempt limit 1)) as result_json,
+            t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,
             t.assigned_at, t.started_at, t.finished_at, t.not_before, t.sci_operational_ng, t.sci_embodied_ng,
             (select n.name from node n where n.cell_id = t.cell_id and n.node_id = t.node_id) as node_name,
             case when t.kind_type = 'energy_group_optimisation' then jsonb_build_object('type', t.kind_type,

@@ -233,6 +233,28 @@ pub(crate) struct CpuPerRequest {
     pub(crate) cpu_us_per_request: f64,
 }
 
+impl CpuPerRequest {
+    /// `busy` CPU seconds over `answered` requests, less `idle` (as long left alone).
+    pub(crate) fn less_idle(
+        rate: u64,
+        answered: u64,
+        by_status: BTreeMap<u16, u64>,
+        latency: Distribution,
+        busy: f64,
+        idle: f64,
+    ) -> Self {
+        Self {
+            offered_per_second: rate,
+            answered,
+            cpu_us_per_request: (busy - idle).max(0.0) / answered.max(1) as f64 * 1e6,
+            by_status,
+            latency,
+            gateway_cpu_seconds: busy,
+            idle_cpu_seconds: idle,
+        }
+    }
+}
+
 /// Idle nodes' task channels held open, and the gateway's memory for them.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct IdleChannels {

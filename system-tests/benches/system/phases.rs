@@ -458,22 +458,20 @@ pub(crate) async fn gateway_cpu_per_request(
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<CpuPerRequest> {
-    let idle_before = gateway.cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let idle = gateway.cpu_seconds() - idle_before;
+    let idle = idle_cpu_seconds(gateway, seconds).await;
     let before = gateway.cpu_seconds();
     eprintln!("gateway CPU: offering {rate} requests/s for {seconds} s");
     let offered = flood(address, Arc::new(request), rate, seconds, 32, gateway.pid()).await?;
     let busy = gateway.cpu_seconds() - before;
-    Ok(CpuPerRequest {
-        offered_per_second: rate,
-        answered: offered.answered,
-        cpu_us_per_request: (busy - idle).max(0.0) / offered.answered.max(1) as f64 * 1e6,
-        by_status: offered.by_status,
-        latency: offered.latency,
-        gateway_cpu_seconds: busy,
-        idle_cpu_seconds: idle,
-    })
+    Ok(CpuPerRequest::less_idle(rate, offered.answered, offered.by_status, offered.latency, busy, idle))
+}
+
+/// The CPU the gateway spends over `seconds` left alone (the fleet's heartbeats and channels):
+/// a measure over time, so this waits the whole window.
+async fn idle_cpu_seconds(gateway: &Service, seconds: u64) -> f64 {
+    let before = gateway.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    gateway.cpu_seconds() - before
 }
 
 type NodeSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -509,9 +507,7 @@ pub(crate) async fn gateway_cpu_per_frame(
     for _ in 0..CONNECTIONS {
         sockets.push(node_socket(base, node_id, token).await?);
     }
-    let idle_before = gateway.cpu_seconds();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let idle = gateway.cpu_seconds() - idle_before;
+    let idle = idle_cpu_seconds(gateway, seconds).await;
     let before = gateway.cpu_seconds();
     eprintln!("gateway CPU: offering {rate} {} frames/s for {seconds} s", frame["type"]);
     let total = rate * seconds;
@@ -569,15 +565,7 @@ pub(crate) async fn gateway_cpu_per_frame(
     }
     let busy = gateway.cpu_seconds() - before;
     let answered = latencies.len() as u64;
-    Ok(CpuPerRequest {
-        offered_per_second: rate,
-        answered,
-        cpu_us_per_request: (busy - idle).max(0.0) / answered.max(1) as f64 * 1e6,
-        by_status,
-        latency: distribution(latencies),
-        gateway_cpu_seconds: busy,
-        idle_cpu_seconds: idle,
-    })
+    Ok(CpuPerRequest::less_idle(rate, answered, by_status, distribution(latencies), busy, idle))
 }
 
 /// Registers `count` more nodes and holds a task channel open for each, as idle Pis would;
