@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use grid_shared::cells::CellName;
 use grid_shared::domain::TaskStatus;
 use grid_shared::envelope::{Envelope, Message};
-use grid_shared::events::Event;
+use grid_shared::events::{CreditsDistributed, Event};
 use grid_shared::ids::{NodeId, TaskId};
 use grid_shared::wire::{StreamEntryId, fields};
 use serde::Serialize;
@@ -91,30 +91,15 @@ impl Projection {
             Event::TaskCompleted(completed) => {
                 self.task(completed.task_id).status = TaskStatus::Completed;
                 *self.completed_by_node.entry(completed.node_id).or_default() += 1;
+                for credit in completed.credits_distributed() {
+                    self.credit(seq, &credit);
+                }
             }
             Event::TaskFailed(failed) => self.task(failed.task_id).status = TaskStatus::Failed,
             Event::TaskCancelled(cancelled) => self.task(cancelled.task_id).status = TaskStatus::Cancelled,
             Event::TaskQuarantined(quarantined) => self.task(quarantined.task_id).status = TaskStatus::Quarantined,
-            Event::CreditsDistributed(credits) => {
-                let recomputed = credits.recomputed();
-                if recomputed != credits.split {
-                    let show = |split: &grid_shared::carbon::CreditSplit| {
-                        format!(
-                            "{} ng, {} + {} p€",
-                            split.carbon_saved.0, split.node_share.0, split.cooperative_share.0
-                        )
-                    };
-                    self.misreckoned.push(divergence(
-                        format!("credit of task {} to node {} (event {seq})", credits.task_id, credits.node_id),
-                        "split",
-                        show(&recomputed),
-                        show(&credits.split),
-                    ));
-                }
-                *self.node_credits.entry(credits.node_id).or_default() += credits.split.node_share.0;
-                *self.node_carbon.entry(credits.node_id).or_default() += credits.split.carbon_saved.0;
-                self.cooperative_fund += credits.split.cooperative_share.0;
-            }
+            // Written before credits were folded into the completion.
+            Event::CreditsDistributed(credit) => self.credit(seq, credit),
             Event::GreenProofAppended(link) => self.chain_head = Some((link.seq, link.hash.clone())),
             Event::BlockSealed(block) => self.block_head = Some((block.height, block.hash.clone())),
             Event::TaskResultRecorded(recorded) => {
@@ -135,6 +120,26 @@ impl Projection {
             | Event::ApiKeyRotated(_)
             | Event::EnergyContractDeclared(_) => {}
         }
+    }
+
+    /// Adds one credit to the balances, recomputed from its recorded inputs: a credit whose
+    /// split does not follow from them is a divergence.
+    fn credit(&mut self, seq: i64, credit: &CreditsDistributed) {
+        let recomputed = credit.recomputed();
+        if recomputed != credit.split {
+            let show = |split: &grid_shared::carbon::CreditSplit| {
+                format!("{} ng, {} + {} p€", split.carbon_saved.0, split.node_share.0, split.cooperative_share.0)
+            };
+            self.misreckoned.push(divergence(
+                format!("credit of task {} to node {} (event {seq})", credit.task_id, credit.node_id),
+                "split",
+                show(&recomputed),
+                show(&credit.split),
+            ));
+        }
+        *self.node_credits.entry(credit.node_id).or_default() += credit.split.node_share.0;
+        *self.node_carbon.entry(credit.node_id).or_default() += credit.split.carbon_saved.0;
+        self.cooperative_fund += credit.split.cooperative_share.0;
     }
 
     pub fn apply_envelope(&mut self, seq: i64, text: &str) -> Result<(), String> {

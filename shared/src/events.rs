@@ -143,6 +143,49 @@ pub struct TaskCompleted {
     /// The task's Software Carbon Intensity (absent in events written before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sci: Option<crate::carbon::Sci>,
+    /// What the completion credited, each credit with its leaf. Absent when nothing was
+    /// credited, and in events written before credits were folded into the completion: a
+    /// `CreditsDistributed` event followed each of those ([`TaskCompleted::credits_distributed`]
+    /// reads both alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Credits>,
+}
+
+impl TaskCompleted {
+    /// Each credit of the completion, in the form a `CreditsDistributed` event gave it.
+    pub fn credits_distributed(&self) -> impl Iterator<Item = CreditsDistributed> + '_ {
+        self.credits.iter().flat_map(move |credits| {
+            credits.nodes.iter().map(move |credit| CreditsDistributed {
+                task_id: self.task_id,
+                node_id: credit.node_id,
+                solar_contribution: credit.solar_contribution,
+                policy: credits.policy,
+                signal: Some(credit.signal.clone()),
+                split: credit.split,
+                leaf: Some(credit.leaf.clone()),
+            })
+        })
+    }
+}
+
+/// The credits of a completed task: the policy that priced them, and one credit per agreeing
+/// result whose energy was not refused (the completing node's; with a quorum, each agreeing
+/// node's), in the order their leaves were appended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credits {
+    pub policy: CarbonPolicy,
+    pub nodes: Vec<NodeCredit>,
+}
+
+/// One node's credit for a result: its sun, the intensity it was credited at (its zone's and
+/// hour's, from the source named), the 70/30 split, and its leaf in the proof chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeCredit {
+    pub node_id: NodeId,
+    pub solar_contribution: MicroWattHours,
+    pub signal: Signal,
+    pub split: CreditSplit,
+    pub leaf: LeafPosition,
 }
 
 /// Why a task needs one more result before it can complete.
@@ -215,6 +258,8 @@ pub struct TaskQuarantined {
     pub problem: String,
 }
 
+/// A credit, as an event of its own: what writers recorded before credits were folded into
+/// `TaskCompleted` (`credits`). The archive keeps these; writers no longer emit them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreditsDistributed {
     pub task_id: TaskId,
@@ -383,6 +428,36 @@ mod tests {
         }
     }
 
+    fn node_credit(node_id: NodeId) -> NodeCredit {
+        NodeCredit {
+            node_id,
+            solar_contribution: MicroWattHours(60),
+            signal: crate::signals::SignalBook::fixed(150_000).lookup(&Zone::parse("FR").unwrap(), Utc::now()),
+            split: CarbonPolicy::default().credit_at(MicroWattHours(60), 150_000),
+            leaf: LeafPosition {
+                block_height: 3,
+                leaf_index: 17,
+                attempt: 1,
+                energy_used: MicroWattHours(100),
+                credited_at: Utc::now(),
+                leaf_hash: "2".repeat(64),
+            },
+        }
+    }
+
+    /// The credit as its own event, as writers recorded it before the fold.
+    fn credit_event(task_id: TaskId, credit: NodeCredit) -> CreditsDistributed {
+        CreditsDistributed {
+            task_id,
+            node_id: credit.node_id,
+            solar_contribution: credit.solar_contribution,
+            policy: CarbonPolicy::default(),
+            signal: Some(credit.signal),
+            split: credit.split,
+            leaf: Some(credit.leaf),
+        }
+    }
+
     fn every_event() -> Vec<Event> {
         let (task_id, node_id, owner_id) = (TaskId::new(), NodeId::new(), OwnerId::new());
         vec![
@@ -453,6 +528,7 @@ mod tests {
                     disagreeing: vec![NodeId::new()],
                 }),
                 sci: Some(crate::carbon::Sci { operational_ng: 7, embodied_ng: 2 }),
+                credits: Some(Credits { policy: CarbonPolicy::default(), nodes: vec![node_credit(node_id)] }),
             }),
             Event::TaskResultRecorded(TaskResultRecorded {
                 task_id,
@@ -486,24 +562,7 @@ mod tests {
                 status: "assigned".into(),
                 problem: "an assigned task with no attempt".into(),
             }),
-            Event::CreditsDistributed(CreditsDistributed {
-                task_id,
-                node_id,
-                solar_contribution: MicroWattHours(60),
-                policy: CarbonPolicy::default(),
-                signal: Some(
-                    crate::signals::SignalBook::fixed(150_000).lookup(&Zone::parse("FR").unwrap(), Utc::now()),
-                ),
-                split: CarbonPolicy::default().credit_at(MicroWattHours(60), 150_000),
-                leaf: Some(LeafPosition {
-                    block_height: 3,
-                    leaf_index: 17,
-                    attempt: 1,
-                    energy_used: MicroWattHours(100),
-                    credited_at: Utc::now(),
-                    leaf_hash: "2".repeat(64),
-                }),
-            }),
+            Event::CreditsDistributed(credit_event(task_id, node_credit(node_id))),
             Event::BlockSealed(BlockSealed {
                 height: 3,
                 prev_hash: "1".repeat(64),
@@ -539,6 +598,27 @@ mod tests {
             "cpu_cores":1,"max_milliwatts_per_core":2000,"energy_bound":1,"refusal":null}}"#;
         let completed: TaskCompleted = serde_json::from_str(text).unwrap();
         assert_eq!(completed.validation, None);
+    }
+
+    #[test]
+    fn a_completion_reads_its_credits_as_the_events_that_once_followed_it() {
+        let (task_id, node_id, peer) = (TaskId::new(), NodeId::new(), NodeId::new());
+        let mut second = node_credit(peer);
+        second.leaf.leaf_index += 1;
+        let nodes = vec![node_credit(node_id), second];
+        let Some(Event::TaskCompleted(mut completed)) =
+            every_event().into_iter().find(|event| matches!(event, Event::TaskCompleted(_)))
+        else {
+            unreachable!()
+        };
+        completed.task_id = task_id;
+        completed.credits = Some(Credits { policy: CarbonPolicy::default(), nodes: nodes.clone() });
+        let expected: Vec<_> = nodes.into_iter().map(|credit| credit_event(task_id, credit)).collect();
+        assert_eq!(completed.credits_distributed().collect::<Vec<_>>(), expected);
+        // Each reads the credit its recorded inputs give, as replay recomputes it.
+        assert!(expected.iter().all(|credit| credit.recomputed() == credit.split));
+        completed.credits = None;
+        assert_eq!(completed.credits_distributed().count(), 0, "nothing credited");
     }
 
     #[test]

@@ -68,6 +68,9 @@ fn events_of(task_id: TaskId, node_id: NodeId) -> [Event; 5] {
             },
             validation: None,
             sci: None,
+            // This archive's credits are events of their own, as writers recorded them before
+            // credits were folded into the completion.
+            credits: None,
         }),
         Event::CreditsDistributed(CreditsDistributed {
             task_id,

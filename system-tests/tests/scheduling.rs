@@ -110,11 +110,16 @@ async fn a_killed_nodes_tasks_are_completed_elsewhere_and_credited_once(pool: Pg
             ("TaskRequeued", Some(1)),
             ("TaskAssigned", Some(2)),
             ("TaskCompleted", Some(2)),
-            ("CreditsDistributed", None)
         ],
         "{history}"
     );
     assert!(events.windows(2).all(|pair| pair[0]["seq"].as_i64() < pair[1]["seq"].as_i64()), "in commit order");
+    // The completion records its one credit: the rescuer's, with its leaf.
+    let completed = &events.last().unwrap()["envelope"]["payload"];
+    let credits = completed["credits"]["nodes"].as_array().expect("the completion records its credits");
+    assert_eq!(credits.len(), 1, "{completed}");
+    assert_eq!(credits[0]["node_id"], completed["node_id"]);
+    assert_eq!(credits[0]["leaf"]["attempt"], 2);
     let taken_back = events[3]["reason_text"].as_str().unwrap();
     assert!(taken_back.starts_with("taken back: "), "{taken_back}");
     assert_eq!(history["truncated"], false);

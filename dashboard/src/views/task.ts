@@ -43,10 +43,29 @@ function cellSentence(cell: Payload | undefined): string {
   return `, in cell ${cell.cell} (${cellReasons[cell.reason] ?? cell.reason})`;
 }
 
-/** One archived event of the task, in a sentence (null for one a member need not read). */
-function sentence(event: TaskEvent, names: Map<string, string>): string | null {
+type NodeName = (id: unknown) => string;
+
+/** One credit (of a `TaskCompleted`'s `credits`, or a `CreditsDistributed` event of before). */
+function creditSentence(credit: Payload, node: NodeName): string {
+  const split = credit.split as Payload;
+  const leaf = credit.leaf as Payload | undefined;
+  const used = credit.signal as Payload | undefined;
+  const at = used ? ` at ${used.zone}'s ${intensity(used.intensity_mg_per_kwh)} (${sourceName(used.source)})` : "";
+  return `Credited ${money(split.node_share)} to ${node(credit.node_id)}'s owner and ${money(split.cooperative_share)} to the cooperative fund (70/30), ${co2(split.carbon_saved)} avoided${at}${leaf ? `; leaf ${leaf.leaf_index} of proof block ${leaf.block_height}` : ""}`;
+}
+
+/** One archived event of the task, in sentences (none for one a member need not read). */
+function sentences(event: TaskEvent, names: Map<string, string>): string[] {
   const payload = (event.envelope as { payload?: Payload }).payload ?? {};
-  const node = (id: unknown) => (typeof id === "string" ? names.get(id) ?? shortId(id) : "its node");
+  const node: NodeName = (id) => (typeof id === "string" ? names.get(id) ?? shortId(id) : "its node");
+  const text = sentence(event, payload, node);
+  // A completion records its credits (since they were folded into it), each a sentence of its own.
+  const credits = (event.type === "TaskCompleted" ? (payload.credits as Payload | undefined)?.nodes ?? [] : []) as Payload[];
+  return [...(text ? [text] : []), ...credits.map((credit) => creditSentence(credit, node))];
+}
+
+/** One archived event of the task, in a sentence (null for one a member need not read). */
+function sentence(event: TaskEvent, payload: Payload, node: NodeName): string | null {
   const because = event.reason_text ? `: ${event.reason_text}` : "";
   switch (event.type) {
     case "TaskAccepted":
@@ -68,13 +87,7 @@ function sentence(event: TaskEvent, names: Map<string, string>): string | null {
     case "TaskFailed": return `Failed${because}`;
     case "TaskCancelled": return `Cancelled${because}`;
     case "TaskQuarantined": return `Quarantined: out of scheduling until an operator decides${because}`;
-    case "CreditsDistributed": {
-      const split = payload.split as Payload;
-      const leaf = payload.leaf as Payload | undefined;
-      const used = payload.signal as Payload | undefined;
-      const at = used ? ` at ${used.zone}'s ${intensity(used.intensity_mg_per_kwh)} (${sourceName(used.source)})` : "";
-      return `Credited ${money(split.node_share)} to ${node(payload.node_id)}'s owner and ${money(split.cooperative_share)} to the cooperative fund (70/30), ${co2(split.carbon_saved)} avoided${at}${leaf ? `; leaf ${leaf.leaf_index} of proof block ${leaf.block_height}` : ""}`;
-    }
+    case "CreditsDistributed": return creditSentence(payload, node);
     case "GreenProofAppended": return `Chained as green-proof link ${payload.seq}`;
     default: return null;
   }
@@ -82,10 +95,8 @@ function sentence(event: TaskEvent, names: Map<string, string>): string | null {
 
 function timeline(task: Task, history: TaskEvent[] | null, names: Map<string, string>): HTMLElement {
   if (history) {
-    const steps: [string | null, string][] = history.flatMap((event) => {
-      const text = sentence(event, names);
-      return text ? [[event.occurred_at, text] as [string, string]] : [];
-    });
+    const steps: [string | null, string][] = history.flatMap((event) =>
+      sentences(event, names).map((text) => [event.occurred_at, text] as [string, string]));
     steps.push(...waiting(task));
     return el("ol", { class: "timeline", id: "timeline" }, ...steps.map(([at, text]) =>
       el("li", {}, at ? when(at, false) : "", at ? " — " : "", text)));

@@ -14,8 +14,8 @@ use grid_shared::blocks::{CreditBasis, Leaf};
 use grid_shared::carbon::{CreditSplit, MicroWattHours, Sci};
 use grid_shared::domain::{RejectionReason, TaskStatus};
 use grid_shared::events::{
-    CreditsDistributed, EnergyCheck, Event, LeafPosition, NodeTrustChanged, TaskAssigned, TaskCancelled, TaskCompleted,
-    TaskFailed, TaskRequeued, TaskResultRecorded, TaskStarted, Validation,
+    Credits, EnergyCheck, Event, LeafPosition, NodeCredit, NodeTrustChanged, TaskAssigned, TaskCancelled,
+    TaskCompleted, TaskFailed, TaskRequeued, TaskResultRecorded, TaskStarted, Validation,
 };
 use grid_shared::ids::{NodeId, OwnerId, TaskId};
 use grid_shared::messages::{TaskCompletedReport, TaskFailedReport, TaskStartedReport};
@@ -355,6 +355,30 @@ pub fn complete(
             // The row keeps why the energy earns nothing, or no reason at all.
             task.reason = check.refusal.clone().map(|detail| TaskReason::NotCredited { detail });
             task.status = TaskStatus::Completed;
+            // The agreeing results are credited first, so that the completion records its
+            // credits (and their leaves, in the order appended) in one event.
+            let mut credited = Vec::new();
+            for result in results.iter().filter(|result| result.result_hash == winner && result.refusal.is_none()) {
+                let zone =
+                    nodes.get(&result.node_id).and_then(|node| node.zone.as_ref()).unwrap_or(&rules.default_zone);
+                let signal = context.signals.lookup(zone, context.now);
+                let credit = credit(task.task_id, result, signal.clone(), chain, context.now, rules);
+                credited.push(NodeCredit {
+                    node_id: result.node_id,
+                    solar_contribution: result.solar,
+                    signal,
+                    split: credit.split,
+                    leaf: LeafPosition {
+                        block_height: credit.block_height,
+                        leaf_index: credit.leaf_index,
+                        attempt: result.attempt,
+                        energy_used: result.energy,
+                        credited_at: credit.leaf.credited_at,
+                        leaf_hash: hex::encode(credit.leaf_hash),
+                    },
+                });
+                effects.credits.push(credit);
+            }
             effects.events.push(Recorded::new(Event::TaskCompleted(TaskCompleted {
                 task_id: task.task_id,
                 node_id: report.node_id,
@@ -365,6 +389,7 @@ pub fn complete(
                 check,
                 validation: Some(validation),
                 sci: Some(sci),
+                credits: (!credited.is_empty()).then_some(Credits { policy: rules.carbon, nodes: credited }),
             })));
             if validated {
                 for result in &results {
@@ -379,29 +404,6 @@ pub fn complete(
                         trust: node.trust,
                     })));
                 }
-            }
-            for result in results.iter().filter(|result| result.result_hash == winner && result.refusal.is_none()) {
-                let zone =
-                    nodes.get(&result.node_id).and_then(|node| node.zone.as_ref()).unwrap_or(&rules.default_zone);
-                let signal = context.signals.lookup(zone, context.now);
-                let credit = credit(task.task_id, result, signal.clone(), chain, context.now, rules);
-                effects.events.push(Recorded::new(Event::CreditsDistributed(CreditsDistributed {
-                    task_id: task.task_id,
-                    node_id: result.node_id,
-                    solar_contribution: result.solar,
-                    policy: rules.carbon,
-                    signal: Some(signal),
-                    split: credit.split,
-                    leaf: Some(LeafPosition {
-                        block_height: credit.block_height,
-                        leaf_index: credit.leaf_index,
-                        attempt: result.attempt,
-                        energy_used: result.energy,
-                        credited_at: credit.leaf.credited_at,
-                        leaf_hash: hex::encode(credit.leaf_hash),
-                    }),
-                })));
-                effects.credits.push(credit);
             }
             task.results.clear();
         }

@@ -892,11 +892,14 @@ impl World {
                             assigned.task_id, assigned.attempt
                         ));
                     }
-                    Event::TaskCompleted(_) => self.stats.completed += 1,
+                    Event::TaskCompleted(completed) => {
+                        self.stats.completed += 1;
+                        self.stats.credited +=
+                            completed.credits.as_ref().map_or(0, |credits| credits.nodes.len() as u64);
+                    }
                     Event::TaskFailed(_) => self.stats.failed += 1,
                     Event::TaskCancelled(_) => self.stats.cancelled += 1,
                     Event::TaskRejected(_) => self.stats.rejected += 1,
-                    Event::CreditsDistributed(_) => self.stats.credited += 1,
                     _ => {}
                 }
                 self.projection.apply(event.seq, &event.event);

@@ -212,7 +212,7 @@ fn a_plausible_single_result_completes_is_credited_and_chained() {
     let report = completion(&task, &pi, "ab", 100_000, 60_000);
     let effects = world.complete(&mut task, report, &rules(), now + Duration::seconds(60), 999_999).unwrap();
     assert_eq!(task.status, TaskStatus::Completed);
-    assert_eq!(kinds(&effects), ["TaskCompleted", "CreditsDistributed"]);
+    assert_eq!(kinds(&effects), ["TaskCompleted"], "the completion records its credit");
     assert_eq!(effects.new_results.len(), 1);
     assert_eq!(effects.new_results[0].1, Verdict::Unchecked);
     let credit = &effects.credits[0];
@@ -222,9 +222,12 @@ fn a_plausible_single_result_completes_is_credited_and_chained() {
     assert_eq!(credit.leaf_hash, credit.leaf.hash());
     assert_eq!((credit.leaf.solar.0, credit.leaf.energy.0, credit.leaf.attempt), (60_000, 100_000, 1));
     assert_eq!((world.chain.height, world.chain.open.leaves.clone()), (0, vec![credit.leaf_hash]));
-    let Event::CreditsDistributed(credited) = &effects.events[1].event else { unreachable!() };
-    let position = credited.leaf.as_ref().expect("a v2 credit names its leaf");
+    let Event::TaskCompleted(completed) = &effects.events[0].event else { unreachable!() };
+    let credits = completed.credits.as_ref().expect("a credited completion records its credits");
+    assert_eq!((credits.nodes.len(), credits.nodes[0].node_id, credits.nodes[0].split), (1, pi.node_id, credit.split));
+    let position = &credits.nodes[0].leaf;
     assert_eq!((position.block_height, position.leaf_index), (1, 0));
+    assert_eq!(position.leaf_hash, hex::encode(credit.leaf_hash));
     assert_eq!(effects.result.as_ref().map(|result| result.result_hash.as_str()), Some("ab"));
 }
 
@@ -272,9 +275,10 @@ fn each_result_is_credited_at_its_own_zone_and_hour_and_says_so() {
         .events
         .iter()
         .filter_map(|recorded| match &recorded.event {
-            Event::CreditsDistributed(credited) => Some(credited),
+            Event::TaskCompleted(completed) => Some(completed.credits_distributed()),
             _ => None,
         })
+        .flatten()
         .map(|credited| {
             assert_eq!(credited.recomputed(), credited.split, "replay recomputes the same credit");
             credited.signal.as_ref().map(|signal| signal.zone.to_string())
