@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::ids::{MessageId, NodeId, OrganizationId};
@@ -172,6 +173,49 @@ impl Envelope {
 
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
         serde_json::from_str(text).map_err(|error| DecodeError::Envelope(error.to_string()))
+    }
+
+    /// The envelope of `text` without its payload (`null`), and the payload's text as it is
+    /// there, not parsed: a reader that decodes the payload into its message type
+    /// ([`Envelope::decode_text`]) or does not read it at all skips building a
+    /// `serde_json::Value` of it.
+    pub fn split(text: &str) -> Result<(Self, &RawValue), DecodeError> {
+        #[derive(Deserialize)]
+        struct Parts<'a> {
+            id: MessageId,
+            #[serde(rename = "type")]
+            message_type: String,
+            version: u16,
+            occurred_at: DateTime<Utc>,
+            correlation_id: Uuid,
+            causation_id: Option<Uuid>,
+            organization_id: Option<OrganizationId>,
+            actor: Actor,
+            #[serde(borrow)]
+            payload: &'a RawValue,
+        }
+        let parts: Parts<'_> = serde_json::from_str(text).map_err(|error| DecodeError::Envelope(error.to_string()))?;
+        let header = Self {
+            id: parts.id,
+            message_type: parts.message_type,
+            version: parts.version,
+            occurred_at: parts.occurred_at,
+            correlation_id: parts.correlation_id,
+            causation_id: parts.causation_id,
+            organization_id: parts.organization_id,
+            actor: parts.actor,
+            payload: serde_json::Value::Null,
+        };
+        Ok((header, parts.payload))
+    }
+
+    /// The envelope of `text` without its payload (`null`), and its message, decoded straight
+    /// from the payload's text: what [`Envelope::from_json`] then [`Envelope::decode`] give,
+    /// without a `serde_json::Value` of the payload and its copy.
+    pub fn decode_text<M: Message>(text: &str) -> Result<(Self, M), DecodeError> {
+        let (header, payload) = Self::split(text)?;
+        let message = M::from_text(&header.message_type, header.version, payload.get())?;
+        Ok((header, message))
     }
 
     pub fn decode<M: Message>(&self) -> Result<M, DecodeError> {

@@ -222,9 +222,16 @@ mod tests {
 
     fn round_trip<M: Message + PartialEq + std::fmt::Debug>(message: M) {
         let envelope = Envelope::wrap(&message, origin());
-        let back = Envelope::from_json(&envelope.to_json()).unwrap();
+        let text = envelope.to_json();
+        let back = Envelope::from_json(&text).unwrap();
         assert_eq!(back, envelope);
         assert_eq!(back.decode::<M>().unwrap(), message);
+        // Decoded from the payload's text, without a `Value` of it: the same header and message.
+        let (header, decoded) = Envelope::decode_text::<M>(&text).unwrap();
+        assert_eq!(header, Envelope { payload: serde_json::Value::Null, ..envelope.clone() });
+        assert_eq!(decoded, message);
+        let (_, payload) = Envelope::split(&text).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(payload.get()).unwrap(), envelope.payload);
     }
 
     fn every_command() -> Vec<Command> {
@@ -322,6 +329,22 @@ mod tests {
         envelope.payload = serde_json::json!({"task_id": "not-a-uuid"});
         assert!(matches!(envelope.decode::<Command>(), Err(DecodeError::Payload { .. })));
         assert!(matches!(Envelope::from_json("{"), Err(DecodeError::Envelope(_))));
+        // The same refusals, decoded from the text.
+        let text = envelope.to_json();
+        assert!(matches!(Envelope::decode_text::<Command>(&text), Err(DecodeError::Payload { .. })));
+        let unknown = text.replace("CMD:CANCEL_TASK", "CMD:LAUNCH_ROCKET");
+        assert_eq!(
+            Envelope::decode_text::<Command>(&unknown).unwrap_err(),
+            DecodeError::UnknownType("CMD:LAUNCH_ROCKET".into())
+        );
+        let later = text.replace("\"version\":1", "\"version\":9");
+        assert!(matches!(
+            Envelope::decode_text::<Command>(&later),
+            Err(DecodeError::UnsupportedVersion { version: 9, .. })
+        ));
+        assert!(matches!(Envelope::decode_text::<Command>("{"), Err(DecodeError::Envelope(_))));
+        let without_payload = text.replace("\"payload\"", "\"elsewhere\"");
+        assert!(matches!(Envelope::decode_text::<Command>(&without_payload), Err(DecodeError::Envelope(_))));
     }
 
     #[test]
@@ -329,6 +352,8 @@ mod tests {
         let mut envelope = Envelope::wrap(&every_command().remove(2), origin());
         envelope.payload["kind"]["simulation_months"] = serde_json::json!(500);
         let error = envelope.decode::<Command>().unwrap_err().to_string();
+        assert!(error.contains("kind.simulation_months"), "{error}");
+        let error = Envelope::decode_text::<Command>(&envelope.to_json()).unwrap_err().to_string();
         assert!(error.contains("kind.simulation_months"), "{error}");
     }
 

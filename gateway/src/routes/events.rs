@@ -122,7 +122,8 @@ async fn stream(
     let events = crate::sse::follow(conn, state.cell_keys(cell).events(), start.to_string(), move |entry| {
         let _open = &permit;
         let text: String = entry.get(fields::ENVELOPE)?;
-        let envelope = Envelope::from_json(&text).ok()?;
+        // The header is enough to filter; the text goes out as it came.
+        let (envelope, _) = Envelope::split(&text).ok()?;
         visible(&envelope, scope)
             .then(|| SseEvent::default().id(entry.id.clone()).event(envelope.message_type.clone()).data(text))
     });

@@ -33,24 +33,25 @@ impl Ready {
     }
 }
 
-/// Decodes the `envelope` field of an entry. A report must come from the node it is about (the
-/// gateway stamps the actor).
+/// Decodes the `envelope` field of an entry: its header (the payload left `null`: nothing reads
+/// it once decoded) and its message, read from the payload's text. A report must come from the
+/// node it is about (the gateway stamps the actor).
 pub fn decode(source: Source, envelope_text: Option<&str>) -> Result<(Envelope, Decoded), DecodeError> {
     let text = envelope_text.ok_or(DecodeError::MissingEnvelope)?;
-    let envelope = Envelope::from_json(text)?;
-    let decoded = match source {
-        Source::Commands => Decoded::Command(envelope.decode()?),
+    match source {
+        Source::Commands => {
+            let (envelope, command) = Envelope::decode_text(text)?;
+            Ok((envelope, Decoded::Command(command)))
+        }
         Source::Reports => {
-            let report: Report = envelope.decode()?;
-            let reporter = report.node_id();
-            if envelope.actor != Actor::Node(reporter) {
+            let (envelope, report): (Envelope, Report) = Envelope::decode_text(text)?;
+            if envelope.actor != Actor::Node(report.node_id()) {
                 return Err(DecodeError::Payload {
-                    message_type: envelope.message_type.clone(),
+                    message_type: envelope.message_type,
                     detail: "the report's node_id is not its actor".to_owned(),
                 });
             }
-            Decoded::Report(report)
+            Ok((envelope, Decoded::Report(report)))
         }
-    };
-    Ok((envelope, decoded))
+    }
 }

@@ -456,8 +456,7 @@ pub struct Republished<'a> {
 
 /// The node message of a stored event, rebuilt as it was first published.
 pub fn stored_node_message(envelope_text: &str, kind: Option<&serde_json::Value>) -> Option<Envelope> {
-    let envelope = Envelope::from_json(envelope_text).ok()?;
-    let event: Event = envelope.decode().ok()?;
+    let (envelope, event): (Envelope, Event) = Envelope::decode_text(envelope_text).ok()?;
     let input =
         kind.and_then(|kind| serde_json::from_value::<TaskKind>(kind.clone()).ok()).map(|kind| kind.anonymised());
     node_message(&envelope, &event, input.as_ref())
