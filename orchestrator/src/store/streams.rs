@@ -15,7 +15,7 @@ use grid_shared::wire::{
     self, DEAD_LETTERS_MAXLEN, Keys, NODE_CHANNEL_MAXLEN, NODES_FEED_MAXLEN, ORCHESTRATOR_GROUP, StreamEntryId, fields,
 };
 use redis::aio::ConnectionLike;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId};
 
 use crate::model::batch::Batch;
 use crate::model::message::Source;
@@ -133,18 +133,30 @@ pub async fn read(
     } else {
         command.arg("STREAMS").arg(&commands).arg(&reports).arg(&heartbeats).arg(">").arg(">").arg(">");
     }
-    let reply: Option<StreamReadReply> = command.query_async(conn).await?;
+    // Parsed from the reply itself: the redis crate's `StreamReadReply` copies the whole reply
+    // before parsing it (an allocation per field of every entry).
+    let reply: Option<ReadReply> = command.query_async(conn).await?;
     let mut read = Read::default();
-    for stream in reply.map(|reply| reply.keys).unwrap_or_default() {
-        if stream.key == heartbeats {
-            read.heartbeats.extend(stream.ids);
+    for (key, rows) in reply.unwrap_or_default().into_iter().flatten() {
+        let entries = rows.into_iter().flatten().map(|(id, map)| StreamId {
+            id,
+            map,
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        });
+        if key == heartbeats {
+            read.heartbeats.extend(entries);
             continue;
         }
-        let source = if stream.key == commands { Source::Commands } else { Source::Reports };
-        read.entries.extend(stream.ids.into_iter().map(|entry| (source, stream.key.clone(), entry)));
+        let source = if key == commands { Source::Commands } else { Source::Reports };
+        read.entries.extend(entries.map(|entry| (source, key.clone(), entry)));
     }
     Ok(read)
 }
+
+/// An `XREADGROUP` reply: for each stream (one key per map), its entries (one id per map) with
+/// their fields.
+type ReadReply = Vec<HashMap<String, Vec<HashMap<String, HashMap<String, redis::Value>>>>>;
 
 /// How many times an entry was delivered.
 pub async fn deliveries(conn: &mut impl ConnectionLike, stream: &str, entry_id: &str) -> redis::RedisResult<usize> {

@@ -47,6 +47,17 @@ impl std::fmt::Display for StreamEntryId {
     }
 }
 
+/// An id as a command's argument (`XADD <key> … <id>`), written into the command without a
+/// `String` of it.
+#[cfg(feature = "redis")]
+impl redis::ToRedisArgs for StreamEntryId {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        // Writing into the command's own buffer cannot fail.
+        let _ = write!(out.writer_for_next_arg(), "{}-{}", self.ms, self.seq);
+    }
+}
+
 impl std::str::FromStr for StreamEntryId {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
@@ -66,6 +77,13 @@ mod tests {
         for bad in ["12", "a-1", "-1", "1-", "+1-0", "1-0-0", " 1-0", ""] {
             assert_eq!(StreamEntryId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn an_id_is_one_argument_as_it_prints() {
+        use redis::ToRedisArgs;
+        assert_eq!(StreamEntryId::new(1_733_000_000_000, 7).to_redis_args(), vec![b"1733000000000-7".to_vec()]);
     }
 
     #[test]

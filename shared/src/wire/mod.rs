@@ -50,16 +50,13 @@ pub const HEARTBEAT_FEED_MAXLEN: usize = 50_000;
 /// entry's fields.
 #[cfg(feature = "redis")]
 pub fn xadd_capped(key: &str, maxlen: usize, id: Option<StreamEntryId>) -> redis::Cmd {
-    let mut command = redis::cmd("XADD");
-    command.arg(key).arg("MAXLEN").arg("~").arg(maxlen);
-    match id {
-        Some(id) => command.arg(id.to_string()),
-        None => command.arg("*"),
-    };
+    let mut command = redis::Cmd::new();
+    add_capped(&mut command, key, maxlen, id);
     command
 }
 
-/// `XADD <key> MAXLEN ~ <maxlen> <id or *> type <type> envelope <json>`: a message or event.
+/// `XADD <key> MAXLEN ~ <maxlen> <id or *> type <type> envelope <json>`: a message or event,
+/// its command's buffers sized once for its ten arguments (the writer publishes one per event).
 #[cfg(feature = "redis")]
 pub fn xadd_envelope(
     key: &str,
@@ -68,7 +65,46 @@ pub fn xadd_envelope(
     message_type: &str,
     envelope_json: &str,
 ) -> redis::Cmd {
-    let mut command = xadd_capped(key, maxlen, id);
+    // The fixed arguments take at most 84 bytes: XADD, MAXLEN, ~, type, envelope, the cap (20
+    // digits) and the id (41).
+    let mut command = redis::Cmd::with_capacity(10, 84 + key.len() + message_type.len() + envelope_json.len());
+    add_capped(&mut command, key, maxlen, id);
     command.arg(fields::TYPE).arg(message_type).arg(fields::ENVELOPE).arg(envelope_json);
     command
+}
+
+#[cfg(feature = "redis")]
+fn add_capped(command: &mut redis::Cmd, key: &str, maxlen: usize, id: Option<StreamEntryId>) {
+    command.arg("XADD").arg(key).arg("MAXLEN").arg("~").arg(maxlen);
+    match id {
+        Some(id) => command.arg(id),
+        None => command.arg("*"),
+    };
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::*;
+
+    fn arguments(command: &redis::Cmd) -> Vec<String> {
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<not a plain argument>".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_envelope_is_appended_capped_under_its_id_with_its_two_fields() {
+        let command =
+            xadd_envelope("grid:{main}:events", 20_000, Some(StreamEntryId::of_event(42)), "TaskAssigned", "{}");
+        assert_eq!(
+            arguments(&command),
+            ["XADD", "grid:{main}:events", "MAXLEN", "~", "20000", "42-0", "type", "TaskAssigned", "envelope", "{}"]
+        );
+        let command = xadd_capped("grid:{main}:dlq", 10, None);
+        assert_eq!(arguments(&command), ["XADD", "grid:{main}:dlq", "MAXLEN", "~", "10", "*"]);
+    }
 }
