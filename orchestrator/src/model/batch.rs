@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use grid_shared::domain::{TaskInput, TaskStatus};
+use grid_shared::domain::{TaskInput, TaskKind, TaskStatus};
 use grid_shared::envelope::{Envelope, Origin};
 use grid_shared::events::Event;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
@@ -69,8 +69,10 @@ pub struct TaskInsert {
     pub organization_id: OrganizationId,
     pub copropriete_id: uuid::Uuid,
     pub kind_type: &'static str,
-    /// The computation as submitted (with owner ids and readings).
-    pub kind: serde_json::Value,
+    /// The computation as submitted (with owner ids and readings), and its JSON as stored
+    /// (written once, at admission).
+    pub kind: TaskKind,
+    pub kind_json: String,
     pub priority: u8,
     pub deadline: DateTime<Utc>,
     pub correlation_id: uuid::Uuid,

@@ -201,7 +201,7 @@ impl Store {
     fn write_tasks(&mut self, batch: &Batch) {
         for insert in &batch.task_inserts {
             let Some(row) = batch.task_rows.get(&insert.task_id) else { continue };
-            let Ok(kind) = serde_json::from_value::<TaskKind>(insert.kind.clone()) else { continue };
+            let kind = insert.kind.clone();
             let participants = participants_of(&kind);
             let input = match &kind {
                 TaskKind::BuildingThermalSimulation { .. } => Some(std::sync::Arc::new(kind.anonymised())),

@@ -223,10 +223,10 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             "insert into task (task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status,
                  attempts, node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id,
                  submitted_entry_id, replicas, quorum, result_limit, assignment_seq, submitted_at, updated_at, cell_id)
-             select task_id, organization_id, copropriete_id, kind_type, kind, priority, deadline, status, attempts,
+             select task_id, organization_id, copropriete_id, kind_type, kind::jsonb, priority, deadline, status, attempts,
                  node_id, assigned_at, started_at, finished_at, not_before, reason, correlation_id, submitted_entry_id,
                  replicas, quorum, result_limit, assignment_seq, submitted_at, submitted_at, $23
-             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::int2[], $7::timestamptz[],
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::int2[], $7::timestamptz[],
                  $8::text[], $9::int4[], $10::uuid[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
                  $14::timestamptz[], $15::text[], $16::uuid[], $17::text[], $18::int2[], $19::int2[], $20::int2[],
                  $21::int8[], $22::timestamptz[])
@@ -237,7 +237,7 @@ async fn write_tasks(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Resu
             &rows.iter().map(|(insert, _)| insert.organization_id.as_uuid()).collect::<Vec<_>>(),
             &rows.iter().map(|(insert, _)| insert.copropriete_id).collect::<Vec<_>>(),
             &rows.iter().map(|(insert, _)| insert.kind_type).collect::<Vec<_>>() as &[_],
-            &rows.iter().map(|(insert, _)| insert.kind.clone()).collect::<Vec<_>>(),
+            &rows.iter().map(|(insert, _)| insert.kind_json.as_str()).collect::<Vec<_>>() as &[_],
             &rows.iter().map(|(insert, _)| i16::from(insert.priority)).collect::<Vec<_>>(),
             &rows.iter().map(|(insert, _)| insert.deadline).collect::<Vec<_>>(),
             &rows.iter().map(|(_, row)| row.status.as_str()).collect::<Vec<_>>() as &[_],
@@ -501,9 +501,7 @@ async fn load_missing_inputs(conn: &mut PgConnection, cell: &str, batch: &mut Ba
     wanted.dedup();
     let mut inputs: HashMap<uuid::Uuid, Arc<TaskInput>> = HashMap::new();
     for insert in batch.task_inserts.iter().filter(|insert| wanted.contains(&insert.task_id.as_uuid())) {
-        if let Ok(kind) = serde_json::from_value::<TaskKind>(insert.kind.clone()) {
-            inputs.insert(insert.task_id.as_uuid(), Arc::new(kind.anonymised()));
-        }
+        inputs.insert(insert.task_id.as_uuid(), Arc::new(insert.kind.anonymised()));
     }
     let missing: Vec<uuid::Uuid> = wanted.iter().filter(|id| !inputs.contains_key(id)).copied().collect();
     let mut statements = 0;

@@ -281,7 +281,7 @@ fn submit_task(
     {
         return Err(Refusal::OtherCell { cell: choice.cell.to_string(), served: rules.cell.to_string() });
     }
-    let Ok(kind) = serde_json::to_value(&command.kind) else {
+    let Ok(kind_json) = serde_json::to_string(&command.kind) else {
         return Err(Refusal::Invariant { detail: "the task's kind does not serialise".to_owned() });
     };
     let participants: Vec<_> = match &command.kind {
@@ -314,7 +314,8 @@ fn submit_task(
         organization_id,
         copropriete_id: command.copropriete_id.as_uuid(),
         kind_type: command.kind.type_name(),
-        kind,
+        kind: command.kind.clone(),
+        kind_json,
         priority: command.priority.value(),
         deadline: command.deadline,
         correlation_id: envelope.correlation_id,
