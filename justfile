@@ -48,6 +48,12 @@ bench: services
     cargo bench -p grid-system-tests --bench deferral --bench scheduler --bench audit --bench consent --bench system
     just bench-cluster 1
 
+# Heap allocations per task of the writer and the gateway over the reduced bench's end-to-end
+# phase, counted by uprobes on glibc's allocator (perf, root): a count, not a time.
+bench-allocations: services
+    cargo build --release --bins
+    bench/allocations.sh
+
 # Redis Cluster against one server, same run: the reduced end-to-end bench (300 nodes, 20,000
 # tasks, stopped after the half-load phase) alternated on the shared Redis server and on three
 # cluster masters started here on free ports (`REDIS_CLUSTER_NODES`), `runs` times each; prints
