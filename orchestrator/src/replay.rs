@@ -520,3 +520,87 @@ async fn diff_scoped(
     }
     Ok(divergences)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
+    use grid_shared::events::{Credits, EnergyCheck, LeafPosition, NodeCredit, TaskCompleted};
+    use grid_shared::signals::{SignalBook, Zone};
+
+    use super::*;
+
+    fn credit(node_id: NodeId, solar: i64, leaf_index: i64) -> NodeCredit {
+        let signal = SignalBook::fixed(180_000).lookup(&Zone::parse("BE").unwrap(), Utc::now());
+        NodeCredit {
+            node_id,
+            solar_contribution: MicroWattHours(solar),
+            split: CarbonPolicy::default().credit_at(MicroWattHours(solar), signal.intensity_mg_per_kwh),
+            signal,
+            leaf: LeafPosition {
+                block_height: 1,
+                leaf_index,
+                attempt: 1,
+                energy_used: MicroWattHours(2 * solar),
+                credited_at: Utc::now(),
+                leaf_hash: "ab".repeat(32),
+            },
+        }
+    }
+
+    fn completion(task_id: TaskId, node_id: NodeId, credits: Vec<NodeCredit>) -> TaskCompleted {
+        TaskCompleted {
+            task_id,
+            node_id,
+            attempt: 1,
+            result_hash: "cd".repeat(32),
+            energy_used: MicroWattHours(2_000_000),
+            solar_contribution: MicroWattHours(1_000_000),
+            check: EnergyCheck {
+                runtime_ms: 60_000,
+                cpu_cores: 4,
+                max_milliwatts_per_core: 2_000,
+                energy_bound: MicroWattHours(133_333),
+                refusal: None,
+            },
+            validation: None,
+            sci: None,
+            credits: (!credits.is_empty()).then(|| Credits { policy: CarbonPolicy::default(), nodes: credits }),
+        }
+    }
+
+    #[test]
+    fn a_completion_with_its_credits_replays_as_one_followed_by_credit_events() {
+        let (task_id, node_id, peer) = (TaskId::new(), NodeId::new(), NodeId::new());
+        let credits = vec![credit(node_id, 1_000_000, 0), credit(peer, 400_000, 1)];
+        let folded = completion(task_id, node_id, credits.clone());
+        let mut now = Projection::default();
+        now.apply(7, &Event::TaskCompleted(folded.clone()));
+        // An archive from before the fold: the completion, then a credit event per credit.
+        let mut before = Projection::default();
+        before.apply(7, &Event::TaskCompleted(completion(task_id, node_id, Vec::new())));
+        for (seq, credit) in (8..).zip(folded.credits_distributed()) {
+            before.apply(seq, &Event::CreditsDistributed(credit));
+        }
+        assert_eq!((now.node_credits.len(), now.misreckoned.len()), (2, 0));
+        assert!(now.cooperative_fund > 0);
+        assert_eq!(
+            (now.node_credits, now.node_carbon, now.cooperative_fund, now.tasks, now.completed_by_node),
+            (before.node_credits, before.node_carbon, before.cooperative_fund, before.tasks, before.completed_by_node)
+        );
+    }
+
+    #[test]
+    fn a_folded_credit_that_does_not_follow_from_its_inputs_is_a_divergence() {
+        let (task_id, node_id) = (TaskId::new(), NodeId::new());
+        let mut tampered = credit(node_id, 1_000_000, 0);
+        tampered.split.node_share.0 += 1_000;
+        tampered.split.cooperative_share.0 -= 1_000;
+        let mut projection = Projection::default();
+        projection.apply(7, &Event::TaskCompleted(completion(task_id, node_id, vec![tampered])));
+        assert_eq!(projection.misreckoned.len(), 1, "{:?}", projection.misreckoned);
+        let divergence = &projection.misreckoned[0];
+        assert_eq!(divergence.entity, format!("credit of task {task_id} to node {node_id} (event 7)"));
+        assert_eq!(divergence.field, "split");
+    }
+}
