@@ -309,12 +309,13 @@ fn submit_task(
         is_group,
     );
     let replicas = command.replicas.value();
+    let (kind_type, input) = (command.kind.type_name(), kept_input(&command.kind));
     batch.task_inserts.push(TaskInsert {
         task_id: command.task_id,
         organization_id,
         copropriete_id: command.copropriete_id.as_uuid(),
-        kind_type: command.kind.type_name(),
-        kind: command.kind.clone(),
+        kind_type,
+        kind: command.kind,
         kind_json,
         priority: command.priority.value(),
         deadline: command.deadline,
@@ -343,7 +344,7 @@ fn submit_task(
         },
         correlation_id: envelope.correlation_id,
         participants,
-        input: kept_input(&command.kind),
+        input,
         assignment_seq: None,
         submitted_entry_id: Some(message.entry_id.clone()),
         results: Vec::new(),
@@ -360,7 +361,7 @@ fn submit_task(
     let event = Event::TaskAccepted(TaskAccepted {
         task_id: command.task_id,
         copropriete_id: command.copropriete_id,
-        kind: command.kind.type_name().to_owned(),
+        kind: kind_type.to_owned(),
         priority: command.priority,
         deadline: command.deadline,
         participant_count: task.participants.len(),
