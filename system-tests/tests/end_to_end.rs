@@ -151,6 +151,16 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     }
     let nodes_used: HashSet<&str> = tasks.iter().filter_map(|task| task["node_id"].as_str()).collect();
     assert!(nodes_used.len() >= 2, "work spread over the fleet: {nodes_used:?}");
+    // Each result is kept as the text its hash is the SHA-256 of.
+    let (kept, hashed): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where encode(sha256(convert_to(result_json::text, 'UTF8')), 'hex') = result_hash)
+         from task_result where result_json is not null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(kept >= 100, "every task's result kept: {kept}");
+    assert_eq!(hashed, kept, "each in the text its hash commits to");
 
     // The stats agree with the ledger.
     let stats: Value = system.get("/v1/stats", &api_key).await.json().await.unwrap();

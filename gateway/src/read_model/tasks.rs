@@ -244,7 +244,7 @@ async fn tasks(
     let rows = sqlx::query_as!(
         TaskRow,
         r#"select t.task_id, t.cell_id, t.status, t.priority, t.deadline, t.node_id, t.attempts,
-            coalesce(t.result_json, (select r.result_json from task_result r
+            coalesce(t.result_json::json, (select r.result_json from task_result r
                 where r.cell_id = t.cell_id and r.task_id = t.task_id and r.result_hash = t.result_hash
                 order by r.attempt limit 1)) as result_json,
             t.result_hash, t.kind_type, t.reason, t.submitted_at, t.energy_uwh, t.solar_uwh, t.replicas, t.quorum,

@@ -351,14 +351,16 @@ async fn write_results(conn: &mut PgConnection, cell: &str, batch: &Batch) -> Re
         sqlx::query!(
             "insert into task_result (task_id, attempt, node_id, owner_id, result_hash, result_json, energy_uwh,
                  solar_uwh, refusal, verdict, reported_at, cell_id)
-             select *, $12 from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
-                 $7::int8[], $8::int8[], $9::text[], $10::text[], $11::timestamptz[])",
+             select task, attempt, node, owner, hash, result::json, energy, solar, refusal, verdict, at, $12
+             from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::int8[],
+                 $8::int8[], $9::text[], $10::text[], $11::timestamptz[])
+                 as given(task, attempt, node, owner, hash, result, energy, solar, refusal, verdict, at)",
             &rows.iter().map(|row| row.task_id.as_uuid()).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.attempt).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.node_id.as_uuid()).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.owner_id.as_uuid()).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.result_hash.as_str()).collect::<Vec<_>>() as &[_],
-            &rows.iter().map(|row| row.result_json.clone()).collect::<Vec<_>>() as &[_],
+            &rows.iter().map(|row| row.result_json.as_ref().map(ToString::to_string)).collect::<Vec<_>>() as &[_],
             &rows.iter().map(|row| row.result.energy.0).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.solar.0).collect::<Vec<_>>(),
             &rows.iter().map(|row| row.result.refusal.as_deref()).collect::<Vec<_>>() as &[_],
@@ -546,7 +548,7 @@ async fn write_events(
         sqlx::query!(
             "insert into event (seq, event_id, event_type, organization_id, node_id, occurred_at, envelope, task_id,
                  cell_id)
-             select seq, id, kind, organization, node, at, body::jsonb, task, $9
+             select seq, id, kind, organization, node, at, body::json, task, $9
              from unnest($1::int8[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::timestamptz[], $7::text[],
                  $8::uuid[])
                  as given(seq, id, kind, organization, node, at, body, task)",
