@@ -272,21 +272,23 @@ async fn fetch_window(
 ) -> Result<Vec<(i64, Event)>, ReplayError> {
     let mut tx = begin_read_only(&pool, Some(&snapshot)).await?;
     // The envelopes as archived (`json`: their text, which PostgreSQL returns as stored); only the
-    // type, the version and the payload are read of each, the payload decoded once.
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        scope.sql("select seq, envelope::text from event where {cell} and seq between $2 and $3 order by seq"),
-    )
-    .bind(&scope.cell)
-    .bind(first)
-    .bind(last)
-    .fetch_all(&mut *tx)
-    .await?;
+    // version and the payload are read of each, the payload decoded once, and the type from the
+    // row (an envelope archived whole holds it too).
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as(scope.sql(
+            "select seq, event_type, envelope::text from event where {cell} and seq between $2 and $3 order by seq",
+        ))
+        .bind(&scope.cell)
+        .bind(first)
+        .bind(last)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
     rows.into_iter()
-        .map(|(seq, text)| {
+        .map(|(seq, event_type, text)| {
             let archived: Archived<'_> =
                 serde_json::from_str(&text).map_err(|error| ReplayError::Event(format!("event {seq}: {error}")))?;
-            Event::from_text(&archived.message_type, archived.version, archived.payload.get())
+            Event::from_text(&event_type, archived.version, archived.payload.get())
                 .map(|event| (seq, event))
                 .map_err(|error| ReplayError::Event(format!("event {seq}: {error}")))
         })
@@ -296,8 +298,6 @@ async fn fetch_window(
 /// What replay reads of an archived envelope.
 #[derive(serde::Deserialize)]
 struct Archived<'a> {
-    #[serde(rename = "type", borrow)]
-    message_type: std::borrow::Cow<'a, str>,
     version: u16,
     #[serde(borrow)]
     payload: &'a serde_json::value::RawValue,

@@ -155,6 +155,62 @@ impl Envelope {
         serde_json::to_string(&text).unwrap_or_else(|_| self.to_json())
     }
 
+    /// The envelope of `message` as the event archive keeps it, and as it is published: the
+    /// archived text holds all but the four fields its row holds in columns (`event_id`,
+    /// `event_type`, `occurred_at`, `organization_id`), and the published text is those four
+    /// then the archived text's fields ([`Envelope::join_archived`]), the payload written
+    /// straight from the message. The time must be whole microseconds (PostgreSQL's
+    /// precision; the writer's clock is), or the row's column would not give it back.
+    pub fn archived_and_published<M: Serialize>(&self, message: &M) -> (String, String) {
+        let archived = serde_json::to_string(&ArchivedText {
+            version: self.version,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            actor: self.actor,
+            payload: message,
+        })
+        .expect("a message's fields are all plain data, and always serialise");
+        let published =
+            Self::join_archived(self.id, &self.message_type, self.occurred_at, self.organization_id, &archived);
+        (archived, published)
+    }
+
+    /// The whole envelope of an archived event, from its row: its columns' four fields, then the
+    /// archived text's (an object, as [`Envelope::archived_and_published`] wrote it).
+    pub fn join_archived(
+        id: MessageId,
+        message_type: &str,
+        occurred_at: DateTime<Utc>,
+        organization_id: Option<OrganizationId>,
+        archived: &str,
+    ) -> String {
+        let mut text = serde_json::to_string(&RowFields { id, message_type, occurred_at, organization_id })
+            .expect("ids, names and times always serialise");
+        text.pop();
+        text.push(',');
+        text.push_str(archived.trim_start().strip_prefix('{').unwrap_or(archived));
+        text
+    }
+
+    /// The whole envelope's text of an archived event, from its row (see
+    /// [`Envelope::archived_and_published`]). An envelope archived whole (by writers before the
+    /// archive left out the row's fields) is returned as it is; a text that is neither is an
+    /// error.
+    pub fn from_archive(
+        id: MessageId,
+        message_type: &str,
+        occurred_at: DateTime<Utc>,
+        organization_id: Option<OrganizationId>,
+        archived: &str,
+    ) -> Result<String, DecodeError> {
+        let probe: ArchivedProbe<'_> =
+            serde_json::from_str(archived).map_err(|error| DecodeError::Envelope(error.to_string()))?;
+        Ok(match probe.id {
+            Some(_) => archived.to_owned(),
+            None => Self::join_archived(id, message_type, occurred_at, organization_id, archived),
+        })
+    }
+
     /// An envelope for `message` with an empty (`null`) payload: for [`Envelope::text_with`],
     /// where the message itself is at hand.
     pub fn header_at(id: MessageId, occurred_at: DateTime<Utc>, message: &impl Message, origin: Origin) -> Self {
@@ -294,4 +350,40 @@ macro_rules! message_family {
             }
         }
     };
+}
+
+/// What the event archive keeps of an envelope ([`Envelope::archived_and_published`]).
+#[derive(Serialize)]
+struct ArchivedText<'a, P: ?Sized> {
+    version: u16,
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    actor: Actor,
+    payload: &'a P,
+}
+
+/// What an event's row holds of its envelope in columns.
+#[derive(Serialize)]
+struct RowFields<'a> {
+    id: MessageId,
+    #[serde(rename = "type")]
+    message_type: &'a str,
+    occurred_at: DateTime<Utc>,
+    organization_id: Option<OrganizationId>,
+}
+
+/// An archived envelope, read far enough to tell its form: whole (with its `id`) or without
+/// the row's fields.
+#[derive(Deserialize)]
+struct ArchivedProbe<'a> {
+    #[serde(default)]
+    id: Option<MessageId>,
+    #[serde(rename = "version")]
+    _version: u16,
+    #[serde(rename = "correlation_id")]
+    _correlation_id: Uuid,
+    #[serde(rename = "actor")]
+    _actor: Actor,
+    #[serde(borrow, rename = "payload")]
+    _payload: &'a RawValue,
 }

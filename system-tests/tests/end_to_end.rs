@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{OPERATOR_KEY, eventually, spawn_system};
 use grid_shared::carbon::{CarbonPolicy, MicroWattHours};
+use grid_shared::envelope::Envelope;
 use grid_shared::signals::{Basis, SignalBook, Zone, bundled_layer};
 use grid_worker::simulate::{FleetConfig, launch};
 use serde_json::{Value, json};
@@ -41,7 +42,7 @@ fn group(owners: &[uuid::Uuid]) -> Value {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: PgPool) {
     let system = spawn_system(pool.clone(), &[]).await;
-    let (_, api_key) = system.organization("Copropriété du Parc").await;
+    let (organization_id, api_key) = system.organization("Copropriété du Parc").await;
 
     // Owners consent before their readings are used.
     let owners: Vec<uuid::Uuid> = (0..6).map(|_| uuid::Uuid::new_v4()).collect();
@@ -161,6 +162,22 @@ async fn a_hundred_tasks_run_on_three_nodes_and_are_credited_exactly_once(pool: 
     .unwrap();
     assert!(kept >= 100, "every task's result kept: {kept}");
     assert_eq!(hashed, kept, "each in the text its hash commits to");
+    // The archive keeps each envelope without the fields its row holds; readers get it whole.
+    let repeated: i64 = sqlx::query_scalar(
+        "select count(*) from event
+         where envelope::jsonb ?| array['id', 'type', 'occurred_at', 'organization_id']",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(repeated, 0, "no archived envelope repeats its row's columns");
+    let history: Value = system.get(&format!("/v1/tasks/{}/events", task_ids[0]), &api_key).await.json().await.unwrap();
+    for event in history["events"].as_array().unwrap() {
+        let envelope = Envelope::from_json(&event["envelope"].to_string()).expect("a whole envelope");
+        assert_eq!(envelope.message_type, event["type"].as_str().unwrap());
+        assert_eq!(serde_json::to_value(envelope.occurred_at).unwrap(), event["occurred_at"]);
+        assert_eq!(envelope.organization_id.map(|id| id.to_string()).as_deref(), Some(organization_id.as_str()));
+    }
 
     // The stats agree with the ledger.
     let stats: Value = system.get("/v1/stats", &api_key).await.json().await.unwrap();

@@ -22,6 +22,34 @@ pub struct EventView {
     pub envelope: serde_json::Value,
 }
 
+/// An event's row: the archive keeps its envelope without the fields the row holds in columns
+/// (see `Envelope::archived_and_published`), which its view puts back.
+struct ArchivedRow {
+    seq: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    occurred_at: chrono::DateTime<chrono::Utc>,
+    organization_id: Option<uuid::Uuid>,
+    envelope: serde_json::Value,
+}
+
+impl ArchivedRow {
+    fn into_view(self) -> EventView {
+        let ArchivedRow { seq, event_id, event_type, occurred_at, organization_id, mut envelope } = self;
+        if let Some(fields) = envelope.as_object_mut()
+            && !fields.contains_key("id")
+        {
+            let at = serde_json::to_value(occurred_at).unwrap_or(serde_json::Value::Null);
+            fields.insert("id".to_owned(), serde_json::Value::String(event_id.to_string()));
+            fields.insert("type".to_owned(), serde_json::Value::String(event_type.clone()));
+            fields.insert("occurred_at".to_owned(), at);
+            let organization = organization_id.map(|id| serde_json::Value::String(id.to_string()));
+            fields.insert("organization_id".to_owned(), organization.unwrap_or(serde_json::Value::Null));
+        }
+        EventView { seq, event_type, occurred_at, envelope }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventView>,
@@ -76,11 +104,13 @@ pub async fn of_task(
         return Ok(None);
     }
     let rows = sqlx::query_as!(
-        EventView,
-        "select seq, event_type, occurred_at, envelope from event where task_id = $1 order by seq limit $2",
+        ArchivedRow,
+        "select seq, event_id, event_type, occurred_at, organization_id, envelope from event
+         where task_id = $1 order by seq limit $2",
         task_id.as_uuid(),
         TASK_HISTORY_LIMIT + 1
     )
+    .map(ArchivedRow::into_view)
     .fetch_all(&state.pool)
     .await?;
     let truncated = rows.len() as i64 > TASK_HISTORY_LIMIT;
@@ -129,8 +159,8 @@ pub async fn page(
     limit: i64,
 ) -> Result<EventPage, ApiError> {
     let events = sqlx::query_as!(
-        EventView,
-        "select seq, event_type, occurred_at, envelope from event
+        ArchivedRow,
+        "select seq, event_id, event_type, occurred_at, organization_id, envelope from event
          where cell_id = $4 and seq > $1 and ($2::uuid is null or organization_id = $2)
          order by seq limit $3",
         after,
@@ -138,6 +168,7 @@ pub async fn page(
         limit,
         cell.as_str()
     )
+    .map(ArchivedRow::into_view)
     .fetch_all(&state.pool)
     .await?;
     let next_after = if events.len() as i64 == limit { events.last().map(|event| event.seq) } else { None };

@@ -56,8 +56,11 @@ pub struct NumberedEvent {
     /// The envelope without its payload (`null`): the event is beside it, and the text holds
     /// both.
     pub envelope: Envelope,
-    /// The JSON text of the envelope, written to PostgreSQL and published as is.
+    /// The JSON text of the envelope, published as is.
     pub text: String,
+    /// What the archive keeps of it: all but the fields the event's row holds in columns
+    /// ([`Envelope::archived_and_published`]).
+    pub archived: String,
     /// For a `TaskAssigned`, the input the node computes on (when known in memory).
     pub input: Option<Arc<TaskInput>>,
 }
@@ -252,7 +255,7 @@ impl Batch {
         state.next_seq += 1;
         let origin = Origin { organization_id, ..origin };
         let envelope = Envelope::header_at(context.message_id(), context.now(), &recorded.event, origin);
-        let text = envelope.text_with(&recorded.event);
+        let (archived, text) = envelope.archived_and_published(&recorded.event);
         let event_type = grid_shared::envelope::Message::message_type(&recorded.event);
         self.events.push(NumberedEvent {
             seq,
@@ -263,6 +266,7 @@ impl Batch {
             occurred_at: envelope.occurred_at,
             envelope,
             text,
+            archived,
             input,
         });
         seq

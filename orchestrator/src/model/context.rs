@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use grid_shared::ids::MessageId;
 use grid_shared::signals::SignalBook;
 
@@ -87,7 +87,7 @@ impl Context {
     pub fn seeded(seed: u64, now: DateTime<Utc>) -> Self {
         let signals =
             Arc::new(SignalBook::fixed(grid_shared::carbon::CarbonPolicy::default().grid_intensity_mg_per_kwh));
-        Self { now, rng: Rng::seeded(seed), signals }
+        Self { now: now.trunc_subsecs(6), rng: Rng::seeded(seed), signals }
     }
 
     /// A context seeded once from the operating system (a writer taking over).
@@ -101,9 +101,11 @@ impl Context {
         self.now
     }
 
-    /// Moves the decisions' time (the writer at each step, the simulator as its clock goes).
+    /// Moves the decisions' time (the writer at each step, the simulator as its clock goes), to
+    /// the whole microsecond: PostgreSQL keeps no finer time, and an archived event's time is
+    /// its row's column.
     pub fn set_now(&mut self, now: DateTime<Utc>) {
-        self.now = now;
+        self.now = now.trunc_subsecs(6);
     }
 
     /// The carbon signals decisions credit with.

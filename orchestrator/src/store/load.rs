@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use grid_shared::carbon::MicroWattHours;
 use grid_shared::domain::TaskKind;
+use grid_shared::envelope::Envelope;
 use grid_shared::ids::{MessageId, NodeId, OrganizationId, OwnerId, TaskId};
 use grid_shared::signals::Zone;
 use grid_shared::wire::StreamEntryId;
@@ -338,7 +339,8 @@ pub async fn events_after(
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query_as!(
         StoredEventRow,
-        r#"select e.seq, e.event_type, e.node_id, e.envelope::text as "envelope!", t.kind as "kind?"
+        r#"select e.seq, e.event_type, e.node_id, e.event_id, e.occurred_at, e.organization_id,
+             e.envelope::text as "envelope!", t.kind as "kind?"
          from event e
          left join task t on e.node_id is not null and e.event_type = 'TaskAssigned'
              and t.cell_id = e.cell_id and t.task_id = e.task_id
@@ -357,7 +359,8 @@ pub async fn events_after(
 pub async fn events_at(pool: &PgPool, cell: &str, seqs: &[i64]) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query_as!(
         StoredEventRow,
-        r#"select e.seq, e.event_type, e.node_id, e.envelope::text as "envelope!", t.kind as "kind?"
+        r#"select e.seq, e.event_type, e.node_id, e.event_id, e.occurred_at, e.organization_id,
+             e.envelope::text as "envelope!", t.kind as "kind?"
          from event e
          left join task t on t.cell_id = e.cell_id and t.task_id = e.task_id
          where e.cell_id = $2 and e.seq = any($1) order by e.seq"#,
@@ -374,17 +377,33 @@ struct StoredEventRow {
     seq: i64,
     event_type: String,
     node_id: Option<uuid::Uuid>,
+    event_id: uuid::Uuid,
+    occurred_at: DateTime<Utc>,
+    organization_id: Option<uuid::Uuid>,
     envelope: String,
     kind: Option<serde_json::Value>,
 }
 
 impl From<StoredEventRow> for StoredEvent {
+    /// The whole envelope again, from the archived text and the row's columns (an archived text
+    /// that does not read is republished as it is: its readers dead-letter it with the reason).
     fn from(row: StoredEventRow) -> Self {
+        let envelope = Envelope::from_archive(
+            MessageId(row.event_id),
+            &row.event_type,
+            row.occurred_at,
+            row.organization_id.map(OrganizationId),
+            &row.envelope,
+        )
+        .unwrap_or_else(|error| {
+            tracing::error!(seq = row.seq, %error, "an archived envelope does not read; republished as archived");
+            row.envelope
+        });
         StoredEvent {
             seq: row.seq,
             event_type: row.event_type,
             node_id: row.node_id.map(NodeId),
-            envelope: row.envelope,
+            envelope,
             kind: row.kind,
         }
     }

@@ -558,7 +558,7 @@ async fn write_events(
             &events.iter().map(|event| event.organization_id.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
             &events.iter().map(|event| event.notify_node.map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
             &events.iter().map(|event| event.occurred_at).collect::<Vec<DateTime<Utc>>>(),
-            &events.iter().map(|event| event.text.as_str()).collect::<Vec<_>>() as &[_],
+            &events.iter().map(|event| event.archived.as_str()).collect::<Vec<_>>() as &[_],
             &events.iter().map(|event| event.event.task_id().map(|id| id.as_uuid())).collect::<Vec<_>>() as &[_],
             cell
         )
