@@ -158,7 +158,7 @@ impl Envelope {
     /// The envelope of `message` as the event archive keeps it, and as it is published: the
     /// archived text holds all but the four fields its row holds in columns (`event_id`,
     /// `event_type`, `occurred_at`, `organization_id`), and the published text is those four
-    /// then the archived text's fields ([`Envelope::join_archived`]), the payload written
+    /// then the archived text's fields, the payload written
     /// straight from the message. The time must be whole microseconds (PostgreSQL's
     /// precision; the writer's clock is), or the row's column would not give it back.
     pub fn archived_and_published<M: Serialize>(&self, message: &M) -> (String, String) {
@@ -177,7 +177,7 @@ impl Envelope {
 
     /// The whole envelope of an archived event, from its row: its columns' four fields, then the
     /// archived text's (an object, as [`Envelope::archived_and_published`] wrote it).
-    pub fn join_archived(
+    fn join_archived(
         id: MessageId,
         message_type: &str,
         occurred_at: DateTime<Utc>,

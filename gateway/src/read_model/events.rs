@@ -4,7 +4,7 @@
 use grid_shared::cells::CellName;
 use grid_shared::envelope::Envelope;
 use grid_shared::events::{Event, ReplicaNeeded};
-use grid_shared::ids::{OrganizationId, TaskId};
+use grid_shared::ids::{MessageId, OrganizationId, TaskId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,30 +22,32 @@ pub struct EventView {
     pub envelope: serde_json::Value,
 }
 
-/// An event's row: the archive keeps its envelope without the fields the row holds in columns
-/// (see `Envelope::archived_and_published`), which its view puts back.
+/// An event's row: the archive keeps its envelope without the fields the row holds in columns,
+/// which its view puts back (`Envelope::from_archive`).
 struct ArchivedRow {
     seq: i64,
     event_id: uuid::Uuid,
     event_type: String,
     occurred_at: chrono::DateTime<chrono::Utc>,
     organization_id: Option<uuid::Uuid>,
-    envelope: serde_json::Value,
+    envelope: String,
 }
 
 impl ArchivedRow {
     fn into_view(self) -> EventView {
-        let ArchivedRow { seq, event_id, event_type, occurred_at, organization_id, mut envelope } = self;
-        if let Some(fields) = envelope.as_object_mut()
-            && !fields.contains_key("id")
-        {
-            let at = serde_json::to_value(occurred_at).unwrap_or(serde_json::Value::Null);
-            fields.insert("id".to_owned(), serde_json::Value::String(event_id.to_string()));
-            fields.insert("type".to_owned(), serde_json::Value::String(event_type.clone()));
-            fields.insert("occurred_at".to_owned(), at);
-            let organization = organization_id.map(|id| serde_json::Value::String(id.to_string()));
-            fields.insert("organization_id".to_owned(), organization.unwrap_or(serde_json::Value::Null));
-        }
+        let ArchivedRow { seq, event_id, event_type, occurred_at, organization_id, envelope } = self;
+        let whole = Envelope::from_archive(
+            MessageId(event_id),
+            &event_type,
+            occurred_at,
+            organization_id.map(OrganizationId),
+            &envelope,
+        )
+        .unwrap_or_else(|error| {
+            tracing::warn!(seq, %error, "an archived envelope does not read; shown as archived");
+            envelope
+        });
+        let envelope = serde_json::from_str(&whole).unwrap_or(serde_json::Value::Null);
         EventView { seq, event_type, occurred_at, envelope }
     }
 }
@@ -105,8 +107,8 @@ pub async fn of_task(
     }
     let rows = sqlx::query_as!(
         ArchivedRow,
-        "select seq, event_id, event_type, occurred_at, organization_id, envelope from event
-         where task_id = $1 order by seq limit $2",
+        r#"select seq, event_id, event_type, occurred_at, organization_id, envelope::text as "envelope!" from event
+         where task_id = $1 order by seq limit $2"#,
         task_id.as_uuid(),
         TASK_HISTORY_LIMIT + 1
     )
@@ -160,9 +162,9 @@ pub async fn page(
 ) -> Result<EventPage, ApiError> {
     let events = sqlx::query_as!(
         ArchivedRow,
-        "select seq, event_id, event_type, occurred_at, organization_id, envelope from event
+        r#"select seq, event_id, event_type, occurred_at, organization_id, envelope::text as "envelope!" from event
          where cell_id = $4 and seq > $1 and ($2::uuid is null or organization_id = $2)
-         order by seq limit $3",
+         order by seq limit $3"#,
         after,
         scope.map(|id| id.as_uuid()),
         limit,
