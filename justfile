@@ -40,11 +40,13 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Every figure: builds the release binaries and the edge worker, runs the scheduler, audit and
-# consent benches, then the real binaries end to end (1,000 simulated nodes, 50,000 tasks);
+# consent benches, then BullMQ on the same machine and Redis (bench/bullmq, the baseline of the
+# end-to-end ratio) and the real binaries end to end (1,000 simulated nodes, 50,000 tasks);
 # writes bench/results/<time>-<commit>.md and .json (and latest.*). See system-tests/benches/system/.
 bench: services
     cargo build --release --bins
     cargo build --profile edge -p grid-worker
+    [ -d bench/bullmq/node_modules/bullmq ] || npm ci --prefix bench/bullmq --no-audit --no-fund --silent
     cargo bench -p grid-system-tests --bench deferral --bench scheduler --bench audit --bench consent --bench system
     just bench-cluster 1
 

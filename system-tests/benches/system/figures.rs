@@ -329,6 +329,33 @@ pub(crate) struct AuditBench {
     pub(crate) rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// BullMQ on the same machine and Redis, run by the bench before the grid starts
+/// (`bench/bullmq/run.mjs`, which prints this): the baseline of the end-to-end ratio.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BullmqBench {
+    pub(crate) version: String,
+    pub(crate) one_add_per_job: BullmqPhase,
+    pub(crate) add_bulk_of_100: BullmqPhase,
+    #[serde(flatten)]
+    pub(crate) rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BullmqPhase {
+    pub(crate) jobs_per_second: f64,
+    pub(crate) cpu_us_per_job: BullmqCpu,
+    #[serde(flatten)]
+    pub(crate) rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Per job: the producing process, the worker process and the Redis server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BullmqCpu {
+    pub(crate) total: f64,
+    #[serde(flatten)]
+    pub(crate) rest: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The figures the other benches left in `target/bench/` (absent when they did not run).
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct OtherBenches {
@@ -358,6 +385,8 @@ pub(crate) struct Report {
     pub(crate) cell_takeover: CellTakeover,
     pub(crate) memory: Memory,
     pub(crate) gateway: GatewayFigures,
+    /// Absent when `bench/bullmq` is not installed (`npm ci --prefix bench/bullmq`).
+    pub(crate) bullmq: Option<BullmqBench>,
     pub(crate) binary_sizes: BinarySizes,
     pub(crate) other_benches: OtherBenches,
 }

@@ -16,6 +16,8 @@
 //! `BENCH_CELLS=a:BE,b:BE,c:BE` runs the grid in these cells (`GRID_CELLS`: one orchestrator
 //! process writes them all, another stands by for all), the fleet split over them, one simulated
 //! fleet process per cell, every submission left to the gateway's choice of cell.
+//! The whole run starts with BullMQ on the same machine and Redis (`bench/bullmq/run.mjs`,
+//! `BENCH_BULLMQ_JOBS` jobs each way, 20,000), the baseline of the end-to-end ratios.
 //! `BENCH_CELL_TAKEOVER_ONLY=1` runs only the takeover of one cell of three under load
 //! (`cells.rs`; `BENCH_CELL_TAKEOVER_RATE`, 300 tasks/s, and `BENCH_CELL_TAKEOVER_NODES`, 150).
 
@@ -82,6 +84,11 @@ async fn run() -> anyhow::Result<Outcome> {
 
     let scratch = Scratch::new("system").await?;
     let machine = machine(&scratch.database_url).await;
+    // BullMQ first, on the machine before the grid starts, for the whole report only.
+    let whole_run =
+        std::env::var_os("BENCH_GATEWAY_ONLY").is_none() && std::env::var_os("BENCH_STOP_AFTER_HALF").is_none();
+    let bullmq =
+        if whole_run { bullmq_baseline(&scratch.redis_url, setting("BENCH_BULLMQ_JOBS", 20_000)) } else { None };
     let listen = format!("127.0.0.1:{}", free_port()?);
     let base = format!("http://{listen}");
     let mut env = grid_env(&scratch, &listen);
@@ -306,6 +313,7 @@ async fn run() -> anyhow::Result<Outcome> {
         cell_takeover,
         memory,
         gateway: gateway_figures,
+        bullmq,
         binary_sizes: sizes,
         other_benches: OtherBenches { scheduler: other_bench("scheduler")?, audit: other_bench("audit")? },
     })))

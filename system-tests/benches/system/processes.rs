@@ -281,3 +281,38 @@ pub(crate) fn command_output(program: &str, args: &[&str]) -> String {
         .trim()
         .to_owned()
 }
+
+/// BullMQ's jobs/s and CPU per job on this machine and `redis_url` (`bench/bullmq/run.mjs`,
+/// `jobs` jobs each way): the end-to-end ratio's baseline, measured in the same run. `None`,
+/// said on stderr, when BullMQ is not installed there or its run fails.
+pub(crate) fn bullmq_baseline(redis_url: &str, jobs: u64) -> Option<BullmqBench> {
+    let directory = workspace().join("bench/bullmq");
+    if !directory.join("node_modules/bullmq").is_dir() {
+        eprintln!("BullMQ baseline skipped: not installed (`npm ci --prefix bench/bullmq`)");
+        return None;
+    }
+    let output = Command::new("node")
+        .arg(directory.join("run.mjs"))
+        .arg(jobs.to_string())
+        .env("REDIS_URL", redis_url)
+        .stderr(Stdio::inherit())
+        .output();
+    let output = match output {
+        Ok(output) if output.status.success() => output,
+        Ok(output) => {
+            eprintln!("BullMQ baseline skipped: its run exited with {}", output.status);
+            return None;
+        }
+        Err(error) => {
+            eprintln!("BullMQ baseline skipped: node did not start ({error})");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&output.stdout) {
+        Ok(figures) => Some(figures),
+        Err(error) => {
+            eprintln!("BullMQ baseline skipped: its output is not the expected figures ({error})");
+            None
+        }
+    }
+}

@@ -78,6 +78,39 @@ pub(crate) fn markdown(report: &Report) -> String {
     out.push_str(&row("… PostgreSQL CPU per task (µs)", &batched.per_task.postgresql_cpu_us, "≤ 100"));
     out.push_str(&row("… Redis CPU per task (µs)", &batched.per_task.redis_cpu_us, ""));
     out.push_str(&row("… orchestrator CPU per task (µs)", &batched.per_task.orchestrator_cpu_us, "≤ 60"));
+    let bullmq = report.bullmq.as_ref();
+    let version = bullmq.map_or_else(String::new, |bullmq| format!(" {}", bullmq.version));
+    out.push_str(&row(
+        &format!("BullMQ{version}, same run and Redis, in memory (not durable): jobs/s, one `add` per job"),
+        &bullmq.map(|bullmq| bullmq.one_add_per_job.jobs_per_second),
+        "",
+    ));
+    out.push_str(&row(
+        "… in `addBulk` of 100: jobs/s",
+        &bullmq.map(|bullmq| bullmq.add_bulk_of_100.jobs_per_second),
+        "",
+    ));
+    out.push_str(&row(
+        "… CPU per job, one `add` per job: producer + worker + Redis (µs)",
+        &bullmq.map(|bullmq| bullmq.one_add_per_job.cpu_us_per_job.total),
+        "",
+    ));
+    let ratio = |grid: f64, baseline: f64| (grid / baseline * 100.0).round() / 100.0;
+    out.push_str(&row(
+        "end to end ÷ BullMQ: one task per request ÷ one `add` per job",
+        &bullmq.map(|bullmq| ratio(report.throughput.tasks_per_second, bullmq.one_add_per_job.jobs_per_second)),
+        "≥ 0.4",
+    ));
+    out.push_str(&row(
+        "end to end ÷ BullMQ: batches of 100 ÷ one `add` per job",
+        &bullmq.map(|bullmq| ratio(batched.tasks_per_second, bullmq.one_add_per_job.jobs_per_second)),
+        "≥ 1.0",
+    ));
+    out.push_str(&row(
+        "… batches of 100 ÷ `addBulk` of 100",
+        &bullmq.map(|bullmq| ratio(batched.tasks_per_second, bullmq.add_bulk_of_100.jobs_per_second)),
+        "",
+    ));
     out.push_str(&row("sequential round trip p50 (ms)", &report.sequential.round_trip.p50_ms, ""));
     out.push_str(&row("sequential round trip p95 (ms)", &report.sequential.round_trip.p95_ms, ""));
     out.push_str(&row("sequential round trip p99 (ms)", &report.sequential.round_trip.p99_ms, "≤ 5"));
