@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
-use redis::{Script, ScriptInvocation};
+use redis::{Cmd, FromRedisValue, Script, ToRedisArgs};
 
 /// Why a script gave no answer the caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +50,49 @@ pub struct AdmissionCheck {
 }
 
 impl AdmissionCheck {
-    fn invocation(&self, script: &'static Script) -> ScriptInvocation<'static> {
-        let mut invocation = script.key(&self.rate_window);
-        invocation.key(&self.revocation_marker).arg(self.limit_per_second).arg(if self.revocable { "1" } else { "0" });
+    /// The script's `EVALSHA` with the admission's keys and `keys` after them, and the
+    /// admission's arguments: the caller adds the script's own arguments.
+    fn invocation(&self, script: &'static Script, keys: &[&str]) -> Invocation {
+        let mut invocation = Invocation::new(script, [self.rate_window.as_str(), &self.revocation_marker], keys);
+        invocation.arg(self.limit_per_second).arg(if self.revocable { "1" } else { "0" });
         invocation
+    }
+}
+
+/// A gateway script's call, written straight into one `EVALSHA` command as it is built. The
+/// redis crate's `ScriptInvocation` keeps every key and argument in a buffer of its own and
+/// copies them into the command when it is sent: forty allocations for a heartbeat, on the
+/// path every node takes every few seconds. Keys come first, as `EVALSHA` wants them.
+struct Invocation {
+    script: &'static Script,
+    cmd: Cmd,
+}
+
+impl Invocation {
+    fn new<const N: usize>(script: &'static Script, first: [&str; N], keys: &[&str]) -> Self {
+        let mut cmd = Cmd::with_capacity(16, 512);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(N + keys.len());
+        for key in first.iter().chain(keys) {
+            cmd.arg(*key);
+        }
+        Self { script, cmd }
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs it; a server that does not hold the script yet (a restarted or flushed Redis)
+    /// loads it, and the call is made again.
+    async fn invoke<T: FromRedisValue>(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<T> {
+        match self.cmd.query_async(conn).await {
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(conn).await?;
+                self.cmd.query_async(conn).await
+            }
+            answer => answer,
+        }
     }
 }
 
@@ -79,7 +118,7 @@ impl Admission {
 
 /// `lua/admit.lua`: admission alone, for a request that writes nothing to Redis.
 pub async fn admit(conn: &mut impl ConnectionLike, check: &AdmissionCheck) -> Result<Admission, ScriptError> {
-    let answer: String = check.invocation(&ADMIT).invoke_async(conn).await?;
+    let answer: String = check.invocation(&ADMIT, &[]).invoke(conn).await?;
     Admission::parse(&answer).ok_or_else(|| unknown("admit", answer))
 }
 
@@ -150,10 +189,7 @@ impl Publish<'_> {
         let (remember_key, answer, ttl) = Remember::arguments(self.remember, self.stream);
         let reply: Vec<String> = self
             .admission
-            .invocation(&PUBLISH)
-            .key(self.stream)
-            .key(self.issuers)
-            .key(remember_key)
+            .invocation(&PUBLISH, &[self.stream, self.issuers, remember_key])
             .arg(self.message_type)
             .arg(self.envelope_json)
             .arg(self.message_id)
@@ -161,7 +197,7 @@ impl Publish<'_> {
             .arg(answer)
             .arg(ttl)
             .arg(self.max_backlog)
-            .invoke_async(conn)
+            .invoke(conn)
             .await?;
         Published::parse(&reply).ok_or_else(|| unknown("publish", reply))
     }
@@ -186,20 +222,12 @@ pub struct PublishBatch<'a> {
 impl PublishBatch<'_> {
     pub async fn run(&self, conn: &mut impl ConnectionLike) -> Result<Published, ScriptError> {
         let (remember_key, answer, ttl) = Remember::arguments(self.remember, self.stream);
-        let mut invocation = self.admission.invocation(&PUBLISH_BATCH);
-        invocation
-            .key(self.stream)
-            .key(self.issuers)
-            .key(remember_key)
-            .arg(self.message_type)
-            .arg(self.issuer)
-            .arg(answer)
-            .arg(ttl)
-            .arg(self.max_backlog);
+        let mut invocation = self.admission.invocation(&PUBLISH_BATCH, &[self.stream, self.issuers, remember_key]);
+        invocation.arg(self.message_type).arg(self.issuer).arg(answer).arg(ttl).arg(self.max_backlog);
         for (message_id, envelope) in self.entries {
             invocation.arg(message_id).arg(envelope);
         }
-        let reply: Vec<String> = invocation.invoke_async(conn).await?;
+        let reply: Vec<String> = invocation.invoke(conn).await?;
         Published::parse(&reply).ok_or_else(|| unknown("publish_batch", reply))
     }
 }
@@ -224,11 +252,8 @@ pub struct Heartbeat<'a> {
 
 impl Heartbeat<'_> {
     pub async fn run(&self, conn: &mut impl ConnectionLike) -> Result<Admission, ScriptError> {
-        let mut invocation = self.admission.invocation(&HEARTBEAT);
+        let mut invocation = self.admission.invocation(&HEARTBEAT, &[self.node_state, self.nodes_alive, self.feed]);
         invocation
-            .key(self.node_state)
-            .key(self.nodes_alive)
-            .key(self.feed)
             .arg(self.ttl_ms)
             .arg(self.expires_at_ms)
             .arg(self.node_id)
@@ -237,7 +262,7 @@ impl Heartbeat<'_> {
         for (field, value) in self.state.iter().chain(self.feed_entry) {
             invocation.arg(*field).arg(value);
         }
-        let answer: String = invocation.invoke_async(conn).await?;
+        let answer: String = invocation.invoke(conn).await?;
         Admission::parse(&answer).ok_or_else(|| unknown("heartbeat", answer))
     }
 }

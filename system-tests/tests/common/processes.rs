@@ -278,11 +278,13 @@ impl PrivateRedis {
         Self { url, child }
     }
 
-    /// `FLUSHALL`: Redis loses everything, as after a restart without persistence.
+    /// `FLUSHALL` and `SCRIPT FLUSH`: Redis loses everything, its loaded scripts included, as
+    /// after a restart without persistence.
     pub async fn flush_all(&self) {
         let client = redis::Client::open(self.url.as_str()).expect("a redis url");
         let mut conn = client.get_multiplexed_async_connection().await.expect("the private redis answers");
         redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.expect("flushed");
+        redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.expect("scripts flushed");
     }
 }
 
