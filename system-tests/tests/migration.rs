@@ -190,3 +190,34 @@ async fn a_v2_database_migrates_to_compact_rows(pool: PgPool) {
     assert_eq!(divergences, vec![]);
     system.stop().await;
 }
+
+/// A proof leaf's hash is checked without a regular expression's bounded repetition
+/// (20261205020000): the check refuses what the one before it refused, and the fixture's leaves
+/// pass it.
+#[sqlx::test(migrations = false)]
+async fn a_proof_leafs_hash_is_64_lower_case_hex_digits(pool: PgPool) {
+    MIGRATOR.run_to(BEFORE_COMPACT_ROWS, &pool).await.unwrap();
+    sqlx::raw_sql(include_str!("fixtures/v2_grid.sql")).execute(&pool).await.unwrap();
+    MIGRATOR.run(&pool).await.unwrap();
+    let leaf: String = sqlx::query_scalar("select leaf_hash from proof_leaf limit 1").fetch_one(&pool).await.unwrap();
+    let refused = [
+        leaf.to_uppercase(),
+        leaf[1..].to_owned(),
+        format!("{leaf}0"),
+        format!("g{}", &leaf[1..]),
+        format!("{}\n", &leaf[1..]),
+        format!(" {}", &leaf[1..]),
+        format!("é{}", &leaf[2..]),
+        String::new(),
+    ];
+    let update = "update proof_leaf set leaf_hash = $1 where leaf_hash = $2";
+    for hash in refused {
+        let error = sqlx::query(update).bind(&hash).bind(&leaf).execute(&pool).await.unwrap_err();
+        let constraint = error.as_database_error().and_then(|error| error.constraint().map(str::to_owned));
+        assert_eq!(constraint.as_deref(), Some("proof_leaf_leaf_hash_check"), "{hash:?}");
+    }
+    let mut transaction = pool.begin().await.unwrap();
+    let changed = sqlx::query(update).bind("0123456789abcdef".repeat(4)).bind(&leaf).execute(&mut *transaction).await;
+    assert_eq!(changed.unwrap().rows_affected(), 1, "64 lower-case hex digits pass");
+    transaction.rollback().await.unwrap();
+}
