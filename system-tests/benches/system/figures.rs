@@ -40,6 +40,9 @@ pub(crate) struct Fleet {
     pub(crate) nodes: u64,
     pub(crate) cores_per_node: u32,
     pub(crate) seconds_to_come_alive: f64,
+    /// What connecting the fleet added to the gateway's anonymous memory (heap and stacks), per
+    /// node: its connection, buffers and channel, and what registering it left allocated.
+    pub(crate) gateway_anonymous_kib_per_node: f64,
 }
 
 /// One task at a time, submitted then awaited to completion.
@@ -48,6 +51,26 @@ pub(crate) struct Sequential {
     pub(crate) tasks: usize,
     pub(crate) seconds: f64,
     pub(crate) round_trip: Distribution,
+    pub(crate) segments: RoundTripSegments,
+}
+
+/// A sequential round trip in four parts, cut at the writer's readings of the clock when it
+/// decided each step (before that step's batch commits).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct RoundTripSegments {
+    /// Sent → the writer decided the submission: the HTTP request, the gateway, the commands
+    /// stream.
+    pub(crate) to_writer: Distribution,
+    /// → the writer decided its assignment.
+    pub(crate) to_assigned: Distribution,
+    /// → the writer decided its completion: the assignment's commit, the node's channel, the
+    /// node's report through the gateway, the reports stream.
+    pub(crate) to_completed: Distribution,
+    /// → the bench saw it on the event stream: the completion's commit, the relay, the
+    /// gateway's event stream.
+    pub(crate) to_seen: Distribution,
+    /// The slowest 1 % of round trips: each part's mean, in the order above.
+    pub(crate) slowest_percent_mean_ms: [Option<f64>; 4],
 }
 
 /// What the end-to-end phase cost per completed task.

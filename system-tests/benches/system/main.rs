@@ -152,6 +152,7 @@ async fn run() -> anyhow::Result<Outcome> {
         ],
         &[("RUST_LOG", "warn".to_owned())],
     )?;
+    let anonymous_before_fleet = memory_mib_of(gateway.pid(), "RssAnon:");
     let fleet_started = Instant::now();
     let fleets = start_fleets(&gateway_arg, &api_key, nodes, &cell_names)?;
     let wanted = nodes as i64 + 1;
@@ -166,7 +167,12 @@ async fn run() -> anyhow::Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let fleet_seconds = fleet_started.elapsed().as_secs_f64();
-    eprintln!("{wanted} nodes alive after {fleet_seconds:.1} s");
+    let anonymous_with_fleet = memory_mib_of(gateway.pid(), "RssAnon:");
+    let anonymous_kib_per_node = (anonymous_with_fleet - anonymous_before_fleet) * 1024.0 / wanted as f64;
+    eprintln!(
+        "{wanted} nodes alive after {fleet_seconds:.1} s; the gateway's anonymous memory \
+         {anonymous_before_fleet:.1} → {anonymous_with_fleet:.1} MiB ({anonymous_kib_per_node:.1} KiB per node)"
+    );
 
     let grid = Arc::new(Grid {
         base: base.clone(),
@@ -196,7 +202,7 @@ async fn run() -> anyhow::Result<Outcome> {
         scratch.remove().await?;
         return Ok(Outcome::GatewayOnly { open_loop_submit: vec![at_1000, at_5000], gateway: Box::new(figures) });
     }
-    let sequential = sequential(&grid, sequential_tasks).await?;
+    let sequential = sequential(&grid, &pool, sequential_tasks).await?;
     eprintln!("sequential: {}", line(&sequential));
     // Submit latency at 1,000 req/s on an idle grid, then its tasks drain before the throughput
     // phase; 5,000 req/s last, as it overloads this machine.
@@ -243,6 +249,12 @@ async fn run() -> anyhow::Result<Outcome> {
     let at_half = completion_latency(&grid, &half_load, &half_ids);
     eprintln!("half load: {}", line(&at_half));
     if std::env::var_os("BENCH_STOP_AFTER_HALF").is_some() {
+        eprintln!(
+            "gateway RSS with the fleet connected: {:.1} MiB (anonymous {:.1}, files {:.1})",
+            gateway.rss_mib(),
+            memory_mib_of(gateway.pid(), "RssAnon:"),
+            memory_mib_of(gateway.pid(), "RssFile:")
+        );
         stop_following();
         drop((fleets, worker, gateway, orchestrators));
         pool.close().await;
@@ -300,7 +312,12 @@ async fn run() -> anyhow::Result<Outcome> {
     Ok(Outcome::Report(Box::new(Report {
         machine,
         at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        fleet: Fleet { nodes, cores_per_node: 4, seconds_to_come_alive: fleet_seconds },
+        fleet: Fleet {
+            nodes,
+            cores_per_node: 4,
+            seconds_to_come_alive: fleet_seconds,
+            gateway_anonymous_kib_per_node: anonymous_kib_per_node,
+        },
         sequential,
         throughput,
         throughput_in_batches: batched,

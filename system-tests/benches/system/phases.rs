@@ -161,20 +161,85 @@ pub(crate) fn distribution(mut samples: Vec<Duration>) -> Distribution {
     }
 }
 
-pub(crate) async fn sequential(grid: &Grid, count: usize) -> anyhow::Result<Sequential> {
+pub(crate) async fn sequential(grid: &Grid, pool: &sqlx::PgPool, count: usize) -> anyhow::Result<Sequential> {
     let mut round_trips = Vec::with_capacity(count);
+    let mut timed = Vec::with_capacity(count);
     let started = Instant::now();
     for index in 0..count {
-        let sent = Instant::now();
+        let (sent, sent_at) = (Instant::now(), chrono::Utc::now());
         let task_id = grid.submit(index).await?;
         let done = grid
             .completion(&task_id, Duration::from_secs(30))
             .await
             .ok_or_else(|| anyhow::anyhow!("task {index} of the sequential run did not complete in 30 s"))?;
         round_trips.push(done - sent);
+        timed.push((task_id, sent_at, done - sent));
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Sequential { tasks: count, seconds, round_trip: distribution(round_trips) })
+    let segments = round_trip_segments(pool, &timed).await?;
+    Ok(Sequential { tasks: count, seconds, round_trip: distribution(round_trips), segments })
+}
+
+/// Where each sequential round trip's time went, cut at the writer's own readings of the clock
+/// (the task row's `submitted_at`, `assigned_at` and `finished_at`, taken when it decided each
+/// step, before that step's batch commits): the machine's one clock, read by the bench and the
+/// writer. `timed` is each task's id, when it was sent, and its whole round trip.
+async fn round_trip_segments(
+    pool: &sqlx::PgPool,
+    timed: &[(String, chrono::DateTime<chrono::Utc>, Duration)],
+) -> anyhow::Result<RoundTripSegments> {
+    type Stamps = (
+        uuid::Uuid,
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let ids: Vec<uuid::Uuid> = timed.iter().filter_map(|(task_id, _, _)| task_id.parse().ok()).collect();
+    let rows: Vec<Stamps> =
+        sqlx::query_as("select task_id, submitted_at, assigned_at, finished_at from task where task_id = any($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    let stamps: HashMap<uuid::Uuid, Stamps> = rows.into_iter().map(|row| (row.0, row)).collect();
+    let between = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        (to - from).to_std().unwrap_or_default()
+    };
+    // Each round trip's four parts: to the writer, to its assignment, to its completion, to the
+    // bench's event stream.
+    let mut parts: Vec<(Duration, [Duration; 4])> = Vec::with_capacity(timed.len());
+    for (task_id, sent_at, round_trip) in timed {
+        let Some(&(_, submitted, Some(assigned), Some(finished))) =
+            task_id.parse::<uuid::Uuid>().ok().and_then(|id| stamps.get(&id))
+        else {
+            continue;
+        };
+        let seen = *sent_at + chrono::Duration::from_std(*round_trip)?;
+        parts.push((
+            *round_trip,
+            [
+                between(*sent_at, submitted),
+                between(submitted, assigned),
+                between(assigned, finished),
+                between(finished, seen),
+            ],
+        ));
+    }
+    let part = |index: usize| distribution(parts.iter().map(|(_, each)| each[index]).collect());
+    let [to_writer, to_assigned, to_completed, to_seen] = [part(0), part(1), part(2), part(3)];
+    // The slowest 1 %: what each part took in them, on average.
+    parts.sort_by_key(|(round_trip, _)| std::cmp::Reverse(*round_trip));
+    let slowest = &parts[..parts.len().div_ceil(100).min(parts.len())];
+    let slowest_mean = |index: usize| {
+        (!slowest.is_empty())
+            .then(|| millis(slowest.iter().map(|(_, each)| each[index]).sum::<Duration>()) / slowest.len() as f64)
+    };
+    Ok(RoundTripSegments {
+        to_writer,
+        to_assigned,
+        to_completed,
+        to_seen,
+        slowest_percent_mean_ms: [slowest_mean(0), slowest_mean(1), slowest_mean(2), slowest_mean(3)],
+    })
 }
 
 /// `cpu` gives the CPU seconds so far of the orchestrator and of the gateway. `batch` tasks go

@@ -115,6 +115,26 @@ pub(crate) fn markdown(report: &Report) -> String {
     out.push_str(&row("sequential round trip p50 (ms)", &report.sequential.round_trip.p50_ms, ""));
     out.push_str(&row("sequential round trip p95 (ms)", &report.sequential.round_trip.p95_ms, ""));
     out.push_str(&row("sequential round trip p99 (ms)", &report.sequential.round_trip.p99_ms, "≤ 5"));
+    // Where its time went, cut at the writer's readings of the clock: p50 / p99 of each part,
+    // and each part's mean in the slowest 1 % of round trips.
+    let segments = &report.sequential.segments;
+    for (index, (label, part)) in [
+        ("… sent → the writer took the submission", &segments.to_writer),
+        ("… → the writer assigned it", &segments.to_assigned),
+        ("… → the writer took its completion (assignment committed, node, report)", &segments.to_completed),
+        ("… → seen on the event stream (completion committed, relayed)", &segments.to_seen),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out.push_str(&row(&format!("{label}: p50 (ms)"), &part.p50_ms, ""));
+        out.push_str(&row(&format!("{label}: p99 (ms)"), &part.p99_ms, ""));
+        out.push_str(&row(
+            &format!("{label}: mean in the slowest 1 % (ms)"),
+            &segments.slowest_percent_mean_ms[index],
+            "",
+        ));
+    }
     out.push_str(&row("offered at half the measured capacity (tasks/s)", &report.half_capacity.offered_per_second, ""));
     out.push_str(&row("… submitted → completed p50 (ms)", &report.half_capacity.submitted_to_completed.p50_ms, ""));
     out.push_str(&row("… submitted → completed p99 (ms)", &report.half_capacity.submitted_to_completed.p99_ms, "≤ 50"));
@@ -280,6 +300,11 @@ pub(crate) fn markdown(report: &Report) -> String {
         "≤ 30",
     ));
     out.push_str(&row("… nodes connected", &report.gateway.fleet_connected, "1,000"));
+    out.push_str(&row(
+        "… anonymous memory the fleet's connecting added, per node (KiB)",
+        &report.fleet.gateway_anonymous_kib_per_node,
+        "report",
+    ));
     let overload = &report.gateway.overload_20000;
     out.push_str(&row(
         &format!("offered {} req/s: share answered within 10 ms (202 or 503)", overload.offered_per_second),
