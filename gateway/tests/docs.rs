@@ -37,6 +37,9 @@ async fn swagger_ui_and_the_spec_are_served_offline() {
         reqwest::get(format!("{base}/api-docs/openapi.json")).await.unwrap().json().await.unwrap();
     let generated: serde_json::Value = serde_json::from_str(&grid_gateway::openapi::spec_json()).unwrap();
     assert_eq!(spec, generated);
+    let initializer = reqwest::get(format!("{base}/swagger-ui/swagger-initializer.js")).await.unwrap();
+    assert_eq!(initializer.status(), 200);
+    assert!(initializer.text().await.unwrap().contains("/api-docs/openapi.json"), "Swagger UI reads the spec");
 }
 
 #[tokio::test]

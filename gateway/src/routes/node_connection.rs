@@ -150,10 +150,12 @@ pub async fn node_connection(
     let backlog = catch_up(&state, &node, start).await?;
     let max_frame = state.config.max_body_bytes;
     Ok(upgrade.read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0).max_message_size(max_frame).on_upgrade(
-        move |socket| async move {
-            let connection = Connection { state, caller, node, socket, sent: start };
-            connection.serve(backlog, subscription).await;
-            drop(permit);
+        move |socket| {
+            Box::pin(async move {
+                let connection = Connection { state, caller, node, socket, sent: start };
+                connection.serve(backlog, subscription).await;
+                drop(permit);
+            })
         },
     ))
 }
