@@ -93,7 +93,12 @@ async fn run_command() -> anyhow::Result<()> {
         sqlx::Postgres::create_database(&config.database_url).await?;
         tracing::info!("database created");
     }
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(8).connect(&config.database_url).await?;
+    // No JIT: the writer's statements run for milliseconds, and a batch's update estimated
+    // without statistics (850 rows per key) crossed `jit_above_cost` and compiled 26 functions
+    // for one batch (auto_explain, `just bench-scheduler`).
+    let options: sqlx::postgres::PgConnectOptions = config.database_url.parse()?;
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(8).connect_with(options.options([("jit", "off")])).await?;
     match action {
         Action::Run => {
             let shutdown = CancellationToken::new();

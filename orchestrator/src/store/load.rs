@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use crate::model::batch::PurgeTargets;
 use crate::model::restore::{Quarantined, Restore, StoredNode, StoredTask};
 use crate::model::{Rules, State, TaskResult};
+use crate::store::postgres::keyed_read;
 
 /// Rebuilds the writer's state ([`Restore`]): organisations and keys, nodes, consent, every
 /// open task with its pending results, the chain head and the next event seq; with the tasks
@@ -190,6 +191,7 @@ pub async fn already_known(
 ) -> Result<(HashSet<MessageId>, HashSet<TaskId>), sqlx::Error> {
     let messages: Vec<uuid::Uuid> = message_ids.iter().map(MessageId::as_uuid).collect();
     let tasks: Vec<uuid::Uuid> = task_ids.iter().map(TaskId::as_uuid).collect();
+    let mut transaction = keyed_read(pool).await?;
     let rows = sqlx::query!(
         r#"select true as "is_message!", message_id as "id!" from processed_message
             where cell_id = $3 and message_id = any($1)
@@ -199,8 +201,9 @@ pub async fn already_known(
         &tasks,
         cell
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *transaction)
     .await?;
+    transaction.commit().await?;
     let mut applied = HashSet::new();
     let mut existing = HashSet::new();
     for row in rows {
@@ -337,6 +340,7 @@ pub async fn events_after(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut transaction = keyed_read(pool).await?;
     let rows = sqlx::query_as!(
         StoredEventRow,
         r#"select e.seq, e.event_type, e.node_id, e.event_id, e.occurred_at, e.organization_id,
@@ -349,14 +353,16 @@ pub async fn events_after(
         limit,
         cell
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *transaction)
     .await?;
+    transaction.commit().await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
 /// The cell's assignment events of the given seqs (for re-issuing work in flight after Redis
 /// lost it).
 pub async fn events_at(pool: &PgPool, cell: &str, seqs: &[i64]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mut transaction = keyed_read(pool).await?;
     let rows = sqlx::query_as!(
         StoredEventRow,
         r#"select e.seq, e.event_type, e.node_id, e.event_id, e.occurred_at, e.organization_id,
@@ -367,8 +373,9 @@ pub async fn events_at(pool: &PgPool, cell: &str, seqs: &[i64]) -> Result<Vec<St
         seqs,
         cell
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *transaction)
     .await?;
+    transaction.commit().await?;
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 

@@ -16,7 +16,9 @@
 //! whole table once it is large. The inserts are prepared: planning them with their values
 //! (`plan_cache_mode = force_custom_plan` for every statement) was measured to cost PostgreSQL
 //! a third more CPU per task. The lookups by `= any($1)` that return rows are prepared too
-//! (sqlx's checked queries that return rows cannot be unprepared).
+//! (sqlx's checked queries that return rows cannot be unprepared); the hot ones run in a
+//! transaction planned by keys (`postgres::keyed_read`), so that no plan of theirs, cached or
+//! not, scans a table.
 
 pub mod load;
 pub mod postgres;

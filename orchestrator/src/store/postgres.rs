@@ -80,7 +80,7 @@ pub async fn flush(
 /// phase's batches). The batch's transaction turns sequential and bitmap scans, hash joins and
 /// merge joins off for itself (`set_config(…, true)`: until it commits), so that each row is
 /// found through its key by an index scan in a nested loop, whatever the statistics say.
-async fn plan_by_keys(conn: &mut PgConnection) -> Result<u32, sqlx::Error> {
+pub(crate) async fn plan_by_keys(conn: &mut PgConnection) -> Result<u32, sqlx::Error> {
     sqlx::query!(
         "select set_config('enable_seqscan', 'off', true) as seqscan,
              set_config('enable_bitmapscan', 'off', true) as bitmapscan,
@@ -90,6 +90,20 @@ async fn plan_by_keys(conn: &mut PgConnection) -> Result<u32, sqlx::Error> {
     .fetch_one(conn)
     .await?;
     Ok(1)
+}
+
+/// A read-only transaction planned as [`plan_by_keys`] plans a batch, for the lookups that run
+/// outside one (by `= any($1)` and by a join on a key). They are prepared, and PostgreSQL keeps
+/// a prepared statement's generic plan for the connection's life: one made while the tables were
+/// small (a sequential scan of `processed_message`) went on scanning them once they held
+/// hundreds of thousands of rows, 75–184 ms for each batch's lookup of its message ids
+/// (auto_explain over `just bench`, where it happened in about half the runs: PostgreSQL's CPU
+/// per task 2–14 times its usual for the rest of the run). Planned with sequential scans off,
+/// every plan of these statements, generic or not, goes through the keys' indexes.
+pub(crate) async fn keyed_read(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    plan_by_keys(&mut transaction).await?;
+    Ok(transaction)
 }
 
 /// Records how far the events were published, in a transaction of its own (an idle writer).
