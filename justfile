@@ -51,7 +51,8 @@ bench: services
     just bench-cluster 1
 
 # Heap allocations per task of the writer and the gateway over the reduced bench's end-to-end
-# phase, counted by uprobes on glibc's allocator (perf, root): a count, not a time.
+# phase, counted by uprobes on glibc's allocator and on the gateway's mimalloc (perf, root): a
+# count, not a time.
 bench-allocations: services
     cargo build --release --bins
     bench/allocations.sh

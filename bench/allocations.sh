@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `just bench-allocations`: heap allocations per task of the writer (both orchestrator processes:
-# the standby's share is nothing) and of the gateway, counted by uprobes on glibc's malloc,
-# realloc and calloc (perf; root) over the end-to-end phase of the reduced system bench (300
-# nodes, 20,000 tasks, one per request). A count, not a time: uprobes slow each call, so the
-# run's other figures are not reported. Prints one line per process.
+# the standby's share is nothing) and of the gateway, counted by uprobes (perf; root) on glibc's
+# malloc, realloc and calloc, and on the gateway's own allocator (mimalloc, linked into it: the
+# entry points Rust's allocator calls) over the end-to-end phase of the reduced system bench
+# (300 nodes, 20,000 tasks, one per request). A count, not a time: uprobes slow each call, so
+# the run's other figures are not reported. Prints one line per process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "perf is required (Debian: linux-perf)" >&2; exit 1; }
@@ -12,9 +13,14 @@ for function in malloc realloc calloc; do
     perf probe -q -x "$libc" --add "$function" 2>/dev/null || true
 done
 events=probe_libc:malloc,probe_libc:realloc,probe_libc:calloc
+mimalloc=(mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned)
+for function in "${mimalloc[@]}"; do
+    perf probe -q -x target/release/gateway --add "$function" 2>/dev/null || true
+done
+gateway_events=$events$(printf ',probe_gateway:%s' "${mimalloc[@]}")
 dir=$(mktemp -d)
 # The probes go with the run (registered, they cost nothing until enabled, but they are ours).
-trap 'perf probe -q -d "probe_libc:*" >/dev/null 2>&1; rm -rf "$dir"' EXIT
+trap 'perf probe -q -d "probe_libc:*" -d "probe_gateway:*" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 BENCH_NODES=300 BENCH_TASKS=20000 BENCH_SEQUENTIAL=50 BENCH_OPEN_LOOP_SECONDS=1 BENCH_STOP_AFTER_HALF=1 \
     cargo bench --quiet -p grid-system-tests --bench system 2> "$dir/bench.log" > /dev/null &
 bench=$!
@@ -29,7 +35,7 @@ await_line "open loop"
 pids() { pgrep -d, -f "target/release/$1" ; }
 perf stat -x, -e "$events" -p "$(pids orchestrator)" -o "$dir/orchestrator.perf" &
 orchestrator=$!
-perf stat -x, -e "$events" -p "$(pids gateway)" -o "$dir/gateway.perf" &
+perf stat -x, -e "$gateway_events" -p "$(pids gateway)" -o "$dir/gateway.perf" &
 gateway=$!
 await_line "throughput"
 kill -INT "$orchestrator" "$gateway"
