@@ -150,6 +150,7 @@ pub async fn node_connection(
     let backlog = catch_up(&state, &node, start).await?;
     let max_frame = state.config.max_body_bytes;
     Ok(upgrade.read_buffer_size(READ_BUFFER_BYTES).write_buffer_size(0).max_message_size(max_frame).on_upgrade(
+        // Boxed: axum's upgrade task would otherwise hold this future inline beside its own.
         move |socket| {
             Box::pin(async move {
                 let connection = Connection { state, caller, node, socket, sent: start };

@@ -92,7 +92,7 @@ pub(crate) async fn plan_by_keys(conn: &mut PgConnection) -> Result<u32, sqlx::E
     Ok(1)
 }
 
-/// A read-only transaction planned as [`plan_by_keys`] plans a batch, for the lookups that run
+/// A transaction for reads, planned as [`plan_by_keys`] plans a batch, for the lookups that run
 /// outside one (by `= any($1)` and by a join on a key). They are prepared, and PostgreSQL keeps
 /// a prepared statement's generic plan for the connection's life: one made while the tables were
 /// small (a sequential scan of `processed_message`) went on scanning them once they held
