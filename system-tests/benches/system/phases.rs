@@ -173,7 +173,7 @@ pub(crate) async fn sequential(grid: &Grid, pool: &sqlx::PgPool, count: usize) -
             .await
             .ok_or_else(|| anyhow::anyhow!("task {index} of the sequential run did not complete in 30 s"))?;
         round_trips.push(done - sent);
-        timed.push((task_id, sent_at, done - sent));
+        timed.push((task_id.parse::<uuid::Uuid>()?, sent_at, done - sent));
     }
     let seconds = started.elapsed().as_secs_f64();
     let segments = round_trip_segments(pool, &timed).await?;
@@ -186,7 +186,7 @@ pub(crate) async fn sequential(grid: &Grid, pool: &sqlx::PgPool, count: usize) -
 /// writer. `timed` is each task's id, when it was sent, and its whole round trip.
 async fn round_trip_segments(
     pool: &sqlx::PgPool,
-    timed: &[(String, chrono::DateTime<chrono::Utc>, Duration)],
+    timed: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>, Duration)],
 ) -> anyhow::Result<RoundTripSegments> {
     type Stamps = (
         uuid::Uuid,
@@ -194,7 +194,7 @@ async fn round_trip_segments(
         Option<chrono::DateTime<chrono::Utc>>,
         Option<chrono::DateTime<chrono::Utc>>,
     );
-    let ids: Vec<uuid::Uuid> = timed.iter().filter_map(|(task_id, _, _)| task_id.parse().ok()).collect();
+    let ids: Vec<uuid::Uuid> = timed.iter().map(|(task_id, _, _)| *task_id).collect();
     let rows: Vec<Stamps> =
         sqlx::query_as("select task_id, submitted_at, assigned_at, finished_at from task where task_id = any($1)")
             .bind(&ids)
@@ -208,9 +208,7 @@ async fn round_trip_segments(
     // bench's event stream.
     let mut parts: Vec<(Duration, [Duration; 4])> = Vec::with_capacity(timed.len());
     for (task_id, sent_at, round_trip) in timed {
-        let Some(&(_, submitted, Some(assigned), Some(finished))) =
-            task_id.parse::<uuid::Uuid>().ok().and_then(|id| stamps.get(&id))
-        else {
+        let Some(&(_, submitted, Some(assigned), Some(finished))) = stamps.get(task_id) else {
             continue;
         };
         let seen = *sent_at + chrono::Duration::from_std(*round_trip)?;
